@@ -1,0 +1,2 @@
+//! Placeholder replaced by the guest agent implementation.
+fn main() {}
