@@ -1,2 +1,57 @@
-//! Placeholder.
-fn main() {}
+//! `kiln`: the one binary. Today it runs sandboxes directly on this machine and benchmarks them;
+//! the server (`kiln up`) and the API clients join it as they are built.
+
+mod bench;
+mod sandbox;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about = "Self-hosted infrastructure for background coding agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run and manage sandboxes on this machine.
+    #[command(subcommand)]
+    Sandbox(sandbox::SandboxCommand),
+    /// Measure kiln's speed; the last line printed is one JSON object.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Where kiln keeps its state: `--data-dir`, else `$KILN_DATA_DIR`, else `/var/lib/kiln`.
+#[derive(Debug, Clone, clap::Args)]
+struct DataDirArg {
+    #[arg(long, env = "KILN_DATA_DIR", default_value = "/var/lib/kiln")]
+    data_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Sandbox(cmd) => sandbox::run(cmd).await,
+            Command::Bench(cmd) => bench::run(cmd).await.map(|()| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

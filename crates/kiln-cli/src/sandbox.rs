@@ -1,0 +1,166 @@
+//! `kiln sandbox …`: one-off sandboxes for humans and for checks.
+
+use crate::DataDirArg;
+use anyhow::Context;
+use clap::Subcommand;
+use kiln_sandbox::{
+    CommandLine, ExecEvent, ExecRequest, ImageSpec, Limits, LocalConfig, LocalProvider, OutputStream, Provider,
+    SandboxId, SandboxSpec,
+};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio::io::AsyncReadExt;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SandboxCommand {
+    /// Run one command in a fresh sandbox, stream its output, exit with its exit code.
+    Run(RunArgs),
+    /// List sandboxes.
+    Ls {
+        #[command(flatten)]
+        data: DataDirArg,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Destroy sandboxes.
+    Rm {
+        #[command(flatten)]
+        data: DataDirArg,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// A read-only layer directory, bottom first; repeatable.
+    #[arg(long = "layer")]
+    layers: Vec<PathBuf>,
+    /// Do not bind the host's /usr; the layers must then hold a whole root filesystem.
+    #[arg(long)]
+    no_host_system: bool,
+    /// Memory limit in bytes.
+    #[arg(long)]
+    memory: Option<u64>,
+    /// Process limit.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// Size cap of the writable layer in bytes.
+    #[arg(long, default_value_t = Limits::default().disk_bytes)]
+    disk: u64,
+    /// Kill the command after this many seconds (exit code 124).
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Environment variable KEY=VALUE; repeatable.
+    #[arg(long = "env", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    #[arg(long)]
+    cwd: Option<String>,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+pub(crate) async fn run(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SandboxCommand::Run(args) => run_one(args).await,
+        SandboxCommand::Ls { data, json } => {
+            let provider = open(&data).await?;
+            let mut out = std::io::stdout().lock();
+            for info in provider.list().await? {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(&info)?)?;
+                } else {
+                    let layers = info.spec.image.layers.len();
+                    writeln!(out, "{}\tcreated_ms={}\tlayers={layers}", info.id, info.created_ms)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SandboxCommand::Rm { data, ids } => {
+            let provider = open(&data).await?;
+            for raw in ids {
+                let id = SandboxId::parse(&raw).with_context(|| format!("{raw:?} is not a sandbox id"))?;
+                provider.destroy(&id).await.with_context(|| format!("destroying {id}"))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(crate) async fn open(data: &DataDirArg) -> anyhow::Result<LocalProvider> {
+    LocalProvider::open(LocalConfig::new(&data.data_dir))
+        .await
+        .with_context(|| format!("opening the sandbox provider at {}", data.data_dir.display()))
+}
+
+async fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let provider = open(&args.data).await?;
+    let spec = SandboxSpec {
+        image: ImageSpec { layers: args.layers, host_system: !args.no_host_system },
+        env: args.env.into_iter().collect(),
+        limits: Limits { memory_bytes: args.memory, pids: args.pids, cpu_weight: None, disk_bytes: args.disk },
+        ..SandboxSpec::default()
+    };
+    let sandbox = provider.create(spec).await.context("creating the sandbox")?;
+    let forward_stdin = !std::io::stdin().is_terminal();
+    let request = ExecRequest {
+        command: CommandLine::Argv { argv: args.command },
+        cwd: args.cwd,
+        env: Default::default(),
+        stdin: forward_stdin,
+        timeout_ms: args.timeout.map(|s| (s * 1000.0) as u64),
+    };
+    let result = tokio::select! {
+        result = stream(&sandbox, request) => result,
+        _ = tokio::signal::ctrl_c() => Ok(ExitCode::from(130)),
+    };
+    provider.destroy(sandbox.id()).await.context("destroying the sandbox")?;
+    result
+}
+
+/// Streams the exec's output to ours and its stdin from ours; returns its exit code.
+async fn stream(sandbox: &kiln_sandbox::Sandbox, request: ExecRequest) -> anyhow::Result<ExitCode> {
+    let forward_stdin = request.stdin;
+    let mut exec = sandbox.exec(request).await?;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut stdin_open = forward_stdin;
+    loop {
+        tokio::select! {
+            event = exec.next() => match event? {
+                Some(ExecEvent::Output { stream: OutputStream::Stdout, data }) => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&data)?;
+                    out.flush()?;
+                }
+                Some(ExecEvent::Output { stream: OutputStream::Stderr, data }) => std::io::stderr().write_all(&data)?,
+                Some(ExecEvent::Started { .. }) => {}
+                Some(ExecEvent::Exited(status)) => {
+                    if status.timed_out {
+                        eprintln!("kiln: command timed out");
+                        return Ok(ExitCode::from(124));
+                    }
+                    return Ok(ExitCode::from(status.shell_code().clamp(0, 255) as u8));
+                }
+                None => anyhow::bail!("the exec ended without an exit status"),
+            },
+            read = stdin.read(&mut buf), if stdin_open => {
+                let n = read.context("reading stdin")?;
+                stdin_open = n > 0;
+                // The sandbox may have closed its stdin already; that is not our error.
+                let _ = exec.write_stdin(bytes::Bytes::copy_from_slice(&buf[..n]), n == 0).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Layers on disk: the skeleton every sandbox root starts from, and copying a writable layer into
+//! an immutable snapshot layer with everything overlayfs needs (whiteouts, opaque-directory
+//! xattrs, owners, modes, times, hard links).
+
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+/// The user inside every sandbox (`kiln`, uid and gid 1000).
+pub(crate) const SANDBOX_USER_ID: u32 = 1000;
+
+/// Bumped when the skeleton's contents change, so old data dirs get a fresh one.
+const SKELETON_VERSION: u32 = 1;
+
+/// The `/etc` entries bound from the host with `ImageSpec::host_system`: what `/usr` needs to work
+/// (alternatives symlinks, TLS roots, the linker cache) and nothing that names host users or secrets.
+pub(crate) const HOST_ETC: [&str; 5] =
+    ["/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/ld.so.cache", "/etc/localtime"];
+
+/// Makes (once) and returns the bottom layer of every sandbox: mount points, merged-usr symlinks,
+/// a minimal `/etc` naming only the sandbox user, and the user's writable directories owned by
+/// `host_uid`, the host uid the sandbox runs as.
+pub(crate) fn ensure_skeleton(layers_dir: &Path, host_uid: u32) -> Result<std::path::PathBuf> {
+    let dir = layers_dir.join(format!("skeleton-v{SKELETON_VERSION}-u{host_uid}"));
+    if dir.exists() {
+        return Ok(dir);
+    }
+    let tmp = layers_dir.join(format!(".skeleton-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    let io = |what| Error::io(what, &tmp);
+    for d in ["usr", "proc", "dev", "run", "var/tmp", "etc", ".kiln", "root", "home/kiln", "workspace", "tmp"] {
+        fs::create_dir_all(tmp.join(d)).map_err(io("creating the skeleton"))?;
+    }
+    for etc in HOST_ETC {
+        let path = tmp.join(etc.trim_start_matches('/'));
+        if Path::new(etc).is_dir() {
+            fs::create_dir_all(&path).map_err(io("creating the skeleton"))?;
+        } else {
+            fs::write(&path, "").map_err(io("creating the skeleton"))?;
+        }
+    }
+    for (link, target) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+        std::os::unix::fs::symlink(target, tmp.join(link)).map_err(io("creating the skeleton"))?;
+    }
+    let files = [
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nkiln:x:1000:1000:kiln:/home/kiln:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"),
+        ("etc/group", "root:x:0:\nkiln:x:1000:\nnogroup:x:65534:\n"),
+        ("etc/hosts", "127.0.0.1\tlocalhost kiln\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+        ("etc/hostname", "kiln\n"),
+        ("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"),
+        ("etc/resolv.conf", ""),
+        (".kiln/guest", ""),
+    ];
+    for (path, contents) in files {
+        fs::write(tmp.join(path), contents).map_err(io("creating the skeleton"))?;
+    }
+    for (path, mode) in [("tmp", 0o1777), ("var/tmp", 0o1777), ("root", 0o700)] {
+        fs::set_permissions(tmp.join(path), fs::Permissions::from_mode(mode)).map_err(io("creating the skeleton"))?;
+    }
+    for path in ["home/kiln", "workspace"] {
+        std::os::unix::fs::chown(tmp.join(path), Some(host_uid), Some(host_uid)).map_err(io("creating the skeleton"))?;
+    }
+    match fs::rename(&tmp, &dir) {
+        Ok(()) => Ok(dir),
+        // Another process made it first; theirs is as good as ours.
+        Err(_) if dir.exists() => {
+            let _ = fs::remove_dir_all(&tmp);
+            Ok(dir)
+        }
+        Err(e) => Err(Error::io("installing the skeleton", &dir)(e)),
+    }
+}
+
+/// Copies the tree at `src` to the new directory `dst`, preserving what overlayfs layers carry.
+/// Returns the bytes of regular-file contents copied. `std::fs::copy` uses `copy_file_range`, so
+/// on xfs and btrfs the data is reflinked rather than copied.
+pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<u64> {
+    let mut links = HashMap::new();
+    let mut bytes = 0;
+    copy_entry(src, dst, &mut links, &mut bytes)?;
+    Ok(bytes)
+}
+
+fn copy_entry(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), std::path::PathBuf>, bytes: &mut u64) -> Result<()> {
+    let meta = fs::symlink_metadata(src).map_err(Error::io("reading a layer entry", src))?;
+    let kind = meta.file_type();
+    let err = |what| Error::io(what, dst);
+    if kind.is_dir() {
+        fs::create_dir(dst).map_err(err("copying a directory"))?;
+        let mut entries: Vec<_> = fs::read_dir(src)
+            .map_err(Error::io("listing a layer directory", src))?
+            .collect::<std::io::Result<_>>()
+            .map_err(Error::io("listing a layer directory", src))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            copy_entry(&entry.path(), &dst.join(entry.file_name()), links, bytes)?;
+        }
+    } else {
+        if meta.nlink() > 1 {
+            if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+                return fs::hard_link(first, dst).map_err(err("copying a hard link"));
+            }
+            links.insert((meta.dev(), meta.ino()), dst.to_path_buf());
+        }
+        if kind.is_file() {
+            *bytes += fs::copy(src, dst).map_err(err("copying a file"))?;
+        } else if kind.is_symlink() {
+            let target = fs::read_link(src).map_err(Error::io("reading a symlink", src))?;
+            std::os::unix::fs::symlink(target, dst).map_err(err("copying a symlink"))?;
+        } else {
+            // Devices (overlay whiteouts are character devices 0:0), fifos and sockets.
+            let path = cstring(dst)?;
+            // SAFETY: valid NUL-terminated path; mode and rdev come from the source's metadata.
+            if unsafe { libc::mknod(path.as_ptr(), meta.mode(), meta.rdev()) } != 0 {
+                return Err(err("copying a special file")(std::io::Error::last_os_error()));
+            }
+        }
+    }
+    copy_attributes(src, dst, &meta)
+}
+
+/// Owner, mode, extended attributes and times, in that order (chown clears set-id bits, and
+/// setting times must come after anything that would update them).
+fn copy_attributes(src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<()> {
+    let err = |what| Error::io(what, dst);
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())).map_err(err("copying the owner"))?;
+    if !meta.file_type().is_symlink() {
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(err("copying the mode"))?;
+    }
+    copy_xattrs(src, dst)?;
+    let dst_c = cstring(dst)?;
+    let times = [
+        libc::timespec { tv_sec: meta.atime(), tv_nsec: meta.atime_nsec() },
+        libc::timespec { tv_sec: meta.mtime(), tv_nsec: meta.mtime_nsec() },
+    ];
+    // SAFETY: valid path and a two-element timespec array.
+    if unsafe { libc::utimensat(libc::AT_FDCWD, dst_c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+        return Err(err("copying times")(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn copy_xattrs(src: &Path, dst: &Path) -> Result<()> {
+    let (src_c, dst_c) = (cstring(src)?, cstring(dst)?);
+    let names = xattr_call(|buf, len| {
+        // SAFETY: buf is valid for len bytes (or null with len 0).
+        unsafe { libc::llistxattr(src_c.as_ptr(), buf.cast(), len) }
+    })
+    .map_err(Error::io("listing extended attributes", src))?;
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let name_c = CString::new(name).expect("split at NUL");
+        let value = xattr_call(|buf, len| {
+            // SAFETY: as above.
+            unsafe { libc::lgetxattr(src_c.as_ptr(), name_c.as_ptr(), buf.cast(), len) }
+        })
+        .map_err(Error::io("reading an extended attribute", src))?;
+        // SAFETY: value is a valid buffer of value.len() bytes.
+        let rc = unsafe { libc::lsetxattr(dst_c.as_ptr(), name_c.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        if rc != 0 {
+            return Err(Error::io("writing an extended attribute", dst)(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a size-then-fill xattr call, retrying if the value grew in between.
+fn xattr_call(mut call: impl FnMut(*mut u8, usize) -> isize) -> std::io::Result<Vec<u8>> {
+    loop {
+        let size = call(std::ptr::null_mut(), 0);
+        if size < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; size as usize];
+        let got = call(buf.as_mut_ptr(), buf.len());
+        if got >= 0 {
+            buf.truncate(got as usize);
+            return Ok(buf);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ERANGE) {
+            return Err(err);
+        }
+    }
+}
+
+fn cstring(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidSpec(format!("path contains a NUL byte: {}", path.display())))
+}

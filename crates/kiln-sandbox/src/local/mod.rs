@@ -1,0 +1,483 @@
+//! The embedded provider: sandboxes on this machine, isolated by bubblewrap, rooted in an
+//! overlay of read-only layers under a size-capped tmpfs writable layer, limited by cgroups.
+//!
+//! On disk, under the data directory:
+//! ```text
+//! bin/kiln-guest                 the guest binary, copied so the sandbox uid can read it
+//! layers/skeleton-v1-u<uid>/     bottom layer of every sandbox
+//! layers/snap-<id>/              snapshot layers (immutable)
+//! sandboxes/sb-<id>/meta.json    the sandbox's info, for reattaching after a restart
+//!                  /guest.sock   the guest's listening socket (the guest holds it, not a path inside)
+//!                  /upper/       tmpfs: diff/ (the writable layer) and work/
+//!                  /root/        the overlay, bound as the sandbox's /
+//! ```
+//! Everything a sandbox holds (mounts, cgroups, processes, this directory) is named by its id,
+//! so cleanup needs nothing but the id and works after any crash.
+
+mod bwrap;
+mod cgroup;
+mod config;
+mod layer;
+mod mount;
+
+pub use config::LocalConfig;
+
+use crate::guest_client::GuestClient;
+use crate::provider::ResourceProbe;
+use crate::{
+    Error, NetworkPolicy, Provider, ResourceEvents, Result, Sandbox, SandboxId, SandboxInfo,
+    SandboxSpec, Snapshot, SnapshotId,
+};
+use cgroup::Cgroup;
+use std::collections::HashMap;
+use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long destroy waits for a sandbox's processes to die and be reaped.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Unix socket paths are limited to 108 bytes; ours add this much to the data directory.
+const SOCKET_SUFFIX_LEN: usize = "/sandboxes/sb-0123456789abcdef/guest.sock".len();
+
+/// Runs sandboxes on this machine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LocalProvider {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: LocalConfig,
+    cgroups: cgroup::Version,
+    skeleton: PathBuf,
+    guest_bin: PathBuf,
+    live: Mutex<HashMap<SandboxId, Live>>,
+}
+
+#[derive(Debug)]
+struct Live {
+    sandbox: Sandbox,
+    /// bubblewrap, when this process started it (not after a restart): waited on at destroy.
+    child: Option<tokio::process::Child>,
+    /// An exclusive `flock` on `lock`: this process manages the sandbox. Another process opening
+    /// the same data dir leaves it alone while the lock is held, and adopts it once it is not.
+    _lock: fs::File,
+}
+
+/// Whether this process may manage a sandbox directory.
+enum Ownership {
+    Acquired(fs::File),
+    /// Another live process holds the sandbox.
+    Busy,
+    /// No lock file: a sandbox still being created, or debris of a crash during creation.
+    NoLock,
+}
+
+fn lock_sandbox(dir: &Path, create: bool) -> Result<Ownership> {
+    let path = dir.join("lock");
+    let file = match fs::File::options().write(true).create(create).truncate(false).open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ownership::NoLock),
+        Err(e) => return Err(Error::io("opening the sandbox lock", &path)(e)),
+    };
+    // SAFETY: flock on a valid fd has no memory-safety preconditions.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        Ok(Ownership::Acquired(file))
+    } else {
+        Ok(Ownership::Busy)
+    }
+}
+
+/// What `prepare_sandbox` hands to the launch.
+struct Prepared {
+    cgroup: Cgroup,
+    listener: std::os::unix::net::UnixListener,
+    log: fs::File,
+    lock: fs::File,
+}
+
+/// A directory made in the last seconds may belong to a create in progress elsewhere.
+fn young(dir: &Path) -> bool {
+    fs::metadata(dir)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(30))
+}
+
+#[derive(Debug)]
+struct CgroupProbe(Cgroup);
+
+impl ResourceProbe for CgroupProbe {
+    fn events(&self) -> Result<ResourceEvents> {
+        self.0.events()
+    }
+}
+
+impl LocalProvider {
+    /// Prepares the data directory and cgroups, then reattaches every sandbox that survived a
+    /// restart and cleans up every one that did not (mounts, cgroups, processes, files).
+    pub async fn open(config: LocalConfig) -> Result<LocalProvider> {
+        let inner = tokio::task::spawn_blocking(move || Inner::prepare(config))
+            .await
+            .expect("prepare does not panic")?;
+        let provider = LocalProvider { inner: Arc::new(inner) };
+        provider.recover().await?;
+        Ok(provider)
+    }
+
+    pub fn config(&self) -> &LocalConfig {
+        &self.inner.config
+    }
+
+    fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.inner.config.data_dir.join("sandboxes").join(id)
+    }
+
+    async fn recover(&self) -> Result<()> {
+        let dir = self.inner.config.data_dir.join("sandboxes");
+        // Only directories count: the cgroup parent may be shared with other data dirs, and a
+        // sandbox's cgroup never outlives its directory (cleanup removes the cgroup first).
+        let mut ids: Vec<String> = fs::read_dir(&dir)
+            .map_err(Error::io("listing sandboxes", &dir))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        for name in ids {
+            let Some(id) = SandboxId::parse(&name) else {
+                tracing::warn!(entry = %name, "ignoring an unknown entry among sandboxes");
+                continue;
+            };
+            let dir = self.sandbox_dir(id.as_str());
+            let lock = match lock_sandbox(&dir, false)? {
+                Ownership::Busy => continue,
+                Ownership::NoLock if young(&dir) => continue,
+                Ownership::NoLock => None,
+                Ownership::Acquired(lock) => Some(lock),
+            };
+            let reattached = match lock {
+                Some(lock) => self.reattach(&id).await.map(|sandbox| (sandbox, lock)),
+                None => Err(Error::Start("no lock file".into())),
+            };
+            match reattached {
+                Ok((sandbox, lock)) => {
+                    tracing::info!(%id, "reattached sandbox");
+                    let live = Live { sandbox, child: None, _lock: lock };
+                    self.inner.live.lock().expect("live lock").insert(id, live);
+                }
+                Err(err) => {
+                    tracing::info!(%id, %err, "cleaning up a sandbox that did not survive");
+                    let this = self.clone();
+                    tokio::task::spawn_blocking(move || this.cleanup(id.as_str()))
+                        .await
+                        .expect("cleanup does not panic")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reattach(&self, id: &SandboxId) -> Result<Sandbox> {
+        let dir = self.sandbox_dir(id.as_str());
+        let meta = dir.join("meta.json");
+        let text = fs::read(&meta).map_err(Error::io("reading sandbox metadata", &meta))?;
+        let info: SandboxInfo = serde_json::from_slice(&text)
+            .map_err(|e| Error::Start(format!("corrupt metadata {}: {e}", meta.display())))?;
+        let cgroup = Cgroup::of(self.inner.cgroups, &self.inner.config.cgroup_parent, id.as_str());
+        if !cgroup.exists() || cgroup.pids().is_empty() {
+            return Err(Error::Start("no process left".into()));
+        }
+        let guest = GuestClient::connect(&dir.join("guest.sock"), Duration::from_secs(2)).await?;
+        Ok(Sandbox::new(info, guest, Arc::new(CgroupProbe(cgroup))))
+    }
+
+    /// Releases everything sandbox `id` may hold. Idempotent; every step tolerates absence.
+    fn cleanup(&self, id: &str) -> Result<()> {
+        let cgroup = Cgroup::of(self.inner.cgroups, &self.inner.config.cgroup_parent, id);
+        if cgroup.exists() {
+            cgroup.kill_all(KILL_TIMEOUT)?;
+        }
+        let dir = self.sandbox_dir(id);
+        for mount_point in mount::mounts_under(&dir) {
+            mount::unmount(&mount_point)?;
+        }
+        cgroup.remove(KILL_TIMEOUT)?;
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing the sandbox directory", &dir)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Everything before bubblewrap: directories, mounts, cgroups, the socket, the metadata.
+    fn prepare_sandbox(&self, info: &SandboxInfo) -> Result<Prepared> {
+        let spec = &info.spec;
+        let dir = self.sandbox_dir(info.id.as_str());
+        let io = |what| Error::io(what, &dir);
+        fs::DirBuilder::new().mode(0o711).create(&dir).map_err(io("creating the sandbox directory"))?;
+        let Ownership::Acquired(lock) = lock_sandbox(&dir, true)? else {
+            return Err(Error::Start("could not lock a new sandbox directory".into()));
+        };
+        let (root, upper) = (dir.join("root"), dir.join("upper"));
+        fs::DirBuilder::new().mode(0o755).create(&root).map_err(io("creating the sandbox root"))?;
+        fs::create_dir(&upper).map_err(io("creating the writable layer"))?;
+        mount::mount_tmpfs(&upper, spec.limits.disk_bytes)?;
+        let (diff, work) = (upper.join("diff"), upper.join("work"));
+        fs::create_dir(&diff).map_err(io("creating the writable layer"))?;
+        fs::create_dir(&work).map_err(io("creating the writable layer"))?;
+        let mut lower = vec![self.inner.skeleton.clone()];
+        lower.extend(spec.image.layers.iter().cloned());
+        mount::mount_overlay(&root, &lower, &diff, &work)?;
+        let cgroup = Cgroup::create(self.inner.cgroups, &self.inner.config.cgroup_parent, &info.id, &spec.limits)?;
+        let socket = dir.join("guest.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(io("binding the guest socket"))?;
+        let log = fs::File::create(dir.join("bwrap.log")).map_err(io("creating the sandbox log"))?;
+        let meta = serde_json::to_vec(info).expect("sandbox info serializes");
+        fs::write(dir.join("meta.json"), meta).map_err(io("writing sandbox metadata"))?;
+        Ok(Prepared { cgroup, listener, log, lock })
+    }
+
+    async fn start(&self, info: SandboxInfo) -> Result<Live> {
+        let this = self.clone();
+        let prepared = {
+            let info = info.clone();
+            tokio::task::spawn_blocking(move || this.prepare_sandbox(&info)).await.expect("prepare does not panic")
+        }?;
+        let Prepared { cgroup, listener, log, lock } = prepared;
+        let dir = self.sandbox_dir(info.id.as_str());
+        let config = &self.inner.config;
+        let mut child = bwrap::Launch {
+            bwrap: &config.bwrap,
+            root: &dir.join("root"),
+            guest: &self.inner.guest_bin,
+            host_system: info.spec.image.host_system,
+            hostname: "kiln",
+            env: &info.spec.env,
+            host_uid: config.sandbox_uid,
+            cgroup_procs: cgroup.procs_files(),
+            listener: listener.as_fd(),
+            log,
+        }
+        .spawn()?;
+        drop(listener);
+        let socket = dir.join("guest.sock");
+        let guest = tokio::select! {
+            guest = tokio::time::timeout(config.start_timeout, GuestClient::connect(&socket, config.request_timeout)) => {
+                guest.map_err(|_| Error::Timeout(config.start_timeout, "the guest agent to start"))??
+            }
+            status = child.wait() => {
+                let log = fs::read_to_string(dir.join("bwrap.log")).unwrap_or_default();
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                return Err(Error::Start(format!("bubblewrap exited ({status}): {}", log.trim())));
+            }
+        };
+        let sandbox = Sandbox::new(info, guest, Arc::new(CgroupProbe(cgroup)));
+        Ok(Live { sandbox, child: Some(child), _lock: lock })
+    }
+
+    fn validate(spec: &SandboxSpec) -> Result<()> {
+        if spec.network != NetworkPolicy::Isolated {
+            return Err(Error::Unsupported(
+                "the local provider supports only the isolated network policy so far".into(),
+            ));
+        }
+        if spec.limits.disk_bytes < 1 << 20 {
+            return Err(Error::InvalidSpec("disk_bytes must be at least 1 MiB".into()));
+        }
+        if spec.limits.cpu_weight.is_some_and(|w| !(1..=10_000).contains(&w)) {
+            return Err(Error::InvalidSpec("cpu_weight must be within 1..=10000".into()));
+        }
+        if spec.limits.pids == Some(0) || spec.limits.memory_bytes.is_some_and(|m| m < 4 << 20) {
+            return Err(Error::InvalidSpec("pids must be positive and memory_bytes at least 4 MiB".into()));
+        }
+        for layer in &spec.image.layers {
+            if !layer.is_absolute() || !layer.is_dir() {
+                return Err(Error::InvalidSpec(format!("layer {} is not an existing absolute directory", layer.display())));
+            }
+        }
+        for key in spec.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(Error::InvalidSpec(format!("invalid environment variable name {key:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn live_sandbox(&self, id: &SandboxId) -> Result<Sandbox> {
+        let live = self.inner.live.lock().expect("live lock");
+        live.get(id).map(|l| l.sandbox.clone()).ok_or_else(|| Error::NotFound(id.clone()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for LocalProvider {
+    async fn create(&self, spec: SandboxSpec) -> Result<Sandbox> {
+        Self::validate(&spec)?;
+        let info = SandboxInfo { id: SandboxId::random(), spec, created_ms: now_ms() };
+        let id = info.id.clone();
+        match self.start(info).await {
+            Ok(live) => {
+                let sandbox = live.sandbox.clone();
+                self.inner.live.lock().expect("live lock").insert(id, live);
+                Ok(sandbox)
+            }
+            Err(err) => {
+                let this = self.clone();
+                let cleanup = tokio::task::spawn_blocking(move || this.cleanup(id.as_str()));
+                if let Err(cleanup_err) = cleanup.await.expect("cleanup does not panic") {
+                    tracing::error!(%cleanup_err, "cleaning up a sandbox that failed to start");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn attach(&self, id: &SandboxId) -> Result<Sandbox> {
+        self.live_sandbox(id)
+    }
+
+    /// Every sandbox in the data directory, including those another process manages.
+    async fn list(&self) -> Result<Vec<SandboxInfo>> {
+        let dir = self.inner.config.data_dir.join("sandboxes");
+        let mut infos: Vec<SandboxInfo> = fs::read_dir(&dir)
+            .map_err(Error::io("listing sandboxes", &dir))?
+            .filter_map(|entry| fs::read(entry.ok()?.path().join("meta.json")).ok())
+            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+            .collect();
+        infos.sort_by_key(|i| (i.created_ms, i.id.clone()));
+        Ok(infos)
+    }
+
+    async fn destroy(&self, id: &SandboxId) -> Result<()> {
+        let live = self.inner.live.lock().expect("live lock").remove(id);
+        let child = match live {
+            Some(Live { child, .. }) => child,
+            // Managed by another process (or half made): destroying is forceful all the same.
+            None if self.sandbox_dir(id.as_str()).exists() => None,
+            None => return Err(Error::NotFound(id.clone())),
+        };
+        let this = self.clone();
+        let id = id.clone();
+        let cleanup = tokio::task::spawn_blocking(move || {
+            // Kill first so the reap below cannot wait on a live process.
+            let cgroup = Cgroup::of(this.inner.cgroups, &this.inner.config.cgroup_parent, id.as_str());
+            cgroup.kill_all(KILL_TIMEOUT).map(|()| (this, id))
+        });
+        let (this, id) = cleanup.await.expect("kill does not panic")?;
+        if let Some(mut child) = child {
+            // Reaping bubblewrap lets the cgroup become empty and removable.
+            let _ = tokio::time::timeout(KILL_TIMEOUT, child.wait()).await;
+        }
+        tokio::task::spawn_blocking(move || this.cleanup(id.as_str())).await.expect("cleanup does not panic")
+    }
+
+    async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot> {
+        let sandbox = self.live_sandbox(id)?;
+        let snapshot_id = SnapshotId::random();
+        let layers = self.inner.config.data_dir.join("layers");
+        let (tmp, dest) = (layers.join(format!(".{snapshot_id}")), layers.join(snapshot_id.as_str()));
+        let diff = self.sandbox_dir(id.as_str()).join("upper/diff");
+        let cgroup = Cgroup::of(self.inner.cgroups, &self.inner.config.cgroup_parent, id.as_str());
+        let size = tokio::task::spawn_blocking(move || -> Result<u64> {
+            cgroup.set_frozen(true)?;
+            let copied = layer::copy_tree(&diff, &tmp);
+            let thawed = cgroup.set_frozen(false);
+            let size = copied.inspect_err(|_| {
+                let _ = fs::remove_dir_all(&tmp);
+            })?;
+            thawed?;
+            fs::rename(&tmp, &dest).map_err(Error::io("installing a snapshot layer", &dest))?;
+            Ok(size)
+        })
+        .await
+        .expect("snapshot does not panic")?;
+        let mut image = sandbox.info().spec.image.clone();
+        image.layers.push(layers.join(snapshot_id.as_str()));
+        Ok(Snapshot { id: snapshot_id, source: id.clone(), image, size_bytes: size })
+    }
+}
+
+impl Inner {
+    fn prepare(config: LocalConfig) -> Result<Inner> {
+        let data = &config.data_dir;
+        if !data.is_absolute() {
+            return Err(Error::InvalidSpec(format!("data dir {} must be an absolute path", data.display())));
+        }
+        if data.as_os_str().len() + SOCKET_SUFFIX_LEN >= 108 {
+            return Err(Error::InvalidSpec(format!(
+                "data dir {} is too long: sandbox socket paths must fit in 108 bytes",
+                data.display()
+            )));
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(Error::Unsupported("the local sandbox provider must run as root (it mounts and manages cgroups)".into()));
+        }
+        for (sub, mode) in [("", 0o711), ("sandboxes", 0o711), ("layers", 0o700), ("bin", 0o755)] {
+            let dir = data.join(sub);
+            fs::create_dir_all(&dir).map_err(Error::io("creating the data directory", &dir))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(Error::io("securing the data directory", &dir))?;
+        }
+        check_reachable(data, config.sandbox_uid)?;
+        let guest_bin = install_guest(&config.guest_bin, &data.join("bin"))?;
+        let skeleton = layer::ensure_skeleton(&data.join("layers"), config.sandbox_uid)?;
+        let cgroups = cgroup::Version::detect()?;
+        cgroups.prepare(&config.cgroup_parent)?;
+        Ok(Inner { config, cgroups, skeleton, guest_bin, live: Mutex::new(HashMap::new()) })
+    }
+}
+
+/// Bubblewrap runs as the sandbox uid and must walk from `/` to the sandbox roots.
+fn check_reachable(data: &Path, uid: u32) -> Result<()> {
+    for dir in data.ancestors().skip(1) {
+        let meta = fs::metadata(dir).map_err(Error::io("checking the data directory's parents", dir))?;
+        if meta.mode() & 0o001 == 0 && meta.uid() != uid {
+            return Err(Error::InvalidSpec(format!(
+                "the sandbox uid {uid} cannot reach the data dir {}: {} has mode {:o}; \
+                 choose a data dir such as /var/lib/kiln or run `chmod o+x {}`",
+                data.display(),
+                dir.display(),
+                meta.mode() & 0o7777,
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Copies the guest binary where the sandbox uid can read it, unless an identical copy is there.
+fn install_guest(source: &Path, bin_dir: &Path) -> Result<PathBuf> {
+    let dest = bin_dir.join("kiln-guest");
+    let src_meta = fs::metadata(source).map_err(|e| {
+        Error::Start(format!(
+            "guest agent binary {} not found ({e}); build it with `cargo build -p kiln-guest` or set KILN_GUEST_BIN",
+            source.display()
+        ))
+    })?;
+    let same = fs::metadata(&dest)
+        .is_ok_and(|d| d.len() == src_meta.len() && d.modified().ok() == src_meta.modified().ok());
+    if !same {
+        let tmp = bin_dir.join(format!(".kiln-guest-{}", std::process::id()));
+        fs::copy(source, &tmp).map_err(Error::io("installing the guest binary", &tmp))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(Error::io("installing the guest binary", &tmp))?;
+        let file = fs::File::options().write(true).open(&tmp).map_err(Error::io("installing the guest binary", &tmp))?;
+        if let Ok(modified) = src_meta.modified() {
+            file.set_modified(modified).map_err(Error::io("installing the guest binary", &tmp))?;
+        }
+        fs::rename(&tmp, &dest).map_err(Error::io("installing the guest binary", &dest))?;
+    }
+    Ok(dest)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Randomness for ids, from the kernel.
+pub(crate) fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: buf is valid for 8 bytes.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    assert_eq!(n, 8, "getrandom failed");
+    u64::from_ne_bytes(buf)
+}

@@ -1,0 +1,89 @@
+//! The provider interface and the sandbox handle every other part of kiln uses.
+
+use crate::guest_client::{ExecOutcome, ExecStream, GuestClient};
+use crate::{ExecRequest, Result, SandboxId, SandboxInfo, SandboxSpec, Snapshot};
+use std::fmt::Debug;
+use std::sync::Arc;
+
+/// Creates, finds, limits, snapshots and destroys sandboxes. Implemented by [`crate::LocalProvider`]
+/// today and by a Kubernetes provider later; callers never know which.
+///
+/// Restoring a snapshot is creating a sandbox from [`Snapshot::image`].
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + Debug + 'static {
+    /// Creates a sandbox and returns once its guest agent answers.
+    async fn create(&self, spec: SandboxSpec) -> Result<Sandbox>;
+    /// A new handle to a running sandbox, e.g. after the control plane restarted.
+    async fn attach(&self, id: &SandboxId) -> Result<Sandbox>;
+    async fn list(&self) -> Result<Vec<SandboxInfo>>;
+    /// Kills every process of the sandbox and releases everything it held. Idempotent on
+    /// sandboxes that are already gone only in that it reports [`crate::Error::NotFound`].
+    async fn destroy(&self, id: &SandboxId) -> Result<()>;
+    /// Captures the writable layer, deletions included, as an immutable snapshot. The sandbox
+    /// keeps running; it is paused while the layer is copied so the copy is consistent.
+    async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot>;
+}
+
+/// Counters of limit hits, read from wherever the provider enforces limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourceEvents {
+    /// Processes killed by the memory limit.
+    pub oom_kills: u64,
+    /// Forks refused by the process limit.
+    pub pids_limit_hits: u64,
+    /// Memory in use now.
+    pub memory_bytes: u64,
+}
+
+/// Reads a sandbox's [`ResourceEvents`]; provider-specific.
+pub(crate) trait ResourceProbe: Send + Sync + Debug {
+    fn events(&self) -> Result<ResourceEvents>;
+}
+
+/// A running sandbox: run commands, touch files, list ports. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    info: Arc<SandboxInfo>,
+    guest: GuestClient,
+    probe: Arc<dyn ResourceProbe>,
+}
+
+impl Sandbox {
+    pub(crate) fn new(info: SandboxInfo, guest: GuestClient, probe: Arc<dyn ResourceProbe>) -> Self {
+        Sandbox { info: Arc::new(info), guest, probe }
+    }
+
+    pub fn id(&self) -> &SandboxId {
+        &self.info.id
+    }
+
+    pub fn info(&self) -> &SandboxInfo {
+        &self.info
+    }
+
+    /// Files, ports and streaming exec: the guest agent's whole interface.
+    pub fn guest(&self) -> &GuestClient {
+        &self.guest
+    }
+
+    /// Starts a command and streams its events.
+    pub async fn exec(&self, request: ExecRequest) -> Result<ExecStream> {
+        self.guest.exec(request).await
+    }
+
+    /// Runs a command to the end and collects its output, noting whether the memory limit killed it.
+    pub async fn run(&self, request: ExecRequest) -> Result<ExecOutcome> {
+        let before = self.probe.events()?;
+        let mut outcome = self.guest.exec(request).await?.collect().await?;
+        // A shell reports its child's SIGKILL as exit code 137, so any failure may be an OOM kill.
+        if !outcome.status.success() {
+            outcome.oom_killed = self.probe.events()?.oom_kills > before.oom_kills;
+        }
+        Ok(outcome)
+    }
+
+    /// Limit hits so far.
+    pub fn resource_events(&self) -> Result<ResourceEvents> {
+        self.probe.events()
+    }
+}
