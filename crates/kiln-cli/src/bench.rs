@@ -4,7 +4,9 @@
 use crate::DataDirArg;
 use anyhow::Context;
 use clap::Subcommand;
-use kiln_sandbox::{CommandLine, ExecRequest, ImageSpec, LocalProvider, Provider, Sandbox, SandboxSpec};
+use kiln_sandbox::{
+    CommandLine, ExecRequest, ImageSpec, LocalProvider, Provider, Sandbox, SandboxSpec,
+};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -48,12 +50,17 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn spec() -> SandboxSpec {
-    SandboxSpec { image: ImageSpec::host(), ..SandboxSpec::default() }
+    SandboxSpec {
+        image: ImageSpec::host(),
+        ..SandboxSpec::default()
+    }
 }
 
 fn argv(args: &[&str]) -> ExecRequest {
     ExecRequest {
-        command: CommandLine::Argv { argv: args.iter().map(|s| s.to_string()).collect() },
+        command: CommandLine::Argv {
+            argv: args.iter().map(|s| s.to_string()).collect(),
+        },
         cwd: None,
         env: Default::default(),
         stdin: false,
@@ -64,7 +71,10 @@ fn argv(args: &[&str]) -> ExecRequest {
 async fn ready(provider: &LocalProvider) -> anyhow::Result<Sandbox> {
     let sandbox = provider.create(spec()).await?;
     let outcome = sandbox.run(argv(&["true"])).await?;
-    anyhow::ensure!(outcome.status.success(), "`true` failed in a new sandbox: {outcome:?}");
+    anyhow::ensure!(
+        outcome.status.success(),
+        "`true` failed in a new sandbox: {outcome:?}"
+    );
     Ok(sandbox)
 }
 
@@ -77,15 +87,35 @@ async fn sandbox(args: SandboxBenchArgs) -> anyhow::Result<()> {
     for _ in 0..50 {
         let start = Instant::now();
         let status = tokio::process::Command::new(&provider.config().bwrap)
-            .args(["--unshare-all", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib64", "/lib64"])
-            .args(["--symlink", "usr/lib", "/lib", "--proc", "/proc", "--dev", "/dev", "/usr/bin/true"])
+            .args([
+                "--unshare-all",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+            ])
+            .args([
+                "--symlink",
+                "usr/lib",
+                "/lib",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "/usr/bin/true",
+            ])
             .status()
             .await?;
         anyhow::ensure!(status.success(), "bare bwrap failed: {status}");
         floor.push(start.elapsed());
     }
     let floor = Stats::of(floor);
-    println!("bare bwrap true          p50 {:7.2} ms  p99 {:7.2} ms", floor.p50, floor.p99);
+    println!(
+        "bare bwrap true          p50 {:7.2} ms  p99 {:7.2} ms",
+        floor.p50, floor.p99
+    );
 
     let mut create = Vec::new();
     for _ in 0..args.runs {
@@ -95,7 +125,10 @@ async fn sandbox(args: SandboxBenchArgs) -> anyhow::Result<()> {
         provider.destroy(sandbox.id()).await?;
     }
     let create = Stats::of(create);
-    println!("create → ready ({:>3})    p50 {:7.2} ms  p99 {:7.2} ms", args.runs, create.p50, create.p99);
+    println!(
+        "create → ready ({:>3})    p50 {:7.2} ms  p99 {:7.2} ms",
+        args.runs, create.p50, create.p99
+    );
 
     let sandbox = ready(&provider).await?;
     let mut rtt = Vec::new();
@@ -105,22 +138,46 @@ async fn sandbox(args: SandboxBenchArgs) -> anyhow::Result<()> {
         rtt.push(start.elapsed());
     }
     let rtt = Stats::of(rtt);
-    println!("exec `true` round trip   p50 {:7.2} ms  p99 {:7.2} ms", rtt.p50, rtt.p99);
+    println!(
+        "exec `true` round trip   p50 {:7.2} ms  p99 {:7.2} ms",
+        rtt.p50, rtt.p99
+    );
 
     // 50 MB in the writable layer: 50 files of 1 MiB of random bytes, and one deletion.
     let fill = "mkdir -p /workspace/data && for i in $(seq 1 50); do head -c 1000000 /dev/urandom > /workspace/data/f$i; done && rm /workspace/data/f1";
     let outcome = sandbox.run(argv(&["sh", "-c", fill])).await?;
-    anyhow::ensure!(outcome.status.success(), "filling the sandbox failed: {outcome:?}");
+    anyhow::ensure!(
+        outcome.status.success(),
+        "filling the sandbox failed: {outcome:?}"
+    );
     let (mut snap_times, mut restore_times) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         let start = Instant::now();
         let snapshot = provider.snapshot(sandbox.id()).await?;
         snap_times.push(start.elapsed());
         let start = Instant::now();
-        let restored = provider.create(SandboxSpec { image: snapshot.image.clone(), ..spec() }).await?;
-        let check = restored.run(argv(&["test", "-f", "/workspace/data/f50", "-a", "!", "-e", "/workspace/data/f1"])).await?;
+        let restored = provider
+            .create(SandboxSpec {
+                image: snapshot.image.clone(),
+                ..spec()
+            })
+            .await?;
+        let check = restored
+            .run(argv(&[
+                "test",
+                "-f",
+                "/workspace/data/f50",
+                "-a",
+                "!",
+                "-e",
+                "/workspace/data/f1",
+            ]))
+            .await?;
         restore_times.push(start.elapsed());
-        anyhow::ensure!(check.status.success(), "the restored sandbox lacks the snapshot's files");
+        anyhow::ensure!(
+            check.status.success(),
+            "the restored sandbox lacks the snapshot's files"
+        );
         provider.destroy(restored.id()).await?;
         std::fs::remove_dir_all(snapshot.image.layers.last().expect("snapshot layer"))?;
     }
@@ -147,7 +204,12 @@ async fn sandbox(args: SandboxBenchArgs) -> anyhow::Result<()> {
         provider.destroy(sandbox.id()).await?;
     }
     let concurrent = Stats::of(concurrent);
-    println!("50 concurrent creates    p50 {:7.2} ms  p99 {:7.2} ms  (all in {:.0} ms)", concurrent.p50, concurrent.p99, wall.as_secs_f64() * 1000.0);
+    println!(
+        "50 concurrent creates    p50 {:7.2} ms  p99 {:7.2} ms  (all in {:.0} ms)",
+        concurrent.p50,
+        concurrent.p99,
+        wall.as_secs_f64() * 1000.0
+    );
 
     let before = mem_used_kib()?;
     let mut idle = Vec::new();
@@ -157,7 +219,10 @@ async fn sandbox(args: SandboxBenchArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = mem_used_kib()?;
     let per_sandbox = after.saturating_sub(before) / args.idle.max(1) as u64;
-    println!("idle memory per sandbox  {per_sandbox} KiB (host MemTotal-MemAvailable over {} sandboxes)", args.idle);
+    println!(
+        "idle memory per sandbox  {per_sandbox} KiB (host MemTotal-MemAvailable over {} sandboxes)",
+        args.idle
+    );
     for sandbox in idle {
         provider.destroy(sandbox.id()).await?;
     }
@@ -192,7 +257,10 @@ impl Stats {
             let index = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
             round2(samples[index].as_secs_f64() * 1000.0)
         };
-        Stats { p50: at(0.5), p99: at(0.99) }
+        Stats {
+            p50: at(0.5),
+            p99: at(0.99),
+        }
     }
 }
 
@@ -205,7 +273,14 @@ fn mem_used_kib() -> anyhow::Result<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
     let field = |name: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .with_context(|| format!("{name} missing from /proc/meminfo"))
     };
     Ok(field("MemTotal:")? - field("MemAvailable:")?)
@@ -219,7 +294,8 @@ fn filesystem_of(path: &std::path::Path) -> String {
             let mut parts = line.split(" - ");
             let mount_point = parts.next()?.split(' ').nth(4)?;
             let fstype = parts.next()?.split(' ').next()?;
-            path.starts_with(mount_point).then(|| (mount_point.len(), fstype.to_string()))
+            path.starts_with(mount_point)
+                .then(|| (mount_point.len(), fstype.to_string()))
         })
         .max_by_key(|(len, _)| *len)
         .map_or_else(|| "unknown".into(), |(_, fs)| fs)

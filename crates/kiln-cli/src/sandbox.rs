@@ -4,8 +4,8 @@ use crate::DataDirArg;
 use anyhow::Context;
 use clap::Subcommand;
 use kiln_sandbox::{
-    CommandLine, ExecEvent, ExecRequest, ImageSpec, Limits, LocalConfig, LocalProvider, OutputStream, Provider,
-    SandboxId, SandboxSpec,
+    CommandLine, ExecEvent, ExecRequest, ImageSpec, Limits, LocalConfig, LocalProvider,
+    OutputStream, Provider, SandboxId, SandboxSpec,
 };
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -82,7 +82,11 @@ pub(crate) async fn run(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
                     writeln!(out, "{}", serde_json::to_string(&info)?)?;
                 } else {
                     let layers = info.spec.image.layers.len();
-                    writeln!(out, "{}\tcreated_ms={}\tlayers={layers}", info.id, info.created_ms)?;
+                    writeln!(
+                        out,
+                        "{}\tcreated_ms={}\tlayers={layers}",
+                        info.id, info.created_ms
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -90,8 +94,12 @@ pub(crate) async fn run(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
         SandboxCommand::Rm { data, ids } => {
             let provider = open(&data).await?;
             for raw in ids {
-                let id = SandboxId::parse(&raw).with_context(|| format!("{raw:?} is not a sandbox id"))?;
-                provider.destroy(&id).await.with_context(|| format!("destroying {id}"))?;
+                let id = SandboxId::parse(&raw)
+                    .with_context(|| format!("{raw:?} is not a sandbox id"))?;
+                provider
+                    .destroy(&id)
+                    .await
+                    .with_context(|| format!("destroying {id}"))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -101,18 +109,34 @@ pub(crate) async fn run(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
 pub(crate) async fn open(data: &DataDirArg) -> anyhow::Result<LocalProvider> {
     LocalProvider::open(LocalConfig::new(&data.data_dir))
         .await
-        .with_context(|| format!("opening the sandbox provider at {}", data.data_dir.display()))
+        .with_context(|| {
+            format!(
+                "opening the sandbox provider at {}",
+                data.data_dir.display()
+            )
+        })
 }
 
 async fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let provider = open(&args.data).await?;
     let spec = SandboxSpec {
-        image: ImageSpec { layers: args.layers, host_system: !args.no_host_system },
+        image: ImageSpec {
+            layers: args.layers,
+            host_system: !args.no_host_system,
+        },
         env: args.env.into_iter().collect(),
-        limits: Limits { memory_bytes: args.memory, pids: args.pids, cpu_weight: None, disk_bytes: args.disk },
+        limits: Limits {
+            memory_bytes: args.memory,
+            pids: args.pids,
+            cpu_weight: None,
+            disk_bytes: args.disk,
+        },
         ..SandboxSpec::default()
     };
-    let sandbox = provider.create(spec).await.context("creating the sandbox")?;
+    let sandbox = provider
+        .create(spec)
+        .await
+        .context("creating the sandbox")?;
     let forward_stdin = !std::io::stdin().is_terminal();
     let request = ExecRequest {
         command: CommandLine::Argv { argv: args.command },
@@ -125,7 +149,10 @@ async fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
         result = stream(&sandbox, request) => result,
         _ = tokio::signal::ctrl_c() => Ok(ExitCode::from(130)),
     };
-    provider.destroy(sandbox.id()).await.context("destroying the sandbox")?;
+    provider
+        .destroy(sandbox.id())
+        .await
+        .context("destroying the sandbox")?;
     result
 }
 

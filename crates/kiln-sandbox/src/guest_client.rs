@@ -69,7 +69,12 @@ impl GuestClient {
             .map_err(|_| Error::Timeout(request_timeout, "the guest socket"))?
             .map_err(Error::io("connecting to the guest agent", socket))?;
         let client = GuestClient::over(stream, request_timeout);
-        match client.call(HostMessage::Hello { version: PROTOCOL_VERSION }).await? {
+        match client
+            .call(HostMessage::Hello {
+                version: PROTOCOL_VERSION,
+            })
+            .await?
+        {
             GuestMessage::Hello { version, pid } if version == PROTOCOL_VERSION => {
                 client.shared.guest_pid.store(pid.into(), Ordering::Relaxed);
                 Ok(client)
@@ -106,7 +111,9 @@ impl GuestClient {
         let reader = tokio::spawn({
             let shared = shared.clone();
             async move {
-                let reason = shared.route_incoming(FramedRead::new(read, FrameCodec)).await;
+                let reason = shared
+                    .route_incoming(FramedRead::new(read, FrameCodec))
+                    .await;
                 shared.close(reason);
             }
         });
@@ -114,7 +121,10 @@ impl GuestClient {
             _reader: AbortOnDropHandle::new(reader),
             _writer: AbortOnDropHandle::new(writer),
         };
-        GuestClient { shared, _tasks: Arc::new(tasks) }
+        GuestClient {
+            shared,
+            _tasks: Arc::new(tasks),
+        }
     }
 
     /// The guest agent's pid inside the sandbox.
@@ -134,7 +144,14 @@ impl GuestClient {
             .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms) + EXEC_GRACE);
         let stdin = request.stdin;
         let (id, rx) = self.start(HostMessage::Exec(request), Bytes::new()).await?;
-        Ok(ExecStream { client: self.clone(), id, rx, deadline, stdin_open: stdin, finished: false })
+        Ok(ExecStream {
+            client: self.clone(),
+            id,
+            rx,
+            deadline,
+            stdin_open: stdin,
+            finished: false,
+        })
     }
 
     /// Reads a whole file. For large files prefer [`GuestClient::read_file_with`].
@@ -154,8 +171,13 @@ impl GuestClient {
         path: &str,
         mut sink: impl FnMut(Bytes) -> Result<()>,
     ) -> Result<u64> {
-        let (id, mut rx) = self.start(HostMessage::ReadFile { path: path.into() }, Bytes::new()).await?;
-        let _route = RouteGuard { shared: &self.shared, id };
+        let (id, mut rx) = self
+            .start(HostMessage::ReadFile { path: path.into() }, Bytes::new())
+            .await?;
+        let _route = RouteGuard {
+            shared: &self.shared,
+            id,
+        };
         loop {
             let frame = self.recv(&mut rx, "a file chunk").await?;
             match frame.msg {
@@ -179,7 +201,11 @@ impl GuestClient {
         mode: Option<u32>,
     ) -> Result<()> {
         let mut buf = vec![0u8; WRITE_CHUNK];
-        let mut first = Some(HostMessage::WriteFile { path: path.into(), mode, eof: false });
+        let mut first = Some(HostMessage::WriteFile {
+            path: path.into(),
+            mode,
+            eof: false,
+        });
         let mut id = 0;
         let mut rx = None;
         loop {
@@ -190,18 +216,26 @@ impl GuestClient {
             let data = Bytes::copy_from_slice(&buf[..n]);
             match first.take() {
                 Some(HostMessage::WriteFile { path, mode, .. }) => {
-                    let (new_id, new_rx) = self.start(HostMessage::WriteFile { path, mode, eof }, data).await?;
+                    let (new_id, new_rx) = self
+                        .start(HostMessage::WriteFile { path, mode, eof }, data)
+                        .await?;
                     id = new_id;
                     rx = Some(new_rx);
                 }
-                _ => self.send(Frame::with_data(id, HostMessage::WriteChunk { eof }, data)).await?,
+                _ => {
+                    self.send(Frame::with_data(id, HostMessage::WriteChunk { eof }, data))
+                        .await?
+                }
             }
             if eof {
                 break;
             }
         }
         let mut rx = rx.expect("the first frame registered the request");
-        let _route = RouteGuard { shared: &self.shared, id };
+        let _route = RouteGuard {
+            shared: &self.shared,
+            id,
+        };
         match self.recv(&mut rx, "the end of a write").await?.msg {
             GuestMessage::Done => Ok(()),
             other => Err(unexpected(&other)),
@@ -209,7 +243,10 @@ impl GuestClient {
     }
 
     pub async fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
-        match self.call(HostMessage::ListDir { path: path.into() }).await? {
+        match self
+            .call(HostMessage::ListDir { path: path.into() })
+            .await?
+        {
             GuestMessage::Entries { entries } => Ok(entries),
             other => Err(unexpected(&other)),
         }
@@ -223,11 +260,20 @@ impl GuestClient {
     }
 
     pub async fn remove(&self, path: &str, recursive: bool) -> Result<()> {
-        self.call_done(HostMessage::Remove { path: path.into(), recursive }).await
+        self.call_done(HostMessage::Remove {
+            path: path.into(),
+            recursive,
+        })
+        .await
     }
 
     pub async fn mkdir(&self, path: &str, parents: bool, mode: Option<u32>) -> Result<()> {
-        self.call_done(HostMessage::Mkdir { path: path.into(), parents, mode }).await
+        self.call_done(HostMessage::Mkdir {
+            path: path.into(),
+            parents,
+            mode,
+        })
+        .await
     }
 
     pub async fn listening_ports(&self) -> Result<Vec<ListeningPort>> {
@@ -247,7 +293,10 @@ impl GuestClient {
     /// One request, one reply.
     async fn call(&self, msg: HostMessage) -> Result<GuestMessage> {
         let (id, mut rx) = self.start(msg, Bytes::new()).await?;
-        let _route = RouteGuard { shared: &self.shared, id };
+        let _route = RouteGuard {
+            shared: &self.shared,
+            id,
+        };
         Ok(self.recv(&mut rx, "a reply").await?.msg)
     }
 
@@ -273,7 +322,11 @@ impl GuestClient {
     }
 
     async fn send(&self, frame: Frame<HostMessage>) -> Result<()> {
-        self.shared.outbox.send(frame).await.map_err(|_| self.gone_error())
+        self.shared
+            .outbox
+            .send(frame)
+            .await
+            .map_err(|_| self.gone_error())
     }
 
     /// The next frame of a request, failing on guest errors, a closed connection or the timeout.
@@ -308,7 +361,10 @@ fn unexpected(msg: &GuestMessage) -> Error {
 }
 
 /// Fills `buf` as far as the source allows; a short count means end of input.
-async fn read_full(source: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> std::io::Result<usize> {
+async fn read_full(
+    source: &mut (impl AsyncRead + Unpin),
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match source.read(&mut buf[filled..]).await? {
@@ -332,10 +388,18 @@ impl Shared {
             };
             let terminal = !matches!(
                 frame.msg,
-                GuestMessage::ExecStarted { .. } | GuestMessage::Output { .. } | GuestMessage::FileChunk
+                GuestMessage::ExecStarted { .. }
+                    | GuestMessage::Output { .. }
+                    | GuestMessage::FileChunk
             );
             let id = frame.id;
-            let route = self.routes.lock().expect("routes lock").pending.get(&id).cloned();
+            let route = self
+                .routes
+                .lock()
+                .expect("routes lock")
+                .pending
+                .get(&id)
+                .cloned();
             let Some(route) = route else { continue };
             // A consumer that went away is not an error; its request simply ends.
             let _ = route.send(frame).await;
@@ -418,7 +482,10 @@ impl ExecStream {
         let frame = frame.inspect_err(|_| self.finished = true)?;
         Ok(Some(match frame.msg {
             GuestMessage::ExecStarted { pid } => ExecEvent::Started { pid },
-            GuestMessage::Output { stream } => ExecEvent::Output { stream, data: frame.data },
+            GuestMessage::Output { stream } => ExecEvent::Output {
+                stream,
+                data: frame.data,
+            },
             GuestMessage::ExecExited { status } => {
                 self.finished = true;
                 ExecEvent::Exited(status)
@@ -430,15 +497,21 @@ impl ExecStream {
     /// Sends bytes to the process's stdin; `eof` closes it. The exec must have asked for stdin.
     pub async fn write_stdin(&mut self, data: Bytes, eof: bool) -> Result<()> {
         if !self.stdin_open {
-            return Err(Error::InvalidSpec("stdin is closed or was not requested".into()));
+            return Err(Error::InvalidSpec(
+                "stdin is closed or was not requested".into(),
+            ));
         }
         self.stdin_open = !eof;
-        self.client.send(Frame::with_data(self.id, HostMessage::Stdin { eof }, data)).await
+        self.client
+            .send(Frame::with_data(self.id, HostMessage::Stdin { eof }, data))
+            .await
     }
 
     /// Sends a signal to the exec's process group.
     pub async fn signal(&self, signal: i32) -> Result<()> {
-        self.client.send(Frame::new(self.id, HostMessage::Signal { signal })).await
+        self.client
+            .send(Frame::new(self.id, HostMessage::Signal { signal }))
+            .await
     }
 
     /// Kills the exec's process group.
@@ -452,14 +525,27 @@ impl ExecStream {
         while let Some(event) = self.next().await? {
             match event {
                 ExecEvent::Started { .. } => {}
-                ExecEvent::Output { stream: OutputStream::Stdout, data } => stdout.extend_from_slice(&data),
-                ExecEvent::Output { stream: OutputStream::Stderr, data } => stderr.extend_from_slice(&data),
+                ExecEvent::Output {
+                    stream: OutputStream::Stdout,
+                    data,
+                } => stdout.extend_from_slice(&data),
+                ExecEvent::Output {
+                    stream: OutputStream::Stderr,
+                    data,
+                } => stderr.extend_from_slice(&data),
                 ExecEvent::Exited(status) => {
-                    return Ok(ExecOutcome { status, stdout, stderr, oom_killed: false });
+                    return Ok(ExecOutcome {
+                        status,
+                        stdout,
+                        stderr,
+                        oom_killed: false,
+                    });
                 }
             }
         }
-        Err(Error::Protocol("exec stream ended without an exit status".into()))
+        Err(Error::Protocol(
+            "exec stream ended without an exit status".into(),
+        ))
     }
 }
 

@@ -49,8 +49,16 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    pub(crate) fn new(info: SandboxInfo, guest: GuestClient, probe: Arc<dyn ResourceProbe>) -> Self {
-        Sandbox { info: Arc::new(info), guest, probe }
+    pub(crate) fn new(
+        info: SandboxInfo,
+        guest: GuestClient,
+        probe: Arc<dyn ResourceProbe>,
+    ) -> Self {
+        Sandbox {
+            info: Arc::new(info),
+            guest,
+            probe,
+        }
     }
 
     pub fn id(&self) -> &SandboxId {

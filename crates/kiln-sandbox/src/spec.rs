@@ -19,15 +19,21 @@ macro_rules! random_id {
     ($ty:ident, $prefix:literal) => {
         impl $ty {
             pub fn random() -> Self {
-                $ty(format!(concat!($prefix, "{:016x}"), crate::local::random_u64()))
+                $ty(format!(
+                    concat!($prefix, "{:016x}"),
+                    crate::local::random_u64()
+                ))
             }
 
             /// Accepts only ids this type could have produced, so an id from a request can be
             /// used in paths and cgroup names without further checks.
             pub fn parse(s: &str) -> Option<Self> {
                 let hex = s.strip_prefix($prefix)?;
-                (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-                    .then(|| $ty(s.to_string()))
+                (hex.len() == 16
+                    && hex
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+                .then(|| $ty(s.to_string()))
             }
 
             pub fn as_str(&self) -> &str {
@@ -59,7 +65,10 @@ pub struct ImageSpec {
 impl ImageSpec {
     /// The host's system, nothing else: a shell, git and the host's tools.
     pub fn host() -> Self {
-        ImageSpec { layers: Vec::new(), host_system: true }
+        ImageSpec {
+            layers: Vec::new(),
+            host_system: true,
+        }
     }
 }
 

@@ -15,19 +15,40 @@ use tokio_util::codec::Framed;
 async fn malformed_frames_get_an_error_and_the_guest_keeps_serving() {
     let h = Harness::new().await;
     let sandbox = h.sandbox().await;
-    let socket = h.data_dir().join("sandboxes").join(sandbox.id().as_str()).join("guest.sock");
+    let socket = h
+        .data_dir()
+        .join("sandboxes")
+        .join(sandbox.id().as_str())
+        .join("guest.sock");
 
-    let mut raw = Framed::new(tokio::net::UnixStream::connect(&socket).await.unwrap(), FrameCodec);
+    let mut raw = Framed::new(
+        tokio::net::UnixStream::connect(&socket).await.unwrap(),
+        FrameCodec,
+    );
     let header = br#"{"id":9,"msg":{"type":"exec","command":"not an object"}}"#;
     let stream = raw.get_mut();
-    stream.write_all(&(header.len() as u32).to_be_bytes()).await.unwrap();
+    stream
+        .write_all(&(header.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
     stream.write_all(&0u32.to_be_bytes()).await.unwrap();
     stream.write_all(header).await.unwrap();
     let reply = Frame::<GuestMessage>::decode(raw.next().await.unwrap().unwrap()).unwrap();
     assert_eq!(reply.id, 9);
-    assert!(matches!(reply.msg, GuestMessage::Error { kind: ErrorKind::InvalidRequest, .. }), "{reply:?}");
+    assert!(
+        matches!(
+            reply.msg,
+            GuestMessage::Error {
+                kind: ErrorKind::InvalidRequest,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
     // Same connection, a good request.
-    raw.send(Frame::new(10, HostMessage::ListPorts)).await.unwrap();
+    raw.send(Frame::new(10, HostMessage::ListPorts))
+        .await
+        .unwrap();
     let reply = Frame::<GuestMessage>::decode(raw.next().await.unwrap().unwrap()).unwrap();
     assert_eq!(reply.id, 10);
     assert!(matches!(reply.msg, GuestMessage::Ports { .. }));
@@ -38,7 +59,13 @@ async fn malformed_frames_get_an_error_and_the_guest_keeps_serving() {
     bad.write_all(&0u32.to_be_bytes()).await.unwrap();
     let mut framed = Framed::new(bad, FrameCodec);
     let reply = Frame::<GuestMessage>::decode(framed.next().await.unwrap().unwrap()).unwrap();
-    assert!(matches!(reply.msg, GuestMessage::Error { kind: ErrorKind::InvalidRequest, .. }));
+    assert!(matches!(
+        reply.msg,
+        GuestMessage::Error {
+            kind: ErrorKind::InvalidRequest,
+            ..
+        }
+    ));
     assert!(framed.next().await.is_none());
     ok(&sandbox, "echo alive").await;
 }
@@ -48,11 +75,16 @@ async fn a_dead_guest_fails_pending_requests_promptly() {
     let h = Harness::new().await;
     let sandbox = h.sandbox().await;
     let mut pending = sandbox.exec(common::sh("sleep 100")).await.unwrap();
-    assert!(matches!(pending.next().await.unwrap(), Some(ExecEvent::Started { .. })));
+    assert!(matches!(
+        pending.next().await.unwrap(),
+        Some(ExecEvent::Started { .. })
+    ));
     let guest_pid = sandbox.guest().guest_pid();
     let start = Instant::now();
     // Anything in the sandbox can kill the guest: it runs as the sandbox user.
-    let _ = sandbox.run(common::sh(&format!("kill -9 {guest_pid}"))).await;
+    let _ = sandbox
+        .run(common::sh(&format!("kill -9 {guest_pid}")))
+        .await;
     let err = loop {
         match pending.next().await {
             Ok(Some(_)) => continue,
@@ -61,6 +93,13 @@ async fn a_dead_guest_fails_pending_requests_promptly() {
         }
     };
     assert!(matches!(err, Error::GuestGone(_)), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(2), "took {:?}", start.elapsed());
-    assert!(matches!(sandbox.guest().stat("/").await, Err(Error::GuestGone(_))));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(matches!(
+        sandbox.guest().stat("/").await,
+        Err(Error::GuestGone(_))
+    ));
 }

@@ -9,7 +9,9 @@ use std::path::Path;
 
 fn mounts_mentioning(path: &Path) -> usize {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    text.lines().filter(|l| l.contains(path.to_str().unwrap())).count()
+    text.lines()
+        .filter(|l| l.contains(path.to_str().unwrap()))
+        .count()
 }
 
 fn cgroup_dirs(id: &str) -> Vec<String> {
@@ -24,50 +26,90 @@ fn cgroup_dirs(id: &str) -> Vec<String> {
 async fn destroy_leaves_no_process_mount_cgroup_or_file() {
     let h = Harness::new().await;
     let sandbox = h.sandbox().await;
-    ok(&sandbox, "sleep 1000 >/dev/null 2>&1 & sleep 1000 >/dev/null 2>&1 &").await;
+    ok(
+        &sandbox,
+        "sleep 1000 >/dev/null 2>&1 & sleep 1000 >/dev/null 2>&1 &",
+    )
+    .await;
     let id = sandbox.id().clone();
-    let pids: Vec<i32> = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/kiln/{id}/cgroup.procs"))
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let pids: Vec<i32> =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/pids/kiln/{id}/cgroup.procs"))
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
     assert!(pids.len() >= 3, "bwrap, guest and two sleeps: {pids:?}");
     assert!(mounts_mentioning(&h.data_dir().join("sandboxes").join(id.as_str())) >= 2);
 
     h.provider.destroy(&id).await.unwrap();
     for pid in pids {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} survived");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} survived"
+        );
     }
-    assert_eq!(mounts_mentioning(&h.data_dir().join("sandboxes").join(id.as_str())), 0);
-    assert!(cgroup_dirs(id.as_str()).is_empty(), "{:?}", cgroup_dirs(id.as_str()));
+    assert_eq!(
+        mounts_mentioning(&h.data_dir().join("sandboxes").join(id.as_str())),
+        0
+    );
+    assert!(
+        cgroup_dirs(id.as_str()).is_empty(),
+        "{:?}",
+        cgroup_dirs(id.as_str())
+    );
     assert!(!h.data_dir().join("sandboxes").join(id.as_str()).exists());
     assert!(h.provider.list().await.unwrap().is_empty());
-    assert!(matches!(h.provider.destroy(&id).await, Err(Error::NotFound(_))));
-    assert!(matches!(sandbox.guest().stat("/").await, Err(Error::GuestGone(_))));
+    assert!(matches!(
+        h.provider.destroy(&id).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        sandbox.guest().stat("/").await,
+        Err(Error::GuestGone(_))
+    ));
 }
 
 #[tokio::test]
 async fn a_restarted_provider_reattaches_live_sandboxes_and_cleans_dead_ones() {
     let h = Harness::new().await;
-    let config = LocalConfig { data_dir: h.data_dir().join("restart"), ..h.provider.config().clone() };
+    let config = LocalConfig {
+        data_dir: h.data_dir().join("restart"),
+        ..h.provider.config().clone()
+    };
     let first = LocalProvider::open(config.clone()).await.unwrap();
     let survivor = first.create(host_spec()).await.unwrap();
-    ok(&survivor, "echo kept > /workspace/state; sleep 1000 >/dev/null 2>&1 &").await;
+    ok(
+        &survivor,
+        "echo kept > /workspace/state; sleep 1000 >/dev/null 2>&1 &",
+    )
+    .await;
     let dead = first.create(host_spec()).await.unwrap();
     let (survivor_id, dead_id) = (survivor.id().clone(), dead.id().clone());
 
     // The first control plane goes away with its handles and locks; one sandbox dies meanwhile.
     drop((first, survivor, dead));
-    for pid in std::fs::read_to_string(format!("/sys/fs/cgroup/pids/kiln/{dead_id}/cgroup.procs")).unwrap().lines() {
+    for pid in std::fs::read_to_string(format!("/sys/fs/cgroup/pids/kiln/{dead_id}/cgroup.procs"))
+        .unwrap()
+        .lines()
+    {
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };
     }
 
     let second = LocalProvider::open(config.clone()).await.unwrap();
-    let listed: Vec<_> = second.list().await.unwrap().into_iter().map(|i| i.id).collect();
+    let listed: Vec<_> = second
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
     assert_eq!(listed, vec![survivor_id.clone()]);
     let again = second.attach(&survivor_id).await.unwrap();
-    assert_eq!(ok(&again, "cat /workspace/state; pgrep -c sleep").await, "kept\n1\n");
+    assert_eq!(
+        ok(&again, "cat /workspace/state; pgrep -c sleep").await,
+        "kept\n1\n"
+    );
     let dead_dir = config.data_dir.join("sandboxes").join(dead_id.as_str());
     assert!(!dead_dir.exists());
     assert!(cgroup_dirs(dead_id.as_str()).is_empty());
@@ -75,7 +117,10 @@ async fn a_restarted_provider_reattaches_live_sandboxes_and_cleans_dead_ones() {
 
     // While the second provider holds the survivor, a third one on the same data dir leaves it be.
     let third = LocalProvider::open(config).await.unwrap();
-    assert!(matches!(third.attach(&survivor_id).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        third.attach(&survivor_id).await,
+        Err(Error::NotFound(_))
+    ));
     ok(&again, "true").await;
     second.destroy(&survivor_id).await.unwrap();
 }
@@ -95,7 +140,15 @@ async fn bad_specs_are_refused_with_a_reason_and_leave_nothing_behind() {
 
     let mut spec = host_spec();
     spec.network = kiln_sandbox::NetworkPolicy::Egress;
-    assert!(matches!(h.provider.create(spec).await, Err(Error::Unsupported(_))));
+    assert!(matches!(
+        h.provider.create(spec).await,
+        Err(Error::Unsupported(_))
+    ));
 
-    assert!(std::fs::read_dir(h.data_dir().join("sandboxes")).unwrap().next().is_none());
+    assert!(
+        std::fs::read_dir(h.data_dir().join("sandboxes"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
 }

@@ -24,7 +24,9 @@ const PREFIX_LEN: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
-    #[error("frame too large: header {header_len} bytes (max {MAX_HEADER_LEN}), data {data_len} bytes (max {MAX_DATA_LEN})")]
+    #[error(
+        "frame too large: header {header_len} bytes (max {MAX_HEADER_LEN}), data {data_len} bytes (max {MAX_DATA_LEN})"
+    )]
     TooLarge { header_len: usize, data_len: usize },
     #[error("malformed frame header for request {id}: {message}")]
     Malformed { id: RequestId, message: String },
@@ -68,7 +70,11 @@ struct IdOnly {
 
 impl<M> Frame<M> {
     pub fn new(id: RequestId, msg: M) -> Self {
-        Frame { id, msg, data: Bytes::new() }
+        Frame {
+            id,
+            msg,
+            data: Bytes::new(),
+        }
     }
 
     pub fn with_data(id: RequestId, msg: M, data: Bytes) -> Self {
@@ -79,10 +85,17 @@ impl<M> Frame<M> {
 impl<M: DeserializeOwned> Frame<M> {
     pub fn decode(raw: RawFrame) -> Result<Self, FrameError> {
         match serde_json::from_slice::<HeaderIn<M>>(&raw.header) {
-            Ok(h) => Ok(Frame { id: h.id, msg: h.msg, data: raw.data }),
+            Ok(h) => Ok(Frame {
+                id: h.id,
+                msg: h.msg,
+                data: raw.data,
+            }),
             Err(err) => {
                 let id = serde_json::from_slice::<IdOnly>(&raw.header).map_or(0, |h| h.id);
-                Err(FrameError::Malformed { id, message: err.to_string() })
+                Err(FrameError::Malformed {
+                    id,
+                    message: err.to_string(),
+                })
             }
         }
     }
@@ -91,10 +104,19 @@ impl<M: DeserializeOwned> Frame<M> {
 impl<M: Serialize> Frame<M> {
     /// Appends this frame's wire form to `dst`.
     pub fn encode_into(&self, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let header = serde_json::to_vec(&HeaderOut { id: self.id, msg: &self.msg })
-            .map_err(|e| FrameError::Malformed { id: self.id, message: e.to_string() })?;
+        let header = serde_json::to_vec(&HeaderOut {
+            id: self.id,
+            msg: &self.msg,
+        })
+        .map_err(|e| FrameError::Malformed {
+            id: self.id,
+            message: e.to_string(),
+        })?;
         if header.len() > MAX_HEADER_LEN || self.data.len() > MAX_DATA_LEN {
-            return Err(FrameError::TooLarge { header_len: header.len(), data_len: self.data.len() });
+            return Err(FrameError::TooLarge {
+                header_len: header.len(),
+                data_len: self.data.len(),
+            });
         }
         dst.reserve(PREFIX_LEN + header.len() + self.data.len());
         dst.put_u32(header.len() as u32);
@@ -120,7 +142,10 @@ impl Decoder for FrameCodec {
         let header_len = u32::from_be_bytes(src[0..4].try_into().expect("4 bytes")) as usize;
         let data_len = u32::from_be_bytes(src[4..8].try_into().expect("4 bytes")) as usize;
         if header_len > MAX_HEADER_LEN || data_len > MAX_DATA_LEN {
-            return Err(FrameError::TooLarge { header_len, data_len });
+            return Err(FrameError::TooLarge {
+                header_len,
+                data_len,
+            });
         }
         let total = PREFIX_LEN + header_len + data_len;
         if src.len() < total {
@@ -159,7 +184,9 @@ mod tests {
         let frame = Frame::new(
             7,
             HostMessage::Exec(ExecRequest {
-                command: CommandLine::Shell { script: "echo hi".into() },
+                command: CommandLine::Shell {
+                    script: "echo hi".into(),
+                },
                 cwd: Some("/workspace".into()),
                 env: [("A".to_string(), "b".to_string())].into(),
                 stdin: true,
@@ -195,7 +222,10 @@ mod tests {
         let mut buf = BytesMut::new();
         buf.put_u32(u32::MAX);
         buf.put_u32(0);
-        assert!(matches!(FrameCodec.decode(&mut buf), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            FrameCodec.decode(&mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     proptest! {

@@ -11,7 +11,7 @@
 
 mod frame;
 
-pub use frame::{Frame, FrameCodec, FrameError, RawFrame, MAX_DATA_LEN, MAX_HEADER_LEN};
+pub use frame::{Frame, FrameCodec, FrameError, MAX_DATA_LEN, MAX_HEADER_LEN, RawFrame};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -41,7 +41,11 @@ pub enum HostMessage {
     ReadFile { path: String },
     /// Begin an atomic write. The frame's data and those of following `WriteChunk` frames with the
     /// same id are the contents; the file appears under `path` only after `eof`. Answered by `Done`.
-    WriteFile { path: String, mode: Option<u32>, eof: bool },
+    WriteFile {
+        path: String,
+        mode: Option<u32>,
+        eof: bool,
+    },
     /// More contents for the write with this frame's id.
     WriteChunk { eof: bool },
     /// Answered by `Entries`.
@@ -51,7 +55,11 @@ pub enum HostMessage {
     /// Answered by `Done`. A directory needs `recursive`.
     Remove { path: String, recursive: bool },
     /// Answered by `Done`.
-    Mkdir { path: String, parents: bool, mode: Option<u32> },
+    Mkdir {
+        path: String,
+        parents: bool,
+        mode: Option<u32>,
+    },
     /// TCP sockets listening inside the sandbox. Answered by `Ports`.
     ListPorts,
 }
@@ -60,21 +68,41 @@ pub enum HostMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum GuestMessage {
-    Hello { version: u32, pid: u32 },
-    ExecStarted { pid: u32 },
+    Hello {
+        version: u32,
+        pid: u32,
+    },
+    ExecStarted {
+        pid: u32,
+    },
     /// Output bytes (in the data section) from one stream of a running exec.
-    Output { stream: OutputStream },
-    ExecExited { status: ExitStatus },
+    Output {
+        stream: OutputStream,
+    },
+    ExecExited {
+        status: ExitStatus,
+    },
     /// File contents (in the data section).
     FileChunk,
-    FileEnd { size: u64 },
-    Entries { entries: Vec<DirEntry> },
-    Stat { stat: FileStat },
-    Ports { ports: Vec<ListeningPort> },
+    FileEnd {
+        size: u64,
+    },
+    Entries {
+        entries: Vec<DirEntry>,
+    },
+    Stat {
+        stat: FileStat,
+    },
+    Ports {
+        ports: Vec<ListeningPort>,
+    },
     /// The request finished without a payload.
     Done,
     /// The request failed; no further frames follow for its id.
-    Error { kind: ErrorKind, message: String },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

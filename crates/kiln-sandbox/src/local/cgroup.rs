@@ -25,7 +25,9 @@ impl Version {
         let root = Path::new(CGROUP_ROOT);
         if root.join("cgroup.controllers").exists() {
             Ok(Version::V2)
-        } else if root.join("memory/cgroup.procs").exists() && root.join("pids/cgroup.procs").exists() {
+        } else if root.join("memory/cgroup.procs").exists()
+            && root.join("pids/cgroup.procs").exists()
+        {
             Ok(Version::V1)
         } else {
             Err(Error::Unsupported(format!(
@@ -38,7 +40,10 @@ impl Version {
     pub(crate) fn parents(self, parent: &str) -> Vec<PathBuf> {
         let root = Path::new(CGROUP_ROOT);
         match self {
-            Version::V1 => V1_CONTROLLERS.iter().map(|c| root.join(c).join(parent)).collect(),
+            Version::V1 => V1_CONTROLLERS
+                .iter()
+                .map(|c| root.join(c).join(parent))
+                .collect(),
             Version::V2 => vec![root.join(parent)],
         }
     }
@@ -52,7 +57,8 @@ impl Version {
             let root = Path::new(CGROUP_ROOT);
             for dir in [root.to_path_buf(), root.join(parent)] {
                 let file = dir.join("cgroup.subtree_control");
-                fs::write(&file, "+memory +pids +cpu").map_err(Error::io("enabling cgroup controllers", &file))?;
+                fs::write(&file, "+memory +pids +cpu")
+                    .map_err(Error::io("enabling cgroup controllers", &file))?;
             }
         }
         Ok(())
@@ -70,11 +76,20 @@ pub(crate) struct Cgroup {
 impl Cgroup {
     /// The cgroup of sandbox `id`, whether or not it exists.
     pub(crate) fn of(version: Version, parent: &str, id: &str) -> Cgroup {
-        let dirs = version.parents(parent).into_iter().map(|p| p.join(id)).collect();
+        let dirs = version
+            .parents(parent)
+            .into_iter()
+            .map(|p| p.join(id))
+            .collect();
         Cgroup { version, dirs }
     }
 
-    pub(crate) fn create(version: Version, parent: &str, id: &SandboxId, limits: &Limits) -> Result<Cgroup> {
+    pub(crate) fn create(
+        version: Version,
+        parent: &str,
+        id: &SandboxId,
+        limits: &Limits,
+    ) -> Result<Cgroup> {
         let cgroup = Cgroup::of(version, parent, id.as_str());
         for dir in &cgroup.dirs {
             fs::create_dir(dir).map_err(Error::io("creating a cgroup", dir))?;
@@ -152,23 +167,42 @@ impl Cgroup {
             .collect()
     }
 
-    /// SIGKILLs every process until none is left (forks racing the kill are caught by repeating).
+    /// SIGKILLs every process until none is left (forks racing the kill are caught by repeating),
+    /// then waits until each one is gone from the process table, not merely from the cgroup.
     pub(crate) fn kill_all(&self, timeout: Duration) -> Result<()> {
         let start = Instant::now();
+        let mut seen = Vec::new();
         loop {
             let pids = self.pids();
             if pids.is_empty() {
-                return Ok(());
+                break;
             }
             for pid in pids {
                 // SAFETY: kill has no memory-safety preconditions.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
+                seen.push(pid);
             }
             if start.elapsed() > timeout {
                 return Err(Error::Timeout(timeout, "the sandbox's processes to die"));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_micros(500));
         }
+        seen.sort_unstable();
+        seen.dedup();
+        // Dead processes linger as zombies until their parent (bubblewrap's, or init) reaps them.
+        while seen
+            .iter()
+            .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        {
+            if start.elapsed() > timeout {
+                return Err(Error::Timeout(
+                    timeout,
+                    "the sandbox's processes to be reaped",
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        Ok(())
     }
 
     /// Removes the cgroup directories, waiting briefly for dying processes to be reaped.
@@ -191,38 +225,55 @@ impl Cgroup {
 
     /// Pauses (or resumes) every process, waiting until the kernel says it is done.
     pub(crate) fn set_frozen(&self, frozen: bool) -> Result<()> {
-        let (dir, file, value, done) = match self.version {
-            Version::V1 => {
-                let dir = self.v1_dirs()[3];
-                let value = if frozen { "FROZEN" } else { "THAWED" };
-                (dir, "freezer.state", value, value)
-            }
-            Version::V2 => (&*self.dirs[0], "cgroup.freeze", if frozen { "1" } else { "0" }, ""),
-        };
-        let path = dir.join(file);
-        fs::write(&path, value).map_err(Error::io("freezing a sandbox", &path))?;
+        const LIMIT: Duration = Duration::from_secs(5);
         let start = Instant::now();
-        while self.version == Version::V1 {
-            let state = fs::read_to_string(&path).map_err(Error::io("reading the freezer state", &path))?;
-            if state.trim() == done {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(5) {
-                return Err(Error::Timeout(Duration::from_secs(5), "the sandbox to freeze"));
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        if self.version == Version::V2 && frozen {
-            // `cgroup.events` says `frozen 1` once every process stopped.
-            let events = dir.join("cgroup.events");
-            while !fs::read_to_string(&events).unwrap_or_default().contains("frozen 1") {
-                if start.elapsed() > Duration::from_secs(5) {
-                    return Err(Error::Timeout(Duration::from_secs(5), "the sandbox to freeze"));
+        match self.version {
+            Version::V1 => {
+                let path = self.v1_dirs()[3].join("freezer.state");
+                let write = |value: &str| {
+                    fs::write(&path, value).map_err(Error::io("freezing a sandbox", &path))
+                };
+                let target = if frozen { "FROZEN" } else { "THAWED" };
+                // The v1 freezer can stay in FREEZING while processes fork; like runc, keep
+                // asking, and now and then thaw and start over.
+                for attempt in 1u32.. {
+                    write(target)?;
+                    let state = fs::read_to_string(&path)
+                        .map_err(Error::io("reading the freezer state", &path))?;
+                    if state.trim() == target {
+                        return Ok(());
+                    }
+                    if start.elapsed() > LIMIT {
+                        let _ = write("THAWED");
+                        return Err(Error::Timeout(LIMIT, "the sandbox to freeze"));
+                    }
+                    if attempt % 50 == 0 {
+                        write("THAWED")?;
+                    }
+                    std::thread::sleep(Duration::from_micros(100 * u64::from(attempt.min(10))));
                 }
-                std::thread::sleep(Duration::from_micros(200));
+                unreachable!("the loop returns")
+            }
+            Version::V2 => {
+                let dir = &self.dirs[0];
+                let path = dir.join("cgroup.freeze");
+                fs::write(&path, if frozen { "1" } else { "0" })
+                    .map_err(Error::io("freezing a sandbox", &path))?;
+                // `cgroup.events` says `frozen 1` once every process stopped.
+                let events = dir.join("cgroup.events");
+                let want = if frozen { "frozen 1" } else { "frozen 0" };
+                while !fs::read_to_string(&events)
+                    .unwrap_or_default()
+                    .contains(want)
+                {
+                    if start.elapsed() > LIMIT {
+                        return Err(Error::Timeout(LIMIT, "the sandbox to freeze"));
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     pub(crate) fn events(&self) -> Result<ResourceEvents> {
@@ -236,7 +287,10 @@ impl Cgroup {
                 ResourceEvents {
                     oom_kills: keyed(&read(memory, "memory.oom_control")?, "oom_kill"),
                     pids_limit_hits: keyed(&read(pids, "pids.events")?, "max"),
-                    memory_bytes: read(memory, "memory.usage_in_bytes")?.trim().parse().unwrap_or(0),
+                    memory_bytes: read(memory, "memory.usage_in_bytes")?
+                        .trim()
+                        .parse()
+                        .unwrap_or(0),
                 }
             }
             Version::V2 => {

@@ -45,6 +45,8 @@ impl LocalConfig {
         }
         let exe = std::env::current_exe().ok()?;
         let dir = exe.parent()?;
-        [dir.join("kiln-guest"), dir.parent()?.join("kiln-guest")].into_iter().find(|p| p.is_file())
+        [dir.join("kiln-guest"), dir.parent()?.join("kiln-guest")]
+            .into_iter()
+            .find(|p| p.is_file())
     }
 }

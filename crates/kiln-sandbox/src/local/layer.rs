@@ -18,8 +18,13 @@ const SKELETON_VERSION: u32 = 1;
 
 /// The `/etc` entries bound from the host with `ImageSpec::host_system`: what `/usr` needs to work
 /// (alternatives symlinks, TLS roots, the linker cache) and nothing that names host users or secrets.
-pub(crate) const HOST_ETC: [&str; 5] =
-    ["/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/ld.so.cache", "/etc/localtime"];
+pub(crate) const HOST_ETC: [&str; 5] = [
+    "/etc/alternatives",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+];
 
 /// Makes (once) and returns the bottom layer of every sandbox: mount points, merged-usr symlinks,
 /// a minimal `/etc` naming only the sandbox user, and the user's writable directories owned by
@@ -32,7 +37,19 @@ pub(crate) fn ensure_skeleton(layers_dir: &Path, host_uid: u32) -> Result<std::p
     let tmp = layers_dir.join(format!(".skeleton-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     let io = |what| Error::io(what, &tmp);
-    for d in ["usr", "proc", "dev", "run", "var/tmp", "etc", ".kiln", "root", "home/kiln", "workspace", "tmp"] {
+    for d in [
+        "usr",
+        "proc",
+        "dev",
+        "run",
+        "var/tmp",
+        "etc",
+        ".kiln",
+        "root",
+        "home/kiln",
+        "workspace",
+        "tmp",
+    ] {
         fs::create_dir_all(tmp.join(d)).map_err(io("creating the skeleton"))?;
     }
     for etc in HOST_ETC {
@@ -43,15 +60,29 @@ pub(crate) fn ensure_skeleton(layers_dir: &Path, host_uid: u32) -> Result<std::p
             fs::write(&path, "").map_err(io("creating the skeleton"))?;
         }
     }
-    for (link, target) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
         std::os::unix::fs::symlink(target, tmp.join(link)).map_err(io("creating the skeleton"))?;
     }
     let files = [
-        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nkiln:x:1000:1000:kiln:/home/kiln:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"),
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nkiln:x:1000:1000:kiln:/home/kiln:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        ),
         ("etc/group", "root:x:0:\nkiln:x:1000:\nnogroup:x:65534:\n"),
-        ("etc/hosts", "127.0.0.1\tlocalhost kiln\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+        (
+            "etc/hosts",
+            "127.0.0.1\tlocalhost kiln\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        ),
         ("etc/hostname", "kiln\n"),
-        ("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"),
+        (
+            "etc/nsswitch.conf",
+            "passwd: files\ngroup: files\nhosts: files dns\n",
+        ),
         ("etc/resolv.conf", ""),
         (".kiln/guest", ""),
     ];
@@ -59,10 +90,12 @@ pub(crate) fn ensure_skeleton(layers_dir: &Path, host_uid: u32) -> Result<std::p
         fs::write(tmp.join(path), contents).map_err(io("creating the skeleton"))?;
     }
     for (path, mode) in [("tmp", 0o1777), ("var/tmp", 0o1777), ("root", 0o700)] {
-        fs::set_permissions(tmp.join(path), fs::Permissions::from_mode(mode)).map_err(io("creating the skeleton"))?;
+        fs::set_permissions(tmp.join(path), fs::Permissions::from_mode(mode))
+            .map_err(io("creating the skeleton"))?;
     }
     for path in ["home/kiln", "workspace"] {
-        std::os::unix::fs::chown(tmp.join(path), Some(host_uid), Some(host_uid)).map_err(io("creating the skeleton"))?;
+        std::os::unix::fs::chown(tmp.join(path), Some(host_uid), Some(host_uid))
+            .map_err(io("creating the skeleton"))?;
     }
     match fs::rename(&tmp, &dir) {
         Ok(()) => Ok(dir),
@@ -85,7 +118,12 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<u64> {
     Ok(bytes)
 }
 
-fn copy_entry(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), std::path::PathBuf>, bytes: &mut u64) -> Result<()> {
+fn copy_entry(
+    src: &Path,
+    dst: &Path,
+    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
+    bytes: &mut u64,
+) -> Result<()> {
     let meta = fs::symlink_metadata(src).map_err(Error::io("reading a layer entry", src))?;
     let kind = meta.file_type();
     let err = |what| Error::io(what, dst);
@@ -116,7 +154,9 @@ fn copy_entry(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), std::path:
             let path = cstring(dst)?;
             // SAFETY: valid NUL-terminated path; mode and rdev come from the source's metadata.
             if unsafe { libc::mknod(path.as_ptr(), meta.mode(), meta.rdev()) } != 0 {
-                return Err(err("copying a special file")(std::io::Error::last_os_error()));
+                return Err(err("copying a special file")(
+                    std::io::Error::last_os_error(),
+                ));
             }
         }
     }
@@ -127,18 +167,34 @@ fn copy_entry(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), std::path:
 /// setting times must come after anything that would update them).
 fn copy_attributes(src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<()> {
     let err = |what| Error::io(what, dst);
-    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())).map_err(err("copying the owner"))?;
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))
+        .map_err(err("copying the owner"))?;
     if !meta.file_type().is_symlink() {
-        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(err("copying the mode"))?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(err("copying the mode"))?;
     }
     copy_xattrs(src, dst)?;
     let dst_c = cstring(dst)?;
     let times = [
-        libc::timespec { tv_sec: meta.atime(), tv_nsec: meta.atime_nsec() },
-        libc::timespec { tv_sec: meta.mtime(), tv_nsec: meta.mtime_nsec() },
+        libc::timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec(),
+        },
+        libc::timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec(),
+        },
     ];
     // SAFETY: valid path and a two-element timespec array.
-    if unsafe { libc::utimensat(libc::AT_FDCWD, dst_c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+    if unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            dst_c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } != 0
+    {
         return Err(err("copying times")(std::io::Error::last_os_error()));
     }
     Ok(())
@@ -159,9 +215,19 @@ fn copy_xattrs(src: &Path, dst: &Path) -> Result<()> {
         })
         .map_err(Error::io("reading an extended attribute", src))?;
         // SAFETY: value is a valid buffer of value.len() bytes.
-        let rc = unsafe { libc::lsetxattr(dst_c.as_ptr(), name_c.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        let rc = unsafe {
+            libc::lsetxattr(
+                dst_c.as_ptr(),
+                name_c.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
         if rc != 0 {
-            return Err(Error::io("writing an extended attribute", dst)(std::io::Error::last_os_error()));
+            return Err(Error::io("writing an extended attribute", dst)(
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     Ok(())

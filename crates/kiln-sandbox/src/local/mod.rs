@@ -60,8 +60,6 @@ struct Inner {
 #[derive(Debug)]
 struct Live {
     sandbox: Sandbox,
-    /// bubblewrap, when this process started it (not after a restart): waited on at destroy.
-    child: Option<tokio::process::Child>,
     /// An exclusive `flock` on `lock`: this process manages the sandbox. Another process opening
     /// the same data dir leaves it alone while the lock is held, and adopts it once it is not.
     _lock: fs::File,
@@ -78,13 +76,24 @@ enum Ownership {
 
 fn lock_sandbox(dir: &Path, create: bool) -> Result<Ownership> {
     let path = dir.join("lock");
-    let file = match fs::File::options().write(true).create(create).truncate(false).open(&path) {
+    let file = match fs::File::options()
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(&path)
+    {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ownership::NoLock),
         Err(e) => return Err(Error::io("opening the sandbox lock", &path)(e)),
     };
     // SAFETY: flock on a valid fd has no memory-safety preconditions.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+    if unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } == 0
+    {
         Ok(Ownership::Acquired(file))
     } else {
         Ok(Ownership::Busy)
@@ -122,7 +131,9 @@ impl LocalProvider {
         let inner = tokio::task::spawn_blocking(move || Inner::prepare(config))
             .await
             .expect("prepare does not panic")?;
-        let provider = LocalProvider { inner: Arc::new(inner) };
+        let provider = LocalProvider {
+            inner: Arc::new(inner),
+        };
         provider.recover().await?;
         Ok(provider)
     }
@@ -163,7 +174,10 @@ impl LocalProvider {
             match reattached {
                 Ok((sandbox, lock)) => {
                     tracing::info!(%id, "reattached sandbox");
-                    let live = Live { sandbox, child: None, _lock: lock };
+                    let live = Live {
+                        sandbox,
+                        _lock: lock,
+                    };
                     self.inner.live.lock().expect("live lock").insert(id, live);
                 }
                 Err(err) => {
@@ -184,7 +198,11 @@ impl LocalProvider {
         let text = fs::read(&meta).map_err(Error::io("reading sandbox metadata", &meta))?;
         let info: SandboxInfo = serde_json::from_slice(&text)
             .map_err(|e| Error::Start(format!("corrupt metadata {}: {e}", meta.display())))?;
-        let cgroup = Cgroup::of(self.inner.cgroups, &self.inner.config.cgroup_parent, id.as_str());
+        let cgroup = Cgroup::of(
+            self.inner.cgroups,
+            &self.inner.config.cgroup_parent,
+            id.as_str(),
+        );
         if !cgroup.exists() || cgroup.pids().is_empty() {
             return Err(Error::Start("no process left".into()));
         }
@@ -204,7 +222,9 @@ impl LocalProvider {
         }
         cgroup.remove(KILL_TIMEOUT)?;
         match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing the sandbox directory", &dir)(e)),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("removing the sandbox directory", &dir)(e))
+            }
             _ => Ok(()),
         }
     }
@@ -214,12 +234,20 @@ impl LocalProvider {
         let spec = &info.spec;
         let dir = self.sandbox_dir(info.id.as_str());
         let io = |what| Error::io(what, &dir);
-        fs::DirBuilder::new().mode(0o711).create(&dir).map_err(io("creating the sandbox directory"))?;
+        fs::DirBuilder::new()
+            .mode(0o711)
+            .create(&dir)
+            .map_err(io("creating the sandbox directory"))?;
         let Ownership::Acquired(lock) = lock_sandbox(&dir, true)? else {
-            return Err(Error::Start("could not lock a new sandbox directory".into()));
+            return Err(Error::Start(
+                "could not lock a new sandbox directory".into(),
+            ));
         };
         let (root, upper) = (dir.join("root"), dir.join("upper"));
-        fs::DirBuilder::new().mode(0o755).create(&root).map_err(io("creating the sandbox root"))?;
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&root)
+            .map_err(io("creating the sandbox root"))?;
         fs::create_dir(&upper).map_err(io("creating the writable layer"))?;
         mount::mount_tmpfs(&upper, spec.limits.disk_bytes)?;
         let (diff, work) = (upper.join("diff"), upper.join("work"));
@@ -228,51 +256,80 @@ impl LocalProvider {
         let mut lower = vec![self.inner.skeleton.clone()];
         lower.extend(spec.image.layers.iter().cloned());
         mount::mount_overlay(&root, &lower, &diff, &work)?;
-        let cgroup = Cgroup::create(self.inner.cgroups, &self.inner.config.cgroup_parent, &info.id, &spec.limits)?;
+        let cgroup = Cgroup::create(
+            self.inner.cgroups,
+            &self.inner.config.cgroup_parent,
+            &info.id,
+            &spec.limits,
+        )?;
         let socket = dir.join("guest.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(io("binding the guest socket"))?;
-        let log = fs::File::create(dir.join("bwrap.log")).map_err(io("creating the sandbox log"))?;
+        let listener = std::os::unix::net::UnixListener::bind(&socket)
+            .map_err(io("binding the guest socket"))?;
+        let log =
+            fs::File::create(dir.join("bwrap.log")).map_err(io("creating the sandbox log"))?;
         let meta = serde_json::to_vec(info).expect("sandbox info serializes");
         fs::write(dir.join("meta.json"), meta).map_err(io("writing sandbox metadata"))?;
-        Ok(Prepared { cgroup, listener, log, lock })
+        Ok(Prepared {
+            cgroup,
+            listener,
+            log,
+            lock,
+        })
     }
 
+    /// Prepares and launches bubblewrap (blocking work, off the runtime), then waits for the guest.
     async fn start(&self, info: SandboxInfo) -> Result<Live> {
         let this = self.clone();
-        let prepared = {
-            let info = info.clone();
-            tokio::task::spawn_blocking(move || this.prepare_sandbox(&info)).await.expect("prepare does not panic")
-        }?;
-        let Prepared { cgroup, listener, log, lock } = prepared;
+        let launch_info = info.clone();
+        let (cgroup, lock) = tokio::task::spawn_blocking(move || {
+            let Prepared {
+                cgroup,
+                listener,
+                log,
+                lock,
+            } = this.prepare_sandbox(&launch_info)?;
+            let config = &this.inner.config;
+            bwrap::Launch {
+                bwrap: &config.bwrap,
+                root: &this.sandbox_dir(launch_info.id.as_str()).join("root"),
+                guest: &this.inner.guest_bin,
+                host_system: launch_info.spec.image.host_system,
+                hostname: "kiln",
+                env: &launch_info.spec.env,
+                host_uid: config.sandbox_uid,
+                cgroup_procs: cgroup.procs_files(),
+                listener: listener.as_fd(),
+                log,
+            }
+            .spawn()?;
+            Ok::<_, Error>((cgroup, lock))
+        })
+        .await
+        .expect("launch does not panic")?;
         let dir = self.sandbox_dir(info.id.as_str());
         let config = &self.inner.config;
-        let mut child = bwrap::Launch {
-            bwrap: &config.bwrap,
-            root: &dir.join("root"),
-            guest: &self.inner.guest_bin,
-            host_system: info.spec.image.host_system,
-            hostname: "kiln",
-            env: &info.spec.env,
-            host_uid: config.sandbox_uid,
-            cgroup_procs: cgroup.procs_files(),
-            listener: listener.as_fd(),
-            log,
-        }
-        .spawn()?;
-        drop(listener);
+        // If bubblewrap fails, the listening socket dies with it and the connection fails at once.
         let socket = dir.join("guest.sock");
-        let guest = tokio::select! {
-            guest = tokio::time::timeout(config.start_timeout, GuestClient::connect(&socket, config.request_timeout)) => {
-                guest.map_err(|_| Error::Timeout(config.start_timeout, "the guest agent to start"))??
-            }
-            status = child.wait() => {
+        let connect = GuestClient::connect(&socket, config.request_timeout);
+        let guest = match tokio::time::timeout(config.start_timeout, connect).await {
+            Ok(Ok(guest)) => guest,
+            failed => {
                 let log = fs::read_to_string(dir.join("bwrap.log")).unwrap_or_default();
-                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                return Err(Error::Start(format!("bubblewrap exited ({status}): {}", log.trim())));
+                let why = match failed {
+                    Ok(Err(err)) => err.to_string(),
+                    _ => format!("no answer within {:?}", config.start_timeout),
+                };
+                return Err(Error::Start(format!(
+                    "the guest agent did not come up ({why}): {}",
+                    log.trim()
+                )));
             }
         };
         let sandbox = Sandbox::new(info, guest, Arc::new(CgroupProbe(cgroup)));
-        Ok(Live { sandbox, child: Some(child), _lock: lock })
+        Ok(Live {
+            sandbox,
+            _lock: lock,
+        })
     }
 
     fn validate(spec: &SandboxSpec) -> Result<()> {
@@ -282,22 +339,37 @@ impl LocalProvider {
             ));
         }
         if spec.limits.disk_bytes < 1 << 20 {
-            return Err(Error::InvalidSpec("disk_bytes must be at least 1 MiB".into()));
+            return Err(Error::InvalidSpec(
+                "disk_bytes must be at least 1 MiB".into(),
+            ));
         }
-        if spec.limits.cpu_weight.is_some_and(|w| !(1..=10_000).contains(&w)) {
-            return Err(Error::InvalidSpec("cpu_weight must be within 1..=10000".into()));
+        if spec
+            .limits
+            .cpu_weight
+            .is_some_and(|w| !(1..=10_000).contains(&w))
+        {
+            return Err(Error::InvalidSpec(
+                "cpu_weight must be within 1..=10000".into(),
+            ));
         }
         if spec.limits.pids == Some(0) || spec.limits.memory_bytes.is_some_and(|m| m < 4 << 20) {
-            return Err(Error::InvalidSpec("pids must be positive and memory_bytes at least 4 MiB".into()));
+            return Err(Error::InvalidSpec(
+                "pids must be positive and memory_bytes at least 4 MiB".into(),
+            ));
         }
         for layer in &spec.image.layers {
             if !layer.is_absolute() || !layer.is_dir() {
-                return Err(Error::InvalidSpec(format!("layer {} is not an existing absolute directory", layer.display())));
+                return Err(Error::InvalidSpec(format!(
+                    "layer {} is not an existing absolute directory",
+                    layer.display()
+                )));
             }
         }
         for key in spec.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
-                return Err(Error::InvalidSpec(format!("invalid environment variable name {key:?}")));
+                return Err(Error::InvalidSpec(format!(
+                    "invalid environment variable name {key:?}"
+                )));
             }
         }
         Ok(())
@@ -305,7 +377,9 @@ impl LocalProvider {
 
     fn live_sandbox(&self, id: &SandboxId) -> Result<Sandbox> {
         let live = self.inner.live.lock().expect("live lock");
-        live.get(id).map(|l| l.sandbox.clone()).ok_or_else(|| Error::NotFound(id.clone()))
+        live.get(id)
+            .map(|l| l.sandbox.clone())
+            .ok_or_else(|| Error::NotFound(id.clone()))
     }
 }
 
@@ -313,7 +387,11 @@ impl LocalProvider {
 impl Provider for LocalProvider {
     async fn create(&self, spec: SandboxSpec) -> Result<Sandbox> {
         Self::validate(&spec)?;
-        let info = SandboxInfo { id: SandboxId::random(), spec, created_ms: now_ms() };
+        let info = SandboxInfo {
+            id: SandboxId::random(),
+            spec,
+            created_ms: now_ms(),
+        };
         let id = info.id.clone();
         match self.start(info).await {
             Ok(live) => {
@@ -350,34 +428,31 @@ impl Provider for LocalProvider {
 
     async fn destroy(&self, id: &SandboxId) -> Result<()> {
         let live = self.inner.live.lock().expect("live lock").remove(id);
-        let child = match live {
-            Some(Live { child, .. }) => child,
-            // Managed by another process (or half made): destroying is forceful all the same.
-            None if self.sandbox_dir(id.as_str()).exists() => None,
-            None => return Err(Error::NotFound(id.clone())),
-        };
+        // Not ours (another process manages it, or it is half made): destroying is forceful all the same.
+        if live.is_none() && !self.sandbox_dir(id.as_str()).exists() {
+            return Err(Error::NotFound(id.clone()));
+        }
         let this = self.clone();
         let id = id.clone();
-        let cleanup = tokio::task::spawn_blocking(move || {
-            // Kill first so the reap below cannot wait on a live process.
-            let cgroup = Cgroup::of(this.inner.cgroups, &this.inner.config.cgroup_parent, id.as_str());
-            cgroup.kill_all(KILL_TIMEOUT).map(|()| (this, id))
-        });
-        let (this, id) = cleanup.await.expect("kill does not panic")?;
-        if let Some(mut child) = child {
-            // Reaping bubblewrap lets the cgroup become empty and removable.
-            let _ = tokio::time::timeout(KILL_TIMEOUT, child.wait()).await;
-        }
-        tokio::task::spawn_blocking(move || this.cleanup(id.as_str())).await.expect("cleanup does not panic")
+        tokio::task::spawn_blocking(move || this.cleanup(id.as_str()))
+            .await
+            .expect("cleanup does not panic")
     }
 
     async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot> {
         let sandbox = self.live_sandbox(id)?;
         let snapshot_id = SnapshotId::random();
         let layers = self.inner.config.data_dir.join("layers");
-        let (tmp, dest) = (layers.join(format!(".{snapshot_id}")), layers.join(snapshot_id.as_str()));
+        let (tmp, dest) = (
+            layers.join(format!(".{snapshot_id}")),
+            layers.join(snapshot_id.as_str()),
+        );
         let diff = self.sandbox_dir(id.as_str()).join("upper/diff");
-        let cgroup = Cgroup::of(self.inner.cgroups, &self.inner.config.cgroup_parent, id.as_str());
+        let cgroup = Cgroup::of(
+            self.inner.cgroups,
+            &self.inner.config.cgroup_parent,
+            id.as_str(),
+        );
         let size = tokio::task::spawn_blocking(move || -> Result<u64> {
             cgroup.set_frozen(true)?;
             let copied = layer::copy_tree(&diff, &tmp);
@@ -393,7 +468,12 @@ impl Provider for LocalProvider {
         .expect("snapshot does not panic")?;
         let mut image = sandbox.info().spec.image.clone();
         image.layers.push(layers.join(snapshot_id.as_str()));
-        Ok(Snapshot { id: snapshot_id, source: id.clone(), image, size_bytes: size })
+        Ok(Snapshot {
+            id: snapshot_id,
+            source: id.clone(),
+            image,
+            size_bytes: size,
+        })
     }
 }
 
@@ -401,7 +481,10 @@ impl Inner {
     fn prepare(config: LocalConfig) -> Result<Inner> {
         let data = &config.data_dir;
         if !data.is_absolute() {
-            return Err(Error::InvalidSpec(format!("data dir {} must be an absolute path", data.display())));
+            return Err(Error::InvalidSpec(format!(
+                "data dir {} must be an absolute path",
+                data.display()
+            )));
         }
         if data.as_os_str().len() + SOCKET_SUFFIX_LEN >= 108 {
             return Err(Error::InvalidSpec(format!(
@@ -411,26 +494,42 @@ impl Inner {
         }
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            return Err(Error::Unsupported("the local sandbox provider must run as root (it mounts and manages cgroups)".into()));
+            return Err(Error::Unsupported(
+                "the local sandbox provider must run as root (it mounts and manages cgroups)"
+                    .into(),
+            ));
         }
-        for (sub, mode) in [("", 0o711), ("sandboxes", 0o711), ("layers", 0o700), ("bin", 0o755)] {
+        for (sub, mode) in [
+            ("", 0o711),
+            ("sandboxes", 0o711),
+            ("layers", 0o700),
+            ("bin", 0o755),
+        ] {
             let dir = data.join(sub);
             fs::create_dir_all(&dir).map_err(Error::io("creating the data directory", &dir))?;
-            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(Error::io("securing the data directory", &dir))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
+                .map_err(Error::io("securing the data directory", &dir))?;
         }
         check_reachable(data, config.sandbox_uid)?;
         let guest_bin = install_guest(&config.guest_bin, &data.join("bin"))?;
         let skeleton = layer::ensure_skeleton(&data.join("layers"), config.sandbox_uid)?;
         let cgroups = cgroup::Version::detect()?;
         cgroups.prepare(&config.cgroup_parent)?;
-        Ok(Inner { config, cgroups, skeleton, guest_bin, live: Mutex::new(HashMap::new()) })
+        Ok(Inner {
+            config,
+            cgroups,
+            skeleton,
+            guest_bin,
+            live: Mutex::new(HashMap::new()),
+        })
     }
 }
 
 /// Bubblewrap runs as the sandbox uid and must walk from `/` to the sandbox roots.
 fn check_reachable(data: &Path, uid: u32) -> Result<()> {
     for dir in data.ancestors().skip(1) {
-        let meta = fs::metadata(dir).map_err(Error::io("checking the data directory's parents", dir))?;
+        let meta =
+            fs::metadata(dir).map_err(Error::io("checking the data directory's parents", dir))?;
         if meta.mode() & 0o001 == 0 && meta.uid() != uid {
             return Err(Error::InvalidSpec(format!(
                 "the sandbox uid {uid} cannot reach the data dir {}: {} has mode {:o}; \
@@ -459,10 +558,15 @@ fn install_guest(source: &Path, bin_dir: &Path) -> Result<PathBuf> {
     if !same {
         let tmp = bin_dir.join(format!(".kiln-guest-{}", std::process::id()));
         fs::copy(source, &tmp).map_err(Error::io("installing the guest binary", &tmp))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(Error::io("installing the guest binary", &tmp))?;
-        let file = fs::File::options().write(true).open(&tmp).map_err(Error::io("installing the guest binary", &tmp))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+            .map_err(Error::io("installing the guest binary", &tmp))?;
+        let file = fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .map_err(Error::io("installing the guest binary", &tmp))?;
         if let Ok(modified) = src_meta.modified() {
-            file.set_modified(modified).map_err(Error::io("installing the guest binary", &tmp))?;
+            file.set_modified(modified)
+                .map_err(Error::io("installing the guest binary", &tmp))?;
         }
         fs::rename(&tmp, &dest).map_err(Error::io("installing the guest binary", &dest))?;
     }
@@ -470,7 +574,9 @@ fn install_guest(source: &Path, bin_dir: &Path) -> Result<PathBuf> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Randomness for ids, from the kernel.

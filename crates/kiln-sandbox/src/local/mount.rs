@@ -15,8 +15,17 @@ fn cstr(path: &Path) -> Result<CString> {
         .map_err(|_| Error::InvalidSpec(format!("path contains a NUL byte: {}", path.display())))
 }
 
-fn mount(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, options: &str) -> Result<()> {
-    let (source_c, fstype_c) = (CString::new(source).expect("static"), CString::new(fstype).expect("static"));
+fn mount(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    options: &str,
+) -> Result<()> {
+    let (source_c, fstype_c) = (
+        CString::new(source).expect("static"),
+        CString::new(fstype).expect("static"),
+    );
     let target_c = cstr(target)?;
     let options_c = CString::new(options)
         .map_err(|_| Error::InvalidSpec("mount options contain a NUL byte".into()))?;
@@ -31,7 +40,9 @@ fn mount(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong, option
         )
     };
     if rc != 0 {
-        return Err(Error::io("mounting", target)(std::io::Error::last_os_error()));
+        return Err(Error::io("mounting", target)(
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
@@ -49,7 +60,12 @@ pub(crate) fn mount_tmpfs(target: &Path, size: u64) -> Result<()> {
 
 /// Overlay of `lower` (bottom first) under `upper`. Redirects, metacopy and the index stay off so
 /// the upper directory is a self-contained layer that can be snapshotted and stacked elsewhere.
-pub(crate) fn mount_overlay(target: &Path, lower: &[PathBuf], upper: &Path, work: &Path) -> Result<()> {
+pub(crate) fn mount_overlay(
+    target: &Path,
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+) -> Result<()> {
     for dir in lower.iter().map(PathBuf::as_path).chain([upper, work]) {
         let bytes = dir.as_os_str().as_bytes();
         if bytes.iter().any(|b| matches!(b, b':' | b',' | b'\\')) {
@@ -60,7 +76,12 @@ pub(crate) fn mount_overlay(target: &Path, lower: &[PathBuf], upper: &Path, work
         }
     }
     // Overlay lists the top layer first.
-    let lowerdir = lower.iter().rev().map(|p| p.to_string_lossy()).collect::<Vec<_>>().join(":");
+    let lowerdir = lower
+        .iter()
+        .rev()
+        .map(|p| p.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(":");
     let options = format!(
         "lowerdir={lowerdir},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
         upper.display(),
@@ -72,7 +93,13 @@ pub(crate) fn mount_overlay(target: &Path, lower: &[PathBuf], upper: &Path, work
             lower.len()
         )));
     }
-    mount("overlay", target, "overlay", libc::MS_NOSUID | libc::MS_NODEV, &options)
+    mount(
+        "overlay",
+        target,
+        "overlay",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        &options,
+    )
 }
 
 /// Unmounts `target` if it is mounted; a busy mount is detached instead of failing.
@@ -87,10 +114,14 @@ pub(crate) fn unmount(target: &Path) -> Result<()> {
         Some(libc::EINVAL | libc::ENOENT) => Ok(()), // not a mount point (any more)
         Some(libc::EBUSY) => {
             // SAFETY: as above.
-            if unsafe { libc::umount2(target_c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) } == 0 {
+            if unsafe { libc::umount2(target_c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) }
+                == 0
+            {
                 Ok(())
             } else {
-                Err(Error::io("unmounting", target)(std::io::Error::last_os_error()))
+                Err(Error::io("unmounting", target)(
+                    std::io::Error::last_os_error(),
+                ))
             }
         }
         _ => Err(Error::io("unmounting", target)(err)),
@@ -117,8 +148,15 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let value = bytes[i + 1..i + 4].iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value = bytes[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
             out.push(value as u8);
             i += 4;
         } else {

@@ -4,7 +4,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 use kiln_sandbox::{
-    CommandLine, ExecOutcome, ExecRequest, ImageSpec, LocalConfig, LocalProvider, Provider, Sandbox, SandboxSpec,
+    CommandLine, ExecOutcome, ExecRequest, ImageSpec, LocalConfig, LocalProvider, Provider,
+    Sandbox, SandboxSpec,
 };
 use std::path::Path;
 
@@ -15,8 +16,13 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new() -> Harness {
-        let dir = tempfile::Builder::new().prefix("kiln-test-").tempdir().expect("tempdir");
-        let provider = LocalProvider::open(LocalConfig::new(dir.path())).await.expect("open provider");
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-test-")
+            .tempdir()
+            .expect("tempdir");
+        let provider = LocalProvider::open(LocalConfig::new(dir.path()))
+            .await
+            .expect("open provider");
         Harness { provider, dir }
     }
 
@@ -25,7 +31,10 @@ impl Harness {
     }
 
     pub async fn sandbox(&self) -> Sandbox {
-        self.provider.create(host_spec()).await.expect("create sandbox")
+        self.provider
+            .create(host_spec())
+            .await
+            .expect("create sandbox")
     }
 }
 
@@ -35,7 +44,10 @@ impl Drop for Harness {
         // Drop cannot await; a scoped thread with its own runtime can.
         std::thread::scope(|s| {
             s.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
                 rt.block_on(async {
                     for info in provider.list().await.unwrap_or_default() {
                         let _ = provider.destroy(&info.id).await;
@@ -47,12 +59,17 @@ impl Drop for Harness {
 }
 
 pub fn host_spec() -> SandboxSpec {
-    SandboxSpec { image: ImageSpec::host(), ..SandboxSpec::default() }
+    SandboxSpec {
+        image: ImageSpec::host(),
+        ..SandboxSpec::default()
+    }
 }
 
 pub fn sh(script: &str) -> ExecRequest {
     ExecRequest {
-        command: CommandLine::Shell { script: script.into() },
+        command: CommandLine::Shell {
+            script: script.into(),
+        },
         cwd: None,
         env: Default::default(),
         stdin: false,
