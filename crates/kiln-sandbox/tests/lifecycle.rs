@@ -43,9 +43,17 @@ async fn destroy_leaves_no_process_mount_cgroup_or_file() {
 
     h.provider.destroy(&id).await.unwrap();
     for pid in pids {
+        // Gone, or dead and waiting for init to reap it.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next();
         assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "process {pid} survived"
+            matches!(state, None | Some("Z") | Some("X")),
+            "process {pid} survived: {stat}"
         );
     }
     assert_eq!(

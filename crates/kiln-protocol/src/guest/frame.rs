@@ -149,7 +149,8 @@ impl Decoder for FrameCodec {
         }
         let total = PREFIX_LEN + header_len + data_len;
         if src.len() < total {
-            src.reserve(total - src.len());
+            // Grow as bytes arrive rather than trusting the peer's length with a big allocation.
+            src.reserve((total - src.len()).min(64 * 1024));
             return Ok(None);
         }
         src.advance(PREFIX_LEN);

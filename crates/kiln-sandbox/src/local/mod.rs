@@ -214,6 +214,10 @@ impl LocalProvider {
     fn cleanup(&self, id: &str) -> Result<()> {
         let cgroup = Cgroup::of(self.inner.cgroups, &self.inner.config.cgroup_parent, id);
         if cgroup.exists() {
+            // A frozen process cannot die; a snapshot interrupted by a crash leaves one frozen.
+            if let Err(err) = cgroup.set_frozen(false) {
+                tracing::warn!(%id, %err, "could not thaw a sandbox before killing it");
+            }
             cgroup.kill_all(KILL_TIMEOUT)?;
         }
         let dir = self.sandbox_dir(id);
