@@ -14,7 +14,7 @@ use std::path::Path;
 pub(crate) const SANDBOX_USER_ID: u32 = 1000;
 
 /// Bumped when the skeleton's contents change, so old data dirs get a fresh one.
-const SKELETON_VERSION: u32 = 1;
+const SKELETON_VERSION: u32 = 2;
 
 /// The `/etc` entries bound from the host with `ImageSpec::host_system`: what `/usr` needs to work
 /// (alternatives symlinks, TLS roots, the linker cache) and nothing that names host users or secrets.
@@ -65,6 +65,7 @@ pub(crate) fn ensure_skeleton(layers_dir: &Path, host_uid: u32) -> Result<std::p
         ("sbin", "usr/sbin"),
         ("lib", "usr/lib"),
         ("lib64", "usr/lib64"),
+        ("etc/os-release", "../usr/lib/os-release"),
     ] {
         std::os::unix::fs::symlink(target, tmp.join(link)).map_err(io("creating the skeleton"))?;
     }

@@ -4,7 +4,7 @@
 //! On disk, under the data directory:
 //! ```text
 //! bin/kiln-guest                 the guest binary, copied so the sandbox uid can read it
-//! layers/skeleton-v1-u<uid>/     bottom layer of every sandbox
+//! layers/skeleton-v2-u<uid>/     bottom layer of every sandbox
 //! layers/snap-<id>/              snapshot layers (immutable)
 //! sandboxes/sb-<id>/meta.json    the sandbox's info, for reattaching after a restart
 //!                  /guest.sock   the guest's listening socket (the guest holds it, not a path inside)
