@@ -2,11 +2,11 @@
 //! an immutable snapshot layer with everything overlayfs needs (whiteouts, opaque-directory
 //! xattrs, owners, modes, times, hard links).
 
+use super::mount::cstring;
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -252,9 +252,4 @@ fn xattr_call(mut call: impl FnMut(*mut u8, usize) -> isize) -> std::io::Result<
             return Err(err);
         }
     }
-}
-
-fn cstring(path: &Path) -> Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::InvalidSpec(format!("path contains a NUL byte: {}", path.display())))
 }

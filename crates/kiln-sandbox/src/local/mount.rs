@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// The kernel's limit on mount option strings (one page).
 const MAX_OPTIONS: usize = 4095;
 
-fn cstr(path: &Path) -> Result<CString> {
+/// A path as the C string syscalls take.
+pub(crate) fn cstring(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::InvalidSpec(format!("path contains a NUL byte: {}", path.display())))
 }
@@ -26,7 +27,7 @@ fn mount(
         CString::new(source).expect("static"),
         CString::new(fstype).expect("static"),
     );
-    let target_c = cstr(target)?;
+    let target_c = cstring(target)?;
     let options_c = CString::new(options)
         .map_err(|_| Error::InvalidSpec("mount options contain a NUL byte".into()))?;
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
@@ -104,7 +105,7 @@ pub(crate) fn mount_overlay(
 
 /// Unmounts `target` if it is mounted; a busy mount is detached instead of failing.
 pub(crate) fn unmount(target: &Path) -> Result<()> {
-    let target_c = cstr(target)?;
+    let target_c = cstring(target)?;
     // SAFETY: valid NUL-terminated path.
     if unsafe { libc::umount2(target_c.as_ptr(), libc::UMOUNT_NOFOLLOW) } == 0 {
         return Ok(());
