@@ -111,25 +111,27 @@ async fn dispatch(ctx: &Ctx, frame: Frame<HostMessage>) -> Flow {
                 .await;
             return Flow::Close;
         }
-        HostMessage::Exec(request) => {
-            let started = refuse_reused(ctx, id).and_then(|()| exec::start(ctx, id, request));
-            if let Err(failure) = started {
-                ctx.out.fail(id, failure).await;
+        HostMessage::Exec(request) => match refuse_reused(ctx, id) {
+            Ok(()) => {
+                if let Err(failure) = exec::start(ctx, id, request) {
+                    ctx.out.fail(id, failure).await;
+                }
             }
-        }
+            Err(failure) => about_live(ctx, failure).await,
+        },
         HostMessage::WriteFile { path, mode, eof } => match refuse_reused(ctx, id) {
             Ok(()) => write::start(ctx, id, path, mode, Input { data, eof }),
-            Err(failure) => {
-                ctx.out.fail(id, failure).await;
-            }
+            Err(failure) => about_live(ctx, failure).await,
         },
         HostMessage::Stdin { eof } => stdin(ctx, id, Input { data, eof }).await,
         HostMessage::WriteChunk { eof } => write_chunk(ctx, id, Input { data, eof }).await,
-        HostMessage::Signal { signal } => {
-            if let Err(failure) = deliver_signal(ctx, id, signal) {
+        HostMessage::Signal { signal } => match deliver_signal(ctx, id, signal) {
+            Ok(()) => {}
+            Err(SignalError::Unknown(failure)) => {
                 ctx.out.fail(id, failure).await;
             }
-        }
+            Err(SignalError::Live(failure)) => about_live(ctx, failure).await,
+        },
         HostMessage::ReadFile { path } => {
             ctx.tasks.spawn(files::read_file(ctx.out.clone(), id, path));
         }
@@ -216,27 +218,40 @@ async fn forward(
         None => {
             ctx.out.fail(id, unknown(id)).await;
         }
-        Some(Err(failure)) => {
-            ctx.out.fail(id, failure).await;
-        }
+        Some(Err(failure)) => about_live(ctx, failure).await,
         Some(Ok(tx)) => {
             let _ = tx.send(input).await;
         }
     }
 }
 
-fn deliver_signal(ctx: &Ctx, id: RequestId, signal: i32) -> Result<(), Failure> {
+/// Why a signal could not be delivered: the id names nothing, or the live request refuses it.
+enum SignalError {
+    Unknown(Failure),
+    Live(Failure),
+}
+
+fn deliver_signal(ctx: &Ctx, id: RequestId, signal: i32) -> Result<(), SignalError> {
     let pgid = ctx.live.with(id, |live| match live {
         Live::Exec { pgid, .. } => Ok(*pgid),
         Live::Write { .. } => Err(Failure::invalid(format!("request {id} is a file write"))),
     });
-    let pgid = pgid.ok_or_else(|| unknown(id))??;
+    let pgid = pgid
+        .ok_or_else(|| SignalError::Unknown(unknown(id)))?
+        .map_err(SignalError::Live)?;
     match exec::signal_group(pgid, signal) {
         Ok(()) => Ok(()),
-        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
-            Err(Failure::invalid(format!("{signal} is not a signal number")))
-        }
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Err(SignalError::Live(
+            Failure::invalid(format!("{signal} is not a signal number (request {id})")),
+        )),
         // ESRCH: the group is gone and the exit report is on its way; nothing to say.
         Err(_) => Ok(()),
     }
+}
+
+/// Reports a frame that a live request cannot take. `Error` on a request's id ends that request
+/// for the host, but this one goes on, so the complaint goes out under id 0 (the message names
+/// the request).
+async fn about_live(ctx: &Ctx, failure: Failure) {
+    ctx.out.fail(0, failure).await;
 }

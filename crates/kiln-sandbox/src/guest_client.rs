@@ -201,41 +201,29 @@ impl GuestClient {
         mode: Option<u32>,
     ) -> Result<()> {
         let mut buf = vec![0u8; WRITE_CHUNK];
-        let mut first = Some(HostMessage::WriteFile {
-            path: path.into(),
-            mode,
-            eof: false,
-        });
-        let mut id = 0;
-        let mut rx = None;
-        loop {
-            let n = read_full(&mut source, &mut buf)
+        let mut next_chunk = async |buf: &mut [u8]| {
+            let n = read_full(&mut source, buf)
                 .await
                 .map_err(Error::io("reading the source of a guest write", path))?;
-            let eof = n < buf.len();
-            let data = Bytes::copy_from_slice(&buf[..n]);
-            match first.take() {
-                Some(HostMessage::WriteFile { path, mode, .. }) => {
-                    let (new_id, new_rx) = self
-                        .start(HostMessage::WriteFile { path, mode, eof }, data)
-                        .await?;
-                    id = new_id;
-                    rx = Some(new_rx);
-                }
-                _ => {
-                    self.send(Frame::with_data(id, HostMessage::WriteChunk { eof }, data))
-                        .await?
-                }
-            }
-            if eof {
-                break;
-            }
-        }
-        let mut rx = rx.expect("the first frame registered the request");
+            Ok::<_, Error>((Bytes::copy_from_slice(&buf[..n]), n < buf.len()))
+        };
+        let (data, mut eof) = next_chunk(&mut buf).await?;
+        let start = HostMessage::WriteFile {
+            path: path.into(),
+            mode,
+            eof,
+        };
+        let (id, mut rx) = self.start(start, data).await?;
         let _route = RouteGuard {
             shared: &self.shared,
             id,
         };
+        while !eof {
+            let (data, last) = next_chunk(&mut buf).await?;
+            eof = last;
+            self.send(Frame::with_data(id, HostMessage::WriteChunk { eof }, data))
+                .await?;
+        }
         match self.recv(&mut rx, "the end of a write").await?.msg {
             GuestMessage::Done => Ok(()),
             other => Err(unexpected(&other)),

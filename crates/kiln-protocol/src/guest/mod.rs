@@ -98,7 +98,10 @@ pub enum GuestMessage {
     },
     /// The request finished without a payload.
     Done,
-    /// The request failed; no further frames follow for its id.
+    /// The request failed; no further frames follow for its id. A frame that a *live* request
+    /// cannot take (stdin it did not ask for, a new request reusing its id, a bad signal number)
+    /// is answered with an `Error` under id 0 instead, naming the request, and the request goes
+    /// on: an `Error` on a request's own id always means that request is over.
     Error {
         kind: ErrorKind,
         message: String,
