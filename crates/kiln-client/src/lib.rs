@@ -1,0 +1,1 @@
+//! Typed API client used by the CLI and by integration tests.

@@ -1,0 +1,1 @@
+//! Session actors, the agent loop, tools and hooks.

@@ -1,0 +1,306 @@
+//! A session's events: the one append-only log that is the truth about a session. Everything a
+//! client shows — text, tool calls, file changes, the queue, who is here — is a fold of these.
+//!
+//! The enum is closed and versioned ([`EVENT_VERSION`]); adding a variant is a version bump for
+//! clients that must understand every event, and old logs keep decoding.
+
+use kiln_core::{PromptId, Role, UserId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Bumped when an event's meaning changes or a variant is added.
+pub const EVENT_VERSION: u32 = 1;
+
+/// One event as stored and as sent: its place in the log, when it happened, what happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventEnvelope {
+    /// Position in the session's log, from 1, without gaps. Clients resume with `after_seq`.
+    pub seq: u64,
+    /// Unix time in milliseconds when the event was appended.
+    pub at_ms: i64,
+    pub event: Event,
+}
+
+/// Who did something, with the name they had then (names can change; the log keeps history).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UserRef {
+    pub id: UserId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The first event of every session.
+    SessionCreated {
+        repo: String,
+        title: String,
+        by: UserRef,
+    },
+    /// A prompt was accepted. It runs when the agent is free (`queue`) or joins the running
+    /// prompt at its next model turn (`insert`).
+    PromptQueued {
+        prompt_id: PromptId,
+        author: UserRef,
+        text: String,
+        delivery: DeliveryMode,
+    },
+    /// The agent started working on a prompt.
+    PromptStarted {
+        prompt_id: PromptId,
+        author: UserRef,
+    },
+    /// An `insert` prompt was handed to the model inside the running prompt `into`.
+    PromptInserted {
+        prompt_id: PromptId,
+        into: PromptId,
+    },
+    PromptFinished {
+        prompt_id: PromptId,
+        outcome: PromptOutcome,
+        usage: Usage,
+    },
+    /// Stopped by a participant, or removed from the queue before it ran.
+    PromptCancelled {
+        prompt_id: PromptId,
+        by: UserRef,
+    },
+    /// The server stopped (crash, kill, restart) while this prompt ran. Send it again to retry.
+    PromptInterrupted { prompt_id: PromptId },
+    /// A request to the model went out (turn counts from 1 within a prompt).
+    ModelRequest {
+        prompt_id: PromptId,
+        turn: u32,
+        model: String,
+    },
+    /// Model output text, as it streams.
+    TextDelta { prompt_id: PromptId, text: String },
+    ToolCallStarted {
+        prompt_id: PromptId,
+        call_id: String,
+        tool: String,
+        input: serde_json::Value,
+    },
+    /// Output of a running tool (bash), as it streams.
+    ToolOutput {
+        call_id: String,
+        stream: ToolStream,
+        chunk: String,
+    },
+    ToolCallFinished {
+        call_id: String,
+        outcome: ToolOutcome,
+        /// What the model was given, possibly truncated.
+        output: String,
+        duration_ms: u64,
+    },
+    /// A file in the workspace changed because of a prompt (and so of its author).
+    FileChanged {
+        prompt_id: PromptId,
+        author: UserRef,
+        path: String,
+        kind: FileChangeKind,
+        added: u32,
+        removed: u32,
+    },
+    SandboxStatus {
+        state: SandboxState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sandbox_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// Someone gained a role in the session (creator, share link, invitation).
+    ParticipantJoined { user: UserRef, role: Role },
+    ParticipantLeft { user: UserRef },
+    /// Queued prompts removed at once.
+    QueueCleared {
+        by: UserRef,
+        cancelled: Vec<PromptId>,
+    },
+    SettingsChanged { delivery: DeliveryMode },
+    /// Something went wrong; `message` says what and what to do.
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt_id: Option<PromptId>,
+        message: String,
+    },
+}
+
+impl Event {
+    /// The prompt an event belongs to, when it belongs to one.
+    pub fn prompt_id(&self) -> Option<&PromptId> {
+        match self {
+            Event::PromptQueued { prompt_id, .. }
+            | Event::PromptStarted { prompt_id, .. }
+            | Event::PromptInserted { prompt_id, .. }
+            | Event::PromptFinished { prompt_id, .. }
+            | Event::PromptCancelled { prompt_id, .. }
+            | Event::PromptInterrupted { prompt_id }
+            | Event::ModelRequest { prompt_id, .. }
+            | Event::TextDelta { prompt_id, .. }
+            | Event::ToolCallStarted { prompt_id, .. }
+            | Event::FileChanged { prompt_id, .. } => Some(prompt_id),
+            Event::Error { prompt_id, .. } => prompt_id.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Events that matter only while they happen and are not kept: presence and typing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Ephemeral {
+    /// A client of this user connected to the session.
+    Present { user: UserRef },
+    /// This user's last client disconnected.
+    Away { user: UserRef },
+    Typing { user: UserRef },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// Prompts sent while the agent works wait their turn, first in first out.
+    #[default]
+    Queue,
+    /// Prompts sent while the agent works reach it at its next model turn.
+    Insert,
+}
+
+impl DeliveryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryMode::Queue => "queue",
+            DeliveryMode::Insert => "insert",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeliveryMode> {
+        match s {
+            "queue" => Some(DeliveryMode::Queue),
+            "insert" => Some(DeliveryMode::Insert),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptOutcome {
+    /// The model ended its turn.
+    Completed,
+    /// The model or a tool failed in a way the agent cannot go on from; an `error` event says why.
+    Failed,
+    /// The prompt used all the model turns it may.
+    TurnLimit,
+    /// The prompt used all the tokens it may.
+    TokenLimit,
+}
+
+/// Where a prompt is in its life; derived from the log, kept in the session DB for queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptStatus {
+    Queued,
+    Running,
+    /// Delivered into another running prompt (insert mode).
+    Inserted,
+    Completed,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+impl PromptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptStatus::Queued => "queued",
+            PromptStatus::Running => "running",
+            PromptStatus::Inserted => "inserted",
+            PromptStatus::Completed => "completed",
+            PromptStatus::Failed => "failed",
+            PromptStatus::Cancelled => "cancelled",
+            PromptStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PromptStatus> {
+        [
+            PromptStatus::Queued,
+            PromptStatus::Running,
+            PromptStatus::Inserted,
+            PromptStatus::Completed,
+            PromptStatus::Failed,
+            PromptStatus::Cancelled,
+            PromptStatus::Interrupted,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolStream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ToolOutcome {
+    Ok,
+    /// The tool ran and failed (bad arguments, no match, non-zero exit is still `ok` for bash).
+    Error { message: String },
+    /// A hook refused the call; the model was told `reason`.
+    Blocked { reason: String },
+    /// Stopped by a participant.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FileChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxState {
+    Starting,
+    Ready,
+    Failed,
+    Stopped,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_tagged_snake_case() {
+        let prompt_id = PromptId::random();
+        let envelope = EventEnvelope {
+            seq: 7,
+            at_ms: 1,
+            event: Event::TextDelta {
+                prompt_id: prompt_id.clone(),
+                text: "hi".into(),
+            },
+        };
+        let json = serde_json::to_value(&envelope).unwrap();
+        assert_eq!(json["event"]["type"], "text_delta");
+        assert_eq!(json["event"]["prompt_id"], prompt_id.as_str());
+        let back: EventEnvelope = serde_json::from_value(json).unwrap();
+        assert_eq!(back, envelope);
+    }
+}

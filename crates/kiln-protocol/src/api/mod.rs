@@ -1,0 +1,14 @@
+//! The public API: REST request and response bodies, WebSocket frames, and the events of a
+//! session's log. Clients (CLI, web UI, Slack, the Chrome extension) and the server share these
+//! definitions, and the OpenAPI document is generated from them.
+
+mod event;
+mod rest;
+mod ws;
+
+pub use event::{
+    DeliveryMode, Ephemeral, Event, EventEnvelope, FileChangeKind, PromptOutcome, PromptStatus,
+    SandboxState, ToolOutcome, ToolStream, Usage, UserRef, EVENT_VERSION,
+};
+pub use rest::*;
+pub use ws::{ClientFrame, ServerFrame, WS_PROTOCOL_VERSION};

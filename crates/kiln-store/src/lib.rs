@@ -1,0 +1,1 @@
+//! SQLite state: the control database and one append-only event log per session.
