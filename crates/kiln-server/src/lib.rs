@@ -1,1 +1,146 @@
-//! The HTTP and WebSocket API: axum routes, auth, the OpenAPI document.
+//! The HTTP and WebSocket API: the only crate that knows about serving HTTP. Everything a client
+//! can do — CLI, web UI, Slack, the Chrome extension — goes through these routes.
+//!
+//! Handlers are thin: authenticate ([`auth::Caller`]), authorize (the caller's role in the
+//! session), validate, call the engine or the store, map errors in one place ([`error`]).
+
+mod auth;
+mod bootstrap;
+mod error;
+mod extract;
+mod presence;
+mod routes;
+
+pub use bootstrap::{ADMIN_TOKEN_FILE, bootstrap};
+pub use error::Error;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use kiln_engine::Engine;
+use kiln_store::Store;
+use presence::Presence;
+use serde::Deserialize;
+use std::future::Future;
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub store: Store,
+    presence: Presence,
+}
+
+impl AppState {
+    pub fn new(engine: Engine) -> AppState {
+        AppState {
+            store: engine.store().clone(),
+            engine,
+            presence: Presence::default(),
+        }
+    }
+}
+
+/// Every route.
+pub fn router(state: AppState) -> Router {
+    use routes::{repos, sessions, users, ws};
+    let api = Router::new()
+        .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
+        .route("/me", get(users::me))
+        .route("/users", post(users::create_user).get(users::list_users))
+        .route("/tokens", post(users::create_token).get(users::list_tokens))
+        .route("/tokens/{id}", axum::routing::delete(users::revoke_token))
+        .route("/repos", post(repos::create_repo).get(repos::list_repos))
+        .route("/repos/{name}", get(repos::get_repo))
+        .route(
+            "/sessions",
+            post(sessions::create_session).get(sessions::list_sessions),
+        )
+        .route(
+            "/sessions/{id}",
+            get(sessions::get_session).patch(sessions::update_session),
+        )
+        .route("/sessions/{id}/prompts", post(sessions::send_prompt))
+        .route("/sessions/{id}/stop", post(sessions::stop_session))
+        .route("/sessions/{id}/shares", post(sessions::create_share))
+        .route("/sessions/{id}/events", get(sessions::events))
+        .route("/sessions/{id}/ws", get(ws::ws))
+        .route("/join/{code}", post(sessions::join))
+        .fallback(|| async { Error::NotFound("API route".into()) });
+    Router::new()
+        .nest("/api", api)
+        .route("/login", get(login))
+        .route("/", get(index))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then lets open requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let model = match state.engine.model_status() {
+        Ok(name) => serde_json::json!({"configured": true, "name": name}),
+        Err(hint) => serde_json::json!({"configured": false, "hint": hint}),
+    };
+    axum::Json(serde_json::json!({"ok": true, "model": model}))
+}
+
+async fn openapi() -> impl IntoResponse {
+    axum::Json(routes::ApiDoc::openapi())
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    token: String,
+}
+
+/// The link `kiln up` prints: checks the token, keeps it in an HttpOnly cookie, and goes home,
+/// so the token leaves the address bar (and the browser history) at once.
+async fn login(State(state): State<AppState>, query: Option<Query<LoginQuery>>) -> Response {
+    let Some(Query(LoginQuery { token })) = query else {
+        return Error::BadRequest("open the login link `kiln up` printed (it carries ?token=)".into())
+            .into_response();
+    };
+    match state.store.authenticate(&token).await {
+        Ok(Some(_)) => {
+            let cookie = format!(
+                "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=31536000",
+                auth::COOKIE
+            );
+            let mut response = Redirect::to("/").into_response();
+            match HeaderValue::from_str(&cookie) {
+                Ok(value) => {
+                    response.headers_mut().insert(header::SET_COOKIE, value);
+                    response
+                }
+                Err(_) => Error::Unauthorized.into_response(),
+            }
+        }
+        Ok(None) => Error::Unauthorized.into_response(),
+        Err(e) => Error::from(e).into_response(),
+    }
+}
+
+async fn index() -> (StatusCode, Html<&'static str>) {
+    (
+        StatusCode::OK,
+        Html(
+            "<!doctype html><title>kiln</title><h1>kiln is running</h1>\
+             <p>The API is at <a href=\"/api/openapi.json\">/api/openapi.json</a>; \
+             use the <code>kiln</code> CLI as a client.</p>",
+        ),
+    )
+}

@@ -1,0 +1,586 @@
+//! The agent loop for one prompt: ask the model, stream its text, run the tools it calls in the
+//! session's sandbox (through the hooks), give it the results, and repeat until it ends its turn,
+//! a limit is hit, or someone stops it.
+//!
+//! Every step is an event in the session's log, appended before the next step starts, so a client
+//! that watches sees exactly what the agent did, in order, and a crash loses nothing acknowledged.
+//! The model conversation is stored beside the events so a follow-up prompt continues it.
+
+use crate::engine::{Inner, NO_MODEL};
+use crate::hooks::{HookContext, HookEvent};
+use crate::session::SessionActor;
+use crate::tools::{self, ToolCall, ToolContext, ToolUpdate};
+use crate::workspace::WORKDIR;
+use kiln_model::{
+    ContentBlock, Message, MessageRole, ModelClient, ModelRequest, StopReason, StreamEvent,
+};
+use kiln_protocol::api::{
+    Event, PromptInfo, PromptOutcome, PromptStatus, ToolOutcome, Usage,
+};
+use kiln_sandbox::Sandbox;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) struct PromptRun<'a> {
+    inner: &'a Arc<Inner>,
+    actor: &'a SessionActor,
+    prompt: PromptInfo,
+    cancel: CancellationToken,
+    usage: Usage,
+}
+
+/// How a prompt ended, before it is recorded.
+enum End {
+    Finished(PromptOutcome),
+    Cancelled,
+    /// The server is shutting down: record nothing; the next start marks the prompt interrupted.
+    Shutdown,
+}
+
+/// Why the loop could not go on.
+struct Failure(String);
+
+impl<'a> PromptRun<'a> {
+    pub(crate) fn new(
+        inner: &'a Arc<Inner>,
+        actor: &'a SessionActor,
+        prompt: PromptInfo,
+        cancel: CancellationToken,
+    ) -> Self {
+        PromptRun {
+            inner,
+            actor,
+            prompt,
+            cancel,
+            usage: Usage::default(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let end = match self.agent_loop().await {
+            Ok(end) => end,
+            Err(Failure(message)) => {
+                self.emit(Event::Error {
+                    prompt_id: Some(self.prompt.id.clone()),
+                    message,
+                })
+                .await;
+                End::Finished(PromptOutcome::Failed)
+            }
+        };
+        let (prompt_id, usage) = (self.prompt.id.clone(), self.usage);
+        let stopped_by = self.actor.stopped_by();
+        let result = match end {
+            End::Shutdown => return,
+            End::Cancelled => {
+                let by = stopped_by.unwrap_or_else(|| self.prompt.author.clone());
+                self.actor
+                    .log
+                    .write(move |w| {
+                        w.set_prompt_status(&prompt_id, PromptStatus::Cancelled)?;
+                        w.event(Event::PromptCancelled { prompt_id, by })
+                    })
+                    .await
+            }
+            End::Finished(outcome) => {
+                let status = match outcome {
+                    PromptOutcome::Completed => PromptStatus::Completed,
+                    _ => PromptStatus::Failed,
+                };
+                self.actor
+                    .log
+                    .write(move |w| {
+                        w.set_prompt_status(&prompt_id, status)?;
+                        w.event(Event::PromptFinished {
+                            prompt_id,
+                            outcome,
+                            usage,
+                        })
+                    })
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(session = %self.actor.log.id(), error = %e, "cannot record a prompt's end");
+        }
+    }
+
+    fn hook_context(&self) -> HookContext {
+        HookContext {
+            session_id: self.actor.log.id().clone(),
+            prompt_id: self.prompt.id.clone(),
+            author: self.prompt.author.clone(),
+            repo: self.actor.repo.name.clone(),
+            cwd: WORKDIR.to_string(),
+        }
+    }
+
+    async fn agent_loop(&mut self) -> Result<End, Failure> {
+        let Some(model) = self.inner.model.clone() else {
+            return Err(Failure(NO_MODEL.to_string()));
+        };
+        // The user's words, possibly with context from prompt-submit hooks.
+        let submit = self
+            .inner
+            .hooks
+            .run(
+                &self.hook_context(),
+                &HookEvent::UserPromptSubmit {
+                    prompt: self.prompt.text.clone(),
+                },
+            )
+            .await;
+        if let Some(reason) = submit.blocked {
+            return Err(Failure(format!("a hook refused this prompt: {reason}")));
+        }
+        let mut text = self.prompt.text.clone();
+        if let Some(context) = submit.context {
+            text.push_str("\n\n");
+            text.push_str(&context);
+        }
+        let mut conversation = self.load_conversation().await?;
+        let sandbox = tokio::select! {
+            sandbox = self.actor.sandbox(&self.inner.workspaces) => sandbox.map_err(|e| Failure(format!("the sandbox is not available: {e}")))?,
+            _ = self.cancel.cancelled() => return Ok(self.cancelled_end()),
+        };
+        let system = self.system_prompt(&sandbox).await;
+        self.push(
+            &mut conversation,
+            Message {
+                role: MessageRole::User,
+                content: vec![ContentBlock::Text { text }],
+            },
+        )
+        .await?;
+        let limits = self.inner.config.limits;
+        let mut stop_hook_active = false;
+        for turn in 1..=limits.max_turns {
+            self.deliver_inserted(&mut conversation).await?;
+            let (blocks, stop_reason) =
+                match self.model_turn(&model, &system, &conversation, turn).await? {
+                    Some(result) => result,
+                    None => return Ok(self.cancelled_end()),
+                };
+            let calls: Vec<ToolCall> = blocks
+                .iter()
+                .filter_map(|b| match b {
+                    ContentBlock::ToolUse { id, name, input } => Some(ToolCall {
+                        id: id.clone(),
+                        name: name.clone(),
+                        input: input.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            self.push(
+                &mut conversation,
+                Message {
+                    role: MessageRole::Assistant,
+                    content: blocks,
+                },
+            )
+            .await?;
+            if self.usage.input_tokens + self.usage.output_tokens > limits.max_tokens {
+                return Ok(End::Finished(PromptOutcome::TokenLimit));
+            }
+            if calls.is_empty() {
+                if stop_reason == StopReason::MaxTokens {
+                    return Ok(End::Finished(PromptOutcome::TokenLimit));
+                }
+                // Stop hooks may send the agent back to work with a reason.
+                let stop = self
+                    .inner
+                    .hooks
+                    .run(&self.hook_context(), &HookEvent::Stop { stop_hook_active })
+                    .await;
+                match stop.blocked {
+                    Some(reason) if !stop_hook_active => {
+                        stop_hook_active = true;
+                        self.push(
+                            &mut conversation,
+                            Message {
+                                role: MessageRole::User,
+                                content: vec![ContentBlock::Text { text: reason }],
+                            },
+                        )
+                        .await?;
+                        continue;
+                    }
+                    _ => return Ok(End::Finished(PromptOutcome::Completed)),
+                }
+            }
+            let mut results = Vec::with_capacity(calls.len());
+            for call in &calls {
+                if self.cancel.is_cancelled() {
+                    results.push(ContentBlock::ToolResult {
+                        tool_use_id: call.id.clone(),
+                        content: "not run: the user stopped the agent".into(),
+                        is_error: true,
+                    });
+                    continue;
+                }
+                results.push(self.tool_call(&sandbox, call).await);
+            }
+            self.push(
+                &mut conversation,
+                Message {
+                    role: MessageRole::User,
+                    content: results,
+                },
+            )
+            .await?;
+            if self.cancel.is_cancelled() {
+                return Ok(self.cancelled_end());
+            }
+        }
+        Ok(End::Finished(PromptOutcome::TurnLimit))
+    }
+
+    fn cancelled_end(&self) -> End {
+        if self.inner.shutdown.is_cancelled() {
+            End::Shutdown
+        } else {
+            End::Cancelled
+        }
+    }
+
+    /// One model request, streamed into events. `None` when cancelled.
+    async fn model_turn(
+        &mut self,
+        model: &ModelClient,
+        system: &str,
+        conversation: &[Message],
+        turn: u32,
+    ) -> Result<Option<(Vec<ContentBlock>, StopReason)>, Failure> {
+        let request = ModelRequest {
+            system: system.to_string(),
+            messages: conversation.to_vec(),
+            tools: tools::specs()
+                .into_iter()
+                .map(|spec| kiln_model::ToolSpec {
+                    name: spec.name.to_string(),
+                    description: spec.description.to_string(),
+                    input_schema: spec.input_schema,
+                })
+                .collect(),
+            max_tokens: None,
+        };
+        self.emit(Event::ModelRequest {
+            prompt_id: self.prompt.id.clone(),
+            turn,
+            model: model.config().display_name(),
+        })
+        .await;
+        let mut stream = tokio::select! {
+            stream = model.stream(&request) => stream.map_err(|e| Failure(format!("the model request failed: {e}")))?,
+            _ = self.cancel.cancelled() => return Ok(None),
+        };
+        let mut blocks: Vec<ContentBlock> = Vec::new();
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = self.cancel.cancelled() => {
+                    // Keep what was said so the conversation stays whole.
+                    let _ = self.keep_partial(blocks).await;
+                    return Ok(None);
+                }
+            };
+            match next {
+                Some(Ok(StreamEvent::TextDelta(text))) => {
+                    match blocks.last_mut() {
+                        Some(ContentBlock::Text { text: all }) => all.push_str(&text),
+                        _ => blocks.push(ContentBlock::Text { text: text.clone() }),
+                    }
+                    self.emit(Event::TextDelta {
+                        prompt_id: self.prompt.id.clone(),
+                        text,
+                    })
+                    .await;
+                }
+                Some(Ok(StreamEvent::ToolUse { id, name, input })) => {
+                    blocks.push(ContentBlock::ToolUse { id, name, input });
+                }
+                Some(Ok(StreamEvent::Finished { stop_reason, usage })) => {
+                    self.usage.input_tokens += usage.input_tokens;
+                    self.usage.output_tokens += usage.output_tokens;
+                    if blocks.is_empty() {
+                        blocks.push(ContentBlock::Text {
+                            text: String::new(),
+                        });
+                    }
+                    return Ok(Some((blocks, stop_reason)));
+                }
+                Some(Err(e)) => {
+                    let _ = self.keep_partial(blocks).await;
+                    return Err(Failure(format!("the model stream failed: {e}")));
+                }
+                None => {
+                    let _ = self.keep_partial(blocks).await;
+                    return Err(Failure("the model stream ended without finishing".into()));
+                }
+            }
+        }
+    }
+
+    /// Records the text of an unfinished turn (tool calls dropped: they never ran), so the
+    /// stored conversation still alternates user and assistant.
+    async fn keep_partial(&self, blocks: Vec<ContentBlock>) -> Result<(), Failure> {
+        let mut text: String = blocks
+            .into_iter()
+            .filter_map(|b| match b {
+                ContentBlock::Text { text } => Some(text),
+                _ => None,
+            })
+            .collect();
+        text.push_str("\n[interrupted]");
+        let message = Message {
+            role: MessageRole::Assistant,
+            content: vec![ContentBlock::Text { text }],
+        };
+        self.store_message(&message).await
+    }
+
+    /// Runs one tool call through the hooks and returns its result block for the model.
+    async fn tool_call(&self, sandbox: &Sandbox, call: &ToolCall) -> ContentBlock {
+        let started = Instant::now();
+        let mut call = call.clone();
+        self.emit(Event::ToolCallStarted {
+            prompt_id: self.prompt.id.clone(),
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            input: call.input.clone(),
+        })
+        .await;
+        let ctx = self.hook_context();
+        let pre = self
+            .inner
+            .hooks
+            .run(
+                &ctx,
+                &HookEvent::PreToolUse {
+                    tool_name: call.name.clone(),
+                    tool_input: call.input.clone(),
+                    tool_use_id: call.id.clone(),
+                },
+            )
+            .await;
+        let (mut content, is_error, outcome) = if let Some(reason) = pre.blocked {
+            (
+                format!("blocked by a hook: {reason}"),
+                true,
+                ToolOutcome::Blocked { reason },
+            )
+        } else if let Some(result) = pre.substitute {
+            (result, false, ToolOutcome::Ok)
+        } else {
+            if let Some(input) = pre.input {
+                call.input = input;
+            }
+            let result = self.execute(sandbox, &call).await;
+            let outcome = if result.cancelled {
+                ToolOutcome::Cancelled
+            } else if result.is_error {
+                ToolOutcome::Error {
+                    message: first_line(&result.content),
+                }
+            } else {
+                ToolOutcome::Ok
+            };
+            (result.content, result.is_error, outcome)
+        };
+        if let Some(context) = pre.context {
+            content.push_str("\n\n");
+            content.push_str(&context);
+        }
+        if matches!(outcome, ToolOutcome::Ok | ToolOutcome::Error { .. }) {
+            let post = self
+                .inner
+                .hooks
+                .run(
+                    &ctx,
+                    &HookEvent::PostToolUse {
+                        tool_name: call.name.clone(),
+                        tool_input: call.input.clone(),
+                        tool_use_id: call.id.clone(),
+                        tool_response: serde_json::json!({"content": content, "is_error": is_error}),
+                    },
+                )
+                .await;
+            for extra in [post.blocked, post.context].into_iter().flatten() {
+                content.push_str("\n\n");
+                content.push_str(&extra);
+            }
+        }
+        self.emit(Event::ToolCallFinished {
+            call_id: call.id.clone(),
+            outcome,
+            output: content.clone(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+        .await;
+        ContentBlock::ToolResult {
+            tool_use_id: call.id.clone(),
+            content,
+            is_error,
+        }
+    }
+
+    /// Runs the tool, turning its streamed output and file changes into events as they come.
+    async fn execute(&self, sandbox: &Sandbox, call: &ToolCall) -> tools::ToolResult {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<ToolUpdate>(64);
+        let ctx = ToolContext {
+            sandbox,
+            workdir: WORKDIR,
+            cancel: &self.cancel,
+            bash_timeout: self.inner.config.bash_timeout,
+        };
+        let run = tools::run(&ctx, call, tx);
+        tokio::pin!(run);
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                Some(update) = rx.recv() => self.update(&call.id, update).await,
+            }
+        };
+        while let Ok(update) = rx.try_recv() {
+            self.update(&call.id, update).await;
+        }
+        result
+    }
+
+    async fn update(&self, call_id: &str, update: ToolUpdate) {
+        let event = match update {
+            ToolUpdate::Output { stream, chunk } => Event::ToolOutput {
+                call_id: call_id.to_string(),
+                stream,
+                chunk,
+            },
+            ToolUpdate::FileChanged(change) => Event::FileChanged {
+                prompt_id: self.prompt.id.clone(),
+                author: self.prompt.author.clone(),
+                path: change.path,
+                kind: change.kind,
+                added: change.added,
+                removed: change.removed,
+            },
+        };
+        self.emit(event).await;
+    }
+
+    /// Hands prompts queued in insert mode to the model as part of this prompt.
+    async fn deliver_inserted(&self, conversation: &mut [Message]) -> Result<(), Failure> {
+        let into = self.prompt.id.clone();
+        let (inserted, _) = self
+            .actor
+            .log
+            .write(move |w| {
+                if w.delivery_mode()? != kiln_protocol::api::DeliveryMode::Insert {
+                    return Ok(Vec::new());
+                }
+                let queued = w.prompts_with_status(PromptStatus::Queued)?;
+                for prompt in &queued {
+                    w.set_prompt_status(&prompt.id, PromptStatus::Inserted)?;
+                    w.event(Event::PromptInserted {
+                        prompt_id: prompt.id.clone(),
+                        into: into.clone(),
+                    })?;
+                }
+                Ok(queued)
+            })
+            .await
+            .map_err(|e| Failure(format!("cannot read the queue: {e}")))?;
+        if inserted.is_empty() {
+            return Ok(());
+        }
+        // The last message is the user's (the prompt or tool results): add to it, so the
+        // conversation keeps alternating.
+        let last = conversation
+            .last_mut()
+            .expect("the prompt's message is always there");
+        for prompt in inserted {
+            last.content.push(ContentBlock::Text {
+                text: format!("[{} adds] {}", prompt.author.name, prompt.text),
+            });
+        }
+        self.replace_last(last).await
+    }
+
+    async fn system_prompt(&self, sandbox: &Sandbox) -> String {
+        let repo = &self.actor.repo;
+        let mut system = format!(
+            "You are a coding agent working in a sandbox on the repository {name} ({url}), \
+             checked out at {WORKDIR} on a session branch made from {branch}. Use the tools to \
+             read, search, edit and run code there. Work until the request is done, then say \
+             briefly what you changed.",
+            name = repo.name,
+            url = crate::host::redact_urls(&repo.url),
+            branch = repo.default_branch,
+        );
+        if !repo.description.is_empty() {
+            system.push_str(&format!("\n\nAbout the repository: {}", repo.description));
+        }
+        let agents = format!("{WORKDIR}/AGENTS.md");
+        if let Ok(bytes) = sandbox.guest().read_file(&agents).await {
+            let text = String::from_utf8_lossy(&bytes);
+            let text: String = text.chars().take(32 * 1024).collect();
+            system.push_str(&format!(
+                "\n\nThe repository's AGENTS.md says:\n<agents_md>\n{text}\n</agents_md>"
+            ));
+        }
+        system
+    }
+
+    async fn load_conversation(&self) -> Result<Vec<Message>, Failure> {
+        let stored = self
+            .actor
+            .log
+            .messages()
+            .await
+            .map_err(|e| Failure(format!("cannot read the conversation: {e}")))?;
+        stored
+            .into_iter()
+            .map(|value| {
+                serde_json::from_value(value)
+                    .map_err(|e| Failure(format!("the stored conversation is unreadable: {e}")))
+            })
+            .collect()
+    }
+
+    async fn push(&self, conversation: &mut Vec<Message>, message: Message) -> Result<(), Failure> {
+        self.store_message(&message).await?;
+        conversation.push(message);
+        Ok(())
+    }
+
+    async fn store_message(&self, message: &Message) -> Result<(), Failure> {
+        let value = serde_json::to_value(message).expect("messages serialize");
+        let prompt = self.prompt.id.clone();
+        self.actor
+            .log
+            .write(move |w| w.push_message(&prompt, &value))
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure(format!("cannot store the conversation: {e}")))
+    }
+
+    async fn replace_last(&self, message: &Message) -> Result<(), Failure> {
+        let value = serde_json::to_value(message).expect("messages serialize");
+        self.actor
+            .log
+            .write(move |w| w.replace_last_message(&value))
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure(format!("cannot store the conversation: {e}")))
+    }
+
+    async fn emit(&self, event: Event) {
+        if let Err(e) = self.actor.log.append(event).await {
+            tracing::error!(session = %self.actor.log.id(), error = %e, "cannot append an event");
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").chars().take(200).collect()
+}

@@ -1,0 +1,50 @@
+//! How the engine runs prompts: the model, the limits, the hooks. Resolved once by the binary
+//! (file < env < flags) and handed over whole.
+
+use crate::hooks::HookConfig;
+use kiln_model::ModelConfig;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// `None` when no model is configured: kiln runs, and every prompt fails with an error event
+    /// saying what to set.
+    pub model: Option<ModelConfig>,
+    pub limits: PromptLimits,
+    /// Default timeout of one `bash` tool call.
+    pub bash_timeout: Duration,
+    /// Hooks of every session on this server, before the repo's own.
+    pub hooks: Vec<HookConfig>,
+    /// Bound on host-side git (clone, fetch) for one session's checkout.
+    pub git_timeout: Duration,
+}
+
+/// Bounds on the work one prompt may cause.
+#[derive(Debug, Clone, Copy)]
+pub struct PromptLimits {
+    /// Model requests per prompt.
+    pub max_turns: u32,
+    /// Input plus output tokens per prompt, summed over its turns.
+    pub max_tokens: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            model: None,
+            limits: PromptLimits::default(),
+            bash_timeout: Duration::from_secs(120),
+            hooks: Vec::new(),
+            git_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Default for PromptLimits {
+    fn default() -> Self {
+        PromptLimits {
+            max_turns: 50,
+            max_tokens: 2_000_000,
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The engine: owns every session actor, starts them on demand, and recovers after a crash.
+//!
+//! Callers (the server) have already authorized the request; the engine trusts them and only
+//! validates input.
+
+use crate::config::EngineConfig;
+use crate::hooks::{Hook, Hooks};
+use crate::session::SessionActor;
+use crate::workspace::{SESSION_LABEL, Workspaces};
+use crate::{Error, Result};
+use kiln_core::{PromptId, Role, SessionId};
+use kiln_model::ModelClient;
+use kiln_protocol::api::{
+    CreateSession, DeliveryMode, Event, PromptAccepted, PromptStatus, SessionCreated,
+    SessionState, SessionSummary, UserRef,
+};
+use kiln_sandbox::{Provider, SandboxId};
+use kiln_store::{SessionRow, Store};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Runs sessions. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) workspaces: Workspaces,
+    /// `None`: no model configured; prompts fail with a message saying what to set.
+    pub(crate) model: Option<ModelClient>,
+    pub(crate) config: EngineConfig,
+    /// Server-wide hooks, run for every tool call of every session.
+    pub(crate) hooks: Hooks,
+    /// Live actors. An actor stays while its session has been used since start; idle actors
+    /// hold one SQLite connection and no task.
+    sessions: Mutex<HashMap<SessionId, Arc<SessionActor>>>,
+    /// Sandboxes found running at start-up, by session, to reattach instead of recreate.
+    recovered: Mutex<HashMap<SessionId, SandboxId>>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Engine {
+    /// Starts the engine: marks prompts that were running when the last process died as
+    /// interrupted, resumes queues, and destroys sandboxes no session owns.
+    pub async fn start(
+        store: Store,
+        provider: Arc<dyn Provider>,
+        data_dir: PathBuf,
+        config: EngineConfig,
+    ) -> Result<Engine> {
+        let model = match &config.model {
+            Some(model) => Some(
+                ModelClient::new(model.clone())
+                    .map_err(|e| Error::Invalid(format!("model configuration: {e}")))?,
+            ),
+            None => None,
+        };
+        let hooks = Hooks::new(
+            config
+                .hooks
+                .iter()
+                .map(|h| h.build())
+                .collect::<Vec<Arc<dyn Hook>>>(),
+        );
+        let workspaces = Workspaces {
+            data_dir,
+            provider,
+            git_timeout: config.git_timeout,
+        };
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                store,
+                workspaces,
+                model,
+                config,
+                hooks,
+                sessions: Mutex::new(HashMap::new()),
+                recovered: Mutex::new(HashMap::new()),
+                tracker: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+            }),
+        };
+        engine.recover().await?;
+        Ok(engine)
+    }
+
+    async fn recover(&self) -> Result<()> {
+        let inner = &self.inner;
+        let ids = inner.store.all_session_ids().await?;
+        let mut resume = Vec::new();
+        for id in &ids {
+            let log = inner.store.open_session(id).await?;
+            let interrupted = log
+                .write(|w| {
+                    let running = w.prompts_with_status(PromptStatus::Running)?;
+                    for prompt in &running {
+                        w.set_prompt_status(&prompt.id, PromptStatus::Interrupted)?;
+                        w.event(Event::PromptInterrupted {
+                            prompt_id: prompt.id.clone(),
+                        })?;
+                    }
+                    Ok(running.len())
+                })
+                .await?
+                .0;
+            let queued = log
+                .prompts()
+                .await?
+                .iter()
+                .any(|p| p.status == PromptStatus::Queued);
+            if interrupted > 0 {
+                tracing::info!(session = %id, interrupted, "marked prompts interrupted after restart");
+            }
+            if queued {
+                resume.push(id.clone());
+            }
+        }
+        let provider = &inner.workspaces.provider;
+        for info in provider.list().await? {
+            let owner = info
+                .spec
+                .labels
+                .get(SESSION_LABEL)
+                .and_then(|s| SessionId::parse(s));
+            match owner {
+                Some(session) if ids.contains(&session) => {
+                    inner
+                        .recovered
+                        .lock()
+                        .expect("recovered lock")
+                        .insert(session, info.id);
+                }
+                _ => {
+                    tracing::info!(sandbox = %info.id, "destroying a sandbox no session owns");
+                    let _ = provider.destroy(&info.id).await;
+                }
+            }
+        }
+        for id in resume {
+            self.actor(&id).await?.kick(&self.inner);
+        }
+        Ok(())
+    }
+
+    /// The actor of a session, opened on first use.
+    pub(crate) async fn actor(&self, id: &SessionId) -> Result<Arc<SessionActor>> {
+        if let Some(actor) = self.inner.sessions.lock().expect("sessions lock").get(id) {
+            return Ok(actor.clone());
+        }
+        let row = self.inner.store.session_row(id).await?;
+        let repo = self.inner.store.repo(&row.repo).await?;
+        let log = self.inner.store.open_session(id).await?;
+        let recovered = self
+            .inner
+            .recovered
+            .lock()
+            .expect("recovered lock")
+            .remove(id);
+        let mut sessions = self.inner.sessions.lock().expect("sessions lock");
+        let actor = sessions
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(SessionActor::new(log, repo, row.created_by, recovered)));
+        Ok(actor.clone())
+    }
+
+    /// Creates a session, queues its first prompt, and starts preparing its sandbox.
+    pub async fn create_session(
+        &self,
+        creator: &UserRef,
+        request: &CreateSession,
+    ) -> Result<SessionCreated> {
+        let prompt = validate_prompt(&request.prompt)?;
+        let repo = self.inner.store.repo(&request.repo).await.map_err(|e| match e {
+            kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {:?}", request.repo)),
+            e => e.into(),
+        })?;
+        let title = request
+            .title
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .unwrap_or_else(|| title_from(prompt));
+        let id = SessionId::random();
+        let log = self
+            .inner
+            .store
+            .create_session(&id, &repo.name, &title, &creator.id)
+            .await?;
+        log.write({
+            let (repo, title, creator) = (repo.name.clone(), title.clone(), creator.clone());
+            move |w| {
+                w.event(Event::SessionCreated {
+                    repo,
+                    title,
+                    by: creator.clone(),
+                })?;
+                w.event(Event::ParticipantJoined {
+                    user: creator,
+                    role: kiln_core::Role::Owner,
+                })?;
+                Ok(())
+            }
+        })
+        .await?;
+        let actor = self.actor(&id).await?;
+        actor.warm_sandbox(&self.inner);
+        let accepted = actor.enqueue(&self.inner, creator, prompt).await?;
+        let row = self.inner.store.session_row(&id).await?;
+        Ok(SessionCreated {
+            session: self.summary(&row, kiln_core::Role::Owner),
+            prompt_id: accepted.prompt_id,
+        })
+    }
+
+    /// Queues a prompt (or, in insert mode while the agent works, hands it to the next turn).
+    pub async fn send_prompt(
+        &self,
+        session: &SessionId,
+        author: &UserRef,
+        text: &str,
+    ) -> Result<PromptAccepted> {
+        let text = validate_prompt(text)?;
+        let actor = self.actor(session).await?;
+        actor.enqueue(&self.inner, author, text).await
+    }
+
+    /// Cancels the running prompt (model stream and tool) and, if asked, the queue.
+    pub async fn stop(&self, session: &SessionId, by: &UserRef, clear_queue: bool) -> Result<()> {
+        let actor = self.actor(session).await?;
+        actor.stop(by, clear_queue).await
+    }
+
+    pub async fn set_delivery(
+        &self,
+        session: &SessionId,
+        delivery: DeliveryMode,
+    ) -> Result<()> {
+        let actor = self.actor(session).await?;
+        actor.set_delivery(delivery).await
+    }
+
+    /// Whether a prompt is running in the session right now.
+    pub async fn is_working(&self, session: &SessionId) -> Result<bool> {
+        Ok(self.actor(session).await?.is_working())
+    }
+
+    /// The id of the prompt running now, if any.
+    pub async fn running_prompt(&self, session: &SessionId) -> Result<Option<PromptId>> {
+        Ok(self.actor(session).await?.running_prompt())
+    }
+
+    /// How a session looks in lists, for a caller with `role`. Does not open idle sessions.
+    pub fn summary(&self, row: &SessionRow, role: Role) -> SessionSummary {
+        let working = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(&row.id)
+            .is_some_and(|actor| actor.is_working());
+        SessionSummary {
+            id: row.id.clone(),
+            repo: row.repo.clone(),
+            title: row.title.clone(),
+            created_by: row.created_by.clone(),
+            created_at_ms: row.created_at_ms,
+            state: if row.closed {
+                SessionState::Closed
+            } else if working {
+                SessionState::Working
+            } else {
+                SessionState::Idle
+            },
+            role,
+        }
+    }
+
+    /// The sandbox's last known state, for sessions used since this process started.
+    pub fn sandbox_state(&self, session: &SessionId) -> Option<kiln_protocol::api::SandboxState> {
+        let sessions = self.inner.sessions.lock().expect("sessions lock");
+        sessions.get(session).and_then(|actor| actor.sandbox_state())
+    }
+
+    /// Records that someone gained a role (e.g. by a share link).
+    pub async fn participant_joined(
+        &self,
+        session: &SessionId,
+        user: &UserRef,
+        role: Role,
+    ) -> Result<()> {
+        let actor = self.actor(session).await?;
+        actor
+            .log
+            .append(Event::ParticipantJoined {
+                user: user.clone(),
+                role,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Whether prompts can reach a model; the reason to show when not.
+    pub fn model_status(&self) -> std::result::Result<String, String> {
+        match &self.inner.model {
+            Some(model) => Ok(model.config().display_name()),
+            None => Err(NO_MODEL.to_string()),
+        }
+    }
+
+    /// Stops every running prompt without recording an outcome (the next start marks them
+    /// interrupted) and waits for every task to end.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+}
+
+pub(crate) const NO_MODEL: &str = "no model is configured: set KILN_MODEL (e.g. anthropic/claude-sonnet-4-5 \
+     or openai/gpt-4.1) and ANTHROPIC_API_KEY or OPENAI_API_KEY (and *_BASE_URL for a compatible \
+     server), then restart kiln";
+
+/// Longest prompt accepted, in bytes.
+const MAX_PROMPT_BYTES: usize = 256 * 1024;
+
+fn validate_prompt(text: &str) -> Result<&str> {
+    if text.trim().is_empty() {
+        return Err(Error::Invalid("prompt text is empty".into()));
+    }
+    if text.len() > MAX_PROMPT_BYTES {
+        return Err(Error::Invalid(format!(
+            "prompt is {} bytes; the limit is {MAX_PROMPT_BYTES}",
+            text.len()
+        )));
+    }
+    Ok(text)
+}
+
+/// A session's default title: the first line of its first prompt, shortened.
+fn title_from(prompt: &str) -> String {
+    let line = prompt.trim().lines().next().unwrap_or("").trim();
+    match line.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_string(),
+    }
+}

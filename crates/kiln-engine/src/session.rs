@@ -1,0 +1,306 @@
+//! One session's actor: its queue, the prompt running now, and its sandbox.
+//!
+//! Prompts are durable before anyone hears of them: `enqueue` commits the prompt row and its
+//! `prompt_queued` event in one transaction, then wakes the worker. The worker is a task that
+//! exists only while there is work: it takes the oldest queued prompt, runs the agent on it, and
+//! ends when the queue is empty.
+
+use crate::agent::PromptRun;
+use crate::engine::Inner;
+use crate::workspace::Workspaces;
+use crate::{Error, Result};
+use kiln_core::PromptId;
+use kiln_protocol::api::{
+    DeliveryMode, Event, PromptAccepted, PromptInfo, PromptStatus, SandboxState, UserRef,
+};
+use kiln_sandbox::{Sandbox, SandboxId};
+use kiln_store::SessionLog;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug)]
+pub(crate) struct SessionActor {
+    pub(crate) log: SessionLog,
+    pub(crate) repo: kiln_protocol::api::Repo,
+    /// The session's creator; the checkout's git identity until commits carry each author.
+    creator: UserRef,
+    state: Mutex<State>,
+    /// The sandbox, created on first need. An async mutex: whoever creates it holds the slot
+    /// while the sandbox starts, and everyone else waits for that sandbox instead of starting
+    /// another.
+    sandbox: tokio::sync::Mutex<Slot>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    worker: bool,
+    running: Option<(PromptId, CancellationToken)>,
+    /// Who stopped the running prompt, for its `prompt_cancelled` event.
+    stopped_by: Option<UserRef>,
+    /// The last sandbox status recorded.
+    sandbox: Option<SandboxState>,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    sandbox: Option<Sandbox>,
+    /// A sandbox found running at start-up, reattached on first need.
+    recovered: Option<SandboxId>,
+}
+
+impl SessionActor {
+    pub(crate) fn new(
+        log: SessionLog,
+        repo: kiln_protocol::api::Repo,
+        creator: UserRef,
+        recovered: Option<SandboxId>,
+    ) -> SessionActor {
+        SessionActor {
+            log,
+            repo,
+            creator,
+            state: Mutex::new(State::default()),
+            sandbox: tokio::sync::Mutex::new(Slot {
+                sandbox: None,
+                recovered,
+            }),
+        }
+    }
+
+    pub(crate) fn is_working(&self) -> bool {
+        self.state.lock().expect("state lock").worker
+    }
+
+    /// Who stopped the running prompt, if someone did.
+    pub(crate) fn stopped_by(&self) -> Option<UserRef> {
+        self.state.lock().expect("state lock").stopped_by.take()
+    }
+
+    pub(crate) fn running_prompt(&self) -> Option<PromptId> {
+        let state = self.state.lock().expect("state lock");
+        state.running.as_ref().map(|(id, _)| id.clone())
+    }
+
+    pub(crate) async fn enqueue(
+        self: &Arc<Self>,
+        inner: &Arc<Inner>,
+        author: &UserRef,
+        text: &str,
+    ) -> Result<PromptAccepted> {
+        if inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let prompt_id = PromptId::random();
+        let (seq, _) = self
+            .log
+            .write({
+                let (prompt_id, author, text) =
+                    (prompt_id.clone(), author.clone(), text.to_string());
+                move |w| {
+                    let delivery = w.delivery_mode()?;
+                    w.insert_prompt(&prompt_id, &author, &text, PromptStatus::Queued)?;
+                    w.event(Event::PromptQueued {
+                        prompt_id,
+                        author,
+                        text,
+                        delivery,
+                    })
+                }
+            })
+            .await?;
+        self.kick(inner);
+        Ok(PromptAccepted { prompt_id, seq })
+    }
+
+    /// Starts the worker unless it runs already.
+    pub(crate) fn kick(self: &Arc<Self>, inner: &Arc<Inner>) {
+        {
+            let mut state = self.state.lock().expect("state lock");
+            if state.worker {
+                return;
+            }
+            state.worker = true;
+        }
+        let (actor, inner2) = (self.clone(), inner.clone());
+        inner.tracker.spawn(async move { actor.work(&inner2).await });
+    }
+
+    async fn work(self: Arc<Self>, inner: &Arc<Inner>) {
+        loop {
+            if inner.shutdown.is_cancelled() {
+                break;
+            }
+            let next = match self.start_next().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::error!(session = %self.log.id(), error = %e, "cannot read the queue");
+                    break;
+                }
+            };
+            let Some(prompt) = next else {
+                // Going idle. A prompt queued after `start_next` looked saw `worker == true` and
+                // did not kick, so look once more after saying we are gone.
+                self.state.lock().expect("state lock").worker = false;
+                match self.has_queued().await {
+                    Ok(true) => {
+                        let mut state = self.state.lock().expect("state lock");
+                        if state.worker {
+                            return;
+                        }
+                        state.worker = true;
+                        continue;
+                    }
+                    _ => return,
+                }
+            };
+            let cancel = inner.shutdown.child_token();
+            {
+                let mut state = self.state.lock().expect("state lock");
+                state.running = Some((prompt.id.clone(), cancel.clone()));
+                state.stopped_by = None;
+            }
+            PromptRun::new(inner, &self, prompt, cancel).run().await;
+            self.state.lock().expect("state lock").running = None;
+        }
+        self.state.lock().expect("state lock").worker = false;
+    }
+
+    async fn has_queued(&self) -> Result<bool> {
+        Ok(self
+            .log
+            .prompts()
+            .await?
+            .iter()
+            .any(|p| p.status == PromptStatus::Queued))
+    }
+
+    /// Marks the oldest queued prompt running, in the same transaction as its `prompt_started`.
+    async fn start_next(&self) -> Result<Option<PromptInfo>> {
+        let (prompt, _) = self
+            .log
+            .write(|w| {
+                let Some(prompt) = w.prompts_with_status(PromptStatus::Queued)?.into_iter().next()
+                else {
+                    return Ok(None);
+                };
+                w.set_prompt_status(&prompt.id, PromptStatus::Running)?;
+                w.event(Event::PromptStarted {
+                    prompt_id: prompt.id.clone(),
+                    author: prompt.author.clone(),
+                })?;
+                Ok(Some(prompt))
+            })
+            .await?;
+        Ok(prompt)
+    }
+
+    pub(crate) async fn stop(&self, by: &UserRef, clear_queue: bool) -> Result<()> {
+        {
+            let mut state = self.state.lock().expect("state lock");
+            if let Some((_, cancel)) = &state.running {
+                cancel.cancel();
+                state.stopped_by = Some(by.clone());
+            }
+        }
+        if clear_queue {
+            let by = by.clone();
+            self.log
+                .write(move |w| {
+                    let queued = w.prompts_with_status(PromptStatus::Queued)?;
+                    if queued.is_empty() {
+                        return Ok(());
+                    }
+                    for prompt in &queued {
+                        w.set_prompt_status(&prompt.id, PromptStatus::Cancelled)?;
+                    }
+                    w.event(Event::QueueCleared {
+                        by,
+                        cancelled: queued.into_iter().map(|p| p.id).collect(),
+                    })?;
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn set_delivery(&self, delivery: DeliveryMode) -> Result<()> {
+        self.log
+            .write(move |w| {
+                if w.delivery_mode()? != delivery {
+                    w.set_delivery_mode(delivery)?;
+                    w.event(Event::SettingsChanged { delivery })?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Starts creating the sandbox in the background, so it is ready when the agent needs it.
+    pub(crate) fn warm_sandbox(self: &Arc<Self>, inner: &Arc<Inner>) {
+        let (actor, workspaces) = (self.clone(), inner.workspaces.clone());
+        let shutdown = inner.shutdown.clone();
+        inner.tracker.spawn(async move {
+            tokio::select! {
+                _ = actor.sandbox(&workspaces) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    /// The session's sandbox: the live one, the one found at start-up, or a new one. Sandbox
+    /// status events tell every client what is happening.
+    pub(crate) async fn sandbox(&self, workspaces: &Workspaces) -> Result<Sandbox> {
+        let mut slot = self.sandbox.lock().await;
+        if let Some(sandbox) = &slot.sandbox {
+            if sandbox.guest().gone().is_none() {
+                return Ok(sandbox.clone());
+            }
+        }
+        if let Some(id) = slot.recovered.take() {
+            match workspaces.attach(&id).await {
+                Ok(sandbox) => {
+                    self.state.lock().expect("state lock").sandbox = Some(SandboxState::Ready);
+                    slot.sandbox = Some(sandbox.clone());
+                    return Ok(sandbox);
+                }
+                Err(e) => tracing::warn!(sandbox = %id, error = %e, "could not reattach; creating anew"),
+            }
+        }
+        self.status(SandboxState::Starting, None, None).await;
+        let email = format!("{}@users.kiln.local", self.creator.id);
+        match workspaces
+            .create(self.log.id(), &self.repo, (&self.creator.name, &email))
+            .await
+        {
+            Ok(sandbox) => {
+                self.status(SandboxState::Ready, Some(sandbox.id().to_string()), None)
+                    .await;
+                slot.sandbox = Some(sandbox.clone());
+                Ok(sandbox)
+            }
+            Err(e) => {
+                let detail = format!("{e}; the next prompt tries again");
+                self.status(SandboxState::Failed, None, Some(detail)).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn sandbox_state(&self) -> Option<SandboxState> {
+        self.state.lock().expect("state lock").sandbox
+    }
+
+    async fn status(&self, state: SandboxState, sandbox_id: Option<String>, detail: Option<String>) {
+        self.state.lock().expect("state lock").sandbox = Some(state);
+        let event = Event::SandboxStatus {
+            state,
+            sandbox_id,
+            detail,
+        };
+        if let Err(e) = self.log.append(event).await {
+            tracing::error!(session = %self.log.id(), error = %e, "cannot record sandbox status");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! A session's sandbox and the checkout in it.
+//!
+//! The host keeps one bare mirror per repo (`DATA/repos/NAME.git`), fetched with the control
+//! plane's credentials, which never enter a sandbox. Each session gets a hard-linked bare clone of
+//! the mirror as a read-only layer at `/kiln/repo.git`; inside the sandbox, the sandbox user
+//! clones it with `--shared` into `/workspace` (objects stay in the layer, nothing is copied) and
+//! creates the session branch. Images and warm pools (issue 4) replace the per-session clone.
+
+use crate::host::git;
+use crate::{Error, Result};
+use kiln_core::SessionId;
+use kiln_protocol::api::Repo;
+use kiln_sandbox::{
+    CommandLine, ExecRequest, ImageSpec, Limits, Provider, Sandbox, SandboxId, SandboxSpec,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the checkout lives inside every sandbox.
+pub const WORKDIR: &str = "/workspace";
+
+/// Label naming the session a sandbox belongs to; recovery uses it to find orphans.
+pub(crate) const SESSION_LABEL: &str = "kiln.session";
+
+/// Prepares checkouts and creates session sandboxes.
+#[derive(Debug, Clone)]
+pub(crate) struct Workspaces {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) git_timeout: Duration,
+}
+
+impl Workspaces {
+    fn mirror(&self, repo: &str) -> PathBuf {
+        self.data_dir.join("repos").join(format!("{repo}.git"))
+    }
+
+    fn layer(&self, session: &SessionId) -> PathBuf {
+        self.data_dir
+            .join("sessions")
+            .join(session.as_str())
+            .join("layer")
+    }
+
+    /// Clones or fetches the repo's mirror, so the session starts from the latest default branch.
+    async fn refresh_mirror(&self, repo: &Repo) -> Result<PathBuf> {
+        let mirror = self.mirror(&repo.name);
+        let parent = mirror.parent().expect("mirror has a parent");
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| Error::Git(format!("creating {}: {e}", parent.display())))?;
+        if mirror.join("HEAD").is_file() {
+            git(&mirror, &["fetch", "--prune", "--quiet", "origin"], self.git_timeout).await?;
+        } else {
+            let partial = parent.join(format!(".{}.partial", repo.name));
+            let _ = tokio::fs::remove_dir_all(&partial).await;
+            let partial_str = partial.to_string_lossy().into_owned();
+            git(
+                parent,
+                &["clone", "--mirror", "--quiet", "--", &repo.url, &partial_str],
+                self.git_timeout,
+            )
+            .await?;
+            tokio::fs::rename(&partial, &mirror)
+                .await
+                .map_err(|e| Error::Git(format!("installing mirror: {e}")))?;
+        }
+        Ok(mirror)
+    }
+
+    /// Creates the session's sandbox with a fresh checkout of `repo` on branch `kiln/<session>`.
+    pub(crate) async fn create(
+        &self,
+        session: &SessionId,
+        repo: &Repo,
+        author: (&str, &str),
+    ) -> Result<Sandbox> {
+        let mirror = self.refresh_mirror(repo).await?;
+        let layer = self.layer(session);
+        let target = layer.join("kiln").join("repo.git");
+        if !target.join("HEAD").is_file() {
+            let _ = tokio::fs::remove_dir_all(&layer).await;
+            tokio::fs::create_dir_all(target.parent().expect("has parent"))
+                .await
+                .map_err(|e| Error::Git(format!("creating {}: {e}", layer.display())))?;
+            let (mirror_str, target_str) = (path_str(&mirror), path_str(&target));
+            git(
+                &layer,
+                &["clone", "--bare", "--local", "--quiet", "--", &mirror_str, &target_str],
+                self.git_timeout,
+            )
+            .await?;
+        }
+        let mut labels = BTreeMap::new();
+        labels.insert(SESSION_LABEL.to_string(), session.to_string());
+        let spec = SandboxSpec {
+            image: ImageSpec {
+                layers: vec![layer],
+                host_system: true,
+            },
+            env: BTreeMap::new(),
+            limits: Limits::default(),
+            labels,
+            network: Default::default(),
+        };
+        let sandbox = self.provider.create(spec).await?;
+        let branch = format!("kiln/{session}");
+        let script = format!(
+            "set -e\n\
+             git clone --quiet --shared --branch {default} /kiln/repo.git {WORKDIR} 2>&1\n\
+             cd {WORKDIR}\n\
+             git checkout --quiet -b {branch}\n\
+             git config user.name {name}\n\
+             git config user.email {email}\n",
+            default = shell_quote(&repo.default_branch),
+            name = shell_quote(author.0),
+            email = shell_quote(author.1),
+        );
+        let outcome = sandbox
+            .run(ExecRequest {
+                command: CommandLine::Shell { script },
+                cwd: Some("/".into()),
+                env: BTreeMap::new(),
+                stdin: false,
+                timeout_ms: Some(self.git_timeout.as_millis() as u64),
+            })
+            .await;
+        match outcome {
+            Ok(o) if o.status.success() => Ok(sandbox),
+            Ok(o) => {
+                let _ = self.provider.destroy(sandbox.id()).await;
+                Err(Error::Git(format!(
+                    "checking out {} in the sandbox failed: {}",
+                    repo.default_branch,
+                    String::from_utf8_lossy(&o.stdout).trim()
+                )))
+            }
+            Err(e) => {
+                let _ = self.provider.destroy(sandbox.id()).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    pub(crate) async fn attach(&self, id: &SandboxId) -> Result<Sandbox> {
+        Ok(self.provider.attach(id).await?)
+    }
+}
+
+fn path_str(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Quotes a value for `/bin/sh`: single quotes, with embedded ones closed and escaped.
+pub(crate) fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}

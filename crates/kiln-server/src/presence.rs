@@ -1,0 +1,89 @@
+//! Who is looking at a session right now, and who is typing: ephemeral, never stored.
+//!
+//! One small broadcast channel per session with watchers; it disappears with its last watcher.
+//! A user with several clients is present once; `away` is sent when their last client leaves.
+
+use kiln_core::{SessionId, UserId};
+use kiln_protocol::api::{Ephemeral, UserRef};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+#[derive(Debug, Clone, Default)]
+pub struct Presence {
+    inner: Arc<Mutex<HashMap<SessionId, Room>>>,
+}
+
+#[derive(Debug)]
+struct Room {
+    tx: broadcast::Sender<Ephemeral>,
+    /// Open sockets per user.
+    clients: HashMap<UserId, usize>,
+}
+
+/// Leaves the room when dropped (the socket closed).
+#[derive(Debug)]
+pub struct Guard {
+    presence: Presence,
+    session: SessionId,
+    user: UserRef,
+}
+
+impl Presence {
+    /// Joins a session's room; tells the others if this is the user's first client there.
+    pub fn join(&self, session: &SessionId, user: &UserRef) -> (Guard, broadcast::Receiver<Ephemeral>) {
+        let mut rooms = self.inner.lock().expect("presence lock");
+        let room = rooms.entry(session.clone()).or_insert_with(|| Room {
+            tx: broadcast::channel(64).0,
+            clients: HashMap::new(),
+        });
+        let rx = room.tx.subscribe();
+        let count = room.clients.entry(user.id.clone()).or_default();
+        *count += 1;
+        if *count == 1 {
+            let _ = room.tx.send(Ephemeral::Present { user: user.clone() });
+        }
+        let guard = Guard {
+            presence: self.clone(),
+            session: session.clone(),
+            user: user.clone(),
+        };
+        (guard, rx)
+    }
+
+    pub fn send(&self, session: &SessionId, event: Ephemeral) {
+        if let Some(room) = self.inner.lock().expect("presence lock").get(session) {
+            let _ = room.tx.send(event);
+        }
+    }
+
+    /// Users with at least one open socket on the session.
+    pub fn present(&self, session: &SessionId) -> Vec<UserId> {
+        let rooms = self.inner.lock().expect("presence lock");
+        rooms
+            .get(session)
+            .map(|room| room.clients.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut rooms = self.presence.inner.lock().expect("presence lock");
+        let Some(room) = rooms.get_mut(&self.session) else {
+            return;
+        };
+        if let Some(count) = room.clients.get_mut(&self.user.id) {
+            *count -= 1;
+            if *count == 0 {
+                room.clients.remove(&self.user.id);
+                let _ = room.tx.send(Ephemeral::Away {
+                    user: self.user.clone(),
+                });
+            }
+        }
+        if room.clients.is_empty() {
+            rooms.remove(&self.session);
+        }
+    }
+}

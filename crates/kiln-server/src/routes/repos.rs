@@ -1,0 +1,39 @@
+//! Repositories sessions can work on.
+//!
+//! Only admins add repos: the host fetches a repo's URL with the control plane's credentials,
+//! and a local path as URL would let its author read any git repository on the host.
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::Result;
+use crate::extract::{Json, Path};
+use axum::extract::State;
+use axum::http::StatusCode;
+use kiln_protocol::api::{CreateRepo, Repo};
+
+#[utoipa::path(post, path = "/api/repos", tag = "repos", request_body = CreateRepo,
+    responses((status = 201, body = Repo), (status = 400, body = kiln_protocol::api::ApiError),
+        (status = 403, body = kiln_protocol::api::ApiError), (status = 409, body = kiln_protocol::api::ApiError)))]
+pub async fn create_repo(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateRepo>,
+) -> Result<(StatusCode, Json<Repo>)> {
+    caller.require_admin()?;
+    Ok((StatusCode::CREATED, Json(state.store.create_repo(&body).await?)))
+}
+
+#[utoipa::path(get, path = "/api/repos", tag = "repos", responses((status = 200, body = Vec<Repo>)))]
+pub async fn list_repos(State(state): State<AppState>, _caller: Caller) -> Result<Json<Vec<Repo>>> {
+    Ok(Json(state.store.list_repos().await?))
+}
+
+#[utoipa::path(get, path = "/api/repos/{name}", tag = "repos", params(("name" = String, Path)),
+    responses((status = 200, body = Repo), (status = 404, body = kiln_protocol::api::ApiError)))]
+pub async fn get_repo(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Repo>> {
+    Ok(Json(state.store.repo(&name).await?))
+}

@@ -1,0 +1,189 @@
+//! Sessions, prompts, stop, sharing and the event log over REST.
+//!
+//! Authorization: every route resolves the caller's role first ([`Caller::role_in`]); strangers
+//! get 404, viewers may read but not prompt or stop, only owners share and change settings.
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{Error, Result};
+use crate::extract::{Json, Path, Query};
+use axum::extract::State;
+use axum::http::StatusCode;
+use kiln_core::{Role, SessionId};
+use kiln_protocol::api::{
+    CreateSession, CreateShare, EventsPage, PromptAccepted, SendPrompt, SessionCreated,
+    SessionDetail, SessionSummary, ShareCreated, StopSession, UpdateSession,
+};
+use serde::Deserialize;
+
+type ApiError = kiln_protocol::api::ApiError;
+
+#[utoipa::path(post, path = "/api/sessions", tag = "sessions", request_body = CreateSession,
+    responses((status = 201, body = SessionCreated), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn create_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateSession>,
+) -> Result<(StatusCode, Json<SessionCreated>)> {
+    let created = state.engine.create_session(&caller.user_ref(), &body).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions",
+    responses((status = 200, body = Vec<SessionSummary>)))]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<SessionSummary>>> {
+    let rows = state.store.sessions_for(&caller.0.id).await?;
+    Ok(Json(
+        rows.iter()
+            .map(|(row, role)| state.engine.summary(row, *role))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 200, body = SessionDetail), (status = 404, body = ApiError)))]
+pub async fn get_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<SessionId>,
+) -> Result<Json<SessionDetail>> {
+    let role = caller.role_in(&state, &id).await?;
+    Ok(Json(detail(&state, &id, role).await?))
+}
+
+async fn detail(state: &AppState, id: &SessionId, role: Role) -> Result<SessionDetail> {
+    let row = state.store.session_row(id).await?;
+    let log = state.store.open_session(id).await?;
+    Ok(SessionDetail {
+        summary: state.engine.summary(&row, role),
+        participants: state.store.members(id).await?,
+        prompts: log.prompts().await?,
+        delivery: log.delivery_mode().await?,
+        sandbox: state.engine.sandbox_state(id),
+        head_seq: log.head_seq().await,
+    })
+}
+
+#[utoipa::path(patch, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
+    request_body = UpdateSession,
+    responses((status = 200, body = SessionDetail), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn update_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<SessionId>,
+    Json(body): Json<UpdateSession>,
+) -> Result<Json<SessionDetail>> {
+    let role = caller.role_in(&state, &id).await?;
+    if !role.can_change_settings() {
+        return Err(Error::Forbidden("only the session's owners change its settings".into()));
+    }
+    if let Some(delivery) = body.delivery {
+        state.engine.set_delivery(&id, delivery).await?;
+    }
+    Ok(Json(detail(&state, &id, role).await?))
+}
+
+#[utoipa::path(post, path = "/api/sessions/{id}/prompts", tag = "sessions", params(("id" = String, Path)),
+    request_body = SendPrompt,
+    responses((status = 202, body = PromptAccepted), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn send_prompt(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<SessionId>,
+    Json(body): Json<SendPrompt>,
+) -> Result<(StatusCode, Json<PromptAccepted>)> {
+    let role = caller.role_in(&state, &id).await?;
+    if !role.can_prompt() {
+        return Err(Error::Forbidden("viewers cannot send prompts; ask an owner for the collaborator role".into()));
+    }
+    let accepted = state
+        .engine
+        .send_prompt(&id, &caller.user_ref(), &body.text)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+#[utoipa::path(post, path = "/api/sessions/{id}/stop", tag = "sessions", params(("id" = String, Path)),
+    request_body = StopSession,
+    responses((status = 204), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn stop_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<SessionId>,
+    body: Option<Json<StopSession>>,
+) -> Result<StatusCode> {
+    let role = caller.role_in(&state, &id).await?;
+    if !role.can_stop() {
+        return Err(Error::Forbidden("viewers cannot stop the agent".into()));
+    }
+    let clear_queue = body.map(|Json(b)| b.clear_queue).unwrap_or(false);
+    state.engine.stop(&id, &caller.user_ref(), clear_queue).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/sessions/{id}/shares", tag = "sessions", params(("id" = String, Path)),
+    request_body = CreateShare,
+    responses((status = 201, body = ShareCreated), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub async fn create_share(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<SessionId>,
+    Json(body): Json<CreateShare>,
+) -> Result<(StatusCode, Json<ShareCreated>)> {
+    let role = caller.role_in(&state, &id).await?;
+    if !role.can_share() {
+        return Err(Error::Forbidden("only the session's owners share it".into()));
+    }
+    let share = state.store.create_share(&id, body.role, &caller.0.id).await?;
+    Ok((StatusCode::CREATED, Json(share)))
+}
+
+#[utoipa::path(post, path = "/api/join/{code}", tag = "sessions", params(("code" = String, Path)),
+    responses((status = 200, body = SessionSummary), (status = 404, body = ApiError)))]
+pub async fn join(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(code): Path<String>,
+) -> Result<Json<SessionSummary>> {
+    let Some((id, role)) = state.store.redeem_share(&code, &caller.0.id).await? else {
+        return Err(Error::NotFound("share link".into()));
+    };
+    state.engine.participant_joined(&id, &caller.user_ref(), role).await?;
+    let row = state.store.session_row(&id).await?;
+    Ok(Json(state.engine.summary(&row, role)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Return events with seq greater than this; 0 for all.
+    #[serde(default)]
+    pub after_seq: u64,
+    /// At most this many (default 500, at most 5,000).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/sessions/{id}/events", tag = "sessions",
+    params(("id" = String, Path), EventsQuery),
+    responses((status = 200, body = EventsPage), (status = 404, body = ApiError)))]
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<SessionId>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<EventsPage>> {
+    caller.role_in(&state, &id).await?;
+    let limit = query.limit.unwrap_or(500).clamp(1, 5_000);
+    let log = state.store.open_session(&id).await?;
+    let head_seq = log.head_seq().await;
+    let events = log.read_after(query.after_seq, limit).await?;
+    let next_after_seq = events.last().map_or(query.after_seq, |e| e.seq);
+    Ok(Json(EventsPage {
+        events,
+        next_after_seq,
+        head_seq,
+    }))
+}

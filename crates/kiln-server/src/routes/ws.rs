@@ -1,0 +1,165 @@
+//! The WebSocket pump: one socket follows one session. It replays the log after `after_seq`,
+//! then streams live events, presence and typing. A thin loop over three sources; all the
+//! ordering guarantees come from [`kiln_store::Subscription`].
+//!
+//! A slow client blocks only its own pump: its subscription falls behind the broadcast and
+//! catches up from SQLite. A client that takes nothing for [`SEND_TIMEOUT`] is dropped.
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::Result;
+use crate::extract::{Path, Query};
+use crate::presence::Presence;
+use axum::extract::State;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use kiln_core::SessionId;
+use kiln_protocol::api::{
+    ClientFrame, EVENT_VERSION, Ephemeral, ServerFrame, UserRef, WS_PROTOCOL_VERSION,
+};
+use kiln_store::SessionLog;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// How long one frame may wait for a client to take it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// WebSocket pings keep idle connections (and proxies) alive and find dead peers.
+const PING_EVERY: Duration = Duration::from_secs(25);
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct WsQuery {
+    /// Replay events with seq greater than this, then stream live ones.
+    #[serde(default)]
+    pub after_seq: u64,
+    /// For browsers, which cannot set headers on a WebSocket: the API token.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/sessions/{id}/ws", tag = "sessions",
+    params(("id" = String, Path), WsQuery),
+    responses((status = 101, description = "WebSocket of ServerFrame JSON text messages"),
+        (status = 404, body = kiln_protocol::api::ApiError)))]
+pub async fn ws(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<SessionId>,
+    Query(query): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response> {
+    caller.role_in(&state, &id).await?;
+    let log = state.store.open_session(&id).await?;
+    let presence = state.presence.clone();
+    let user = caller.user_ref();
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        pump(socket, log, presence, user, query.after_seq).await;
+    }))
+}
+
+async fn pump(socket: WebSocket, log: SessionLog, presence: Presence, user: UserRef, after_seq: u64) {
+    let (mut tx, mut rx) = socket.split();
+    let session = log.id().clone();
+    let hello = ServerFrame::Hello {
+        protocol_version: WS_PROTOCOL_VERSION,
+        event_version: EVENT_VERSION,
+        head_seq: log.head_seq().await,
+    };
+    let mut subscription = log.subscribe(after_seq);
+    let (_guard, mut ephemeral) = presence.join(&session, &user);
+    if send(&mut tx, frame_text(&hello)).await.is_err() {
+        return;
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.reset();
+    loop {
+        let outgoing = tokio::select! {
+            event = subscription.next() => match event {
+                Ok(Some(stored)) => Some(event_frame(&stored.json)),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(session = %session, error = %e, "subscription failed; closing socket");
+                    break;
+                }
+            },
+            Some(event) = ephemeral.recv() => Some(frame_text(&ServerFrame::Ephemeral { event })),
+            incoming = rx.next() => match incoming {
+                Some(Ok(Message::Text(text))) => match ClientFrame::decode(text.as_str()) {
+                    Ok(ClientFrame::Typing) => {
+                        presence.send(&session, Ephemeral::Typing { user: user.clone() });
+                        None
+                    }
+                    Ok(ClientFrame::Ping { nonce }) => Some(frame_text(&ServerFrame::Pong { nonce })),
+                    Err(message) => Some(frame_text(&ServerFrame::Error { message })),
+                },
+                Some(Ok(Message::Binary(_))) => Some(frame_text(&ServerFrame::Error {
+                    message: "frames are JSON text messages".into(),
+                })),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => None,
+            },
+            _ = ping.tick() => {
+                if tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Ping(Default::default()))).await.is_err() {
+                    break;
+                }
+                None
+            }
+        };
+        if let Some(text) = outgoing {
+            if send(&mut tx, text).await.is_err() {
+                break;
+            }
+        }
+    }
+    let _ = tx.close().await;
+}
+
+async fn send<S>(tx: &mut S, text: Utf8Bytes) -> std::result::Result<(), ()>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    match tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+fn frame_text(frame: &ServerFrame) -> Utf8Bytes {
+    serde_json::to_string(frame)
+        .expect("server frames serialize")
+        .into()
+}
+
+/// `ServerFrame::Event` from the envelope JSON the store serialized once for every subscriber:
+/// the frame is the envelope's object with `"type":"event"` in front.
+fn event_frame(envelope_json: &str) -> Utf8Bytes {
+    let body = envelope_json
+        .strip_prefix('{')
+        .expect("an envelope is a JSON object");
+    let mut text = String::with_capacity(envelope_json.len() + 16);
+    text.push_str(r#"{"type":"event","#);
+    text.push_str(body);
+    text.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_core::PromptId;
+    use kiln_protocol::api::{Event, EventEnvelope};
+
+    #[test]
+    fn event_frame_decodes_as_the_envelope() {
+        let envelope = EventEnvelope {
+            seq: 3,
+            at_ms: 9,
+            event: Event::TextDelta {
+                prompt_id: PromptId::random(),
+                text: "hé \"quoted\"".into(),
+            },
+        };
+        let json = serde_json::to_string(&envelope).unwrap();
+        let frame: ServerFrame = serde_json::from_str(event_frame(&json).as_str()).unwrap();
+        assert_eq!(frame, ServerFrame::Event(envelope));
+    }
+}
