@@ -1,1 +1,38 @@
 //! SQLite state: the control database and one append-only event log per session.
+//!
+//! Layout of a data dir:
+//! - `control.db`: users, tokens, repos, the session index, session members, share links and a
+//!   small key/value `meta` table: everything that decides who may do what.
+//! - `sessions/<session-id>/session.db`: one per session: its event log, prompts, the model
+//!   conversation and its settings. One file per session keeps sessions independent (no global
+//!   write lock, a session can be copied or deleted as a directory).
+//!
+//! Every database runs in WAL mode with `synchronous=NORMAL`: committed data survives a process
+//! crash or `kill -9`; a power cut can lose the last transactions. Schemas are versioned with
+//! `PRAGMA user_version`; all migrations are in `schema.rs`.
+//!
+//! SQLite work is blocking, so the API is async and runs it on tokio's blocking pool. Each
+//! session DB has its own connection behind its own mutex, and so does the control DB: there is
+//! no lock shared by all sessions on the hot path.
+//!
+//! The event log's promises (see [`SessionLog`] and [`Subscription`]): seqs start at 1 and have
+//! no gaps; an event is broadcast only after its transaction committed, and in seq order; a
+//! subscriber from any `after_seq` gets every later event exactly once.
+
+mod accounts;
+mod db;
+mod error;
+mod log;
+mod repos;
+mod schema;
+mod sessions;
+mod store;
+mod subscription;
+mod writer;
+
+pub use error::{Error, Result};
+pub use log::{SessionLog, StoredEvent};
+pub use sessions::SessionRow;
+pub use store::Store;
+pub use subscription::Subscription;
+pub use writer::SessionWriter;

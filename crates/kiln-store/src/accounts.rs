@@ -1,0 +1,245 @@
+//! Users, API tokens and the control DB's small key/value table. A token is `kiln_` + 64 hex
+//! digits (32 random bytes); only its SHA-256 is stored, so a copy of the data dir holds no
+//! usable credential.
+
+use crate::db::{is_lower_hex, now_ms, parse_col, secret_hash};
+use crate::error::{Error, Result};
+use crate::store::Store;
+use kiln_core::{TokenId, UserId, random_hex};
+use kiln_protocol::api::{TokenCreated, TokenInfo, User};
+use rusqlite::{Connection, OptionalExtension, params};
+
+const TOKEN_PREFIX: &str = "kiln_";
+
+/// `last_used_ms` is refreshed at most this often, so authentication is a read, not a write, on
+/// nearly every request.
+const LAST_USED_GRANULARITY_MS: i64 = 60_000;
+
+const USER_COLUMNS: &str = "id, name, admin, created_at_ms";
+
+pub(crate) fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: parse_col(row, 0, UserId::parse)?,
+        name: row.get(1)?,
+        admin: row.get(2)?,
+        created_at_ms: row.get(3)?,
+    })
+}
+
+pub(crate) fn user_by_id(conn: &Connection, id: &UserId) -> Result<User> {
+    conn.query_row(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+        [id.as_str()],
+        user_row,
+    )
+    .optional()?
+    .ok_or_else(|| Error::NotFound(format!("no user {id}")))
+}
+
+fn validate_user_name(name: &str) -> Result<()> {
+    let ok = (1..=64).contains(&name.chars().count())
+        && name.trim() == name
+        && !name.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "user name {name:?} must be 1 to 64 characters, without control characters or \
+             leading/trailing spaces"
+        )))
+    }
+}
+
+impl Store {
+    /// Creates a user. A name that is taken is a `Conflict`.
+    pub async fn create_user(&self, name: &str, admin: bool) -> Result<User> {
+        validate_user_name(name)?;
+        let user = User {
+            id: UserId::random(),
+            name: name.to_string(),
+            admin,
+            created_at_ms: now_ms(),
+        };
+        self.control(move |conn| {
+            conn.execute(
+                "INSERT INTO users (id, name, admin, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![user.id.as_str(), user.name, user.admin, user.created_at_ms],
+            )
+            .map_err(Error::from)
+            .map_err(|e| match e {
+                e if e.is_unique_violation() => {
+                    Error::Conflict(format!("a user named {:?} exists", user.name))
+                }
+                e => e,
+            })?;
+            Ok(user)
+        })
+        .await
+    }
+
+    pub async fn user(&self, id: &UserId) -> Result<User> {
+        let id = id.clone();
+        self.control(move |conn| user_by_id(conn, &id)).await
+    }
+
+    pub async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        let name = name.to_string();
+        self.control(move |conn| {
+            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1");
+            Ok(conn.query_row(&sql, [name], user_row).optional()?)
+        })
+        .await
+    }
+
+    /// Every user, oldest first.
+    pub async fn list_users(&self) -> Result<Vec<User>> {
+        self.control(|conn| {
+            let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at_ms, rowid");
+            let mut stmt = conn.prepare(&sql)?;
+            let users = stmt
+                .query_map([], user_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(users)
+        })
+        .await
+    }
+
+    /// Issues a token for `user`. The token is in the result and nowhere else.
+    pub async fn create_token(&self, user: &UserId, name: &str) -> Result<TokenCreated> {
+        let info = TokenInfo {
+            id: TokenId::random(),
+            user_id: user.clone(),
+            name: name.to_string(),
+            created_at_ms: now_ms(),
+        };
+        let token = format!("{TOKEN_PREFIX}{}", random_hex(32));
+        let hash = secret_hash(&token);
+        self.control(move |conn| {
+            user_by_id(conn, &info.user_id)?;
+            conn.execute(
+                "INSERT INTO tokens (id, user_id, name, hash, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    info.id.as_str(),
+                    info.user_id.as_str(),
+                    info.name,
+                    hash,
+                    info.created_at_ms
+                ],
+            )?;
+            Ok(TokenCreated { info, token })
+        })
+        .await
+    }
+
+    /// The user a token belongs to, or `None` for anything that is not a live token.
+    ///
+    /// The lookup is by the token's SHA-256, never by the token: the time an index probe takes
+    /// depends on the hash, which an attacker cannot steer towards a real token's hash, so the
+    /// timing says nothing useful about stored tokens.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<User>> {
+        let well_formed = token
+            .strip_prefix(TOKEN_PREFIX)
+            .is_some_and(|hex| is_lower_hex(hex, 64));
+        if !well_formed {
+            return Ok(None);
+        }
+        let hash = secret_hash(token);
+        self.control(move |conn| {
+            let found = conn
+                .query_row(
+                    "SELECT t.id, t.last_used_ms, u.id, u.name, u.admin, u.created_at_ms
+                     FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?1",
+                    [hash],
+                    |row| {
+                        let token_id: String = row.get(0)?;
+                        let last_used: Option<i64> = row.get(1)?;
+                        let user = User {
+                            id: parse_col(row, 2, UserId::parse)?,
+                            name: row.get(3)?,
+                            admin: row.get(4)?,
+                            created_at_ms: row.get(5)?,
+                        };
+                        Ok((token_id, last_used, user))
+                    },
+                )
+                .optional()?;
+            let Some((token_id, last_used, user)) = found else {
+                return Ok(None);
+            };
+            let now = now_ms();
+            if last_used.is_none_or(|t| now - t >= LAST_USED_GRANULARITY_MS) {
+                conn.execute(
+                    "UPDATE tokens SET last_used_ms = ?2 WHERE id = ?1",
+                    params![token_id, now],
+                )?;
+            }
+            Ok(Some(user))
+        })
+        .await
+    }
+
+    /// A user's tokens (never the tokens themselves), oldest first.
+    pub async fn list_tokens(&self, user: &UserId) -> Result<Vec<TokenInfo>> {
+        let user = user.clone();
+        self.control(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, user_id, name, created_at_ms FROM tokens
+                 WHERE user_id = ?1 ORDER BY created_at_ms, rowid",
+            )?;
+            let rows = stmt.query_map([user.as_str()], |row| {
+                Ok(TokenInfo {
+                    id: parse_col(row, 0, TokenId::parse)?,
+                    user_id: parse_col(row, 1, UserId::parse)?,
+                    name: row.get(2)?,
+                    created_at_ms: row.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// Deletes a token of `user`; it stops working at once. `NotFound` when `user` has no such
+    /// token (including when it belongs to someone else).
+    pub async fn revoke_token(&self, user: &UserId, id: &TokenId) -> Result<()> {
+        let (user, id) = (user.clone(), id.clone());
+        self.control(move |conn| {
+            let n = conn.execute(
+                "DELETE FROM tokens WHERE id = ?1 AND user_id = ?2",
+                params![id.as_str(), user.as_str()],
+            )?;
+            if n == 0 {
+                return Err(Error::NotFound(format!("no token {id} of user {user}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// A value of the control DB's key/value table (instance-wide settings, bootstrap flags).
+    pub async fn meta_get(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.control(move |conn| {
+            Ok(conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                    row.get(0)
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn meta_set(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.control(move |conn| {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}

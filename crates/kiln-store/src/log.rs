@@ -1,0 +1,240 @@
+//! `SessionLog`: one session's database, its append-only event log and the live broadcast of new
+//! events. Every write to a session goes through [`SessionLog::write`], which is what makes the
+//! ordering promise hold: seqs are handed out, committed and broadcast under one mutex, so
+//! subscribers see events in seq order, and only events that are already durable.
+
+use crate::db;
+use crate::error::{Error, Result};
+use crate::schema;
+use crate::store::{blocking, lock};
+use crate::subscription::Subscription;
+use crate::writer::{self, SessionWriter};
+use kiln_core::{PromptId, SessionId};
+use kiln_protocol::api::{DeliveryMode, Event, EventEnvelope, PromptInfo};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::broadcast;
+
+/// Live events a subscriber may fall behind by before it has to catch up from SQLite. Catching
+/// up is correct, just slower, so this only needs to cover ordinary bursts (a streamed reply).
+pub(crate) const BROADCAST_CAPACITY: usize = 1024;
+
+/// One event of the log, with its JSON serialized once for every subscriber that sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub envelope: EventEnvelope,
+    /// `serde_json` of `envelope`, exactly as stored in the session DB.
+    pub json: Arc<str>,
+}
+
+impl StoredEvent {
+    pub fn seq(&self) -> u64 {
+        self.envelope.seq
+    }
+}
+
+/// A handle to one open session DB. Cheap to clone; the store hands out one shared instance per
+/// session while any handle is alive, and closes the DB when the last handle (and the last
+/// subscription's pending read) is gone.
+#[derive(Clone)]
+pub struct SessionLog {
+    inner: Arc<LogInner>,
+}
+
+pub(crate) struct LogInner {
+    id: SessionId,
+    /// The session's only connection. Writers and backlog readers take turns on it; each holds
+    /// it for one short transaction.
+    pub(crate) conn: Mutex<Connection>,
+    /// The last committed seq. Written only under `conn`'s lock, after COMMIT and before the
+    /// broadcast, which is what lets a new subscription know where the live stream begins.
+    pub(crate) head: AtomicU64,
+    pub(crate) live: broadcast::Sender<Arc<StoredEvent>>,
+}
+
+impl fmt::Debug for SessionLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionLog")
+            .field("id", &self.inner.id)
+            .field("head", &self.inner.head.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionLog {
+    /// Opens (or creates) a session DB. Blocking; callers run it on the blocking pool.
+    pub(crate) fn open(path: &Path, id: &SessionId, create: bool) -> Result<SessionLog> {
+        let conn = db::open(path, create, schema::SESSION)?;
+        let stored: Option<String> = conn
+            .query_row(
+                "SELECT value FROM settings WHERE key = 'session_id'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
+        match stored {
+            Some(stored) if stored == id.as_str() => {}
+            None if create => {
+                conn.execute(
+                    "INSERT INTO settings (key, value) VALUES ('session_id', ?1)",
+                    [id.as_str()],
+                )?;
+            }
+            other => {
+                return Err(Error::Invalid(format!(
+                    "{} belongs to session {other:?}, not {id}",
+                    path.display()
+                )));
+            }
+        }
+        let head: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
+            row.get(0)
+        })?;
+        let (live, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Ok(SessionLog {
+            inner: Arc::new(LogInner {
+                id: id.clone(),
+                conn: Mutex::new(conn),
+                head: AtomicU64::new(u64::try_from(head).unwrap_or(0)),
+                live,
+            }),
+        })
+    }
+
+    pub(crate) fn from_inner(inner: Arc<LogInner>) -> SessionLog {
+        SessionLog { inner }
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<LogInner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub fn id(&self) -> &SessionId {
+        &self.inner.id
+    }
+
+    /// Runs `f` with the session's connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || f(&lock(&inner.conn))).await
+    }
+
+    /// All writes go through here: runs `f` in one transaction; events pushed with `w.event(e)`
+    /// get the next seqs and `at_ms = now`; after COMMIT (durable) they are broadcast to
+    /// subscribers in seq order, and returned. If `f` or the commit fails, the transaction rolls
+    /// back, nothing is broadcast and the seq does not advance.
+    pub async fn write<T, F>(&self, f: F) -> Result<(T, Vec<Arc<StoredEvent>>)>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut SessionWriter<'_>) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut conn = lock(&inner.conn);
+            let head = inner.head.load(Ordering::SeqCst);
+            // IMMEDIATE takes the write lock up front, so an outside reader (a backup) cannot
+            // make the commit fail with a lock upgrade error half-way through `f`.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut w = SessionWriter::new(tx, head);
+            let value = f(&mut w)?;
+            let events = w.commit()?;
+            if let Some(last) = events.last() {
+                inner.head.store(last.seq(), Ordering::SeqCst);
+            }
+            // Still under the connection lock: the next write cannot broadcast before these.
+            // A send error only means nobody listens right now.
+            for event in &events {
+                let _ = inner.live.send(event.clone());
+            }
+            Ok((value, events))
+        })
+        .await
+    }
+
+    /// Appends one event; shorthand for a `write` that does nothing else.
+    pub async fn append(&self, event: Event) -> Result<Arc<StoredEvent>> {
+        let ((), mut events) = self
+            .write(move |w| {
+                w.event(event)?;
+                Ok(())
+            })
+            .await?;
+        Ok(events
+            .pop()
+            .expect("a write that pushed one event returns one event"))
+    }
+
+    /// The seq of the last committed event (0 for an empty log), from memory.
+    pub async fn head_seq(&self) -> u64 {
+        self.inner.head.load(Ordering::SeqCst)
+    }
+
+    /// Up to `limit` events with seq > `after_seq`, in seq order.
+    pub async fn read_after(&self, after_seq: u64, limit: usize) -> Result<Vec<EventEnvelope>> {
+        let events = self
+            .read(move |conn| read_stored(conn, after_seq, limit))
+            .await?;
+        Ok(events.into_iter().map(|e| e.envelope).collect())
+    }
+
+    /// Every event with seq > `after_seq`: the backlog from SQLite, then live ones. See
+    /// [`Subscription::next`].
+    pub fn subscribe(&self, after_seq: u64) -> Subscription {
+        // Order matters: join the broadcast first, then read the head. Any event broadcast
+        // before we joined had its seq stored in `head` before that, so it is ≤ the head we read
+        // and the backlog read covers it; anything later arrives on the receiver.
+        let live = self.inner.live.subscribe();
+        let head = self.inner.head.load(Ordering::SeqCst);
+        Subscription::new(self.downgrade(), live, after_seq, head)
+    }
+
+    /// Every prompt, oldest first.
+    pub async fn prompts(&self) -> Result<Vec<PromptInfo>> {
+        self.read(|conn| writer::prompts(conn, None)).await
+    }
+
+    pub async fn prompt(&self, id: &PromptId) -> Result<PromptInfo> {
+        let id = id.clone();
+        self.read(move |conn| writer::prompt(conn, &id)).await
+    }
+
+    /// The model conversation, oldest first, each message as it was pushed.
+    pub async fn messages(&self) -> Result<Vec<serde_json::Value>> {
+        self.read(writer::messages).await
+    }
+
+    pub async fn delivery_mode(&self) -> Result<DeliveryMode> {
+        self.read(writer::delivery_mode).await
+    }
+}
+
+/// Up to `limit` stored events after `after_seq`. The stored text becomes `json` as it is, so a
+/// replay serializes nothing.
+pub(crate) fn read_stored(
+    conn: &Connection,
+    after_seq: u64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>> {
+    let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt =
+        conn.prepare_cached("SELECT envelope FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+    let rows = stmt.query_map([after, limit], |row| row.get::<_, String>(0))?;
+    let mut events = Vec::new();
+    for text in rows {
+        let text = text?;
+        let envelope: EventEnvelope = serde_json::from_str(&text)?;
+        events.push(StoredEvent {
+            envelope,
+            json: Arc::from(text),
+        });
+    }
+    Ok(events)
+}

@@ -1,0 +1,140 @@
+//! Repositories sessions can be started on. A repo's name appears in commands, URLs and
+//! directory names, so it is validated here, once, for every caller.
+
+use crate::db::now_ms;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use kiln_protocol::api::{CreateRepo, Repo};
+use rusqlite::{OptionalExtension, params};
+
+const DEFAULT_BRANCH: &str = "main";
+
+/// `[A-Za-z0-9._-]{1,64}`, not starting with `.`: safe as a path component and in a URL, and
+/// never `.`, `..` or a hidden file.
+fn validate_name(name: &str) -> Result<()> {
+    let ok = (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "repo name {name:?} must be 1 to 64 of A-Z a-z 0-9 . _ - and not start with '.'"
+        )))
+    }
+}
+
+fn repo_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Repo> {
+    Ok(Repo {
+        name: row.get(0)?,
+        url: row.get(1)?,
+        default_branch: row.get(2)?,
+        description: row.get(3)?,
+        created_at_ms: row.get(4)?,
+    })
+}
+
+const REPO_COLUMNS: &str = "name, url, default_branch, description, created_at_ms";
+
+impl Store {
+    /// Registers a repo. `Invalid` for a bad name, an empty url or an empty branch; `Conflict`
+    /// when the name is taken.
+    pub async fn create_repo(&self, repo: &CreateRepo) -> Result<Repo> {
+        validate_name(&repo.name)?;
+        if repo.url.trim().is_empty() {
+            return Err(Error::Invalid("repo url must not be empty".into()));
+        }
+        let default_branch = repo
+            .default_branch
+            .clone()
+            .unwrap_or_else(|| DEFAULT_BRANCH.into());
+        if default_branch.trim().is_empty() {
+            return Err(Error::Invalid(
+                "repo default_branch must not be empty".into(),
+            ));
+        }
+        let repo = Repo {
+            name: repo.name.clone(),
+            url: repo.url.clone(),
+            default_branch,
+            description: repo.description.clone().unwrap_or_default(),
+            created_at_ms: now_ms(),
+        };
+        self.control(move |conn| {
+            conn.execute(
+                "INSERT INTO repos (name, url, default_branch, description, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    repo.name,
+                    repo.url,
+                    repo.default_branch,
+                    repo.description,
+                    repo.created_at_ms
+                ],
+            )
+            .map_err(Error::from)
+            .map_err(|e| match e {
+                e if e.is_unique_violation() => {
+                    Error::Conflict(format!("a repo named {:?} exists", repo.name))
+                }
+                e => e,
+            })?;
+            Ok(repo)
+        })
+        .await
+    }
+
+    pub async fn repo(&self, name: &str) -> Result<Repo> {
+        let name = name.to_string();
+        self.control(move |conn| {
+            conn.query_row(
+                &format!("SELECT {REPO_COLUMNS} FROM repos WHERE name = ?1"),
+                [&name],
+                repo_row,
+            )
+            .optional()?
+            .ok_or_else(|| Error::NotFound(format!("no repo named {name:?}")))
+        })
+        .await
+    }
+
+    /// Every repo, by name.
+    pub async fn list_repos(&self) -> Result<Vec<Repo>> {
+        self.control(|conn| {
+            let mut stmt =
+                conn.prepare(&format!("SELECT {REPO_COLUMNS} FROM repos ORDER BY name"))?;
+            let repos = stmt
+                .query_map([], repo_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(repos)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_name;
+
+    #[test]
+    fn repo_names() {
+        for good in ["kiln", "a", "my-repo_2.0", &"x".repeat(64)] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "a b",
+            "ü",
+            &"x".repeat(65),
+            "a\n",
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

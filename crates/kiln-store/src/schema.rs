@@ -1,0 +1,124 @@
+//! Every schema of the store and its forward migrations, in one place. A database's
+//! `PRAGMA user_version` is the number of steps it has applied; opening runs the rest. Steps are
+//! append-only: never edit a released step, add a new one.
+//!
+//! Tables are STRICT so a wrong type is an error instead of a silently coerced value. Enums
+//! (roles, prompt statuses) are stored as their snake_case names, checked by CHECK constraints.
+
+/// One forward step: a name for the log and the SQL it runs (inside a transaction).
+#[derive(Debug)]
+pub(crate) struct Migration {
+    pub(crate) name: &'static str,
+    pub(crate) sql: &'static str,
+}
+
+/// `DATA/control.db`: who may do what. Small, shared by every request, touched rarely on the hot
+/// path (authentication reads one row; `last_used_ms` is written at most once a minute per token).
+pub(crate) const CONTROL: &[Migration] = &[Migration {
+    name: "initial",
+    sql: "
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) STRICT;
+
+        CREATE TABLE users (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            admin INTEGER NOT NULL CHECK (admin IN (0, 1)),
+            created_at_ms INTEGER NOT NULL
+        ) STRICT;
+
+        -- Only the SHA-256 of a token is kept; the token is shown once, at creation.
+        CREATE TABLE tokens (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            hash BLOB NOT NULL UNIQUE,
+            created_at_ms INTEGER NOT NULL,
+            last_used_ms INTEGER
+        ) STRICT;
+        CREATE INDEX tokens_by_user ON tokens(user_id);
+
+        CREATE TABLE repos (
+            name TEXT PRIMARY KEY,
+            url TEXT NOT NULL,
+            default_branch TEXT NOT NULL,
+            description TEXT NOT NULL,
+            created_at_ms INTEGER NOT NULL
+        ) STRICT;
+
+        -- The index of sessions; each one's log lives in DATA/sessions/<id>/session.db.
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            repo TEXT NOT NULL REFERENCES repos(name),
+            title TEXT NOT NULL,
+            created_by TEXT NOT NULL REFERENCES users(id),
+            created_at_ms INTEGER NOT NULL,
+            closed INTEGER NOT NULL DEFAULT 0 CHECK (closed IN (0, 1))
+        ) STRICT;
+
+        CREATE TABLE members (
+            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('viewer', 'collaborator', 'owner')),
+            joined_at_ms INTEGER NOT NULL,
+            PRIMARY KEY (session_id, user_id)
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX members_by_user ON members(user_id);
+
+        -- Share links; like tokens, only the code's hash is kept.
+        CREATE TABLE shares (
+            id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('viewer', 'collaborator', 'owner')),
+            code_hash BLOB NOT NULL UNIQUE,
+            created_by TEXT NOT NULL REFERENCES users(id),
+            created_at_ms INTEGER NOT NULL
+        ) STRICT;
+    ",
+}];
+
+/// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it
+/// that the engine queries (prompts and their statuses, the model conversation, settings).
+pub(crate) const SESSION: &[Migration] = &[Migration {
+    name: "initial",
+    sql: "
+        -- Key/value settings of the session, including the id it belongs to (checked on open,
+        -- so a misplaced directory is an error rather than another session's log).
+        CREATE TABLE settings (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) STRICT;
+
+        -- The log. seq is the rowid: appends go to the end of the B-tree, and reading after a
+        -- seq is a range scan. The envelope is stored exactly as it is sent to clients, so a
+        -- replay sends the stored text without re-serializing.
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            at_ms INTEGER NOT NULL,
+            envelope TEXT NOT NULL
+        ) STRICT;
+
+        -- pos keeps insertion order (oldest first) independent of the random prompt ids.
+        CREATE TABLE prompts (
+            pos INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            author_id TEXT NOT NULL,
+            author_name TEXT NOT NULL,
+            text TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'inserted', 'completed',
+                                                   'failed', 'cancelled', 'interrupted')),
+            created_at_ms INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX prompts_by_status ON prompts(status, pos);
+
+        -- The conversation with the model, oldest first, each message as the engine gave it.
+        CREATE TABLE messages (
+            pos INTEGER PRIMARY KEY,
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            message TEXT NOT NULL,
+            at_ms INTEGER NOT NULL
+        ) STRICT;
+    ",
+}];

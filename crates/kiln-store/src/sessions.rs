@@ -1,0 +1,340 @@
+//! The session index and who may do what in each session: membership and share links. This is
+//! authorization data, so it lives in the control DB next to users, not in the session DBs:
+//! "which sessions can this user see" is one indexed query instead of opening every log.
+
+use crate::accounts::user_by_id;
+use crate::db::{is_lower_hex, now_ms, parse_col, secret_hash};
+use crate::error::{Error, Result};
+use crate::log::SessionLog;
+use crate::store::Store;
+use kiln_core::{Role, SessionId, ShareId, UserId, random_hex};
+use kiln_protocol::api::{Participant, ShareCreated, UserRef};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// A session as the index knows it. Its live state (working or idle) is the engine's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub id: SessionId,
+    pub repo: String,
+    pub title: String,
+    /// The creator, with their current name.
+    pub created_by: UserRef,
+    pub created_at_ms: i64,
+    /// Stopped for good: takes no prompts.
+    pub closed: bool,
+}
+
+/// What `session_row` reads, columns 0..=6; queries may select more after them.
+const SESSION_COLUMNS: &str =
+    "s.id, s.repo, s.title, s.created_by, u.name, s.created_at_ms, s.closed";
+const SESSION_FROM: &str = "FROM sessions s JOIN users u ON u.id = s.created_by";
+
+fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: parse_col(row, 0, SessionId::parse)?,
+        repo: row.get(1)?,
+        title: row.get(2)?,
+        created_by: UserRef {
+            id: parse_col(row, 3, UserId::parse)?,
+            name: row.get(4)?,
+        },
+        created_at_ms: row.get(5)?,
+        closed: row.get(6)?,
+    })
+}
+
+fn require_session(conn: &Connection, id: &SessionId) -> Result<()> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM sessions WHERE id = ?1",
+        [id.as_str()],
+        |row| row.get(0),
+    )?;
+    if n == 0 {
+        return Err(Error::NotFound(format!("no session {id}")));
+    }
+    Ok(())
+}
+
+fn role_in(conn: &Connection, session: &SessionId, user: &UserId) -> Result<Option<Role>> {
+    Ok(conn
+        .query_row(
+            "SELECT role FROM members WHERE session_id = ?1 AND user_id = ?2",
+            [session.as_str(), user.as_str()],
+            |row| parse_col(row, 0, Role::parse),
+        )
+        .optional()?)
+}
+
+fn upsert_role(conn: &Connection, session: &SessionId, user: &UserId, role: Role) -> Result<()> {
+    conn.execute(
+        "INSERT INTO members (session_id, user_id, role, joined_at_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (session_id, user_id) DO UPDATE SET role = excluded.role",
+        params![session.as_str(), user.as_str(), role.as_str(), now_ms()],
+    )?;
+    Ok(())
+}
+
+impl Store {
+    /// Creates a session: its index row, its creator as owner, and its DB, all or nothing.
+    ///
+    /// The session DB is created inside the control transaction and the index row committed
+    /// last, so a failure anywhere leaves no index row (and the half-made directory is
+    /// removed). A crash between the two leaves only an orphan directory, which nothing reads;
+    /// creating that same id again is then a `Conflict` rather than a silent overwrite.
+    pub async fn create_session(
+        &self,
+        id: &SessionId,
+        repo: &str,
+        title: &str,
+        creator: &UserId,
+    ) -> Result<SessionLog> {
+        let store = self.clone();
+        let (id, repo, title, creator) = (
+            id.clone(),
+            repo.to_string(),
+            title.to_string(),
+            creator.clone(),
+        );
+        self.control(move |conn| {
+            let tx = conn.transaction()?;
+            let repos: i64 = tx.query_row(
+                "SELECT count(*) FROM repos WHERE name = ?1",
+                [&repo],
+                |row| row.get(0),
+            )?;
+            if repos == 0 {
+                return Err(Error::NotFound(format!("no repo named {repo:?}")));
+            }
+            user_by_id(&tx, &creator)?;
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO sessions (id, repo, title, created_by, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id.as_str(), repo, title, creator.as_str(), now],
+            )
+            .map_err(Error::from)
+            .map_err(|e| match e {
+                e if e.is_unique_violation() => Error::Conflict(format!("session {id} exists")),
+                e => e,
+            })?;
+            upsert_role(&tx, &id, &creator, Role::Owner)?;
+
+            let dir = store.session_dir(&id);
+            if let Err(e) = std::fs::create_dir(&dir) {
+                return Err(match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => Error::Conflict(format!(
+                        "{} exists but session {id} is not in the index; it is left over from \
+                         an interrupted create: remove it or use another id",
+                        dir.display()
+                    )),
+                    _ => e.into(),
+                });
+            }
+            let log = match SessionLog::open(&dir.join("session.db"), &id, true) {
+                Ok(log) => log,
+                Err(e) => {
+                    remove_dir(&dir);
+                    return Err(e);
+                }
+            };
+            // Cached before the row is visible: an `open_session` that sees the row must find
+            // this log, not open a second connection to the same DB.
+            store.remember_log(&log);
+            if let Err(e) = tx.commit() {
+                store.forget_log(&id);
+                drop(log);
+                remove_dir(&dir);
+                return Err(e.into());
+            }
+            Ok(log)
+        })
+        .await
+    }
+
+    pub async fn session_row(&self, id: &SessionId) -> Result<SessionRow> {
+        let id = id.clone();
+        self.control(move |conn| {
+            let sql = format!("SELECT {SESSION_COLUMNS} {SESSION_FROM} WHERE s.id = ?1");
+            conn.query_row(&sql, [id.as_str()], session_row)
+                .optional()?
+                .ok_or_else(|| Error::NotFound(format!("no session {id}")))
+        })
+        .await
+    }
+
+    /// The sessions `user` is a member of, with their role, newest first.
+    pub async fn sessions_for(&self, user: &UserId) -> Result<Vec<(SessionRow, Role)>> {
+        let user = user.clone();
+        self.control(move |conn| {
+            let sql = format!(
+                "SELECT {SESSION_COLUMNS}, m.role {SESSION_FROM}
+                 JOIN members m ON m.session_id = s.id AND m.user_id = ?1
+                 ORDER BY s.created_at_ms DESC, s.rowid DESC"
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map([user.as_str()], |row| {
+                Ok((session_row(row)?, parse_col(row, 7, Role::parse)?))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// Every session in the index, closed ones included, oldest first: what start-up recovery
+    /// walks to find prompts a crash interrupted.
+    pub async fn all_session_ids(&self) -> Result<Vec<SessionId>> {
+        self.control(|conn| {
+            let mut stmt = conn.prepare("SELECT id FROM sessions ORDER BY rowid")?;
+            let ids = stmt.query_map([], |row| parse_col(row, 0, SessionId::parse))?;
+            Ok(ids.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    pub async fn set_session_closed(&self, id: &SessionId, closed: bool) -> Result<()> {
+        let id = id.clone();
+        self.control(move |conn| {
+            let n = conn.execute(
+                "UPDATE sessions SET closed = ?2 WHERE id = ?1",
+                params![id.as_str(), closed],
+            )?;
+            if n == 0 {
+                return Err(Error::NotFound(format!("no session {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// `user`'s role in `session`; `None` when they are not a member (or there is no session).
+    pub async fn role_of(&self, session: &SessionId, user: &UserId) -> Result<Option<Role>> {
+        let (session, user) = (session.clone(), user.clone());
+        self.control(move |conn| role_in(conn, &session, &user))
+            .await
+    }
+
+    /// Sets `user`'s role, adding them when they are not a member. This is the unconditional
+    /// form (it can downgrade); share links go through `redeem_share`, which never does.
+    pub async fn set_role(&self, session: &SessionId, user: &UserId, role: Role) -> Result<()> {
+        let (session, user) = (session.clone(), user.clone());
+        self.control(move |conn| {
+            let tx = conn.transaction()?;
+            require_session(&tx, &session)?;
+            user_by_id(&tx, &user)?;
+            upsert_role(&tx, &session, &user, role)?;
+            Ok(tx.commit()?)
+        })
+        .await
+    }
+
+    /// Members of a session, owners first, then by when they joined.
+    pub async fn members(&self, session: &SessionId) -> Result<Vec<Participant>> {
+        let session = session.clone();
+        self.control(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT u.id, u.name, m.role FROM members m JOIN users u ON u.id = m.user_id
+                 WHERE m.session_id = ?1 ORDER BY m.joined_at_ms, u.rowid",
+            )?;
+            let rows = stmt.query_map([session.as_str()], |row| {
+                Ok(Participant {
+                    user: UserRef {
+                        id: parse_col(row, 0, UserId::parse)?,
+                        name: row.get(1)?,
+                    },
+                    role: parse_col(row, 2, Role::parse)?,
+                })
+            })?;
+            let mut members: Vec<Participant> = rows.collect::<rusqlite::Result<_>>()?;
+            // Stable: equal roles keep their join order.
+            members.sort_by_key(|m| std::cmp::Reverse(m.role));
+            Ok(members)
+        })
+        .await
+    }
+
+    /// Makes a share link granting `role`. Whether `by` may share is the caller's decision
+    /// (`Role::can_share`); this records who made it.
+    pub async fn create_share(
+        &self,
+        session: &SessionId,
+        role: Role,
+        by: &UserId,
+    ) -> Result<ShareCreated> {
+        let (session, by) = (session.clone(), by.clone());
+        let id = ShareId::random();
+        let code = random_hex(16);
+        let hash = secret_hash(&code);
+        self.control(move |conn| {
+            require_session(conn, &session)?;
+            conn.execute(
+                "INSERT INTO shares (id, session_id, role, code_hash, created_by, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    id.as_str(),
+                    session.as_str(),
+                    role.as_str(),
+                    hash,
+                    by.as_str(),
+                    now_ms()
+                ],
+            )?;
+            let path = format!("/api/join/{code}");
+            Ok(ShareCreated {
+                id,
+                role,
+                code,
+                path,
+            })
+        })
+        .await
+    }
+
+    /// Redeems a share code: `user` gets the higher of their current role and the link's, so
+    /// an owner opening a viewer link stays owner. `None` for a code that is not a live link.
+    pub async fn redeem_share(
+        &self,
+        code: &str,
+        user: &UserId,
+    ) -> Result<Option<(SessionId, Role)>> {
+        if !is_lower_hex(code, 32) {
+            return Ok(None);
+        }
+        let hash = secret_hash(code);
+        let user = user.clone();
+        self.control(move |conn| {
+            let tx = conn.transaction()?;
+            let share = tx
+                .query_row(
+                    "SELECT session_id, role FROM shares WHERE code_hash = ?1",
+                    [hash],
+                    |row| {
+                        Ok((
+                            parse_col(row, 0, SessionId::parse)?,
+                            parse_col(row, 1, Role::parse)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((session, granted)) = share else {
+                return Ok(None);
+            };
+            user_by_id(&tx, &user)?;
+            let current = role_in(&tx, &session, &user)?;
+            let role = current.map_or(granted, |current| current.max(granted));
+            if current != Some(role) {
+                upsert_role(&tx, &session, &user, role)?;
+            }
+            tx.commit()?;
+            Ok(Some((session, role)))
+        })
+        .await
+    }
+}
+
+/// Removes a directory this process just created for a session that did not come to be. A
+/// failure here only leaves an orphan, so it is logged, not returned over the original error.
+fn remove_dir(dir: &std::path::Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove a half-created session");
+    }
+}

@@ -1,0 +1,200 @@
+//! `SessionWriter`: what a [`crate::SessionLog::write`] closure may do inside its transaction,
+//! plus the read queries on a session DB that both the writer and the log's async readers use.
+//!
+//! The writer hands out seqs itself (head + 1, head + 2, ...) rather than asking SQLite, because
+//! the head is known under the lock and a rolled-back transaction must not consume any.
+
+use crate::db::{now_ms, parse_col};
+use crate::error::{Error, Result};
+use crate::log::StoredEvent;
+use kiln_core::{PromptId, UserId};
+use kiln_protocol::api::{DeliveryMode, Event, EventEnvelope, PromptInfo, PromptStatus, UserRef};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use std::fmt;
+use std::sync::Arc;
+
+/// Wraps the transaction of one [`crate::SessionLog::write`]. Nothing it does is visible to
+/// others, or broadcast, until the closure returns `Ok` and the commit succeeds.
+pub struct SessionWriter<'a> {
+    tx: Transaction<'a>,
+    /// The head when the transaction began; the events pushed so far follow it without gaps.
+    head: u64,
+    events: Vec<Arc<StoredEvent>>,
+}
+
+impl fmt::Debug for SessionWriter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionWriter")
+            .field("head", &self.head)
+            .field("pending_events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> SessionWriter<'a> {
+    pub(crate) fn new(tx: Transaction<'a>, head: u64) -> SessionWriter<'a> {
+        SessionWriter {
+            tx,
+            head,
+            events: Vec::new(),
+        }
+    }
+
+    /// Commits and returns the events pushed, in seq order.
+    pub(crate) fn commit(self) -> Result<Vec<Arc<StoredEvent>>> {
+        self.tx.commit()?;
+        Ok(self.events)
+    }
+
+    /// Appends an event; it gets the next seq and `at_ms = now`. Returns the seq.
+    pub fn event(&mut self, event: Event) -> Result<u64> {
+        let seq = self.head + self.events.len() as u64 + 1;
+        let envelope = EventEnvelope {
+            seq,
+            at_ms: now_ms(),
+            event,
+        };
+        let json = serde_json::to_string(&envelope)?;
+        self.tx
+            .prepare_cached("INSERT INTO events (seq, at_ms, envelope) VALUES (?1, ?2, ?3)")?
+            .execute(params![
+                i64::try_from(seq).unwrap_or(i64::MAX),
+                envelope.at_ms,
+                json
+            ])?;
+        self.events.push(Arc::new(StoredEvent {
+            envelope,
+            json: Arc::from(json),
+        }));
+        Ok(seq)
+    }
+
+    /// The seq the next `event` call will get, minus one: the head as seen inside this write.
+    pub fn head_seq(&self) -> u64 {
+        self.head + self.events.len() as u64
+    }
+
+    /// Records a new prompt. A prompt id that exists already is a `Conflict`.
+    pub fn insert_prompt(
+        &mut self,
+        id: &PromptId,
+        author: &UserRef,
+        text: &str,
+        status: PromptStatus,
+    ) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO prompts (id, author_id, author_name, text, status, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    id.as_str(),
+                    author.id.as_str(),
+                    author.name,
+                    text,
+                    status.as_str(),
+                    now_ms()
+                ],
+            )
+            .map_err(Error::from)
+            .map_err(|e| match e {
+                e if e.is_unique_violation() => Error::Conflict(format!("prompt {id} exists")),
+                e => e,
+            })?;
+        Ok(())
+    }
+
+    pub fn set_prompt_status(&mut self, id: &PromptId, status: PromptStatus) -> Result<()> {
+        let changed = self.tx.execute(
+            "UPDATE prompts SET status = ?2 WHERE id = ?1",
+            params![id.as_str(), status.as_str()],
+        )?;
+        if changed == 0 {
+            return Err(Error::NotFound(format!("no prompt {id}")));
+        }
+        Ok(())
+    }
+
+    /// Prompts with this status, oldest first (with `Queued`: the queue in order).
+    pub fn prompts_with_status(&self, status: PromptStatus) -> Result<Vec<PromptInfo>> {
+        prompts(&self.tx, Some(status))
+    }
+
+    pub fn prompt(&self, id: &PromptId) -> Result<PromptInfo> {
+        prompt(&self.tx, id)
+    }
+
+    /// Appends a message of the model conversation, belonging to `prompt` (which must exist).
+    pub fn push_message(&mut self, prompt: &PromptId, message: &serde_json::Value) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO messages (prompt_id, message, at_ms) VALUES (?1, ?2, ?3)",
+            params![prompt.as_str(), serde_json::to_string(message)?, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_delivery_mode(&mut self, mode: DeliveryMode) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO settings (key, value) VALUES ('delivery', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [mode.as_str()],
+        )?;
+        Ok(())
+    }
+
+    pub fn delivery_mode(&self) -> Result<DeliveryMode> {
+        delivery_mode(&self.tx)
+    }
+}
+
+const PROMPT_COLUMNS: &str = "id, author_id, author_name, text, status, created_at_ms";
+
+fn prompt_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PromptInfo> {
+    Ok(PromptInfo {
+        id: parse_col(row, 0, PromptId::parse)?,
+        author: UserRef {
+            id: parse_col(row, 1, UserId::parse)?,
+            name: row.get(2)?,
+        },
+        text: row.get(3)?,
+        status: parse_col(row, 4, PromptStatus::parse)?,
+        created_at_ms: row.get(5)?,
+    })
+}
+
+/// Prompts oldest first, all of them or those with one status.
+pub(crate) fn prompts(conn: &Connection, status: Option<PromptStatus>) -> Result<Vec<PromptInfo>> {
+    let sql = format!(
+        "SELECT {PROMPT_COLUMNS} FROM prompts WHERE ?1 IS NULL OR status = ?1 ORDER BY pos"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([status.map(PromptStatus::as_str)], prompt_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub(crate) fn prompt(conn: &Connection, id: &PromptId) -> Result<PromptInfo> {
+    let sql = format!("SELECT {PROMPT_COLUMNS} FROM prompts WHERE id = ?1");
+    conn.query_row(&sql, [id.as_str()], prompt_row)
+        .optional()?
+        .ok_or_else(|| Error::NotFound(format!("no prompt {id}")))
+}
+
+pub(crate) fn messages(conn: &Connection) -> Result<Vec<serde_json::Value>> {
+    let mut stmt = conn.prepare_cached("SELECT message FROM messages ORDER BY pos")?;
+    let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+    rows.map(|text| Ok(serde_json::from_str(&text?)?)).collect()
+}
+
+pub(crate) fn delivery_mode(conn: &Connection) -> Result<DeliveryMode> {
+    let value: Option<String> = conn
+        .query_row(
+            "SELECT value FROM settings WHERE key = 'delivery'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match value {
+        None => Ok(DeliveryMode::default()),
+        Some(v) => DeliveryMode::parse(&v)
+            .ok_or_else(|| Error::Invalid(format!("stored delivery mode {v:?} is unknown"))),
+    }
+}
