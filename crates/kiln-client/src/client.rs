@@ -1,0 +1,339 @@
+//! The REST half of the client: one method per endpoint, each taking and returning the protocol
+//! types, so a change to the API is a compile error here and in every caller, not a runtime
+//! surprise. All requests go through [`Client::call`], the one place that adds the token,
+//! sends, and maps statuses to [`Error`].
+
+use crate::error::{Error, Result};
+use crate::stream::{EventStream, SubscribeOptions};
+use kiln_core::{Role, Secret, SessionId, TokenId};
+use kiln_protocol::api::{
+    CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, Me,
+    PromptAccepted, Repo, SendPrompt, SessionCreated, SessionDetail, SessionSummary, ShareCreated,
+    StopSession, TokenCreated, TokenInfo, UpdateSession, User,
+};
+use reqwest::{Method, Url, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// How long to wait for a TCP (and TLS) connection before calling the server unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound for one whole request; no endpoint streams over REST, so this is generous.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A handle on one kiln server as one caller. Cheap to clone; clones share connections.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// Always ends in `/`, so that joining `api/...` keeps any path prefix (a reverse proxy's).
+    base: Url,
+    /// Sent as `Authorization: Bearer`; `None` reaches only the unauthenticated endpoints.
+    token: Option<Secret<String>>,
+}
+
+impl Client {
+    /// A client for the server at `base_url` (`http://host:port`, optionally with a path prefix).
+    pub fn new(base_url: &str, token: Option<Secret<String>>) -> Result<Client> {
+        let base = parse_base(base_url)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(user_agent())
+            .build()
+            .map_err(|e| Error::InvalidUrl {
+                url: base_url.to_string(),
+                reason: crate::error::root_cause(&e),
+            })?;
+        Ok(Client { http, base, token })
+    }
+
+    /// The server's address as given, without a trailing slash; for messages.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
+    /// `GET /api/health`: Ok when a kiln server answers (no token needed).
+    pub async fn health(&self) -> Result<()> {
+        let _: serde_json::Value = self.call(Method::GET, &["health"], NO_BODY).await?;
+        Ok(())
+    }
+
+    pub async fn me(&self) -> Result<Me> {
+        self.call(Method::GET, &["me"], NO_BODY).await
+    }
+
+    pub async fn create_user(&self, body: &CreateUser) -> Result<User> {
+        self.call(Method::POST, &["users"], Some(body)).await
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>> {
+        self.call(Method::GET, &["users"], NO_BODY).await
+    }
+
+    pub async fn create_token(&self, body: &CreateToken) -> Result<TokenCreated> {
+        self.call(Method::POST, &["tokens"], Some(body)).await
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        self.call(Method::GET, &["tokens"], NO_BODY).await
+    }
+
+    pub async fn delete_token(&self, id: &TokenId) -> Result<()> {
+        self.call_empty(Method::DELETE, &["tokens", id.as_str()], NO_BODY)
+            .await
+    }
+
+    pub async fn create_repo(&self, body: &CreateRepo) -> Result<Repo> {
+        self.call(Method::POST, &["repos"], Some(body)).await
+    }
+
+    pub async fn repos(&self) -> Result<Vec<Repo>> {
+        self.call(Method::GET, &["repos"], NO_BODY).await
+    }
+
+    pub async fn repo(&self, name: &str) -> Result<Repo> {
+        self.call(Method::GET, &["repos", name], NO_BODY).await
+    }
+
+    /// Creates a session; it starts working on `body.prompt` at once.
+    pub async fn create_session(&self, body: &CreateSession) -> Result<SessionCreated> {
+        self.call(Method::POST, &["sessions"], Some(body)).await
+    }
+
+    pub async fn sessions(&self) -> Result<Vec<SessionSummary>> {
+        self.call(Method::GET, &["sessions"], NO_BODY).await
+    }
+
+    pub async fn session(&self, id: &SessionId) -> Result<SessionDetail> {
+        self.call(Method::GET, &["sessions", id.as_str()], NO_BODY)
+            .await
+    }
+
+    pub async fn update_session(
+        &self,
+        id: &SessionId,
+        body: &UpdateSession,
+    ) -> Result<SessionDetail> {
+        self.call(Method::PATCH, &["sessions", id.as_str()], Some(body))
+            .await
+    }
+
+    pub async fn send_prompt(&self, id: &SessionId, text: &str) -> Result<PromptAccepted> {
+        let body = SendPrompt {
+            text: text.to_string(),
+        };
+        let path = ["sessions", id.as_str(), "prompts"];
+        self.call(Method::POST, &path, Some(&body)).await
+    }
+
+    /// Stops the running prompt and, with `clear_queue`, cancels the queued ones too.
+    pub async fn stop(&self, id: &SessionId, clear_queue: bool) -> Result<()> {
+        let body = StopSession { clear_queue };
+        let path = ["sessions", id.as_str(), "stop"];
+        self.call_empty(Method::POST, &path, Some(&body)).await
+    }
+
+    pub async fn create_share(&self, id: &SessionId, role: Role) -> Result<ShareCreated> {
+        let body = CreateShare { role };
+        let path = ["sessions", id.as_str(), "shares"];
+        self.call(Method::POST, &path, Some(&body)).await
+    }
+
+    /// Redeems a share code: the caller gets the share's role in its session.
+    pub async fn join(&self, code: &str) -> Result<SessionSummary> {
+        self.call(Method::POST, &["join", code], NO_BODY).await
+    }
+
+    /// One page of a session's log: events with `seq > after_seq`, at most `limit` of them.
+    pub async fn events(
+        &self,
+        id: &SessionId,
+        after_seq: u64,
+        limit: Option<u32>,
+    ) -> Result<EventsPage> {
+        let mut url = self.url(&["sessions", id.as_str(), "events"]);
+        url.query_pairs_mut()
+            .append_pair("after_seq", &after_seq.to_string());
+        if let Some(limit) = limit {
+            url.query_pairs_mut()
+                .append_pair("limit", &limit.to_string());
+        }
+        let response = self.send(Method::GET, url, NO_BODY).await?;
+        decode(self.base_url(), response).await
+    }
+
+    /// Follows a session's log over a WebSocket from `after_seq`, reconnecting by itself; see
+    /// [`EventStream`]. Connects lazily, on the first [`EventStream::next`].
+    pub fn subscribe(&self, id: &SessionId, after_seq: u64) -> EventStream {
+        self.subscribe_with(id, after_seq, SubscribeOptions::default())
+    }
+
+    pub fn subscribe_with(
+        &self,
+        id: &SessionId,
+        after_seq: u64,
+        options: SubscribeOptions,
+    ) -> EventStream {
+        let url = self.url(&["sessions", id.as_str(), "ws"]);
+        let server = self.base_url().to_string();
+        EventStream::new(url, server, self.token.clone(), after_seq, options)
+    }
+
+    /// `base` + `api/` + the segments, each percent-encoded as one path segment.
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("the base URL was checked to be http(s)")
+            .pop_if_empty()
+            .push("api")
+            .extend(segments);
+        url
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let response = self.send(method, self.url(segments), body).await?;
+        decode(self.base_url(), response).await
+    }
+
+    async fn call_empty(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&impl Serialize>,
+    ) -> Result<()> {
+        self.send(method, self.url(segments), body).await?;
+        Ok(())
+    }
+
+    /// Sends one request; a response is returned only when its status is a success.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&impl Serialize>,
+    ) -> Result<reqwest::Response> {
+        tracing::debug!(%method, %url, "kiln api request");
+        let mut request = self.http.request(method, url);
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, bearer(token)?);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::transport(self.base_url(), &e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        Err(Error::from_status(self.base_url(), status.as_u16(), &body))
+    }
+}
+
+/// Shared by [`Client`] and the WebSocket handshake: the header value, marked sensitive so that
+/// HTTP libraries leave it out of their debug output.
+pub(crate) fn bearer(token: &Secret<String>) -> Result<header::HeaderValue> {
+    let mut value =
+        header::HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+            Error::Protocol("the token contains characters not allowed in a header".into())
+        })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+pub(crate) fn user_agent() -> String {
+    format!("kiln/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// `None` for requests without a body, typed so the generic parameter can be inferred.
+const NO_BODY: Option<&()> = None;
+
+async fn decode<T: DeserializeOwned>(base_url: &str, response: reqwest::Response) -> Result<T> {
+    let url = response.url().path().to_string();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| Error::transport(base_url, &e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("{url}: {e}")))
+}
+
+fn parse_base(base_url: &str) -> Result<Url> {
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: base_url.to_string(),
+        reason: reason.to_string(),
+    };
+    // `--url 127.0.0.1:7800` means plain http, as the default URL does.
+    let with_scheme;
+    let full = if base_url.contains("://") {
+        base_url
+    } else {
+        with_scheme = format!("http://{base_url}");
+        &with_scheme
+    };
+    let mut url = Url::parse(full).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Credentials in the URL would end up in messages; tokens go in KILN_TOKEN.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        return Err(Error::InvalidUrl {
+            url: url.to_string(),
+            reason: "put the token in KILN_TOKEN or --token, not in the URL".into(),
+        });
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("the URL must not have a query or fragment"));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_the_prefix_and_encode_segments() {
+        let client = Client::new("127.0.0.1:7800", None).unwrap();
+        assert_eq!(client.base_url(), "http://127.0.0.1:7800");
+        assert_eq!(
+            client.url(&["repos", "web.app"]).as_str(),
+            "http://127.0.0.1:7800/api/repos/web.app"
+        );
+        for base in ["https://example.com/kiln", "https://example.com/kiln/"] {
+            let client = Client::new(base, None).unwrap();
+            assert_eq!(client.base_url(), "https://example.com/kiln");
+            assert_eq!(
+                client.url(&["join", "a/b?c"]).as_str(),
+                "https://example.com/kiln/api/join/a%2Fb%3Fc"
+            );
+        }
+    }
+
+    #[test]
+    fn unusable_base_urls_are_refused_with_a_reason() {
+        for (base, reason) in [
+            ("ftp://host", "http or https"),
+            ("http://user:pw@host", "KILN_TOKEN"),
+            ("http://host/?x=1", "query"),
+            ("http://", "empty host"),
+        ] {
+            let err = Client::new(base, None).unwrap_err().to_string();
+            assert!(err.contains(reason), "{base}: {err}");
+            assert!(!err.contains("pw@"), "{err}");
+        }
+    }
+}
