@@ -2,6 +2,7 @@
 //! the server (`kiln up`) and the API clients join it as they are built.
 
 mod bench;
+mod remote;
 mod sandbox;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,10 @@ enum Command {
     /// Measure kiln's speed; the last line printed is one JSON object.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Register and list the repositories sessions work on (talks to a kiln server).
+    Repo(remote::RepoArgs),
+    /// Start, watch, prompt and share agent sessions (talks to a kiln server).
+    Session(remote::SessionArgs),
 }
 
 /// Where kiln keeps its state: `--data-dir`, else `$KILN_DATA_DIR`, else `/var/lib/kiln`.
@@ -53,6 +58,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sandbox(cmd) => sandbox::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await.map(|()| ExitCode::SUCCESS),
+            Command::Repo(args) => Ok(remote::repo(args).await),
+            Command::Session(args) => Ok(remote::session(args).await),
         }
     });
     match result {

@@ -1,0 +1,176 @@
+//! The client commands of `kiln` (`kiln repo …`, `kiln session …`): they talk to a kiln server
+//! over its API through `kiln-client`, like any other client, and never touch the server's data.
+//!
+//! Exit codes are part of the interface: 0 when the prompt (or request) succeeded, 1 when it
+//! failed, was cancelled or interrupted, or the server refused the request, 2 for usage and
+//! configuration mistakes (clap uses 2 too), 3 when the server cannot be reached or refuses the
+//! token, and 130 when the user detached with Ctrl-C.
+
+mod config;
+mod follow;
+mod render;
+mod session;
+
+use anyhow::Result;
+use clap::Subcommand;
+use kiln_client::Client;
+use kiln_protocol::api::CreateRepo;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+pub(crate) use session::SessionCommand;
+
+/// `kiln repo …`
+#[derive(Debug, clap::Args)]
+pub(crate) struct RepoArgs {
+    #[command(flatten)]
+    server: config::ServerArgs,
+    #[command(subcommand)]
+    command: RepoCommand,
+}
+
+/// `kiln session …`
+#[derive(Debug, clap::Args)]
+pub(crate) struct SessionArgs {
+    #[command(flatten)]
+    server: config::ServerArgs,
+    #[command(subcommand)]
+    command: SessionCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RepoCommand {
+    /// Register a repository that sessions can work on.
+    Add {
+        /// Short name used in commands: letters, digits, `-`, `_`, `.`.
+        name: String,
+        /// Anything `git clone` takes: https, ssh, or a path on the server.
+        url: String,
+        #[arg(long, value_name = "BRANCH")]
+        default_branch: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List the registered repositories.
+    Ls {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
+    report(async {
+        let client = connect(&args.server)?;
+        match args.command {
+            RepoCommand::Add {
+                name,
+                url,
+                default_branch,
+                description,
+            } => {
+                let body = CreateRepo {
+                    name,
+                    url,
+                    default_branch,
+                    description,
+                };
+                let repo = client.create_repo(&body).await?;
+                println!(
+                    "added repo {} ({}, default branch {})",
+                    repo.name, repo.url, repo.default_branch
+                );
+            }
+            RepoCommand::Ls { json } => {
+                let repos = client.repos().await?;
+                if json {
+                    println!("{}", serde_json::to_string(&repos)?);
+                } else {
+                    let mut rows = vec![row(["NAME", "DEFAULT BRANCH", "URL", "DESCRIPTION"])];
+                    rows.extend(
+                        repos
+                            .iter()
+                            .map(|r| row([&r.name, &r.default_branch, &r.url, &r.description])),
+                    );
+                    print!("{}", table(&rows));
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+pub(crate) async fn session(args: SessionArgs) -> ExitCode {
+    report(async {
+        let client = connect(&args.server)?;
+        session::run(&client, args.command).await
+    })
+    .await
+}
+
+fn connect(server: &config::ServerArgs) -> Result<Client> {
+    let remote = config::resolve(server, &|name| std::env::var(name).ok())?;
+    Ok(Client::new(&remote.url, remote.token)?)
+}
+
+/// Runs a command and turns its error into a message on stderr and the documented exit code.
+async fn report(command: impl Future<Output = Result<ExitCode>>) -> ExitCode {
+    let err = match command.await {
+        Ok(code) => return code,
+        Err(err) => err,
+    };
+    let code = if let Some(err) = err.downcast_ref::<kiln_client::Error>() {
+        if err.is_connection() { 3 } else { 1 }
+    } else if err.is::<config::ConfigError>() {
+        2
+    } else {
+        1
+    };
+    let paint = render::Paint(std::io::stderr().is_terminal() && config::colour_allowed());
+    eprintln!("{} {err:#}", paint.red("error:"));
+    ExitCode::from(code)
+}
+
+fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+/// Left-aligned columns two spaces apart; the last column is not padded.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            let cell = |r: &Vec<String>| r.get(i).map_or(0, |c| c.chars().count());
+            rows.iter().map(cell).max().unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 < row.len() {
+                let pad = widths[i] - cell.chars().count();
+                line.push_str(&format!("{cell}{}  ", " ".repeat(pad)));
+            } else {
+                line.push_str(cell);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tables_align_columns() {
+        let rows = vec![
+            super::row(["NAME", "URL"]),
+            super::row(["web-app", "https://x"]),
+            super::row(["é", ""]),
+        ];
+        assert_eq!(super::table(&rows), "NAME     URL\nweb-app  https://x\né\n");
+    }
+}

@@ -1,0 +1,371 @@
+//! How a session's events look in a terminal. Two shapes: `--json` writes each event's envelope
+//! as one JSON line and nothing else (for scripts); the human shape streams model text inline,
+//! shows running tool calls as spinners that turn into ✓/✗ lines, and one line per file change
+//! and per prompt milestone. Colours and spinners only on a terminal, so piped output is plain.
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kiln_protocol::api::{
+    Event, EventEnvelope, FileChangeKind, PromptOutcome, SandboxState, ToolOutcome,
+};
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::time::Duration;
+
+/// ANSI styling, or none. Decided once from whether the output is a terminal (and `NO_COLOR`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Paint(pub(crate) bool);
+
+impl Paint {
+    fn wrap(self, code: &str, text: &str) -> String {
+        if self.0 {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+    pub(crate) fn red(self, text: &str) -> String {
+        self.wrap("31", text)
+    }
+    fn green(self, text: &str) -> String {
+        self.wrap("32", text)
+    }
+    fn bold(self, text: &str) -> String {
+        self.wrap("1", text)
+    }
+    fn dim(self, text: &str) -> String {
+        self.wrap("2", text)
+    }
+}
+
+/// Writes events to `out` in one of the two shapes. `live` (a terminal) adds spinners.
+pub(crate) struct Renderer<W: Write> {
+    out: W,
+    json: bool,
+    paint: Paint,
+    /// Spinners for running tool calls; only on a terminal.
+    spinners: Option<MultiProgress>,
+    /// Running tool calls by call id: their label, and their spinner when there is one.
+    calls: HashMap<String, (String, Option<ProgressBar>)>,
+    /// Prompt authors, to say whose prompt finished.
+    authors: HashMap<String, String>,
+    /// The last model text did not end a line: the next line must start one.
+    mid_line: bool,
+    /// Model text that arrived while spinners were drawn, held until a line is complete.
+    held_text: String,
+}
+
+impl<W: Write> Renderer<W> {
+    pub(crate) fn new(out: W, json: bool, live: bool, paint: Paint) -> Renderer<W> {
+        let spinners =
+            (live && !json).then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
+        Renderer {
+            out,
+            json,
+            paint,
+            spinners,
+            calls: HashMap::new(),
+            authors: HashMap::new(),
+            mid_line: false,
+            held_text: String::new(),
+        }
+    }
+
+    pub(crate) fn event(&mut self, envelope: &EventEnvelope) -> io::Result<()> {
+        if self.json {
+            serde_json::to_writer(&mut self.out, envelope)?;
+            self.out.write_all(b"\n")?;
+            return self.out.flush();
+        }
+        let p = self.paint;
+        match &envelope.event {
+            Event::TextDelta { text, .. } => return self.text(text),
+            Event::ToolCallStarted {
+                call_id,
+                tool,
+                input,
+                ..
+            } => return self.tool_started(call_id, tool, input),
+            Event::ToolOutput { call_id, chunk, .. } => {
+                if let Some((label, Some(bar))) = self.calls.get(call_id) {
+                    if let Some(last) = chunk.lines().rev().find(|l| !l.trim().is_empty()) {
+                        bar.set_message(format!("{label}  {}", p.dim(&clip(last.trim(), 60))));
+                    }
+                }
+            }
+            Event::ToolCallFinished {
+                call_id,
+                outcome,
+                duration_ms,
+                ..
+            } => {
+                let (label, bar) = self.calls.remove(call_id).unwrap_or_default();
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
+                }
+                let took = p.dim(&human_duration(Duration::from_millis(*duration_ms)));
+                let line = match outcome {
+                    ToolOutcome::Ok => format!("{} {label}  {took}", p.green("✓")),
+                    ToolOutcome::Error { message } => {
+                        format!(
+                            "{} {label}  {took}  {}",
+                            p.red("✗"),
+                            p.red(&clip(message, 200))
+                        )
+                    }
+                    ToolOutcome::Blocked { reason } => {
+                        format!("{} {label}  blocked: {}", p.red("✗"), clip(reason, 200))
+                    }
+                    ToolOutcome::Cancelled => format!("{} {label}  cancelled", p.red("✗")),
+                };
+                self.line(&line)?;
+            }
+            Event::FileChanged {
+                path,
+                kind,
+                added,
+                removed,
+                ..
+            } => {
+                let letter = match kind {
+                    FileChangeKind::Added => "A",
+                    FileChangeKind::Modified => "M",
+                    FileChangeKind::Deleted => "D",
+                };
+                let counts = format!(
+                    "{} {}",
+                    p.green(&format!("+{added}")),
+                    p.red(&format!("-{removed}"))
+                );
+                self.line(&format!("  {letter} {path} {counts}"))?;
+            }
+            Event::PromptQueued {
+                prompt_id,
+                author,
+                text,
+                ..
+            } => {
+                self.authors
+                    .insert(prompt_id.to_string(), author.name.clone());
+                let first = clip(text.lines().next().unwrap_or(""), 72);
+                self.line(&p.dim(&format!("● {} queued a prompt: {first}", author.name)))?;
+            }
+            Event::PromptStarted { prompt_id, author } => {
+                self.authors
+                    .insert(prompt_id.to_string(), author.name.clone());
+                self.line(&p.bold(&format!("▶ working on {}'s prompt", author.name)))?;
+            }
+            Event::PromptInserted { prompt_id, .. } => {
+                let whose = self.whose(prompt_id.as_str());
+                self.line(&p.dim(&format!("↳ {whose} joined the running prompt")))?;
+            }
+            Event::PromptFinished {
+                prompt_id,
+                outcome,
+                usage,
+            } => {
+                let whose = self.whose(prompt_id.as_str());
+                let tokens = format!(
+                    "{} in / {} out tokens",
+                    human_count(usage.input_tokens),
+                    human_count(usage.output_tokens)
+                );
+                let (done, word) = match outcome {
+                    PromptOutcome::Completed => (true, "completed"),
+                    PromptOutcome::Failed => (false, "failed"),
+                    PromptOutcome::TurnLimit => (false, "stopped at the turn limit"),
+                    PromptOutcome::TokenLimit => (false, "stopped at the token limit"),
+                };
+                let text = format!("■ {whose} {word} · {tokens}");
+                self.line(&if done { p.bold(&text) } else { p.red(&text) })?;
+            }
+            Event::PromptCancelled { prompt_id, by } => {
+                let whose = self.whose(prompt_id.as_str());
+                self.line(&p.red(&format!("■ {whose} cancelled by {}", by.name)))?;
+            }
+            Event::PromptInterrupted { prompt_id } => {
+                let whose = self.whose(prompt_id.as_str());
+                let text =
+                    format!("■ {whose} interrupted by a server restart; send it again to retry");
+                self.line(&p.red(&text))?;
+            }
+            Event::SessionCreated { repo, title, by } => {
+                self.line(&p.dim(&format!(
+                    "· {} started a session on {repo}: {title}",
+                    by.name
+                )))?;
+            }
+            Event::SandboxStatus { state, detail, .. } => {
+                let detail = detail
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default();
+                let line = match state {
+                    SandboxState::Starting => p.dim(&format!("· sandbox starting{detail}")),
+                    SandboxState::Ready => p.dim(&format!("· sandbox ready{detail}")),
+                    SandboxState::Stopped => p.dim(&format!("· sandbox stopped{detail}")),
+                    SandboxState::Failed => p.red(&format!("· sandbox failed{detail}")),
+                };
+                self.line(&line)?;
+            }
+            Event::ParticipantJoined { user, role } => {
+                self.line(&p.dim(&format!("· {} joined as {role}", user.name)))?;
+            }
+            Event::ParticipantLeft { user } => {
+                self.line(&p.dim(&format!("· {} left", user.name)))?;
+            }
+            Event::QueueCleared { by, cancelled } => {
+                let n = cancelled.len();
+                let text = format!("· {} cleared the queue ({n} prompt(s) cancelled)", by.name);
+                self.line(&p.dim(&text))?;
+            }
+            Event::SettingsChanged { delivery } => {
+                let text = format!("· prompts sent while working now {}", delivery.as_str());
+                self.line(&p.dim(&text))?;
+            }
+            Event::Error { message, .. } => self.line(&p.red(&format!("error: {message}")))?,
+            Event::ModelRequest { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Ends the view: spinners of calls still running are cleared and the line is finished, so
+    /// whatever is printed next (a detach hint) starts on a clean line.
+    pub(crate) fn finish(&mut self) -> io::Result<()> {
+        for (_, (_, bar)) in self.calls.drain() {
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        }
+        let held = std::mem::take(&mut self.held_text);
+        self.write_text(&held)?;
+        if self.mid_line {
+            self.mid_line = false;
+            self.out.write_all(b"\n")?;
+        }
+        self.out.flush()
+    }
+
+    fn whose(&self, prompt_id: &str) -> String {
+        match self.authors.get(prompt_id) {
+            Some(name) => format!("{name}'s prompt"),
+            None => "the prompt".to_string(),
+        }
+    }
+
+    fn text(&mut self, text: &str) -> io::Result<()> {
+        if self.calls.values().any(|(_, bar)| bar.is_some()) {
+            // Text under live spinners would be overdrawn: hold it until a line is complete.
+            self.held_text.push_str(text);
+            if let Some(end) = self.held_text.rfind('\n') {
+                let ready: String = self.held_text.drain(..=end).collect();
+                self.write_text(&ready)?;
+            }
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held_text);
+        self.write_text(&(held + text))
+    }
+
+    fn write_text(&mut self, text: &str) -> io::Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let (out, spinners) = (&mut self.out, &self.spinners);
+        suspended(spinners, || {
+            out.write_all(text.as_bytes())?;
+            out.flush()
+        })?;
+        self.mid_line = !text.ends_with('\n');
+        Ok(())
+    }
+
+    /// One whole line, after ending a line of model text if one is open.
+    fn line(&mut self, line: &str) -> io::Result<()> {
+        let open = std::mem::replace(&mut self.mid_line, false);
+        let (out, spinners) = (&mut self.out, &self.spinners);
+        suspended(spinners, || {
+            if open {
+                out.write_all(b"\n")?;
+            }
+            writeln!(out, "{line}")?;
+            out.flush()
+        })
+    }
+
+    fn tool_started(
+        &mut self,
+        call_id: &str,
+        tool: &str,
+        input: &serde_json::Value,
+    ) -> io::Result<()> {
+        let label = format!("{}  {}", self.paint.bold(tool), clip(&summarize(input), 80));
+        let bar = match &self.spinners {
+            Some(spinners) => {
+                if std::mem::replace(&mut self.mid_line, false) {
+                    suspended(&self.spinners, || writeln!(self.out))?;
+                }
+                let style = ProgressStyle::with_template("{spinner} {msg}")
+                    .expect("a valid template")
+                    .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏▸");
+                let bar = spinners.add(ProgressBar::new_spinner().with_style(style));
+                bar.set_message(label.clone());
+                bar.enable_steady_tick(Duration::from_millis(100));
+                Some(bar)
+            }
+            None => {
+                self.line(&format!("▸ {label}"))?;
+                None
+            }
+        };
+        self.calls.insert(call_id.to_string(), (label, bar));
+        Ok(())
+    }
+}
+
+fn suspended<R>(spinners: &Option<MultiProgress>, f: impl FnOnce() -> R) -> R {
+    match spinners {
+        Some(spinners) => spinners.suspend(f),
+        None => f(),
+    }
+}
+
+/// What a tool call is about, in a few words: its command or path, else its input as JSON.
+fn summarize(input: &serde_json::Value) -> String {
+    for key in ["command", "path", "file_path", "pattern", "url", "query"] {
+        if let Some(value) = input.get(key).and_then(|v| v.as_str()) {
+            return value.lines().next().unwrap_or("").to_string();
+        }
+    }
+    match input {
+        serde_json::Value::Object(map) if map.is_empty() => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// At most `max` characters, with `…` when cut.
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+fn human_duration(d: Duration) -> String {
+    match d.as_millis() {
+        ms if ms < 1000 => format!("{ms}ms"),
+        ms if ms < 60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        ms => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
+fn human_count(n: u64) -> String {
+    match n {
+        n if n < 1000 => n.to_string(),
+        n if n < 1_000_000 => format!("{:.1}k", n as f64 / 1000.0),
+        n => format!("{:.1}M", n as f64 / 1_000_000.0),
+    }
+}
+
+#[cfg(test)]
+#[path = "render_tests.rs"]
+mod tests;

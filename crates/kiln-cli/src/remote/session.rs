@@ -1,0 +1,307 @@
+//! `kiln session …`: start sessions, watch them, talk to them, share them. Each command is one
+//! or two API calls; the ones that watch hand over to [`super::follow`].
+
+use super::follow::{Until, follow};
+use super::{row, table};
+use anyhow::Result;
+use clap::{Subcommand, ValueEnum};
+use kiln_client::Client;
+use kiln_core::{Role, SessionId};
+use kiln_protocol::api::{CreateSession, SessionDetail, SessionState, SessionSummary};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SessionCommand {
+    /// Start a session on a repository and watch it work on the prompt.
+    New {
+        /// The repository (as named by `kiln repo add`).
+        #[arg(long)]
+        repo: String,
+        /// What the agent should do.
+        prompt: String,
+        #[arg(long)]
+        title: Option<String>,
+        /// Print each event as one JSON line instead of a transcript.
+        #[arg(long)]
+        json: bool,
+        /// Print the session id and return at once instead of watching.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Show a session's events so far, then follow it until it is idle.
+    Attach {
+        id: SessionId,
+        /// Only events after this one (as printed when detaching).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        after_seq: u64,
+        #[arg(long)]
+        json: bool,
+        /// Keep following after the session is idle, until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Send a prompt; it waits its turn if the agent is busy.
+    Send {
+        id: SessionId,
+        text: String,
+        /// Watch until this prompt ends; the exit code says how it ended.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the running prompt.
+    Stop {
+        id: SessionId,
+        /// Also cancel every queued prompt.
+        #[arg(long)]
+        clear_queue: bool,
+    },
+    /// List the sessions you take part in.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a link that lets someone else join a session.
+    Share {
+        id: SessionId,
+        #[arg(long, value_enum)]
+        role: ShareRole,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join a session with a share code (or the link it came in).
+    Join { code: String },
+    /// Show a session: who is in it, its prompts, its state.
+    Show {
+        id: SessionId,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The roles a share link may grant; ownership is not handed out by link.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ShareRole {
+    Viewer,
+    Collaborator,
+}
+
+pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<ExitCode> {
+    match command {
+        SessionCommand::New {
+            repo,
+            prompt,
+            title,
+            json,
+            detach,
+        } => {
+            let body = CreateSession {
+                repo,
+                prompt,
+                title,
+            };
+            let created = client.create_session(&body).await?;
+            let id = &created.session.id;
+            if detach {
+                if json {
+                    println!("{}", serde_json::to_string(&created)?);
+                } else {
+                    println!("{id}");
+                    eprintln!("started; watch it with: kiln session attach {id}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!("session {id} started (Ctrl-C detaches; the session goes on)");
+            follow(client, id, 0, Until::Prompt(created.prompt_id), json).await
+        }
+        SessionCommand::Attach {
+            id,
+            after_seq,
+            json,
+            follow: forever,
+        } => {
+            let until = if forever { Until::Forever } else { Until::Idle };
+            follow(client, &id, after_seq, until, json).await
+        }
+        SessionCommand::Send {
+            id,
+            text,
+            wait,
+            json,
+        } => {
+            let accepted = client.send_prompt(&id, &text).await?;
+            if !wait {
+                println!("{}", accepted.prompt_id);
+                return Ok(ExitCode::SUCCESS);
+            }
+            // From the `prompt_queued` event on: what runs before it shows, as it would live.
+            let after = accepted.seq.saturating_sub(1);
+            follow(client, &id, after, Until::Prompt(accepted.prompt_id), json).await
+        }
+        SessionCommand::Stop { id, clear_queue } => {
+            client.stop(&id, clear_queue).await?;
+            let queue = if clear_queue {
+                " and cleared its queue"
+            } else {
+                ""
+            };
+            eprintln!("stopped {id}{queue}");
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionCommand::Ls { json } => {
+            let sessions = client.sessions().await?;
+            if json {
+                println!("{}", serde_json::to_string(&sessions)?);
+            } else {
+                print!("{}", sessions_table(&sessions, now_ms()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionCommand::Share { id, role, json } => {
+            let role = match role {
+                ShareRole::Viewer => Role::Viewer,
+                ShareRole::Collaborator => Role::Collaborator,
+            };
+            let share = client.create_share(&id, role).await?;
+            if json {
+                println!("{}", serde_json::to_string(&share)?);
+            } else {
+                println!("{}", share.code);
+                eprintln!(
+                    "anyone with this code joins {id} as {}:\n  kiln session join {}\n  or \
+                     POST {}{} with their token",
+                    share.role,
+                    share.code,
+                    client.base_url(),
+                    share.path
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionCommand::Join { code } => {
+            let session = client.join(share_code(&code)).await?;
+            println!(
+                "joined {} as {}: {} ({})",
+                session.id, session.role, session.title, session.repo
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionCommand::Show { id, json } => {
+            let detail = client.session(&id).await?;
+            if json {
+                println!("{}", serde_json::to_string(&detail)?);
+            } else {
+                print!("{}", describe(&detail, now_ms()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The code out of what someone pasted: the code itself, a `/api/join/CODE` path or a full link.
+fn share_code(text: &str) -> &str {
+    let text = text.trim().trim_end_matches('/');
+    text.rsplit_once("/join/").map_or(text, |(_, code)| code)
+}
+
+fn state_word(state: &SessionState) -> &'static str {
+    match state {
+        SessionState::Working => "working",
+        SessionState::Idle => "idle",
+        SessionState::Closed => "closed",
+    }
+}
+
+fn sessions_table(sessions: &[SessionSummary], now_ms: i64) -> String {
+    let mut rows = vec![row([
+        "ID", "STATE", "ROLE", "REPO", "CREATED", "BY", "TITLE",
+    ])];
+    rows.extend(sessions.iter().map(|s| {
+        let ago = ago(now_ms, s.created_at_ms);
+        let state = state_word(&s.state);
+        row([
+            s.id.as_str(),
+            state,
+            s.role.as_str(),
+            &s.repo,
+            &ago,
+            &s.created_by.name,
+            &s.title,
+        ])
+    }));
+    table(&rows)
+}
+
+fn describe(detail: &SessionDetail, now_ms: i64) -> String {
+    let s = &detail.summary;
+    let mut out = format!("{}  {}\n", s.id, s.title);
+    let sandbox = detail.sandbox.map_or("none".to_string(), |state| {
+        serde_json::to_value(state).map_or(String::new(), |v| v.as_str().unwrap_or("").into())
+    });
+    out.push_str(&table(&[
+        row(["  repo", &s.repo]),
+        row(["  state", state_word(&s.state)]),
+        row(["  you are", s.role.as_str()]),
+        row([
+            "  created",
+            &format!("{} by {}", ago(now_ms, s.created_at_ms), s.created_by.name),
+        ]),
+        row(["  delivery", detail.delivery.as_str()]),
+        row(["  sandbox", &sandbox]),
+        row(["  events", &detail.head_seq.to_string()]),
+    ]));
+    out.push_str("participants:\n");
+    for p in &detail.participants {
+        out.push_str(&format!("  {} ({})\n", p.user.name, p.role));
+    }
+    out.push_str("prompts:\n");
+    let rows: Vec<Vec<String>> = detail
+        .prompts
+        .iter()
+        .map(|p| {
+            let text = super::render::clip(p.text.lines().next().unwrap_or(""), 60);
+            row(["", p.id.as_str(), p.status.as_str(), &p.author.name, &text])
+        })
+        .collect();
+    out.push_str(&table(&rows));
+    out
+}
+
+fn now_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    since.as_millis() as i64
+}
+
+/// "3m ago"; exact enough for a listing, and free of time zones.
+fn ago(now_ms: i64, then_ms: i64) -> String {
+    let secs = (now_ms - then_ms).max(0) / 1000;
+    match secs {
+        s if s < 60 => format!("{s}s ago"),
+        s if s < 3600 => format!("{}m ago", s / 60),
+        s if s < 86_400 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_codes_come_out_of_links() {
+        assert_eq!(share_code("abc123"), "abc123");
+        assert_eq!(share_code("/api/join/abc123"), "abc123");
+        assert_eq!(share_code(" http://kiln:7800/api/join/abc123/ "), "abc123");
+    }
+
+    #[test]
+    fn ages_are_coarse() {
+        assert_eq!(ago(61_000, 0), "1m ago");
+        assert_eq!(ago(0, 5_000), "0s ago");
+        assert_eq!(ago(3 * 86_400_000, 0), "3d ago");
+    }
+}
