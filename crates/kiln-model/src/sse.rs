@@ -219,7 +219,7 @@ mod tests {
             bytes in prop::collection::vec(any::<u8>(), 0..2000),
             cuts in prop::collection::vec(any::<usize>(), 0..16),
         ) {
-            let whole = feed_chunks(&[bytes.clone()]);
+            let whole = feed_chunks(std::slice::from_ref(&bytes));
             prop_assert_eq!(feed_chunks(&split(&bytes, &cuts)), whole);
         }
     }

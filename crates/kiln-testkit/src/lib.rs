@@ -1,1 +1,7 @@
-//! Test helpers: a fake model server speaking the Anthropic and OpenAI streaming formats, git repos, a running server.
+//! Test helpers shared by kiln's crates (a dev-dependency only): today a fake model server speaking
+//! the Anthropic and OpenAI streaming formats over real HTTP; later a running kiln server and bare
+//! git repositories.
+
+mod fake_model;
+
+pub use fake_model::{FakeModel, FakeToolCall, RecordedRequest, Script, Turn};
