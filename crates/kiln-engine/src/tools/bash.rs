@@ -7,7 +7,7 @@
 //! code. File changes are found by comparing git snapshots (see `git.rs`).
 
 use super::args::parse;
-use super::exec::{Ended, argv, drive, request};
+use super::exec::{Driven, Ended, Step, argv, request};
 use super::output::{HeadTail, OUTPUT_LIMIT, Utf8Stream};
 use super::{MAX_BASH_TIMEOUT, ToolContext, ToolError, ToolResult, ToolUpdate, git, send};
 use kiln_protocol::api::ToolStream;
@@ -73,29 +73,29 @@ pub(crate) async fn bash(
     let mut combined = HeadTail::new(OUTPUT_LIMIT);
     let mut decoders = [Utf8Stream::default(), Utf8Stream::default()];
     let mut streamed = 0usize;
-    let ended = drive(
-        ctx,
-        request(command, ctx.workdir, env, timeout),
-        async |stream, data| {
-            combined.push(data);
-            if streamed >= STREAM_LIMIT {
-                return;
-            }
-            streamed += data.len();
-            let (i, stream) = match stream {
-                OutputStream::Stdout => (0, ToolStream::Stdout),
-                OutputStream::Stderr => (1, ToolStream::Stderr),
-            };
-            let mut chunk = decoders[i].decode(data);
-            if streamed >= STREAM_LIMIT {
-                chunk.push_str("\n[live output stops here; the result keeps the head and tail]\n");
-            }
-            if !chunk.is_empty() {
-                send(ctx, updates, ToolUpdate::Output { stream, chunk }).await;
-            }
-        },
-    )
-    .await?;
+    let mut exec = Driven::start(ctx, request(command, ctx.workdir, env, timeout)).await?;
+    let ended = loop {
+        let (stream, data) = match exec.next(ctx.cancel).await? {
+            Step::Output(stream, data) => (stream, data),
+            Step::Ended(ended) => break ended,
+        };
+        combined.push(&data);
+        if streamed >= STREAM_LIMIT {
+            continue;
+        }
+        streamed += data.len();
+        let (i, stream) = match stream {
+            OutputStream::Stdout => (0, ToolStream::Stdout),
+            OutputStream::Stderr => (1, ToolStream::Stderr),
+        };
+        let mut chunk = decoders[i].decode(&data);
+        if streamed >= STREAM_LIMIT {
+            chunk.push_str("\n[live output stops here; the result keeps the head and tail]\n");
+        }
+        if !chunk.is_empty() {
+            send(ctx, updates, ToolUpdate::Output { stream, chunk }).await;
+        }
+    };
     for (i, stream) in [ToolStream::Stdout, ToolStream::Stderr]
         .into_iter()
         .enumerate()
@@ -111,7 +111,7 @@ pub(crate) async fn bash(
     let output = if combined.is_empty() {
         "(no output)".to_string()
     } else {
-        combined.into_string()
+        combined.into_string().trim_end_matches('\n').to_string()
     };
     Ok(match ended {
         Ended::Cancelled => {

@@ -5,9 +5,11 @@
 //! when the guest is slow; output that arrives meanwhile still reaches the caller.
 
 use super::{ToolContext, ToolError};
-use kiln_sandbox::{CommandLine, ExecEvent, ExecRequest, ExitStatus, OutputStream};
+use kiln_sandbox::{CommandLine, ExecEvent, ExecRequest, ExecStream, ExitStatus, OutputStream};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How long a cancelled exec may take to report its exit after the kill.
 const KILL_WAIT: Duration = Duration::from_millis(800);
@@ -46,43 +48,70 @@ pub(crate) fn argv<S: AsRef<str>>(args: &[S]) -> CommandLine {
     }
 }
 
-/// Runs `request`, handing each output chunk to `on_output` in order, until the process exits
-/// or `ctx.cancel` fires.
-pub(crate) async fn drive(
-    ctx: &ToolContext<'_>,
-    request: ExecRequest,
-    mut on_output: impl AsyncFnMut(OutputStream, &[u8]),
-) -> Result<Ended, ToolError> {
-    let mut stream = ctx.sandbox.exec(request).await?;
-    loop {
-        let event = tokio::select! {
-            event = stream.next() => event?,
-            () = ctx.cancel.cancelled() => break,
-        };
-        match event {
-            None => {
-                return Err(ToolError::Failed(
+/// One step of a running exec.
+#[derive(Debug)]
+pub(crate) enum Step {
+    Output(OutputStream, Vec<u8>),
+    Ended(Ended),
+}
+
+/// A running exec whose events are read one [`Step`] at a time, honouring cancellation.
+///
+/// A loop over steps rather than a callback: an async closure borrowing its arguments makes the
+/// caller's future not `Send` (a compiler limitation), and the agent loop runs tools in tasks.
+#[derive(Debug)]
+pub(crate) struct Driven {
+    stream: ExecStream,
+    /// Set once cancelled and killed: output is still collected until then.
+    kill_deadline: Option<Instant>,
+}
+
+impl Driven {
+    pub(crate) async fn start(
+        ctx: &ToolContext<'_>,
+        request: ExecRequest,
+    ) -> Result<Self, ToolError> {
+        Ok(Driven {
+            stream: ctx.sandbox.exec(request).await?,
+            kill_deadline: None,
+        })
+    }
+
+    /// The next output chunk, or how the exec ended. Call no more after [`Step::Ended`].
+    pub(crate) async fn next(&mut self, cancel: &CancellationToken) -> Result<Step, ToolError> {
+        loop {
+            if let Some(deadline) = self.kill_deadline {
+                // Cancelled: whatever the guest still sends before the deadline is kept.
+                return Ok(
+                    match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                        Ok(Ok(Some(ExecEvent::Output { stream, data }))) => {
+                            Step::Output(stream, data.to_vec())
+                        }
+                        Ok(Ok(Some(ExecEvent::Started { .. }))) => continue,
+                        _ => Step::Ended(Ended::Cancelled),
+                    },
+                );
+            }
+            let event = tokio::select! {
+                event = self.stream.next() => event?,
+                () = cancel.cancelled() => {
+                    if let Err(err) = self.stream.kill().await {
+                        tracing::warn!(%err, "killing a cancelled tool command failed");
+                    }
+                    self.kill_deadline = Some(Instant::now() + KILL_WAIT);
+                    continue;
+                }
+            };
+            return match event {
+                None => Err(ToolError::Failed(
                     "the command ended without an exit status".into(),
-                ));
-            }
-            Some(ExecEvent::Started { .. }) => {}
-            Some(ExecEvent::Output { stream, data }) => on_output(stream, &data).await,
-            Some(ExecEvent::Exited(status)) => return Ok(Ended::Exited(status)),
+                )),
+                Some(ExecEvent::Started { .. }) => continue,
+                Some(ExecEvent::Output { stream, data }) => Ok(Step::Output(stream, data.to_vec())),
+                Some(ExecEvent::Exited(status)) => Ok(Step::Ended(Ended::Exited(status))),
+            };
         }
     }
-    // Cancelled: kill the group, then collect what is still in flight for a short while.
-    if let Err(err) = stream.kill().await {
-        tracing::warn!(%err, "killing a cancelled tool command failed");
-    }
-    let drain = async {
-        while let Ok(Some(event)) = stream.next().await {
-            if let ExecEvent::Output { stream, data } = event {
-                on_output(stream, &data).await;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(KILL_WAIT, drain).await;
-    Ok(Ended::Cancelled)
 }
 
 /// What [`capture`] collected.
@@ -104,22 +133,22 @@ pub(crate) async fn capture(
 ) -> Result<Captured, ToolError> {
     let (mut stdout, mut stderr, mut stdout_cut) = (Vec::new(), Vec::new(), false);
     let env = BTreeMap::from([("LC_ALL".to_string(), "C.UTF-8".to_string())]);
-    let ended = drive(
-        ctx,
-        request(command, cwd, env, timeout),
-        async |stream, data| {
-            let (buf, limit) = match stream {
-                OutputStream::Stdout => (&mut stdout, CAPTURE_LIMIT),
-                OutputStream::Stderr => (&mut stderr, STDERR_LIMIT),
-            };
-            let room = limit.saturating_sub(buf.len());
-            if data.len() > room && stream == OutputStream::Stdout {
-                stdout_cut = true;
-            }
-            buf.extend_from_slice(&data[..room.min(data.len())]);
-        },
-    )
-    .await?;
+    let mut exec = Driven::start(ctx, request(command, cwd, env, timeout)).await?;
+    let ended = loop {
+        let (stream, data) = match exec.next(ctx.cancel).await? {
+            Step::Output(stream, data) => (stream, data),
+            Step::Ended(ended) => break ended,
+        };
+        let (buf, limit) = match stream {
+            OutputStream::Stdout => (&mut stdout, CAPTURE_LIMIT),
+            OutputStream::Stderr => (&mut stderr, STDERR_LIMIT),
+        };
+        let room = limit.saturating_sub(buf.len());
+        if data.len() > room && stream == OutputStream::Stdout {
+            stdout_cut = true;
+        }
+        buf.extend_from_slice(&data[..room.min(data.len())]);
+    };
     match ended {
         Ended::Cancelled => Err(ToolError::Cancelled),
         Ended::Exited(status) if status.timed_out => Err(ToolError::Failed(format!(

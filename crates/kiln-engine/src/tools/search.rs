@@ -173,8 +173,16 @@ pub(crate) async fn grep(ctx: &ToolContext<'_>, input: &Value) -> Result<ToolRes
             Some((cut, _)) => format!("{file}:{}…", &rest[..cut]),
             None => format!("{file}:{rest}"),
         };
-        matches.push(line);
+        let number: u64 = rest
+            .split(':')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        matches.push((file.to_string(), number, line));
     }
+    // grep walks directories in disk order; sorted output is stable and easier to read.
+    matches.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut matches: Vec<String> = matches.into_iter().map(|(_, _, line)| line).collect();
     if matches.is_empty() {
         return Ok(ToolResult::ok(format!(
             "No matches for `{}` in {shown_root}",
