@@ -210,10 +210,20 @@ async fn a_cut_stream_ends_in_stream_cut() {
         .await;
         assert_eq!(error, Some(ModelError::StreamCut), "{provider}: {events:?}");
         assert!(error.unwrap().is_retryable());
+        let text = text_of(&events);
+        assert!(
+            !text.is_empty() && "one two three four".starts_with(&text),
+            "{provider}: the events before the cut arrived: {text:?}"
+        );
         assert!(
             !events
                 .iter()
                 .any(|e| matches!(e, StreamEvent::Finished { .. }))
+        );
+        assert_eq!(
+            fake.requests().len(),
+            1,
+            "{provider}: the cut came after the headers: no retry"
         );
     }
 }
