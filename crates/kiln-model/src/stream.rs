@@ -12,6 +12,9 @@ use futures_util::{Stream, StreamExt};
 use crate::sse::{SseEvent, SseParser};
 use crate::{ModelError, ProviderKind, StreamEvent, anthropic, openai};
 
+/// How long to wait for the end of the body after the last event.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(100);
+
 type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 enum Decoder {
@@ -77,8 +80,19 @@ impl ModelStream {
     }
 
     /// The next event; `None` after `Finished` or an error.
+    ///
+    /// Cancel-safe: dropping the future loses no event, so it can sit in a `select!`.
     pub async fn next(&mut self) -> Option<Result<StreamEvent, ModelError>> {
         loop {
+            if !self.done && matches!(self.pending.front(), Some(Ok(StreamEvent::Finished { .. })))
+            {
+                // Reading the body to its end returns the connection to the pool instead of
+                // closing it; the end normally arrives with the last event. Done before taking
+                // `Finished` from the queue so that cancelling here loses nothing.
+                let drain = async { while let Some(Ok(_)) = self.body.next().await {} };
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+                self.done = true;
+            }
             if let Some(item) = self.pending.pop_front() {
                 if matches!(item, Err(_) | Ok(StreamEvent::Finished { .. })) {
                     self.done = true;

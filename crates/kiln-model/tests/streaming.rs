@@ -327,3 +327,21 @@ async fn slow_chunks_within_the_idle_timeout_are_fine() {
         );
     }
 }
+
+/// Reading the body to its end after the last event lets the next turn reuse the connection.
+#[tokio::test]
+async fn consecutive_turns_reuse_the_connection() {
+    for provider in PROVIDERS {
+        let fake = FakeModel::start().await;
+        let client = client(&fake, provider);
+        for _ in 0..3 {
+            let (_, error) = drain(&mut client.stream(&request("hi")).await.unwrap()).await;
+            assert_eq!(error, None);
+        }
+        let peers: Vec<_> = fake.requests().iter().map(|r| r.peer).collect();
+        assert!(
+            peers.iter().all(|p| *p == peers[0]),
+            "{provider}: {peers:?}"
+        );
+    }
+}

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -62,6 +62,8 @@ pub struct RecordedRequest {
     /// The JSON body, or the raw body as a JSON string when it was not JSON.
     pub body: Value,
     pub received_at: Instant,
+    /// The client's address: the same port on two requests means a reused connection.
+    pub peer: SocketAddr,
 }
 
 impl RecordedRequest {
@@ -103,9 +105,12 @@ impl FakeModel {
             let signal = async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             };
-            if let Err(error) = axum::serve(listener, router)
-                .with_graceful_shutdown(signal)
-                .await
+            if let Err(error) = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(signal)
+            .await
             {
                 tracing::warn!(%error, "FakeModel server failed");
             }
@@ -179,7 +184,7 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn record(&self, path: &str, headers: &HeaderMap, body: &[u8]) {
+    fn record(&self, path: &str, peer: SocketAddr, headers: &HeaderMap, body: &[u8]) {
         let headers = headers
             .iter()
             .map(|(name, value)| {
@@ -196,6 +201,7 @@ impl Shared {
             headers,
             body,
             received_at: Instant::now(),
+            peer,
         };
         self.lock().requests.push(request);
         self.arrived.notify_waiters();
@@ -235,28 +241,34 @@ impl Rejection {
 
 async fn anthropic_messages(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(Wire::Anthropic, "/v1/messages", &shared, &headers, &body)
+    handle(Wire::Anthropic, &shared, peer, &headers, &body)
 }
 
 async fn openai_chat_completions(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(
-        Wire::OpenAi,
-        "/v1/chat/completions",
-        &shared,
-        &headers,
-        &body,
-    )
+    handle(Wire::OpenAi, &shared, peer, &headers, &body)
 }
 
-fn handle(wire: Wire, path: &str, shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
-    shared.record(path, headers, body);
+fn handle(
+    wire: Wire,
+    shared: &Shared,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let path = match wire {
+        Wire::Anthropic => "/v1/messages",
+        Wire::OpenAi => "/v1/chat/completions",
+    };
+    shared.record(path, peer, headers, body);
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let checked = match wire {
         Wire::Anthropic => anthropic::check(headers, body, &shared.api_key),
