@@ -308,3 +308,69 @@ fn is_loopback(url: &Url) -> bool {
         None => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_messages_from_the_usual_error_shapes() {
+        let anthropic = r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: too big"}}"#;
+        assert_eq!(
+            provider_message(anthropic).as_deref(),
+            Some("max_tokens: too big")
+        );
+        let openai =
+            r#"{"error":{"message":"model not found","type":"invalid_request_error","code":null}}"#;
+        assert_eq!(provider_message(openai).as_deref(), Some("model not found"));
+        assert_eq!(
+            provider_message(r#"{"error":"no such model"}"#).as_deref(),
+            Some("no such model")
+        );
+        assert_eq!(
+            provider_message(r#"{"detail":"Not Found"}"#).as_deref(),
+            Some("Not Found")
+        );
+        assert_eq!(provider_message("<html>bad gateway</html>"), None);
+    }
+
+    #[test]
+    fn a_2xx_that_is_not_a_stream() {
+        let error = unexpected_body(
+            "application/json",
+            r#"{"error":{"message":"quota","type":"insufficient_quota"}}"#,
+        );
+        assert_eq!(
+            error,
+            ModelError::Api {
+                kind: "insufficient_quota".into(),
+                message: "quota".into()
+            }
+        );
+        let error = unexpected_body("application/json", r#"{"choices":[]}"#);
+        assert!(
+            matches!(&error, ModelError::Malformed(m) if m.contains("support streaming")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn local_hosts_skip_the_proxy() {
+        for (url, local) in [
+            ("http://localhost:11434/v1", true),
+            ("http://127.0.0.1:8000/v1", true),
+            ("http://[::1]:8000/v1", true),
+            ("https://api.anthropic.com", false),
+        ] {
+            assert_eq!(is_loopback(&Url::parse(url).unwrap()), local, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_a_header_is_refused_up_front() {
+        let mut config = ModelConfig::new(ProviderKind::Anthropic, "m");
+        config.api_key = Some("sk-\nbroken".to_string().into());
+        let error = ModelClient::new(config).unwrap_err();
+        assert!(error.to_string().contains("ANTHROPIC_API_KEY"), "{error}");
+    }
+}
