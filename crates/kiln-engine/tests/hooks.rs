@@ -4,44 +4,14 @@
 mod common;
 
 use common::hook_context;
+use common::hooks::{Always, Cached, Hangs, assert_gone, chain, hook, pre_tool, script};
 use kiln_engine::hooks::{
-    CommandHook, Hook, HookConfig, HookContext, HookDecision, HookEvent, HookEventKind,
-    HookOutcome, Hooks, Matcher,
+    CommandHook, HookConfig, HookDecision, HookEvent, HookEventKind, Hooks, Matcher,
 };
 use serde_json::{Value, json};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Writes an executable `/bin/sh` script.
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path
-}
-
-fn hook(event: HookEventKind, path: &Path) -> CommandHook {
-    CommandHook::new(event, vec![path.to_string_lossy().into_owned()]).unwrap()
-}
-
-fn chain(hooks: Vec<CommandHook>) -> Hooks {
-    Hooks::new(
-        hooks
-            .into_iter()
-            .map(|h| Arc::new(h) as Arc<dyn Hook>)
-            .collect(),
-    )
-}
-
-fn pre_tool(tool: &str, input: Value) -> HookEvent {
-    HookEvent::PreToolUse {
-        tool_name: tool.into(),
-        tool_input: input,
-        tool_use_id: "toolu_1".into(),
-    }
-}
 
 #[tokio::test]
 async fn exit_2_blocks_with_stderr_as_the_reason() {
@@ -191,33 +161,6 @@ async fn updated_input_is_what_later_hooks_see() {
     assert!(combined.blocked.is_none());
     let seen: Value = serde_json::from_slice(&std::fs::read(seen).unwrap()).unwrap();
     assert_eq!(seen["tool_input"], json!({"command": "ls -la"}));
-}
-
-/// A built-in hook that answers `read_file` calls itself.
-#[derive(Debug)]
-struct Cached;
-
-#[async_trait::async_trait]
-impl Hook for Cached {
-    fn name(&self) -> &str {
-        "cache"
-    }
-    fn matches(&self, event: &HookEvent) -> bool {
-        event.tool_name() == Some("read_file")
-    }
-    async fn call(&self, _ctx: &HookContext, _event: &HookEvent) -> HookOutcome {
-        HookOutcome {
-            decisions: vec![
-                HookDecision::Substitute {
-                    result: "1\tcached".into(),
-                },
-                HookDecision::AddContext {
-                    text: "served from cache".into(),
-                },
-            ],
-            error: None,
-        }
-    }
 }
 
 #[tokio::test]
@@ -399,62 +342,6 @@ async fn background_children_cannot_hold_a_finished_hook_open() {
     );
     assert_eq!(combined, Default::default());
     assert_gone(&pid_file).await;
-}
-
-/// The process whose pid is in `pid_file` is gone (or a zombie nobody reaped yet).
-async fn assert_gone(pid_file: &Path) {
-    let pid = std::fs::read_to_string(pid_file).unwrap();
-    for _ in 0..40 {
-        match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
-            Err(_) => return,
-            Ok(stat)
-                if stat
-                    .rsplit(')')
-                    .next()
-                    .is_some_and(|s| s.trim_start().starts_with('Z')) =>
-            {
-                return;
-            }
-            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-    panic!("process {} survived its hook", pid.trim());
-}
-
-/// A built-in hook that always decides the same, or never answers.
-#[derive(Debug)]
-struct Always(HookDecision);
-
-#[async_trait::async_trait]
-impl Hook for Always {
-    fn name(&self) -> &str {
-        "always"
-    }
-    fn matches(&self, _event: &HookEvent) -> bool {
-        true
-    }
-    async fn call(&self, _ctx: &HookContext, _event: &HookEvent) -> HookOutcome {
-        HookOutcome::decide(self.0.clone())
-    }
-}
-
-#[derive(Debug)]
-struct Hangs;
-
-#[async_trait::async_trait]
-impl Hook for Hangs {
-    fn name(&self) -> &str {
-        "hangs"
-    }
-    fn matches(&self, _event: &HookEvent) -> bool {
-        true
-    }
-    async fn call(&self, _ctx: &HookContext, _event: &HookEvent) -> HookOutcome {
-        std::future::pending().await
-    }
-    fn time_limit(&self) -> Duration {
-        Duration::from_millis(200)
-    }
 }
 
 #[tokio::test]

@@ -126,12 +126,12 @@ fn match_at(
             }
         }
         Some('?') => ti < t.len() && t[ti] != '/' && match_at(p, t, pi + 1, ti + 1, failed),
-        Some('[') => match class(p, pi + 1) {
-            Some((set, negated, next)) => {
+        Some('[') => match Class::parse(p, pi + 1) {
+            Some(class) => {
                 ti < t.len()
                     && t[ti] != '/'
-                    && (in_class(&set, t[ti]) != negated)
-                    && match_at(p, t, next, ti + 1, failed)
+                    && class.contains(t[ti])
+                    && match_at(p, t, class.end, ti + 1, failed)
             }
             // An unclosed `[` is a literal.
             None => t.get(ti) == Some(&'[') && match_at(p, t, pi + 1, ti + 1, failed),
@@ -144,31 +144,46 @@ fn match_at(
     matched
 }
 
-/// Parses a class starting after `[`: its ranges, whether negated, and where the pattern goes on.
-fn class(p: &[char], mut i: usize) -> Option<(Vec<(char, char)>, bool, usize)> {
-    let negated = matches!(p.get(i), Some('!' | '^'));
-    if negated {
-        i += 1;
-    }
-    let mut set = Vec::new();
-    let start = i;
-    while let Some(&c) = p.get(i) {
-        if c == ']' && i > start {
-            return Some((set, negated, i + 1));
-        }
-        if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|&end| end != ']') {
-            set.push((c, p[i + 2]));
-            i += 3;
-        } else {
-            set.push((c, c));
-            i += 1;
-        }
-    }
-    None
+/// A `[...]` class.
+struct Class {
+    ranges: Vec<(char, char)>,
+    negated: bool,
+    /// Where the pattern goes on after the closing `]`.
+    end: usize,
 }
 
-fn in_class(set: &[(char, char)], c: char) -> bool {
-    set.iter().any(|&(lo, hi)| lo <= c && c <= hi)
+impl Class {
+    /// Parses a class starting after `[`; `None` when it is not closed.
+    fn parse(p: &[char], mut i: usize) -> Option<Class> {
+        let negated = matches!(p.get(i), Some('!' | '^'));
+        if negated {
+            i += 1;
+        }
+        let mut ranges = Vec::new();
+        let start = i;
+        while let Some(&c) = p.get(i) {
+            // A `]` right at the start is a member, as in shells.
+            if c == ']' && i > start {
+                return Some(Class {
+                    ranges,
+                    negated,
+                    end: i + 1,
+                });
+            }
+            if p.get(i + 1) == Some(&'-') && p.get(i + 2).is_some_and(|&end| end != ']') {
+                ranges.push((c, p[i + 2]));
+                i += 3;
+            } else {
+                ranges.push((c, c));
+                i += 1;
+            }
+        }
+        None
+    }
+
+    fn contains(&self, c: char) -> bool {
+        self.ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != self.negated
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod hooks;
+
 use kiln_core::{PromptId, SessionId, UserId};
 use kiln_engine::hooks::HookContext;
 use kiln_engine::tools::{self, ToolCall, ToolContext, ToolResult, ToolUpdate};
