@@ -248,6 +248,10 @@ async fn list_files_globs_sorts_and_skips_git() {
     assert_eq!(under.ok(), "src/main.rs");
     let none = call(&sandbox, "list_files", json!({"pattern": "*.py"})).await;
     assert_eq!(none.ok(), "No files matching `*.py` under .");
+    let absent = call(&sandbox, "list_files", json!({"path": "nowhere"})).await;
+    assert_eq!(absent.err(), "nowhere does not exist");
+    let file = call(&sandbox, "list_files", json!({"path": "README.md"})).await;
+    assert!(file.err().starts_with("README.md is not a directory"));
 
     ok(
         &sandbox,

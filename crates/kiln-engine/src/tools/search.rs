@@ -6,8 +6,10 @@
 
 use super::args::{display, parse, resolve};
 use super::exec::{argv, capture};
+use super::files::guest_error;
 use super::glob::Glob;
 use super::{ToolContext, ToolError, ToolResult};
+use kiln_protocol::guest::FileKind;
 use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
@@ -58,6 +60,15 @@ pub(crate) async fn list_files(
         args.path.as_deref().unwrap_or("."),
     )?;
     let shown_root = display(ctx.workdir, &root);
+    let stat = ctx.sandbox.guest().stat(&root).await;
+    match stat.map_err(|err| guest_error(err, &shown_root))? {
+        stat if stat.kind == FileKind::Dir => {}
+        _ => {
+            return Err(ToolError::Failed(format!(
+                "{shown_root} is not a directory; `path` names the directory to list"
+            )));
+        }
+    }
     let find = argv(&[
         "find", ".", "-name", ".git", "-prune", "-o", "(", "-type", "f", "-o", "-type", "l", ")",
         "-print0",
