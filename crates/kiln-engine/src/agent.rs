@@ -131,11 +131,14 @@ impl<'a> PromptRun<'a> {
                 },
             )
             .await;
-        if let Some(reason) = submit.blocked {
-            return Err(Failure(format!("a hook refused this prompt: {reason}")));
+        if let Some(blocked) = submit.blocked {
+            return Err(Failure(format!(
+                "the hook {} refused this prompt: {}",
+                blocked.hook, blocked.reason
+            )));
         }
         let mut text = self.prompt.text.clone();
-        if let Some(context) = submit.context {
+        if let Some(context) = submit.context_text() {
             text.push_str("\n\n");
             text.push_str(&context);
         }
@@ -194,7 +197,7 @@ impl<'a> PromptRun<'a> {
                     .hooks
                     .run(&self.hook_context(), &HookEvent::Stop { stop_hook_active })
                     .await;
-                match stop.blocked {
+                match stop.blocked.map(|b| b.reason) {
                     Some(reason) if !stop_hook_active => {
                         stop_hook_active = true;
                         self.push(
@@ -365,7 +368,8 @@ impl<'a> PromptRun<'a> {
                 },
             )
             .await;
-        let (mut content, is_error, outcome) = if let Some(reason) = pre.blocked {
+        let pre_context = pre.context_text();
+        let (mut content, is_error, outcome) = if let Some(reason) = pre.blocked.map(|b| b.reason) {
             (
                 format!("blocked by a hook: {reason}"),
                 true,
@@ -389,7 +393,7 @@ impl<'a> PromptRun<'a> {
             };
             (result.content, result.is_error, outcome)
         };
-        if let Some(context) = pre.context {
+        if let Some(context) = pre_context {
             content.push_str("\n\n");
             content.push_str(&context);
         }
@@ -407,7 +411,10 @@ impl<'a> PromptRun<'a> {
                     },
                 )
                 .await;
-            for extra in [post.blocked, post.context].into_iter().flatten() {
+            for extra in [post.blocked.as_ref().map(|b| b.reason.clone()), post.context_text()]
+                .into_iter()
+                .flatten()
+            {
                 content.push_str("\n\n");
                 content.push_str(&extra);
             }
@@ -435,7 +442,7 @@ impl<'a> PromptRun<'a> {
             cancel: &self.cancel,
             bash_timeout: self.inner.config.bash_timeout,
         };
-        let run = tools::run(&ctx, call, tx);
+        let run = tools::run(&ctx, call, &tx);
         tokio::pin!(run);
         let result = loop {
             tokio::select! {

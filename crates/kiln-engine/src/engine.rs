@@ -67,7 +67,8 @@ impl Engine {
                 .hooks
                 .iter()
                 .map(|h| h.build())
-                .collect::<Vec<Arc<dyn Hook>>>(),
+                .collect::<Result<Vec<Arc<dyn Hook>>, _>>()
+                .map_err(|e| Error::Invalid(format!("hook configuration: {e}")))?,
         );
         let workspaces = Workspaces {
             data_dir,

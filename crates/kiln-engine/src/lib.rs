@@ -1,1 +1,21 @@
-//! Session actors, the agent loop, tools and hooks.
+//! Session actors, the agent loop, tools and hooks: everything that makes a session work, and
+//! nothing about HTTP (the server calls [`Engine`]; the engine never imports axum).
+//!
+//! A session is an actor ([`session`]) with a durable queue in its SQLite log; its worker runs
+//! one prompt at a time through the agent loop ([`agent`]), whose tools ([`tools`]) run in the
+//! session's sandbox and pass through the hooks ([`hooks`]).
+
+mod agent;
+mod config;
+mod engine;
+mod error;
+pub mod hooks;
+mod host;
+mod session;
+pub mod tools;
+mod workspace;
+
+pub use config::{EngineConfig, PromptLimits};
+pub use engine::Engine;
+pub use error::{Error, Result};
+pub use workspace::WORKDIR;

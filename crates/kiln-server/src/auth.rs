@@ -15,17 +15,17 @@ use kiln_protocol::api::{User, UserRef};
 
 /// The authenticated user of a request.
 #[derive(Debug, Clone)]
-pub struct Caller(pub User);
+pub(crate) struct Caller(pub User);
 
 impl Caller {
-    pub fn user_ref(&self) -> UserRef {
+    pub(crate) fn user_ref(&self) -> UserRef {
         UserRef {
             id: self.0.id.clone(),
             name: self.0.name.clone(),
         }
     }
 
-    pub fn require_admin(&self) -> Result<(), Error> {
+    pub(crate) fn require_admin(&self) -> Result<(), Error> {
         if self.0.admin {
             Ok(())
         } else {
@@ -35,7 +35,7 @@ impl Caller {
 
     /// The caller's role in a session. Strangers get the same 404 as for a session that does
     /// not exist, so ids cannot be probed.
-    pub async fn role_in(&self, state: &AppState, session: &SessionId) -> Result<Role, Error> {
+    pub(crate) async fn role_in(&self, state: &AppState, session: &SessionId) -> Result<Role, Error> {
         state
             .store
             .role_of(session, &self.0.id)
@@ -44,7 +44,7 @@ impl Caller {
     }
 }
 
-pub const COOKIE: &str = "kiln_token";
+pub(crate) const COOKIE: &str = "kiln_token";
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;

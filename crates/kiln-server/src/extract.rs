@@ -8,16 +8,16 @@ use axum::extract::{FromRequest, FromRequestParts};
 /// `Json<T>` with a 400 naming the problem ("unknown field `x`", "missing field `repo`").
 #[derive(Debug, FromRequest)]
 #[from_request(via(axum::Json), rejection(Error))]
-pub struct Json<T>(pub T);
+pub(crate) struct Json<T>(pub(crate) T);
 
 /// `Path<T>`; a path that does not parse names nothing that exists, so it is a 404.
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(Error))]
-pub struct Path<T>(pub T);
+pub(crate) struct Path<T>(pub(crate) T);
 
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(Error))]
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub(crate) T);
 
 impl From<JsonRejection> for Error {
     fn from(rejection: JsonRejection) -> Self {

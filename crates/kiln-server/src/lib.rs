@@ -104,13 +104,13 @@ async fn openapi() -> impl IntoResponse {
 
 #[derive(Debug, Deserialize)]
 struct LoginQuery {
-    token: String,
+    token: Option<String>,
 }
 
 /// The link `kiln up` prints: checks the token, keeps it in an HttpOnly cookie, and goes home,
 /// so the token leaves the address bar (and the browser history) at once.
-async fn login(State(state): State<AppState>, query: Option<Query<LoginQuery>>) -> Response {
-    let Some(Query(LoginQuery { token })) = query else {
+async fn login(State(state): State<AppState>, Query(query): Query<LoginQuery>) -> Response {
+    let Some(token) = query.token else {
         return Error::BadRequest("open the login link `kiln up` printed (it carries ?token=)".into())
             .into_response();
     };

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 #[derive(Debug, Clone, Default)]
-pub struct Presence {
+pub(crate) struct Presence {
     inner: Arc<Mutex<HashMap<SessionId, Room>>>,
 }
 
@@ -23,7 +23,7 @@ struct Room {
 
 /// Leaves the room when dropped (the socket closed).
 #[derive(Debug)]
-pub struct Guard {
+pub(crate) struct Guard {
     presence: Presence,
     session: SessionId,
     user: UserRef,
@@ -31,7 +31,7 @@ pub struct Guard {
 
 impl Presence {
     /// Joins a session's room; tells the others if this is the user's first client there.
-    pub fn join(&self, session: &SessionId, user: &UserRef) -> (Guard, broadcast::Receiver<Ephemeral>) {
+    pub(crate) fn join(&self, session: &SessionId, user: &UserRef) -> (Guard, broadcast::Receiver<Ephemeral>) {
         let mut rooms = self.inner.lock().expect("presence lock");
         let room = rooms.entry(session.clone()).or_insert_with(|| Room {
             tx: broadcast::channel(64).0,
@@ -51,19 +51,10 @@ impl Presence {
         (guard, rx)
     }
 
-    pub fn send(&self, session: &SessionId, event: Ephemeral) {
+    pub(crate) fn send(&self, session: &SessionId, event: Ephemeral) {
         if let Some(room) = self.inner.lock().expect("presence lock").get(session) {
             let _ = room.tx.send(event);
         }
-    }
-
-    /// Users with at least one open socket on the session.
-    pub fn present(&self, session: &SessionId) -> Vec<UserId> {
-        let rooms = self.inner.lock().expect("presence lock");
-        rooms
-            .get(session)
-            .map(|room| room.clients.keys().cloned().collect())
-            .unwrap_or_default()
     }
 }
 

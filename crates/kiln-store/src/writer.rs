@@ -132,6 +132,19 @@ impl<'a> SessionWriter<'a> {
         Ok(())
     }
 
+    /// Replaces the newest message of the conversation (insert mode adds a late prompt to the
+    /// user message the model has not seen yet, so user and assistant keep alternating).
+    pub fn replace_last_message(&mut self, message: &serde_json::Value) -> Result<()> {
+        let changed = self.tx.execute(
+            "UPDATE messages SET message = ?1 WHERE rowid = (SELECT max(rowid) FROM messages)",
+            params![serde_json::to_string(message)?],
+        )?;
+        if changed == 0 {
+            return Err(Error::NotFound("a message to replace".into()));
+        }
+        Ok(())
+    }
+
     pub fn set_delivery_mode(&mut self, mode: DeliveryMode) -> Result<()> {
         self.tx.execute(
             "INSERT INTO settings (key, value) VALUES ('delivery', ?1)

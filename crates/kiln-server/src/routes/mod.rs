@@ -1,9 +1,9 @@
 //! Route handlers, one module per resource, and the OpenAPI document built from them.
 
-pub mod repos;
-pub mod sessions;
-pub mod users;
-pub mod ws;
+pub(crate) mod repos;
+pub(crate) mod sessions;
+pub(crate) mod users;
+pub(crate) mod ws;
 
 use utoipa::OpenApi;
 
@@ -24,4 +24,4 @@ use utoipa::OpenApi;
         kiln_protocol::api::ClientFrame, kiln_protocol::api::Ephemeral,
     ))
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;

@@ -14,7 +14,7 @@ use kiln_protocol::api::{CreateRepo, Repo};
 #[utoipa::path(post, path = "/api/repos", tag = "repos", request_body = CreateRepo,
     responses((status = 201, body = Repo), (status = 400, body = kiln_protocol::api::ApiError),
         (status = 403, body = kiln_protocol::api::ApiError), (status = 409, body = kiln_protocol::api::ApiError)))]
-pub async fn create_repo(
+pub(crate) async fn create_repo(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<CreateRepo>,
@@ -24,13 +24,13 @@ pub async fn create_repo(
 }
 
 #[utoipa::path(get, path = "/api/repos", tag = "repos", responses((status = 200, body = Vec<Repo>)))]
-pub async fn list_repos(State(state): State<AppState>, _caller: Caller) -> Result<Json<Vec<Repo>>> {
+pub(crate) async fn list_repos(State(state): State<AppState>, _caller: Caller) -> Result<Json<Vec<Repo>>> {
     Ok(Json(state.store.list_repos().await?))
 }
 
 #[utoipa::path(get, path = "/api/repos/{name}", tag = "repos", params(("name" = String, Path)),
     responses((status = 200, body = Repo), (status = 404, body = kiln_protocol::api::ApiError)))]
-pub async fn get_repo(
+pub(crate) async fn get_repo(
     State(state): State<AppState>,
     _caller: Caller,
     Path(name): Path<String>,

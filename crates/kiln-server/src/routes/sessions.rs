@@ -20,7 +20,7 @@ type ApiError = kiln_protocol::api::ApiError;
 
 #[utoipa::path(post, path = "/api/sessions", tag = "sessions", request_body = CreateSession,
     responses((status = 201, body = SessionCreated), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
-pub async fn create_session(
+pub(crate) async fn create_session(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<CreateSession>,
@@ -31,7 +31,7 @@ pub async fn create_session(
 
 #[utoipa::path(get, path = "/api/sessions", tag = "sessions",
     responses((status = 200, body = Vec<SessionSummary>)))]
-pub async fn list_sessions(
+pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<SessionSummary>>> {
@@ -45,7 +45,7 @@ pub async fn list_sessions(
 
 #[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
     responses((status = 200, body = SessionDetail), (status = 404, body = ApiError)))]
-pub async fn get_session(
+pub(crate) async fn get_session(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<SessionId>,
@@ -70,7 +70,7 @@ async fn detail(state: &AppState, id: &SessionId, role: Role) -> Result<SessionD
 #[utoipa::path(patch, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
     request_body = UpdateSession,
     responses((status = 200, body = SessionDetail), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
-pub async fn update_session(
+pub(crate) async fn update_session(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<SessionId>,
@@ -89,7 +89,7 @@ pub async fn update_session(
 #[utoipa::path(post, path = "/api/sessions/{id}/prompts", tag = "sessions", params(("id" = String, Path)),
     request_body = SendPrompt,
     responses((status = 202, body = PromptAccepted), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
-pub async fn send_prompt(
+pub(crate) async fn send_prompt(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<SessionId>,
@@ -109,25 +109,30 @@ pub async fn send_prompt(
 #[utoipa::path(post, path = "/api/sessions/{id}/stop", tag = "sessions", params(("id" = String, Path)),
     request_body = StopSession,
     responses((status = 204), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
-pub async fn stop_session(
+pub(crate) async fn stop_session(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<SessionId>,
-    body: Option<Json<StopSession>>,
+    body: axum::body::Bytes,
 ) -> Result<StatusCode> {
+    // The body is optional: an empty POST stops without clearing the queue.
+    let body: StopSession = if body.iter().all(u8::is_ascii_whitespace) {
+        StopSession::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("bad stop request: {e}")))?
+    };
     let role = caller.role_in(&state, &id).await?;
     if !role.can_stop() {
         return Err(Error::Forbidden("viewers cannot stop the agent".into()));
     }
-    let clear_queue = body.map(|Json(b)| b.clear_queue).unwrap_or(false);
-    state.engine.stop(&id, &caller.user_ref(), clear_queue).await?;
+    state.engine.stop(&id, &caller.user_ref(), body.clear_queue).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/api/sessions/{id}/shares", tag = "sessions", params(("id" = String, Path)),
     request_body = CreateShare,
     responses((status = 201, body = ShareCreated), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
-pub async fn create_share(
+pub(crate) async fn create_share(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<SessionId>,
@@ -143,7 +148,7 @@ pub async fn create_share(
 
 #[utoipa::path(post, path = "/api/join/{code}", tag = "sessions", params(("code" = String, Path)),
     responses((status = 200, body = SessionSummary), (status = 404, body = ApiError)))]
-pub async fn join(
+pub(crate) async fn join(
     State(state): State<AppState>,
     caller: Caller,
     Path(code): Path<String>,
@@ -158,18 +163,18 @@ pub async fn join(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct EventsQuery {
+pub(crate) struct EventsQuery {
     /// Return events with seq greater than this; 0 for all.
     #[serde(default)]
-    pub after_seq: u64,
+    pub(crate) after_seq: u64,
     /// At most this many (default 500, at most 5,000).
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
 }
 
 #[utoipa::path(get, path = "/api/sessions/{id}/events", tag = "sessions",
     params(("id" = String, Path), EventsQuery),
     responses((status = 200, body = EventsPage), (status = 404, body = ApiError)))]
-pub async fn events(
+pub(crate) async fn events(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<SessionId>,

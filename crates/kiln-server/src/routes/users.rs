@@ -11,14 +11,14 @@ use kiln_protocol::api::{CreateToken, CreateUser, Me, TokenCreated, TokenInfo, U
 
 #[utoipa::path(get, path = "/api/me", tag = "users",
     responses((status = 200, body = Me), (status = 401, body = kiln_protocol::api::ApiError)))]
-pub async fn me(caller: Caller) -> Json<Me> {
+pub(crate) async fn me(caller: Caller) -> Json<Me> {
     Json(Me { user: caller.0 })
 }
 
 #[utoipa::path(post, path = "/api/users", tag = "users", request_body = CreateUser,
     responses((status = 201, body = User), (status = 403, body = kiln_protocol::api::ApiError),
         (status = 409, body = kiln_protocol::api::ApiError)))]
-pub async fn create_user(
+pub(crate) async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<CreateUser>,
@@ -36,14 +36,14 @@ pub async fn create_user(
 
 #[utoipa::path(get, path = "/api/users", tag = "users",
     responses((status = 200, body = Vec<User>), (status = 403, body = kiln_protocol::api::ApiError)))]
-pub async fn list_users(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<User>>> {
+pub(crate) async fn list_users(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<User>>> {
     caller.require_admin()?;
     Ok(Json(state.store.list_users().await?))
 }
 
 #[utoipa::path(post, path = "/api/tokens", tag = "users", request_body = CreateToken,
     responses((status = 201, body = TokenCreated), (status = 403, body = kiln_protocol::api::ApiError)))]
-pub async fn create_token(
+pub(crate) async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<CreateToken>,
@@ -65,7 +65,7 @@ pub async fn create_token(
 
 #[utoipa::path(get, path = "/api/tokens", tag = "users",
     responses((status = 200, body = Vec<TokenInfo>)))]
-pub async fn list_tokens(
+pub(crate) async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<TokenInfo>>> {
@@ -75,7 +75,7 @@ pub async fn list_tokens(
 #[utoipa::path(delete, path = "/api/tokens/{id}", tag = "users",
     params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = kiln_protocol::api::ApiError)))]
-pub async fn revoke_token(
+pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<TokenId>,

@@ -28,20 +28,22 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 const PING_EVERY: Duration = Duration::from_secs(25);
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct WsQuery {
+pub(crate) struct WsQuery {
     /// Replay events with seq greater than this, then stream live ones.
     #[serde(default)]
-    pub after_seq: u64,
-    /// For browsers, which cannot set headers on a WebSocket: the API token.
+    pub(crate) after_seq: u64,
+    /// For browsers, which cannot set headers on a WebSocket: the API token. Read by
+    /// [`crate::auth::Caller`] from the raw query; declared here for the OpenAPI document.
     #[serde(default)]
-    pub token: Option<String>,
+    #[allow(dead_code)]
+    pub(crate) token: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/sessions/{id}/ws", tag = "sessions",
     params(("id" = String, Path), WsQuery),
     responses((status = 101, description = "WebSocket of ServerFrame JSON text messages"),
         (status = 404, body = kiln_protocol::api::ApiError)))]
-pub async fn ws(
+pub(crate) async fn ws(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<SessionId>,
@@ -82,7 +84,11 @@ async fn pump(socket: WebSocket, log: SessionLog, presence: Presence, user: User
                     break;
                 }
             },
-            Some(event) = ephemeral.recv() => Some(frame_text(&ServerFrame::Ephemeral { event })),
+            event = ephemeral.recv() => match event {
+                Ok(event) => Some(frame_text(&ServerFrame::Ephemeral { event })),
+                // Presence is best effort: a client that fell behind skips what it missed.
+                Err(_) => None,
+            },
             incoming = rx.next() => match incoming {
                 Some(Ok(Message::Text(text))) => match ClientFrame::decode(text.as_str()) {
                     Ok(ClientFrame::Typing) => {

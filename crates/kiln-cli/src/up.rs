@@ -1,0 +1,219 @@
+//! `kiln up`: the control plane on this machine — API server, session engine and local
+//! sandboxes — on embedded defaults.
+//!
+//! Configuration resolves once, here: defaults < config file < environment < flags. The file is
+//! `--config`, `$KILN_CONFIG`, or `DATA/kiln.toml` when it exists; unknown keys are an error.
+
+use crate::DataDirArg;
+use anyhow::Context;
+use kiln_engine::{EngineConfig, PromptLimits, hooks::HookConfig};
+use kiln_model::ModelConfig;
+use kiln_sandbox::{LocalConfig, LocalProvider};
+use kiln_server::AppState;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// Address to serve on [default: 127.0.0.1:7800]
+    #[arg(long, env = "KILN_LISTEN")]
+    listen: Option<String>,
+    /// A TOML config file [default: DATA/kiln.toml if it exists]
+    #[arg(long, env = "KILN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+/// The config file. Every key is optional; environment and flags override it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    /// `provider/model`, e.g. `anthropic/claude-sonnet-4-5`; `KILN_MODEL` overrides it.
+    model: Option<String>,
+    #[serde(default)]
+    limits: FileLimits,
+    bash_timeout_secs: Option<u64>,
+    #[serde(default)]
+    hooks: Vec<HookConfig>,
+    /// Host uid sandboxes run as; must not be a real user.
+    sandbox_uid: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_turns: Option<u32>,
+    max_tokens: Option<u64>,
+}
+
+/// Everything `kiln up` runs with.
+#[derive(Debug)]
+struct Resolved {
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    config_file: Option<PathBuf>,
+    sandbox_uid: u32,
+    engine: EngineConfig,
+    /// Why there is no model, when there is none.
+    model_problem: Option<String>,
+}
+
+fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
+    let data_dir = args.data_dir.data_dir.clone();
+    let config_file = args.config.clone().or_else(|| {
+        let default = data_dir.join("kiln.toml");
+        default.is_file().then_some(default)
+    });
+    let file: FileConfig = match &config_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("in config file {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let listen = args
+        .listen
+        .clone()
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:7800".into());
+    let listen: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?} is not an address like 127.0.0.1:7800"))?;
+    let model_name = std::env::var("KILN_MODEL").ok().or(file.model);
+    let (model, model_problem) =
+        match ModelConfig::resolve(model_name.as_deref(), |key| std::env::var(key).ok()) {
+            Ok(Some(model)) => (Some(model), None),
+            Ok(None) => (None, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+    let defaults = EngineConfig::default();
+    let engine = EngineConfig {
+        model,
+        limits: PromptLimits {
+            max_turns: file.limits.max_turns.unwrap_or(defaults.limits.max_turns),
+            max_tokens: file.limits.max_tokens.unwrap_or(defaults.limits.max_tokens),
+        },
+        bash_timeout: file
+            .bash_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.bash_timeout),
+        hooks: file.hooks,
+        git_timeout: defaults.git_timeout,
+    };
+    Ok(Resolved {
+        data_dir,
+        listen,
+        config_file,
+        sandbox_uid: file.sandbox_uid.unwrap_or(900_000),
+        engine,
+        model_problem,
+    })
+}
+
+/// The effective configuration as TOML-like lines; API keys show only whether they are set.
+fn print_config(resolved: &Resolved) {
+    println!("data_dir = {:?}", resolved.data_dir);
+    println!("listen = \"{}\"", resolved.listen);
+    match &resolved.config_file {
+        Some(path) => println!("# config file: {}", path.display()),
+        None => println!("# no config file"),
+    }
+    println!("sandbox_uid = {}", resolved.sandbox_uid);
+    match &resolved.engine.model {
+        Some(model) => {
+            println!("model = \"{}\"", model.display_name());
+            println!("model_base_url = \"{}\"", model.base_url);
+            println!(
+                "model_api_key = \"{}\"",
+                if model.api_key.is_some() { "****" } else { "(none)" }
+            );
+        }
+        None => println!("# model: none — {}", model_hint(resolved)),
+    }
+    println!("bash_timeout_secs = {}", resolved.engine.bash_timeout.as_secs());
+    println!("[limits]");
+    println!("max_turns = {}", resolved.engine.limits.max_turns);
+    println!("max_tokens = {}", resolved.engine.limits.max_tokens);
+    for hook in &resolved.engine.hooks {
+        println!("[[hooks]] # {hook:?}");
+    }
+}
+
+fn model_hint(resolved: &Resolved) -> String {
+    resolved.model_problem.clone().unwrap_or_else(|| {
+        "set KILN_MODEL (e.g. anthropic/claude-sonnet-4-5) and ANTHROPIC_API_KEY, or \
+         KILN_MODEL=openai/gpt-4.1 and OPENAI_API_KEY"
+            .into()
+    })
+}
+
+pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let resolved = resolve(&args)?;
+    if args.print_config {
+        print_config(&resolved);
+        return Ok(());
+    }
+    let data_dir = &resolved.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(resolved.listen)
+        .await
+        .with_context(|| format!("listening on {}", resolved.listen))?;
+    let addr = listener.local_addr()?;
+    let mut sandbox_config = LocalConfig::new(data_dir);
+    sandbox_config.sandbox_uid = resolved.sandbox_uid;
+    let provider = LocalProvider::open(sandbox_config)
+        .await
+        .context("starting the local sandbox provider")?;
+    let store = kiln_store::Store::open(data_dir)
+        .await
+        .context("opening the control database")?;
+    let admin_token = kiln_server::bootstrap(&store, data_dir).await?;
+    if resolved.engine.model.is_none() {
+        eprintln!("warning: {}", model_hint(&resolved));
+    }
+    let engine = kiln_engine::Engine::start(
+        store,
+        Arc::new(provider),
+        data_dir.clone(),
+        resolved.engine,
+    )
+    .await
+    .context("starting the session engine")?;
+    let url = format!("http://{addr}");
+    eprintln!("kiln listening on {url}");
+    match admin_token {
+        Some(token) => eprintln!(
+            "open {url}/login?token={token}\nadmin token: {} (KILN_TOKEN for the CLI)",
+            data_dir.join(kiln_server::ADMIN_TOKEN_FILE).display()
+        ),
+        None => eprintln!("log in with an API token (the admin's is no longer in admin.token)"),
+    }
+    let state = AppState::new(engine.clone());
+    let served = kiln_server::serve(listener, state, shutdown_signal()).await;
+    eprintln!("kiln: stopping sessions");
+    engine.shutdown().await;
+    served.context("serving the API")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+

@@ -1,0 +1,344 @@
+//! A real kiln in the test process: local sandboxes on a fresh data dir, the store, the engine,
+//! and the server on port 0, talking to the fake model server and a bare git repo on disk.
+
+#![allow(dead_code, unreachable_pub)]
+
+use futures_util::{SinkExt, StreamExt};
+use kiln_core::SessionId;
+use kiln_engine::{Engine, EngineConfig};
+use kiln_model::ModelConfig;
+use kiln_protocol::api::{Event, EventEnvelope, ServerFrame};
+use kiln_sandbox::{LocalConfig, LocalProvider, Provider};
+use kiln_store::Store;
+use kiln_testkit::FakeModel;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+pub struct TestApp {
+    pub url: String,
+    pub admin_token: String,
+    pub engine: Engine,
+    pub provider: LocalProvider,
+    pub dir: tempfile::TempDir,
+    pub repo_url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// An anthropic model config pointing at the fake server.
+pub fn fake_model_config(model: &FakeModel) -> ModelConfig {
+    let env = |key: &str| match key {
+        "ANTHROPIC_API_KEY" => Some(model.api_key().to_string()),
+        "ANTHROPIC_BASE_URL" => Some(model.url()),
+        _ => None,
+    };
+    let mut config = ModelConfig::resolve(Some("anthropic/claude-test"), env)
+        .expect("model config")
+        .expect("a model");
+    config.retry.base_delay = Duration::from_millis(50);
+    config
+}
+
+impl TestApp {
+    pub async fn start(model: &FakeModel) -> TestApp {
+        let mut config = EngineConfig::default();
+        config.model = Some(fake_model_config(model));
+        TestApp::with_config(config).await
+    }
+
+    pub async fn with_config(config: EngineConfig) -> TestApp {
+        // Short path (sockets) under /tmp, traversable by the sandbox uid.
+        let dir = tempfile::Builder::new()
+            .prefix("ks-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        let repo_url = make_repo(dir.path());
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let provider = LocalProvider::open(LocalConfig::new(&data))
+            .await
+            .expect("provider");
+        let store = Store::open(&data).await.expect("store");
+        let admin_token = kiln_server::bootstrap(&store, &data)
+            .await
+            .expect("bootstrap")
+            .expect("admin token");
+        let engine = Engine::start(store, Arc::new(provider.clone()), data.clone(), config)
+            .await
+            .expect("engine");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let state = kiln_server::AppState::new(engine.clone());
+        let server = tokio::spawn(async move {
+            kiln_server::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        let app = TestApp {
+            url,
+            admin_token,
+            engine,
+            provider,
+            dir,
+            repo_url,
+            shutdown: Some(tx),
+            server: Some(server),
+        };
+        let repo = app
+            .post(&app.admin_token, "/api/repos", json!({"name": "demo", "url": app.repo_url}))
+            .await;
+        assert_eq!(repo.0, 201, "{}", repo.1);
+        app
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let client = reqwest::Client::new();
+        let mut request = client.request(method, format!("{}{path}", self.url));
+        if !token.is_empty() {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, token, path, None).await
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, token, path, Some(body))
+            .await
+    }
+
+    /// A new user and a token for them.
+    pub async fn user(&self, name: &str) -> (String, String) {
+        let (status, user) = self
+            .post(&self.admin_token, "/api/users", json!({"name": name}))
+            .await;
+        assert_eq!(status, 201, "{user}");
+        let id = user["id"].as_str().unwrap().to_string();
+        let (status, token) = self
+            .post(
+                &self.admin_token,
+                "/api/tokens",
+                json!({"name": "test", "user_id": id}),
+            )
+            .await;
+        assert_eq!(status, 201, "{token}");
+        (id, token["token"].as_str().unwrap().to_string())
+    }
+
+    pub async fn new_session(&self, token: &str, prompt: &str) -> SessionId {
+        let (status, body) = self
+            .post(token, "/api/sessions", json!({"repo": "demo", "prompt": prompt}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["session"]["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn ws(&self, token: &str, session: &SessionId, after_seq: u64) -> Ws {
+        let url = format!(
+            "{}/api/sessions/{session}/ws?after_seq={after_seq}",
+            self.url.replace("http://", "ws://")
+        );
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket");
+        let mut ws = Ws { socket };
+        match ws.frame().await {
+            ServerFrame::Hello { .. } => ws,
+            other => panic!("expected hello, got {other:?}"),
+        }
+    }
+
+    /// Reads the session's events over REST until `done` holds for one of them.
+    pub async fn wait_for(
+        &self,
+        token: &str,
+        session: &SessionId,
+        done: impl Fn(&Event) -> bool,
+    ) -> Vec<EventEnvelope> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let events = self.events(token, session).await;
+            if events.iter().any(|e| done(&e.event)) {
+                return events;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out; events so far: {events:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn events(&self, token: &str, session: &SessionId) -> Vec<EventEnvelope> {
+        let (status, page) = self
+            .get(token, &format!("/api/sessions/{session}/events?limit=5000"))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        serde_json::from_value(page["events"].clone()).unwrap()
+    }
+
+    /// Runs a shell command in the session's sandbox (found by its label).
+    pub async fn sandbox_sh(&self, session: &SessionId, script: &str) -> String {
+        let info = self
+            .provider
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|i| i.spec.labels.get("kiln.session").map(String::as_str) == Some(session.as_str()))
+            .expect("the session has a sandbox");
+        let sandbox = self.provider.attach(&info.id).await.unwrap();
+        let outcome = sandbox
+            .run(kiln_sandbox::ExecRequest {
+                command: kiln_sandbox::CommandLine::Shell { script: script.into() },
+                cwd: Some("/workspace".into()),
+                env: Default::default(),
+                stdin: false,
+                timeout_ms: Some(10_000),
+            })
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&outcome.stdout).into_owned()
+    }
+
+    pub async fn stop(mut self) {
+        self.engine.shutdown().await;
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let provider = self.provider.clone();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    for info in provider.list().await.unwrap_or_default() {
+                        let _ = provider.destroy(&info.id).await;
+                    }
+                });
+            });
+        });
+    }
+}
+
+/// A WebSocket client of one session.
+pub struct Ws {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl Ws {
+    pub async fn frame(&mut self) -> ServerFrame {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(60), self.socket.next())
+                .await
+                .expect("a frame within 60 s")
+                .expect("socket open")
+                .expect("frame");
+            if let Message::Text(text) = message {
+                return serde_json::from_str(text.as_str()).expect("a valid server frame");
+            }
+        }
+    }
+
+    /// Events until (and including) the first for which `done` holds; ephemeral frames skipped.
+    pub async fn events_until(&mut self, done: impl Fn(&Event) -> bool) -> Vec<EventEnvelope> {
+        let mut events = Vec::new();
+        loop {
+            if let ServerFrame::Event(envelope) = self.frame().await {
+                let stop = done(&envelope.event);
+                events.push(envelope);
+                if stop {
+                    return events;
+                }
+            }
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+/// A bare repo with a README, a source file and AGENTS.md; returns its path as URL.
+pub fn make_repo(dir: &Path) -> String {
+    let work = dir.join("src-repo");
+    std::fs::create_dir_all(work.join("src")).unwrap();
+    std::fs::write(work.join("README.md"), "# demo\n\nA demo repository.\n").unwrap();
+    std::fs::write(work.join("src/lib.rs"), "pub fn answer() -> u32 {\n    41\n}\n").unwrap();
+    std::fs::write(work.join("AGENTS.md"), "Run `cargo test` before finishing.\n").unwrap();
+    let git = |args: &[&str], cwd: &Path| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(cwd)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    git(&["init", "-q", "-b", "main"], &work);
+    git(&["add", "."], &work);
+    git(&["commit", "-q", "-m", "initial"], &work);
+    let bare = dir.join("demo.git");
+    git(
+        &["clone", "-q", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()],
+        dir,
+    );
+    bare.to_string_lossy().into_owned()
+}
+
+pub fn is_finished(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::PromptFinished { .. } | Event::PromptCancelled { .. }
+    )
+}
