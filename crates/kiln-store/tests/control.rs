@@ -64,7 +64,7 @@ async fn tokens_authenticate_until_revoked_and_only_hashes_are_stored() {
         "the token itself is on disk"
     );
     assert!(
-        !contains(&on_disk, token[5..].as_bytes()),
+        !contains(&on_disk, &token.as_bytes()[5..]),
         "the token's hex is on disk"
     );
     assert!(
