@@ -38,7 +38,8 @@ impl StoredEvent {
 
 /// A handle to one open session DB. Cheap to clone; the store hands out one shared instance per
 /// session while any handle is alive, and closes the DB when the last handle (and the last
-/// subscription's pending read) is gone.
+/// subscription's pending read) is gone. Closing checkpoints the WAL, which takes a moment of
+/// IO on whichever thread drops the last handle; sessions are closed rarely enough for that.
 #[derive(Clone)]
 pub struct SessionLog {
     inner: Arc<LogInner>,
@@ -130,6 +131,9 @@ impl SessionLog {
     /// get the next seqs and `at_ms = now`; after COMMIT (durable) they are broadcast to
     /// subscribers in seq order, and returned. If `f` or the commit fails, the transaction rolls
     /// back, nothing is broadcast and the seq does not advance.
+    ///
+    /// `f` runs on a blocking thread while it holds the session's connection: keep it to
+    /// database work (no waiting on the network or on other sessions).
     pub async fn write<T, F>(&self, f: F) -> Result<(T, Vec<Arc<StoredEvent>>)>
     where
         T: Send + 'static,

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 ///
 /// One process owns a data directory: session logs cache their head seq in memory, so a second
 /// process appending to the same session would fail on the seq primary key rather than corrupt
-/// the log, but it would fail. The server is expected to hold a lock on the data dir.
+/// the log, but it would fail. The server is expected to hold a lock on the data dir. For the
+/// same reason a process opens one `Store` per data dir and clones it.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
