@@ -109,6 +109,7 @@ impl Workspaces {
         let branch = format!("kiln/{session}");
         let script = format!(
             "set -e\n\
+             git config --global --add safe.directory /kiln/repo.git\n\
              git clone --quiet --shared --branch {default} /kiln/repo.git {WORKDIR} 2>&1\n\
              cd {WORKDIR}\n\
              git checkout --quiet -b {branch}\n\

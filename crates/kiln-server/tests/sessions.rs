@@ -41,7 +41,7 @@ async fn a_prompt_runs_tools_in_the_sandbox_and_every_client_sees_the_same_event
         kinds
             .iter()
             .position(|x| x == k)
-            .unwrap_or_else(|| panic!("no {k} in {kinds:?}"))
+            .unwrap_or_else(|| panic!("no {k} in {seen_a:#?}"))
     };
     assert_eq!(kinds[0], "session_created");
     assert!(position("prompt_queued") < position("prompt_started"));
