@@ -1,0 +1,250 @@
+//! `kill -9` of `kiln up` at a bad moment — a prompt running, another queued — then a restart:
+//! every acknowledged event is still there, the running prompt is marked interrupted, the queue
+//! goes on, and the session's sandbox is reattached rather than lost.
+
+use kiln_testkit::{FakeModel, Script, Turn};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+}
+
+fn start(data: &Path, model: &FakeModel) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env("KILN_MODEL", "anthropic/claude-test")
+        .env("ANTHROPIC_BASE_URL", model.url())
+        .env("ANTHROPIC_API_KEY", model.api_key())
+        .env_remove("KILN_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kiln up");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("kiln listening on ") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("kiln up prints its address");
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Server { child, url, token }
+}
+
+impl Server {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn events(&self, session: &str) -> Vec<Value> {
+        let (status, page) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/sessions/{session}/events?limit=5000"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        page["events"].as_array().unwrap().clone()
+    }
+
+    async fn wait_for(&self, session: &str, what: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let events = self.events(session).await;
+            if what(&events) {
+                return events;
+            }
+            assert!(Instant::now() < deadline, "timed out: {events:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn has(events: &[Value], kind: &str) -> bool {
+    events.iter().any(|e| e["event"]["type"] == kind)
+}
+
+fn make_repo(dir: &Path) -> String {
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("README.md"), "hello\n").unwrap();
+    let run = |args: &[&str], cwd: &Path| {
+        let ok = Command::new("git")
+            .args(args)
+            .current_dir(cwd)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@e")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@e")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    run(&["init", "-q", "-b", "main"], &work);
+    run(&["add", "."], &work);
+    run(&["commit", "-q", "-m", "init"], &work);
+    let bare = dir.join("r.git");
+    run(
+        &["clone", "-q", "--bare", "work", bare.to_str().unwrap()],
+        dir,
+    );
+    bare.to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_nothing_acknowledged_and_no_session_is_wedged() {
+    let dir = tempfile::Builder::new()
+        .prefix("kd-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let repo = make_repo(dir.path());
+    let data = dir.path().join("data");
+    let model = FakeModel::start().await;
+    // The first prompt writes a file, then the model hangs mid-answer.
+    model.push(Script::Turn(Turn::tool(
+        "write_file",
+        json!({"path": "kept.txt", "content": "kept\n"}),
+    )));
+    model.push(Script::Hang {
+        turn: Turn::text("working on it"),
+    });
+
+    let mut server = start(&data, &model);
+    let (status, _) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/repos",
+            Some(json!({"name": "r", "url": repo})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, created) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/sessions",
+            Some(json!({"repo": "r", "prompt": "first"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let session = created["session"]["id"].as_str().unwrap().to_string();
+    let first = created["prompt_id"].as_str().unwrap().to_string();
+    server.wait_for(&session, |e| has(e, "text_delta")).await;
+    let (status, accepted) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/sessions/{session}/prompts"),
+            Some(json!({"text": "second"})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let second = accepted["prompt_id"].as_str().unwrap().to_string();
+    let acknowledged = server.events(&session).await;
+    assert!(accepted["seq"].as_u64().unwrap() <= acknowledged.len() as u64);
+    let sandbox_before = acknowledged
+        .iter()
+        .find_map(|e| e["event"]["sandbox_id"].as_str().map(str::to_string))
+        .expect("the sandbox was ready");
+
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+
+    model.push(Script::Turn(Turn::text("second done")));
+    let mut server = start(&data, &model);
+    let after = server
+        .wait_for(&session, |e| {
+            e.iter().any(|x| {
+                x["event"]["type"] == "prompt_finished"
+                    && x["event"]["prompt_id"] == second.as_str()
+            })
+        })
+        .await;
+    // Everything acknowledged before the kill is still there, unchanged, at the same seqs.
+    assert_eq!(&after[..acknowledged.len()], &acknowledged[..]);
+    assert!(
+        after
+            .iter()
+            .any(|e| e["event"]["type"] == "prompt_interrupted"
+                && e["event"]["prompt_id"] == first.as_str())
+    );
+    // The sandbox was reattached: the file the first prompt wrote is there, no new sandbox.
+    assert!(
+        !after[acknowledged.len()..]
+            .iter()
+            .any(|e| e["event"]["type"] == "sandbox_status" && e["event"]["state"] == "starting")
+    );
+    let listed = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["sandbox", "ls", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains(&sandbox_before), "{listed}");
+
+    // The interrupted prompt can be retried.
+    model.push(Script::Turn(Turn::tool(
+        "read_file",
+        json!({"path": "kept.txt"}),
+    )));
+    model.push(Script::Turn(Turn::text("retried")));
+    let (status, _) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/sessions/{session}/prompts"),
+            Some(json!({"text": "first"})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let done = server
+        .wait_for(&session, |e| {
+            e.iter()
+                .filter(|x| x["event"]["type"] == "prompt_finished")
+                .count()
+                == 2
+        })
+        .await;
+    let read = done
+        .iter()
+        .rev()
+        .find(|e| e["event"]["type"] == "tool_call_finished")
+        .unwrap();
+    assert!(
+        read["event"]["output"].as_str().unwrap().contains("kept"),
+        "{read}"
+    );
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    // Leave no sandbox behind.
+    let _ = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["sandbox", "rm", "--data-dir"])
+        .arg(&data)
+        .arg(&sandbox_before)
+        .status();
+}
