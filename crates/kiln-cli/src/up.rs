@@ -165,6 +165,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = &resolved.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let _lock = lock_data_dir(data_dir)?;
     let listener = tokio::net::TcpListener::bind(resolved.listen)
         .await
         .with_context(|| format!("listening on {}", resolved.listen))?;
@@ -177,6 +178,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let store = kiln_store::Store::open(data_dir)
         .await
         .context("opening the control database")?;
+    make_private(data_dir)?;
     let admin_token = kiln_server::bootstrap(&store, data_dir).await?;
     if resolved.engine.model.is_none() {
         eprintln!("warning: {}", model_hint(&resolved));
@@ -203,6 +205,49 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     eprintln!("kiln: stopping sessions");
     engine.shutdown().await;
     served.context("serving the API")
+}
+
+/// One `kiln up` per data dir: two would both write every session's log. The lock dies with
+/// the process, so a killed server never blocks its successor.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("kiln.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another kiln is running on {}; stop it or use another --data-dir",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// The data dir must stay traversable by the sandbox uid (sandbox sockets live under it), but
+/// the databases are the control plane's alone.
+fn make_private(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let mode = if name == "sessions" || name == "repos" {
+            0o700
+        } else if name.starts_with("control.db") || name == "kiln.toml" {
+            0o600
+        } else {
+            continue;
+        };
+        std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("restricting {}", entry.path().display()))?;
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
