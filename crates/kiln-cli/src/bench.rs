@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 pub(crate) enum BenchCommand {
     /// Sandbox create, exec, snapshot, restore, concurrency and memory.
     Sandbox(SandboxBenchArgs),
+    /// Session engine: prompt → model request, first-token overhead, WebSocket fan-out, memory
+    /// of idle sessions.
+    Session(crate::bench_session::SessionBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +49,7 @@ struct SandboxReport {
 pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Sandbox(args) => sandbox(args).await,
+        BenchCommand::Session(args) => crate::bench_session::run(args).await,
     }
 }
 
@@ -245,13 +249,13 @@ async fn sandbox(args: SandboxBenchArgs) -> anyhow::Result<()> {
 }
 
 /// Median and 99th percentile in milliseconds.
-struct Stats {
-    p50: f64,
-    p99: f64,
+pub(crate) struct Stats {
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
 }
 
 impl Stats {
-    fn of(mut samples: Vec<Duration>) -> Stats {
+    pub(crate) fn of(mut samples: Vec<Duration>) -> Stats {
         samples.sort();
         let at = |q: f64| {
             let index = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
@@ -264,12 +268,12 @@ impl Stats {
     }
 }
 
-fn round2(v: f64) -> f64 {
+pub(crate) fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
 /// Host memory in use (MemTotal − MemAvailable): what sandboxes cost, kernel memory included.
-fn mem_used_kib() -> anyhow::Result<u64> {
+pub(crate) fn mem_used_kib() -> anyhow::Result<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
     let field = |name: &str| {
         text.lines()

@@ -88,34 +88,6 @@ fn has(events: &[Value], kind: &str) -> bool {
     events.iter().any(|e| e["event"]["type"] == kind)
 }
 
-fn make_repo(dir: &Path) -> String {
-    let work = dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(work.join("README.md"), "hello\n").unwrap();
-    let run = |args: &[&str], cwd: &Path| {
-        let ok = Command::new("git")
-            .args(args)
-            .current_dir(cwd)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@e")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@e")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "git {args:?}");
-    };
-    run(&["init", "-q", "-b", "main"], &work);
-    run(&["add", "."], &work);
-    run(&["commit", "-q", "-m", "init"], &work);
-    let bare = dir.join("r.git");
-    run(
-        &["clone", "-q", "--bare", "work", bare.to_str().unwrap()],
-        dir,
-    );
-    bare.to_string_lossy().into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_acknowledged_and_no_session_is_wedged() {
     let dir = tempfile::Builder::new()
@@ -124,7 +96,8 @@ async fn kill_9_loses_nothing_acknowledged_and_no_session_is_wedged() {
         .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let repo = make_repo(dir.path());
+    let repo = kiln_testkit::bare_repo(dir.path(), "r", &[("README.md", "hello\n")]);
+    let repo = repo.to_string_lossy().into_owned();
     let data = dir.path().join("data");
     let model = FakeModel::start().await;
     // The first prompt writes a file, then the model hangs mid-answer.

@@ -13,7 +13,6 @@ use kiln_store::Store;
 use kiln_testkit::FakeModel;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
@@ -306,34 +305,19 @@ impl Ws {
     }
 }
 
-/// A bare repo with a README, a source file and AGENTS.md; returns its path as URL.
+/// The demo repo: a README, a source file and AGENTS.md; returns its path as URL.
 pub fn make_repo(dir: &Path) -> String {
-    let work = dir.join("src-repo");
-    std::fs::create_dir_all(work.join("src")).unwrap();
-    std::fs::write(work.join("README.md"), "# demo\n\nA demo repository.\n").unwrap();
-    std::fs::write(work.join("src/lib.rs"), "pub fn answer() -> u32 {\n    41\n}\n").unwrap();
-    std::fs::write(work.join("AGENTS.md"), "Run `cargo test` before finishing.\n").unwrap();
-    let git = |args: &[&str], cwd: &Path| {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(cwd)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    git(&["init", "-q", "-b", "main"], &work);
-    git(&["add", "."], &work);
-    git(&["commit", "-q", "-m", "initial"], &work);
-    let bare = dir.join("demo.git");
-    git(
-        &["clone", "-q", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()],
+    kiln_testkit::bare_repo(
         dir,
-    );
-    bare.to_string_lossy().into_owned()
+        "demo",
+        &[
+            ("README.md", "# demo\n\nA demo repository.\n"),
+            ("src/lib.rs", "pub fn answer() -> u32 {\n    41\n}\n"),
+            ("AGENTS.md", "Run `cargo test` before finishing.\n"),
+        ],
+    )
+    .to_string_lossy()
+    .into_owned()
 }
 
 pub fn is_finished(event: &Event) -> bool {

@@ -1,0 +1,384 @@
+//! `kiln bench session`: the session engine's overheads, measured against a real server on
+//! port 0, real sandboxes, a real git repo and the fake model server (so model time is known
+//! and can be subtracted). Prints readable lines, then one JSON object as the last line.
+
+use crate::bench::{Stats, mem_used_kib, round2};
+use crate::DataDirArg;
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use kiln_core::SessionId;
+use kiln_engine::{Engine, EngineConfig};
+use kiln_model::ModelConfig;
+use kiln_protocol::api::{Event, EventEnvelope, ServerFrame};
+use kiln_sandbox::{LocalConfig, LocalProvider, Provider};
+use kiln_testkit::{FakeModel, Turn};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SessionBenchArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Prompts timed from acceptance to the model request.
+    #[arg(long, default_value_t = 200)]
+    prompts: usize,
+    /// WebSocket clients of one session for the fan-out test.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Events per second appended during the fan-out test (for 2 s).
+    #[arg(long, default_value_t = 5000)]
+    rate: u64,
+    /// Idle sessions (each with its sandbox) for the memory test.
+    #[arg(long, default_value_t = 500)]
+    idle_sessions: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct SessionReport {
+    prompt_to_model_request_p50_ms: f64,
+    prompt_to_model_request_p99_ms: f64,
+    first_token_overhead_p50_ms: f64,
+    first_token_overhead_p99_ms: f64,
+    fanout_100_clients_p50_ms: f64,
+    fanout_100_clients_p99_ms: f64,
+    fanout_clients: usize,
+    fanout_events: u64,
+    sessions_500_idle_rss_mib: f64,
+    idle_sessions: usize,
+    idle_server_rss_mib: f64,
+}
+
+/// The injected model time-to-first-token for the overhead measurement.
+const TTFT: Duration = Duration::from_millis(100);
+
+struct Bench {
+    url: String,
+    token: String,
+    http: reqwest::Client,
+    engine: Engine,
+    provider: LocalProvider,
+    model: FakeModel,
+}
+
+pub(crate) async fn run(args: SessionBenchArgs) -> anyhow::Result<()> {
+    let root = args.data.data_dir.join(format!("bench-session-{}", std::process::id()));
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let result = measure(&args, &root).await;
+    let _ = std::fs::remove_dir_all(&root);
+    let report = result?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+async fn measure(args: &SessionBenchArgs, root: &Path) -> anyhow::Result<SessionReport> {
+    let repo = kiln_testkit::bare_repo(root, "bench", &[("README.md", "bench\n"), ("src/main.rs", "fn main() {}\n")]);
+    let bench = start(root.join("data"), &repo).await?;
+    let outcome = async {
+        let (p50, p99) = prompt_to_request(&bench, args.prompts).await?;
+        eprintln!("prompt → model request: p50 {p50} ms, p99 {p99} ms ({} prompts)", args.prompts);
+        let overhead = first_token_overhead(&bench, 50).await?;
+        eprintln!("first-token overhead: p50 {} ms, p99 {} ms", overhead.p50, overhead.p99);
+        let (fanout, events) = fanout(&bench, args.clients, args.rate).await?;
+        eprintln!("fan-out to {} clients, {events} events: p50 {} ms, p99 {} ms", args.clients, fanout.p50, fanout.p99);
+        let (total_mib, server_mib) = idle_sessions(&bench, args.idle_sessions).await?;
+        eprintln!("{} idle sessions: {total_mib} MiB in all, server RSS {server_mib} MiB", args.idle_sessions);
+        anyhow::Ok(SessionReport {
+            prompt_to_model_request_p50_ms: p50,
+            prompt_to_model_request_p99_ms: p99,
+            first_token_overhead_p50_ms: overhead.p50,
+            first_token_overhead_p99_ms: overhead.p99,
+            fanout_100_clients_p50_ms: fanout.p50,
+            fanout_100_clients_p99_ms: fanout.p99,
+            fanout_clients: args.clients,
+            fanout_events: events,
+            sessions_500_idle_rss_mib: total_mib,
+            idle_sessions: args.idle_sessions,
+            idle_server_rss_mib: server_mib,
+        })
+    }
+    .await;
+    bench.engine.shutdown().await;
+    for info in bench.provider.list().await.unwrap_or_default() {
+        let _ = bench.provider.destroy(&info.id).await;
+    }
+    outcome
+}
+
+async fn start(data: PathBuf, repo: &Path) -> anyhow::Result<Bench> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(&data)?;
+    std::fs::set_permissions(data.parent().expect("has parent"), std::fs::Permissions::from_mode(0o711))?;
+    let model = FakeModel::start().await;
+    let provider = LocalProvider::open(LocalConfig::new(&data)).await?;
+    let store = kiln_store::Store::open(&data).await?;
+    let token = kiln_server::bootstrap(&store, &data)
+        .await?
+        .context("a fresh data dir yields the admin token")?;
+    let env = |key: &str| match key {
+        "ANTHROPIC_API_KEY" => Some(model.api_key().to_string()),
+        "ANTHROPIC_BASE_URL" => Some(model.url()),
+        _ => None,
+    };
+    let config = EngineConfig {
+        model: ModelConfig::resolve(Some("anthropic/bench"), env)?,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(store, Arc::new(provider.clone()), data, config).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let state = kiln_server::AppState::new(engine.clone());
+    tokio::spawn(kiln_server::serve(listener, state, std::future::pending()));
+    let bench = Bench {
+        url,
+        token,
+        http: reqwest::Client::new(),
+        engine,
+        provider,
+        model,
+    };
+    let (status, body) = bench
+        .post("/api/repos", json!({"name": "bench", "url": repo.to_string_lossy()}))
+        .await?;
+    if status != 201 {
+        bail!("adding the repo failed: {body}");
+    }
+    Ok(bench)
+}
+
+impl Bench {
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn new_session(&self, prompt: &str) -> anyhow::Result<SessionId> {
+        let (status, body) = self.post("/api/sessions", json!({"repo": "bench", "prompt": prompt})).await?;
+        if status != 201 {
+            bail!("creating a session failed: {body}");
+        }
+        Ok(body["session"]["id"].as_str().context("session id")?.parse().map_err(anyhow::Error::msg)?)
+    }
+
+    async fn prompt(&self, session: &SessionId, text: &str) -> anyhow::Result<String> {
+        let (status, body) = self
+            .post(&format!("/api/sessions/{session}/prompts"), json!({"text": text}))
+            .await?;
+        if status != 202 {
+            bail!("sending a prompt failed: {body}");
+        }
+        Ok(body["prompt_id"].as_str().context("prompt id")?.to_string())
+    }
+
+    async fn ws(&self, session: &SessionId, after_seq: u64) -> anyhow::Result<Socket> {
+        let url = format!("{}/api/sessions/{session}/ws?after_seq={after_seq}", self.url.replace("http://", "ws://"));
+        let mut request = url.into_client_request()?;
+        request.headers_mut().insert("authorization", format!("Bearer {}", self.token).parse()?);
+        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(socket)
+    }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next event from a socket, with a timeout.
+async fn next_event(socket: &mut Socket) -> anyhow::Result<EventEnvelope> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .context("no event within 30 s")?
+            .context("socket closed")??;
+        if let Message::Text(text) = message {
+            if let ServerFrame::Event(envelope) = serde_json::from_str(text.as_str())? {
+                return Ok(envelope);
+            }
+        }
+    }
+}
+
+async fn until_finished(socket: &mut Socket, prompt: &str) -> anyhow::Result<()> {
+    loop {
+        let envelope = next_event(socket).await?;
+        if let Event::PromptFinished { prompt_id, .. } = &envelope.event {
+            if prompt_id.as_str() == prompt {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Prompt sent (sandbox running, agent idle) → the request arrives at the model server.
+async fn prompt_to_request(bench: &Bench, prompts: usize) -> anyhow::Result<(f64, f64)> {
+    bench.model.set_default(Turn::text("ok"));
+    let session = bench.new_session("warm up").await?;
+    let mut socket = bench.ws(&session, 0).await?;
+    loop {
+        if let Event::PromptFinished { .. } = next_event(&mut socket).await?.event {
+            break;
+        }
+    }
+    let mut samples = Vec::with_capacity(prompts);
+    for i in 0..prompts {
+        let before = bench.model.requests().len();
+        let sent = Instant::now();
+        let prompt = bench.prompt(&session, &format!("prompt {i}")).await?;
+        let requests = bench.model.wait_for_requests(before + 1, Duration::from_secs(30)).await;
+        let arrived = requests[before].received_at.into_std();
+        samples.push(arrived.saturating_duration_since(sent));
+        until_finished(&mut socket, &prompt).await?;
+    }
+    let stats = Stats::of(samples);
+    Ok((stats.p50, stats.p99))
+}
+
+/// Client-visible first token minus the model's injected time-to-first-token.
+async fn first_token_overhead(bench: &Bench, prompts: usize) -> anyhow::Result<Stats> {
+    bench.model.set_default(Turn::text("first token").with_ttft(TTFT));
+    let session = bench.new_session("warm up").await?;
+    let mut socket = bench.ws(&session, 0).await?;
+    loop {
+        if let Event::PromptFinished { .. } = next_event(&mut socket).await?.event {
+            break;
+        }
+    }
+    let mut samples = Vec::with_capacity(prompts);
+    for i in 0..prompts {
+        let sent = Instant::now();
+        let prompt = bench.prompt(&session, &format!("prompt {i}")).await?;
+        loop {
+            let envelope = next_event(&mut socket).await?;
+            if matches!(&envelope.event, Event::TextDelta { prompt_id, .. } if prompt_id.as_str() == prompt) {
+                samples.push(sent.elapsed().saturating_sub(TTFT));
+                break;
+            }
+        }
+        until_finished(&mut socket, &prompt).await?;
+    }
+    Ok(Stats::of(samples))
+}
+
+/// One session, `clients` sockets, events appended at `rate` per second for two seconds:
+/// append → received at each client.
+async fn fanout(bench: &Bench, clients: usize, rate: u64) -> anyhow::Result<(Stats, u64)> {
+    bench.model.set_default(Turn::text("ok"));
+    let session = bench.new_session("fan-out").await?;
+    let log = bench.engine.store().open_session(&session).await?;
+    let mut warm = bench.ws(&session, 0).await?;
+    loop {
+        if let Event::PromptFinished { .. } = next_event(&mut warm).await?.event {
+            break;
+        }
+    }
+    let head = log.head_seq().await;
+    let total = rate * 2;
+    let appended: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let mut readers = Vec::new();
+    for _ in 0..clients {
+        let mut socket = bench.ws(&session, head).await?;
+        let appended = appended.clone();
+        readers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(total as usize);
+            while (latencies.len() as u64) < total {
+                let envelope = next_event(&mut socket).await?;
+                let received = Instant::now();
+                let at = appended.lock().expect("lock").get(&envelope.seq).copied();
+                if let Some(at) = at {
+                    latencies.push(received.saturating_duration_since(at));
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let prompt_id = kiln_core::PromptId::random();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let per_tick = (rate / 1000).max(1);
+    let mut sent = 0;
+    while sent < total {
+        tick.tick().await;
+        for _ in 0..per_tick.min(total - sent) {
+            // The seq is known only after the append; record the time before it, keyed by the
+            // seq it will get (appends are serial here).
+            let seq = head + sent + 1;
+            appended.lock().expect("lock").insert(seq, Instant::now());
+            let stored = log
+                .append(Event::TextDelta { prompt_id: prompt_id.clone(), text: "token ".into() })
+                .await?;
+            anyhow::ensure!(stored.seq() == seq, "unexpected seq {} (wanted {seq})", stored.seq());
+            sent += 1;
+        }
+    }
+    let mut all = Vec::new();
+    for reader in readers {
+        all.extend(reader.await??);
+    }
+    Ok((Stats::of(all), total))
+}
+
+/// Memory of `n` idle sessions, each with its sandbox and one finished prompt: host memory in
+/// use before and after (server, sandboxes, page cache of their files), and the server's RSS.
+async fn idle_sessions(bench: &Bench, n: usize) -> anyhow::Result<(f64, f64)> {
+    bench.model.set_default(Turn::text("ok"));
+    let before = mem_used_kib()?;
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(8));
+    let mut tasks = Vec::new();
+    let bench_url = bench.url.clone();
+    let token = bench.token.clone();
+    for i in 0..n {
+        let permit = semaphore.clone().acquire_owned().await?;
+        let (url, token) = (bench_url.clone(), token.clone());
+        let http = bench.http.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let response = http
+                .post(format!("{url}/api/sessions"))
+                .bearer_auth(&token)
+                .json(&json!({"repo": "bench", "prompt": format!("idle {i}")}))
+                .send()
+                .await?;
+            let body: Value = response.json().await?;
+            let id = body["session"]["id"].as_str().context("session id")?.to_string();
+            // Idle: its first prompt finished.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let detail: Value = http
+                    .get(format!("{url}/api/sessions/{id}"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if detail["state"] == "idle" && detail["sandbox"] == "ready" {
+                    return anyhow::Ok(());
+                }
+                anyhow::ensure!(Instant::now() < deadline, "session {id} did not go idle: {detail}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = mem_used_kib()?;
+    let total_mib = round2(after.saturating_sub(before) as f64 / 1024.0);
+    Ok((total_mib, round2(rss_kib()? as f64 / 1024.0)))
+}
+
+fn rss_kib() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .context("VmRSS missing from /proc/self/status")
+}
