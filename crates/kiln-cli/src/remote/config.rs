@@ -16,10 +16,16 @@ const DEFAULT_DATA_DIR: &str = "/var/lib/kiln";
 #[derive(Debug, Default, Clone, clap::Args)]
 pub(crate) struct ServerArgs {
     /// The kiln server [env: KILN_URL] [default: http://127.0.0.1:7800].
-    #[arg(long, global = true, value_name = "URL")]
+    // Own ids: a subcommand's positional `url` (`repo add NAME URL`) must not be this flag.
+    #[arg(long = "url", id = "server_url", global = true, value_name = "URL")]
     pub(crate) url: Option<String>,
     /// API token [env: KILN_TOKEN]; on the server machine the admin token is found by itself.
-    #[arg(long, global = true, value_name = "TOKEN")]
+    #[arg(
+        long = "token",
+        id = "server_token",
+        global = true,
+        value_name = "TOKEN"
+    )]
     pub(crate) token: Option<String>,
 }
 

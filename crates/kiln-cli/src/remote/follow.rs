@@ -87,10 +87,10 @@ impl View<'_> {
     /// that is the Ctrl-C branch of the caller's `select!`, kept in the same type.
     async fn run(&mut self, renderer: &mut Renderer<std::io::Stdout>) -> Result<Option<bool>> {
         loop {
-            if let (Until::Idle, Some(at)) = (&self.until, self.idle_at) {
-                if self.stream.last_seq() >= at {
-                    return Ok(Some(self.last_ok.unwrap_or(true)));
-                }
+            if let (Until::Idle, Some(at)) = (&self.until, self.idle_at)
+                && self.stream.last_seq() >= at
+            {
+                return Ok(Some(self.last_ok.unwrap_or(true)));
             }
             let Some(frame) = self.stream.next().await else {
                 anyhow::bail!("the session's event stream ended");

@@ -86,10 +86,10 @@ impl<W: Write> Renderer<W> {
                 ..
             } => return self.tool_started(call_id, tool, input),
             Event::ToolOutput { call_id, chunk, .. } => {
-                if let Some((label, Some(bar))) = self.calls.get(call_id) {
-                    if let Some(last) = chunk.lines().rev().find(|l| !l.trim().is_empty()) {
-                        bar.set_message(format!("{label}  {}", p.dim(&clip(last.trim(), 60))));
-                    }
+                if let Some((label, Some(bar))) = self.calls.get(call_id)
+                    && let Some(last) = chunk.lines().rev().find(|l| !l.trim().is_empty())
+                {
+                    bar.set_message(format!("{label}  {}", p.dim(&clip(last.trim(), 60))));
                 }
             }
             Event::ToolCallFinished {

@@ -1,0 +1,573 @@
+//! `kiln repo` and `kiln session` as a person uses them: the real `kiln` binary against a real
+//! `kiln up` (port 0, its own data dir, real sandboxes) whose model is `kiln_testkit::FakeModel`.
+//! What is checked is what a person or a script sees: the transcript, the JSON lines, the exit
+//! codes and the messages on stderr.
+
+use kiln_client::Client;
+use kiln_core::Secret;
+use kiln_protocol::api::{
+    CreateToken, CreateUser, Event, EventEnvelope, PromptOutcome, PromptStatus, Repo,
+    SessionDetail, SessionSummary,
+};
+use kiln_testkit::{FakeModel, Script, Turn};
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running `kiln up`, its admin token and a git repo to register; killed on drop.
+struct Server {
+    url: String,
+    token: String,
+    child: Child,
+    /// Holds the data dir, a git repo to work on and an empty config home for the CLI.
+    dir: tempfile::TempDir,
+}
+
+async fn start(model: &FakeModel) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    // Sandboxes run as an unprivileged uid that must be able to reach into the data dir.
+    let traversable = std::os::unix::fs::PermissionsExt::from_mode(0o711);
+    std::fs::set_permissions(dir.path(), traversable).unwrap();
+    let (child, url) = up(model, dir.path(), "127.0.0.1:0").await;
+    let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    make_git_repo(&dir.path().join("web"));
+    Server {
+        url,
+        token: token.trim().to_string(),
+        child,
+        dir,
+    }
+}
+
+/// Starts `kiln up` on `DIR/data` and returns it with the URL it announced.
+async fn up(model: &FakeModel, dir: &Path, listen: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["up", "--listen", listen, "--data-dir"])
+        .arg(dir.join("data"))
+        .env("KILN_MODEL", "anthropic/fake")
+        .env("ANTHROPIC_BASE_URL", model.url())
+        .env("ANTHROPIC_API_KEY", model.api_key())
+        .env_remove("KILN_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kiln up starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("kiln listening on ") {
+                return url.trim().to_string();
+            }
+        }
+        panic!("kiln up exited without listening");
+    })
+    .await
+    .expect("kiln up prints its address within a minute");
+    // Keep draining stderr so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+fn make_git_repo(path: &Path) {
+    std::fs::create_dir_all(path).unwrap();
+    std::fs::write(path.join("README.md"), "# web\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "README.md"],
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "first",
+        ],
+    ] {
+        let status = std::process::Command::new("git")
+            .args(args)
+            .current_dir(path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+}
+
+impl Server {
+    /// `kiln ARGS` as the admin, isolated from the caller's environment and config.
+    fn kiln(&self, args: &[&str]) -> Command {
+        self.kiln_as(&self.token, args)
+    }
+
+    fn kiln_as(&self, token: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args(args)
+            .env("KILN_URL", &self.url)
+            .env("KILN_TOKEN", token)
+            .env("XDG_CONFIG_HOME", self.dir.path())
+            .env("KILN_DATA_DIR", self.dir.path().join("no-such-dir"))
+            .env_remove("KILN_LOG")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs `kiln ARGS` to the end; a command that hangs fails the test instead of stalling it.
+    async fn run(&self, args: &[&str]) -> Output {
+        let output = self.kiln(args).output();
+        let output = tokio::time::timeout(Duration::from_secs(120), output).await;
+        output
+            .unwrap_or_else(|_| panic!("kiln {args:?} did not finish"))
+            .unwrap()
+    }
+
+    /// `kill -9` and start again on the same address and data dir.
+    async fn crash_and_restart(&mut self, model: &FakeModel) {
+        self.child.kill().await.unwrap();
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let (child, url) = up(model, self.dir.path(), &listen).await;
+        assert_eq!(url, self.url);
+        self.child = child;
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.url, Some(Secret::new(self.token.clone()))).unwrap()
+    }
+
+    async fn add_repo(&self) {
+        let path = self.dir.path().join("web");
+        let out = self
+            .run(&["repo", "add", "web", path.to_str().unwrap()])
+            .await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every stdout line as an event; panics on anything else.
+fn envelopes(out: &Output) -> Vec<EventEnvelope> {
+    text(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+        .collect()
+}
+
+fn model_text(events: &[EventEnvelope]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::TextDelta { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The session id `session new` announces on stderr.
+fn announced_id(out: &Output) -> String {
+    let stderr = text(&out.stderr);
+    let id = stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("s-"))
+        .unwrap_or_else(|| panic!("no session id in {stderr:?}"));
+    id.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repos_are_added_and_listed() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+    let path = server.dir.path().join("web");
+    let path = path.to_str().unwrap();
+    let args = ["repo", "add", "web", path, "--description", "the web app"];
+    let out = server.run(&args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("added repo web"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = server.run(&["repo", "ls"]).await;
+    let listing = text(&out.stdout);
+    assert!(listing.starts_with("NAME"), "{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains("the web app"))
+    );
+
+    let out = server.run(&["repo", "ls", "--json"]).await;
+    let repos: Vec<Repo> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(repos.len(), 1);
+    assert_eq!(
+        (repos[0].name.as_str(), repos[0].url.as_str()),
+        ("web", path)
+    );
+
+    // A refusal by the server is exit 1 with its message.
+    let out = server.run(&args).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).starts_with("error: "),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_streams_and_attach_replays_it() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+    server.add_repo().await;
+
+    let command = "echo hi > hello.txt";
+    model.push(Turn::tool(
+        "bash",
+        serde_json::json!({ "command": command }),
+    ));
+    model.push(Turn::text("Hello from the fake model."));
+    let out = server
+        .run(&["session", "new", "--repo", "web", "say hello"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let transcript = text(&out.stdout);
+    let expected_lines = [
+        "▶ working on admin's prompt".to_string(),
+        format!("▸ bash  {command}"),
+        // The change is seen when the command ends, just before the call is reported done.
+        "  A hello.txt +1 -0".to_string(),
+        format!("✓ bash  {command}  "),
+        "Hello from the fake model.".to_string(),
+        "■ admin's prompt completed · ".to_string(),
+    ];
+    let mut lines = transcript.lines();
+    for expected in &expected_lines {
+        let found = lines.any(|l| l.starts_with(expected.as_str()));
+        assert!(found, "{expected:?} in order in\n{transcript}");
+    }
+    assert!(
+        !transcript.contains('\x1b'),
+        "no colour when piped: {transcript}"
+    );
+
+    model.push(Turn::text("Second session, in JSON."));
+    let args = [
+        "session", "new", "--repo", "web", "--title", "json", "hi", "--json",
+    ];
+    let out = server.run(&args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let events = envelopes(&out);
+    assert!(
+        events.windows(2).all(|w| w[1].seq > w[0].seq),
+        "seqs increase"
+    );
+    assert_eq!(events[0].seq, 1);
+    assert_eq!(model_text(&events), "Second session, in JSON.");
+    let last = &events.last().unwrap().event;
+    assert!(
+        matches!(
+            last,
+            Event::PromptFinished {
+                outcome: PromptOutcome::Completed,
+                ..
+            }
+        ),
+        "{last:?}"
+    );
+
+    // Attaching later replays the same log and, the session being idle, ends by itself.
+    let id = announced_id(&out);
+    let out = server.run(&["session", "attach", &id, "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let replayed = envelopes(&out);
+    assert!(replayed.len() >= events.len());
+    assert_eq!(replayed[..events.len()], events[..]);
+    let from = events[2].seq.to_string();
+    let out = server
+        .run(&["session", "attach", &id, "--json", "--after-seq", &from])
+        .await;
+    assert_eq!(envelopes(&out)[0].seq, events[3].seq);
+
+    let out = server.run(&["session", "ls", "--json"]).await;
+    let sessions: Vec<SessionSummary> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sessions.len(), 2);
+    let out = server.run(&["session", "ls"]).await;
+    assert!(
+        text(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("json"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_are_sent_stopped_and_sessions_shared() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+    server.add_repo().await;
+    model.push(Turn::text("ready."));
+    let out = server
+        .run(&["session", "new", "--repo", "web", "start", "--detach"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert!(id.starts_with("s-"), "{id}");
+
+    // The first prompt may still run; `send --wait` waits its turn and then for its own end.
+    model.push(Turn::text("second answer"));
+    let out = server
+        .run(&["session", "send", &id, "go on", "--wait"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("second answer"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A prompt that hangs is stopped from another kiln; the waiting one exits 1.
+    model.push(Script::Hang {
+        turn: Turn::text("thinking..."),
+    });
+    let mut waiting = server
+        .kiln(&["session", "send", &id, "think hard", "--wait"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = waiting.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !text(&seen).contains("thinking...") {
+            let mut chunk = [0u8; 4096];
+            let n = stdout.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "send --wait ended early: {}", text(&seen));
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the model's text streams while the prompt runs");
+    let out = server.run(&["session", "stop", &id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status = tokio::time::timeout(Duration::from_secs(60), async {
+        stdout.read_to_end(&mut seen).await.unwrap();
+        waiting.wait().await.unwrap()
+    })
+    .await
+    .expect("send --wait ends when its prompt is stopped");
+    assert_eq!(status.code(), Some(1), "{}", text(&seen));
+    assert!(text(&seen).contains("cancelled by"), "{}", text(&seen));
+
+    let out = server.run(&["session", "show", &id, "--json"]).await;
+    let detail: SessionDetail = serde_json::from_slice(&out.stdout).unwrap();
+    let statuses: Vec<PromptStatus> = detail.prompts.iter().map(|p| p.status).collect();
+    use PromptStatus::{Cancelled, Completed};
+    assert_eq!(statuses, [Completed, Completed, Cancelled]);
+    let out = server.run(&["session", "show", &id]).await;
+    assert!(
+        text(&out.stdout).contains("think hard"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Share with bob as a viewer: he joins, sees it, and may not prompt.
+    let admin = server.client();
+    let bob = admin
+        .create_user(&CreateUser {
+            name: "bob".into(),
+            admin: false,
+        })
+        .await
+        .unwrap();
+    let bob = admin
+        .create_token(&CreateToken {
+            name: "test".into(),
+            user_id: Some(bob.id),
+        })
+        .await
+        .unwrap()
+        .token;
+    let out = server
+        .run(&["session", "share", &id, "--role", "viewer"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let code = text(&out.stdout).trim().to_string();
+    assert!(text(&out.stderr).contains(&format!("kiln session join {code}")));
+    let join = server
+        .kiln_as(&bob, &["session", "join", &code])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(join.status.code(), Some(0), "{}", text(&join.stderr));
+    assert!(text(&join.stdout).starts_with(&format!("joined {id} as viewer")));
+    let ls = server
+        .kiln_as(&bob, &["session", "ls"])
+        .output()
+        .await
+        .unwrap();
+    assert!(text(&ls.stdout).contains(&id), "{}", text(&ls.stdout));
+    let send = server
+        .kiln_as(&bob, &["session", "send", &id, "hi"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(send.status.code(), Some(1), "{}", text(&send.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mistakes_get_clear_messages_and_exit_codes() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+
+    let out = server
+        .kiln_as("wrong-token", &["session", "ls"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("KILN_TOKEN") && !stderr.contains("wrong-token"),
+        "{stderr}"
+    );
+
+    let out = server.run(&["session", "show", "s-0123456789abcdef"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = server.run(&["session", "show", "not-an-id"]).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    let out = server
+        .run(&["session", "attach", "s-0123456789abcdef"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", gone.local_addr().unwrap());
+    drop(gone);
+    let out = server.run(&["session", "ls", "--url", &url]).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&url) && stderr.contains("kiln up"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_detaches_and_says_how_to_come_back() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+    server.add_repo().await;
+    model.push(Turn::text("done."));
+    let out = server.run(&["session", "new", "--repo", "web", "x"]).await;
+    let id = announced_id(&out);
+
+    let mut attach = server
+        .kiln(&["session", "attach", &id, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(attach.stdout.take().unwrap()).lines();
+    // Once the replay is on screen, interrupt it as a terminal would.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            if line.contains("completed") {
+                return;
+            }
+        }
+        panic!("attach --follow ended by itself");
+    })
+    .await
+    .expect("attach replays the finished prompt");
+    let pid = attach.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(30), attach.wait_with_output())
+        .await
+        .expect("Ctrl-C ends attach --follow")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("kiln session attach {id} --after-seq")),
+        "{stderr}"
+    );
+    // The session was left alone.
+    let detail = server.client().session(&id.parse().unwrap()).await.unwrap();
+    assert_eq!(detail.prompts.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_rides_out_a_server_restart_without_losing_or_repeating_events() {
+    let model = FakeModel::start().await;
+    let mut server = start(&model).await;
+    server.add_repo().await;
+    model.push(Script::Hang {
+        turn: Turn::text("working on it"),
+    });
+    let args = ["session", "new", "--repo", "web", "long job", "--detach"];
+    let out = server.run(&args).await;
+    let id = text(&out.stdout).trim().to_string();
+
+    let mut attach = server
+        .kiln(&["session", "attach", &id, "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(attach.stdout.take().unwrap()).lines();
+    let mut lines = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            lines.push(line);
+            if lines.last().unwrap().contains("text_delta") {
+                return;
+            }
+        }
+        panic!("attach ended before the model spoke: {lines:?}");
+    })
+    .await
+    .expect("the model's text arrives");
+
+    server.crash_and_restart(&model).await;
+    let status = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            lines.push(line);
+        }
+        attach.wait().await.unwrap()
+    })
+    .await
+    .expect("attach ends once the interrupted session is idle");
+    // The prompt was interrupted by the crash: exit 1, and the log shows why.
+    assert_eq!(status.code(), Some(1), "{lines:#?}");
+    let events: Vec<EventEnvelope> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "every event exactly once"
+    );
+    let interrupted = |e: &EventEnvelope| matches!(e.event, Event::PromptInterrupted { .. });
+    assert!(events.iter().any(interrupted), "{lines:#?}");
+}
