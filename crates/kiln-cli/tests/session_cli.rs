@@ -21,8 +21,10 @@ struct Server {
     url: String,
     token: String,
     child: Child,
-    /// Holds the data dir, a git repo to work on and an empty config home for the CLI.
+    /// Holds the data dir, the git repo and an empty config home for the CLI.
     dir: tempfile::TempDir,
+    /// A bare git repository for sessions to work on.
+    repo: std::path::PathBuf,
 }
 
 async fn start(model: &FakeModel) -> Server {
@@ -32,12 +34,13 @@ async fn start(model: &FakeModel) -> Server {
     std::fs::set_permissions(dir.path(), traversable).unwrap();
     let (child, url) = up(model, dir.path(), "127.0.0.1:0").await;
     let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
-    make_git_repo(&dir.path().join("web"));
+    let repo = kiln_testkit::bare_repo(dir.path(), "web", &[("README.md", "# web\n")]);
     Server {
         url,
         token: token.trim().to_string(),
         child,
         dir,
+        repo,
     }
 }
 
@@ -69,31 +72,6 @@ async fn up(model: &FakeModel, dir: &Path, listen: &str) -> (Child, String) {
     // Keep draining stderr so the server never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, url)
-}
-
-fn make_git_repo(path: &Path) {
-    std::fs::create_dir_all(path).unwrap();
-    std::fs::write(path.join("README.md"), "# web\n").unwrap();
-    for args in [
-        &["init", "-q", "-b", "main"][..],
-        &["add", "README.md"],
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "first",
-        ],
-    ] {
-        let status = std::process::Command::new("git")
-            .args(args)
-            .current_dir(path)
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?}");
-    }
 }
 
 impl Server {
@@ -138,7 +116,7 @@ impl Server {
     }
 
     async fn add_repo(&self) {
-        let path = self.dir.path().join("web");
+        let path = &self.repo;
         let out = self
             .run(&["repo", "add", "web", path.to_str().unwrap()])
             .await;
@@ -182,7 +160,7 @@ fn announced_id(out: &Output) -> String {
 async fn repos_are_added_and_listed() {
     let model = FakeModel::start().await;
     let server = start(&model).await;
-    let path = server.dir.path().join("web");
+    let path = server.repo.clone();
     let path = path.to_str().unwrap();
     let args = ["repo", "add", "web", path, "--description", "the web app"];
     let out = server.run(&args).await;
