@@ -2,8 +2,8 @@
 //! port 0, real sandboxes, a real git repo and the fake model server (so model time is known
 //! and can be subtracted). Prints readable lines, then one JSON object as the last line.
 
-use crate::bench::{Stats, mem_used_kib, round2};
 use crate::DataDirArg;
+use crate::bench::{Stats, mem_used_kib, round2};
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use kiln_core::SessionId;
@@ -67,7 +67,10 @@ struct Bench {
 }
 
 pub(crate) async fn run(args: SessionBenchArgs) -> anyhow::Result<()> {
-    let root = args.data.data_dir.join(format!("bench-session-{}", std::process::id()));
+    let root = args
+        .data
+        .data_dir
+        .join(format!("bench-session-{}", std::process::id()));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     let result = measure(&args, &root).await;
     let _ = std::fs::remove_dir_all(&root);
@@ -77,17 +80,33 @@ pub(crate) async fn run(args: SessionBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn measure(args: &SessionBenchArgs, root: &Path) -> anyhow::Result<SessionReport> {
-    let repo = kiln_testkit::bare_repo(root, "bench", &[("README.md", "bench\n"), ("src/main.rs", "fn main() {}\n")]);
+    let repo = kiln_testkit::bare_repo(
+        root,
+        "bench",
+        &[("README.md", "bench\n"), ("src/main.rs", "fn main() {}\n")],
+    );
     let bench = start(root.join("data"), &repo).await?;
     let outcome = async {
         let (p50, p99) = prompt_to_request(&bench, args.prompts).await?;
-        eprintln!("prompt → model request: p50 {p50} ms, p99 {p99} ms ({} prompts)", args.prompts);
+        eprintln!(
+            "prompt → model request: p50 {p50} ms, p99 {p99} ms ({} prompts)",
+            args.prompts
+        );
         let overhead = first_token_overhead(&bench, 50).await?;
-        eprintln!("first-token overhead: p50 {} ms, p99 {} ms", overhead.p50, overhead.p99);
+        eprintln!(
+            "first-token overhead: p50 {} ms, p99 {} ms",
+            overhead.p50, overhead.p99
+        );
         let (fanout, events) = fanout(&bench, args.clients, args.rate).await?;
-        eprintln!("fan-out to {} clients, {events} events: p50 {} ms, p99 {} ms", args.clients, fanout.p50, fanout.p99);
+        eprintln!(
+            "fan-out to {} clients, {events} events: p50 {} ms, p99 {} ms",
+            args.clients, fanout.p50, fanout.p99
+        );
         let (total_mib, server_mib) = idle_sessions(&bench, args.idle_sessions).await?;
-        eprintln!("{} idle sessions: {total_mib} MiB in all, server RSS {server_mib} MiB", args.idle_sessions);
+        eprintln!(
+            "{} idle sessions: {total_mib} MiB in all, server RSS {server_mib} MiB",
+            args.idle_sessions
+        );
         anyhow::Ok(SessionReport {
             prompt_to_model_request_p50_ms: p50,
             prompt_to_model_request_p99_ms: p99,
@@ -113,7 +132,10 @@ async fn measure(args: &SessionBenchArgs, root: &Path) -> anyhow::Result<Session
 async fn start(data: PathBuf, repo: &Path) -> anyhow::Result<Bench> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(&data)?;
-    std::fs::set_permissions(data.parent().expect("has parent"), std::fs::Permissions::from_mode(0o711))?;
+    std::fs::set_permissions(
+        data.parent().expect("has parent"),
+        std::fs::Permissions::from_mode(0o711),
+    )?;
     let model = FakeModel::start().await;
     let provider = LocalProvider::open(LocalConfig::new(&data)).await?;
     let store = kiln_store::Store::open(&data).await?;
@@ -143,7 +165,10 @@ async fn start(data: PathBuf, repo: &Path) -> anyhow::Result<Bench> {
         model,
     };
     let (status, body) = bench
-        .post("/api/repos", json!({"name": "bench", "url": repo.to_string_lossy()}))
+        .post(
+            "/api/repos",
+            json!({"name": "bench", "url": repo.to_string_lossy()}),
+        )
         .await?;
     if status != 201 {
         bail!("adding the repo failed: {body}");
@@ -160,20 +185,32 @@ impl Bench {
             .json(&body)
             .send()
             .await?;
-        Ok((response.status().as_u16(), response.json().await.unwrap_or(Value::Null)))
+        Ok((
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        ))
     }
 
     async fn new_session(&self, prompt: &str) -> anyhow::Result<SessionId> {
-        let (status, body) = self.post("/api/sessions", json!({"repo": "bench", "prompt": prompt})).await?;
+        let (status, body) = self
+            .post("/api/sessions", json!({"repo": "bench", "prompt": prompt}))
+            .await?;
         if status != 201 {
             bail!("creating a session failed: {body}");
         }
-        Ok(body["session"]["id"].as_str().context("session id")?.parse().map_err(anyhow::Error::msg)?)
+        body["session"]["id"]
+            .as_str()
+            .context("session id")?
+            .parse()
+            .map_err(anyhow::Error::msg)
     }
 
     async fn prompt(&self, session: &SessionId, text: &str) -> anyhow::Result<String> {
         let (status, body) = self
-            .post(&format!("/api/sessions/{session}/prompts"), json!({"text": text}))
+            .post(
+                &format!("/api/sessions/{session}/prompts"),
+                json!({"text": text}),
+            )
             .await?;
         if status != 202 {
             bail!("sending a prompt failed: {body}");
@@ -182,15 +219,21 @@ impl Bench {
     }
 
     async fn ws(&self, session: &SessionId, after_seq: u64) -> anyhow::Result<Socket> {
-        let url = format!("{}/api/sessions/{session}/ws?after_seq={after_seq}", self.url.replace("http://", "ws://"));
+        let url = format!(
+            "{}/api/sessions/{session}/ws?after_seq={after_seq}",
+            self.url.replace("http://", "ws://")
+        );
         let mut request = url.into_client_request()?;
-        request.headers_mut().insert("authorization", format!("Bearer {}", self.token).parse()?);
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {}", self.token).parse()?);
         let (socket, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(socket)
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The next event from a socket, with a timeout.
 async fn next_event(socket: &mut Socket) -> anyhow::Result<EventEnvelope> {
@@ -199,10 +242,10 @@ async fn next_event(socket: &mut Socket) -> anyhow::Result<EventEnvelope> {
             .await
             .context("no event within 30 s")?
             .context("socket closed")??;
-        if let Message::Text(text) = message {
-            if let ServerFrame::Event(envelope) = serde_json::from_str(text.as_str())? {
-                return Ok(envelope);
-            }
+        if let Message::Text(text) = message
+            && let ServerFrame::Event(envelope) = serde_json::from_str(text.as_str())?
+        {
+            return Ok(envelope);
         }
     }
 }
@@ -210,10 +253,10 @@ async fn next_event(socket: &mut Socket) -> anyhow::Result<EventEnvelope> {
 async fn until_finished(socket: &mut Socket, prompt: &str) -> anyhow::Result<()> {
     loop {
         let envelope = next_event(socket).await?;
-        if let Event::PromptFinished { prompt_id, .. } = &envelope.event {
-            if prompt_id.as_str() == prompt {
-                return Ok(());
-            }
+        if let Event::PromptFinished { prompt_id, .. } = &envelope.event
+            && prompt_id.as_str() == prompt
+        {
+            return Ok(());
         }
     }
 }
@@ -233,7 +276,10 @@ async fn prompt_to_request(bench: &Bench, prompts: usize) -> anyhow::Result<(f64
         let before = bench.model.requests().len();
         let sent = Instant::now();
         let prompt = bench.prompt(&session, &format!("prompt {i}")).await?;
-        let requests = bench.model.wait_for_requests(before + 1, Duration::from_secs(30)).await;
+        let requests = bench
+            .model
+            .wait_for_requests(before + 1, Duration::from_secs(30))
+            .await;
         let arrived = requests[before].received_at.into_std();
         samples.push(arrived.saturating_duration_since(sent));
         until_finished(&mut socket, &prompt).await?;
@@ -244,7 +290,9 @@ async fn prompt_to_request(bench: &Bench, prompts: usize) -> anyhow::Result<(f64
 
 /// Client-visible first token minus the model's injected time-to-first-token.
 async fn first_token_overhead(bench: &Bench, prompts: usize) -> anyhow::Result<Stats> {
-    bench.model.set_default(Turn::text("first token").with_ttft(TTFT));
+    bench
+        .model
+        .set_default(Turn::text("first token").with_ttft(TTFT));
     let session = bench.new_session("warm up").await?;
     let mut socket = bench.ws(&session, 0).await?;
     loop {
@@ -258,7 +306,8 @@ async fn first_token_overhead(bench: &Bench, prompts: usize) -> anyhow::Result<S
         let prompt = bench.prompt(&session, &format!("prompt {i}")).await?;
         loop {
             let envelope = next_event(&mut socket).await?;
-            if matches!(&envelope.event, Event::TextDelta { prompt_id, .. } if prompt_id.as_str() == prompt) {
+            if matches!(&envelope.event, Event::TextDelta { prompt_id, .. } if prompt_id.as_str() == prompt)
+            {
                 samples.push(sent.elapsed().saturating_sub(TTFT));
                 break;
             }
@@ -312,9 +361,16 @@ async fn fanout(bench: &Bench, clients: usize, rate: u64) -> anyhow::Result<(Sta
             let seq = head + sent + 1;
             appended.lock().expect("lock").insert(seq, Instant::now());
             let stored = log
-                .append(Event::TextDelta { prompt_id: prompt_id.clone(), text: "token ".into() })
+                .append(Event::TextDelta {
+                    prompt_id: prompt_id.clone(),
+                    text: "token ".into(),
+                })
                 .await?;
-            anyhow::ensure!(stored.seq() == seq, "unexpected seq {} (wanted {seq})", stored.seq());
+            anyhow::ensure!(
+                stored.seq() == seq,
+                "unexpected seq {} (wanted {seq})",
+                stored.seq()
+            );
             sent += 1;
         }
     }
@@ -347,7 +403,10 @@ async fn idle_sessions(bench: &Bench, n: usize) -> anyhow::Result<(f64, f64)> {
                 .send()
                 .await?;
             let body: Value = response.json().await?;
-            let id = body["session"]["id"].as_str().context("session id")?.to_string();
+            let id = body["session"]["id"]
+                .as_str()
+                .context("session id")?
+                .to_string();
             // Idle: its first prompt finished.
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
@@ -361,7 +420,10 @@ async fn idle_sessions(bench: &Bench, n: usize) -> anyhow::Result<(f64, f64)> {
                 if detail["state"] == "idle" && detail["sandbox"] == "ready" {
                     return anyhow::Ok(());
                 }
-                anyhow::ensure!(Instant::now() < deadline, "session {id} did not go idle: {detail}");
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "session {id} did not go idle: {detail}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }));
@@ -379,6 +441,13 @@ fn rss_kib() -> anyhow::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .context("VmRSS missing from /proc/self/status")
 }

@@ -1,9 +1,11 @@
-//! `kiln`: the one binary. Today it runs sandboxes directly on this machine and benchmarks them;
-//! the server (`kiln up`) and the API clients join it as they are built.
+//! `kiln`: the one binary. `kiln up` runs the control plane; the other subcommands are clients
+//! of its API, or run sandboxes directly on this machine, or benchmark kiln.
 
 mod bench;
+mod bench_session;
 mod remote;
 mod sandbox;
+mod up;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -22,6 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run kiln on this machine: API server, session engine and local sandboxes.
+    Up(up::UpArgs),
     /// Run and manage sandboxes on this machine.
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Up(args) => up::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Sandbox(cmd) => sandbox::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Repo(args) => Ok(remote::repo(args).await),

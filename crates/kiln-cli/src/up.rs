@@ -134,12 +134,19 @@ fn print_config(resolved: &Resolved) {
             println!("model_base_url = \"{}\"", model.base_url);
             println!(
                 "model_api_key = \"{}\"",
-                if model.api_key.is_some() { "****" } else { "(none)" }
+                if model.api_key.is_some() {
+                    "****"
+                } else {
+                    "(none)"
+                }
             );
         }
         None => println!("# model: none — {}", model_hint(resolved)),
     }
-    println!("bash_timeout_secs = {}", resolved.engine.bash_timeout.as_secs());
+    println!(
+        "bash_timeout_secs = {}",
+        resolved.engine.bash_timeout.as_secs()
+    );
     println!("[limits]");
     println!("max_turns = {}", resolved.engine.limits.max_turns);
     println!("max_tokens = {}", resolved.engine.limits.max_tokens);
@@ -183,14 +190,10 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     if resolved.engine.model.is_none() {
         eprintln!("warning: {}", model_hint(&resolved));
     }
-    let engine = kiln_engine::Engine::start(
-        store,
-        Arc::new(provider),
-        data_dir.clone(),
-        resolved.engine,
-    )
-    .await
-    .context("starting the session engine")?;
+    let engine =
+        kiln_engine::Engine::start(store, Arc::new(provider), data_dir.clone(), resolved.engine)
+            .await
+            .context("starting the session engine")?;
     let url = format!("http://{addr}");
     eprintln!("kiln listening on {url}");
     match admin_token {
@@ -261,4 +264,3 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
-

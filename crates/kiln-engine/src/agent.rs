@@ -14,9 +14,7 @@ use crate::workspace::WORKDIR;
 use kiln_model::{
     ContentBlock, Message, MessageRole, ModelClient, ModelRequest, StopReason, StreamEvent,
 };
-use kiln_protocol::api::{
-    Event, PromptInfo, PromptOutcome, PromptStatus, ToolOutcome, Usage,
-};
+use kiln_protocol::api::{Event, PromptInfo, PromptOutcome, PromptStatus, ToolOutcome, Usage};
 use kiln_sandbox::Sandbox;
 use std::sync::Arc;
 use std::time::Instant;
@@ -160,11 +158,13 @@ impl<'a> PromptRun<'a> {
         let mut stop_hook_active = false;
         for turn in 1..=limits.max_turns {
             self.deliver_inserted(&mut conversation).await?;
-            let (blocks, stop_reason) =
-                match self.model_turn(&model, &system, &conversation, turn).await? {
-                    Some(result) => result,
-                    None => return Ok(self.cancelled_end()),
-                };
+            let (blocks, stop_reason) = match self
+                .model_turn(&model, &system, &conversation, turn)
+                .await?
+            {
+                Some(result) => result,
+                None => return Ok(self.cancelled_end()),
+            };
             let calls: Vec<ToolCall> = blocks
                 .iter()
                 .filter_map(|b| match b {
@@ -411,9 +411,12 @@ impl<'a> PromptRun<'a> {
                     },
                 )
                 .await;
-            for extra in [post.blocked.as_ref().map(|b| b.reason.clone()), post.context_text()]
-                .into_iter()
-                .flatten()
+            for extra in [
+                post.blocked.as_ref().map(|b| b.reason.clone()),
+                post.context_text(),
+            ]
+            .into_iter()
+            .flatten()
             {
                 content.push_str("\n\n");
                 content.push_str(&extra);
@@ -589,5 +592,10 @@ impl<'a> PromptRun<'a> {
 }
 
 fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or("").chars().take(200).collect()
+    text.lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect()
 }

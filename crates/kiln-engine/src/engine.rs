@@ -11,8 +11,8 @@ use crate::{Error, Result};
 use kiln_core::{PromptId, Role, SessionId};
 use kiln_model::ModelClient;
 use kiln_protocol::api::{
-    CreateSession, DeliveryMode, Event, PromptAccepted, PromptStatus, SessionCreated,
-    SessionState, SessionSummary, UserRef,
+    CreateSession, DeliveryMode, Event, PromptAccepted, PromptStatus, SessionCreated, SessionState,
+    SessionSummary, UserRef,
 };
 use kiln_sandbox::{Provider, SandboxId};
 use kiln_store::{SessionRow, Store};
@@ -178,10 +178,17 @@ impl Engine {
         request: &CreateSession,
     ) -> Result<SessionCreated> {
         let prompt = validate_prompt(&request.prompt)?;
-        let repo = self.inner.store.repo(&request.repo).await.map_err(|e| match e {
-            kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {:?}", request.repo)),
-            e => e.into(),
-        })?;
+        let repo = self
+            .inner
+            .store
+            .repo(&request.repo)
+            .await
+            .map_err(|e| match e {
+                kiln_store::Error::NotFound(_) => {
+                    Error::NotFound(format!("repo {:?}", request.repo))
+                }
+                e => e.into(),
+            })?;
         let title = request
             .title
             .clone()
@@ -237,11 +244,7 @@ impl Engine {
         actor.stop(by, clear_queue).await
     }
 
-    pub async fn set_delivery(
-        &self,
-        session: &SessionId,
-        delivery: DeliveryMode,
-    ) -> Result<()> {
+    pub async fn set_delivery(&self, session: &SessionId, delivery: DeliveryMode) -> Result<()> {
         let actor = self.actor(session).await?;
         actor.set_delivery(delivery).await
     }
@@ -285,7 +288,9 @@ impl Engine {
     /// The sandbox's last known state, for sessions used since this process started.
     pub fn sandbox_state(&self, session: &SessionId) -> Option<kiln_protocol::api::SandboxState> {
         let sessions = self.inner.sessions.lock().expect("sessions lock");
-        sessions.get(session).and_then(|actor| actor.sandbox_state())
+        sessions
+            .get(session)
+            .and_then(|actor| actor.sandbox_state())
     }
 
     /// Records that someone gained a role (e.g. by a share link).

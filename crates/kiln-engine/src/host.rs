@@ -70,7 +70,10 @@ mod tests {
             redact_urls("fatal: https://x:ghp_secret@github.com/a/b.git not found"),
             "fatal: https://****@github.com/a/b.git not found"
         );
-        assert_eq!(redact_urls("see https://example.com/a"), "see https://example.com/a");
+        assert_eq!(
+            redact_urls("see https://example.com/a"),
+            "see https://example.com/a"
+        );
         assert_eq!(redact_urls("no url"), "no url");
     }
 }

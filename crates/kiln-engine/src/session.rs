@@ -122,7 +122,9 @@ impl SessionActor {
             state.worker = true;
         }
         let (actor, inner2) = (self.clone(), inner.clone());
-        inner.tracker.spawn(async move { actor.work(&inner2).await });
+        inner
+            .tracker
+            .spawn(async move { actor.work(&inner2).await });
     }
 
     async fn work(self: Arc<Self>, inner: &Arc<Inner>) {
@@ -179,7 +181,10 @@ impl SessionActor {
         let (prompt, _) = self
             .log
             .write(|w| {
-                let Some(prompt) = w.prompts_with_status(PromptStatus::Queued)?.into_iter().next()
+                let Some(prompt) = w
+                    .prompts_with_status(PromptStatus::Queued)?
+                    .into_iter()
+                    .next()
                 else {
                     return Ok(None);
                 };
@@ -253,10 +258,10 @@ impl SessionActor {
     /// status events tell every client what is happening.
     pub(crate) async fn sandbox(&self, workspaces: &Workspaces) -> Result<Sandbox> {
         let mut slot = self.sandbox.lock().await;
-        if let Some(sandbox) = &slot.sandbox {
-            if sandbox.guest().gone().is_none() {
-                return Ok(sandbox.clone());
-            }
+        if let Some(sandbox) = &slot.sandbox
+            && sandbox.guest().gone().is_none()
+        {
+            return Ok(sandbox.clone());
         }
         if let Some(id) = slot.recovered.take() {
             match workspaces.attach(&id).await {
@@ -265,7 +270,9 @@ impl SessionActor {
                     slot.sandbox = Some(sandbox.clone());
                     return Ok(sandbox);
                 }
-                Err(e) => tracing::warn!(sandbox = %id, error = %e, "could not reattach; creating anew"),
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "could not reattach; creating anew")
+                }
             }
         }
         self.status(SandboxState::Starting, None, None).await;
@@ -292,7 +299,12 @@ impl SessionActor {
         self.state.lock().expect("state lock").sandbox
     }
 
-    async fn status(&self, state: SandboxState, sandbox_id: Option<String>, detail: Option<String>) {
+    async fn status(
+        &self,
+        state: SandboxState,
+        sandbox_id: Option<String>,
+        detail: Option<String>,
+    ) {
         self.state.lock().expect("state lock").sandbox = Some(state);
         let event = Event::SandboxStatus {
             state,

@@ -52,14 +52,26 @@ impl Workspaces {
             .await
             .map_err(|e| Error::Git(format!("creating {}: {e}", parent.display())))?;
         if mirror.join("HEAD").is_file() {
-            git(&mirror, &["fetch", "--prune", "--quiet", "origin"], self.git_timeout).await?;
+            git(
+                &mirror,
+                &["fetch", "--prune", "--quiet", "origin"],
+                self.git_timeout,
+            )
+            .await?;
         } else {
             let partial = parent.join(format!(".{}.partial", repo.name));
             let _ = tokio::fs::remove_dir_all(&partial).await;
             let partial_str = partial.to_string_lossy().into_owned();
             git(
                 parent,
-                &["clone", "--mirror", "--quiet", "--", &repo.url, &partial_str],
+                &[
+                    "clone",
+                    "--mirror",
+                    "--quiet",
+                    "--",
+                    &repo.url,
+                    &partial_str,
+                ],
                 self.git_timeout,
             )
             .await?;
@@ -88,7 +100,15 @@ impl Workspaces {
             let (mirror_str, target_str) = (path_str(&mirror), path_str(&target));
             git(
                 &layer,
-                &["clone", "--bare", "--local", "--quiet", "--", &mirror_str, &target_str],
+                &[
+                    "clone",
+                    "--bare",
+                    "--local",
+                    "--quiet",
+                    "--",
+                    &mirror_str,
+                    &target_str,
+                ],
                 self.git_timeout,
             )
             .await?;

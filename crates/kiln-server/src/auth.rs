@@ -8,8 +8,8 @@
 use crate::AppState;
 use crate::error::Error;
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use kiln_core::{Role, SessionId};
 use kiln_protocol::api::{User, UserRef};
 
@@ -35,7 +35,11 @@ impl Caller {
 
     /// The caller's role in a session. Strangers get the same 404 as for a session that does
     /// not exist, so ids cannot be probed.
-    pub(crate) async fn role_in(&self, state: &AppState, session: &SessionId) -> Result<Role, Error> {
+    pub(crate) async fn role_in(
+        &self,
+        state: &AppState,
+        session: &SessionId,
+    ) -> Result<Role, Error> {
         state
             .store
             .role_of(session, &self.0.id)
@@ -61,9 +65,7 @@ impl FromRequestParts<AppState> for Caller {
 fn token_from(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
-        return value
-            .strip_prefix("Bearer ")
-            .map(|t| t.trim().to_string());
+        return value.strip_prefix("Bearer ").map(|t| t.trim().to_string());
     }
     if let Some(query) = parts.uri.query() {
         for pair in query.split('&') {

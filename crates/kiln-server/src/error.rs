@@ -10,7 +10,9 @@ use kiln_protocol::api::ApiError;
 pub enum Error {
     #[error("{0}")]
     BadRequest(String),
-    #[error("missing or invalid token: send `Authorization: Bearer <token>` (see DATA/admin.token)")]
+    #[error(
+        "missing or invalid token: send `Authorization: Bearer <token>` (see DATA/admin.token)"
+    )]
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),

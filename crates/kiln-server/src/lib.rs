@@ -111,8 +111,10 @@ struct LoginQuery {
 /// so the token leaves the address bar (and the browser history) at once.
 async fn login(State(state): State<AppState>, Query(query): Query<LoginQuery>) -> Response {
     let Some(token) = query.token else {
-        return Error::BadRequest("open the login link `kiln up` printed (it carries ?token=)".into())
-            .into_response();
+        return Error::BadRequest(
+            "open the login link `kiln up` printed (it carries ?token=)".into(),
+        )
+        .into_response();
     };
     match state.store.authenticate(&token).await {
         Ok(Some(_)) => {

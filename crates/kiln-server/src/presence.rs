@@ -31,7 +31,11 @@ pub(crate) struct Guard {
 
 impl Presence {
     /// Joins a session's room; tells the others if this is the user's first client there.
-    pub(crate) fn join(&self, session: &SessionId, user: &UserRef) -> (Guard, broadcast::Receiver<Ephemeral>) {
+    pub(crate) fn join(
+        &self,
+        session: &SessionId,
+        user: &UserRef,
+    ) -> (Guard, broadcast::Receiver<Ephemeral>) {
         let mut rooms = self.inner.lock().expect("presence lock");
         let room = rooms.entry(session.clone()).or_insert_with(|| Room {
             tx: broadcast::channel(64).0,

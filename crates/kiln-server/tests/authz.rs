@@ -12,7 +12,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 const ROLES: [&str; 5] = ["owner", "collaborator", "viewer", "stranger", "anonymous"];
 
 async fn ws_status(app: &TestApp, token: &str, session: &str) -> u16 {
-    let url = format!("{}/api/sessions/{session}/ws", app.url.replace("http://", "ws://"));
+    let url = format!(
+        "{}/api/sessions/{session}/ws",
+        app.url.replace("http://", "ws://")
+    );
     let mut request = url.into_client_request().unwrap();
     if !token.is_empty() {
         request
@@ -37,10 +40,16 @@ async fn every_session_endpoint_checks_the_callers_role() {
     let session = app.new_session(&owner, "hello").await;
     for (token, role) in [(&collaborator, "collaborator"), (&viewer, "viewer")] {
         let (status, share) = app
-            .post(&owner, &format!("/api/sessions/{session}/shares"), json!({"role": role}))
+            .post(
+                &owner,
+                &format!("/api/sessions/{session}/shares"),
+                json!({"role": role}),
+            )
             .await;
         assert_eq!(status, 201, "{share}");
-        let (status, joined) = app.post(token, share["path"].as_str().unwrap(), json!({})).await;
+        let (status, joined) = app
+            .post(token, share["path"].as_str().unwrap(), json!({}))
+            .await;
         assert_eq!(status, 200, "{joined}");
         assert_eq!(joined["role"], role);
     }
@@ -48,33 +57,124 @@ async fn every_session_endpoint_checks_the_callers_role() {
     let s = session.to_string();
     // (method, path, body, expected status per role in ROLES order)
     let matrix: Vec<(Method, String, Option<Value>, [u16; 5])> = vec![
-        (Method::GET, format!("/api/sessions/{s}"), None, [200, 200, 200, 404, 401]),
-        (Method::GET, format!("/api/sessions/{s}/events"), None, [200, 200, 200, 404, 401]),
-        (Method::POST, format!("/api/sessions/{s}/prompts"), Some(json!({"text": "hi"})), [202, 202, 403, 404, 401]),
-        (Method::POST, format!("/api/sessions/{s}/stop"), Some(json!({})), [204, 204, 403, 404, 401]),
-        (Method::PATCH, format!("/api/sessions/{s}"), Some(json!({"delivery": "queue"})), [200, 403, 403, 404, 401]),
-        (Method::POST, format!("/api/sessions/{s}/shares"), Some(json!({"role": "viewer"})), [201, 403, 403, 404, 401]),
-        (Method::GET, "/api/me".into(), None, [200, 200, 200, 200, 401]),
-        (Method::GET, "/api/repos".into(), None, [200, 200, 200, 200, 401]),
-        (Method::GET, "/api/repos/demo".into(), None, [200, 200, 200, 200, 401]),
-        (Method::POST, "/api/repos".into(), Some(json!({"name": "x", "url": "/tmp/x"})), [403, 403, 403, 403, 401]),
-        (Method::GET, "/api/users".into(), None, [403, 403, 403, 403, 401]),
-        (Method::POST, "/api/users".into(), Some(json!({"name": "eve"})), [403, 403, 403, 403, 401]),
-        (Method::GET, "/api/sessions".into(), None, [200, 200, 200, 200, 401]),
-        (Method::GET, "/api/tokens".into(), None, [200, 200, 200, 200, 401]),
-        (Method::POST, "/api/join/0123456789abcdef0123456789abcdef".into(), Some(json!({})), [404, 404, 404, 404, 401]),
-        (Method::GET, "/api/health".into(), None, [200, 200, 200, 200, 200]),
-        (Method::GET, "/api/openapi.json".into(), None, [200, 200, 200, 200, 200]),
+        (
+            Method::GET,
+            format!("/api/sessions/{s}"),
+            None,
+            [200, 200, 200, 404, 401],
+        ),
+        (
+            Method::GET,
+            format!("/api/sessions/{s}/events"),
+            None,
+            [200, 200, 200, 404, 401],
+        ),
+        (
+            Method::POST,
+            format!("/api/sessions/{s}/prompts"),
+            Some(json!({"text": "hi"})),
+            [202, 202, 403, 404, 401],
+        ),
+        (
+            Method::POST,
+            format!("/api/sessions/{s}/stop"),
+            Some(json!({})),
+            [204, 204, 403, 404, 401],
+        ),
+        (
+            Method::PATCH,
+            format!("/api/sessions/{s}"),
+            Some(json!({"delivery": "queue"})),
+            [200, 403, 403, 404, 401],
+        ),
+        (
+            Method::POST,
+            format!("/api/sessions/{s}/shares"),
+            Some(json!({"role": "viewer"})),
+            [201, 403, 403, 404, 401],
+        ),
+        (
+            Method::GET,
+            "/api/me".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            Method::GET,
+            "/api/repos".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            Method::GET,
+            "/api/repos/demo".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            Method::POST,
+            "/api/repos".into(),
+            Some(json!({"name": "x", "url": "/tmp/x"})),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            Method::GET,
+            "/api/users".into(),
+            None,
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            Method::POST,
+            "/api/users".into(),
+            Some(json!({"name": "eve"})),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            Method::GET,
+            "/api/sessions".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            Method::GET,
+            "/api/tokens".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            Method::POST,
+            "/api/join/0123456789abcdef0123456789abcdef".into(),
+            Some(json!({})),
+            [404, 404, 404, 404, 401],
+        ),
+        (
+            Method::GET,
+            "/api/health".into(),
+            None,
+            [200, 200, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            "/api/openapi.json".into(),
+            None,
+            [200, 200, 200, 200, 200],
+        ),
     ];
     let mut failures = Vec::new();
     for (method, path, body, expected) in &matrix {
         for (i, token) in tokens.iter().enumerate() {
             let (status, response) = app.request(method.clone(), token, path, body.clone()).await;
             if status != expected[i] {
-                failures.push(format!("{method} {path} as {}: {status} (want {}) {response}", ROLES[i], expected[i]));
+                failures.push(format!(
+                    "{method} {path} as {}: {status} (want {}) {response}",
+                    ROLES[i], expected[i]
+                ));
             }
             if status >= 400 {
-                assert!(response["error"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path}: {response}");
+                assert!(
+                    response["error"].as_str().is_some_and(|m| !m.is_empty()),
+                    "{method} {path}: {response}"
+                );
             }
         }
     }
@@ -93,7 +193,9 @@ async fn every_session_endpoint_checks_the_callers_role() {
     let (_, list) = app.get(&viewer, "/api/sessions").await;
     assert_eq!(list[0]["role"], "viewer");
     // The admin is not a member either: admins do not read others' sessions.
-    let (status, _) = app.get(&app.admin_token, &format!("/api/sessions/{s}")).await;
+    let (status, _) = app
+        .get(&app.admin_token, &format!("/api/sessions/{s}"))
+        .await;
     assert_eq!(status, 404);
     app.stop().await;
 }
@@ -104,23 +206,86 @@ async fn malformed_requests_get_a_4xx_that_says_what_is_wrong() {
     let app = TestApp::start(&model).await;
     let token = app.admin_token.clone();
     let cases: Vec<(Method, &str, Option<Value>, u16, &str)> = vec![
-        (Method::POST, "/api/sessions", Some(json!({"prompt": "x"})), 400, "repo"),
-        (Method::POST, "/api/sessions", Some(json!({"repo": "demo", "prompt": "x", "colour": 1})), 400, "colour"),
-        (Method::POST, "/api/sessions", Some(json!({"repo": "nope", "prompt": "x"})), 404, "nope"),
-        (Method::POST, "/api/sessions", Some(json!({"repo": "demo", "prompt": "  "})), 400, "empty"),
-        (Method::POST, "/api/repos", Some(json!({"name": "../evil", "url": "/tmp"})), 400, "name"),
-        (Method::POST, "/api/repos", Some(json!({"name": "demo", "url": "/tmp"})), 409, "demo"),
-        (Method::GET, "/api/sessions/s-0123456789abcdef", None, 404, "not found"),
-        (Method::GET, "/api/sessions/not-an-id", None, 404, "not found"),
-        (Method::POST, "/api/sessions/s-0123456789abcdef/prompts", Some(json!({"text": "x"})), 404, "not found"),
+        (
+            Method::POST,
+            "/api/sessions",
+            Some(json!({"prompt": "x"})),
+            400,
+            "repo",
+        ),
+        (
+            Method::POST,
+            "/api/sessions",
+            Some(json!({"repo": "demo", "prompt": "x", "colour": 1})),
+            400,
+            "colour",
+        ),
+        (
+            Method::POST,
+            "/api/sessions",
+            Some(json!({"repo": "nope", "prompt": "x"})),
+            404,
+            "nope",
+        ),
+        (
+            Method::POST,
+            "/api/sessions",
+            Some(json!({"repo": "demo", "prompt": "  "})),
+            400,
+            "empty",
+        ),
+        (
+            Method::POST,
+            "/api/repos",
+            Some(json!({"name": "../evil", "url": "/tmp"})),
+            400,
+            "name",
+        ),
+        (
+            Method::POST,
+            "/api/repos",
+            Some(json!({"name": "demo", "url": "/tmp"})),
+            409,
+            "demo",
+        ),
+        (
+            Method::GET,
+            "/api/sessions/s-0123456789abcdef",
+            None,
+            404,
+            "not found",
+        ),
+        (
+            Method::GET,
+            "/api/sessions/not-an-id",
+            None,
+            404,
+            "not found",
+        ),
+        (
+            Method::POST,
+            "/api/sessions/s-0123456789abcdef/prompts",
+            Some(json!({"text": "x"})),
+            404,
+            "not found",
+        ),
         (Method::GET, "/api/nothing-here", None, 404, "not found"),
-        (Method::POST, "/api/users", Some(json!({"name": ""})), 400, "name"),
+        (
+            Method::POST,
+            "/api/users",
+            Some(json!({"name": ""})),
+            400,
+            "name",
+        ),
     ];
     for (method, path, body, want, needle) in cases {
         let (status, response) = app.request(method.clone(), &token, path, body).await;
         let message = response["error"].as_str().unwrap_or_default().to_string();
         assert_eq!(status, want, "{method} {path}: {response}");
-        assert!(message.contains(needle), "{method} {path}: {message:?} should mention {needle:?}");
+        assert!(
+            message.contains(needle),
+            "{method} {path}: {message:?} should mention {needle:?}"
+        );
     }
     // Not JSON at all.
     let response = reqwest::Client::new()
@@ -133,6 +298,13 @@ async fn malformed_requests_get_a_4xx_that_says_what_is_wrong() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 400);
     let body: Value = response.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().to_lowercase().contains("json"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("json"),
+        "{body}"
+    );
     app.stop().await;
 }

@@ -32,27 +32,35 @@ async fn command_hooks_block_and_rewrite_tool_calls() {
         r#"cat >/dev/null; echo '{"hookSpecificOutput":{"hookEventName":"PreToolUse","permissionDecision":"allow","updatedInput":{"path":"rewritten.txt","content":"from the hook"}}}'"#,
     );
     let model = FakeModel::start().await;
-    model.push(Script::Turn(Turn::tool("bash", json!({"command": "rm -rf /workspace/src"}))));
-    model.push(Script::Turn(Turn::tool("write_file", json!({"path": "original.txt", "content": "model\n"}))));
+    model.push(Script::Turn(Turn::tool(
+        "bash",
+        json!({"command": "rm -rf /workspace/src"}),
+    )));
+    model.push(Script::Turn(Turn::tool(
+        "write_file",
+        json!({"path": "original.txt", "content": "model\n"}),
+    )));
     model.push(Script::Turn(Turn::text("done")));
-    let mut config = EngineConfig::default();
-    config.model = Some(fake_model_config(&model));
-    config.hooks = vec![
-        HookConfig {
-            event: HookEventKind::PreToolUse,
-            matcher: Some("bash".into()),
-            command: vec![block],
-            timeout_secs: Some(10),
-            cwd: None,
-        },
-        HookConfig {
-            event: HookEventKind::PreToolUse,
-            matcher: Some("write_file".into()),
-            command: vec![rewrite],
-            timeout_secs: Some(10),
-            cwd: None,
-        },
-    ];
+    let config = EngineConfig {
+        model: Some(fake_model_config(&model)),
+        hooks: vec![
+            HookConfig {
+                event: HookEventKind::PreToolUse,
+                matcher: Some("bash".into()),
+                command: vec![block],
+                timeout_secs: Some(10),
+                cwd: None,
+            },
+            HookConfig {
+                event: HookEventKind::PreToolUse,
+                matcher: Some("write_file".into()),
+                command: vec![rewrite],
+                timeout_secs: Some(10),
+                cwd: None,
+            },
+        ],
+        ..EngineConfig::default()
+    };
     let app = TestApp::with_config(config).await;
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "clean up").await;
@@ -75,7 +83,15 @@ async fn command_hooks_block_and_rewrite_tool_calls() {
     assert!(second.contains("deleting is not allowed here"), "{second}");
     // The blocked command never ran; the rewritten write went where the hook said.
     assert_eq!(app.sandbox_sh(&session, "ls src").await.trim(), "lib.rs");
-    assert_eq!(app.sandbox_sh(&session, "cat rewritten.txt").await, "from the hook");
-    assert_eq!(app.sandbox_sh(&session, "ls original.txt 2>&1 | grep -c 'No such'").await.trim(), "1");
+    assert_eq!(
+        app.sandbox_sh(&session, "cat rewritten.txt").await,
+        "from the hook"
+    );
+    assert_eq!(
+        app.sandbox_sh(&session, "ls original.txt 2>&1 | grep -c 'No such'")
+            .await
+            .trim(),
+        "1"
+    );
     app.stop().await;
 }

@@ -34,7 +34,11 @@ async fn a_prompt_runs_tools_in_the_sandbox_and_every_client_sees_the_same_event
     let seen_b = b.events_until(is_finished).await;
     assert_eq!(seen_a, seen_b, "two clients see the same events");
     let seqs: Vec<u64> = seen_a.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gapless from 1");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gapless from 1"
+    );
 
     let kinds: Vec<String> = seen_a.iter().map(|e| kind(&e.event)).collect();
     let position = |k: &str| {
@@ -54,13 +58,27 @@ async fn a_prompt_runs_tools_in_the_sandbox_and_every_client_sees_the_same_event
     let change = seen_a
         .iter()
         .find_map(|e| match &e.event {
-            Event::FileChanged { path, kind, added, removed, author, .. } => {
-                Some((path.clone(), *kind, *added, *removed, author.name.clone()))
-            }
+            Event::FileChanged {
+                path,
+                kind,
+                added,
+                removed,
+                author,
+                ..
+            } => Some((path.clone(), *kind, *added, *removed, author.name.clone())),
             _ => None,
         })
         .unwrap();
-    assert_eq!(change, ("hello.txt".into(), FileChangeKind::Added, 2, 0, "admin".into()));
+    assert_eq!(
+        change,
+        (
+            "hello.txt".into(),
+            FileChangeKind::Added,
+            2,
+            0,
+            "admin".into()
+        )
+    );
     match &seen_a.last().unwrap().event {
         Event::PromptFinished { outcome, .. } => assert_eq!(*outcome, PromptOutcome::Completed),
         other => panic!("{other:?}"),
@@ -75,9 +93,14 @@ async fn a_prompt_runs_tools_in_the_sandbox_and_every_client_sees_the_same_event
     assert_eq!(text, "I wrote hello.txt.");
 
     // The file is really there, in the session's checkout.
-    assert_eq!(app.sandbox_sh(&session, "cat hello.txt").await, "hi\nthere\n");
     assert_eq!(
-        app.sandbox_sh(&session, "git rev-parse --abbrev-ref HEAD").await.trim(),
+        app.sandbox_sh(&session, "cat hello.txt").await,
+        "hi\nthere\n"
+    );
+    assert_eq!(
+        app.sandbox_sh(&session, "git rev-parse --abbrev-ref HEAD")
+            .await
+            .trim(),
         format!("kiln/{session}")
     );
 
@@ -85,14 +108,26 @@ async fn a_prompt_runs_tools_in_the_sandbox_and_every_client_sees_the_same_event
     let requests = model.requests();
     assert_eq!(requests.len(), 2);
     let system = requests[0].body["system"].to_string();
-    assert!(system.contains("Run `cargo test` before finishing."), "{system}");
+    assert!(
+        system.contains("Run `cargo test` before finishing."),
+        "{system}"
+    );
     let tools: Vec<&str> = requests[0].body["tools"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    for tool in ["read_file", "write_file", "edit_file", "list_files", "grep", "bash", "git_status", "git_diff"] {
+    for tool in [
+        "read_file",
+        "write_file",
+        "edit_file",
+        "list_files",
+        "grep",
+        "bash",
+        "git_status",
+        "git_diff",
+    ] {
         assert!(tools.contains(&tool), "{tool} missing from {tools:?}");
     }
     let second = requests[1].body["messages"].to_string();
@@ -110,17 +145,24 @@ async fn a_prompt_runs_tools_in_the_sandbox_and_every_client_sees_the_same_event
 async fn follow_ups_queue_and_stop_cancels_within_a_second() {
     let model = FakeModel::start().await;
     // First prompt: the model starts talking and hangs.
-    model.push(Script::Hang { turn: Turn::text("thinking...") });
+    model.push(Script::Hang {
+        turn: Turn::text("thinking..."),
+    });
     let app = TestApp::start(&model).await;
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "first").await;
     let mut ws = app.ws(&token, &session, 0).await;
-    ws.events_until(|e| matches!(e, Event::TextDelta { .. })).await;
+    ws.events_until(|e| matches!(e, Event::TextDelta { .. }))
+        .await;
 
     // A follow-up while the agent works is queued, with its author.
     let (alice, alice_token) = app.user("alice").await;
     let (status, share) = app
-        .post(&token, &format!("/api/sessions/{session}/shares"), json!({"role": "collaborator"}))
+        .post(
+            &token,
+            &format!("/api/sessions/{session}/shares"),
+            json!({"role": "collaborator"}),
+        )
         .await;
     assert_eq!(status, 201, "{share}");
     let (status, _) = app
@@ -129,7 +171,11 @@ async fn follow_ups_queue_and_stop_cancels_within_a_second() {
     assert_eq!(status, 200);
     model.push(Script::Turn(Turn::text("second done")));
     let (status, accepted) = app
-        .post(&alice_token, &format!("/api/sessions/{session}/prompts"), json!({"text": "second"}))
+        .post(
+            &alice_token,
+            &format!("/api/sessions/{session}/prompts"),
+            json!({"text": "second"}),
+        )
         .await;
     assert_eq!(status, 202, "{accepted}");
     let queued = ws
@@ -152,16 +198,25 @@ async fn follow_ups_queue_and_stop_cancels_within_a_second() {
     let cancelled = ws
         .events_until(|e| matches!(e, Event::PromptCancelled { .. }))
         .await;
-    assert!(started.elapsed() < Duration::from_secs(1), "stop took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "stop took {:?}",
+        started.elapsed()
+    );
     match &cancelled.last().unwrap().event {
         Event::PromptCancelled { by, .. } => assert_eq!(by.name, "admin"),
         other => panic!("{other:?}"),
     }
     let rest = ws.events_until(is_finished).await;
-    assert!(rest.iter().any(|e| matches!(&e.event, Event::PromptStarted { author, .. } if author.name == "alice")));
+    assert!(rest.iter().any(
+        |e| matches!(&e.event, Event::PromptStarted { author, .. } if author.name == "alice")
+    ));
     assert!(matches!(
         rest.last().unwrap().event,
-        Event::PromptFinished { outcome: PromptOutcome::Completed, .. }
+        Event::PromptFinished {
+            outcome: PromptOutcome::Completed,
+            ..
+        }
     ));
     app.stop().await;
 }
@@ -169,48 +224,87 @@ async fn follow_ups_queue_and_stop_cancels_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_kills_a_running_tool_and_clear_queue_cancels_the_queue() {
     let model = FakeModel::start().await;
-    model.push(Script::Turn(Turn::tool("bash", json!({"command": "echo started; sleep 30"}))));
+    model.push(Script::Turn(Turn::tool(
+        "bash",
+        json!({"command": "echo started; sleep 30"}),
+    )));
     let app = TestApp::start(&model).await;
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "sleep").await;
     let mut ws = app.ws(&token, &session, 0).await;
-    ws.events_until(|e| matches!(e, Event::ToolOutput { .. })).await;
+    ws.events_until(|e| matches!(e, Event::ToolOutput { .. }))
+        .await;
     let (status, _) = app
-        .post(&token, &format!("/api/sessions/{session}/prompts"), json!({"text": "queued one"}))
+        .post(
+            &token,
+            &format!("/api/sessions/{session}/prompts"),
+            json!({"text": "queued one"}),
+        )
         .await;
     assert_eq!(status, 202);
-    ws.events_until(|e| matches!(e, Event::PromptQueued { .. })).await;
+    ws.events_until(|e| matches!(e, Event::PromptQueued { .. }))
+        .await;
 
     let started = Instant::now();
     let (status, _) = app
-        .post(&token, &format!("/api/sessions/{session}/stop"), json!({"clear_queue": true}))
+        .post(
+            &token,
+            &format!("/api/sessions/{session}/stop"),
+            json!({"clear_queue": true}),
+        )
         .await;
     assert_eq!(status, 204);
     let events = ws
         .events_until(|e| matches!(e, Event::PromptCancelled { .. }))
         .await;
-    assert!(started.elapsed() < Duration::from_millis(1500), "stop took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "stop took {:?}",
+        started.elapsed()
+    );
     assert!(events.iter().any(|e| matches!(
         &e.event,
-        Event::ToolCallFinished { outcome: ToolOutcome::Cancelled, .. }
+        Event::ToolCallFinished {
+            outcome: ToolOutcome::Cancelled,
+            ..
+        }
     )));
-    assert!(events.iter().any(|e| matches!(&e.event, Event::QueueCleared { cancelled, .. } if cancelled.len() == 1)));
+    assert!(events.iter().any(
+        |e| matches!(&e.event, Event::QueueCleared { cancelled, .. } if cancelled.len() == 1)
+    ));
     // Nothing left running in the sandbox.
-    let ps = app.sandbox_sh(&session, "ps -eo args | grep -c '[s]leep 30' || true").await;
+    let ps = app
+        .sandbox_sh(&session, "ps -eo args | grep -c '[s]leep 30' || true")
+        .await;
     assert_eq!(ps.trim(), "0");
     // The session stays usable.
     model.push(Script::Turn(Turn::text("still here")));
-    app.post(&token, &format!("/api/sessions/{session}/prompts"), json!({"text": "again"}))
+    app.post(
+        &token,
+        &format!("/api/sessions/{session}/prompts"),
+        json!({"text": "again"}),
+    )
+    .await;
+    let last = ws
+        .events_until(|e| matches!(e, Event::PromptFinished { .. }))
         .await;
-    let last = ws.events_until(|e| matches!(e, Event::PromptFinished { .. })).await;
-    assert!(matches!(last.last().unwrap().event, Event::PromptFinished { outcome: PromptOutcome::Completed, .. }));
+    assert!(matches!(
+        last.last().unwrap().event,
+        Event::PromptFinished {
+            outcome: PromptOutcome::Completed,
+            ..
+        }
+    ));
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_mode_delivers_a_follow_up_at_the_next_turn() {
     let model = FakeModel::start().await;
-    model.push(Script::Turn(Turn::tool("bash", json!({"command": "sleep 2; echo slept"}))));
+    model.push(Script::Turn(Turn::tool(
+        "bash",
+        json!({"command": "sleep 2; echo slept"}),
+    )));
     model.push(Script::Turn(Turn::text("done with both")));
     let app = TestApp::start(&model).await;
     let token = app.admin_token.clone();
@@ -226,14 +320,27 @@ async fn insert_mode_delivers_a_follow_up_at_the_next_turn() {
     assert_eq!(status, 200, "{detail}");
     assert_eq!(detail["delivery"], "insert");
     let mut ws = app.ws(&token, &session, 0).await;
-    ws.events_until(|e| matches!(e, Event::ToolCallStarted { .. })).await;
-    app.post(&token, &format!("/api/sessions/{session}/prompts"), json!({"text": "also add tests"}))
+    ws.events_until(|e| matches!(e, Event::ToolCallStarted { .. }))
         .await;
+    app.post(
+        &token,
+        &format!("/api/sessions/{session}/prompts"),
+        json!({"text": "also add tests"}),
+    )
+    .await;
     let events = ws.events_until(is_finished).await;
-    assert!(events.iter().any(|e| matches!(e.event, Event::PromptInserted { .. })));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.event, Event::PromptInserted { .. }))
+    );
     let requests = model.requests();
     assert_eq!(requests.len(), 2, "one prompt, two turns");
-    assert!(requests[1].body["messages"].to_string().contains("also add tests"));
+    assert!(
+        requests[1].body["messages"]
+            .to_string()
+            .contains("also add tests")
+    );
     // Only one prompt ran.
     let started = app
         .events(&token, &session)
@@ -249,42 +356,111 @@ async fn insert_mode_delivers_a_follow_up_at_the_next_turn() {
 async fn provider_failures_are_retried_or_end_the_turn_cleanly() {
     let model = FakeModel::start().await;
     // 429 with retry-after, then 500, then success: the prompt completes.
-    model.push(Script::Status { status: 429, retry_after: Some(Duration::from_secs(1)), message: "slow down".into() });
-    model.push(Script::Status { status: 500, retry_after: None, message: "oops".into() });
+    model.push(Script::Status {
+        status: 429,
+        retry_after: Some(Duration::from_secs(1)),
+        message: "slow down".into(),
+    });
+    model.push(Script::Status {
+        status: 500,
+        retry_after: None,
+        message: "oops".into(),
+    });
     model.push(Script::Turn(Turn::text("made it")));
     let app = TestApp::start(&model).await;
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "retry me").await;
     let events = app.wait_for(&token, &session, is_finished).await;
-    assert!(matches!(events.last().unwrap().event, Event::PromptFinished { outcome: PromptOutcome::Completed, .. }));
+    assert!(matches!(
+        events.last().unwrap().event,
+        Event::PromptFinished {
+            outcome: PromptOutcome::Completed,
+            ..
+        }
+    ));
     let requests = model.requests();
     assert_eq!(requests.len(), 3);
     assert!(requests[1].received_at - requests[0].received_at >= Duration::from_millis(950));
 
     // A stream cut mid-way ends the turn with an error event; the session stays usable.
-    model.push(Script::CutAfter { turn: Turn::text("partial answer that never ends"), events: 3 });
-    app.post(&token, &format!("/api/sessions/{session}/prompts"), json!({"text": "cut"})).await;
+    model.push(Script::CutAfter {
+        turn: Turn::text("partial answer that never ends"),
+        events: 3,
+    });
+    app.post(
+        &token,
+        &format!("/api/sessions/{session}/prompts"),
+        json!({"text": "cut"}),
+    )
+    .await;
     let events = app
-        .wait_for(&token, &session, |e| matches!(e, Event::PromptFinished { outcome: PromptOutcome::Failed, .. }))
+        .wait_for(&token, &session, |e| {
+            matches!(
+                e,
+                Event::PromptFinished {
+                    outcome: PromptOutcome::Failed,
+                    ..
+                }
+            )
+        })
         .await;
-    assert!(events.iter().any(|e| matches!(&e.event, Event::Error { message, .. } if message.contains("model"))));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.event, Event::Error { message, .. } if message.contains("model")))
+    );
 
     // A malformed chunk too.
     model.push(Script::Malformed);
-    app.post(&token, &format!("/api/sessions/{session}/prompts"), json!({"text": "garbage"})).await;
+    app.post(
+        &token,
+        &format!("/api/sessions/{session}/prompts"),
+        json!({"text": "garbage"}),
+    )
+    .await;
     let failed = |events: &[kiln_protocol::api::EventEnvelope]| {
-        events.iter().filter(|e| matches!(e.event, Event::PromptFinished { outcome: PromptOutcome::Failed, .. })).count()
+        events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.event,
+                    Event::PromptFinished {
+                        outcome: PromptOutcome::Failed,
+                        ..
+                    }
+                )
+            })
+            .count()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while failed(&app.events(&token, &session).await) < 2 {
-        assert!(Instant::now() < deadline, "malformed chunk did not fail the prompt");
+        assert!(
+            Instant::now() < deadline,
+            "malformed chunk did not fail the prompt"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     model.push(Script::Turn(Turn::text("fine again")));
-    app.post(&token, &format!("/api/sessions/{session}/prompts"), json!({"text": "again"})).await;
+    app.post(
+        &token,
+        &format!("/api/sessions/{session}/prompts"),
+        json!({"text": "again"}),
+    )
+    .await;
     let completed = |events: &[kiln_protocol::api::EventEnvelope]| {
-        events.iter().filter(|e| matches!(e.event, Event::PromptFinished { outcome: PromptOutcome::Completed, .. })).count()
+        events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.event,
+                    Event::PromptFinished {
+                        outcome: PromptOutcome::Completed,
+                        ..
+                    }
+                )
+            })
+            .count()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while completed(&app.events(&token, &session).await) < 2 {
@@ -293,7 +469,12 @@ async fn provider_failures_are_retried_or_end_the_turn_cleanly() {
     }
     // The conversation the model sees stays valid: user/assistant alternate.
     let last = model.requests().last().unwrap().body["messages"].clone();
-    let roles: Vec<&str> = last.as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    let roles: Vec<&str> = last
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
     for pair in roles.windows(2) {
         assert_ne!(pair[0], pair[1], "roles must alternate: {roles:?}");
     }
@@ -306,7 +487,9 @@ async fn with_no_model_configured_a_prompt_fails_saying_what_to_set() {
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "hello").await;
     let events = app.wait_for(&token, &session, is_finished).await;
-    assert!(events.iter().any(|e| matches!(&e.event, Event::Error { message, .. } if message.contains("KILN_MODEL"))));
+    assert!(events.iter().any(
+        |e| matches!(&e.event, Event::Error { message, .. } if message.contains("KILN_MODEL"))
+    ));
     let (status, health) = app.get("", "/api/health").await;
     assert_eq!(status, 200);
     assert_eq!(health["model"]["configured"], false);

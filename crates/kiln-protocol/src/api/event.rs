@@ -66,7 +66,9 @@ pub enum Event {
         by: UserRef,
     },
     /// The server stopped (crash, kill, restart) while this prompt ran. Send it again to retry.
-    PromptInterrupted { prompt_id: PromptId },
+    PromptInterrupted {
+        prompt_id: PromptId,
+    },
     /// A request to the model went out (turn counts from 1 within a prompt).
     ModelRequest {
         prompt_id: PromptId,
@@ -74,7 +76,10 @@ pub enum Event {
         model: String,
     },
     /// Model output text, as it streams.
-    TextDelta { prompt_id: PromptId, text: String },
+    TextDelta {
+        prompt_id: PromptId,
+        text: String,
+    },
     ToolCallStarted {
         prompt_id: PromptId,
         call_id: String,
@@ -111,14 +116,21 @@ pub enum Event {
         detail: Option<String>,
     },
     /// Someone gained a role in the session (creator, share link, invitation).
-    ParticipantJoined { user: UserRef, role: Role },
-    ParticipantLeft { user: UserRef },
+    ParticipantJoined {
+        user: UserRef,
+        role: Role,
+    },
+    ParticipantLeft {
+        user: UserRef,
+    },
     /// Queued prompts removed at once.
     QueueCleared {
         by: UserRef,
         cancelled: Vec<PromptId>,
     },
-    SettingsChanged { delivery: DeliveryMode },
+    SettingsChanged {
+        delivery: DeliveryMode,
+    },
     /// Something went wrong; `message` says what and what to do.
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,10 +164,16 @@ impl Event {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Ephemeral {
     /// A client of this user connected to the session.
-    Present { user: UserRef },
+    Present {
+        user: UserRef,
+    },
     /// This user's last client disconnected.
-    Away { user: UserRef },
-    Typing { user: UserRef },
+    Away {
+        user: UserRef,
+    },
+    Typing {
+        user: UserRef,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -258,9 +276,13 @@ pub enum ToolStream {
 pub enum ToolOutcome {
     Ok,
     /// The tool ran and failed (bad arguments, no match, non-zero exit is still `ok` for bash).
-    Error { message: String },
+    Error {
+        message: String,
+    },
     /// A hook refused the call; the model was told `reason`.
-    Blocked { reason: String },
+    Blocked {
+        reason: String,
+    },
     /// Stopped by a participant.
     Cancelled,
 }

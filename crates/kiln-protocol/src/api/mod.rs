@@ -7,8 +7,8 @@ mod rest;
 mod ws;
 
 pub use event::{
-    DeliveryMode, Ephemeral, Event, EventEnvelope, FileChangeKind, PromptOutcome, PromptStatus,
-    SandboxState, ToolOutcome, ToolStream, Usage, UserRef, EVENT_VERSION,
+    DeliveryMode, EVENT_VERSION, Ephemeral, Event, EventEnvelope, FileChangeKind, PromptOutcome,
+    PromptStatus, SandboxState, ToolOutcome, ToolStream, Usage, UserRef,
 };
 pub use rest::*;
 pub use ws::{ClientFrame, ServerFrame, WS_PROTOCOL_VERSION};

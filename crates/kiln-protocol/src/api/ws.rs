@@ -31,10 +31,16 @@ pub enum ServerFrame {
         head_seq: u64,
     },
     Event(EventEnvelope),
-    Ephemeral { event: Ephemeral },
-    Pong { nonce: u64 },
+    Ephemeral {
+        event: Ephemeral,
+    },
+    Pong {
+        nonce: u64,
+    },
     /// A frame the server could not take; the socket stays open.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 impl ClientFrame {
@@ -51,7 +57,10 @@ mod tests {
 
     #[test]
     fn known_frames_decode() {
-        assert_eq!(ClientFrame::decode(r#"{"type":"typing"}"#), Ok(ClientFrame::Typing));
+        assert_eq!(
+            ClientFrame::decode(r#"{"type":"typing"}"#),
+            Ok(ClientFrame::Typing)
+        );
         assert_eq!(
             ClientFrame::decode(r#"{"type":"ping","nonce":3}"#),
             Ok(ClientFrame::Ping { nonce: 3 })

@@ -9,19 +9,37 @@ use utoipa::OpenApi;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "kiln", description = "Hosted background coding agents: the control-plane API. \
-        Authenticate with `Authorization: Bearer <token>`."),
+    info(
+        title = "kiln",
+        description = "Hosted background coding agents: the control-plane API. \
+        Authenticate with `Authorization: Bearer <token>`."
+    ),
     paths(
-        users::me, users::create_user, users::list_users, users::create_token,
-        users::list_tokens, users::revoke_token,
-        repos::create_repo, repos::list_repos, repos::get_repo,
-        sessions::create_session, sessions::list_sessions, sessions::get_session,
-        sessions::update_session, sessions::send_prompt, sessions::stop_session,
-        sessions::create_share, sessions::join, sessions::events, ws::ws,
+        users::me,
+        users::create_user,
+        users::list_users,
+        users::create_token,
+        users::list_tokens,
+        users::revoke_token,
+        repos::create_repo,
+        repos::list_repos,
+        repos::get_repo,
+        sessions::create_session,
+        sessions::list_sessions,
+        sessions::get_session,
+        sessions::update_session,
+        sessions::send_prompt,
+        sessions::stop_session,
+        sessions::create_share,
+        sessions::join,
+        sessions::events,
+        ws::ws,
     ),
     components(schemas(
-        kiln_protocol::api::EventEnvelope, kiln_protocol::api::ServerFrame,
-        kiln_protocol::api::ClientFrame, kiln_protocol::api::Ephemeral,
+        kiln_protocol::api::EventEnvelope,
+        kiln_protocol::api::ServerFrame,
+        kiln_protocol::api::ClientFrame,
+        kiln_protocol::api::Ephemeral,
     ))
 )]
 pub(crate) struct ApiDoc;

@@ -20,11 +20,17 @@ pub(crate) async fn create_repo(
     Json(body): Json<CreateRepo>,
 ) -> Result<(StatusCode, Json<Repo>)> {
     caller.require_admin()?;
-    Ok((StatusCode::CREATED, Json(state.store.create_repo(&body).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.create_repo(&body).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/repos", tag = "repos", responses((status = 200, body = Vec<Repo>)))]
-pub(crate) async fn list_repos(State(state): State<AppState>, _caller: Caller) -> Result<Json<Vec<Repo>>> {
+pub(crate) async fn list_repos(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> Result<Json<Vec<Repo>>> {
     Ok(Json(state.store.list_repos().await?))
 }
 

@@ -25,7 +25,10 @@ pub(crate) async fn create_session(
     caller: Caller,
     Json(body): Json<CreateSession>,
 ) -> Result<(StatusCode, Json<SessionCreated>)> {
-    let created = state.engine.create_session(&caller.user_ref(), &body).await?;
+    let created = state
+        .engine
+        .create_session(&caller.user_ref(), &body)
+        .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -78,7 +81,9 @@ pub(crate) async fn update_session(
 ) -> Result<Json<SessionDetail>> {
     let role = caller.role_in(&state, &id).await?;
     if !role.can_change_settings() {
-        return Err(Error::Forbidden("only the session's owners change its settings".into()));
+        return Err(Error::Forbidden(
+            "only the session's owners change its settings".into(),
+        ));
     }
     if let Some(delivery) = body.delivery {
         state.engine.set_delivery(&id, delivery).await?;
@@ -97,7 +102,9 @@ pub(crate) async fn send_prompt(
 ) -> Result<(StatusCode, Json<PromptAccepted>)> {
     let role = caller.role_in(&state, &id).await?;
     if !role.can_prompt() {
-        return Err(Error::Forbidden("viewers cannot send prompts; ask an owner for the collaborator role".into()));
+        return Err(Error::Forbidden(
+            "viewers cannot send prompts; ask an owner for the collaborator role".into(),
+        ));
     }
     let accepted = state
         .engine
@@ -119,13 +126,17 @@ pub(crate) async fn stop_session(
     let body: StopSession = if body.iter().all(u8::is_ascii_whitespace) {
         StopSession::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| Error::BadRequest(format!("bad stop request: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::BadRequest(format!("bad stop request: {e}")))?
     };
     let role = caller.role_in(&state, &id).await?;
     if !role.can_stop() {
         return Err(Error::Forbidden("viewers cannot stop the agent".into()));
     }
-    state.engine.stop(&id, &caller.user_ref(), body.clear_queue).await?;
+    state
+        .engine
+        .stop(&id, &caller.user_ref(), body.clear_queue)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -140,9 +151,14 @@ pub(crate) async fn create_share(
 ) -> Result<(StatusCode, Json<ShareCreated>)> {
     let role = caller.role_in(&state, &id).await?;
     if !role.can_share() {
-        return Err(Error::Forbidden("only the session's owners share it".into()));
+        return Err(Error::Forbidden(
+            "only the session's owners share it".into(),
+        ));
     }
-    let share = state.store.create_share(&id, body.role, &caller.0.id).await?;
+    let share = state
+        .store
+        .create_share(&id, body.role, &caller.0.id)
+        .await?;
     Ok((StatusCode::CREATED, Json(share)))
 }
 
@@ -156,7 +172,10 @@ pub(crate) async fn join(
     let Some((id, role)) = state.store.redeem_share(&code, &caller.0.id).await? else {
         return Err(Error::NotFound("share link".into()));
     };
-    state.engine.participant_joined(&id, &caller.user_ref(), role).await?;
+    state
+        .engine
+        .participant_joined(&id, &caller.user_ref(), role)
+        .await?;
     let row = state.store.session_row(&id).await?;
     Ok(Json(state.engine.summary(&row, role)))
 }

@@ -36,7 +36,10 @@ pub(crate) async fn create_user(
 
 #[utoipa::path(get, path = "/api/users", tag = "users",
     responses((status = 200, body = Vec<User>), (status = 403, body = kiln_protocol::api::ApiError)))]
-pub(crate) async fn list_users(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<User>>> {
+pub(crate) async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<User>>> {
     caller.require_admin()?;
     Ok(Json(state.store.list_users().await?))
 }
@@ -57,7 +60,9 @@ pub(crate) async fn create_token(
     };
     let name = body.name.trim();
     if name.is_empty() || name.len() > 64 {
-        return Err(Error::BadRequest("token name must be 1 to 64 characters".into()));
+        return Err(Error::BadRequest(
+            "token name must be 1 to 64 characters".into(),
+        ));
     }
     let created = state.store.create_token(&user, name).await?;
     Ok((StatusCode::CREATED, Json(created)))

@@ -59,7 +59,13 @@ pub(crate) async fn ws(
     }))
 }
 
-async fn pump(socket: WebSocket, log: SessionLog, presence: Presence, user: UserRef, after_seq: u64) {
+async fn pump(
+    socket: WebSocket,
+    log: SessionLog,
+    presence: Presence,
+    user: UserRef,
+    after_seq: u64,
+) {
     let (mut tx, mut rx) = socket.split();
     let session = log.id().clone();
     let hello = ServerFrame::Hello {
@@ -111,10 +117,10 @@ async fn pump(socket: WebSocket, log: SessionLog, presence: Presence, user: User
                 None
             }
         };
-        if let Some(text) = outgoing {
-            if send(&mut tx, text).await.is_err() {
-                break;
-            }
+        if let Some(text) = outgoing
+            && send(&mut tx, text).await.is_err()
+        {
+            break;
         }
     }
     let _ = tx.close().await;

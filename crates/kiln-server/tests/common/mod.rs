@@ -45,9 +45,11 @@ pub fn fake_model_config(model: &FakeModel) -> ModelConfig {
 
 impl TestApp {
     pub async fn start(model: &FakeModel) -> TestApp {
-        let mut config = EngineConfig::default();
-        config.model = Some(fake_model_config(model));
-        TestApp::with_config(config).await
+        TestApp::with_config(EngineConfig {
+            model: Some(fake_model_config(model)),
+            ..EngineConfig::default()
+        })
+        .await
     }
 
     pub async fn with_config(config: EngineConfig) -> TestApp {
@@ -94,7 +96,11 @@ impl TestApp {
             server: Some(server),
         };
         let repo = app
-            .post(&app.admin_token, "/api/repos", json!({"name": "demo", "url": app.repo_url}))
+            .post(
+                &app.admin_token,
+                "/api/repos",
+                json!({"name": "demo", "url": app.repo_url}),
+            )
             .await;
         assert_eq!(repo.0, 201, "{}", repo.1);
         app
@@ -155,7 +161,11 @@ impl TestApp {
 
     pub async fn new_session(&self, token: &str, prompt: &str) -> SessionId {
         let (status, body) = self
-            .post(token, "/api/sessions", json!({"repo": "demo", "prompt": prompt}))
+            .post(
+                token,
+                "/api/sessions",
+                json!({"repo": "demo", "prompt": prompt}),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
         body["session"]["id"].as_str().unwrap().parse().unwrap()
@@ -217,12 +227,16 @@ impl TestApp {
             .await
             .unwrap()
             .into_iter()
-            .find(|i| i.spec.labels.get("kiln.session").map(String::as_str) == Some(session.as_str()))
+            .find(|i| {
+                i.spec.labels.get("kiln.session").map(String::as_str) == Some(session.as_str())
+            })
             .expect("the session has a sandbox");
         let sandbox = self.provider.attach(&info.id).await.unwrap();
         let outcome = sandbox
             .run(kiln_sandbox::ExecRequest {
-                command: kiln_sandbox::CommandLine::Shell { script: script.into() },
+                command: kiln_sandbox::CommandLine::Shell {
+                    script: script.into(),
+                },
                 cwd: Some("/workspace".into()),
                 env: Default::default(),
                 stdin: false,
@@ -265,7 +279,9 @@ impl Drop for TestApp {
 
 /// A WebSocket client of one session.
 pub struct Ws {
-    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 impl Ws {
