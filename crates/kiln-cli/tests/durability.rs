@@ -2,6 +2,8 @@
 //! every acknowledged event is still there, the running prompt is marked interrupted, the queue
 //! goes on, and the session's sandbox is reattached rather than lost.
 
+mod common;
+
 use kiln_testkit::{FakeModel, Script, Turn};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
@@ -13,6 +15,13 @@ struct Server {
     child: Child,
     url: String,
     token: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn start(data: &Path, model: &FakeModel) -> Server {
@@ -99,6 +108,7 @@ async fn kill_9_loses_nothing_acknowledged_and_no_session_is_wedged() {
     let repo = kiln_testkit::bare_repo(dir.path(), "r", &[("README.md", "hello\n")]);
     let repo = repo.to_string_lossy().into_owned();
     let data = dir.path().join("data");
+    let _reaper = common::SandboxReaper(data.clone());
     let model = FakeModel::start().await;
     // The first prompt writes a file, then the model hangs mid-answer.
     model.push(Script::Turn(Turn::tool(
@@ -214,10 +224,4 @@ async fn kill_9_loses_nothing_acknowledged_and_no_session_is_wedged() {
 
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    // Leave no sandbox behind.
-    let _ = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["sandbox", "rm", "--data-dir"])
-        .arg(&data)
-        .arg(&sandbox_before)
-        .status();
 }

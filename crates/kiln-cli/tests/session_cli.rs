@@ -3,6 +3,8 @@
 //! What is checked is what a person or a script sees: the transcript, the JSON lines, the exit
 //! codes and the messages on stderr.
 
+mod common;
+
 use kiln_client::Client;
 use kiln_core::Secret;
 use kiln_protocol::api::{
@@ -25,6 +27,17 @@ struct Server {
     dir: tempfile::TempDir,
     /// A bare git repository for sessions to work on.
     repo: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Stop the server first, so it cannot start another sandbox while they are destroyed.
+        let _ = self.child.start_kill();
+        if let Some(pid) = self.child.id() {
+            common::wait_until_dead(pid);
+        }
+        common::destroy_all(&self.dir.path().join("data"));
+    }
 }
 
 async fn start(model: &FakeModel) -> Server {

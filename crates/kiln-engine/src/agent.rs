@@ -146,14 +146,24 @@ impl<'a> PromptRun<'a> {
             _ = self.cancel.cancelled() => return Ok(self.cancelled_end()),
         };
         let system = self.system_prompt(&sandbox).await;
-        self.push(
-            &mut conversation,
-            Message {
-                role: MessageRole::User,
-                content: vec![ContentBlock::Text { text }],
-            },
-        )
-        .await?;
+        // A conversation whose last turn failed or hit a limit ends with the user's side; the
+        // new prompt joins that message so user and assistant keep alternating.
+        match conversation.last_mut() {
+            Some(last) if last.role == MessageRole::User => {
+                last.content.push(ContentBlock::Text { text });
+                self.replace_last(last).await?;
+            }
+            _ => {
+                self.push(
+                    &mut conversation,
+                    Message {
+                        role: MessageRole::User,
+                        content: vec![ContentBlock::Text { text }],
+                    },
+                )
+                .await?
+            }
+        }
         let limits = self.inner.config.limits;
         let mut stop_hook_active = false;
         for turn in 1..=limits.max_turns {
@@ -184,11 +194,10 @@ impl<'a> PromptRun<'a> {
                 },
             )
             .await?;
-            if self.usage.input_tokens + self.usage.output_tokens > limits.max_tokens {
-                return Ok(End::Finished(PromptOutcome::TokenLimit));
-            }
+            let over_budget =
+                self.usage.input_tokens + self.usage.output_tokens > limits.max_tokens;
             if calls.is_empty() {
-                if stop_reason == StopReason::MaxTokens {
+                if over_budget || stop_reason == StopReason::MaxTokens {
                     return Ok(End::Finished(PromptOutcome::TokenLimit));
                 }
                 // Stop hooks may send the agent back to work with a reason.
@@ -235,6 +244,10 @@ impl<'a> PromptRun<'a> {
             .await?;
             if self.cancel.is_cancelled() {
                 return Ok(self.cancelled_end());
+            }
+            // Checked only now, so every tool call the model made has its result stored.
+            if over_budget {
+                return Ok(End::Finished(PromptOutcome::TokenLimit));
             }
         }
         Ok(End::Finished(PromptOutcome::TurnLimit))

@@ -495,3 +495,104 @@ async fn with_no_model_configured_a_prompt_fails_saying_what_to_set() {
     assert_eq!(health["model"]["configured"], false);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_and_token_limits_end_a_prompt_and_the_session_goes_on() {
+    let model = FakeModel::start().await;
+    for _ in 0..2 {
+        model.push(Script::Turn(Turn::tool(
+            "bash",
+            json!({"command": "echo again"}),
+        )));
+    }
+    let app = TestApp::with_config(kiln_engine::EngineConfig {
+        model: Some(common::fake_model_config(&model)),
+        limits: kiln_engine::PromptLimits {
+            max_turns: 2,
+            max_tokens: 1_000_000,
+        },
+        ..kiln_engine::EngineConfig::default()
+    })
+    .await;
+    let token = app.admin_token.clone();
+    let session = app.new_session(&token, "loop forever").await;
+    let events = app.wait_for(&token, &session, is_finished).await;
+    assert!(matches!(
+        events.last().unwrap().event,
+        Event::PromptFinished {
+            outcome: PromptOutcome::TurnLimit,
+            ..
+        }
+    ));
+    // A big usage report crosses the token limit: the prompt ends after its tool results are kept.
+    model.push(Script::Turn(
+        Turn::tool("bash", json!({"command": "echo big"})).with_usage(900_000, 200_000),
+    ));
+    app.post(
+        &token,
+        &format!("/api/sessions/{session}/prompts"),
+        json!({"text": "big"}),
+    )
+    .await;
+    let token_limited = |events: &[kiln_protocol::api::EventEnvelope]| {
+        events.iter().any(|e| {
+            matches!(
+                e.event,
+                Event::PromptFinished {
+                    outcome: PromptOutcome::TokenLimit,
+                    ..
+                }
+            )
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !token_limited(&app.events(&token, &session).await) {
+        assert!(
+            Instant::now() < deadline,
+            "the token limit did not end the prompt"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The follow-up's request is valid for the provider (every tool_use has its result) and
+    // carries the new text.
+    model.push(Script::Turn(Turn::text("resumed")));
+    app.post(
+        &token,
+        &format!("/api/sessions/{session}/prompts"),
+        json!({"text": "now stop"}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = app.events(&token, &session).await;
+        let completed = events.iter().any(|e| {
+            matches!(
+                e.event,
+                Event::PromptFinished {
+                    outcome: PromptOutcome::Completed,
+                    ..
+                }
+            )
+        });
+        if completed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "follow-up did not complete: {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last = model.requests().last().unwrap().body["messages"].clone();
+    assert!(last.to_string().contains("now stop"));
+    let roles: Vec<&str> = last
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    for pair in roles.windows(2) {
+        assert_ne!(pair[0], pair[1], "roles must alternate: {roles:?}");
+    }
+    app.stop().await;
+}

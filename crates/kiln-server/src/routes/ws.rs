@@ -13,7 +13,7 @@ use crate::presence::Presence;
 use axum::extract::State;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use kiln_core::SessionId;
 use kiln_protocol::api::{
     ClientFrame, EVENT_VERSION, Ephemeral, ServerFrame, UserRef, WS_PROTOCOL_VERSION,
@@ -83,7 +83,14 @@ async fn pump(
     loop {
         let outgoing = tokio::select! {
             event = subscription.next() => match event {
-                Ok(Some(stored)) => Some(event_frame(&stored.json)),
+                Ok(Some(stored)) => {
+                    // Under load, write every event that is already waiting in one flush: one
+                    // syscall for a burst instead of one per event.
+                    if feed_ready(&mut tx, &mut subscription, event_frame(&stored.json)).await.is_err() {
+                        break;
+                    }
+                    None
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(session = %session, error = %e, "subscription failed; closing socket");
@@ -124,6 +131,34 @@ async fn pump(
         }
     }
     let _ = tx.close().await;
+}
+
+/// Most frames queued before one flush.
+const BATCH: usize = 256;
+
+/// Queues `first` and every event the subscription has ready (up to [`BATCH`]), then flushes.
+async fn feed_ready<S>(
+    tx: &mut S,
+    subscription: &mut kiln_store::Subscription,
+    first: Utf8Bytes,
+) -> std::result::Result<(), ()>
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let batch = async {
+        tx.feed(Message::Text(first)).await?;
+        for _ in 1..BATCH {
+            match subscription.next().now_or_never() {
+                Some(Ok(Some(stored))) => tx.feed(Message::Text(event_frame(&stored.json))).await?,
+                _ => break,
+            }
+        }
+        tx.flush().await
+    };
+    match tokio::time::timeout(SEND_TIMEOUT, batch).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
 }
 
 async fn send<S>(tx: &mut S, text: Utf8Bytes) -> std::result::Result<(), ()>
