@@ -52,6 +52,8 @@ struct SessionReport {
     sessions_500_idle_rss_mib: f64,
     idle_sessions: usize,
     idle_server_rss_mib: f64,
+    /// Growth of the server's RSS while the idle sessions were made.
+    idle_server_rss_growth_mib: f64,
 }
 
 /// The injected model time-to-first-token for the overhead measurement.
@@ -102,9 +104,11 @@ async fn measure(args: &SessionBenchArgs, root: &Path) -> anyhow::Result<Session
             "fan-out to {} clients, {events} events: p50 {} ms, p99 {} ms",
             args.clients, fanout.p50, fanout.p99
         );
+        let rss_before = rss_kib()?;
         let (total_mib, server_mib) = idle_sessions(&bench, args.idle_sessions).await?;
+        let growth_mib = round2(rss_kib()?.saturating_sub(rss_before) as f64 / 1024.0);
         eprintln!(
-            "{} idle sessions: {total_mib} MiB in all, server RSS {server_mib} MiB",
+            "{} idle sessions: {total_mib} MiB in all, server RSS {server_mib} MiB (+{growth_mib} MiB)",
             args.idle_sessions
         );
         anyhow::Ok(SessionReport {
@@ -119,6 +123,7 @@ async fn measure(args: &SessionBenchArgs, root: &Path) -> anyhow::Result<Session
             sessions_500_idle_rss_mib: total_mib,
             idle_sessions: args.idle_sessions,
             idle_server_rss_mib: server_mib,
+            idle_server_rss_growth_mib: growth_mib,
         })
     }
     .await;

@@ -130,7 +130,7 @@ impl Workspaces {
         let script = format!(
             "set -e\n\
              git config --global --add safe.directory /kiln/repo.git\n\
-             git clone --quiet --shared --branch {default} /kiln/repo.git {WORKDIR} 2>&1\n\
+             git clone --quiet --template= --shared --branch {default} /kiln/repo.git {WORKDIR} 2>&1\n\
              cd {WORKDIR}\n\
              git checkout --quiet -b {branch}\n\
              git config user.name {name}\n\
