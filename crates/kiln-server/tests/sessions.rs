@@ -596,3 +596,61 @@ async fn turn_and_token_limits_end_a_prompt_and_the_session_goes_on() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_see_who_is_present_and_who_is_typing() {
+    use kiln_protocol::api::{Ephemeral, ServerFrame};
+    let model = FakeModel::start().await;
+    let app = TestApp::start(&model).await;
+    let token = app.admin_token.clone();
+    let session = app.new_session(&token, "hello").await;
+    let (_, bob_token) = app.user("bob").await;
+    let (_, share) = app
+        .post(
+            &token,
+            &format!("/api/sessions/{session}/shares"),
+            json!({"role": "viewer"}),
+        )
+        .await;
+    app.post(&bob_token, share["path"].as_str().unwrap(), json!({}))
+        .await;
+
+    let mut admin = app.ws(&token, &session, u64::MAX).await;
+    let mut bob = app.ws(&bob_token, &session, u64::MAX).await;
+    bob.send_text(r#"{"type":"typing"}"#).await;
+    bob.send_text(r#"{"type":"shout"}"#).await;
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|e| matches!(e, Ephemeral::Typing { user } if user.name == "bob"))
+    {
+        if let ServerFrame::Ephemeral { event } = admin.frame().await {
+            seen.push(event);
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Ephemeral::Present { user } if user.name == "bob"))
+    );
+    // A bad frame gets an error frame; the socket stays open.
+    loop {
+        match bob.frame().await {
+            ServerFrame::Error { message } => {
+                assert!(message.contains("shout"), "{message}");
+                break;
+            }
+            _ => continue,
+        }
+    }
+    bob.close().await;
+    loop {
+        if let ServerFrame::Ephemeral {
+            event: Ephemeral::Away { user },
+        } = admin.frame().await
+        {
+            assert_eq!(user.name, "bob");
+            break;
+        }
+    }
+    app.stop().await;
+}

@@ -1,0 +1,93 @@
+//! `kiln up`'s configuration: file < environment < flags, secrets redacted, unknown keys refused,
+//! and one server per data dir.
+
+use std::process::Command;
+
+fn kiln() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    command
+        .env_remove("KILN_MODEL")
+        .env_remove("KILN_CONFIG")
+        .env_remove("KILN_LISTEN")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("OPENAI_API_KEY");
+    command
+}
+
+#[test]
+fn print_config_resolves_file_env_and_flags_and_hides_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiln.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:9000\"\nmodel = \"openai/gpt-4.1\"\n[limits]\nmax_turns = 7\n",
+    )
+    .unwrap();
+    let output = kiln()
+        .args(["up", "--print-config", "--data-dir"])
+        .arg(dir.path())
+        .env("KILN_MODEL", "anthropic/claude-sonnet-4-5")
+        .env("ANTHROPIC_API_KEY", "sk-ant-very-secret")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("listen = \"127.0.0.1:9000\""),
+        "the file sets listen: {text}"
+    );
+    assert!(
+        text.contains("anthropic/claude-sonnet-4-5"),
+        "env beats the file: {text}"
+    );
+    assert!(text.contains("max_turns = 7"), "{text}");
+    assert!(text.contains("****"), "{text}");
+    assert!(!text.contains("very-secret"), "the key leaked: {text}");
+
+    let output = kiln()
+        .args([
+            "up",
+            "--print-config",
+            "--listen",
+            "127.0.0.1:9100",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("KILN_LISTEN", "127.0.0.1:9050")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("listen = \"127.0.0.1:9100\""),
+        "flags beat env: {text}"
+    );
+    assert!(text.contains("model: none"), "no key, no model: {text}");
+}
+
+#[test]
+fn bad_configuration_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kiln.toml"),
+        "listen = \"127.0.0.1:9000\"\ncolour = 1\n",
+    )
+    .unwrap();
+    let output = kiln()
+        .args(["up", "--print-config", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("colour"), "{stderr}");
+
+    let output = kiln()
+        .args(["up", "--print-config", "--listen", "nowhere", "--data-dir"])
+        .arg(dir.path())
+        .env("KILN_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("nowhere"), "{stderr}");
+}
