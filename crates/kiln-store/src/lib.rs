@@ -32,7 +32,7 @@ mod writer;
 
 pub use error::{Error, Result};
 pub use log::{SessionLog, StoredEvent};
-pub use sessions::SessionRow;
+pub use sessions::{Redeemed, SessionRow};
 pub use store::Store;
 pub use subscription::Subscription;
 pub use writer::SessionWriter;

@@ -11,6 +11,16 @@ use kiln_core::{Role, SessionId, ShareId, UserId, random_hex};
 use kiln_protocol::api::{Participant, ShareCreated, UserRef};
 use rusqlite::{Connection, OptionalExtension, params};
 
+/// What redeeming a share link did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redeemed {
+    pub session: SessionId,
+    /// The role the user has now: the higher of the one they had and the link's.
+    pub role: Role,
+    /// Whether the role is new (so a `participant_joined` event is due).
+    pub changed: bool,
+}
+
 /// A session as the index knows it. Its live state (working or idle) is the engine's business.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRow {
@@ -291,11 +301,7 @@ impl Store {
 
     /// Redeems a share code: `user` gets the higher of their current role and the link's, so
     /// an owner opening a viewer link stays owner. `None` for a code that is not a live link.
-    pub async fn redeem_share(
-        &self,
-        code: &str,
-        user: &UserId,
-    ) -> Result<Option<(SessionId, Role)>> {
+    pub async fn redeem_share(&self, code: &str, user: &UserId) -> Result<Option<Redeemed>> {
         if !is_lower_hex(code, 32) {
             return Ok(None);
         }
@@ -321,11 +327,16 @@ impl Store {
             user_by_id(&tx, &user)?;
             let current = role_in(&tx, &session, &user)?;
             let role = current.map_or(granted, |current| current.max(granted));
-            if current != Some(role) {
+            let changed = current != Some(role);
+            if changed {
                 upsert_role(&tx, &session, &user, role)?;
             }
             tx.commit()?;
-            Ok(Some((session, role)))
+            Ok(Some(Redeemed {
+                session,
+                role,
+                changed,
+            }))
         })
         .await
     }

@@ -233,23 +233,29 @@ async fn sessions_roles_and_shares() {
         .unwrap();
     let redeem = |code: String, user| {
         let store = store.clone();
-        async move { store.redeem_share(&code, &user).await.unwrap() }
+        async move {
+            store
+                .redeem_share(&code, &user)
+                .await
+                .unwrap()
+                .map(|r| (r.session, r.role, r.changed))
+        }
     };
     assert_eq!(
         redeem(collab.code.clone(), bob.id.clone()).await,
-        Some((s1.clone(), Role::Collaborator))
+        Some((s1.clone(), Role::Collaborator, true))
     );
     assert_eq!(
         redeem(viewer.code.clone(), bob.id.clone()).await,
-        Some((s1.clone(), Role::Collaborator))
+        Some((s1.clone(), Role::Collaborator, false))
     );
     assert_eq!(
         redeem(viewer.code.clone(), ada.id.clone()).await,
-        Some((s1.clone(), Role::Owner))
+        Some((s1.clone(), Role::Owner, false))
     );
     assert_eq!(
         redeem(viewer.code.clone(), eve.id.clone()).await,
-        Some((s1.clone(), Role::Viewer))
+        Some((s1.clone(), Role::Viewer, true))
     );
     assert_eq!(
         store.role_of(&s1, &ada.id).await.unwrap(),
