@@ -169,13 +169,16 @@ pub(crate) async fn join(
     caller: Caller,
     Path(code): Path<String>,
 ) -> Result<Json<SessionSummary>> {
-    let Some((id, role)) = state.store.redeem_share(&code, &caller.0.id).await? else {
+    let Some(redeemed) = state.store.redeem_share(&code, &caller.0.id).await? else {
         return Err(Error::NotFound("share link".into()));
     };
-    state
-        .engine
-        .participant_joined(&id, &caller.user_ref(), role)
-        .await?;
+    let (id, role) = (redeemed.session, redeemed.role);
+    if redeemed.changed {
+        state
+            .engine
+            .participant_joined(&id, &caller.user_ref(), role)
+            .await?;
+    }
     let row = state.store.session_row(&id).await?;
     Ok(Json(state.engine.summary(&row, role)))
 }
