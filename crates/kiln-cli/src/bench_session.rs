@@ -267,10 +267,10 @@ async fn next_seq(socket: &mut Socket) -> anyhow::Result<u64> {
             .await
             .context("no event within 30 s")?
             .context("socket closed")??;
-        if let Message::Text(text) = message {
-            if let Some(seq) = serde_json::from_str::<Frame>(text.as_str())?.seq {
-                return Ok(seq);
-            }
+        if let Message::Text(text) = message
+            && let Some(seq) = serde_json::from_str::<Frame>(text.as_str())?.seq
+        {
+            return Ok(seq);
         }
     }
 }
