@@ -7,7 +7,7 @@
 //! The model conversation is stored beside the events so a follow-up prompt continues it.
 
 use crate::engine::{Inner, NO_MODEL};
-use crate::hooks::{HookContext, HookEvent};
+use crate::hooks::{HookConfig, HookContext, HookEvent, Hooks};
 use crate::session::SessionActor;
 use crate::tools::{self, ToolCall, ToolContext, ToolUpdate};
 use crate::workspace::WORKDIR;
@@ -26,6 +26,8 @@ pub(crate) struct PromptRun<'a> {
     prompt: PromptInfo,
     cancel: CancellationToken,
     usage: Usage,
+    /// The server's hooks, then the repo's (read when the prompt starts).
+    hooks: Hooks,
 }
 
 /// How a prompt ended, before it is recorded.
@@ -52,6 +54,7 @@ impl<'a> PromptRun<'a> {
             prompt,
             cancel,
             usage: Usage::default(),
+            hooks: Hooks::new(Vec::new()),
         }
     }
 
@@ -118,9 +121,9 @@ impl<'a> PromptRun<'a> {
         let Some(model) = self.inner.model.clone() else {
             return Err(Failure(NO_MODEL.to_string()));
         };
+        self.hooks = self.load_hooks().await?;
         // The user's words, possibly with context from prompt-submit hooks.
         let submit = self
-            .inner
             .hooks
             .run(
                 &self.hook_context(),
@@ -202,7 +205,6 @@ impl<'a> PromptRun<'a> {
                 }
                 // Stop hooks may send the agent back to work with a reason.
                 let stop = self
-                    .inner
                     .hooks
                     .run(&self.hook_context(), &HookEvent::Stop { stop_hook_active })
                     .await;
@@ -251,6 +253,27 @@ impl<'a> PromptRun<'a> {
             }
         }
         Ok(End::Finished(PromptOutcome::TurnLimit))
+    }
+
+    /// The server's hooks followed by the repo's current ones.
+    async fn load_hooks(&self) -> Result<Hooks, Failure> {
+        let repo = self
+            .inner
+            .store
+            .repo(&self.actor.repo.name)
+            .await
+            .map_err(|e| Failure(format!("cannot read the repo's settings: {e}")))?;
+        let mut chain = self.inner.hooks.clone();
+        for spec in &repo.hooks {
+            let hook = HookConfig::from(spec).build().map_err(|e| {
+                Failure(format!(
+                    "the repo's hook {:?} is invalid: {e}",
+                    spec.command
+                ))
+            })?;
+            chain.push(hook);
+        }
+        Ok(Hooks::new(chain))
     }
 
     fn cancelled_end(&self) -> End {
@@ -370,7 +393,6 @@ impl<'a> PromptRun<'a> {
         .await;
         let ctx = self.hook_context();
         let pre = self
-            .inner
             .hooks
             .run(
                 &ctx,
@@ -411,10 +433,7 @@ impl<'a> PromptRun<'a> {
             content.push_str(&context);
         }
         if matches!(outcome, ToolOutcome::Ok | ToolOutcome::Error { .. }) {
-            let post = self
-                .inner
-                .hooks
-                .run(
+            let post = self.hooks.run(
                     &ctx,
                     &HookEvent::PostToolUse {
                         tool_name: call.name.clone(),

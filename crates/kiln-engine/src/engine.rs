@@ -4,7 +4,7 @@
 //! validates input.
 
 use crate::config::EngineConfig;
-use crate::hooks::{Hook, Hooks};
+use crate::hooks::{Hook, HookConfig};
 use crate::session::SessionActor;
 use crate::workspace::{SESSION_LABEL, Workspaces};
 use crate::{Error, Result};
@@ -35,8 +35,8 @@ pub(crate) struct Inner {
     /// `None`: no model configured; prompts fail with a message saying what to set.
     pub(crate) model: Option<ModelClient>,
     pub(crate) config: EngineConfig,
-    /// Server-wide hooks, run for every tool call of every session.
-    pub(crate) hooks: Hooks,
+    /// Server-wide hooks, run for every tool call of every session, before the repo's own.
+    pub(crate) hooks: Vec<Arc<dyn Hook>>,
     /// Live actors. An actor stays while its session has been used since start; idle actors
     /// hold one SQLite connection and no task.
     sessions: Mutex<HashMap<SessionId, Arc<SessionActor>>>,
@@ -62,14 +62,12 @@ impl Engine {
             ),
             None => None,
         };
-        let hooks = Hooks::new(
-            config
-                .hooks
-                .iter()
-                .map(|h| h.build())
-                .collect::<Result<Vec<Arc<dyn Hook>>, _>>()
-                .map_err(|e| Error::Invalid(format!("hook configuration: {e}")))?,
-        );
+        let hooks = config
+            .hooks
+            .iter()
+            .map(|h| h.build())
+            .collect::<Result<Vec<Arc<dyn Hook>>, _>>()
+            .map_err(|e| Error::Invalid(format!("hook configuration: {e}")))?;
         let workspaces = Workspaces {
             data_dir,
             provider,
@@ -283,6 +281,17 @@ impl Engine {
             },
             role,
         }
+    }
+
+    /// Checks a repo's hooks the way a prompt will build them, so a bad matcher or timeout is
+    /// refused when it is set, not when a session runs.
+    pub fn check_hooks(&self, hooks: &[kiln_protocol::api::HookSpec]) -> Result<()> {
+        for spec in hooks {
+            HookConfig::from(spec)
+                .build()
+                .map_err(|e| Error::Invalid(format!("hook {:?}: {e}", spec.command)))?;
+        }
+        Ok(())
     }
 
     /// The sandbox's last known state, for sessions used since this process started.

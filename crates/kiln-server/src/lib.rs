@@ -56,7 +56,10 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens", post(users::create_token).get(users::list_tokens))
         .route("/tokens/{id}", axum::routing::delete(users::revoke_token))
         .route("/repos", post(repos::create_repo).get(repos::list_repos))
-        .route("/repos/{name}", get(repos::get_repo))
+        .route(
+            "/repos/{name}",
+            get(repos::get_repo).patch(repos::update_repo),
+        )
         .route(
             "/sessions",
             post(sessions::create_session).get(sessions::list_sessions),

@@ -95,3 +95,88 @@ async fn command_hooks_block_and_rewrite_tool_calls() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repo_hooks_set_through_the_api_cover_the_repos_sessions() {
+    let hooks_dir = tempfile::tempdir().unwrap();
+    let deny = script(
+        hooks_dir.path(),
+        "deny-writes.sh",
+        "cat >/dev/null; echo 'this repo is read-only for agents' >&2; exit 2",
+    );
+    let model = FakeModel::start().await;
+    let app = TestApp::start(&model).await;
+    let token = app.admin_token.clone();
+    let hooks = json!({"hooks": [{"event": "PreToolUse", "matcher": "write_file|edit_file", "command": [deny]}]});
+
+    // Only admins set repo hooks, and bad ones are refused with the reason.
+    let (_, user_token) = app.user("mallory").await;
+    let (status, _) = app
+        .request(
+            reqwest::Method::PATCH,
+            &user_token,
+            "/api/repos/demo",
+            Some(hooks.clone()),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, body) = app
+        .request(
+            reqwest::Method::PATCH,
+            &token,
+            "/api/repos/demo",
+            Some(json!({"hooks": [{"event": "PreToolUse", "matcher": "(", "command": ["/bin/true"]}]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = app
+        .request(
+            reqwest::Method::PATCH,
+            &token,
+            "/api/repos/demo",
+            Some(json!({"hooks": [{"event": "BeforeLunch", "command": ["/bin/true"]}]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, repo) = app
+        .request(
+            reqwest::Method::PATCH,
+            &token,
+            "/api/repos/demo",
+            Some(hooks),
+        )
+        .await;
+    assert_eq!(status, 200, "{repo}");
+    assert_eq!(repo["hooks"][0]["matcher"], "write_file|edit_file");
+
+    model.push(Script::Turn(Turn::tool(
+        "write_file",
+        json!({"path": "x.txt", "content": "x"}),
+    )));
+    model.push(Script::Turn(Turn::tool(
+        "bash",
+        json!({"command": "echo still allowed"}),
+    )));
+    model.push(Script::Turn(Turn::text("ok")));
+    let session = app.new_session(&token, "write x").await;
+    let events = app.wait_for(&token, &session, is_finished).await;
+    let outcomes: Vec<ToolOutcome> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::ToolCallFinished { outcome, .. } => Some(outcome.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(&outcomes[0], ToolOutcome::Blocked { reason } if reason.contains("read-only for agents")),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1], ToolOutcome::Ok);
+    assert_eq!(
+        app.sandbox_sh(&session, "ls x.txt 2>&1 | grep -c 'No such'")
+            .await
+            .trim(),
+        "1"
+    );
+    app.stop().await;
+}

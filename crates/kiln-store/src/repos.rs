@@ -4,7 +4,7 @@
 use crate::db::now_ms;
 use crate::error::{Error, Result};
 use crate::store::Store;
-use kiln_protocol::api::{CreateRepo, Repo};
+use kiln_protocol::api::{CreateRepo, HookSpec, Repo, UpdateRepo};
 use rusqlite::{OptionalExtension, params};
 
 const DEFAULT_BRANCH: &str = "main";
@@ -27,16 +27,30 @@ fn validate_name(name: &str) -> Result<()> {
 }
 
 fn repo_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Repo> {
+    let hooks: String = row.get(5)?;
+    let hooks: Vec<HookSpec> = serde_json::from_str(&hooks).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+    })?;
     Ok(Repo {
         name: row.get(0)?,
         url: row.get(1)?,
         default_branch: row.get(2)?,
         description: row.get(3)?,
         created_at_ms: row.get(4)?,
+        hooks,
     })
 }
 
-const REPO_COLUMNS: &str = "name, url, default_branch, description, created_at_ms";
+const REPO_COLUMNS: &str = "name, url, default_branch, description, created_at_ms, hooks";
+
+fn validate_branch(branch: &str) -> Result<()> {
+    if branch.trim().is_empty() || branch.starts_with('-') {
+        return Err(Error::Invalid(format!(
+            "repo default_branch {branch:?} must be a branch name"
+        )));
+    }
+    Ok(())
+}
 
 impl Store {
     /// Registers a repo. `Invalid` for a bad name, an empty url or an empty branch; `Conflict`
@@ -50,28 +64,27 @@ impl Store {
             .default_branch
             .clone()
             .unwrap_or_else(|| DEFAULT_BRANCH.into());
-        if default_branch.trim().is_empty() {
-            return Err(Error::Invalid(
-                "repo default_branch must not be empty".into(),
-            ));
-        }
+        validate_branch(&default_branch)?;
         let repo = Repo {
             name: repo.name.clone(),
             url: repo.url.clone(),
             default_branch,
             description: repo.description.clone().unwrap_or_default(),
+            hooks: repo.hooks.clone(),
             created_at_ms: now_ms(),
         };
+        let hooks = serde_json::to_string(&repo.hooks)?;
         self.control(move |conn| {
             conn.execute(
-                "INSERT INTO repos (name, url, default_branch, description, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO repos (name, url, default_branch, description, created_at_ms, hooks)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     repo.name,
                     repo.url,
                     repo.default_branch,
                     repo.description,
-                    repo.created_at_ms
+                    repo.created_at_ms,
+                    hooks
                 ],
             )
             .map_err(Error::from)
@@ -96,6 +109,36 @@ impl Store {
             )
             .optional()?
             .ok_or_else(|| Error::NotFound(format!("no repo named {name:?}")))
+        })
+        .await
+    }
+
+    /// Changes what `update` names; `NotFound` for an unknown repo.
+    pub async fn update_repo(&self, name: &str, update: &UpdateRepo) -> Result<Repo> {
+        if let Some(branch) = &update.default_branch {
+            validate_branch(branch)?;
+        }
+        let hooks = update
+            .hooks
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
+        let (name, update) = (name.to_string(), update.clone());
+        self.control(move |conn| {
+            let changed = conn.execute(
+                "UPDATE repos SET default_branch = coalesce(?2, default_branch),
+                     description = coalesce(?3, description), hooks = coalesce(?4, hooks)
+                 WHERE name = ?1",
+                params![name, update.default_branch, update.description, hooks],
+            )?;
+            if changed == 0 {
+                return Err(Error::NotFound(format!("no repo named {name:?}")));
+            }
+            Ok(conn.query_row(
+                &format!("SELECT {REPO_COLUMNS} FROM repos WHERE name = ?1"),
+                [&name],
+                repo_row,
+            )?)
         })
         .await
     }

@@ -14,9 +14,10 @@ pub(crate) struct Migration {
 
 /// `DATA/control.db`: who may do what. Small, shared by every request, touched rarely on the hot
 /// path (authentication reads one row; `last_used_ms` is written at most once a minute per token).
-pub(crate) const CONTROL: &[Migration] = &[Migration {
-    name: "initial",
-    sql: "
+pub(crate) const CONTROL: &[Migration] = &[
+    Migration {
+        name: "initial",
+        sql: "
         CREATE TABLE meta (
             key TEXT PRIMARY KEY,
             value TEXT NOT NULL
@@ -77,7 +78,13 @@ pub(crate) const CONTROL: &[Migration] = &[Migration {
             created_at_ms INTEGER NOT NULL
         ) STRICT;
     ",
-}];
+    },
+    Migration {
+        name: "repo hooks",
+        // A JSON array of `HookSpec`s: read and written whole, never queried inside.
+        sql: "ALTER TABLE repos ADD COLUMN hooks TEXT NOT NULL DEFAULT '[]';",
+    },
+];
 
 /// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it
 /// that the engine queries (prompts and their statuses, the model conversation, settings).

@@ -141,6 +141,7 @@ async fn repos_are_validated_and_unique() {
         url: url.into(),
         default_branch: None,
         description: None,
+        hooks: Vec::new(),
     };
     let repo = store
         .create_repo(&make("kiln", "/srv/git/kiln.git"))

@@ -74,6 +74,7 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                     url,
                     default_branch,
                     description,
+                    hooks: Vec::new(),
                 };
                 let repo = client.create_repo(&body).await?;
                 println!(

@@ -37,6 +37,19 @@ pub struct HookConfig {
     pub cwd: Option<PathBuf>,
 }
 
+impl From<&kiln_protocol::api::HookSpec> for HookConfig {
+    /// A repo's hook: runs in `/` on the host, like every hook without a `cwd`.
+    fn from(spec: &kiln_protocol::api::HookSpec) -> Self {
+        HookConfig {
+            event: spec.event,
+            matcher: spec.matcher.clone(),
+            command: spec.command.clone(),
+            timeout_secs: spec.timeout_secs,
+            cwd: None,
+        }
+    }
+}
+
 impl HookConfig {
     /// Checks the entry and makes the hook.
     pub fn build(&self) -> Result<Arc<dyn Hook>, HookError> {

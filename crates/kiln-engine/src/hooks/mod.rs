@@ -19,11 +19,11 @@ mod matcher;
 pub use chain::{Blocked, Combined, HookFailure, Hooks};
 pub use command::CommandHook;
 pub use config::HookConfig;
+pub use kiln_protocol::api::HookEventKind;
 pub use matcher::Matcher;
 
 use kiln_core::{PromptId, SessionId};
 use kiln_protocol::api::UserRef;
-use serde::Deserialize;
 use serde_json::Value;
 use std::fmt::Debug;
 use std::time::Duration;
@@ -74,26 +74,6 @@ impl HookEvent {
                 Some(tool_name)
             }
             _ => None,
-        }
-    }
-}
-
-/// The kinds of [`HookEvent`], named as in the Claude Code contract (and in config files).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum HookEventKind {
-    PreToolUse,
-    PostToolUse,
-    UserPromptSubmit,
-    Stop,
-}
-
-impl HookEventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HookEventKind::PreToolUse => "PreToolUse",
-            HookEventKind::PostToolUse => "PostToolUse",
-            HookEventKind::UserPromptSubmit => "UserPromptSubmit",
-            HookEventKind::Stop => "Stop",
         }
     }
 }

@@ -59,7 +59,46 @@ pub struct Repo {
     pub url: String,
     pub default_branch: String,
     pub description: String,
+    /// Hooks of every session on this repo, after the server's own.
+    #[serde(default)]
+    pub hooks: Vec<HookSpec>,
     pub created_at_ms: i64,
+}
+
+/// When a hook runs, named as in the Claude Code hooks contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum HookEventKind {
+    PreToolUse,
+    PostToolUse,
+    UserPromptSubmit,
+    Stop,
+}
+
+impl HookEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookEventKind::PreToolUse => "PreToolUse",
+            HookEventKind::PostToolUse => "PostToolUse",
+            HookEventKind::UserPromptSubmit => "UserPromptSubmit",
+            HookEventKind::Stop => "Stop",
+        }
+    }
+}
+
+/// An external hook: a command on the kiln host, given the event as JSON on stdin; exit 2
+/// blocks (stderr is the reason), or JSON on stdout decides (the Claude Code contract).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HookSpec {
+    pub event: HookEventKind,
+    /// Tool names this hook is for: `bash`, `write_file|edit_file`, `*` (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<String>,
+    /// argv, not run through a shell.
+    pub command: Vec<String>,
+    /// 1 to 600; default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -73,6 +112,20 @@ pub struct CreateRepo {
     pub default_branch: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
+    #[serde(default)]
+    pub hooks: Vec<HookSpec>,
+}
+
+/// Changes to a repo; absent fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRepo {
+    #[serde(default)]
+    pub default_branch: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub hooks: Option<Vec<HookSpec>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

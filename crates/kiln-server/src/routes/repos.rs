@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::extract::{Json, Path};
 use axum::extract::State;
 use axum::http::StatusCode;
-use kiln_protocol::api::{CreateRepo, Repo};
+use kiln_protocol::api::{CreateRepo, Repo, UpdateRepo};
 
 #[utoipa::path(post, path = "/api/repos", tag = "repos", request_body = CreateRepo,
     responses((status = 201, body = Repo), (status = 400, body = kiln_protocol::api::ApiError),
@@ -20,10 +20,29 @@ pub(crate) async fn create_repo(
     Json(body): Json<CreateRepo>,
 ) -> Result<(StatusCode, Json<Repo>)> {
     caller.require_admin()?;
+    state.engine.check_hooks(&body.hooks)?;
     Ok((
         StatusCode::CREATED,
         Json(state.store.create_repo(&body).await?),
     ))
+}
+
+/// Repo hooks run on the kiln host for every session on the repo: only admins set them.
+#[utoipa::path(patch, path = "/api/repos/{name}", tag = "repos", params(("name" = String, Path)),
+    request_body = UpdateRepo,
+    responses((status = 200, body = Repo), (status = 400, body = kiln_protocol::api::ApiError),
+        (status = 403, body = kiln_protocol::api::ApiError), (status = 404, body = kiln_protocol::api::ApiError)))]
+pub(crate) async fn update_repo(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<UpdateRepo>,
+) -> Result<Json<Repo>> {
+    caller.require_admin()?;
+    if let Some(hooks) = &body.hooks {
+        state.engine.check_hooks(hooks)?;
+    }
+    Ok(Json(state.store.update_repo(&name, &body).await?))
 }
 
 #[utoipa::path(get, path = "/api/repos", tag = "repos", responses((status = 200, body = Vec<Repo>)))]

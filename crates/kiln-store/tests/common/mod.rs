@@ -19,6 +19,7 @@ pub async fn repo(store: &Store, name: &str) {
         url: format!("https://example.invalid/{name}.git"),
         default_branch: None,
         description: None,
+        hooks: Vec::new(),
     };
     store.create_repo(&repo).await.unwrap();
 }
