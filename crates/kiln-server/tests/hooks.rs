@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{TestApp, fake_model_config, is_finished};
+use common::{TestApp, fake_model_config, is_finished, tool_outcomes};
 use kiln_engine::EngineConfig;
 use kiln_engine::hooks::{HookConfig, HookEventKind};
-use kiln_protocol::api::{Event, ToolOutcome};
+use kiln_protocol::api::ToolOutcome;
 use kiln_testkit::{FakeModel, Script, Turn};
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
@@ -66,13 +66,7 @@ async fn command_hooks_block_and_rewrite_tool_calls() {
     let session = app.new_session(&token, "clean up").await;
     let events = app.wait_for(&token, &session, is_finished).await;
 
-    let outcomes: Vec<ToolOutcome> = events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::ToolCallFinished { outcome, .. } => Some(outcome.clone()),
-            _ => None,
-        })
-        .collect();
+    let outcomes = tool_outcomes(&events);
     assert!(
         matches!(&outcomes[0], ToolOutcome::Blocked { reason } if reason.contains("deleting is not allowed")),
         "{outcomes:?}"
@@ -160,13 +154,7 @@ async fn repo_hooks_set_through_the_api_cover_the_repos_sessions() {
     model.push(Script::Turn(Turn::text("ok")));
     let session = app.new_session(&token, "write x").await;
     let events = app.wait_for(&token, &session, is_finished).await;
-    let outcomes: Vec<ToolOutcome> = events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::ToolCallFinished { outcome, .. } => Some(outcome.clone()),
-            _ => None,
-        })
-        .collect();
+    let outcomes = tool_outcomes(&events);
     assert!(
         matches!(&outcomes[0], ToolOutcome::Blocked { reason } if reason.contains("read-only for agents")),
         "{outcomes:?}"

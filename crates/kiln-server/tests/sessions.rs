@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestApp, is_finished};
+use common::{TestApp, assert_roles_alternate, finished, is_finished};
 use kiln_protocol::api::{Event, FileChangeKind, PromptOutcome, ToolOutcome};
 use kiln_testkit::{FakeModel, Script, Turn};
 use serde_json::json;
@@ -371,13 +371,7 @@ async fn provider_failures_are_retried_or_end_the_turn_cleanly() {
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "retry me").await;
     let events = app.wait_for(&token, &session, is_finished).await;
-    assert!(matches!(
-        events.last().unwrap().event,
-        Event::PromptFinished {
-            outcome: PromptOutcome::Completed,
-            ..
-        }
-    ));
+    assert_eq!(finished(&events, PromptOutcome::Completed), 1);
     let requests = model.requests();
     assert_eq!(requests.len(), 3);
     assert!(requests[1].received_at - requests[0].received_at >= Duration::from_millis(950));
@@ -387,21 +381,10 @@ async fn provider_failures_are_retried_or_end_the_turn_cleanly() {
         turn: Turn::text("partial answer that never ends"),
         events: 3,
     });
-    app.post(
-        &token,
-        &format!("/api/sessions/{session}/prompts"),
-        json!({"text": "cut"}),
-    )
-    .await;
+    app.send(&token, &session, "cut").await;
     let events = app
-        .wait_for(&token, &session, |e| {
-            matches!(
-                e,
-                Event::PromptFinished {
-                    outcome: PromptOutcome::Failed,
-                    ..
-                }
-            )
+        .wait_until(&token, &session, |e| {
+            finished(e, PromptOutcome::Failed) == 1
         })
         .await;
     assert!(
@@ -412,72 +395,20 @@ async fn provider_failures_are_retried_or_end_the_turn_cleanly() {
 
     // A malformed chunk too.
     model.push(Script::Malformed);
-    app.post(
-        &token,
-        &format!("/api/sessions/{session}/prompts"),
-        json!({"text": "garbage"}),
-    )
+    app.send(&token, &session, "garbage").await;
+    app.wait_until(&token, &session, |e| {
+        finished(e, PromptOutcome::Failed) == 2
+    })
     .await;
-    let failed = |events: &[kiln_protocol::api::EventEnvelope]| {
-        events
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e.event,
-                    Event::PromptFinished {
-                        outcome: PromptOutcome::Failed,
-                        ..
-                    }
-                )
-            })
-            .count()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while failed(&app.events(&token, &session).await) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "malformed chunk did not fail the prompt"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     model.push(Script::Turn(Turn::text("fine again")));
-    app.post(
-        &token,
-        &format!("/api/sessions/{session}/prompts"),
-        json!({"text": "again"}),
-    )
+    app.send(&token, &session, "again").await;
+    app.wait_until(&token, &session, |e| {
+        finished(e, PromptOutcome::Completed) == 2
+    })
     .await;
-    let completed = |events: &[kiln_protocol::api::EventEnvelope]| {
-        events
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e.event,
-                    Event::PromptFinished {
-                        outcome: PromptOutcome::Completed,
-                        ..
-                    }
-                )
-            })
-            .count()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while completed(&app.events(&token, &session).await) < 2 {
-        assert!(Instant::now() < deadline, "the session did not recover");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     // The conversation the model sees stays valid: user/assistant alternate.
-    let last = model.requests().last().unwrap().body["messages"].clone();
-    let roles: Vec<&str> = last
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["role"].as_str().unwrap())
-        .collect();
-    for pair in roles.windows(2) {
-        assert_ne!(pair[0], pair[1], "roles must alternate: {roles:?}");
-    }
+    assert_roles_alternate(&model.requests().last().unwrap().body["messages"]);
     app.stop().await;
 }
 
@@ -517,83 +448,27 @@ async fn turn_and_token_limits_end_a_prompt_and_the_session_goes_on() {
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "loop forever").await;
     let events = app.wait_for(&token, &session, is_finished).await;
-    assert!(matches!(
-        events.last().unwrap().event,
-        Event::PromptFinished {
-            outcome: PromptOutcome::TurnLimit,
-            ..
-        }
-    ));
+    assert_eq!(finished(&events, PromptOutcome::TurnLimit), 1);
     // A big usage report crosses the token limit: the prompt ends after its tool results are kept.
     model.push(Script::Turn(
         Turn::tool("bash", json!({"command": "echo big"})).with_usage(900_000, 200_000),
     ));
-    app.post(
-        &token,
-        &format!("/api/sessions/{session}/prompts"),
-        json!({"text": "big"}),
-    )
+    app.send(&token, &session, "big").await;
+    app.wait_until(&token, &session, |e| {
+        finished(e, PromptOutcome::TokenLimit) == 1
+    })
     .await;
-    let token_limited = |events: &[kiln_protocol::api::EventEnvelope]| {
-        events.iter().any(|e| {
-            matches!(
-                e.event,
-                Event::PromptFinished {
-                    outcome: PromptOutcome::TokenLimit,
-                    ..
-                }
-            )
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !token_limited(&app.events(&token, &session).await) {
-        assert!(
-            Instant::now() < deadline,
-            "the token limit did not end the prompt"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     // The follow-up's request is valid for the provider (every tool_use has its result) and
     // carries the new text.
     model.push(Script::Turn(Turn::text("resumed")));
-    app.post(
-        &token,
-        &format!("/api/sessions/{session}/prompts"),
-        json!({"text": "now stop"}),
-    )
+    app.send(&token, &session, "now stop").await;
+    app.wait_until(&token, &session, |e| {
+        finished(e, PromptOutcome::Completed) == 1
+    })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let events = app.events(&token, &session).await;
-        let completed = events.iter().any(|e| {
-            matches!(
-                e.event,
-                Event::PromptFinished {
-                    outcome: PromptOutcome::Completed,
-                    ..
-                }
-            )
-        });
-        if completed {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "follow-up did not complete: {events:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let last = model.requests().last().unwrap().body["messages"].clone();
-    assert!(last.to_string().contains("now stop"));
-    let roles: Vec<&str> = last
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["role"].as_str().unwrap())
-        .collect();
-    for pair in roles.windows(2) {
-        assert_ne!(pair[0], pair[1], "roles must alternate: {roles:?}");
-    }
+    let messages = model.requests().last().unwrap().body["messages"].clone();
+    assert!(messages.to_string().contains("now stop"));
+    assert_roles_alternate(&messages);
     app.stop().await;
 }
 

@@ -197,10 +197,23 @@ impl TestApp {
         session: &SessionId,
         done: impl Fn(&Event) -> bool,
     ) -> Vec<EventEnvelope> {
+        self.wait_until(token, session, |events| {
+            events.iter().any(|e| done(&e.event))
+        })
+        .await
+    }
+
+    /// Reads the session's events over REST until `done` holds for all of them.
+    pub async fn wait_until(
+        &self,
+        token: &str,
+        session: &SessionId,
+        done: impl Fn(&[EventEnvelope]) -> bool,
+    ) -> Vec<EventEnvelope> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let events = self.events(token, session).await;
-            if events.iter().any(|e| done(&e.event)) {
+            if done(&events) {
                 return events;
             }
             assert!(
@@ -209,6 +222,18 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Sends a prompt and checks it was accepted.
+    pub async fn send(&self, token: &str, session: &SessionId, text: &str) {
+        let (status, body) = self
+            .post(
+                token,
+                &format!("/api/sessions/{session}/prompts"),
+                json!({ "text": text }),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
     }
 
     pub async fn events(&self, token: &str, session: &SessionId) -> Vec<EventEnvelope> {
@@ -334,6 +359,38 @@ pub fn make_repo(dir: &Path) -> String {
     )
     .to_string_lossy()
     .into_owned()
+}
+
+/// How many prompts finished with `outcome`.
+pub fn finished(events: &[EventEnvelope], outcome: kiln_protocol::api::PromptOutcome) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(&e.event, Event::PromptFinished { outcome: o, .. } if *o == outcome))
+        .count()
+}
+
+/// The outcome of every tool call, in order.
+pub fn tool_outcomes(events: &[EventEnvelope]) -> Vec<kiln_protocol::api::ToolOutcome> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::ToolCallFinished { outcome, .. } => Some(outcome.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A model request's messages alternate user and assistant, as the providers require.
+pub fn assert_roles_alternate(messages: &Value) {
+    let roles: Vec<&str> = messages
+        .as_array()
+        .expect("messages is an array")
+        .iter()
+        .map(|m| m["role"].as_str().expect("a role"))
+        .collect();
+    for pair in roles.windows(2) {
+        assert_ne!(pair[0], pair[1], "roles must alternate: {roles:?}");
+    }
 }
 
 pub fn is_finished(event: &Event) -> bool {
