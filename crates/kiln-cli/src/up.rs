@@ -108,6 +108,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
             .unwrap_or(defaults.bash_timeout),
         hooks: file.hooks,
         git_timeout: defaults.git_timeout,
+        image_step_timeout: defaults.image_step_timeout,
     };
     Ok(Resolved {
         data_dir,

@@ -17,6 +17,8 @@ pub struct EngineConfig {
     pub hooks: Vec<HookConfig>,
     /// Bound on host-side git (clone, fetch) for one session's checkout.
     pub git_timeout: Duration,
+    /// Timeout of an image build step whose environment file names none.
+    pub image_step_timeout: Duration,
 }
 
 /// Bounds on the work one prompt may cause.
@@ -36,6 +38,7 @@ impl Default for EngineConfig {
             bash_timeout: Duration::from_secs(120),
             hooks: Vec::new(),
             git_timeout: Duration::from_secs(300),
+            image_step_timeout: Duration::from_secs(1800),
         }
     }
 }

@@ -283,6 +283,22 @@ impl Engine {
         }
     }
 
+    /// Builds an image of the repo's default branch now (incrementally on its newest image) and
+    /// records it. A failed build is recorded too, with its error and log, and returned as such:
+    /// the repo's last good image stays the one in use.
+    pub async fn build_image(&self, repo: &str) -> Result<kiln_store::ImageRecord> {
+        let repo = self.inner.store.repo(repo).await.map_err(|e| match e {
+            kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {repo:?}")),
+            e => e.into(),
+        })?;
+        let builder = crate::images::ImageBuilder {
+            workspaces: self.inner.workspaces.clone(),
+            store: self.inner.store.clone(),
+            step_timeout: self.inner.config.image_step_timeout,
+        };
+        builder.build(&repo).await
+    }
+
     /// Checks a repo's hooks the way a prompt will build them, so a bad matcher or timeout is
     /// refused when it is set, not when a session runs.
     pub fn check_hooks(&self, hooks: &[kiln_protocol::api::HookSpec]) -> Result<()> {

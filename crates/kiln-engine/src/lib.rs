@@ -11,6 +11,7 @@ mod engine;
 mod error;
 pub mod hooks;
 mod host;
+pub mod images;
 mod session;
 pub mod tools;
 mod workspace;

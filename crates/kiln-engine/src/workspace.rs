@@ -45,7 +45,7 @@ impl Workspaces {
     }
 
     /// Clones or fetches the repo's mirror, so the session starts from the latest default branch.
-    async fn refresh_mirror(&self, repo: &Repo) -> Result<PathBuf> {
+    pub(crate) async fn refresh_mirror(&self, repo: &Repo) -> Result<PathBuf> {
         let mirror = self.mirror(&repo.name);
         let parent = mirror.parent().expect("mirror has a parent");
         tokio::fs::create_dir_all(parent)
@@ -170,7 +170,7 @@ impl Workspaces {
     }
 }
 
-fn path_str(path: &Path) -> String {
+pub(crate) fn path_str(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 

@@ -22,6 +22,7 @@
 mod accounts;
 mod db;
 mod error;
+mod images;
 mod log;
 mod repos;
 mod schema;
@@ -31,6 +32,7 @@ mod subscription;
 mod writer;
 
 pub use error::{Error, Result};
+pub use images::ImageRecord;
 pub use log::{SessionLog, StoredEvent};
 pub use sessions::{Redeemed, SessionRow};
 pub use store::Store;

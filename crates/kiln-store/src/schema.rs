@@ -84,6 +84,27 @@ pub(crate) const CONTROL: &[Migration] = &[
         // A JSON array of `HookSpec`s: read and written whole, never queried inside.
         sql: "ALTER TABLE repos ADD COLUMN hooks TEXT NOT NULL DEFAULT '[]';",
     },
+    Migration {
+        name: "images",
+        sql: "
+        CREATE TABLE images (
+            id TEXT PRIMARY KEY,
+            repo TEXT NOT NULL REFERENCES repos(name),
+            commit_sha TEXT NOT NULL,
+            parent TEXT REFERENCES images(id),
+            layers TEXT NOT NULL,
+            lockfile_hash TEXT NOT NULL,
+            setup_ran INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('ready', 'failed')),
+            error TEXT,
+            log TEXT NOT NULL,
+            duration_ms INTEGER NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            created_at_ms INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX images_by_repo ON images (repo, created_at_ms);
+    ",
+    },
 ];
 
 /// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it

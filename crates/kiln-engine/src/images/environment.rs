@@ -1,0 +1,234 @@
+//! A repo's environment definition: how to prepare a sandbox for it before anyone asks. It lives
+//! in the repo at `.kiln/environment.toml`, so it is versioned with the code it builds:
+//!
+//! ```toml
+//! manifests = ["Cargo.lock"]          # setup reruns only when these change
+//! timeout_secs = 600                  # default per command
+//! [env]
+//! RUST_LOG = "info"
+//! [limits]
+//! memory_mb = 4096
+//! [[setup]]                           # install dependencies, create schemas
+//! run = "cargo fetch"
+//! [[build]]
+//! run = "cargo build --offline"
+//! timeout_secs = 1200
+//! [[warm]]                            # run the app and the tests once to fill caches
+//! run = "cargo test --offline --no-run"
+//! ```
+//!
+//! A command may also be a plain string: `setup = ["npm ci"]`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where the definition lives, relative to the checkout.
+pub const ENVIRONMENT_FILE: &str = ".kiln/environment.toml";
+
+/// Longest a single command may be given.
+const MAX_TIMEOUT_SECS: u64 = 3 * 3600;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    /// Dependency manifests (lockfiles), relative to the repo root.
+    #[serde(default)]
+    pub manifests: Vec<String>,
+    /// Default timeout of each command.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: EnvironmentLimits,
+    /// Install dependencies; rerun only when a manifest changed.
+    #[serde(default)]
+    pub setup: Vec<Step>,
+    /// Build; rerun on every image build.
+    #[serde(default)]
+    pub build: Vec<Step>,
+    /// Fill caches (run the tests, start the app once); rerun on every image build.
+    #[serde(default)]
+    pub warm: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentLimits {
+    pub memory_mb: Option<u64>,
+    pub pids: Option<u64>,
+    pub disk_mb: Option<u64>,
+}
+
+/// One command, run by `/bin/sh -c` in the checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Step {
+    Plain(String),
+    Full {
+        run: String,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        timeout_secs: Option<u64>,
+    },
+}
+
+impl Step {
+    pub fn script(&self) -> &str {
+        match self {
+            Step::Plain(run) | Step::Full { run, .. } => run,
+        }
+    }
+
+    /// A short name for logs: the given one, or the command's first line.
+    pub fn name(&self) -> String {
+        match self {
+            Step::Full {
+                name: Some(name), ..
+            } => name.clone(),
+            _ => self
+                .script()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(80)
+                .collect(),
+        }
+    }
+
+    /// This step's timeout, else the environment's, else `fallback`.
+    pub fn timeout(&self, environment: &Environment, fallback: Duration) -> Duration {
+        let own = match self {
+            Step::Full { timeout_secs, .. } => *timeout_secs,
+            Step::Plain(_) => None,
+        };
+        own.or(environment.timeout_secs)
+            .map(Duration::from_secs)
+            .unwrap_or(fallback)
+    }
+}
+
+impl Environment {
+    /// Parses and checks a definition; the error names the line or the field at fault.
+    pub fn parse(text: &str) -> Result<Environment, String> {
+        let environment: Environment =
+            toml::from_str(text).map_err(|e| format!("{ENVIRONMENT_FILE}: {e}"))?;
+        environment.check()?;
+        Ok(environment)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let steps = self.setup.iter().chain(&self.build).chain(&self.warm);
+        for step in steps {
+            if step.script().trim().is_empty() {
+                return Err(format!("{ENVIRONMENT_FILE}: a command is empty"));
+            }
+            if let Step::Full {
+                timeout_secs: Some(secs),
+                ..
+            } = step
+            {
+                check_timeout(*secs)?;
+            }
+        }
+        if let Some(secs) = self.timeout_secs {
+            check_timeout(secs)?;
+        }
+        for manifest in &self.manifests {
+            let escapes = manifest.starts_with('/')
+                || manifest.split('/').any(|part| part == "..")
+                || manifest.is_empty();
+            if escapes {
+                return Err(format!(
+                    "{ENVIRONMENT_FILE}: manifest {manifest:?} must be a path inside the repo"
+                ));
+            }
+        }
+        for key in self.env.keys() {
+            let valid = !key.is_empty()
+                && !key.starts_with(|c: char| c.is_ascii_digit())
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!(
+                    "{ENVIRONMENT_FILE}: {key:?} is not a variable name"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_timeout(secs: u64) -> Result<(), String> {
+    if secs == 0 || secs > MAX_TIMEOUT_SECS {
+        return Err(format!(
+            "{ENVIRONMENT_FILE}: timeout_secs {secs} must be 1 to {MAX_TIMEOUT_SECS}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_definition_parses() {
+        let environment = Environment::parse(
+            r#"
+            manifests = ["Cargo.lock", "web/package-lock.json"]
+            timeout_secs = 600
+            setup = ["cargo fetch"]
+            [env]
+            RUST_LOG = "info"
+            [limits]
+            memory_mb = 4096
+            [[build]]
+            run = "cargo build --offline"
+            name = "build"
+            timeout_secs = 1200
+            [[warm]]
+            run = "cargo test --offline --no-run"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(environment.manifests.len(), 2);
+        assert_eq!(environment.setup[0].script(), "cargo fetch");
+        assert_eq!(environment.build[0].name(), "build");
+        let fallback = Duration::from_secs(1);
+        assert_eq!(
+            environment.build[0].timeout(&environment, fallback),
+            Duration::from_secs(1200)
+        );
+        assert_eq!(
+            environment.warm[0].timeout(&environment, fallback),
+            Duration::from_secs(600)
+        );
+        assert_eq!(environment.limits.memory_mb, Some(4096));
+        assert_eq!(environment.env["RUST_LOG"], "info");
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_the_reason() {
+        let cases = [
+            ("setup = [\"\"]", "empty"),
+            ("colour = 1", "colour"),
+            ("manifests = [\"../secrets\"]", "inside the repo"),
+            ("manifests = [\"/etc/passwd\"]", "inside the repo"),
+            ("timeout_secs = 0", "timeout_secs"),
+            (
+                "[[build]]\nrun = \"x\"\ntimeout_secs = 999999",
+                "timeout_secs",
+            ),
+            ("[env]\n\"1BAD\" = \"x\"", "variable name"),
+            ("setup = [", "environment.toml"),
+        ];
+        for (text, needle) in cases {
+            let err = Environment::parse(text).unwrap_err();
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+        assert_eq!(Environment::parse("").unwrap(), Environment::default());
+    }
+}

@@ -1,0 +1,8 @@
+//! Environment images: a repo's checkout with its dependencies installed, built and warmed,
+//! frozen as read-only layers that sessions start from. See [`build`] for how one is made and
+//! [`environment`] for what a repo declares.
+
+mod build;
+pub mod environment;
+
+pub(crate) use build::ImageBuilder;

@@ -1,0 +1,237 @@
+//! Image builds from a real local repo with real setup commands that work offline: a script that
+//! makes a SQLite schema, a build step, a warm step. Incremental rebuilds skip setup while the
+//! lockfile is unchanged and rerun it when it changes; a failed build keeps the last good image.
+
+use kiln_engine::{Engine, EngineConfig};
+use kiln_protocol::api::CreateRepo;
+use kiln_sandbox::{
+    CommandLine, ExecRequest, ImageSpec, LocalConfig, LocalProvider, Provider, SandboxSpec,
+};
+use kiln_store::{ImageRecord, Store};
+use kiln_testkit::{bare_repo, git};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ENVIRONMENT: &str = r#"
+manifests = ["deps.lock"]
+[[setup]]
+run = "echo setup >> /home/kiln/setup.log && python3 -c \"import sqlite3; c = sqlite3.connect('/home/kiln/app.db'); c.execute('create table if not exists users (id integer primary key)'); c.commit()\""
+[[build]]
+name = "compile"
+run = "mkdir -p build && cp src.txt build/out.txt"
+[[warm]]
+run = "cat build/out.txt > /home/kiln/warm.txt"
+"#;
+
+struct Fixture {
+    engine: Engine,
+    provider: LocalProvider,
+    work: PathBuf,
+    bare: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let provider = self.provider.clone();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    for info in provider.list().await.unwrap_or_default() {
+                        let _ = provider.destroy(&info.id).await;
+                    }
+                });
+            });
+        });
+    }
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::Builder::new()
+        .prefix("ki-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let bare = bare_repo(
+        dir.path(),
+        "app",
+        &[
+            (".kiln/environment.toml", ENVIRONMENT),
+            ("deps.lock", "a=1\n"),
+            ("src.txt", "v1\n"),
+        ],
+    );
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let provider = LocalProvider::open(LocalConfig::new(&data)).await.unwrap();
+    let store = Store::open(&data).await.unwrap();
+    store
+        .create_repo(&CreateRepo {
+            name: "app".into(),
+            url: bare.to_string_lossy().into_owned(),
+            default_branch: None,
+            description: None,
+            hooks: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let config = EngineConfig {
+        image_step_timeout: Duration::from_secs(60),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(store, Arc::new(provider.clone()), data, config)
+        .await
+        .unwrap();
+    Fixture {
+        engine,
+        provider,
+        work: dir.path().join("app-work"),
+        bare,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// Commits `files` on main and pushes them to the bare repo.
+    fn push(&self, files: &[(&str, &str)], message: &str) {
+        for (path, contents) in files {
+            std::fs::write(self.work.join(path), contents).unwrap();
+        }
+        git(&self.work, &["add", "."]);
+        git(&self.work, &["commit", "-q", "-m", message]);
+        git(
+            &self.work,
+            &["push", "-q", self.bare.to_str().unwrap(), "main"],
+        );
+    }
+
+    /// Runs a script in a fresh sandbox made from the image.
+    async fn in_image(&self, image: &ImageRecord, script: &str) -> String {
+        let sandbox = self
+            .provider
+            .create(SandboxSpec {
+                image: ImageSpec {
+                    layers: image.layers.clone(),
+                    host_system: true,
+                },
+                ..SandboxSpec::default()
+            })
+            .await
+            .unwrap();
+        let outcome = sandbox
+            .run(ExecRequest {
+                command: CommandLine::Shell {
+                    script: script.into(),
+                },
+                cwd: Some("/workspace".into()),
+                env: Default::default(),
+                stdin: false,
+                timeout_ms: Some(20_000),
+            })
+            .await
+            .unwrap();
+        self.provider.destroy(sandbox.id()).await.unwrap();
+        assert!(outcome.status.success(), "{outcome:?}");
+        String::from_utf8_lossy(&outcome.stdout).into_owned()
+    }
+}
+
+fn head(work: &Path) -> String {
+    git(work, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+const INSPECT: &str = "cat build/out.txt /home/kiln/warm.txt; wc -l < /home/kiln/setup.log; \
+    python3 -c \"import sqlite3; print(sqlite3.connect('/home/kiln/app.db').execute('select name from sqlite_master').fetchall())\"";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_build_incrementally_and_setup_reruns_only_when_the_lockfile_changes() {
+    let fx = fixture().await;
+    let first = fx.engine.build_image("app").await.unwrap();
+    assert!(first.is_ready(), "{}", first.log);
+    assert!(first.setup_ran);
+    assert_eq!(first.commit, head(&fx.work));
+    assert!(first.log.contains("== build: compile"), "{}", first.log);
+    assert_eq!(
+        fx.in_image(&first, INSPECT).await,
+        "v1\nv1\n1\n[('users',)]\n"
+    );
+
+    // A code change: no setup, a new build, the new commit.
+    fx.push(&[("src.txt", "v2\n")], "code");
+    let second = fx.engine.build_image("app").await.unwrap();
+    assert!(second.is_ready(), "{}", second.log);
+    assert!(!second.setup_ran, "{}", second.log);
+    assert_eq!(second.parent.as_deref(), Some(first.id.as_str()));
+    assert_eq!(second.commit, head(&fx.work));
+    assert_eq!(
+        fx.in_image(&second, INSPECT).await,
+        "v2\nv2\n1\n[('users',)]\n"
+    );
+
+    // A dependency change: setup runs again, on top of the last image.
+    fx.push(&[("deps.lock", "a=2\n")], "deps");
+    let third = fx.engine.build_image("app").await.unwrap();
+    assert!(third.is_ready(), "{}", third.log);
+    assert!(third.setup_ran);
+    assert_eq!(
+        fx.in_image(&third, INSPECT).await,
+        "v2\nv2\n2\n[('users',)]\n"
+    );
+
+    let store = fx.engine.store();
+    assert_eq!(
+        store.latest_image("app").await.unwrap().unwrap().id,
+        third.id
+    );
+    assert_eq!(store.images("app").await.unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_or_hung_build_is_recorded_and_the_last_good_image_stays() {
+    let fx = fixture().await;
+    let good = fx.engine.build_image("app").await.unwrap();
+    assert!(good.is_ready(), "{}", good.log);
+
+    let broken = ENVIRONMENT.replace("cp src.txt build/out.txt", "echo compiling; exit 3");
+    fx.push(&[(".kiln/environment.toml", &broken)], "break the build");
+    let failed = fx.engine.build_image("app").await.unwrap();
+    let error = failed.error.clone().expect("the build failed");
+    assert!(error.contains("compile"), "{error}");
+    assert!(failed.log.contains("compiling"), "{}", failed.log);
+    let store = fx.engine.store();
+    assert_eq!(
+        store.latest_image("app").await.unwrap().unwrap().id,
+        good.id
+    );
+
+    let hung = format!(
+        "timeout_secs = 1\n{}",
+        ENVIRONMENT.replace("cp src.txt build/out.txt", "sleep 30")
+    );
+    fx.push(&[(".kiln/environment.toml", &hung)], "hang the build");
+    let started = Instant::now();
+    let timed_out = fx.engine.build_image("app").await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(timed_out.error.unwrap().contains("timed out"));
+    assert_eq!(
+        store.latest_image("app").await.unwrap().unwrap().id,
+        good.id
+    );
+
+    let bad = "colour = 1\n";
+    fx.push(&[(".kiln/environment.toml", bad)], "bad environment");
+    let refused = fx.engine.build_image("app").await.unwrap();
+    assert!(refused.error.unwrap().contains("colour"));
+    // No build sandbox is left running.
+    assert!(fx.provider.list().await.unwrap().is_empty());
+}

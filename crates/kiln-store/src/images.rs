@@ -1,0 +1,142 @@
+//! The image registry: every image build of every repo, good or failed, with what it was built
+//! from (commit, parent image, lockfile hash) and what it produced (layers, log, size). Sessions
+//! start from a repo's newest ready image; a failed build is kept for its log and error.
+
+use crate::db::now_ms;
+use crate::error::{Error, Result};
+use crate::store::Store;
+use rusqlite::{OptionalExtension, params};
+use std::path::PathBuf;
+
+/// One image build's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRecord {
+    /// `img-` and 16 hex digits.
+    pub id: String,
+    pub repo: String,
+    /// The commit the image's checkout is at.
+    pub commit: String,
+    /// The image this one was built on (incremental builds).
+    pub parent: Option<String>,
+    /// Read-only layers, bottom first: a sandbox's image.
+    pub layers: Vec<PathBuf>,
+    /// sha256 over the dependency manifests; setup reruns when it changes.
+    pub lockfile_hash: String,
+    /// Whether this build ran the setup commands (else it reused the parent's dependencies).
+    pub setup_ran: bool,
+    /// `None` when ready; the reason when the build failed.
+    pub error: Option<String>,
+    /// The build's output, capped.
+    pub log: String,
+    pub duration_ms: u64,
+    pub size_bytes: u64,
+    pub created_at_ms: i64,
+}
+
+impl ImageRecord {
+    pub fn is_ready(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+const COLUMNS: &str = "id, repo, commit_sha, parent, layers, lockfile_hash, setup_ran, error, \
+                       log, duration_ms, size_bytes, created_at_ms";
+
+fn image_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRecord> {
+    let layers: String = row.get(4)?;
+    let layers: Vec<PathBuf> = serde_json::from_str(&layers).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(ImageRecord {
+        id: row.get(0)?,
+        repo: row.get(1)?,
+        commit: row.get(2)?,
+        parent: row.get(3)?,
+        layers,
+        lockfile_hash: row.get(5)?,
+        setup_ran: row.get(6)?,
+        error: row.get(7)?,
+        log: row.get(8)?,
+        duration_ms: row.get::<_, i64>(9)? as u64,
+        size_bytes: row.get::<_, i64>(10)? as u64,
+        created_at_ms: row.get(11)?,
+    })
+}
+
+impl Store {
+    /// Records a finished build (ready or failed). `created_at_ms` is set now.
+    pub async fn record_image(&self, image: &ImageRecord) -> Result<ImageRecord> {
+        let mut image = image.clone();
+        image.created_at_ms = now_ms();
+        let layers = serde_json::to_string(&image.layers)?;
+        self.control(move |conn| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO images ({COLUMNS}, status)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                ),
+                params![
+                    image.id,
+                    image.repo,
+                    image.commit,
+                    image.parent,
+                    layers,
+                    image.lockfile_hash,
+                    image.setup_ran,
+                    image.error,
+                    image.log,
+                    image.duration_ms as i64,
+                    image.size_bytes as i64,
+                    image.created_at_ms,
+                    if image.error.is_none() {
+                        "ready"
+                    } else {
+                        "failed"
+                    },
+                ],
+            )
+            .map_err(|e| match Error::from(e) {
+                e if e.is_unique_violation() => {
+                    Error::Conflict(format!("image {} exists", image.id))
+                }
+                e => e,
+            })?;
+            Ok(image)
+        })
+        .await
+    }
+
+    /// The repo's newest ready image, if it has one.
+    pub async fn latest_image(&self, repo: &str) -> Result<Option<ImageRecord>> {
+        let repo = repo.to_string();
+        self.control(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {COLUMNS} FROM images WHERE repo = ?1 AND status = 'ready'
+                         ORDER BY created_at_ms DESC, rowid DESC LIMIT 1"
+                    ),
+                    [repo],
+                    image_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Every build of the repo, newest first.
+    pub async fn images(&self, repo: &str) -> Result<Vec<ImageRecord>> {
+        let repo = repo.to_string();
+        self.control(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {COLUMNS} FROM images WHERE repo = ?1
+                 ORDER BY created_at_ms DESC, rowid DESC"
+            ))?;
+            let images = stmt
+                .query_map([repo], image_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(images)
+        })
+        .await
+    }
+}
