@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) struct PromptRun<'a> {
     inner: &'a Arc<Inner>,
-    actor: &'a SessionActor,
+    actor: &'a Arc<SessionActor>,
     prompt: PromptInfo,
     cancel: CancellationToken,
     usage: Usage,
@@ -44,7 +44,7 @@ struct Failure(String);
 impl<'a> PromptRun<'a> {
     pub(crate) fn new(
         inner: &'a Arc<Inner>,
-        actor: &'a SessionActor,
+        actor: &'a Arc<SessionActor>,
         prompt: PromptInfo,
         cancel: CancellationToken,
     ) -> Self {
@@ -145,7 +145,7 @@ impl<'a> PromptRun<'a> {
         }
         let mut conversation = self.load_conversation().await?;
         let sandbox = tokio::select! {
-            sandbox = self.actor.sandbox(&self.inner.workspaces) => sandbox.map_err(|e| Failure(format!("the sandbox is not available: {e}")))?,
+            sandbox = self.actor.sandbox(self.inner) => sandbox.map_err(|e| Failure(format!("the sandbox is not available: {e}")))?,
             _ = self.cancel.cancelled() => return Ok(self.cancelled_end()),
         };
         let system = self.system_prompt(&sandbox).await;
@@ -263,7 +263,12 @@ impl<'a> PromptRun<'a> {
             .repo(&self.actor.repo.name)
             .await
             .map_err(|e| Failure(format!("cannot read the repo's settings: {e}")))?;
-        let mut chain = self.inner.hooks.clone();
+        // The write gate first: nothing writes to a checkout that is still syncing.
+        let gate = self
+            .actor
+            .sync_gate(self.cancel.clone(), self.inner.config.git_timeout);
+        let mut chain: Vec<Arc<dyn crate::hooks::Hook>> = vec![Arc::new(gate)];
+        chain.extend(self.inner.hooks.iter().cloned());
         for spec in &repo.hooks {
             let hook = HookConfig::from(spec).build().map_err(|e| {
                 Failure(format!(

@@ -13,6 +13,7 @@ pub mod hooks;
 mod host;
 pub mod images;
 mod session;
+mod sync_gate;
 pub mod tools;
 mod workspace;
 

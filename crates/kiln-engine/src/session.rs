@@ -7,7 +7,7 @@
 
 use crate::agent::PromptRun;
 use crate::engine::Inner;
-use crate::workspace::Workspaces;
+use crate::sync_gate::{SyncGate, SyncState};
 use crate::{Error, Result};
 use kiln_core::PromptId;
 use kiln_protocol::api::{
@@ -16,6 +16,8 @@ use kiln_protocol::api::{
 use kiln_sandbox::{Sandbox, SandboxId};
 use kiln_store::SessionLog;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
@@ -24,6 +26,10 @@ pub(crate) struct SessionActor {
     pub(crate) repo: kiln_protocol::api::Repo,
     /// The session's creator; the checkout's git identity until commits carry each author.
     creator: UserRef,
+    /// The creator's git email.
+    email: String,
+    /// Whether the checkout has caught up with the default branch (see [`SyncGate`]).
+    sync: watch::Sender<SyncState>,
     state: Mutex<State>,
     /// The sandbox, created on first need. An async mutex: whoever creates it holds the slot
     /// while the sandbox starts, and everyone else waits for that sandbox instead of starting
@@ -44,6 +50,8 @@ struct State {
 #[derive(Debug, Default)]
 struct Slot {
     sandbox: Option<Sandbox>,
+    /// The commit of the image the sandbox came from, while it may need (re)syncing.
+    image_commit: Option<String>,
     /// A sandbox found running at start-up, reattached on first need.
     recovered: Option<SandboxId>,
 }
@@ -58,10 +66,13 @@ impl SessionActor {
         SessionActor {
             log,
             repo,
+            email: format!("{}@users.kiln.local", creator.id),
             creator,
+            sync: watch::channel(SyncState::Done).0,
             state: Mutex::new(State::default()),
             sandbox: tokio::sync::Mutex::new(Slot {
                 sandbox: None,
+                image_commit: None,
                 recovered,
             }),
         }
@@ -244,23 +255,38 @@ impl SessionActor {
 
     /// Starts creating the sandbox in the background, so it is ready when the agent needs it.
     pub(crate) fn warm_sandbox(self: &Arc<Self>, inner: &Arc<Inner>) {
-        let (actor, workspaces) = (self.clone(), inner.workspaces.clone());
+        let (actor, inner2) = (self.clone(), inner.clone());
         let shutdown = inner.shutdown.clone();
         inner.tracker.spawn(async move {
             tokio::select! {
-                _ = actor.sandbox(&workspaces) => {}
+                _ = actor.sandbox(&inner2) => {}
                 _ = shutdown.cancelled() => {}
             }
         });
     }
 
-    /// The session's sandbox: the live one, the one found at start-up, or a new one. Sandbox
-    /// status events tell every client what is happening.
-    pub(crate) async fn sandbox(&self, workspaces: &Workspaces) -> Result<Sandbox> {
+    /// The write gate for a prompt of this session (see [`SyncGate`]).
+    pub(crate) fn sync_gate(&self, cancel: CancellationToken, wait: Duration) -> SyncGate {
+        SyncGate {
+            state: self.sync.subscribe(),
+            cancel,
+            wait,
+        }
+    }
+
+    /// The session's sandbox: the live one, the one found at start-up, or a new one — from the
+    /// repo's newest image when it has one (then synced in the background), else from a fresh
+    /// clone. Sandbox status events tell every client what is happening.
+    pub(crate) async fn sandbox(self: &Arc<Self>, inner: &Arc<Inner>) -> Result<Sandbox> {
+        let workspaces = &inner.workspaces;
         let mut slot = self.sandbox.lock().await;
         if let Some(sandbox) = &slot.sandbox
             && sandbox.guest().gone().is_none()
         {
+            // A failed sync is retried when the next prompt asks for the sandbox.
+            if let (Some(base), SyncState::Failed(_)) = (&slot.image_commit, &*self.sync.borrow()) {
+                self.start_sync(inner, sandbox.clone(), base.clone());
+            }
             return Ok(sandbox.clone());
         }
         if let Some(id) = slot.recovered.take() {
@@ -276,15 +302,39 @@ impl SessionActor {
             }
         }
         self.status(SandboxState::Starting, None, None).await;
-        let email = format!("{}@users.kiln.local", self.creator.id);
-        match workspaces
-            .create(self.log.id(), &self.repo, (&self.creator.name, &email))
-            .await
-        {
+        let image = match inner.store.latest_image(&self.repo.name).await {
+            Ok(image) => image,
+            Err(e) => {
+                tracing::warn!(repo = %self.repo.name, error = %e, "cannot read the image registry");
+                None
+            }
+        };
+        let created = match &image {
+            Some(image) => workspaces.create_from_image(self.log.id(), image).await,
+            None => {
+                workspaces
+                    .create(self.log.id(), &self.repo, self.git_identity())
+                    .await
+            }
+        };
+        match created {
             Ok(sandbox) => {
-                self.status(SandboxState::Ready, Some(sandbox.id().to_string()), None)
-                    .await;
+                let id = Some(sandbox.id().to_string());
                 slot.sandbox = Some(sandbox.clone());
+                match image {
+                    Some(image) => {
+                        let detail = format!(
+                            "from image {} at {}; syncing to {}",
+                            image.id,
+                            &image.commit[..image.commit.len().min(12)],
+                            self.repo.default_branch
+                        );
+                        self.status(SandboxState::Syncing, id, Some(detail)).await;
+                        slot.image_commit = Some(image.commit.clone());
+                        self.start_sync(inner, sandbox.clone(), image.commit);
+                    }
+                    None => self.status(SandboxState::Ready, id, None).await,
+                }
                 Ok(sandbox)
             }
             Err(e) => {
@@ -293,6 +343,55 @@ impl SessionActor {
                 Err(e)
             }
         }
+    }
+
+    fn git_identity(&self) -> (&str, &str) {
+        (&self.creator.name, &self.email)
+    }
+
+    /// Syncs the checkout in the background; writes wait for it (the gate), reads do not.
+    fn start_sync(self: &Arc<Self>, inner: &Arc<Inner>, sandbox: Sandbox, base_commit: String) {
+        self.sync.send_replace(SyncState::Pending);
+        let (actor, workspaces) = (self.clone(), inner.workspaces.clone());
+        let shutdown = inner.shutdown.clone();
+        inner.tracker.spawn(async move {
+            let sync = workspaces.sync(
+                &sandbox,
+                actor.log.id(),
+                &actor.repo,
+                &base_commit,
+                actor.git_identity(),
+            );
+            let result = tokio::select! {
+                result = sync => result,
+                _ = shutdown.cancelled() => return,
+            };
+            match result {
+                Ok(()) => {
+                    actor.sync.send_replace(SyncState::Done);
+                    actor
+                        .status(SandboxState::Ready, Some(sandbox.id().to_string()), None)
+                        .await;
+                }
+                Err(e) => {
+                    let message = format!(
+                        "syncing the checkout failed: {e}. Reads work at the image's commit; \
+                         writes are refused until a sync succeeds (the next prompt retries)"
+                    );
+                    actor.sync.send_replace(SyncState::Failed(e.to_string()));
+                    if let Err(e) = actor
+                        .log
+                        .append(Event::Error {
+                            prompt_id: None,
+                            message,
+                        })
+                        .await
+                    {
+                        tracing::error!(error = %e, "cannot record a sync failure");
+                    }
+                }
+            }
+        });
     }
 
     pub(crate) fn sandbox_state(&self) -> Option<SandboxState> {

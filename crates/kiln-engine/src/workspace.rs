@@ -13,6 +13,7 @@ use kiln_protocol::api::Repo;
 use kiln_sandbox::{
     CommandLine, ExecRequest, ImageSpec, Limits, Provider, Sandbox, SandboxId, SandboxSpec,
 };
+use kiln_store::ImageRecord;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use std::time::Duration;
 
 /// Where the checkout lives inside every sandbox.
 pub const WORKDIR: &str = "/workspace";
+
+/// Where a sync's git bundle is written inside the sandbox.
+const SYNC_BUNDLE: &str = "/tmp/.kiln-sync.bundle";
 
 /// Label naming the session a sandbox belongs to; recovery uses it to find orphans.
 pub(crate) const SESSION_LABEL: &str = "kiln.session";
@@ -163,6 +167,107 @@ impl Workspaces {
                 Err(e.into())
             }
         }
+    }
+
+    /// Creates the session's sandbox from the repo's image, at once: the checkout is the
+    /// image's commit until [`Workspaces::sync`] brings it to the branch head.
+    pub(crate) async fn create_from_image(
+        &self,
+        session: &SessionId,
+        image: &ImageRecord,
+    ) -> Result<Sandbox> {
+        let mut labels = BTreeMap::new();
+        labels.insert(SESSION_LABEL.to_string(), session.to_string());
+        let spec = SandboxSpec {
+            image: ImageSpec {
+                layers: image.layers.clone(),
+                host_system: true,
+            },
+            env: BTreeMap::new(),
+            limits: Limits::default(),
+            labels,
+            network: Default::default(),
+        };
+        Ok(self.provider.create(spec).await?)
+    }
+
+    /// Brings a sandbox made from an image to the head of the repo's default branch on the
+    /// session's branch. New commits travel as a git bundle written through the guest: the
+    /// sandbox has no network and never sees a credential.
+    pub(crate) async fn sync(
+        &self,
+        sandbox: &Sandbox,
+        session: &SessionId,
+        repo: &Repo,
+        base_commit: &str,
+        author: (&str, &str),
+    ) -> Result<()> {
+        let mirror = self.refresh_mirror(repo).await?;
+        let branch = format!("refs/heads/{}", repo.default_branch);
+        let head = git(
+            &mirror,
+            &["rev-parse", "--verify", &branch],
+            self.git_timeout,
+        )
+        .await?
+        .trim()
+        .to_string();
+        let mut script = format!("set -e\ncd {WORKDIR}\n");
+        if head != base_commit {
+            let bundle = self.layer(session).with_extension("bundle");
+            tokio::fs::create_dir_all(bundle.parent().expect("has a parent"))
+                .await
+                .map_err(|e| Error::Git(format!("creating {}: {e}", bundle.display())))?;
+            let exclude = format!("^{base_commit}");
+            git(
+                &mirror,
+                &[
+                    "bundle",
+                    "create",
+                    "--quiet",
+                    &path_str(&bundle),
+                    &exclude,
+                    &branch,
+                ],
+                self.git_timeout,
+            )
+            .await?;
+            let bytes = tokio::fs::read(&bundle)
+                .await
+                .map_err(|e| Error::Git(format!("reading {}: {e}", bundle.display())))?;
+            let _ = tokio::fs::remove_file(&bundle).await;
+            sandbox
+                .guest()
+                .write_file(SYNC_BUNDLE, &bytes, Some(0o600))
+                .await?;
+            script.push_str(&format!(
+                "git fetch --quiet {SYNC_BUNDLE} {branch}\nrm -f {SYNC_BUNDLE}\n"
+            ));
+        }
+        script.push_str(&format!(
+            "git checkout --quiet -B kiln/{session} {head}\n\
+             git config user.name {name}\n\
+             git config user.email {email}\n",
+            name = shell_quote(author.0),
+            email = shell_quote(author.1),
+        ));
+        let outcome = sandbox
+            .run(ExecRequest {
+                command: CommandLine::Shell { script },
+                cwd: Some("/".into()),
+                env: BTreeMap::new(),
+                stdin: false,
+                timeout_ms: Some(self.git_timeout.as_millis() as u64),
+            })
+            .await?;
+        if !outcome.status.success() {
+            return Err(Error::Git(format!(
+                "syncing to {}: {}",
+                repo.default_branch,
+                String::from_utf8_lossy(&outcome.stderr).trim()
+            )));
+        }
+        Ok(())
     }
 
     pub(crate) async fn attach(&self, id: &SandboxId) -> Result<Sandbox> {

@@ -36,6 +36,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// The guest reported that a file or directory does not exist.
+    pub fn is_file_not_found(&self) -> bool {
+        matches!(
+            self,
+            Error::Guest {
+                kind: kiln_protocol::guest::ErrorKind::NotFound,
+                ..
+            }
+        )
+    }
+
     pub(crate) fn io(
         context: &'static str,
         path: impl Into<PathBuf>,

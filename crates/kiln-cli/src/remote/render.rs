@@ -201,6 +201,7 @@ impl<W: Write> Renderer<W> {
                     .unwrap_or_default();
                 let line = match state {
                     SandboxState::Starting => p.dim(&format!("· sandbox starting{detail}")),
+                    SandboxState::Syncing => p.dim(&format!("· sandbox syncing{detail}")),
                     SandboxState::Ready => p.dim(&format!("· sandbox ready{detail}")),
                     SandboxState::Stopped => p.dim(&format!("· sandbox stopped{detail}")),
                     SandboxState::Failed => p.red(&format!("· sandbox failed{detail}")),

@@ -200,7 +200,7 @@ impl ImageBuilder {
             Ok(bytes) => {
                 Environment::parse(&String::from_utf8_lossy(&bytes)).map_err(Error::Invalid)?
             }
-            Err(kiln_sandbox::Error::NotFound(_)) => {
+            Err(e) if e.is_file_not_found() => {
                 log.push_str(&format!("== no {ENVIRONMENT_FILE}: nothing to set up\n"));
                 Environment::default()
             }
@@ -240,7 +240,7 @@ impl ImageBuilder {
                 .await
             {
                 Ok(bytes) => hasher.update(&bytes),
-                Err(kiln_sandbox::Error::NotFound(_)) => hasher.update(b"\xffmissing"),
+                Err(e) if e.is_file_not_found() => hasher.update(b"\xffmissing"),
                 Err(e) => return Err(e.into()),
             }
             hasher.update([0]);

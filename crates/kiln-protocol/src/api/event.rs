@@ -299,6 +299,9 @@ pub enum FileChangeKind {
 #[serde(rename_all = "snake_case")]
 pub enum SandboxState {
     Starting,
+    /// Running from the repo's image and catching up with the default branch: reads work,
+    /// writes wait until it is `ready`.
+    Syncing,
     Ready,
     Failed,
     Stopped,

@@ -1,0 +1,121 @@
+//! Sessions start from the repo's image and catch up with the default branch in the background;
+//! writes wait for that sync, and a failed sync refuses writes with the reason while reads work.
+
+mod common;
+
+use common::{TestApp, is_finished, tool_outcomes};
+use kiln_protocol::api::{Event, SandboxState, ToolOutcome};
+use kiln_testkit::{FakeModel, Script, Turn, git};
+use serde_json::json;
+
+fn states(events: &[kiln_protocol::api::EventEnvelope]) -> Vec<SandboxState> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::SandboxStatus { state, .. } => Some(*state),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_starts_from_the_image_and_syncs_to_the_branch_head() {
+    let model = FakeModel::start().await;
+    let app = TestApp::start(&model).await;
+    let image = app.engine.build_image("demo").await.unwrap();
+    assert!(image.is_ready(), "{}", image.log);
+
+    // The branch moves on after the image was built.
+    let work = app.dir.path().join("demo-work");
+    std::fs::write(
+        work.join("src/lib.rs"),
+        "pub fn answer() -> u32 {\n    42\n}\n",
+    )
+    .unwrap();
+    git(&work, &["commit", "-qam", "the answer"]);
+    git(&work, &["push", "-q", &app.repo_url, "main"]);
+    let head = git(&work, &["rev-parse", "HEAD"]).trim().to_string();
+
+    model.push(Script::Turn(Turn::tool(
+        "read_file",
+        json!({"path": "README.md"}),
+    )));
+    model.push(Script::Turn(Turn::tool(
+        "write_file",
+        json!({"path": "new.txt", "content": "x\n"}),
+    )));
+    model.push(Script::Turn(Turn::text("done")));
+    let token = app.admin_token.clone();
+    let session = app.new_session(&token, "go").await;
+    let events = app.wait_for(&token, &session, is_finished).await;
+    assert_eq!(
+        states(&events),
+        [
+            SandboxState::Starting,
+            SandboxState::Syncing,
+            SandboxState::Ready
+        ]
+    );
+    assert_eq!(tool_outcomes(&events), [ToolOutcome::Ok, ToolOutcome::Ok]);
+    // The write happened after the sync finished.
+    let ready = events
+        .iter()
+        .position(|e| {
+            matches!(
+                e.event,
+                Event::SandboxStatus {
+                    state: SandboxState::Ready,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    let written = events
+        .iter()
+        .position(|e| matches!(&e.event, Event::FileChanged { path, .. } if path == "new.txt"))
+        .unwrap();
+    assert!(ready < written);
+    let state = app
+        .sandbox_sh(&session, "git rev-parse HEAD; git rev-parse --abbrev-ref HEAD; grep -c 42 src/lib.rs; cat new.txt")
+        .await;
+    assert_eq!(state, format!("{head}\nkiln/{session}\n1\nx\n"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_refuses_writes_with_the_reason_and_reads_still_work() {
+    let model = FakeModel::start().await;
+    let app = TestApp::start(&model).await;
+    let image = app.engine.build_image("demo").await.unwrap();
+    assert!(image.is_ready(), "{}", image.log);
+    // The remote disappears: the mirror cannot be fetched.
+    std::fs::remove_dir_all(&app.repo_url).unwrap();
+
+    model.push(Script::Turn(Turn::tool(
+        "read_file",
+        json!({"path": "README.md"}),
+    )));
+    model.push(Script::Turn(Turn::tool(
+        "write_file",
+        json!({"path": "new.txt", "content": "x\n"}),
+    )));
+    model.push(Script::Turn(Turn::text("could not write")));
+    let token = app.admin_token.clone();
+    let session = app.new_session(&token, "go").await;
+    let events = app.wait_for(&token, &session, is_finished).await;
+    let outcomes = tool_outcomes(&events);
+    assert_eq!(outcomes[0], ToolOutcome::Ok, "reads work from the image");
+    assert!(
+        matches!(&outcomes[1], ToolOutcome::Blocked { reason } if reason.contains("could not be synced")),
+        "{outcomes:?}"
+    );
+    assert!(events.iter().any(
+        |e| matches!(&e.event, Event::Error { message, .. } if message.contains("syncing the checkout failed"))
+    ));
+    assert!(
+        model.requests()[1].body["messages"]
+            .to_string()
+            .contains("# demo")
+    );
+    app.stop().await;
+}
