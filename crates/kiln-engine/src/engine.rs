@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     /// Live actors. An actor stays while its session has been used since start; idle actors
     /// hold one SQLite connection and no task.
     sessions: Mutex<HashMap<SessionId, Arc<SessionActor>>>,
+    /// Repos with an image build running: one build per repo at a time.
+    building: Mutex<std::collections::HashSet<String>>,
     /// Sandboxes found running at start-up, by session, to reattach instead of recreate.
     recovered: Mutex<HashMap<SessionId, SandboxId>>,
     pub(crate) tracker: TaskTracker,
@@ -82,6 +84,7 @@ impl Engine {
                 hooks,
                 sessions: Mutex::new(HashMap::new()),
                 recovered: Mutex::new(HashMap::new()),
+                building: Mutex::new(std::collections::HashSet::new()),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
             }),
@@ -285,18 +288,51 @@ impl Engine {
 
     /// Builds an image of the repo's default branch now (incrementally on its newest image) and
     /// records it. A failed build is recorded too, with its error and log, and returned as such:
-    /// the repo's last good image stays the one in use.
+    /// the repo's last good image stays the one in use. `Conflict` while the repo is building.
     pub async fn build_image(&self, repo: &str) -> Result<kiln_store::ImageRecord> {
         let repo = self.inner.store.repo(repo).await.map_err(|e| match e {
             kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {repo:?}")),
             e => e.into(),
         })?;
+        let _building = BuildGuard::take(&self.inner, &repo.name)?;
         let builder = crate::images::ImageBuilder {
             workspaces: self.inner.workspaces.clone(),
             store: self.inner.store.clone(),
             step_timeout: self.inner.config.image_step_timeout,
         };
         builder.build(&repo).await
+    }
+
+    /// Starts [`Engine::build_image`] in the background; its record appears in the registry
+    /// when it ends. `Conflict` while the repo is building.
+    pub async fn start_image_build(&self, repo: &str) -> Result<()> {
+        self.inner.store.repo(repo).await.map_err(|e| match e {
+            kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {repo:?}")),
+            e => e.into(),
+        })?;
+        if self
+            .inner
+            .building
+            .lock()
+            .expect("building lock")
+            .contains(repo)
+        {
+            return Err(Error::Conflict(format!(
+                "an image of {repo:?} is being built"
+            )));
+        }
+        let (engine, repo) = (self.clone(), repo.to_string());
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tracker.spawn(async move {
+            tokio::select! {
+                result = engine.build_image(&repo) => match result {
+                    Ok(image) => tracing::info!(repo, image = %image.id, ok = image.is_ready(), "image build ended"),
+                    Err(e) => tracing::warn!(repo, error = %e, "image build could not run"),
+                },
+                _ = shutdown.cancelled() => {}
+            }
+        });
+        Ok(())
     }
 
     /// Checks a repo's hooks the way a prompt will build them, so a bad matcher or timeout is
@@ -383,5 +419,40 @@ fn title_from(prompt: &str) -> String {
     match line.char_indices().nth(80) {
         Some((i, _)) => format!("{}…", &line[..i]),
         None => line.to_string(),
+    }
+}
+
+/// Marks a repo as building while alive.
+struct BuildGuard<'a> {
+    inner: &'a Inner,
+    repo: String,
+}
+
+impl<'a> BuildGuard<'a> {
+    fn take(inner: &'a Inner, repo: &str) -> Result<BuildGuard<'a>> {
+        if !inner
+            .building
+            .lock()
+            .expect("building lock")
+            .insert(repo.to_string())
+        {
+            return Err(Error::Conflict(format!(
+                "an image of {repo:?} is being built"
+            )));
+        }
+        Ok(BuildGuard {
+            inner,
+            repo: repo.to_string(),
+        })
+    }
+}
+
+impl Drop for BuildGuard<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .building
+            .lock()
+            .expect("building lock")
+            .remove(&self.repo);
     }
 }

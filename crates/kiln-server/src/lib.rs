@@ -61,6 +61,11 @@ pub fn router(state: AppState) -> Router {
             get(repos::get_repo).patch(repos::update_repo),
         )
         .route(
+            "/repos/{name}/images",
+            post(repos::build_image).get(repos::list_images),
+        )
+        .route("/repos/{name}/images/{id}", get(repos::get_image))
+        .route(
             "/sessions",
             post(sessions::create_session).get(sessions::list_sessions),
         )

@@ -119,3 +119,41 @@ async fn a_failed_sync_refuses_writes_with_the_reason_and_reads_still_work() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_builds_are_started_and_inspected_through_the_api() {
+    let model = FakeModel::start().await;
+    let app = TestApp::start(&model).await;
+    let token = app.admin_token.clone();
+    let (_, user) = app.user("bob").await;
+    let (status, _) = app.post(&user, "/api/repos/demo/images", json!({})).await;
+    assert_eq!(status, 403);
+    let (status, body) = app.post(&token, "/api/repos/nope/images", json!({})).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = app.post(&token, "/api/repos/demo/images", json!({})).await;
+    assert_eq!(status, 202, "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let images = loop {
+        let (status, images) = app.get(&user, "/api/repos/demo/images").await;
+        assert_eq!(status, 200);
+        if !images.as_array().unwrap().is_empty() {
+            break images;
+        }
+        assert!(std::time::Instant::now() < deadline, "no image appeared");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(images[0]["status"], "ready", "{images}");
+    assert!(images[0].get("log").is_none());
+    assert!(images[0].get("layers").is_none(), "host paths stay private");
+    let id = images[0]["id"].as_str().unwrap();
+    let (status, one) = app
+        .get(&user, &format!("/api/repos/demo/images/{id}"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(one["log"].as_str().unwrap().contains("== demo at"), "{one}");
+    let (status, _) = app
+        .get(&user, "/api/repos/demo/images/img-0000000000000000")
+        .await;
+    assert_eq!(status, 404);
+    app.stop().await;
+}

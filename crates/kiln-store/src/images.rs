@@ -124,6 +124,21 @@ impl Store {
         .await
     }
 
+    /// One build of the repo; `NotFound` when the repo has no such image.
+    pub async fn image(&self, repo: &str, id: &str) -> Result<ImageRecord> {
+        let (repo, id) = (repo.to_string(), id.to_string());
+        self.control(move |conn| {
+            conn.query_row(
+                &format!("SELECT {COLUMNS} FROM images WHERE repo = ?1 AND id = ?2"),
+                [&repo, &id],
+                image_row,
+            )
+            .optional()?
+            .ok_or_else(|| Error::NotFound(format!("image {id:?} of repo {repo:?}")))
+        })
+        .await
+    }
+
     /// Every build of the repo, newest first.
     pub async fn images(&self, repo: &str) -> Result<Vec<ImageRecord>> {
         let repo = repo.to_string();

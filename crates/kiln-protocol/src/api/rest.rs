@@ -252,3 +252,32 @@ pub struct EventsPage {
 pub struct Me {
     pub user: User,
 }
+
+/// One image build of a repo, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Image {
+    pub id: String,
+    pub repo: String,
+    /// The commit the image's checkout is at.
+    pub commit: String,
+    /// The image this one was built on.
+    pub parent: Option<String>,
+    pub status: ImageStatus,
+    /// Why the build failed.
+    pub error: Option<String>,
+    /// Whether setup ran (the dependency manifests changed, or a first build).
+    pub setup_ran: bool,
+    pub duration_ms: u64,
+    pub size_bytes: u64,
+    pub created_at_ms: i64,
+    /// The build log; only when one image is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageStatus {
+    Ready,
+    Failed,
+}

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::extract::{Json, Path};
 use axum::extract::State;
 use axum::http::StatusCode;
-use kiln_protocol::api::{CreateRepo, Repo, UpdateRepo};
+use kiln_protocol::api::{CreateRepo, Image, ImageStatus, Repo, UpdateRepo};
 
 #[utoipa::path(post, path = "/api/repos", tag = "repos", request_body = CreateRepo,
     responses((status = 201, body = Repo), (status = 400, body = kiln_protocol::api::ApiError),
@@ -61,4 +61,62 @@ pub(crate) async fn get_repo(
     Path(name): Path<String>,
 ) -> Result<Json<Repo>> {
     Ok(Json(state.store.repo(&name).await?))
+}
+
+/// The API's view of an image record (its layers are host paths and stay private).
+fn image(record: kiln_store::ImageRecord, with_log: bool) -> Image {
+    Image {
+        status: if record.is_ready() {
+            ImageStatus::Ready
+        } else {
+            ImageStatus::Failed
+        },
+        id: record.id,
+        repo: record.repo,
+        commit: record.commit,
+        parent: record.parent,
+        error: record.error,
+        setup_ran: record.setup_ran,
+        duration_ms: record.duration_ms,
+        size_bytes: record.size_bytes,
+        created_at_ms: record.created_at_ms,
+        log: with_log.then_some(record.log),
+    }
+}
+
+/// Starts a build of the repo's image now; it appears in the image list when it ends.
+#[utoipa::path(post, path = "/api/repos/{name}/images", tag = "repos", params(("name" = String, Path)),
+    responses((status = 202, description = "the build started"), (status = 403, body = kiln_protocol::api::ApiError),
+        (status = 404, body = kiln_protocol::api::ApiError), (status = 409, body = kiln_protocol::api::ApiError)))]
+pub(crate) async fn build_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode> {
+    caller.require_admin()?;
+    state.engine.start_image_build(&name).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[utoipa::path(get, path = "/api/repos/{name}/images", tag = "repos", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<Image>), (status = 404, body = kiln_protocol::api::ApiError)))]
+pub(crate) async fn list_images(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<Image>>> {
+    state.store.repo(&name).await?;
+    let images = state.store.images(&name).await?;
+    Ok(Json(images.into_iter().map(|i| image(i, false)).collect()))
+}
+
+#[utoipa::path(get, path = "/api/repos/{name}/images/{id}", tag = "repos",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = Image), (status = 404, body = kiln_protocol::api::ApiError)))]
+pub(crate) async fn get_image(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<Image>> {
+    Ok(Json(image(state.store.image(&name, &id).await?, true)))
 }
