@@ -34,6 +34,8 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Register and list the repositories sessions work on (talks to a kiln server).
     Repo(remote::RepoArgs),
+    /// Build and inspect repos' environment images (talks to a kiln server)
+    Image(remote::ImageArgs),
     /// Start, watch, prompt and share agent sessions (talks to a kiln server).
     Session(remote::SessionArgs),
 }
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             Command::Sandbox(cmd) => sandbox::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Repo(args) => Ok(remote::repo(args).await),
+            Command::Image(args) => Ok(remote::image(args).await),
             Command::Session(args) => Ok(remote::session(args).await),
         }
     });

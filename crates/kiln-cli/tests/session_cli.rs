@@ -562,3 +562,36 @@ async fn a_watcher_rides_out_a_server_restart_without_losing_or_repeating_events
     let interrupted = |e: &EventEnvelope| matches!(e.event, Event::PromptInterrupted { .. });
     assert!(events.iter().any(interrupted), "{lines:#?}");
 }
+
+#[tokio::test]
+async fn images_are_built_and_listed() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+    server.add_repo().await;
+    let out = server.run(&["image", "build", "web"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("== web at"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains(": ready in"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = server.run(&["image", "ls", "web", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let images: Vec<kiln_protocol::api::Image> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].status, kiln_protocol::api::ImageStatus::Ready);
+
+    let out = server.run(&["image", "build", "nope"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+}

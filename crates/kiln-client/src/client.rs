@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::stream::{EventStream, SubscribeOptions};
 use kiln_core::{Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
-    CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, Me,
+    CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, Image, Me,
     PromptAccepted, Repo, SendPrompt, SessionCreated, SessionDetail, SessionSummary, ShareCreated,
     StopSession, TokenCreated, TokenInfo, UpdateSession, User,
 };
@@ -93,6 +93,24 @@ impl Client {
 
     pub async fn repo(&self, name: &str) -> Result<Repo> {
         self.call(Method::GET, &["repos", name], NO_BODY).await
+    }
+
+    /// Starts building the repo's image; it shows up in [`Client::images`] when it ends.
+    pub async fn start_image_build(&self, repo: &str) -> Result<()> {
+        self.call_empty(Method::POST, &["repos", repo, "images"], NO_BODY)
+            .await
+    }
+
+    /// The repo's image builds, newest first, without their logs.
+    pub async fn images(&self, repo: &str) -> Result<Vec<Image>> {
+        self.call(Method::GET, &["repos", repo, "images"], NO_BODY)
+            .await
+    }
+
+    /// One image build, with its log.
+    pub async fn image(&self, repo: &str, id: &str) -> Result<Image> {
+        self.call(Method::GET, &["repos", repo, "images", id], NO_BODY)
+            .await
     }
 
     /// Creates a session; it starts working on `body.prompt` at once.

@@ -8,6 +8,7 @@
 
 mod config;
 mod follow;
+mod image;
 mod render;
 mod session;
 
@@ -27,6 +28,15 @@ pub(crate) struct RepoArgs {
     server: config::ServerArgs,
     #[command(subcommand)]
     command: RepoCommand,
+}
+
+/// `kiln image …`
+#[derive(Debug, clap::Args)]
+pub(crate) struct ImageArgs {
+    #[command(flatten)]
+    server: config::ServerArgs,
+    #[command(subcommand)]
+    command: image::ImageCommand,
 }
 
 /// `kiln session …`
@@ -98,6 +108,14 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
             }
         }
         Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+pub(crate) async fn image(args: ImageArgs) -> ExitCode {
+    report(async {
+        let client = connect(&args.server)?;
+        image::run(&client, args.command).await
     })
     .await
 }
