@@ -45,6 +45,8 @@ struct FileConfig {
     hooks: Vec<HookConfig>,
     /// Host uid sandboxes run as; must not be a real user.
     sandbox_uid: Option<u32>,
+    /// Rebuild every repo's image this often when its default branch moved (default 30; 0: never).
+    image_rebuild_minutes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +111,10 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         hooks: file.hooks,
         git_timeout: defaults.git_timeout,
         image_step_timeout: defaults.image_step_timeout,
+        image_rebuild_every: match file.image_rebuild_minutes.unwrap_or(30) {
+            0 => None,
+            minutes => Some(Duration::from_secs(minutes * 60)),
+        },
     };
     Ok(Resolved {
         data_dir,

@@ -19,6 +19,9 @@ pub struct EngineConfig {
     pub git_timeout: Duration,
     /// Timeout of an image build step whose environment file names none.
     pub image_step_timeout: Duration,
+    /// How often every repo's image is rebuilt when its default branch moved; `None`: never
+    /// on a schedule (only on request).
+    pub image_rebuild_every: Option<Duration>,
 }
 
 /// Bounds on the work one prompt may cause.
@@ -39,6 +42,7 @@ impl Default for EngineConfig {
             hooks: Vec::new(),
             git_timeout: Duration::from_secs(300),
             image_step_timeout: Duration::from_secs(1800),
+            image_rebuild_every: None,
         }
     }
 }

@@ -90,6 +90,9 @@ impl Engine {
             }),
         };
         engine.recover().await?;
+        if let Some(every) = engine.inner.config.image_rebuild_every {
+            engine.start_image_cadence(every);
+        }
         Ok(engine)
     }
 
@@ -301,6 +304,62 @@ impl Engine {
             step_timeout: self.inner.config.image_step_timeout,
         };
         builder.build(&repo).await
+    }
+
+    /// One pass of the image cadence: builds the image of every repo whose default branch moved
+    /// since its last build (or that has none). A repo whose last build failed at the same
+    /// commit is not retried until the branch moves or someone asks. Returns the builds made.
+    pub async fn rebuild_moved_images(&self) -> Result<Vec<kiln_store::ImageRecord>> {
+        let mut built = Vec::new();
+        for repo in self.inner.store.list_repos().await? {
+            let head = match self.inner.workspaces.branch_head(&repo).await {
+                Ok(head) => head,
+                Err(e) => {
+                    tracing::warn!(repo = %repo.name, error = %e, "cannot fetch the repo; no image build");
+                    continue;
+                }
+            };
+            let last = self
+                .inner
+                .store
+                .images(&repo.name)
+                .await?
+                .into_iter()
+                .next();
+            if last.is_some_and(|image| image.commit == head) {
+                continue;
+            }
+            match self.build_image(&repo.name).await {
+                Ok(image) => built.push(image),
+                Err(Error::Conflict(_)) => {}
+                Err(e) => {
+                    tracing::warn!(repo = %repo.name, error = %e, "image build could not run")
+                }
+            }
+        }
+        Ok(built)
+    }
+
+    /// Runs [`Engine::rebuild_moved_images`] now and then every `every`, until shutdown.
+    fn start_image_cadence(&self, every: std::time::Duration) {
+        let engine = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                tokio::select! {
+                    result = engine.rebuild_moved_images() => if let Err(e) = result {
+                        tracing::warn!(error = %e, "the image cadence pass failed");
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
     }
 
     /// Starts [`Engine::build_image`] in the background; its record appears in the registry

@@ -86,6 +86,20 @@ impl Workspaces {
         Ok(mirror)
     }
 
+    /// Fetches the repo and returns the head commit of its default branch.
+    pub(crate) async fn branch_head(&self, repo: &Repo) -> Result<String> {
+        let mirror = self.refresh_mirror(repo).await?;
+        let branch = format!("refs/heads/{}", repo.default_branch);
+        Ok(git(
+            &mirror,
+            &["rev-parse", "--verify", &branch],
+            self.git_timeout,
+        )
+        .await?
+        .trim()
+        .to_string())
+    }
+
     /// Creates the session's sandbox with a fresh checkout of `repo` on branch `kiln/<session>`.
     pub(crate) async fn create(
         &self,

@@ -53,6 +53,14 @@ impl Drop for Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(EngineConfig {
+        image_step_timeout: Duration::from_secs(60),
+        ..EngineConfig::default()
+    })
+    .await
+}
+
+async fn fixture_with(config: EngineConfig) -> Fixture {
     let dir = tempfile::Builder::new()
         .prefix("ki-")
         .tempdir_in("/tmp")
@@ -81,10 +89,6 @@ async fn fixture() -> Fixture {
         })
         .await
         .unwrap();
-    let config = EngineConfig {
-        image_step_timeout: Duration::from_secs(60),
-        ..EngineConfig::default()
-    };
     let engine = Engine::start(store, Arc::new(provider.clone()), data, config)
         .await
         .unwrap();
@@ -234,4 +238,55 @@ async fn a_failed_or_hung_build_is_recorded_and_the_last_good_image_stays() {
     assert!(refused.error.unwrap().contains("colour"));
     // No build sandbox is left running.
     assert!(fx.provider.list().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cadence_rebuilds_only_repos_whose_branch_moved() {
+    let fx = fixture().await;
+    // No image yet: the pass builds one.
+    let built = fx.engine.rebuild_moved_images().await.unwrap();
+    assert_eq!(built.len(), 1);
+    assert!(built[0].is_ready(), "{}", built[0].log);
+    // Nothing moved: nothing to build.
+    assert!(fx.engine.rebuild_moved_images().await.unwrap().is_empty());
+    fx.push(&[("src.txt", "v2\n")], "move");
+    let built = fx.engine.rebuild_moved_images().await.unwrap();
+    assert_eq!(built.len(), 1);
+    assert_eq!(built[0].commit, head(&fx.work));
+    assert!(!built[0].setup_ran);
+
+    // A failed build at a commit is not retried until the branch moves again.
+    let broken = ENVIRONMENT.replace("cp src.txt build/out.txt", "exit 1");
+    fx.push(&[(".kiln/environment.toml", &broken)], "break");
+    assert!(
+        fx.engine.rebuild_moved_images().await.unwrap()[0]
+            .error
+            .is_some()
+    );
+    assert!(fx.engine.rebuild_moved_images().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cadence_runs_on_its_own_schedule() {
+    let fx = fixture_with(EngineConfig {
+        image_rebuild_every: Some(Duration::from_millis(300)),
+        ..EngineConfig::default()
+    })
+    .await;
+    let store = fx.engine.store();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.latest_image("app").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "no scheduled build");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fx.push(&[("src.txt", "v3\n")], "move");
+    let expected = head(&fx.work);
+    while store.latest_image("app").await.unwrap().unwrap().commit != expected {
+        assert!(
+            Instant::now() < deadline,
+            "the moved branch was not rebuilt"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fx.engine.shutdown().await;
 }
