@@ -172,7 +172,11 @@ impl SessionActor {
                 state.running = Some((prompt.id.clone(), cancel.clone()));
                 state.stopped_by = None;
             }
+            let prompt_id = prompt.id.clone();
             PromptRun::new(inner, &self, prompt, cancel).run().await;
+            if !inner.shutdown.is_cancelled() {
+                self.snapshot(inner, &prompt_id).await;
+            }
             self.state.lock().expect("state lock").running = None;
         }
         self.state.lock().expect("state lock").worker = false;
@@ -301,6 +305,36 @@ impl SessionActor {
                 }
             }
         }
+        // A session that had a sandbox continues from its newest snapshot: no setup, no sync.
+        match self.log.latest_snapshot().await {
+            Ok(Some(snapshot)) => {
+                self.status(SandboxState::Starting, None, None).await;
+                return match workspaces
+                    .create_from_layers(self.log.id(), &snapshot.layers)
+                    .await
+                {
+                    Ok(sandbox) => {
+                        let detail = format!("restored from snapshot {}", snapshot.id);
+                        let id = Some(sandbox.id().to_string());
+                        self.status(SandboxState::Ready, id, Some(detail)).await;
+                        slot.sandbox = Some(sandbox.clone());
+                        slot.image_commit = None;
+                        self.sync.send_replace(SyncState::Done);
+                        Ok(sandbox)
+                    }
+                    Err(e) => {
+                        let detail = format!(
+                            "restoring snapshot {}: {e}; the next prompt tries again",
+                            snapshot.id
+                        );
+                        self.status(SandboxState::Failed, None, Some(detail)).await;
+                        Err(e)
+                    }
+                };
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(session = %self.log.id(), error = %e, "cannot read snapshots"),
+        }
         self.status(SandboxState::Starting, None, None).await;
         let image = match inner.store.latest_image(&self.repo.name).await {
             Ok(image) => image,
@@ -310,7 +344,11 @@ impl SessionActor {
             }
         };
         let created = match &image {
-            Some(image) => workspaces.create_from_image(self.log.id(), image).await,
+            Some(image) => {
+                workspaces
+                    .create_from_layers(self.log.id(), &image.layers)
+                    .await
+            }
             None => {
                 workspaces
                     .create(self.log.id(), &self.repo, self.git_identity())
@@ -392,6 +430,31 @@ impl SessionActor {
                 }
             }
         });
+    }
+
+    /// Snapshots the sandbox after a prompt, so the session can continue if it goes away.
+    async fn snapshot(&self, inner: &Inner, prompt: &PromptId) {
+        let sandbox = self.sandbox.lock().await.sandbox.clone();
+        let Some(sandbox) = sandbox.filter(|s| s.guest().gone().is_none()) else {
+            return;
+        };
+        let snapshot = match inner.workspaces.provider.snapshot(sandbox.id()).await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::warn!(session = %self.log.id(), error = %e, "cannot snapshot the sandbox");
+                return;
+            }
+        };
+        let record = kiln_store::SessionSnapshot {
+            id: snapshot.id.to_string(),
+            parent: None,
+            prompt_id: Some(prompt.clone()),
+            layers: snapshot.image.layers,
+            size_bytes: snapshot.size_bytes,
+        };
+        if let Err(e) = self.log.record_snapshot(&record).await {
+            tracing::warn!(session = %self.log.id(), error = %e, "cannot record a snapshot");
+        }
     }
 
     pub(crate) fn sandbox_state(&self) -> Option<SandboxState> {

@@ -13,7 +13,6 @@ use kiln_protocol::api::Repo;
 use kiln_sandbox::{
     CommandLine, ExecRequest, ImageSpec, Limits, Provider, Sandbox, SandboxId, SandboxSpec,
 };
-use kiln_store::ImageRecord;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -183,18 +182,19 @@ impl Workspaces {
         }
     }
 
-    /// Creates the session's sandbox from the repo's image, at once: the checkout is the
-    /// image's commit until [`Workspaces::sync`] brings it to the branch head.
-    pub(crate) async fn create_from_image(
+    /// Creates the session's sandbox from read-only layers: the repo's image (the checkout is
+    /// the image's commit until [`Workspaces::sync`] brings it to the branch head) or a session
+    /// snapshot (the files exactly as they were).
+    pub(crate) async fn create_from_layers(
         &self,
         session: &SessionId,
-        image: &ImageRecord,
+        layers: &[PathBuf],
     ) -> Result<Sandbox> {
         let mut labels = BTreeMap::new();
         labels.insert(SESSION_LABEL.to_string(), session.to_string());
         let spec = SandboxSpec {
             image: ImageSpec {
-                layers: image.layers.clone(),
+                layers: layers.to_vec(),
                 host_system: true,
             },
             env: BTreeMap::new(),

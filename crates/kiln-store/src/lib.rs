@@ -33,7 +33,7 @@ mod writer;
 
 pub use error::{Error, Result};
 pub use images::ImageRecord;
-pub use log::{SessionLog, StoredEvent};
+pub use log::{SessionLog, SessionSnapshot, StoredEvent};
 pub use sessions::{Redeemed, SessionRow};
 pub use store::Store;
 pub use subscription::Subscription;

@@ -13,7 +13,7 @@ use kiln_core::{PromptId, SessionId};
 use kiln_protocol::api::{DeliveryMode, Event, EventEnvelope, PromptInfo};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::broadcast;
@@ -217,6 +217,75 @@ impl SessionLog {
     pub async fn delivery_mode(&self) -> Result<DeliveryMode> {
         self.read(writer::delivery_mode).await
     }
+
+    /// Records a snapshot of the session's sandbox; its parent is the newest one before it.
+    pub async fn record_snapshot(&self, snapshot: &SessionSnapshot) -> Result<()> {
+        let snapshot = snapshot.clone();
+        let layers = serde_json::to_string(&snapshot.layers)?;
+        let inner = self.inner.clone();
+        blocking(move || {
+            let conn = lock(&inner.conn);
+            conn.execute(
+                "INSERT INTO snapshots (id, parent, prompt_id, layers, size_bytes, at_ms)
+                 VALUES (?1, (SELECT id FROM snapshots ORDER BY pos DESC LIMIT 1), ?2, ?3, ?4, ?5)",
+                rusqlite::params![
+                    snapshot.id,
+                    snapshot.prompt_id.as_ref().map(|p| p.as_str().to_string()),
+                    layers,
+                    snapshot.size_bytes as i64,
+                    crate::db::now_ms()
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The newest snapshot, if the session has one.
+    pub async fn latest_snapshot(&self) -> Result<Option<SessionSnapshot>> {
+        self.read(|conn| {
+            let row = conn
+                .query_row(
+                    "SELECT id, parent, prompt_id, layers, size_bytes FROM snapshots
+                     ORDER BY pos DESC LIMIT 1",
+                    [],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, Option<String>>(1)?,
+                            row.get::<_, Option<String>>(2)?,
+                            row.get::<_, String>(3)?,
+                            row.get::<_, i64>(4)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((id, parent, prompt_id, layers, size)) = row else {
+                return Ok(None);
+            };
+            Ok(Some(SessionSnapshot {
+                id,
+                parent,
+                prompt_id: prompt_id.as_deref().and_then(PromptId::parse),
+                layers: serde_json::from_str(&layers)?,
+                size_bytes: size as u64,
+            }))
+        })
+        .await
+    }
+}
+
+/// A snapshot of a session's sandbox (its lineage lives in the session's DB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSnapshot {
+    pub id: String,
+    /// The snapshot recorded before this one.
+    pub parent: Option<String>,
+    /// The prompt after which it was taken.
+    pub prompt_id: Option<PromptId>,
+    /// The sandbox image to restore it: read-only layers, bottom first.
+    pub layers: Vec<PathBuf>,
+    pub size_bytes: u64,
 }
 
 /// Up to `limit` stored events after `after_seq`. The stored text becomes `json` as it is, so a

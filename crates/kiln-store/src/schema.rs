@@ -109,9 +109,10 @@ pub(crate) const CONTROL: &[Migration] = &[
 
 /// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it
 /// that the engine queries (prompts and their statuses, the model conversation, settings).
-pub(crate) const SESSION: &[Migration] = &[Migration {
-    name: "initial",
-    sql: "
+pub(crate) const SESSION: &[Migration] = &[
+    Migration {
+        name: "initial",
+        sql: "
         -- Key/value settings of the session, including the id it belongs to (checked on open,
         -- so a misplaced directory is an error rather than another session's log).
         CREATE TABLE settings (
@@ -149,4 +150,21 @@ pub(crate) const SESSION: &[Migration] = &[Migration {
             at_ms INTEGER NOT NULL
         ) STRICT;
     ",
-}];
+    },
+    Migration {
+        name: "snapshots",
+        sql: "
+        -- The session's sandbox as it was after a prompt, newest last; a session whose sandbox
+        -- is gone continues from the newest. parent is the snapshot it was taken on top of.
+        CREATE TABLE snapshots (
+            pos INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            parent TEXT,
+            prompt_id TEXT,
+            layers TEXT NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            at_ms INTEGER NOT NULL
+        ) STRICT;
+    ",
+    },
+];
