@@ -47,6 +47,8 @@ struct FileConfig {
     sandbox_uid: Option<u32>,
     /// Rebuild every repo's image this often when its default branch moved (default 30; 0: never).
     image_rebuild_minutes: Option<u64>,
+    /// Warm sandboxes kept per repo that has an image (default 2; 0: no pool).
+    pool_size: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,6 +117,8 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
             0 => None,
             minutes => Some(Duration::from_secs(minutes * 60)),
         },
+        pool_size: file.pool_size.unwrap_or(2),
+        reservation_ttl: defaults.reservation_ttl,
     };
     Ok(Resolved {
         data_dir,

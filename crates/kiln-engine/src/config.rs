@@ -22,6 +22,10 @@ pub struct EngineConfig {
     /// How often every repo's image is rebuilt when its default branch moved; `None`: never
     /// on a schedule (only on request).
     pub image_rebuild_every: Option<Duration>,
+    /// Ready sandboxes kept per repo that has an image (0: no pool).
+    pub pool_size: usize,
+    /// How long a warm-up reservation holds a pooled sandbox for its user.
+    pub reservation_ttl: Duration,
 }
 
 /// Bounds on the work one prompt may cause.
@@ -43,6 +47,8 @@ impl Default for EngineConfig {
             git_timeout: Duration::from_secs(300),
             image_step_timeout: Duration::from_secs(1800),
             image_rebuild_every: None,
+            pool_size: 0,
+            reservation_ttl: Duration::from_secs(60),
         }
     }
 }

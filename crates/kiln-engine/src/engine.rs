@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     /// Live actors. An actor stays while its session has been used since start; idle actors
     /// hold one SQLite connection and no task.
     sessions: Mutex<HashMap<SessionId, Arc<SessionActor>>>,
+    /// Warm sandboxes per repo, and warm-up reservations.
+    pub(crate) pools: crate::pool::Pools,
     /// Repos with an image build running: one build per repo at a time.
     building: Mutex<std::collections::HashSet<String>>,
     /// Sandboxes found running at start-up, by session, to reattach instead of recreate.
@@ -85,6 +87,7 @@ impl Engine {
                 sessions: Mutex::new(HashMap::new()),
                 recovered: Mutex::new(HashMap::new()),
                 building: Mutex::new(std::collections::HashSet::new()),
+                pools: crate::pool::Pools::default(),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
             }),
@@ -92,6 +95,9 @@ impl Engine {
         engine.recover().await?;
         if let Some(every) = engine.inner.config.image_rebuild_every {
             engine.start_image_cadence(every);
+        }
+        for repo in engine.inner.store.list_repos().await? {
+            engine.spawn_refill(&repo.name);
         }
         Ok(engine)
     }
@@ -303,7 +309,104 @@ impl Engine {
             store: self.inner.store.clone(),
             step_timeout: self.inner.config.image_step_timeout,
         };
-        builder.build(&repo).await
+        let image = builder.build(&repo).await?;
+        if image.is_ready() {
+            self.spawn_refill(&repo.name);
+        }
+        Ok(image)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Engine {
+        Engine { inner }
+    }
+
+    /// Brings the repo's pool to its size with sandboxes from the newest image, replacing
+    /// entries made from an older one. Returns how many it made.
+    pub async fn refill_pool(&self, repo: &str) -> Result<usize> {
+        let size = self.inner.config.pool_size;
+        let Some(image) = self.inner.store.latest_image(repo).await? else {
+            return Ok(0);
+        };
+        for stale in self.inner.pools.remove_stale(repo, &image.id) {
+            let _ = self
+                .inner
+                .workspaces
+                .provider
+                .destroy(stale.sandbox.id())
+                .await;
+        }
+        let mut made = 0;
+        while self.inner.pools.size(repo) < size && !self.inner.shutdown.is_cancelled() {
+            let sandbox = self
+                .inner
+                .workspaces
+                .create_pooled(repo, &image.layers)
+                .await?;
+            self.inner.pools.add(
+                repo,
+                crate::pool::PoolEntry {
+                    sandbox,
+                    image_id: image.id.clone(),
+                    image_commit: image.commit.clone(),
+                },
+            );
+            made += 1;
+        }
+        Ok(made)
+    }
+
+    /// Refills the repo's pool in the background (one refill per repo at a time).
+    pub(crate) fn spawn_refill(&self, repo: &str) {
+        if self.inner.config.pool_size == 0
+            || !self
+                .inner
+                .pools
+                .refilling
+                .lock()
+                .expect("pool lock")
+                .insert(repo.to_string())
+        {
+            return;
+        }
+        let (engine, repo) = (self.clone(), repo.to_string());
+        self.inner.tracker.spawn(async move {
+            if let Err(e) = engine.refill_pool(&repo).await {
+                tracing::warn!(repo, error = %e, "cannot refill the warm pool");
+            }
+            engine
+                .inner
+                .pools
+                .refilling
+                .lock()
+                .expect("pool lock")
+                .remove(&repo);
+        });
+    }
+
+    /// Warm-up while typing: holds a pooled sandbox of `repo` for `user`'s next session for
+    /// the reservation time. `false` when none is ready (the pool is refilled).
+    pub async fn reserve_sandbox(&self, user: &UserRef, repo: &str) -> Result<bool> {
+        self.inner.store.repo(repo).await.map_err(|e| match e {
+            kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {repo:?}")),
+            e => e.into(),
+        })?;
+        let reserved = self
+            .inner
+            .pools
+            .reserve(repo, &user.id, self.inner.config.reservation_ttl);
+        self.spawn_refill(repo);
+        Ok(reserved)
+    }
+
+    /// The image of each ready sandbox in the repo's pool.
+    pub fn pool_images(&self, repo: &str) -> Vec<String> {
+        self.inner.pools.images(repo)
+    }
+
+    /// Ready (unreserved) sandboxes in the repo's pool.
+    pub fn pool_ready(&self, repo: &str) -> usize {
+        self.inner.pools.expire();
+        self.inner.pools.ready(repo)
     }
 
     /// One pass of the image cadence: builds the image of every repo whose default branch moved

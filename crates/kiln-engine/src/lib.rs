@@ -12,6 +12,7 @@ mod error;
 pub mod hooks;
 mod host;
 pub mod images;
+mod pool;
 mod session;
 mod sync_gate;
 pub mod tools;

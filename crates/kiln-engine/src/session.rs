@@ -335,6 +335,25 @@ impl SessionActor {
             Ok(None) => {}
             Err(e) => tracing::warn!(session = %self.log.id(), error = %e, "cannot read snapshots"),
         }
+        // A warm sandbox from the pool (the user's reservation first): a hand-off.
+        let (claimed, dead) = inner.pools.take(&self.repo.name, &self.creator.id);
+        for entry in dead {
+            let _ = workspaces.provider.destroy(entry.sandbox.id()).await;
+        }
+        if let Some(entry) = claimed {
+            crate::Engine::from_inner(inner.clone()).spawn_refill(&self.repo.name);
+            let sandbox = entry.sandbox;
+            let detail = format!(
+                "claimed from the warm pool (image {}); syncing to {}",
+                entry.image_id, self.repo.default_branch
+            );
+            let id = Some(sandbox.id().to_string());
+            self.status(SandboxState::Syncing, id, Some(detail)).await;
+            slot.sandbox = Some(sandbox.clone());
+            slot.image_commit = Some(entry.image_commit.clone());
+            self.start_sync(inner, sandbox.clone(), entry.image_commit);
+            return Ok(sandbox);
+        }
         self.status(SandboxState::Starting, None, None).await;
         let image = match inner.store.latest_image(&self.repo.name).await {
             Ok(image) => image,

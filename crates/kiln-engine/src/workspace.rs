@@ -205,6 +205,23 @@ impl Workspaces {
         Ok(self.provider.create(spec).await?)
     }
 
+    /// Creates a warm pool sandbox of `repo` from its image's layers.
+    pub(crate) async fn create_pooled(&self, repo: &str, layers: &[PathBuf]) -> Result<Sandbox> {
+        let mut labels = BTreeMap::new();
+        labels.insert(crate::pool::POOL_LABEL.to_string(), repo.to_string());
+        let spec = SandboxSpec {
+            image: ImageSpec {
+                layers: layers.to_vec(),
+                host_system: true,
+            },
+            env: BTreeMap::new(),
+            limits: Limits::default(),
+            labels,
+            network: Default::default(),
+        };
+        Ok(self.provider.create(spec).await?)
+    }
+
     /// Brings a sandbox made from an image to the head of the repo's default branch on the
     /// session's branch. New commits travel as a git bundle written through the guest: the
     /// sandbox has no network and never sees a credential.

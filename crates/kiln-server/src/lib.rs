@@ -65,6 +65,7 @@ pub fn router(state: AppState) -> Router {
             post(repos::build_image).get(repos::list_images),
         )
         .route("/repos/{name}/images/{id}", get(repos::get_image))
+        .route("/repos/{name}/warm", post(repos::warm))
         .route(
             "/sessions",
             post(sessions::create_session).get(sessions::list_sessions),

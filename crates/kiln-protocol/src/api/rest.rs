@@ -281,3 +281,10 @@ pub enum ImageStatus {
     Ready,
     Failed,
 }
+
+/// What `POST /api/repos/{name}/warm` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WarmReply {
+    /// A warm sandbox is held for the caller's next session on the repo.
+    pub reserved: bool,
+}

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::extract::{Json, Path};
 use axum::extract::State;
 use axum::http::StatusCode;
-use kiln_protocol::api::{CreateRepo, Image, ImageStatus, Repo, UpdateRepo};
+use kiln_protocol::api::{CreateRepo, Image, ImageStatus, Repo, UpdateRepo, WarmReply};
 
 #[utoipa::path(post, path = "/api/repos", tag = "repos", request_body = CreateRepo,
     responses((status = 201, body = Repo), (status = 400, body = kiln_protocol::api::ApiError),
@@ -119,4 +119,20 @@ pub(crate) async fn get_image(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Image>> {
     Ok(Json(image(state.store.image(&name, &id).await?, true)))
+}
+
+/// Warm-up while typing: the caller is writing a prompt for this repo; hold a warm sandbox
+/// for their next session (for a short time).
+#[utoipa::path(post, path = "/api/repos/{name}/warm", tag = "repos", params(("name" = String, Path)),
+    responses((status = 200, body = WarmReply), (status = 404, body = kiln_protocol::api::ApiError)))]
+pub(crate) async fn warm(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<WarmReply>> {
+    let reserved = state
+        .engine
+        .reserve_sandbox(&caller.user_ref(), &name)
+        .await?;
+    Ok(Json(WarmReply { reserved }))
 }

@@ -1,0 +1,164 @@
+//! Warm pools: per repo, sandboxes already running from the repo's newest image, so a new
+//! session is a hand-off, not a creation. Entries are generic (no session, no secrets); the
+//! session's branch, identity and sync happen after the claim. A refill follows every claim,
+//! and a new image replaces the entries made from the old one.
+//!
+//! Warm-up while typing: a client says "this user is typing a prompt for repo R"; one entry is
+//! reserved for that user, and their next session on R takes it. Reservations expire and the
+//! entry goes back to the pool.
+
+use kiln_core::UserId;
+use kiln_sandbox::Sandbox;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Label naming the repo a pooled sandbox is warm for.
+pub(crate) const POOL_LABEL: &str = "kiln.pool";
+
+/// A ready sandbox from an image.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolEntry {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) image_id: String,
+    /// The checkout's commit: where the session's sync starts from.
+    pub(crate) image_commit: String,
+}
+
+#[derive(Debug)]
+struct Reservation {
+    entry: PoolEntry,
+    expires: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Pools {
+    entries: Mutex<HashMap<String, Vec<PoolEntry>>>,
+    reservations: Mutex<HashMap<(UserId, String), Reservation>>,
+    /// Repos with a refill running.
+    pub(crate) refilling: Mutex<HashSet<String>>,
+}
+
+impl Pools {
+    /// Takes the user's reservation for `repo`, else any ready entry. Entries whose guest died
+    /// are returned in `dead` for the caller to destroy.
+    pub(crate) fn take(&self, repo: &str, user: &UserId) -> (Option<PoolEntry>, Vec<PoolEntry>) {
+        self.expire();
+        let key = (user.clone(), repo.to_string());
+        let mut dead = Vec::new();
+        if let Some(reservation) = self.reservations.lock().expect("pool lock").remove(&key) {
+            if reservation.entry.sandbox.guest().gone().is_none() {
+                return (Some(reservation.entry), dead);
+            }
+            dead.push(reservation.entry);
+        }
+        let mut entries = self.entries.lock().expect("pool lock");
+        let list = entries.entry(repo.to_string()).or_default();
+        while let Some(entry) = list.pop() {
+            if entry.sandbox.guest().gone().is_none() {
+                return (Some(entry), dead);
+            }
+            dead.push(entry);
+        }
+        (None, dead)
+    }
+
+    /// Reserves an entry of `repo` for `user` until `ttl` from now. `true` when the user holds
+    /// a reservation afterwards.
+    pub(crate) fn reserve(&self, repo: &str, user: &UserId, ttl: Duration) -> bool {
+        self.expire();
+        let key = (user.clone(), repo.to_string());
+        let mut reservations = self.reservations.lock().expect("pool lock");
+        if let Some(reservation) = reservations.get_mut(&key) {
+            reservation.expires = Instant::now() + ttl;
+            return true;
+        }
+        let entry = self
+            .entries
+            .lock()
+            .expect("pool lock")
+            .get_mut(repo)
+            .and_then(Vec::pop);
+        match entry {
+            Some(entry) => {
+                reservations.insert(
+                    key,
+                    Reservation {
+                        entry,
+                        expires: Instant::now() + ttl,
+                    },
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Puts expired reservations back into their pools.
+    pub(crate) fn expire(&self) {
+        let now = Instant::now();
+        let mut reservations = self.reservations.lock().expect("pool lock");
+        let expired: Vec<(UserId, String)> = reservations
+            .iter()
+            .filter(|(_, r)| r.expires <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut entries = self.entries.lock().expect("pool lock");
+        for key in expired {
+            if let Some(reservation) = reservations.remove(&key) {
+                entries.entry(key.1).or_default().push(reservation.entry);
+            }
+        }
+    }
+
+    /// Ready entries of `repo` (not counting reservations).
+    pub(crate) fn ready(&self, repo: &str) -> usize {
+        self.entries
+            .lock()
+            .expect("pool lock")
+            .get(repo)
+            .map_or(0, Vec::len)
+    }
+
+    /// The image each ready entry of `repo` was made from.
+    pub(crate) fn images(&self, repo: &str) -> Vec<String> {
+        self.entries
+            .lock()
+            .expect("pool lock")
+            .get(repo)
+            .map(|list| list.iter().map(|e| e.image_id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Entries of `repo` (reserved ones too), for counting against the pool size.
+    pub(crate) fn size(&self, repo: &str) -> usize {
+        let reserved = self
+            .reservations
+            .lock()
+            .expect("pool lock")
+            .keys()
+            .filter(|(_, r)| r == repo)
+            .count();
+        self.ready(repo) + reserved
+    }
+
+    pub(crate) fn add(&self, repo: &str, entry: PoolEntry) {
+        self.entries
+            .lock()
+            .expect("pool lock")
+            .entry(repo.to_string())
+            .or_default()
+            .push(entry);
+    }
+
+    /// Removes and returns the ready entries of `repo` not made from `image_id`.
+    pub(crate) fn remove_stale(&self, repo: &str, image_id: &str) -> Vec<PoolEntry> {
+        let mut entries = self.entries.lock().expect("pool lock");
+        let Some(list) = entries.get_mut(repo) else {
+            return Vec::new();
+        };
+        let (keep, stale): (Vec<_>, Vec<_>) = list.drain(..).partition(|e| e.image_id == image_id);
+        *list = keep;
+        stale
+    }
+}
