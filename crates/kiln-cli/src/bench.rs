@@ -17,6 +17,8 @@ pub(crate) enum BenchCommand {
     /// Session engine: prompt → model request, first-token overhead, WebSocket fan-out, memory
     /// of idle sessions.
     Session(crate::bench_session::SessionBenchArgs),
+    /// Session start: warm pool hit and miss, restore from a snapshot, the naive way.
+    Start(crate::bench_start::StartBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -50,6 +52,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Sandbox(args) => sandbox(args).await,
         BenchCommand::Session(args) => crate::bench_session::run(args).await,
+        BenchCommand::Start(args) => crate::bench_start::run(args).await,
     }
 }
 

@@ -59,13 +59,13 @@ struct SessionReport {
 /// The injected model time-to-first-token for the overhead measurement.
 const TTFT: Duration = Duration::from_millis(100);
 
-struct Bench {
+pub(crate) struct Bench {
     url: String,
     token: String,
     http: reqwest::Client,
-    engine: Engine,
+    pub(crate) engine: Engine,
     provider: LocalProvider,
-    model: FakeModel,
+    pub(crate) model: FakeModel,
 }
 
 pub(crate) async fn run(args: SessionBenchArgs) -> anyhow::Result<()> {
@@ -87,7 +87,7 @@ async fn measure(args: &SessionBenchArgs, root: &Path) -> anyhow::Result<Session
         "bench",
         &[("README.md", "bench\n"), ("src/main.rs", "fn main() {}\n")],
     );
-    let bench = start(root.join("data"), &repo).await?;
+    let bench = start(root.join("data"), &repo, 0).await?;
     let outcome = async {
         let (p50, p99) = prompt_to_request(&bench, args.prompts).await?;
         eprintln!(
@@ -127,14 +127,13 @@ async fn measure(args: &SessionBenchArgs, root: &Path) -> anyhow::Result<Session
         })
     }
     .await;
-    bench.engine.shutdown().await;
-    for info in bench.provider.list().await.unwrap_or_default() {
-        let _ = bench.provider.destroy(&info.id).await;
-    }
+    bench.stop().await;
     outcome
 }
 
-async fn start(data: PathBuf, repo: &Path) -> anyhow::Result<Bench> {
+/// A kiln in this process on `data`: store, engine (with `pool_size` warm sandboxes per repo),
+/// the API on port 0, the fake model, and `repo` registered as `bench`.
+pub(crate) async fn start(data: PathBuf, repo: &Path, pool_size: usize) -> anyhow::Result<Bench> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(&data)?;
     std::fs::set_permissions(
@@ -154,6 +153,7 @@ async fn start(data: PathBuf, repo: &Path) -> anyhow::Result<Bench> {
     };
     let config = EngineConfig {
         model: ModelConfig::resolve(Some("anthropic/bench"), env)?,
+        pool_size,
         ..EngineConfig::default()
     };
     let engine = Engine::start(store, Arc::new(provider.clone()), data, config).await?;
@@ -182,7 +182,20 @@ async fn start(data: PathBuf, repo: &Path) -> anyhow::Result<Bench> {
 }
 
 impl Bench {
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+    /// Stops the engine and destroys every sandbox it made.
+    pub(crate) async fn stop(&self) {
+        self.engine.shutdown().await;
+        for info in self.provider.list().await.unwrap_or_default() {
+            let _ = self.provider.destroy(&info.id).await;
+        }
+    }
+
+    pub(crate) async fn provider_destroy(&self, id: &str) -> anyhow::Result<()> {
+        let id = kiln_sandbox::SandboxId::parse(id).context("a sandbox id")?;
+        Ok(self.provider.destroy(&id).await?)
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
         let response = self
             .http
             .post(format!("{}{path}", self.url))
@@ -196,7 +209,7 @@ impl Bench {
         ))
     }
 
-    async fn new_session(&self, prompt: &str) -> anyhow::Result<SessionId> {
+    pub(crate) async fn new_session(&self, prompt: &str) -> anyhow::Result<SessionId> {
         let (status, body) = self
             .post("/api/sessions", json!({"repo": "bench", "prompt": prompt}))
             .await?;
@@ -210,7 +223,7 @@ impl Bench {
             .map_err(anyhow::Error::msg)
     }
 
-    async fn prompt(&self, session: &SessionId, text: &str) -> anyhow::Result<String> {
+    pub(crate) async fn prompt(&self, session: &SessionId, text: &str) -> anyhow::Result<String> {
         let (status, body) = self
             .post(
                 &format!("/api/sessions/{session}/prompts"),

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_session;
+mod bench_start;
 mod remote;
 mod sandbox;
 mod up;

@@ -1,0 +1,248 @@
+//! `kiln bench start`: how fast a session starts — prompt accepted to the first model request —
+//! from the warm pool, from the image without a pool, and from a 50 MB session snapshot, against
+//! the naive way (a fresh clone plus the repo's setup), all measured in one run on a repo whose
+//! setup does real work offline (python3 generates sources and a SQLite database).
+
+use crate::DataDirArg;
+use crate::bench::{Stats, round2};
+use crate::bench_session::{Bench, start};
+use anyhow::{Context, bail};
+use kiln_protocol::api::Event;
+use kiln_testkit::{Script, Turn};
+use serde::Serialize;
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct StartBenchArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Sessions started from the warm pool (and half as many from the image alone).
+    #[arg(long, default_value_t = 50)]
+    runs: usize,
+    /// Restores from a 50 MB snapshot.
+    #[arg(long, default_value_t = 5)]
+    restores: usize,
+    /// Naive starts: fresh clone and setup.
+    #[arg(long, default_value_t = 3)]
+    naive: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct StartReport {
+    pool_hit_p50_ms: f64,
+    pool_hit_p99_ms: f64,
+    pool_miss_p50_ms: f64,
+    pool_miss_p99_ms: f64,
+    restore_p50_ms: f64,
+    naive_p50_ms: f64,
+    speedup: f64,
+    runs: usize,
+}
+
+/// Real setup work, offline: sources generated and a SQLite database filled.
+const ENVIRONMENT: &str = r#"
+manifests = ["requirements.lock"]
+[[setup]]
+run = "python3 -c \"import sqlite3; c = sqlite3.connect('/home/kiln/app.db'); c.execute('create table t (id integer primary key, v text)'); c.executemany('insert into t (v) values (?)', [(str(i) * 8,) for i in range(200000)]); c.commit()\""
+[[build]]
+run = "python3 -c \"import os; os.makedirs('gen', exist_ok=True); [open(f'gen/m{i}.py', 'w').write(f'X = {i}\\n' * 50) for i in range(2000)]\" && python3 -m compileall -q gen"
+"#;
+
+pub(crate) async fn run(args: StartBenchArgs) -> anyhow::Result<()> {
+    let root = args
+        .data
+        .data_dir
+        .join(format!("bench-start-{}", std::process::id()));
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let result = measure(&args, &root).await;
+    let _ = std::fs::remove_dir_all(&root);
+    let report = result?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+async fn measure(args: &StartBenchArgs, root: &Path) -> anyhow::Result<StartReport> {
+    let files = [
+        (".kiln/environment.toml", ENVIRONMENT),
+        ("requirements.lock", "sqlite\n"),
+        ("app.py", "print('hello')\n"),
+    ];
+    let repo = kiln_testkit::bare_repo(root, "bench", &files);
+
+    // Warm pool on: pool hits, the naive way, and restores.
+    let bench = start(root.join("pool"), &repo, 2).await?;
+    let outcome = async {
+        let naive = naive_starts(&bench, &repo, args.naive).await?;
+        eprintln!("naive (fresh clone + setup): p50 {} ms", naive.p50);
+        let image = bench.engine.build_image("bench").await?;
+        anyhow::ensure!(image.is_ready(), "the image build failed: {}", image.log);
+        let hits = starts(&bench, args.runs, true).await?;
+        eprintln!("pool hit: p50 {} ms, p99 {} ms", hits.p50, hits.p99);
+        let restore = restores(&bench, args.restores).await?;
+        eprintln!("restore from a 50 MB snapshot: p50 {} ms", restore.p50);
+        anyhow::Ok((naive, hits, restore))
+    }
+    .await;
+    bench.stop().await;
+    let (naive, hits, restore) = outcome?;
+
+    // Warm pool off: every session starts from the image.
+    let bench = start(root.join("nopool"), &repo, 0).await?;
+    let outcome = async {
+        let image = bench.engine.build_image("bench").await?;
+        anyhow::ensure!(image.is_ready(), "the image build failed: {}", image.log);
+        starts(&bench, (args.runs / 2).max(1), false).await
+    }
+    .await;
+    bench.stop().await;
+    let misses = outcome?;
+    eprintln!("pool miss: p50 {} ms, p99 {} ms", misses.p50, misses.p99);
+
+    Ok(StartReport {
+        pool_hit_p50_ms: hits.p50,
+        pool_hit_p99_ms: hits.p99,
+        pool_miss_p50_ms: misses.p50,
+        pool_miss_p99_ms: misses.p99,
+        restore_p50_ms: restore.p50,
+        naive_p50_ms: naive.p50,
+        speedup: round2(naive.p50 / hits.p50.max(0.01)),
+        runs: args.runs,
+    })
+}
+
+/// Session created → its first model request arrives at the model server.
+async fn starts(bench: &Bench, runs: usize, pooled: bool) -> anyhow::Result<Stats> {
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs {
+        if pooled {
+            wait_until(
+                || bench.engine.pool_ready("bench") == 2,
+                "the pool to refill",
+            )
+            .await?;
+        }
+        let before = bench.model.requests().len();
+        let started = Instant::now();
+        bench.new_session(&format!("start {i}")).await?;
+        let requests = bench
+            .model
+            .wait_for_requests(before + 1, Duration::from_secs(60))
+            .await;
+        samples.push(
+            requests[before]
+                .received_at
+                .into_std()
+                .saturating_duration_since(started),
+        );
+    }
+    Ok(Stats::of(samples))
+}
+
+/// The naive start: a repo without an image, so a fresh clone and the whole setup; measured
+/// as its first image build (clone, setup, build; plus a snapshot).
+async fn naive_starts(bench: &Bench, repo: &Path, runs: usize) -> anyhow::Result<Stats> {
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let name = format!("naive{i}");
+        let (status, body) = bench
+            .post(
+                "/api/repos",
+                json!({"name": name, "url": repo.to_string_lossy()}),
+            )
+            .await?;
+        if status != 201 {
+            bail!("adding a repo failed: {body}");
+        }
+        let started = Instant::now();
+        let image = bench.engine.build_image(&name).await?;
+        anyhow::ensure!(image.is_ready(), "the naive build failed: {}", image.log);
+        samples.push(started.elapsed());
+    }
+    Ok(Stats::of(samples))
+}
+
+/// A session writes 50 MB, its sandbox goes away, a follow-up restores the snapshot.
+async fn restores(bench: &Bench, runs: usize) -> anyhow::Result<Stats> {
+    bench.model.push(Script::Turn(Turn::tool(
+        "bash",
+        json!({"command": "head -c 50000000 /dev/urandom > big.bin"}),
+    )));
+    bench.model.push(Script::Turn(Turn::text("written")));
+    let session = bench.new_session("write 50 MB").await?;
+    let log = bench.engine.store().open_session(&session).await?;
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs {
+        // Wait for the snapshot taken after the last prompt (prompt i + 1 is done).
+        let want = i + 1;
+        wait_until_async(
+            || async {
+                count_prompts_done(&log).await == want
+                    && log.latest_snapshot().await.ok().flatten().is_some()
+            },
+            "the prompt's snapshot",
+        )
+        .await?;
+        let sandbox = sandbox_of(&log).await?;
+        bench.provider_destroy(&sandbox).await?;
+        let before = bench.model.requests().len();
+        let started = Instant::now();
+        bench.prompt(&session, &format!("follow-up {i}")).await?;
+        let requests = bench
+            .model
+            .wait_for_requests(before + 1, Duration::from_secs(60))
+            .await;
+        samples.push(
+            requests[before]
+                .received_at
+                .into_std()
+                .saturating_duration_since(started),
+        );
+    }
+    Ok(Stats::of(samples))
+}
+
+async fn count_prompts_done(log: &kiln_store::SessionLog) -> usize {
+    log.read_after(0, 100_000)
+        .await
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| matches!(e.event, Event::PromptFinished { .. }))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The id of the sandbox the session's last status named.
+async fn sandbox_of(log: &kiln_store::SessionLog) -> anyhow::Result<String> {
+    let events = log.read_after(0, 100_000).await?;
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.event {
+            Event::SandboxStatus {
+                sandbox_id: Some(id),
+                ..
+            } => Some(id.clone()),
+            _ => None,
+        })
+        .context("the session has no sandbox")
+}
+
+async fn wait_until(done: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
+    wait_until_async(|| std::future::ready(done()), what).await
+}
+
+async fn wait_until_async<F: Future<Output = bool>>(
+    done: impl Fn() -> F,
+    what: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done().await {
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
