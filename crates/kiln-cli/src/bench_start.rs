@@ -176,12 +176,13 @@ async fn restores(bench: &Bench, runs: usize) -> anyhow::Result<Stats> {
     for i in 0..runs {
         // Wait for the snapshot taken after the last prompt (prompt i + 1 is done).
         let want = i + 1;
+        // The worker goes idle only after the snapshot that follows the prompt.
         wait_until_async(
             || async {
                 count_prompts_done(&log).await == want
-                    && log.latest_snapshot().await.ok().flatten().is_some()
+                    && !bench.engine.is_working(&session).await.unwrap_or(true)
             },
-            "the prompt's snapshot",
+            "the prompt and its snapshot",
         )
         .await?;
         let sandbox = sandbox_of(&log).await?;
