@@ -49,6 +49,8 @@ struct FileConfig {
     image_rebuild_minutes: Option<u64>,
     /// Warm sandboxes kept per repo that has an image (default 2; 0: no pool).
     pool_size: Option<usize>,
+    /// Snapshot and stop a session's sandbox after this many idle minutes (default 30; 0: never).
+    idle_stop_minutes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +120,10 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
             minutes => Some(Duration::from_secs(minutes * 60)),
         },
         pool_size: file.pool_size.unwrap_or(2),
+        idle_stop_after: match file.idle_stop_minutes.unwrap_or(30) {
+            0 => None,
+            minutes => Some(Duration::from_secs(minutes * 60)),
+        },
         reservation_ttl: defaults.reservation_ttl,
     };
     Ok(Resolved {

@@ -26,6 +26,9 @@ pub struct EngineConfig {
     pub pool_size: usize,
     /// How long a warm-up reservation holds a pooled sandbox for its user.
     pub reservation_ttl: Duration,
+    /// A session's sandbox idle this long is snapshotted and stopped (the next prompt restores
+    /// it); `None`: sandboxes stay up.
+    pub idle_stop_after: Option<Duration>,
 }
 
 /// Bounds on the work one prompt may cause.
@@ -49,6 +52,7 @@ impl Default for EngineConfig {
             image_rebuild_every: None,
             pool_size: 0,
             reservation_ttl: Duration::from_secs(60),
+            idle_stop_after: None,
         }
     }
 }

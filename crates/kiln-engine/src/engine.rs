@@ -99,6 +99,9 @@ impl Engine {
         for repo in engine.inner.store.list_repos().await? {
             engine.spawn_refill(&repo.name);
         }
+        if let Some(after) = engine.inner.config.idle_stop_after {
+            engine.start_idle_reaper(after);
+        }
         Ok(engine)
     }
 
@@ -441,6 +444,35 @@ impl Engine {
             }
         }
         Ok(built)
+    }
+
+    /// Stops sandboxes of sessions idle for `after` (snapshot first), checking every quarter
+    /// of that (at most every 30 s).
+    fn start_idle_reaper(&self, after: std::time::Duration) {
+        let inner = self.inner.clone();
+        let every = (after / 4).min(std::time::Duration::from_secs(30));
+        self.inner.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = inner.shutdown.cancelled() => return,
+                }
+                let actors: Vec<Arc<SessionActor>> = inner
+                    .sessions
+                    .lock()
+                    .expect("sessions lock")
+                    .values()
+                    .cloned()
+                    .collect();
+                for actor in actors {
+                    if inner.shutdown.is_cancelled() {
+                        return;
+                    }
+                    actor.stop_if_idle(&inner, after).await;
+                }
+            }
+        });
     }
 
     /// Runs [`Engine::rebuild_moved_images`] now and then every `every`, until shutdown.

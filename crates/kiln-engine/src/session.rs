@@ -45,6 +45,8 @@ struct State {
     stopped_by: Option<UserRef>,
     /// The last sandbox status recorded.
     sandbox: Option<SandboxState>,
+    /// When the session last finished work (or got its sandbox).
+    last_active: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -177,6 +179,7 @@ impl SessionActor {
             if !inner.shutdown.is_cancelled() {
                 self.snapshot(inner, &prompt_id).await;
             }
+            self.state.lock().expect("state lock").last_active = Some(std::time::Instant::now());
             self.state.lock().expect("state lock").running = None;
         }
         self.state.lock().expect("state lock").worker = false;
@@ -449,6 +452,61 @@ impl SessionActor {
                 }
             }
         });
+    }
+
+    /// Stops the sandbox when the session has been idle for `after`: a snapshot first (the
+    /// files as they are now), then destroy. The next prompt restores it.
+    pub(crate) async fn stop_if_idle(&self, inner: &Inner, after: Duration) {
+        let idle = {
+            let state = self.state.lock().expect("state lock");
+            !state.worker && state.last_active.is_some_and(|t| t.elapsed() >= after)
+        };
+        if !idle {
+            return;
+        }
+        let mut slot = self.sandbox.lock().await;
+        // A prompt may have started while we waited for the slot.
+        if self.state.lock().expect("state lock").worker {
+            return;
+        }
+        let Some(sandbox) = slot.sandbox.take() else {
+            return;
+        };
+        if sandbox.guest().gone().is_none() {
+            match inner.workspaces.provider.snapshot(sandbox.id()).await {
+                Ok(snapshot) => {
+                    let record = kiln_store::SessionSnapshot {
+                        id: snapshot.id.to_string(),
+                        parent: None,
+                        prompt_id: None,
+                        layers: snapshot.image.layers,
+                        size_bytes: snapshot.size_bytes,
+                    };
+                    if let Err(e) = self.log.record_snapshot(&record).await {
+                        tracing::warn!(session = %self.log.id(), error = %e, "cannot record a snapshot");
+                        slot.sandbox = Some(sandbox);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(session = %self.log.id(), error = %e, "cannot snapshot an idle sandbox; keeping it");
+                    slot.sandbox = Some(sandbox);
+                    return;
+                }
+            }
+        }
+        if let Err(e) = inner.workspaces.provider.destroy(sandbox.id()).await {
+            tracing::warn!(sandbox = %sandbox.id(), error = %e, "cannot stop an idle sandbox");
+        }
+        slot.image_commit = None;
+        self.state.lock().expect("state lock").last_active = None;
+        let detail = format!("idle for {after:?}; the next prompt restores it");
+        self.status(
+            SandboxState::Stopped,
+            Some(sandbox.id().to_string()),
+            Some(detail),
+        )
+        .await;
     }
 
     /// Snapshots the sandbox after a prompt, so the session can continue if it goes away.

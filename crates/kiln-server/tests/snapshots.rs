@@ -85,3 +85,59 @@ async fn a_follow_up_after_the_sandbox_is_gone_continues_from_the_snapshot() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_sandbox_is_snapshotted_and_stopped_and_the_next_prompt_restores_it() {
+    let model = FakeModel::start().await;
+    model.push(Script::Turn(Turn::tool(
+        "write_file",
+        json!({"path": "notes.txt", "content": "kept\n"}),
+    )));
+    model.push(Script::Turn(Turn::text("done")));
+    let app = TestApp::with_config(kiln_engine::EngineConfig {
+        model: Some(common::fake_model_config(&model)),
+        idle_stop_after: Some(Duration::from_millis(400)),
+        ..kiln_engine::EngineConfig::default()
+    })
+    .await;
+    let token = app.admin_token.clone();
+    let session = app.new_session(&token, "take notes").await;
+    let events = app
+        .wait_for(&token, &session, |e| {
+            matches!(
+                e,
+                Event::SandboxStatus {
+                    state: SandboxState::Stopped,
+                    ..
+                }
+            )
+        })
+        .await;
+    assert_eq!(finished(&events, PromptOutcome::Completed), 1);
+    assert!(
+        app.provider.list().await.unwrap().is_empty(),
+        "the sandbox is gone"
+    );
+
+    model.push(Script::Turn(Turn::tool(
+        "read_file",
+        json!({"path": "notes.txt"}),
+    )));
+    model.push(Script::Turn(Turn::text("back")));
+    app.send(&token, &session, "read your notes").await;
+    let events = app
+        .wait_until(&token, &session, |e| {
+            finished(e, PromptOutcome::Completed) == 2
+        })
+        .await;
+    let read = events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.event {
+            Event::ToolCallFinished { output, .. } => Some(output.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(read.contains("kept"), "{read}");
+    app.stop().await;
+}
