@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions/{id}/events", get(sessions::events))
         .route("/sessions/{id}/ws", get(ws::ws))
         .route("/join/{code}", post(sessions::join))
+        .route("/stats/starts", get(sessions::start_stats))
         .fallback(|| async { Error::NotFound("API route".into()) });
     Router::new()
         .nest("/api", api)

@@ -55,6 +55,18 @@ async fn sessions_claim_warm_sandboxes_and_the_pool_refills_and_follows_new_imag
         "{statuses:?}"
     );
     assert_eq!(statuses[1].0, SandboxState::Ready);
+    // The session's start phases, from its log.
+    let (_, detail) = app.get(&token, &format!("/api/sessions/{session}")).await;
+    let start = &detail["start"];
+    assert_eq!(start["source"], "pool", "{detail}");
+    for phase in [
+        "sandbox_ms",
+        "sync_ms",
+        "first_model_request_ms",
+        "model_ttft_ms",
+    ] {
+        assert!(start[phase].is_u64(), "{phase} missing: {start}");
+    }
     until("the pool to refill", async || {
         engine.pool_ready("demo") == 2
     })
@@ -96,5 +108,10 @@ async fn sessions_claim_warm_sandboxes_and_the_pool_refills_and_follows_new_imag
         &e.event,
         Event::SandboxStatus { detail: Some(d), .. } if d.contains("warm pool")
     )));
+    let (status, stats) = app.get(&token, "/api/stats/starts").await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["sessions"], 2, "{stats}");
+    assert_eq!(stats["first_model_request_ms"]["n"], 2, "{stats}");
+    assert!(stats["first_model_request_ms"]["p95"].is_u64(), "{stats}");
     app.stop().await;
 }

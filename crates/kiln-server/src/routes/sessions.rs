@@ -12,7 +12,8 @@ use axum::http::StatusCode;
 use kiln_core::{Role, SessionId};
 use kiln_protocol::api::{
     CreateSession, CreateShare, EventsPage, PromptAccepted, SendPrompt, SessionCreated,
-    SessionDetail, SessionSummary, ShareCreated, StopSession, UpdateSession,
+    SessionDetail, SessionSummary, ShareCreated, StartPhases, StartStats, StopSession,
+    UpdateSession,
 };
 use serde::Deserialize;
 
@@ -57,6 +58,9 @@ pub(crate) async fn get_session(
     Ok(Json(detail(&state, &id, role).await?))
 }
 
+/// Events read to find a session's start phases.
+const START_EVENTS: usize = 2_000;
+
 async fn detail(state: &AppState, id: &SessionId, role: Role) -> Result<SessionDetail> {
     let row = state.store.session_row(id).await?;
     let log = state.store.open_session(id).await?;
@@ -67,6 +71,8 @@ async fn detail(state: &AppState, id: &SessionId, role: Role) -> Result<SessionD
         delivery: log.delivery_mode().await?,
         sandbox: state.engine.sandbox_state(id),
         head_seq: log.head_seq().await,
+        // The start is in the first events; a bounded read keeps long sessions cheap.
+        start: StartPhases::from_events(&log.read_after(0, START_EVENTS).await?),
     })
 }
 
@@ -213,4 +219,21 @@ pub(crate) async fn events(
         next_after_seq,
         head_seq,
     }))
+}
+
+/// Start phases (p50/p95) over the caller's sessions.
+#[utoipa::path(get, path = "/api/stats/starts", tag = "sessions",
+    responses((status = 200, body = StartStats)))]
+pub(crate) async fn start_stats(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<StartStats>> {
+    let mut phases = Vec::new();
+    for (row, _) in state.store.sessions_for(&caller.0.id).await? {
+        let log = state.store.open_session(&row.id).await?;
+        phases.push(StartPhases::from_events(
+            &log.read_after(0, START_EVENTS).await?,
+        ));
+    }
+    Ok(Json(StartStats::of(&phases)))
 }
