@@ -225,3 +225,120 @@ async fn kill_9_loses_nothing_acknowledged_and_no_session_is_wedged() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_claimed_from_the_warm_pool_is_reattached_after_kill_9() {
+    let dir = tempfile::Builder::new()
+        .prefix("kp-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let repo = kiln_testkit::bare_repo(dir.path(), "r", &[("README.md", "hello\n")]);
+    let data = dir.path().join("data");
+    let _reaper = common::SandboxReaper(data.clone());
+    let model = FakeModel::start().await;
+    model.push(Script::Turn(Turn::tool(
+        "write_file",
+        json!({"path": "kept.txt", "content": "kept\n"}),
+    )));
+    model.push(Script::Turn(Turn::text("done")));
+
+    let mut server = start(&data, &model);
+    let repo = repo.to_string_lossy().into_owned();
+    let (status, _) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/repos",
+            Some(json!({"name": "r", "url": repo})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // An image, then a pool from it (kiln up keeps two warm sandboxes per repo by default).
+    let (status, _) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/repos/r/images",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["sandbox", "ls", "--json", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        let pooled = String::from_utf8_lossy(&listed.stdout)
+            .matches("kiln.pool")
+            .count();
+        if pooled >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pool did not fill");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, created) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/sessions",
+            Some(json!({"repo": "r", "prompt": "write"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let session = created["session"]["id"].as_str().unwrap().to_string();
+    let before = server
+        .wait_for(&session, |e| {
+            e.iter().any(|x| x["event"]["type"] == "prompt_finished")
+        })
+        .await;
+    let claimed = before
+        .iter()
+        .find_map(|e| {
+            let detail = e["event"]["detail"].as_str().unwrap_or_default();
+            detail
+                .contains("warm pool")
+                .then(|| e["event"]["sandbox_id"].as_str().unwrap().to_string())
+        })
+        .expect("the session claimed a pooled sandbox");
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    model.push(Script::Turn(Turn::tool(
+        "read_file",
+        json!({"path": "kept.txt"}),
+    )));
+    model.push(Script::Turn(Turn::text("still here")));
+    server = start(&data, &model);
+    let (status, _) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/sessions/{session}/prompts"),
+            Some(json!({"text": "read"})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let after = server
+        .wait_for(&session, |e| {
+            e.iter()
+                .filter(|x| x["event"]["type"] == "prompt_finished")
+                .count()
+                == 2
+        })
+        .await;
+    // Reattached: no new sandbox was started or restored for the session.
+    assert!(
+        !after[before.len()..]
+            .iter()
+            .any(|e| e["event"]["type"] == "sandbox_status"),
+        "{:#?}",
+        &after[before.len()..]
+    );
+    let listed = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["sandbox", "ls", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&claimed));
+}

@@ -109,8 +109,13 @@ impl Engine {
         let inner = &self.inner;
         let ids = inner.store.all_session_ids().await?;
         let mut resume = Vec::new();
+        // Sandboxes sessions took from a warm pool: their labels name the pool.
+        let mut claimed = HashMap::new();
         for id in &ids {
             let log = inner.store.open_session(id).await?;
+            if let Some(sandbox) = log.claimed_sandbox().await? {
+                claimed.insert(sandbox, id.clone());
+            }
             let interrupted = log
                 .write(|w| {
                     let running = w.prompts_with_status(PromptStatus::Running)?;
@@ -142,7 +147,8 @@ impl Engine {
                 .spec
                 .labels
                 .get(SESSION_LABEL)
-                .and_then(|s| SessionId::parse(s));
+                .and_then(|s| SessionId::parse(s))
+                .or_else(|| claimed.get(info.id.as_str()).cloned());
             match owner {
                 Some(session) if ids.contains(&session) => {
                     inner

@@ -350,6 +350,9 @@ impl SessionActor {
                 "claimed from the warm pool (image {}); syncing to {}",
                 entry.image_id, self.repo.default_branch
             );
+            if let Err(e) = self.log.set_claimed_sandbox(sandbox.id().as_str()).await {
+                tracing::warn!(session = %self.log.id(), error = %e, "cannot record the claimed sandbox");
+            }
             let id = Some(sandbox.id().to_string());
             self.status(SandboxState::Syncing, id, Some(detail)).await;
             slot.sandbox = Some(sandbox.clone());

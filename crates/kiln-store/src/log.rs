@@ -218,6 +218,36 @@ impl SessionLog {
         self.read(writer::delivery_mode).await
     }
 
+    /// Remembers the sandbox the session took from a warm pool (its labels name the pool, not
+    /// the session), so a restarted engine can give it back to the session.
+    pub async fn set_claimed_sandbox(&self, sandbox_id: &str) -> Result<()> {
+        let sandbox_id = sandbox_id.to_string();
+        let inner = self.inner.clone();
+        blocking(move || {
+            lock(&inner.conn).execute(
+                "INSERT INTO settings (key, value) VALUES ('claimed_sandbox', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [sandbox_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The sandbox recorded by [`SessionLog::set_claimed_sandbox`], if any.
+    pub async fn claimed_sandbox(&self) -> Result<Option<String>> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT value FROM settings WHERE key = 'claimed_sandbox'",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
     /// Records a snapshot of the session's sandbox; its parent is the newest one before it.
     pub async fn record_snapshot(&self, snapshot: &SessionSnapshot) -> Result<()> {
         let snapshot = snapshot.clone();
