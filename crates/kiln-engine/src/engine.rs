@@ -425,7 +425,7 @@ impl Engine {
         let mut built = Vec::new();
         for repo in self.inner.store.list_repos().await? {
             let head = match self.inner.workspaces.branch_head(&repo).await {
-                Ok(head) => head,
+                Ok((_, head)) => head,
                 Err(e) => {
                     tracing::warn!(repo = %repo.name, error = %e, "cannot fetch the repo; no image build");
                     continue;

@@ -85,18 +85,56 @@ impl Workspaces {
         Ok(mirror)
     }
 
-    /// Fetches the repo and returns the head commit of its default branch.
-    pub(crate) async fn branch_head(&self, repo: &Repo) -> Result<String> {
+    /// Fetches the repo's mirror and returns it with the head commit of its default branch.
+    pub(crate) async fn branch_head(&self, repo: &Repo) -> Result<(PathBuf, String)> {
         let mirror = self.refresh_mirror(repo).await?;
         let branch = format!("refs/heads/{}", repo.default_branch);
-        Ok(git(
+        let head = git(
             &mirror,
             &["rev-parse", "--verify", &branch],
             self.git_timeout,
         )
-        .await?
-        .trim()
-        .to_string())
+        .await?;
+        Ok((mirror, head.trim().to_string()))
+    }
+
+    /// Makes `layer` a read-only layer holding the repo's objects at `/kiln/repo.git`: a bare
+    /// clone of the mirror with hard links, so it costs no copies.
+    pub(crate) async fn repo_layer(&self, mirror: &Path, layer: &Path) -> Result<()> {
+        let target = layer.join("kiln").join("repo.git");
+        if target.join("HEAD").is_file() {
+            return Ok(());
+        }
+        let _ = tokio::fs::remove_dir_all(layer).await;
+        tokio::fs::create_dir_all(target.parent().expect("has a parent"))
+            .await
+            .map_err(|e| Error::Git(format!("creating {}: {e}", layer.display())))?;
+        let (mirror, target) = (path_str(mirror), path_str(&target));
+        let args = [
+            "clone", "--bare", "--local", "--quiet", "--", &mirror, &target,
+        ];
+        git(layer, &args, self.git_timeout).await?;
+        Ok(())
+    }
+
+    /// Creates a sandbox from read-only layers (over the host system), tagged with one label
+    /// saying what it is for: a session, a pool, an image build.
+    pub(crate) async fn create_labelled(
+        &self,
+        layers: Vec<PathBuf>,
+        label: (&str, &str),
+    ) -> Result<Sandbox> {
+        let spec = SandboxSpec {
+            image: ImageSpec {
+                layers,
+                host_system: true,
+            },
+            env: BTreeMap::new(),
+            limits: Limits::default(),
+            labels: BTreeMap::from([(label.0.to_string(), label.1.to_string())]),
+            network: Default::default(),
+        };
+        Ok(self.provider.create(spec).await?)
     }
 
     /// Creates the session's sandbox with a fresh checkout of `repo` on branch `kiln/<session>`.
@@ -108,41 +146,10 @@ impl Workspaces {
     ) -> Result<Sandbox> {
         let mirror = self.refresh_mirror(repo).await?;
         let layer = self.layer(session);
-        let target = layer.join("kiln").join("repo.git");
-        if !target.join("HEAD").is_file() {
-            let _ = tokio::fs::remove_dir_all(&layer).await;
-            tokio::fs::create_dir_all(target.parent().expect("has parent"))
-                .await
-                .map_err(|e| Error::Git(format!("creating {}: {e}", layer.display())))?;
-            let (mirror_str, target_str) = (path_str(&mirror), path_str(&target));
-            git(
-                &layer,
-                &[
-                    "clone",
-                    "--bare",
-                    "--local",
-                    "--quiet",
-                    "--",
-                    &mirror_str,
-                    &target_str,
-                ],
-                self.git_timeout,
-            )
+        self.repo_layer(&mirror, &layer).await?;
+        let sandbox = self
+            .create_labelled(vec![layer], (SESSION_LABEL, session.as_str()))
             .await?;
-        }
-        let mut labels = BTreeMap::new();
-        labels.insert(SESSION_LABEL.to_string(), session.to_string());
-        let spec = SandboxSpec {
-            image: ImageSpec {
-                layers: vec![layer],
-                host_system: true,
-            },
-            env: BTreeMap::new(),
-            limits: Limits::default(),
-            labels,
-            network: Default::default(),
-        };
-        let sandbox = self.provider.create(spec).await?;
         let branch = format!("kiln/{session}");
         let script = format!(
             "set -e\n\
@@ -190,36 +197,14 @@ impl Workspaces {
         session: &SessionId,
         layers: &[PathBuf],
     ) -> Result<Sandbox> {
-        let mut labels = BTreeMap::new();
-        labels.insert(SESSION_LABEL.to_string(), session.to_string());
-        let spec = SandboxSpec {
-            image: ImageSpec {
-                layers: layers.to_vec(),
-                host_system: true,
-            },
-            env: BTreeMap::new(),
-            limits: Limits::default(),
-            labels,
-            network: Default::default(),
-        };
-        Ok(self.provider.create(spec).await?)
+        self.create_labelled(layers.to_vec(), (SESSION_LABEL, session.as_str()))
+            .await
     }
 
     /// Creates a warm pool sandbox of `repo` from its image's layers.
     pub(crate) async fn create_pooled(&self, repo: &str, layers: &[PathBuf]) -> Result<Sandbox> {
-        let mut labels = BTreeMap::new();
-        labels.insert(crate::pool::POOL_LABEL.to_string(), repo.to_string());
-        let spec = SandboxSpec {
-            image: ImageSpec {
-                layers: layers.to_vec(),
-                host_system: true,
-            },
-            env: BTreeMap::new(),
-            limits: Limits::default(),
-            labels,
-            network: Default::default(),
-        };
-        Ok(self.provider.create(spec).await?)
+        self.create_labelled(layers.to_vec(), (crate::pool::POOL_LABEL, repo))
+            .await
     }
 
     /// Brings a sandbox made from an image to the head of the repo's default branch on the
@@ -233,16 +218,8 @@ impl Workspaces {
         base_commit: &str,
         author: (&str, &str),
     ) -> Result<()> {
-        let mirror = self.refresh_mirror(repo).await?;
+        let (mirror, head) = self.branch_head(repo).await?;
         let branch = format!("refs/heads/{}", repo.default_branch);
-        let head = git(
-            &mirror,
-            &["rev-parse", "--verify", &branch],
-            self.git_timeout,
-        )
-        .await?
-        .trim()
-        .to_string();
         let mut script = format!("set -e\ncd {WORKDIR}\n");
         if head != base_commit {
             let bundle = self.layer(session).with_extension("bundle");
@@ -306,7 +283,7 @@ impl Workspaces {
     }
 }
 
-pub(crate) fn path_str(path: &Path) -> String {
+fn path_str(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 

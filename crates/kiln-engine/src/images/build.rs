@@ -7,11 +7,10 @@
 //! error; the last good image stays the one sessions use. Every step has a timeout.
 
 use super::environment::{ENVIRONMENT_FILE, Environment, Step};
-use crate::host::git;
-use crate::workspace::{WORKDIR, Workspaces, path_str};
+use crate::workspace::{WORKDIR, Workspaces};
 use crate::{Error, Result};
 use kiln_protocol::api::Repo;
-use kiln_sandbox::{CommandLine, ExecRequest, ImageSpec, Limits, Sandbox, SandboxSpec};
+use kiln_sandbox::{CommandLine, ExecRequest, Sandbox};
 use kiln_store::{ImageRecord, Store};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -89,59 +88,25 @@ impl ImageBuilder {
         commit: &mut String,
         log: &mut String,
     ) -> Result<Built> {
-        let mirror = self.workspaces.refresh_mirror(repo).await?;
-        let branch = format!("refs/heads/{}", repo.default_branch);
-        *commit = git(
-            &mirror,
-            &["rev-parse", "--verify", &branch],
-            self.workspaces.git_timeout,
-        )
-        .await?
-        .trim()
-        .to_string();
+        let (mirror, head) = self.workspaces.branch_head(repo).await?;
+        *commit = head;
         log.push_str(&format!("== {} at {commit}\n", repo.name));
-        // The repo's objects as of now, as a read-only layer at /kiln/repo.git (hard links).
+        // The repo's objects as of now, as a read-only layer at /kiln/repo.git.
         let repo_layer = self
             .workspaces
             .data_dir
             .join("images")
             .join(id)
             .join("repo");
-        let target = repo_layer.join("kiln").join("repo.git");
-        tokio::fs::create_dir_all(target.parent().expect("has a parent"))
-            .await
-            .map_err(|e| Error::Git(format!("creating {}: {e}", repo_layer.display())))?;
-        git(
-            &repo_layer,
-            &[
-                "clone",
-                "--bare",
-                "--local",
-                "--quiet",
-                "--",
-                &path_str(&mirror),
-                &path_str(&target),
-            ],
-            self.workspaces.git_timeout,
-        )
-        .await?;
+        self.workspaces.repo_layer(&mirror, &repo_layer).await?;
         let mut layers = previous.map(|p| p.layers.clone()).unwrap_or_default();
         layers.push(repo_layer);
-        let mut labels = BTreeMap::new();
-        labels.insert(IMAGE_LABEL.to_string(), id.to_string());
         // Limits come from the environment file, which is only known after checkout: the build
-        // runs with defaults, sessions get the declared ones.
-        let spec = SandboxSpec {
-            image: ImageSpec {
-                layers,
-                host_system: true,
-            },
-            env: BTreeMap::new(),
-            limits: Limits::default(),
-            labels,
-            network: Default::default(),
-        };
-        let sandbox = self.workspaces.provider.create(spec).await?;
+        // runs with defaults.
+        let sandbox = self
+            .workspaces
+            .create_labelled(layers, (IMAGE_LABEL, id))
+            .await?;
         let result = self.prepare(&sandbox, commit, previous, log).await;
         let result = match result {
             Ok((lockfile_hash, setup_ran)) => self
