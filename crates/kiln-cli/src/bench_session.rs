@@ -185,9 +185,7 @@ impl Bench {
     /// Stops the engine and destroys every sandbox it made.
     pub(crate) async fn stop(&self) {
         self.engine.shutdown().await;
-        for info in self.provider.list().await.unwrap_or_default() {
-            let _ = self.provider.destroy(&info.id).await;
-        }
+        self.provider.destroy_all().await;
     }
 
     pub(crate) async fn provider_destroy(&self, id: &str) -> anyhow::Result<()> {

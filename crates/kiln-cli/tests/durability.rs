@@ -68,6 +68,15 @@ impl Server {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Sends a prompt and checks it was accepted.
+    async fn send(&self, session: &str, text: &str) {
+        let path = format!("/api/sessions/{session}/prompts");
+        let (status, body) = self
+            .call(reqwest::Method::POST, &path, Some(json!({ "text": text })))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+
     async fn events(&self, session: &str) -> Vec<Value> {
         let (status, page) = self
             .call(
@@ -93,22 +102,53 @@ impl Server {
     }
 }
 
+/// How many prompts finished.
+fn finished(events: &[Value]) -> usize {
+    events
+        .iter()
+        .filter(|e| e["event"]["type"] == "prompt_finished")
+        .count()
+}
+
+/// `kiln sandbox ls` on the data dir, as text (`--json`: one object a line).
+fn sandbox_ls(data: &Path, json: bool) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    command.args(["sandbox", "ls", "--data-dir"]).arg(data);
+    if json {
+        command.arg("--json");
+    }
+    String::from_utf8_lossy(&command.output().unwrap().stdout).into_owned()
+}
+
+/// A scratch dir the sandbox uid can traverse, with a bare repo `r` and a data dir whose
+/// sandboxes are destroyed when the reaper drops.
+fn scratch(
+    prefix: &str,
+) -> (
+    tempfile::TempDir,
+    String,
+    std::path::PathBuf,
+    common::SandboxReaper,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let repo = kiln_testkit::bare_repo(dir.path(), "r", &[("README.md", "hello\n")]);
+    let data = dir.path().join("data");
+    let reaper = common::SandboxReaper(data.clone());
+    (dir, repo.to_string_lossy().into_owned(), data, reaper)
+}
+
 fn has(events: &[Value], kind: &str) -> bool {
     events.iter().any(|e| e["event"]["type"] == kind)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_acknowledged_and_no_session_is_wedged() {
-    let dir = tempfile::Builder::new()
-        .prefix("kd-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let repo = kiln_testkit::bare_repo(dir.path(), "r", &[("README.md", "hello\n")]);
-    let repo = repo.to_string_lossy().into_owned();
-    let data = dir.path().join("data");
-    let _reaper = common::SandboxReaper(data.clone());
+    let (_dir, repo, data, _reaper) = scratch("kd-");
     let model = FakeModel::start().await;
     // The first prompt writes a file, then the model hangs mid-answer.
     model.push(Script::Turn(Turn::tool(
@@ -182,12 +222,7 @@ async fn kill_9_loses_nothing_acknowledged_and_no_session_is_wedged() {
             .iter()
             .any(|e| e["event"]["type"] == "sandbox_status" && e["event"]["state"] == "starting")
     );
-    let listed = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["sandbox", "ls", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&listed.stdout);
+    let listed = sandbox_ls(&data, false);
     assert!(listed.contains(&sandbox_before), "{listed}");
 
     // The interrupted prompt can be retried.
@@ -196,22 +231,8 @@ async fn kill_9_loses_nothing_acknowledged_and_no_session_is_wedged() {
         json!({"path": "kept.txt"}),
     )));
     model.push(Script::Turn(Turn::text("retried")));
-    let (status, _) = server
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/sessions/{session}/prompts"),
-            Some(json!({"text": "first"})),
-        )
-        .await;
-    assert_eq!(status, 202);
-    let done = server
-        .wait_for(&session, |e| {
-            e.iter()
-                .filter(|x| x["event"]["type"] == "prompt_finished")
-                .count()
-                == 2
-        })
-        .await;
+    server.send(&session, "first").await;
+    let done = server.wait_for(&session, |e| finished(e) == 2).await;
     let read = done
         .iter()
         .rev()
@@ -228,15 +249,7 @@ async fn kill_9_loses_nothing_acknowledged_and_no_session_is_wedged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_claimed_from_the_warm_pool_is_reattached_after_kill_9() {
-    let dir = tempfile::Builder::new()
-        .prefix("kp-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let repo = kiln_testkit::bare_repo(dir.path(), "r", &[("README.md", "hello\n")]);
-    let data = dir.path().join("data");
-    let _reaper = common::SandboxReaper(data.clone());
+    let (_dir, repo, data, _reaper) = scratch("kp-");
     let model = FakeModel::start().await;
     model.push(Script::Turn(Turn::tool(
         "write_file",
@@ -245,7 +258,6 @@ async fn a_sandbox_claimed_from_the_warm_pool_is_reattached_after_kill_9() {
     model.push(Script::Turn(Turn::text("done")));
 
     let mut server = start(&data, &model);
-    let repo = repo.to_string_lossy().into_owned();
     let (status, _) = server
         .call(
             reqwest::Method::POST,
@@ -265,14 +277,7 @@ async fn a_sandbox_claimed_from_the_warm_pool_is_reattached_after_kill_9() {
     assert_eq!(status, 202);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let listed = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["sandbox", "ls", "--json", "--data-dir"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        let pooled = String::from_utf8_lossy(&listed.stdout)
-            .matches("kiln.pool")
-            .count();
+        let pooled = sandbox_ls(&data, true).matches("kiln.pool").count();
         if pooled >= 2 {
             break;
         }
@@ -311,22 +316,8 @@ async fn a_sandbox_claimed_from_the_warm_pool_is_reattached_after_kill_9() {
     )));
     model.push(Script::Turn(Turn::text("still here")));
     server = start(&data, &model);
-    let (status, _) = server
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/sessions/{session}/prompts"),
-            Some(json!({"text": "read"})),
-        )
-        .await;
-    assert_eq!(status, 202);
-    let after = server
-        .wait_for(&session, |e| {
-            e.iter()
-                .filter(|x| x["event"]["type"] == "prompt_finished")
-                .count()
-                == 2
-        })
-        .await;
+    server.send(&session, "read").await;
+    let after = server.wait_for(&session, |e| finished(e) == 2).await;
     // Reattached: no new sandbox was started or restored for the session.
     assert!(
         !after[before.len()..]
@@ -335,10 +326,5 @@ async fn a_sandbox_claimed_from_the_warm_pool_is_reattached_after_kill_9() {
         "{:#?}",
         &after[before.len()..]
     );
-    let listed = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["sandbox", "ls", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&listed.stdout).contains(&claimed));
+    assert!(sandbox_ls(&data, false).contains(&claimed));
 }

@@ -35,20 +35,7 @@ struct Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let provider = self.provider.clone();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    for info in provider.list().await.unwrap_or_default() {
-                        let _ = provider.destroy(&info.id).await;
-                    }
-                });
-            });
-        });
+        self.provider.destroy_all_blocking();
     }
 }
 

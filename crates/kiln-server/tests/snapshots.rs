@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestApp, finished};
+use common::{TestApp, finished, last_tool_output};
 use kiln_protocol::api::{Event, PromptOutcome, SandboxState};
 use kiln_sandbox::Provider;
 use kiln_testkit::{FakeModel, Script, Turn};
@@ -63,14 +63,7 @@ async fn a_follow_up_after_the_sandbox_is_gone_continues_from_the_snapshot() {
         &e.event,
         Event::SandboxStatus { state: SandboxState::Ready, detail: Some(d), .. } if d.contains("restored from snapshot")
     )));
-    let read = events
-        .iter()
-        .rev()
-        .find_map(|e| match &e.event {
-            Event::ToolCallFinished { output, .. } => Some(output.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let read = last_tool_output(&events);
     assert!(read.contains("kept"), "{read}");
     let after = app
         .sandbox_sh(
@@ -130,14 +123,7 @@ async fn an_idle_sandbox_is_snapshotted_and_stopped_and_the_next_prompt_restores
             finished(e, PromptOutcome::Completed) == 2
         })
         .await;
-    let read = events
-        .iter()
-        .rev()
-        .find_map(|e| match &e.event {
-            Event::ToolCallFinished { output, .. } => Some(output.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let read = last_tool_output(&events);
     assert!(read.contains("kept"), "{read}");
     app.stop().await;
 }

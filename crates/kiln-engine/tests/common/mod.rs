@@ -68,21 +68,7 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        let provider = self.provider.clone();
-        // Drop cannot await; a scoped thread with its own runtime can.
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    for info in provider.list().await.unwrap_or_default() {
-                        let _ = provider.destroy(&info.id).await;
-                    }
-                });
-            });
-        });
+        self.provider.destroy_all_blocking();
     }
 }
 

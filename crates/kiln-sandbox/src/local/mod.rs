@@ -142,6 +142,34 @@ impl LocalProvider {
         &self.inner.config
     }
 
+    /// Destroys every sandbox this provider lists; best effort, for shutting a data dir down
+    /// (tests, benchmarks). Returns how many were destroyed.
+    pub async fn destroy_all(&self) -> usize {
+        let mut destroyed = 0;
+        for info in self.list().await.unwrap_or_default() {
+            if self.destroy(&info.id).await.is_ok() {
+                destroyed += 1;
+            }
+        }
+        destroyed
+    }
+
+    /// [`LocalProvider::destroy_all`] from synchronous code, e.g. a `Drop` inside an async
+    /// test: it runs on its own thread with its own runtime.
+    pub fn destroy_all_blocking(&self) -> usize {
+        let provider = self.clone();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_or(0, |rt| rt.block_on(provider.destroy_all()))
+            })
+            .join()
+            .unwrap_or(0)
+        })
+    }
+
     fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.inner.config.data_dir.join("sandboxes").join(id)
     }

@@ -285,20 +285,7 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        let provider = self.provider.clone();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    for info in provider.list().await.unwrap_or_default() {
-                        let _ = provider.destroy(&info.id).await;
-                    }
-                });
-            });
-        });
+        self.provider.destroy_all_blocking();
     }
 }
 
@@ -378,6 +365,18 @@ pub fn tool_outcomes(events: &[EventEnvelope]) -> Vec<kiln_protocol::api::ToolOu
             _ => None,
         })
         .collect()
+}
+
+/// What the model was given by the last tool call.
+pub fn last_tool_output(events: &[EventEnvelope]) -> String {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.event {
+            Event::ToolCallFinished { output, .. } => Some(output.clone()),
+            _ => None,
+        })
+        .expect("a tool call finished")
 }
 
 /// A model request's messages alternate user and assistant, as the providers require.
