@@ -251,6 +251,21 @@ async fn sandbox(args: SandboxBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs a benchmark in a scratch directory under the data dir (named `NAME-PID`, removed
+/// afterwards, whatever happened) and prints its report as the last line, one JSON object.
+pub(crate) async fn report_in_scratch<R: Serialize>(
+    data_dir: &std::path::Path,
+    name: &str,
+    measure: impl AsyncFnOnce(&std::path::Path) -> anyhow::Result<R>,
+) -> anyhow::Result<()> {
+    let root = data_dir.join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let result = measure(&root).await;
+    let _ = std::fs::remove_dir_all(&root);
+    println!("{}", serde_json::to_string(&result?)?);
+    Ok(())
+}
+
 /// Median and 99th percentile in milliseconds.
 pub(crate) struct Stats {
     pub(crate) p50: f64,

@@ -69,16 +69,11 @@ pub(crate) struct Bench {
 }
 
 pub(crate) async fn run(args: SessionBenchArgs) -> anyhow::Result<()> {
-    let root = args
-        .data
-        .data_dir
-        .join(format!("bench-session-{}", std::process::id()));
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let result = measure(&args, &root).await;
-    let _ = std::fs::remove_dir_all(&root);
-    let report = result?;
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
+    let data_dir = args.data.data_dir.clone();
+    crate::bench::report_in_scratch(&data_dir, "bench-session", async |root| {
+        measure(&args, root).await
+    })
+    .await
 }
 
 async fn measure(args: &SessionBenchArgs, root: &Path) -> anyhow::Result<SessionReport> {

@@ -51,16 +51,11 @@ run = "python3 -c \"import os; os.makedirs('gen', exist_ok=True); [open(f'gen/m{
 "#;
 
 pub(crate) async fn run(args: StartBenchArgs) -> anyhow::Result<()> {
-    let root = args
-        .data
-        .data_dir
-        .join(format!("bench-start-{}", std::process::id()));
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let result = measure(&args, &root).await;
-    let _ = std::fs::remove_dir_all(&root);
-    let report = result?;
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
+    let data_dir = args.data.data_dir.clone();
+    crate::bench::report_in_scratch(&data_dir, "bench-start", async |root| {
+        measure(&args, root).await
+    })
+    .await
 }
 
 async fn measure(args: &StartBenchArgs, root: &Path) -> anyhow::Result<StartReport> {
@@ -174,14 +169,10 @@ async fn restores(bench: &Bench, runs: usize) -> anyhow::Result<Stats> {
     let log = bench.engine.store().open_session(&session).await?;
     let mut samples = Vec::with_capacity(runs);
     for i in 0..runs {
-        // Wait for the snapshot taken after the last prompt (prompt i + 1 is done).
+        // Wait for the snapshot taken after the last prompt (prompt i + 1).
         let want = i + 1;
-        // The worker goes idle only after the snapshot that follows the prompt.
         wait_until_async(
-            || async {
-                count_prompts_done(&log).await == want
-                    && !bench.engine.is_working(&session).await.unwrap_or(true)
-            },
+            || async { snapshotted_prompts(&log).await == want },
             "the prompt and its snapshot",
         )
         .await?;
@@ -204,16 +195,23 @@ async fn restores(bench: &Bench, runs: usize) -> anyhow::Result<Stats> {
     Ok(Stats::of(samples))
 }
 
-async fn count_prompts_done(log: &kiln_store::SessionLog) -> usize {
-    log.read_after(0, 100_000)
-        .await
-        .map(|events| {
-            events
-                .iter()
-                .filter(|e| matches!(e.event, Event::PromptFinished { .. }))
-                .count()
+/// How many prompts have finished, when the newest snapshot is of the last one (else 0).
+async fn snapshotted_prompts(log: &kiln_store::SessionLog) -> usize {
+    let Ok(events) = log.read_after(0, 100_000).await else {
+        return 0;
+    };
+    let finished: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::PromptFinished { prompt_id, .. } => Some(prompt_id.clone()),
+            _ => None,
         })
-        .unwrap_or(0)
+        .collect();
+    let snapshot = log.latest_snapshot().await.ok().flatten();
+    match (finished.last(), snapshot.and_then(|s| s.prompt_id)) {
+        (Some(last), Some(snapped)) if *last == snapped => finished.len(),
+        _ => 0,
+    }
 }
 
 /// The id of the sandbox the session's last status named.

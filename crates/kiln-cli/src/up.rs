@@ -115,6 +115,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         hooks: file.hooks,
         git_timeout: defaults.git_timeout,
         image_step_timeout: defaults.image_step_timeout,
+        snapshot_delay: defaults.snapshot_delay,
         image_rebuild_every: match file.image_rebuild_minutes.unwrap_or(30) {
             0 => None,
             minutes => Some(Duration::from_secs(minutes * 60)),

@@ -26,6 +26,9 @@ pub struct EngineConfig {
     pub pool_size: usize,
     /// How long a warm-up reservation holds a pooled sandbox for its user.
     pub reservation_ttl: Duration,
+    /// A finished prompt's snapshot is taken once the session has been quiet this long, so
+    /// back-to-back prompts do not wait for it.
+    pub snapshot_delay: Duration,
     /// A session's sandbox idle this long is snapshotted and stopped (the next prompt restores
     /// it); `None`: sandboxes stay up.
     pub idle_stop_after: Option<Duration>,
@@ -53,6 +56,7 @@ impl Default for EngineConfig {
             pool_size: 0,
             reservation_ttl: Duration::from_secs(60),
             idle_stop_after: None,
+            snapshot_delay: Duration::from_secs(2),
         }
     }
 }

@@ -15,6 +15,7 @@ use kiln_protocol::api::{
 };
 use kiln_sandbox::{Sandbox, SandboxId};
 use kiln_store::SessionLog;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -30,6 +31,8 @@ pub(crate) struct SessionActor {
     email: String,
     /// Whether the checkout has caught up with the default branch (see [`SyncGate`]).
     sync: watch::Sender<SyncState>,
+    /// Bumped by every scheduled snapshot; only the newest one runs.
+    snapshot_generation: AtomicU64,
     state: Mutex<State>,
     /// The sandbox, created on first need. An async mutex: whoever creates it holds the slot
     /// while the sandbox starts, and everyone else waits for that sandbox instead of starting
@@ -71,6 +74,7 @@ impl SessionActor {
             email: format!("{}@users.kiln.local", creator.id),
             creator,
             sync: watch::channel(SyncState::Done).0,
+            snapshot_generation: AtomicU64::new(0),
             state: Mutex::new(State::default()),
             sandbox: tokio::sync::Mutex::new(Slot {
                 sandbox: None,
@@ -177,7 +181,7 @@ impl SessionActor {
             let prompt_id = prompt.id.clone();
             PromptRun::new(inner, &self, prompt, cancel).run().await;
             if !inner.shutdown.is_cancelled() {
-                self.snapshot(inner, &prompt_id).await;
+                self.schedule_snapshot(inner, prompt_id);
             }
             self.state.lock().expect("state lock").last_active = Some(std::time::Instant::now());
             self.state.lock().expect("state lock").running = None;
@@ -510,6 +514,24 @@ impl SessionActor {
             Some(detail),
         )
         .await;
+    }
+
+    /// Snapshots the sandbox once the session has been quiet for the snapshot delay after
+    /// `prompt`: off the path of a follow-up that is already waiting. A later prompt's
+    /// schedule supersedes this one.
+    fn schedule_snapshot(self: &Arc<Self>, inner: &Arc<Inner>, prompt: PromptId) {
+        let generation = self.snapshot_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let (actor, inner2) = (self.clone(), inner.clone());
+        inner.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(inner2.config.snapshot_delay) => {}
+                _ = inner2.shutdown.cancelled() => return,
+            }
+            let current = actor.snapshot_generation.load(Ordering::SeqCst) == generation;
+            if current && !actor.is_working() {
+                actor.snapshot(&inner2, &prompt).await;
+            }
+        });
     }
 
     /// Snapshots the sandbox after a prompt, so the session can continue if it goes away.
