@@ -51,6 +51,8 @@ struct FileConfig {
     pool_size: Option<usize>,
     /// Snapshot and stop a session's sandbox after this many idle minutes (default 30; 0: never).
     idle_stop_minutes: Option<u64>,
+    /// Ready images kept per repo by the garbage collector, besides those in use (default 3).
+    images_kept: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +128,10 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
             minutes => Some(Duration::from_secs(minutes * 60)),
         },
         reservation_ttl: defaults.reservation_ttl,
+        image_max_layers: defaults.image_max_layers,
+        images_kept: file.images_kept.unwrap_or(defaults.images_kept).max(1),
+        gc_every: Some(Duration::from_secs(10 * 60)),
+        gc_grace: defaults.gc_grace,
     };
     Ok(Resolved {
         data_dir,
@@ -165,6 +171,15 @@ fn print_config(resolved: &Resolved) {
         "bash_timeout_secs = {}",
         resolved.engine.bash_timeout.as_secs()
     );
+    let minutes = |every: Option<Duration>| every.map_or(0, |d| d.as_secs() / 60);
+    let engine = &resolved.engine;
+    println!(
+        "image_rebuild_minutes = {}",
+        minutes(engine.image_rebuild_every)
+    );
+    println!("pool_size = {}", engine.pool_size);
+    println!("idle_stop_minutes = {}", minutes(engine.idle_stop_after));
+    println!("images_kept = {}", engine.images_kept);
     println!("[limits]");
     println!("max_turns = {}", resolved.engine.limits.max_turns);
     println!("max_tokens = {}", resolved.engine.limits.max_tokens);

@@ -7,9 +7,9 @@ use crate::error::{Error, Result};
 use crate::stream::{EventStream, SubscribeOptions};
 use kiln_core::{Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
-    CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, Image, Me,
-    PromptAccepted, Repo, SendPrompt, SessionCreated, SessionDetail, SessionSummary, ShareCreated,
-    StopSession, TokenCreated, TokenInfo, UpdateSession, User,
+    CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, Image,
+    ImageBuildStarted, Me, PromptAccepted, Repo, SendPrompt, SessionCreated, SessionDetail,
+    SessionSummary, ShareCreated, StopSession, TokenCreated, TokenInfo, UpdateSession, User,
 };
 use reqwest::{Method, Url, header};
 use serde::Serialize;
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// How long to wait for a TCP (and TLS) connection before calling the server unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Upper bound for one whole request; no endpoint streams over REST, so this is generous.
+/// Upper bound for one whole request (a streamed build log sets its own); generous.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A handle on one kiln server as one caller. Cheap to clone; clones share connections.
@@ -95,10 +95,26 @@ impl Client {
         self.call(Method::GET, &["repos", name], NO_BODY).await
     }
 
-    /// Starts building the repo's image; it shows up in [`Client::images`] when it ends.
-    pub async fn start_image_build(&self, repo: &str) -> Result<()> {
-        self.call_empty(Method::POST, &["repos", repo, "images"], NO_BODY)
+    /// Starts building the repo's image; follow it with [`Client::image_log`]. It shows up in
+    /// [`Client::images`] when it ends.
+    pub async fn start_image_build(&self, repo: &str) -> Result<ImageBuildStarted> {
+        self.call(Method::POST, &["repos", repo, "images"], NO_BODY)
             .await
+    }
+
+    /// An image build's log: while the build runs, what it wrote so far and then each new line
+    /// until it ends; after, the stored log. `timeout` bounds the whole stream (the client's
+    /// usual request timeout would cut a long build short).
+    pub async fn image_log(&self, repo: &str, id: &str, timeout: Duration) -> Result<ImageLog> {
+        let url = self.url(&["repos", repo, "images", id, "log"]);
+        tracing::debug!(%url, "kiln api request");
+        let request = self.http.get(url).timeout(timeout);
+        let response = self.send_request(request).await?;
+        Ok(ImageLog {
+            response,
+            base_url: self.base_url().to_string(),
+            pending: Vec::new(),
+        })
     }
 
     /// The repo's image builds, newest first, without their logs.
@@ -237,11 +253,19 @@ impl Client {
     ) -> Result<reqwest::Response> {
         tracing::debug!(%method, %url, "kiln api request");
         let mut request = self.http.request(method, url);
-        if let Some(token) = &self.token {
-            request = request.header(header::AUTHORIZATION, bearer(token)?);
-        }
         if let Some(body) = body {
             request = request.json(body);
+        }
+        self.send_request(request).await
+    }
+
+    /// Adds the token, sends, and turns an error status into an [`Error`].
+    async fn send_request(
+        &self,
+        mut request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        if let Some(token) = &self.token {
+            request = request.header(header::AUTHORIZATION, bearer(token)?);
         }
         let response = request
             .send()
@@ -253,6 +277,41 @@ impl Client {
         }
         let body = response.bytes().await.unwrap_or_default();
         Err(Error::from_status(self.base_url(), status.as_u16(), &body))
+    }
+}
+
+/// An image build's log as it arrives, line by line; see [`Client::image_log`].
+#[derive(Debug)]
+pub struct ImageLog {
+    response: reqwest::Response,
+    base_url: String,
+    /// Bytes of a line not yet complete (a chunk may end anywhere, even inside a character).
+    pending: Vec<u8>,
+}
+
+impl ImageLog {
+    /// The next line, without its newline; `None` when the log ended.
+    pub async fn next_line(&mut self) -> Result<Option<String>> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                return Ok(Some(String::from_utf8_lossy(&line[..end]).into_owned()));
+            }
+            match self
+                .response
+                .chunk()
+                .await
+                .map_err(|e| Error::transport(&self.base_url, &e))?
+            {
+                Some(chunk) => self.pending.extend_from_slice(&chunk),
+                None if self.pending.is_empty() => return Ok(None),
+                None => {
+                    let line = String::from_utf8_lossy(&self.pending).into_owned();
+                    self.pending.clear();
+                    return Ok(Some(line));
+                }
+            }
+        }
     }
 }
 

@@ -9,6 +9,6 @@ mod client;
 mod error;
 mod stream;
 
-pub use client::Client;
+pub use client::{Client, ImageLog};
 pub use error::{Error, Result};
 pub use stream::{EventStream, SubscribeOptions};

@@ -22,6 +22,17 @@ pub struct EngineConfig {
     /// How often every repo's image is rebuilt when its default branch moved; `None`: never
     /// on a schedule (only on request).
     pub image_rebuild_every: Option<Duration>,
+    /// The deepest layer stack an incremental image build may make; past it, the next build
+    /// starts over (squashing the stack).
+    pub image_max_layers: usize,
+    /// Ready images kept per repo by the garbage collector, besides any still in use.
+    pub images_kept: usize,
+    /// How often the garbage collector runs (it also runs after every image build); `None`:
+    /// only after builds.
+    pub gc_every: Option<Duration>,
+    /// Layers younger than this are never collected: they may belong to a build or snapshot
+    /// that is not recorded yet.
+    pub gc_grace: Duration,
     /// Ready sandboxes kept per repo that has an image (0: no pool).
     pub pool_size: usize,
     /// How long a warm-up reservation holds a pooled sandbox for its user.
@@ -53,6 +64,10 @@ impl Default for EngineConfig {
             git_timeout: Duration::from_secs(300),
             image_step_timeout: Duration::from_secs(1800),
             image_rebuild_every: None,
+            image_max_layers: 24,
+            images_kept: 3,
+            gc_every: None,
+            gc_grace: Duration::from_secs(600),
             pool_size: 0,
             reservation_ttl: Duration::from_secs(60),
             idle_stop_after: None,

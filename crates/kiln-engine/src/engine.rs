@@ -5,8 +5,9 @@
 
 use crate::config::EngineConfig;
 use crate::hooks::{Hook, HookConfig};
+use crate::pool::{PoolEntry, Reserved};
 use crate::session::SessionActor;
-use crate::workspace::{SESSION_LABEL, Workspaces};
+use crate::workspace::{SESSION_LABEL, SyncTarget, Workspaces};
 use crate::{Error, Result};
 use kiln_core::{PromptId, Role, SessionId};
 use kiln_model::ModelClient;
@@ -42,10 +43,12 @@ pub(crate) struct Inner {
     sessions: Mutex<HashMap<SessionId, Arc<SessionActor>>>,
     /// Warm sandboxes per repo, and warm-up reservations.
     pub(crate) pools: crate::pool::Pools,
-    /// Repos with an image build running: one build per repo at a time.
-    building: Mutex<std::collections::HashSet<String>>,
+    /// The image build running per repo (one at a time): its id and live log.
+    building: Mutex<HashMap<String, RunningBuild>>,
     /// Sandboxes found running at start-up, by session, to reattach instead of recreate.
     recovered: Mutex<HashMap<SessionId, SandboxId>>,
+    /// Held by a garbage collection, so two never overlap.
+    gc: tokio::sync::Mutex<()>,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
 }
@@ -86,8 +89,9 @@ impl Engine {
                 hooks,
                 sessions: Mutex::new(HashMap::new()),
                 recovered: Mutex::new(HashMap::new()),
-                building: Mutex::new(std::collections::HashSet::new()),
+                building: Mutex::new(HashMap::new()),
                 pools: crate::pool::Pools::default(),
+                gc: tokio::sync::Mutex::new(()),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
             }),
@@ -101,6 +105,9 @@ impl Engine {
         }
         if let Some(after) = engine.inner.config.idle_stop_after {
             engine.start_idle_reaper(after);
+        }
+        if let Some(every) = engine.inner.config.gc_every {
+            engine.start_gc(every);
         }
         Ok(engine)
     }
@@ -312,13 +319,30 @@ impl Engine {
             kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {repo:?}")),
             e => e.into(),
         })?;
-        let _building = BuildGuard::take(&self.inner, &repo.name)?;
+        let build = BuildGuard::take(&self.inner, &repo.name)?;
+        self.run_image_build(&repo, &build).await
+    }
+
+    /// Runs the build `build` stands for; a build that cannot run says why in its live log.
+    async fn run_image_build(
+        &self,
+        repo: &kiln_protocol::api::Repo,
+        build: &BuildGuard,
+    ) -> Result<kiln_store::ImageRecord> {
         let builder = crate::images::ImageBuilder {
             workspaces: self.inner.workspaces.clone(),
             store: self.inner.store.clone(),
             step_timeout: self.inner.config.image_step_timeout,
+            max_layers: self.inner.config.image_max_layers,
         };
-        let image = builder.build(&repo).await?;
+        let image = builder
+            .build(repo, &build.id, &build.log)
+            .await
+            .inspect_err(|e| {
+                build
+                    .log
+                    .push_str(&format!("\n== the build could not run: {e}\n"))
+            })?;
         if image.is_ready() {
             self.spawn_refill(&repo.name);
         }
@@ -346,17 +370,13 @@ impl Engine {
         }
         let mut made = 0;
         while self.inner.pools.size(repo) < size && !self.inner.shutdown.is_cancelled() {
-            let sandbox = self
-                .inner
-                .workspaces
-                .create_pooled(repo, &image.layers)
-                .await?;
+            let sandbox = self.inner.workspaces.create_pooled(repo, &image).await?;
             self.inner.pools.add(
                 repo,
                 crate::pool::PoolEntry {
                     sandbox,
                     image_id: image.id.clone(),
-                    image_commit: image.commit.clone(),
+                    checkout: Arc::new(tokio::sync::Mutex::new(image.commit.clone())),
                 },
             );
             made += 1;
@@ -404,7 +424,49 @@ impl Engine {
             .pools
             .reserve(repo, &user.id, self.inner.config.reservation_ttl);
         self.spawn_refill(repo);
-        Ok(reserved)
+        Ok(match reserved {
+            Reserved::New(entry) => {
+                self.spawn_warm_sync(repo, entry);
+                true
+            }
+            Reserved::Extended => true,
+            Reserved::None => false,
+        })
+    }
+
+    /// Brings a reserved sandbox's checkout to the head of the default branch while its user
+    /// types, so the session's own sync only has to name its branch.
+    fn spawn_warm_sync(&self, repo: &str, entry: PoolEntry) {
+        let (inner, repo) = (self.inner.clone(), repo.to_string());
+        self.inner.tracker.spawn(async move {
+            let mut checkout = entry.checkout.lock().await;
+            let Ok(repo) = inner.store.repo(&repo).await else {
+                return;
+            };
+            let sync =
+                inner
+                    .workspaces
+                    .sync(&entry.sandbox, &repo, &checkout, SyncTarget::Detached);
+            let result = tokio::select! {
+                result = sync => result,
+                _ = inner.shutdown.cancelled() => return,
+            };
+            match result {
+                Ok(head) => *checkout = head,
+                // The session's own sync tries again from where the checkout is.
+                Err(e) => tracing::info!(repo = %repo.name, error = %e, "warm-up sync failed"),
+            }
+        });
+    }
+
+    /// Warm-up while typing in a session: when its sandbox was stopped (or never made), it
+    /// starts coming back now rather than when the prompt arrives. Best effort.
+    pub async fn warm_session(&self, session: &SessionId) {
+        match self.actor(session).await {
+            Ok(actor) if !actor.is_working() => actor.warm_sandbox(&self.inner),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(%session, error = %e, "cannot warm a session"),
+        }
     }
 
     /// The image of each ready sandbox in the repo's pool.
@@ -481,6 +543,39 @@ impl Engine {
         });
     }
 
+    /// Collects images and layers nothing uses any more (see [`crate::gc`]).
+    pub async fn collect_garbage(&self) -> Result<crate::GcReport> {
+        let _one = self.inner.gc.lock().await;
+        let report = crate::gc::collect(&self.inner).await?;
+        if report != crate::GcReport::default() {
+            tracing::info!(?report, "garbage collected");
+        }
+        Ok(report)
+    }
+
+    /// Runs [`Engine::collect_garbage`] every `every`, until shutdown.
+    fn start_gc(&self, every: std::time::Duration) {
+        let engine = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                tokio::select! {
+                    result = engine.collect_garbage() => if let Err(e) = result {
+                        tracing::warn!(error = %e, "garbage collection failed");
+                    },
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
     /// Runs [`Engine::rebuild_moved_images`] now and then every `every`, until shutdown.
     fn start_image_cadence(&self, every: std::time::Duration) {
         let engine = self.clone();
@@ -503,36 +598,40 @@ impl Engine {
         });
     }
 
-    /// Starts [`Engine::build_image`] in the background; its record appears in the registry
-    /// when it ends. `Conflict` while the repo is building.
-    pub async fn start_image_build(&self, repo: &str) -> Result<()> {
-        self.inner.store.repo(repo).await.map_err(|e| match e {
+    /// Starts [`Engine::build_image`] in the background and returns the new image's id; its
+    /// log can be followed at once ([`Engine::build_log`]) and its record appears in the
+    /// registry when it ends. `Conflict` while the repo is building.
+    pub async fn start_image_build(&self, repo: &str) -> Result<String> {
+        let repo = self.inner.store.repo(repo).await.map_err(|e| match e {
             kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {repo:?}")),
             e => e.into(),
         })?;
-        if self
-            .inner
-            .building
-            .lock()
-            .expect("building lock")
-            .contains(repo)
-        {
-            return Err(Error::Conflict(format!(
-                "an image of {repo:?} is being built"
-            )));
-        }
-        let (engine, repo) = (self.clone(), repo.to_string());
+        let build = BuildGuard::take(&self.inner, &repo.name)?;
+        let id = build.id.clone();
+        let engine = self.clone();
         let shutdown = self.inner.shutdown.clone();
         self.inner.tracker.spawn(async move {
+            let name = &repo.name;
             tokio::select! {
-                result = engine.build_image(&repo) => match result {
-                    Ok(image) => tracing::info!(repo, image = %image.id, ok = image.is_ready(), "image build ended"),
-                    Err(e) => tracing::warn!(repo, error = %e, "image build could not run"),
+                result = engine.run_image_build(&repo, &build) => match result {
+                    Ok(image) => tracing::info!(repo = name, image = %image.id, ok = image.is_ready(), "image build ended"),
+                    Err(e) => tracing::warn!(repo = name, error = %e, "image build could not run"),
                 },
                 _ = shutdown.cancelled() => {}
             }
         });
-        Ok(())
+        Ok(id)
+    }
+
+    /// The log of the repo's build `id` while it runs: what was written so far, then each new
+    /// piece until the build ends. `None` when no such build is running (it may have ended:
+    /// its record has the log).
+    pub fn build_log(&self, repo: &str, id: &str) -> Option<crate::images::BuildLogFollower> {
+        let building = self.inner.building.lock().expect("building lock");
+        building
+            .get(repo)
+            .filter(|build| build.id == id)
+            .map(|build| build.log.follow())
     }
 
     /// Checks a repo's hooks the way a prompt will build them, so a bad matcher or timeout is
@@ -552,6 +651,16 @@ impl Engine {
         sessions
             .get(session)
             .and_then(|actor| actor.sandbox_state())
+    }
+
+    /// Checks an environment definition set through the API the way a build will read it, so
+    /// a mistake is refused when it is set.
+    pub fn check_environment(&self, text: &str) -> Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        crate::images::environment::Environment::parse(text).map_err(Error::Invalid)?;
+        Ok(())
     }
 
     /// Records that someone gained a role (e.g. by a share link).
@@ -622,37 +731,56 @@ fn title_from(prompt: &str) -> String {
     }
 }
 
-/// Marks a repo as building while alive.
-struct BuildGuard<'a> {
-    inner: &'a Inner,
-    repo: String,
+/// A repo's running image build, as others see it.
+#[derive(Debug)]
+struct RunningBuild {
+    id: String,
+    log: Arc<crate::images::BuildLog>,
 }
 
-impl<'a> BuildGuard<'a> {
-    fn take(inner: &'a Inner, repo: &str) -> Result<BuildGuard<'a>> {
-        if !inner
-            .building
-            .lock()
-            .expect("building lock")
-            .insert(repo.to_string())
-        {
+/// One image build of a repo: marks the repo as building while alive, and ends the live log
+/// (its followers) when dropped — also when the build is cancelled.
+struct BuildGuard {
+    inner: Arc<Inner>,
+    repo: String,
+    /// The image's id, chosen now so that callers can follow the build from its start.
+    id: String,
+    log: Arc<crate::images::BuildLog>,
+}
+
+impl BuildGuard {
+    fn take(inner: &Arc<Inner>, repo: &str) -> Result<BuildGuard> {
+        let mut building = inner.building.lock().expect("building lock");
+        if building.contains_key(repo) {
             return Err(Error::Conflict(format!(
                 "an image of {repo:?} is being built"
             )));
         }
+        let id = format!("img-{}", kiln_core::random_hex(8));
+        let log = Arc::new(crate::images::BuildLog::default());
+        building.insert(
+            repo.to_string(),
+            RunningBuild {
+                id: id.clone(),
+                log: log.clone(),
+            },
+        );
         Ok(BuildGuard {
-            inner,
+            inner: inner.clone(),
             repo: repo.to_string(),
+            id,
+            log,
         })
     }
 }
 
-impl Drop for BuildGuard<'_> {
+impl Drop for BuildGuard {
     fn drop(&mut self) {
         self.inner
             .building
             .lock()
             .expect("building lock")
             .remove(&self.repo);
+        self.log.finish();
     }
 }

@@ -10,19 +10,33 @@
 use kiln_core::UserId;
 use kiln_sandbox::Sandbox;
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Label naming the repo a pooled sandbox is warm for.
 pub(crate) const POOL_LABEL: &str = "kiln.pool";
+
+/// The commit a sandbox's checkout is at: the image's, until a sync moves it. Held while a sync
+/// runs, so a session's sync that follows a warm-up's waits for it and starts where it ended.
+pub(crate) type Checkout = Arc<tokio::sync::Mutex<String>>;
 
 /// A ready sandbox from an image.
 #[derive(Debug, Clone)]
 pub(crate) struct PoolEntry {
     pub(crate) sandbox: Sandbox,
     pub(crate) image_id: String,
-    /// The checkout's commit: where the session's sync starts from.
-    pub(crate) image_commit: String,
+    pub(crate) checkout: Checkout,
+}
+
+/// What [`Pools::reserve`] did.
+#[derive(Debug)]
+pub(crate) enum Reserved {
+    /// This entry is now held for the user.
+    New(PoolEntry),
+    /// The user already held one; it is held longer.
+    Extended,
+    /// No entry was ready.
+    None,
 }
 
 #[derive(Debug)]
@@ -63,15 +77,15 @@ impl Pools {
         (None, dead)
     }
 
-    /// Reserves an entry of `repo` for `user` until `ttl` from now. `true` when the user holds
-    /// a reservation afterwards.
-    pub(crate) fn reserve(&self, repo: &str, user: &UserId, ttl: Duration) -> bool {
+    /// Reserves an entry of `repo` for `user` until `ttl` from now (extending the user's
+    /// reservation if they hold one).
+    pub(crate) fn reserve(&self, repo: &str, user: &UserId, ttl: Duration) -> Reserved {
         self.expire();
         let key = (user.clone(), repo.to_string());
         let mut reservations = self.reservations.lock().expect("pool lock");
         if let Some(reservation) = reservations.get_mut(&key) {
             reservation.expires = Instant::now() + ttl;
-            return true;
+            return Reserved::Extended;
         }
         let entry = self
             .entries
@@ -81,6 +95,7 @@ impl Pools {
             .and_then(Vec::pop);
         match entry {
             Some(entry) => {
+                let reserved = entry.clone();
                 reservations.insert(
                     key,
                     Reservation {
@@ -88,9 +103,9 @@ impl Pools {
                         expires: Instant::now() + ttl,
                     },
                 );
-                true
+                Reserved::New(reserved)
             }
-            None => false,
+            None => Reserved::None,
         }
     }
 

@@ -7,7 +7,9 @@
 
 use crate::agent::PromptRun;
 use crate::engine::Inner;
+use crate::pool::Checkout;
 use crate::sync_gate::{SyncGate, SyncState};
+use crate::workspace::SyncTarget;
 use crate::{Error, Result};
 use kiln_core::PromptId;
 use kiln_protocol::api::{
@@ -55,8 +57,8 @@ struct State {
 #[derive(Debug, Default)]
 struct Slot {
     sandbox: Option<Sandbox>,
-    /// The commit of the image the sandbox came from, while it may need (re)syncing.
-    image_commit: Option<String>,
+    /// Where the checkout of a sandbox made from an image is, while it may need (re)syncing.
+    checkout: Option<Checkout>,
     /// A sandbox found running at start-up, reattached on first need.
     recovered: Option<SandboxId>,
 }
@@ -78,7 +80,7 @@ impl SessionActor {
             state: Mutex::new(State::default()),
             sandbox: tokio::sync::Mutex::new(Slot {
                 sandbox: None,
-                image_commit: None,
+                checkout: None,
                 recovered,
             }),
         }
@@ -295,8 +297,8 @@ impl SessionActor {
             && sandbox.guest().gone().is_none()
         {
             // A failed sync is retried when the next prompt asks for the sandbox.
-            if let (Some(base), SyncState::Failed(_)) = (&slot.image_commit, &*self.sync.borrow()) {
-                self.start_sync(inner, sandbox.clone(), base.clone());
+            if let (Some(checkout), SyncState::Failed(_)) = (&slot.checkout, &*self.sync.borrow()) {
+                self.start_sync(inner, sandbox.clone(), checkout.clone());
             }
             return Ok(sandbox.clone());
         }
@@ -316,8 +318,14 @@ impl SessionActor {
         match self.log.latest_snapshot().await {
             Ok(Some(snapshot)) => {
                 self.status(SandboxState::Starting, None, None).await;
+                // The files are the session's; the env and limits are the repo's as of now.
+                let runtime = self.latest_image(inner).await.map(|i| i.runtime);
                 return match workspaces
-                    .create_from_layers(self.log.id(), &snapshot.layers)
+                    .create_from_layers(
+                        self.log.id(),
+                        &snapshot.layers,
+                        &runtime.unwrap_or_default(),
+                    )
                     .await
                 {
                     Ok(sandbox) => {
@@ -325,7 +333,7 @@ impl SessionActor {
                         let id = Some(sandbox.id().to_string());
                         self.status(SandboxState::Ready, id, Some(detail)).await;
                         slot.sandbox = Some(sandbox.clone());
-                        slot.image_commit = None;
+                        slot.checkout = None;
                         self.sync.send_replace(SyncState::Done);
                         Ok(sandbox)
                     }
@@ -360,22 +368,16 @@ impl SessionActor {
             let id = Some(sandbox.id().to_string());
             self.status(SandboxState::Syncing, id, Some(detail)).await;
             slot.sandbox = Some(sandbox.clone());
-            slot.image_commit = Some(entry.image_commit.clone());
-            self.start_sync(inner, sandbox.clone(), entry.image_commit);
+            slot.checkout = Some(entry.checkout.clone());
+            self.start_sync(inner, sandbox.clone(), entry.checkout);
             return Ok(sandbox);
         }
         self.status(SandboxState::Starting, None, None).await;
-        let image = match inner.store.latest_image(&self.repo.name).await {
-            Ok(image) => image,
-            Err(e) => {
-                tracing::warn!(repo = %self.repo.name, error = %e, "cannot read the image registry");
-                None
-            }
-        };
+        let image = self.latest_image(inner).await;
         let created = match &image {
             Some(image) => {
                 workspaces
-                    .create_from_layers(self.log.id(), &image.layers)
+                    .create_from_layers(self.log.id(), &image.layers, &image.runtime)
                     .await
             }
             None => {
@@ -397,8 +399,9 @@ impl SessionActor {
                             self.repo.default_branch
                         );
                         self.status(SandboxState::Syncing, id, Some(detail)).await;
-                        slot.image_commit = Some(image.commit.clone());
-                        self.start_sync(inner, sandbox.clone(), image.commit);
+                        let checkout = Arc::new(tokio::sync::Mutex::new(image.commit));
+                        slot.checkout = Some(checkout.clone());
+                        self.start_sync(inner, sandbox.clone(), checkout);
                     }
                     None => self.status(SandboxState::Ready, id, None).await,
                 }
@@ -412,29 +415,43 @@ impl SessionActor {
         }
     }
 
+    /// The repo's newest ready image; `None` (logged) when the registry cannot be read.
+    async fn latest_image(&self, inner: &Inner) -> Option<kiln_store::ImageRecord> {
+        inner
+            .store
+            .latest_image(&self.repo.name)
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(repo = %self.repo.name, error = %e, "cannot read the image registry")
+            })
+            .ok()
+            .flatten()
+    }
+
     fn git_identity(&self) -> (&str, &str) {
         (&self.creator.name, &self.email)
     }
 
     /// Syncs the checkout in the background; writes wait for it (the gate), reads do not.
-    fn start_sync(self: &Arc<Self>, inner: &Arc<Inner>, sandbox: Sandbox, base_commit: String) {
+    fn start_sync(self: &Arc<Self>, inner: &Arc<Inner>, sandbox: Sandbox, checkout: Checkout) {
         self.sync.send_replace(SyncState::Pending);
         let (actor, workspaces) = (self.clone(), inner.workspaces.clone());
         let shutdown = inner.shutdown.clone();
         inner.tracker.spawn(async move {
-            let sync = workspaces.sync(
-                &sandbox,
-                actor.log.id(),
-                &actor.repo,
-                &base_commit,
-                actor.git_identity(),
-            );
+            // Waits for a warm-up's sync of the same checkout, if one is running.
+            let mut at = checkout.lock().await;
+            let target = SyncTarget::Branch {
+                session: actor.log.id(),
+                author: actor.git_identity(),
+            };
+            let sync = workspaces.sync(&sandbox, &actor.repo, &at, target);
             let result = tokio::select! {
                 result = sync => result,
                 _ = shutdown.cancelled() => return,
             };
             match result {
-                Ok(()) => {
+                Ok(head) => {
+                    *at = head;
                     actor.sync.send_replace(SyncState::Done);
                     actor
                         .status(SandboxState::Ready, Some(sandbox.id().to_string()), None)
@@ -505,7 +522,7 @@ impl SessionActor {
         if let Err(e) = inner.workspaces.provider.destroy(sandbox.id()).await {
             tracing::warn!(sandbox = %sandbox.id(), error = %e, "cannot stop an idle sandbox");
         }
-        slot.image_commit = None;
+        slot.checkout = None;
         self.state.lock().expect("state lock").last_active = None;
         let detail = format!("idle for {after:?}; the next prompt restores it");
         self.status(

@@ -9,10 +9,11 @@
 use crate::host::git;
 use crate::{Error, Result};
 use kiln_core::SessionId;
-use kiln_protocol::api::Repo;
+use kiln_protocol::api::{ImageRuntime, Repo, ResourceLimits};
 use kiln_sandbox::{
     CommandLine, ExecRequest, ImageSpec, Limits, Provider, Sandbox, SandboxId, SandboxSpec,
 };
+use kiln_store::ImageRecord;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +27,18 @@ const SYNC_BUNDLE: &str = "/tmp/.kiln-sync.bundle";
 
 /// Label naming the session a sandbox belongs to; recovery uses it to find orphans.
 pub(crate) const SESSION_LABEL: &str = "kiln.session";
+
+/// Where [`Workspaces::sync`] leaves the checkout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SyncTarget<'a> {
+    /// At the head, on no branch: a warm sandbox no session owns yet.
+    Detached,
+    /// On the session's branch `kiln/<session>`, committing as `author` (name, email).
+    Branch {
+        session: &'a SessionId,
+        author: (&'a str, &'a str),
+    },
+}
 
 /// Prepares checkouts and creates session sandboxes.
 #[derive(Debug, Clone)]
@@ -117,11 +130,13 @@ impl Workspaces {
         Ok(())
     }
 
-    /// Creates a sandbox from read-only layers (over the host system), tagged with one label
-    /// saying what it is for: a session, a pool, an image build.
+    /// Creates a sandbox from read-only layers (over the host system) with the env and limits
+    /// of the repo's environment, tagged with one label saying what it is for: a session, a
+    /// pool, an image build.
     pub(crate) async fn create_labelled(
         &self,
         layers: Vec<PathBuf>,
+        runtime: &ImageRuntime,
         label: (&str, &str),
     ) -> Result<Sandbox> {
         let spec = SandboxSpec {
@@ -129,8 +144,8 @@ impl Workspaces {
                 layers,
                 host_system: true,
             },
-            env: BTreeMap::new(),
-            limits: Limits::default(),
+            env: runtime.env.clone(),
+            limits: limits(&runtime.limits),
             labels: BTreeMap::from([(label.0.to_string(), label.1.to_string())]),
             network: Default::default(),
         };
@@ -148,7 +163,11 @@ impl Workspaces {
         let layer = self.layer(session);
         self.repo_layer(&mirror, &layer).await?;
         let sandbox = self
-            .create_labelled(vec![layer], (SESSION_LABEL, session.as_str()))
+            .create_labelled(
+                vec![layer],
+                &ImageRuntime::default(),
+                (SESSION_LABEL, session.as_str()),
+            )
             .await?;
         let branch = format!("kiln/{session}");
         let script = format!(
@@ -196,38 +215,43 @@ impl Workspaces {
         &self,
         session: &SessionId,
         layers: &[PathBuf],
+        runtime: &ImageRuntime,
     ) -> Result<Sandbox> {
-        self.create_labelled(layers.to_vec(), (SESSION_LABEL, session.as_str()))
+        self.create_labelled(layers.to_vec(), runtime, (SESSION_LABEL, session.as_str()))
             .await
     }
 
-    /// Creates a warm pool sandbox of `repo` from its image's layers.
-    pub(crate) async fn create_pooled(&self, repo: &str, layers: &[PathBuf]) -> Result<Sandbox> {
-        self.create_labelled(layers.to_vec(), (crate::pool::POOL_LABEL, repo))
-            .await
+    /// Creates a warm pool sandbox of `repo` from its image.
+    pub(crate) async fn create_pooled(&self, repo: &str, image: &ImageRecord) -> Result<Sandbox> {
+        self.create_labelled(
+            image.layers.clone(),
+            &image.runtime,
+            (crate::pool::POOL_LABEL, repo),
+        )
+        .await
     }
 
-    /// Brings a sandbox made from an image to the head of the repo's default branch on the
-    /// session's branch. New commits travel as a git bundle written through the guest: the
-    /// sandbox has no network and never sees a credential.
+    /// Brings a sandbox's checkout from `base_commit` to the head of the repo's default branch,
+    /// then onto `target`; returns the head. New commits travel as a git bundle written through
+    /// the guest: the sandbox has no network and never sees a credential.
     pub(crate) async fn sync(
         &self,
         sandbox: &Sandbox,
-        session: &SessionId,
         repo: &Repo,
         base_commit: &str,
-        author: (&str, &str),
-    ) -> Result<()> {
+        target: SyncTarget<'_>,
+    ) -> Result<String> {
         let (mirror, head) = self.branch_head(repo).await?;
         let branch = format!("refs/heads/{}", repo.default_branch);
         let mut script = format!("set -e\ncd {WORKDIR}\n");
         if head != base_commit {
-            let bundle = self.layer(session).with_extension("bundle");
-            tokio::fs::create_dir_all(bundle.parent().expect("has a parent"))
+            let scratch = self.data_dir.join("tmp");
+            tokio::fs::create_dir_all(&scratch)
                 .await
-                .map_err(|e| Error::Git(format!("creating {}: {e}", bundle.display())))?;
+                .map_err(|e| Error::Git(format!("creating {}: {e}", scratch.display())))?;
+            let bundle = scratch.join(format!("sync-{}.bundle", kiln_core::random_hex(8)));
             let exclude = format!("^{base_commit}");
-            git(
+            let created = git(
                 &mirror,
                 &[
                     "bundle",
@@ -239,26 +263,37 @@ impl Workspaces {
                 ],
                 self.git_timeout,
             )
-            .await?;
-            let bytes = tokio::fs::read(&bundle)
-                .await
-                .map_err(|e| Error::Git(format!("reading {}: {e}", bundle.display())))?;
+            .await;
+            let bytes = match created {
+                Ok(_) => tokio::fs::read(&bundle)
+                    .await
+                    .map_err(|e| Error::Git(format!("reading {}: {e}", bundle.display()))),
+                Err(e) => Err(e),
+            };
             let _ = tokio::fs::remove_file(&bundle).await;
             sandbox
                 .guest()
-                .write_file(SYNC_BUNDLE, &bytes, Some(0o600))
+                .write_file(SYNC_BUNDLE, &bytes?, Some(0o600))
                 .await?;
             script.push_str(&format!(
                 "git fetch --quiet {SYNC_BUNDLE} {branch}\nrm -f {SYNC_BUNDLE}\n"
             ));
         }
-        script.push_str(&format!(
-            "git checkout --quiet -B kiln/{session} {head}\n\
-             git config user.name {name}\n\
-             git config user.email {email}\n",
-            name = shell_quote(author.0),
-            email = shell_quote(author.1),
-        ));
+        match target {
+            SyncTarget::Detached => {
+                if head == base_commit {
+                    return Ok(head);
+                }
+                script.push_str(&format!("git checkout --quiet --detach {head}\n"));
+            }
+            SyncTarget::Branch { session, author } => script.push_str(&format!(
+                "git checkout --quiet -B kiln/{session} {head}\n\
+                 git config user.name {name}\n\
+                 git config user.email {email}\n",
+                name = shell_quote(author.0),
+                email = shell_quote(author.1),
+            )),
+        }
         let outcome = sandbox
             .run(ExecRequest {
                 command: CommandLine::Shell { script },
@@ -275,11 +310,25 @@ impl Workspaces {
                 String::from_utf8_lossy(&outcome.stderr).trim()
             )));
         }
-        Ok(())
+        Ok(head)
     }
 
     pub(crate) async fn attach(&self, id: &SandboxId) -> Result<Sandbox> {
         Ok(self.provider.attach(id).await?)
+    }
+}
+
+/// The server's default limits with the environment's where it sets them.
+fn limits(wanted: &ResourceLimits) -> Limits {
+    let defaults = Limits::default();
+    Limits {
+        memory_bytes: wanted
+            .memory_mb
+            .map(|mb| mb << 20)
+            .or(defaults.memory_bytes),
+        pids: wanted.pids.or(defaults.pids),
+        cpu_weight: defaults.cpu_weight,
+        disk_bytes: wanted.disk_mb.map_or(defaults.disk_bytes, |mb| mb << 20),
     }
 }
 

@@ -73,6 +73,7 @@ async fn fixture_with(config: EngineConfig) -> Fixture {
             default_branch: None,
             description: None,
             hooks: Vec::new(),
+            environment: None,
         })
         .await
         .unwrap();

@@ -9,6 +9,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     #[error("sandbox {0} not found")]
     NotFound(SandboxId),
+    #[error("snapshot {0} not found")]
+    SnapshotNotFound(crate::SnapshotId),
+    #[error("{0} is in use by sandbox {1}")]
+    InUse(crate::SnapshotId, SandboxId),
     #[error("invalid sandbox spec: {0}")]
     InvalidSpec(String),
     #[error("{0}")]

@@ -22,4 +22,5 @@ pub use local::{LocalConfig, LocalProvider};
 pub use provider::{Provider, ResourceEvents, Sandbox};
 pub use spec::{
     ImageSpec, Limits, NetworkPolicy, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
+    SnapshotInfo,
 };

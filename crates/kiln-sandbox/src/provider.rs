@@ -1,7 +1,9 @@
 //! The provider interface and the sandbox handle every other part of kiln uses.
 
 use crate::guest_client::{ExecOutcome, ExecStream, GuestClient};
-use crate::{ExecRequest, Result, SandboxId, SandboxInfo, SandboxSpec, Snapshot};
+use crate::{
+    ExecRequest, Result, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId, SnapshotInfo,
+};
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -22,6 +24,11 @@ pub trait Provider: Send + Sync + Debug + 'static {
     /// Captures the writable layer, deletions included, as an immutable snapshot. The sandbox
     /// keeps running; it is paused while the layer is copied so the copy is consistent.
     async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot>;
+    /// Every snapshot this provider holds, oldest first.
+    async fn snapshots(&self) -> Result<Vec<SnapshotInfo>>;
+    /// Deletes a snapshot for good. [`crate::Error::InUse`] while a sandbox runs on it;
+    /// [`crate::Error::SnapshotNotFound`] when there is no such snapshot.
+    async fn delete_snapshot(&self, id: &SnapshotId) -> Result<()>;
 }
 
 /// Counters of limit hits, read from wherever the provider enforces limits.

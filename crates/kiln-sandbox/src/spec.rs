@@ -138,3 +138,13 @@ pub struct Snapshot {
     /// Bytes of file contents in the captured layer.
     pub size_bytes: u64,
 }
+
+/// A snapshot as listed by its provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub id: SnapshotId,
+    /// The layer an [`ImageSpec`] names to use it.
+    pub layer: PathBuf,
+    /// When it was taken, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+}

@@ -33,6 +33,9 @@ pub struct AppState {
     pub engine: Engine,
     pub store: Store,
     presence: Presence,
+    /// Cancelled when the server starts shutting down: responses that stream for as long as
+    /// something runs (a build's log) end then, or the graceful shutdown would wait for them.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -41,6 +44,7 @@ impl AppState {
             store: engine.store().clone(),
             engine,
             presence: Presence::default(),
+            closing: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -65,6 +69,7 @@ pub fn router(state: AppState) -> Router {
             post(repos::build_image).get(repos::list_images),
         )
         .route("/repos/{name}/images/{id}", get(repos::get_image))
+        .route("/repos/{name}/images/{id}/log", get(repos::image_log))
         .route("/repos/{name}/warm", post(repos::warm))
         .route(
             "/sessions",
@@ -79,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions/{id}/shares", post(sessions::create_share))
         .route("/sessions/{id}/events", get(sessions::events))
         .route("/sessions/{id}/ws", get(ws::ws))
+        .route("/ws", get(ws::user_ws))
         .route("/join/{code}", post(sessions::join))
         .route("/stats/starts", get(sessions::start_stats))
         .fallback(|| async { Error::NotFound("API route".into()) });
@@ -89,14 +95,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then lets open requests finish.
+/// Serves until `shutdown` resolves, then lets open requests finish (streamed build logs end).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let closing = state.closing.clone();
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.cancel();
+        })
         .await
 }
 

@@ -12,10 +12,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 const ROLES: [&str; 5] = ["owner", "collaborator", "viewer", "stranger", "anonymous"];
 
 async fn ws_status(app: &TestApp, token: &str, session: &str) -> u16 {
-    let url = format!(
-        "{}/api/sessions/{session}/ws",
-        app.url.replace("http://", "ws://")
-    );
+    socket_status(app, token, &format!("/api/sessions/{session}/ws")).await
+}
+
+async fn socket_status(app: &TestApp, token: &str, path: &str) -> u16 {
+    let url = format!("{}{path}", app.url.replace("http://", "ws://"));
     let mut request = url.into_client_request().unwrap();
     if !token.is_empty() {
         request
@@ -118,6 +119,36 @@ async fn every_session_endpoint_checks_the_callers_role() {
             [403, 403, 403, 403, 401],
         ),
         (
+            Method::PATCH,
+            "/api/repos/demo".into(),
+            Some(json!({"description": "x"})),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            Method::POST,
+            "/api/repos/demo/images".into(),
+            Some(json!({})),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            Method::GET,
+            "/api/repos/demo/images".into(),
+            None,
+            [200, 200, 200, 200, 401],
+        ),
+        (
+            Method::GET,
+            "/api/repos/demo/images/img-0000000000000000/log".into(),
+            None,
+            [404, 404, 404, 404, 401],
+        ),
+        (
+            Method::POST,
+            "/api/repos/demo/warm".into(),
+            Some(json!({})),
+            [200, 200, 200, 200, 401],
+        ),
+        (
             Method::GET,
             "/api/users".into(),
             None,
@@ -183,6 +214,11 @@ async fn every_session_endpoint_checks_the_callers_role() {
         let status = ws_status(&app, token, &s).await;
         if status != want {
             failures.push(format!("WS as {}: {status} (want {want})", ROLES[i]));
+        }
+        let want = [101, 101, 101, 101, 401][i];
+        let status = socket_status(&app, token, "/api/ws").await;
+        if status != want {
+            failures.push(format!("user WS as {}: {status} (want {want})", ROLES[i]));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

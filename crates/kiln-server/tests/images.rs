@@ -130,8 +130,8 @@ async fn image_builds_are_started_and_inspected_through_the_api() {
     assert_eq!(status, 403);
     let (status, body) = app.post(&token, "/api/repos/nope/images", json!({})).await;
     assert_eq!(status, 404, "{body}");
-    let (status, body) = app.post(&token, "/api/repos/demo/images", json!({})).await;
-    assert_eq!(status, 202, "{body}");
+    let (status, started) = app.post(&token, "/api/repos/demo/images", json!({})).await;
+    assert_eq!(status, 202, "{started}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let images = loop {
         let (status, images) = app.get(&user, "/api/repos/demo/images").await;
@@ -146,6 +146,7 @@ async fn image_builds_are_started_and_inspected_through_the_api() {
     assert!(images[0].get("log").is_none());
     assert!(images[0].get("layers").is_none(), "host paths stay private");
     let id = images[0]["id"].as_str().unwrap();
+    assert_eq!(id, started["id"], "the build's id was known from its start");
     let (status, one) = app
         .get(&user, &format!("/api/repos/demo/images/{id}"))
         .await;
@@ -155,5 +156,96 @@ async fn image_builds_are_started_and_inspected_through_the_api() {
         .get(&user, "/api/repos/demo/images/img-0000000000000000")
         .await;
     assert_eq!(status, 404);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_build_log_is_streamed_while_the_build_runs() {
+    let model = FakeModel::start().await;
+    let app = TestApp::start(&model).await;
+    // A step that says something, works for a second, and says something else.
+    let work = app.dir.path().join("demo-work");
+    std::fs::create_dir_all(work.join(".kiln")).unwrap();
+    std::fs::write(
+        work.join(".kiln/environment.toml"),
+        "[[build]]\nname = \"markers\"\nrun = \"echo first-marker; sleep 1; echo second-marker\"\n",
+    )
+    .unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-qm", "a slow build"]);
+    git(&work, &["push", "-q", &app.repo_url, "main"]);
+    let (_, user) = app.user("bob").await;
+
+    let (status, started) = app
+        .post(&app.admin_token, "/api/repos/demo/images", json!({}))
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    let image_path = format!("/api/repos/demo/images/{id}");
+    // Any signed-in caller may follow it.
+    let mut response = reqwest::Client::new()
+        .get(format!("{}{image_path}/log", app.url))
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    let mut streamed = Vec::new();
+    // What the registry said about the image when the first marker arrived without the second.
+    let mut while_running = None;
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            streamed.extend_from_slice(&chunk);
+            let text = String::from_utf8_lossy(&streamed);
+            if while_running.is_none()
+                && text.contains("first-marker")
+                && !text.contains("second-marker")
+            {
+                while_running = Some(app.get(&user, &image_path).await.0);
+            }
+        }
+    })
+    .await
+    .expect("the log ends when the build does");
+    let streamed = String::from_utf8(streamed).unwrap();
+    assert_eq!(
+        while_running,
+        Some(404),
+        "the first marker arrived alone, before the build was recorded: {streamed}"
+    );
+
+    // The stream ended with the build: it is the stored log, whole.
+    let (status, image) = app.get(&user, &image_path).await;
+    assert_eq!(status, 200);
+    assert_eq!(image["status"], "ready", "{image}");
+    assert_eq!(image["log"].as_str().unwrap(), streamed);
+    let marker = streamed.find("first-marker").unwrap();
+    assert!(
+        streamed[..marker].contains("== build: markers\n"),
+        "{streamed}"
+    );
+    assert!(
+        streamed.contains("second-marker\n== build: markers: ok in"),
+        "{streamed}"
+    );
+    // After the build, the log is the stored one.
+    let (status, log) = app.get(&user, &format!("{image_path}/log")).await;
+    assert_eq!(status, 200);
+    assert_eq!(log.as_str(), Some(streamed.as_str()));
+
+    let (status, body) = app
+        .get(&user, "/api/repos/demo/images/img-0000000000000000/log")
+        .await;
+    assert_eq!(status, 404);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not found")),
+        "{body}"
+    );
     app.stop().await;
 }

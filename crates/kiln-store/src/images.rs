@@ -5,6 +5,7 @@
 use crate::db::now_ms;
 use crate::error::{Error, Result};
 use crate::store::Store;
+use kiln_protocol::api::ImageRuntime;
 use rusqlite::{OptionalExtension, params};
 use std::path::PathBuf;
 
@@ -31,22 +32,34 @@ pub struct ImageRecord {
     pub duration_ms: u64,
     pub size_bytes: u64,
     pub created_at_ms: i64,
+    /// The env and limits of every sandbox made from the image.
+    pub runtime: ImageRuntime,
+    /// When the garbage collector removed the image's layers.
+    pub collected_at_ms: Option<i64>,
 }
 
 impl ImageRecord {
+    /// Built, and its layers are still there.
     pub fn is_ready(&self) -> bool {
-        self.error.is_none()
+        self.error.is_none() && self.collected_at_ms.is_none()
     }
 }
 
 const COLUMNS: &str = "id, repo, commit_sha, parent, layers, lockfile_hash, setup_ran, error, \
-                       log, duration_ms, size_bytes, created_at_ms";
+                       log, duration_ms, size_bytes, created_at_ms, runtime, collected_at_ms";
+
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &rusqlite::Row<'_>,
+    index: usize,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
 
 fn image_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRecord> {
-    let layers: String = row.get(4)?;
-    let layers: Vec<PathBuf> = serde_json::from_str(&layers).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
-    })?;
+    let layers: Vec<PathBuf> = json_column(row, 4)?;
     Ok(ImageRecord {
         id: row.get(0)?,
         repo: row.get(1)?,
@@ -60,6 +73,8 @@ fn image_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRecord> {
         duration_ms: row.get::<_, i64>(9)? as u64,
         size_bytes: row.get::<_, i64>(10)? as u64,
         created_at_ms: row.get(11)?,
+        runtime: json_column(row, 12)?,
+        collected_at_ms: row.get(13)?,
     })
 }
 
@@ -69,11 +84,12 @@ impl Store {
         let mut image = image.clone();
         image.created_at_ms = now_ms();
         let layers = serde_json::to_string(&image.layers)?;
+        let runtime = serde_json::to_string(&image.runtime)?;
         self.control(move |conn| {
             conn.execute(
                 &format!(
                     "INSERT INTO images ({COLUMNS}, status)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, ?14)"
                 ),
                 params![
                     image.id,
@@ -88,6 +104,7 @@ impl Store {
                     image.duration_ms as i64,
                     image.size_bytes as i64,
                     image.created_at_ms,
+                    runtime,
                     if image.error.is_none() {
                         "ready"
                     } else {
@@ -113,7 +130,8 @@ impl Store {
             Ok(conn
                 .query_row(
                     &format!(
-                        "SELECT {COLUMNS} FROM images WHERE repo = ?1 AND status = 'ready'
+                        "SELECT {COLUMNS} FROM images
+                         WHERE repo = ?1 AND status = 'ready' AND collected_at_ms IS NULL
                          ORDER BY created_at_ms DESC, rowid DESC LIMIT 1"
                     ),
                     [repo],
@@ -149,6 +167,37 @@ impl Store {
             ))?;
             let images = stmt
                 .query_map([repo], image_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(images)
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// Marks an image collected: its layers are gone, its record stays (with the log dropped).
+    pub async fn mark_image_collected(&self, id: &str) -> Result<()> {
+        let id = id.to_string();
+        self.control(move |conn| {
+            conn.execute(
+                "UPDATE images SET collected_at_ms = ?2, log = '', layers = '[]'
+                 WHERE id = ?1 AND collected_at_ms IS NULL",
+                params![id, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every image of every repo that still has its layers (ready or failed), newest first.
+    pub async fn uncollected_images(&self) -> Result<Vec<ImageRecord>> {
+        self.control(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {COLUMNS} FROM images WHERE collected_at_ms IS NULL
+                 ORDER BY created_at_ms DESC, rowid DESC"
+            ))?;
+            let images = stmt
+                .query_map([], image_row)?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(images)
         })

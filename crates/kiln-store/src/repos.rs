@@ -38,10 +38,12 @@ fn repo_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Repo> {
         description: row.get(3)?,
         created_at_ms: row.get(4)?,
         hooks,
+        environment: row.get(6)?,
     })
 }
 
-const REPO_COLUMNS: &str = "name, url, default_branch, description, created_at_ms, hooks";
+const REPO_COLUMNS: &str =
+    "name, url, default_branch, description, created_at_ms, hooks, environment";
 
 fn validate_branch(branch: &str) -> Result<()> {
     if branch.trim().is_empty() || branch.starts_with('-') {
@@ -71,20 +73,23 @@ impl Store {
             default_branch,
             description: repo.description.clone().unwrap_or_default(),
             hooks: repo.hooks.clone(),
+            environment: repo.environment.clone().filter(|e| !e.is_empty()),
             created_at_ms: now_ms(),
         };
         let hooks = serde_json::to_string(&repo.hooks)?;
         self.control(move |conn| {
             conn.execute(
-                "INSERT INTO repos (name, url, default_branch, description, created_at_ms, hooks)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO repos (name, url, default_branch, description, created_at_ms, hooks,
+                                    environment)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     repo.name,
                     repo.url,
                     repo.default_branch,
                     repo.description,
                     repo.created_at_ms,
-                    hooks
+                    hooks,
+                    repo.environment,
                 ],
             )
             .map_err(Error::from)
@@ -127,9 +132,16 @@ impl Store {
         self.control(move |conn| {
             let changed = conn.execute(
                 "UPDATE repos SET default_branch = coalesce(?2, default_branch),
-                     description = coalesce(?3, description), hooks = coalesce(?4, hooks)
+                     description = coalesce(?3, description), hooks = coalesce(?4, hooks),
+                     environment = CASE WHEN ?5 IS NULL THEN environment ELSE nullif(?5, '') END
                  WHERE name = ?1",
-                params![name, update.default_branch, update.description, hooks],
+                params![
+                    name,
+                    update.default_branch,
+                    update.description,
+                    hooks,
+                    update.environment
+                ],
             )?;
             if changed == 0 {
                 return Err(Error::NotFound(format!("no repo named {name:?}")));

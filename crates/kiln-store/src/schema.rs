@@ -105,6 +105,17 @@ pub(crate) const CONTROL: &[Migration] = &[
         CREATE INDEX images_by_repo ON images (repo, created_at_ms);
     ",
     },
+    Migration {
+        name: "image runtime and collection",
+        sql: "
+        -- An environment definition (TOML) set through the API, overriding the repo's file.
+        ALTER TABLE repos ADD COLUMN environment TEXT;
+        -- JSON `ImageRuntime`: the env and limits of every sandbox made from the image.
+        ALTER TABLE images ADD COLUMN runtime TEXT NOT NULL DEFAULT '{}';
+        -- Set when the garbage collector removed the image's layers; the record stays.
+        ALTER TABLE images ADD COLUMN collected_at_ms INTEGER;
+    ",
+    },
 ];
 
 /// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it

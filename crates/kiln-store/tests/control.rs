@@ -142,6 +142,7 @@ async fn repos_are_validated_and_unique() {
         default_branch: None,
         description: None,
         hooks: Vec::new(),
+        environment: None,
     };
     let repo = store
         .create_repo(&make("kiln", "/srv/git/kiln.git"))

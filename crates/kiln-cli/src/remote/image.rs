@@ -5,14 +5,13 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use kiln_client::Client;
 use kiln_protocol::api::{Image, ImageStatus};
-use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ImageCommand {
-    /// Build the repo's image now (admins), wait for it and print its log.
+    /// Build the repo's image now (admins), streaming its log, and print the result.
     Build {
         repo: String,
         /// Start the build and return at once.
@@ -28,6 +27,50 @@ pub(crate) enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How `kiln image build` shows a build as it runs, on stderr: with a terminal, each log line
+/// above a spinner naming the current step (the latest `== ` line) and the time so far;
+/// without one, just the lines.
+struct Progress {
+    spinner: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(repo: &str) -> Progress {
+        let spinner = std::io::stderr().is_terminal().then(|| {
+            let spinner = indicatif::ProgressBar::new_spinner();
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+            {
+                spinner.set_style(style);
+            }
+            spinner.set_message(format!("building an image of {repo}"));
+            spinner.enable_steady_tick(Duration::from_millis(100));
+            spinner
+        });
+        Progress { spinner }
+    }
+
+    fn line(&self, line: &str) {
+        match &self.spinner {
+            Some(spinner) => {
+                if let Some(step) = line.strip_prefix("== ") {
+                    spinner.set_message(step.to_string());
+                }
+                spinner.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(spinner) = &self.spinner {
+            spinner.finish_and_clear();
+        }
+    }
 }
 
 /// Longest `kiln image build` waits for the build to end.
@@ -67,50 +110,42 @@ fn status(image: &Image) -> &'static str {
     match image.status {
         ImageStatus::Ready => "ready",
         ImageStatus::Failed => "failed",
+        ImageStatus::Collected => "collected",
     }
 }
 
 async fn build(client: &Client, repo: &str, no_wait: bool, json: bool) -> Result<ExitCode> {
-    let before: HashSet<String> = client
-        .images(repo)
-        .await?
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
-    client.start_image_build(repo).await?;
+    let id = client.start_image_build(repo).await?.id;
     if no_wait {
-        eprintln!("building an image of {repo}; see `kiln image ls {repo}`");
+        eprintln!("building image {id} of {repo}; see `kiln image ls {repo}`");
         return Ok(ExitCode::SUCCESS);
     }
-    let spinner = std::io::stderr().is_terminal().then(|| {
-        let spinner = indicatif::ProgressBar::new_spinner();
-        spinner.set_message(format!("building an image of {repo}"));
-        spinner.enable_steady_tick(Duration::from_millis(100));
-        spinner
-    });
-    let started = Instant::now();
-    let built = loop {
-        let images = client.images(repo).await?;
-        if let Some(image) = images.into_iter().find(|i| !before.contains(&i.id)) {
-            break image;
+    let progress = Progress::new(repo);
+    let followed = async {
+        let mut log = client
+            .image_log(repo, &id, BUILD_WAIT + Duration::from_secs(60))
+            .await
+            .context("following the build log")?;
+        while let Some(line) = log.next_line().await? {
+            progress.line(&line);
         }
-        anyhow::ensure!(
-            started.elapsed() < BUILD_WAIT,
-            "the build of {repo} did not end within {BUILD_WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        anyhow::Ok(())
     };
-    if let Some(spinner) = spinner {
-        spinner.finish_and_clear();
-    }
-    let image = client
-        .image(repo, &built.id)
+    tokio::time::timeout(BUILD_WAIT, followed)
         .await
-        .context("reading the build log")?;
+        .map_err(|_| anyhow::anyhow!("the build of {repo} did not end within {BUILD_WAIT:?}"))??;
+    drop(progress);
+    // The log ends when the build does, after its image was recorded.
+    let image = client.image(repo, &id).await.map_err(|e| match e {
+        kiln_client::Error::NotFound { .. } => anyhow::anyhow!(
+            "the build log ended but image {id} of {repo} was not recorded: the build could \
+             not run (see the log above) or was cancelled (did the server stop?)"
+        ),
+        e => e.into(),
+    })?;
     if json {
         println!("{}", serde_json::to_string(&image)?);
     } else {
-        print!("{}", image.log.as_deref().unwrap_or(""));
         eprintln!(
             "image {} of {repo} at {}: {} in {:.1}s{}",
             image.id,
@@ -126,6 +161,6 @@ async fn build(client: &Client, repo: &str, no_wait: bool, json: bool) -> Result
     }
     Ok(match image.status {
         ImageStatus::Ready => ExitCode::SUCCESS,
-        ImageStatus::Failed => ExitCode::from(1),
+        ImageStatus::Failed | ImageStatus::Collected => ExitCode::from(1),
     })
 }

@@ -85,6 +85,7 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                     default_branch,
                     description,
                     hooks: Vec::new(),
+                    environment: None,
                 };
                 let repo = client.create_repo(&body).await?;
                 println!(

@@ -7,14 +7,16 @@
 //! error; the last good image stays the one sessions use. Every step has a timeout.
 
 use super::environment::{ENVIRONMENT_FILE, Environment, Step};
+use super::live::{BuildLog, Utf8Chunks};
 use crate::workspace::{WORKDIR, Workspaces};
 use crate::{Error, Result};
-use kiln_protocol::api::Repo;
-use kiln_sandbox::{CommandLine, ExecRequest, Sandbox};
+use crate::host::git;
+use kiln_protocol::api::{ImageRuntime, Repo};
+use kiln_sandbox::{CommandLine, ExecEvent, ExecRequest, OutputStream, Sandbox};
 use kiln_store::{ImageRecord, Store};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Label naming the image build a sandbox belongs to.
@@ -28,6 +30,8 @@ pub(crate) struct ImageBuilder {
     pub(crate) store: Store,
     /// Timeout of a step that names none (neither it nor its environment).
     pub(crate) step_timeout: Duration,
+    /// The deepest layer stack an incremental build may make; past it, a full build.
+    pub(crate) max_layers: usize,
 }
 
 /// What a successful build produced.
@@ -36,21 +40,22 @@ struct Built {
     lockfile_hash: String,
     setup_ran: bool,
     size_bytes: u64,
+    runtime: ImageRuntime,
 }
 
 impl ImageBuilder {
-    /// Builds and records an image of `repo`; the record says whether it is ready or why not.
-    pub(crate) async fn build(&self, repo: &Repo) -> Result<ImageRecord> {
+    /// Builds and records image `id` of `repo`; the record says whether it is ready or why not.
+    /// Every line goes to `log` as soon as it exists (followers see the build progress); the
+    /// record keeps it capped.
+    pub(crate) async fn build(&self, repo: &Repo, id: &str, log: &BuildLog) -> Result<ImageRecord> {
         let started = Instant::now();
-        let id = format!("img-{}", kiln_core::random_hex(8));
         let previous = self.store.latest_image(&repo.name).await?;
-        let mut log = String::new();
         let mut commit = String::new();
         let outcome = self
-            .run(&id, repo, previous.as_ref(), &mut commit, &mut log)
+            .run(id, repo, previous.as_ref(), &mut commit, log)
             .await;
         let mut record = ImageRecord {
-            id,
+            id: id.to_string(),
             repo: repo.name.clone(),
             commit,
             parent: previous.map(|p| p.id),
@@ -62,6 +67,8 @@ impl ImageBuilder {
             duration_ms: started.elapsed().as_millis() as u64,
             size_bytes: 0,
             created_at_ms: 0,
+            runtime: ImageRuntime::default(),
+            collected_at_ms: None,
         };
         match outcome {
             Ok(built) => {
@@ -69,6 +76,7 @@ impl ImageBuilder {
                 record.lockfile_hash = built.lockfile_hash;
                 record.setup_ran = built.setup_ran;
                 record.size_bytes = built.size_bytes;
+                record.runtime = built.runtime;
             }
             Err(e) => {
                 let message = e.to_string();
@@ -76,7 +84,7 @@ impl ImageBuilder {
                 record.error = Some(message);
             }
         }
-        record.log = cap(log);
+        record.log = cap(log.text());
         Ok(self.store.record_image(&record).await?)
     }
 
@@ -86,11 +94,25 @@ impl ImageBuilder {
         repo: &Repo,
         previous: Option<&ImageRecord>,
         commit: &mut String,
-        log: &mut String,
+        log: &BuildLog,
     ) -> Result<Built> {
         let (mirror, head) = self.workspaces.branch_head(repo).await?;
         *commit = head;
         log.push_str(&format!("== {} at {commit}\n", repo.name));
+        let environment = self.environment(repo, &mirror, commit, log).await?;
+        // Squashing: a deep stack of incremental layers slows every mount and every lookup,
+        // so past a depth the build starts over from the bare system.
+        let previous = previous.filter(|p| {
+            let deep = p.layers.len() + 2 > self.max_layers;
+            if deep {
+                log.push_str(&format!(
+                    "== full build: image {} already has {} layers\n",
+                    p.id,
+                    p.layers.len()
+                ));
+            }
+            !deep
+        });
         // The repo's objects as of now, as a read-only layer at /kiln/repo.git.
         let repo_layer = self
             .workspaces
@@ -101,13 +123,14 @@ impl ImageBuilder {
         self.workspaces.repo_layer(&mirror, &repo_layer).await?;
         let mut layers = previous.map(|p| p.layers.clone()).unwrap_or_default();
         layers.push(repo_layer);
-        // Limits come from the environment file, which is only known after checkout: the build
-        // runs with defaults.
+        let runtime = environment.runtime();
         let sandbox = self
             .workspaces
-            .create_labelled(layers, (IMAGE_LABEL, id))
+            .create_labelled(layers, &runtime, (IMAGE_LABEL, id))
             .await?;
-        let result = self.prepare(&sandbox, commit, previous, log).await;
+        let result = self
+            .prepare(&sandbox, commit, &environment, previous, log)
+            .await;
         let result = match result {
             Ok((lockfile_hash, setup_ran)) => self
                 .workspaces
@@ -119,6 +142,7 @@ impl ImageBuilder {
                     lockfile_hash,
                     setup_ran,
                     size_bytes: snapshot.size_bytes,
+                    runtime,
                 })
                 .map_err(Error::from),
             Err(e) => Err(e),
@@ -135,8 +159,9 @@ impl ImageBuilder {
         &self,
         sandbox: &Sandbox,
         commit: &str,
+        environment: &Environment,
         previous: Option<&ImageRecord>,
-        log: &mut String,
+        log: &BuildLog,
     ) -> Result<(String, bool)> {
         let checkout = match previous {
             Some(_) => format!(
@@ -157,21 +182,7 @@ impl ImageBuilder {
             log,
         )
         .await?;
-        let environment = match sandbox
-            .guest()
-            .read_file(&format!("{WORKDIR}/{ENVIRONMENT_FILE}"))
-            .await
-        {
-            Ok(bytes) => {
-                Environment::parse(&String::from_utf8_lossy(&bytes)).map_err(Error::Invalid)?
-            }
-            Err(e) if e.is_file_not_found() => {
-                log.push_str(&format!("== no {ENVIRONMENT_FILE}: nothing to set up\n"));
-                Environment::default()
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let lockfile_hash = self.lockfile_hash(sandbox, &environment).await?;
+        let lockfile_hash = self.lockfile_hash(sandbox, environment).await?;
         let setup_ran = previous.is_none_or(|p| p.lockfile_hash != lockfile_hash);
         let phases: [(&str, &[Step]); 3] = [
             ("setup", if setup_ran { &environment.setup } else { &[] }),
@@ -183,7 +194,7 @@ impl ImageBuilder {
         }
         for (phase, steps) in phases {
             for step in steps {
-                let timeout = step.timeout(&environment, self.step_timeout);
+                let timeout = step.timeout(environment, self.step_timeout);
                 let name = format!("{phase}: {}", step.name());
                 let script = format!("cd {WORKDIR} && {}", step.script());
                 self.step(sandbox, &name, &script, &environment.env, timeout, log)
@@ -191,6 +202,40 @@ impl ImageBuilder {
             }
         }
         Ok((lockfile_hash, setup_ran))
+    }
+
+    /// The repo's environment definition: the one set through the API, else the repo's file at
+    /// `commit`, read from the host's mirror (so limits apply to the build's sandbox too and a
+    /// bad definition fails before any sandbox exists).
+    async fn environment(
+        &self,
+        repo: &Repo,
+        mirror: &Path,
+        commit: &str,
+        log: &BuildLog,
+    ) -> Result<Environment> {
+        let text = match &repo.environment {
+            Some(text) => {
+                log.push_str("== environment: set through the API\n");
+                text.clone()
+            }
+            None => {
+                let timeout = self.workspaces.git_timeout;
+                let listed = git(
+                    mirror,
+                    &["ls-tree", "--name-only", commit, "--", ENVIRONMENT_FILE],
+                    timeout,
+                )
+                .await?;
+                if listed.trim().is_empty() {
+                    log.push_str(&format!("== no {ENVIRONMENT_FILE}: nothing to set up\n"));
+                    return Ok(Environment::default());
+                }
+                let spec = format!("{commit}:{ENVIRONMENT_FILE}");
+                git(mirror, &["cat-file", "blob", &spec], timeout).await?
+            }
+        };
+        Environment::parse(&text).map_err(Error::Invalid)
     }
 
     /// sha256 over each manifest's path and contents (a missing one counts as missing).
@@ -225,12 +270,13 @@ impl ImageBuilder {
         script: &str,
         env: &BTreeMap<String, String>,
         timeout: Duration,
-        log: &mut String,
+        log: &BuildLog,
     ) -> Result<()> {
         log.push_str(&format!("== {name}\n"));
         let started = Instant::now();
-        let outcome = sandbox
-            .run(ExecRequest {
+        let oom_before = sandbox.resource_events()?.oom_kills;
+        let mut exec = sandbox
+            .exec(ExecRequest {
                 command: CommandLine::Shell {
                     script: script.to_string(),
                 },
@@ -240,18 +286,42 @@ impl ImageBuilder {
                 timeout_ms: Some(timeout.as_millis() as u64),
             })
             .await?;
-        log.push_str(&String::from_utf8_lossy(&outcome.stdout));
-        log.push_str(&String::from_utf8_lossy(&outcome.stderr));
+        // The output goes to the log as it comes, so that a long step shows its progress.
+        let (mut stdout, mut stderr) = (Utf8Chunks::default(), Utf8Chunks::default());
+        let status = loop {
+            match exec.next().await? {
+                Some(ExecEvent::Output { stream, data }) => log.push_str(&match stream {
+                    OutputStream::Stdout => stdout.decode(&data),
+                    OutputStream::Stderr => stderr.decode(&data),
+                }),
+                Some(ExecEvent::Started { .. }) => {}
+                Some(ExecEvent::Exited(status)) => break status,
+                None => {
+                    return Err(kiln_sandbox::Error::Protocol(
+                        "exec stream ended without an exit status".into(),
+                    )
+                    .into());
+                }
+            }
+        };
+        log.push_str(&stdout.finish());
+        log.push_str(&stderr.finish());
         let elapsed = started.elapsed();
-        if outcome.status.timed_out {
+        if status.timed_out {
             return Err(Error::Invalid(format!(
                 "step {name:?} timed out after {timeout:?}"
             )));
         }
-        if !outcome.status.success() {
+        if !status.success() {
+            // A shell reports its child's SIGKILL as exit code 137: say when it was an OOM kill.
+            let oom = sandbox.resource_events()?.oom_kills > oom_before;
             return Err(Error::Invalid(format!(
-                "step {name:?} failed ({:?}) after {elapsed:.1?}",
-                outcome.status
+                "step {name:?} failed ({status:?}) after {elapsed:.1?}{}",
+                if oom {
+                    " (the sandbox's memory limit killed it)"
+                } else {
+                    ""
+                }
             )));
         }
         log.push_str(&format!("== {name}: ok in {elapsed:.1?}\n"));

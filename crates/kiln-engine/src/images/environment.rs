@@ -19,6 +19,7 @@
 //!
 //! A command may also be a plain string: `setup = ["npm ci"]`.
 
+use kiln_protocol::api::{ImageRuntime, ResourceLimits};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,8 +41,9 @@ pub struct Environment {
     pub timeout_secs: Option<u64>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Limits of every sandbox made from the image (the build's own sandbox too).
     #[serde(default)]
-    pub limits: EnvironmentLimits,
+    pub limits: ResourceLimits,
     /// Install dependencies; rerun only when a manifest changed.
     #[serde(default)]
     pub setup: Vec<Step>,
@@ -51,14 +53,6 @@ pub struct Environment {
     /// Fill caches (run the tests, start the app once); rerun on every image build.
     #[serde(default)]
     pub warm: Vec<Step>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnvironmentLimits {
-    pub memory_mb: Option<u64>,
-    pub pids: Option<u64>,
-    pub disk_mb: Option<u64>,
 }
 
 /// One command, run by `/bin/sh -c` in the checkout.
@@ -157,9 +151,34 @@ impl Environment {
                 ));
             }
         }
+        let limits = [
+            ("memory_mb", self.limits.memory_mb, MIN_MEMORY_MB),
+            ("pids", self.limits.pids, MIN_PIDS),
+            ("disk_mb", self.limits.disk_mb, MIN_DISK_MB),
+        ];
+        for (name, value, min) in limits {
+            if value.is_some_and(|v| v < min) {
+                return Err(format!(
+                    "{ENVIRONMENT_FILE}: limits.{name} must be at least {min}"
+                ));
+            }
+        }
         Ok(())
     }
+
+    /// What every sandbox made from an image built with this definition runs with.
+    pub fn runtime(&self) -> ImageRuntime {
+        ImageRuntime {
+            env: self.env.clone(),
+            limits: self.limits,
+        }
+    }
 }
+
+/// Below these, a sandbox cannot run git and a shell reliably.
+const MIN_MEMORY_MB: u64 = 64;
+const MIN_PIDS: u64 = 16;
+const MIN_DISK_MB: u64 = 16;
 
 fn check_timeout(secs: u64) -> Result<(), String> {
     if secs == 0 || secs > MAX_TIMEOUT_SECS {
@@ -223,6 +242,8 @@ mod tests {
                 "timeout_secs",
             ),
             ("[env]\n\"1BAD\" = \"x\"", "variable name"),
+            ("[limits]\nmemory_mb = 1", "limits.memory_mb"),
+            ("[limits]\ncpus = 1", "cpus"),
             ("setup = [", "environment.toml"),
         ];
         for (text, needle) in cases {

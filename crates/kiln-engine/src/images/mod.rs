@@ -4,5 +4,8 @@
 
 mod build;
 pub mod environment;
+mod live;
 
 pub(crate) use build::ImageBuilder;
+pub(crate) use live::BuildLog;
+pub use live::BuildLogFollower;

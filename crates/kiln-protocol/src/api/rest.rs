@@ -4,6 +4,7 @@
 use super::event::{DeliveryMode, EventEnvelope, PromptStatus, SandboxState, UserRef};
 use kiln_core::{PromptId, Role, SessionId, ShareId, TokenId, UserId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// Every error response: a message saying what is wrong and, where it helps, what to do.
@@ -62,6 +63,10 @@ pub struct Repo {
     /// Hooks of every session on this repo, after the server's own.
     #[serde(default)]
     pub hooks: Vec<HookSpec>,
+    /// The environment definition (TOML, as in `.kiln/environment.toml`) set through the API;
+    /// when present, image builds use it instead of the repo's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     pub created_at_ms: i64,
 }
 
@@ -114,6 +119,9 @@ pub struct CreateRepo {
     pub description: Option<String>,
     #[serde(default)]
     pub hooks: Vec<HookSpec>,
+    /// An environment definition (TOML) that overrides the repo's `.kiln/environment.toml`.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 /// Changes to a repo; absent fields stay as they are.
@@ -126,6 +134,10 @@ pub struct UpdateRepo {
     pub description: Option<String>,
     #[serde(default)]
     pub hooks: Option<Vec<HookSpec>>,
+    /// An environment definition (TOML) that overrides the repo's `.kiln/environment.toml`;
+    /// the empty string removes the override.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -272,6 +284,9 @@ pub struct Image {
     pub duration_ms: u64,
     pub size_bytes: u64,
     pub created_at_ms: i64,
+    /// What every sandbox made from the image gets: the environment's variables and limits.
+    #[serde(default)]
+    pub runtime: ImageRuntime,
     /// The build log; only when one image is asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
@@ -282,6 +297,42 @@ pub struct Image {
 pub enum ImageStatus {
     Ready,
     Failed,
+    /// Garbage-collected: no sandbox, pool entry or snapshot used it and newer images were
+    /// kept. The record stays; its files are gone.
+    Collected,
+}
+
+/// What every sandbox made from a repo's image runs with, from its environment definition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageRuntime {
+    /// Variables every process in the sandbox sees.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: ResourceLimits,
+}
+
+/// Resource limits of a repo's sandboxes; unset ones keep the server's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimits {
+    /// Memory, page cache included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Processes and threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// Size of the writable layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mb: Option<u64>,
+}
+
+/// What `POST /api/repos/{name}/images` started: follow the build at
+/// `GET /api/repos/{name}/images/{id}/log`; the image is in the registry when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImageBuildStarted {
+    /// The id the image will have.
+    pub id: String,
 }
 
 /// What `POST /api/repos/{name}/warm` did.

@@ -43,6 +43,50 @@ pub enum ServerFrame {
     },
 }
 
+/// What a client may send on its user socket (`GET /api/ws`), which belongs to no session: the
+/// place to say what the user is about to do before a session exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum UserClientFrame {
+    /// The user started typing a prompt for a new session on `repo`: a warm sandbox is held for
+    /// them (and brought to the branch head) until their session takes it or it expires. Send
+    /// it again while they type to keep it.
+    Typing {
+        repo: String,
+    },
+    Ping {
+        nonce: u64,
+    },
+}
+
+/// What the server sends on a user socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UserServerFrame {
+    Hello {
+        protocol_version: u32,
+    },
+    /// The answer to [`UserClientFrame::Typing`]: whether a warm sandbox is held.
+    Warm {
+        repo: String,
+        reserved: bool,
+    },
+    Pong {
+        nonce: u64,
+    },
+    /// A frame the server could not take (bad JSON, unknown repo); the socket stays open.
+    Error {
+        message: String,
+    },
+}
+
+impl UserClientFrame {
+    /// Decodes one text message, with an error that says what is wrong.
+    pub fn decode(text: &str) -> Result<UserClientFrame, String> {
+        serde_json::from_str(text).map_err(|e| format!("bad frame: {e}"))
+    }
+}
+
 impl ClientFrame {
     /// Decodes one text message, with an error that says what is wrong.
     pub fn decode(text: &str) -> Result<ClientFrame, String> {
@@ -68,6 +112,18 @@ mod tests {
         let err = ClientFrame::decode(r#"{"type":"shout"}"#).unwrap_err();
         assert!(err.contains("shout"), "{err}");
         assert!(ClientFrame::decode(r#"{"type":"ping","nonce":3,"x":1}"#).is_err());
+    }
+
+    #[test]
+    fn user_frames_decode() {
+        assert_eq!(
+            UserClientFrame::decode(r#"{"type":"typing","repo":"kiln"}"#),
+            Ok(UserClientFrame::Typing {
+                repo: "kiln".into()
+            })
+        );
+        let err = UserClientFrame::decode(r#"{"type":"typing"}"#).unwrap_err();
+        assert!(err.contains("repo"), "{err}");
     }
 
     proptest! {

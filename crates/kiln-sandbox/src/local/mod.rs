@@ -26,7 +26,7 @@ use crate::guest_client::GuestClient;
 use crate::provider::ResourceProbe;
 use crate::{
     Error, NetworkPolicy, Provider, ResourceEvents, Result, Sandbox, SandboxId, SandboxInfo,
-    SandboxSpec, Snapshot, SnapshotId,
+    SandboxSpec, Snapshot, SnapshotId, SnapshotInfo,
 };
 use cgroup::Cgroup;
 use std::collections::HashMap;
@@ -507,6 +507,85 @@ impl Provider for LocalProvider {
             size_bytes: size,
         })
     }
+
+    async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        let layers = self.layers_dir();
+        tokio::task::spawn_blocking(move || list_snapshots(&layers))
+            .await
+            .expect("listing does not panic")
+    }
+
+    /// Renames the layer out of the way first, so a crash half-way through the removal leaves
+    /// a `.trash-…` directory that the next open removes, never a half layer under its name.
+    async fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        let layer = self.layers_dir().join(id.as_str());
+        if !layer.is_dir() {
+            return Err(Error::SnapshotNotFound(id.clone()));
+        }
+        if let Some(user) = self
+            .list()
+            .await?
+            .into_iter()
+            .find(|info| info.spec.image.layers.contains(&layer))
+        {
+            return Err(Error::InUse(id.clone(), user.id));
+        }
+        let trash = self.layers_dir().join(format!(".trash-{id}"));
+        fs::rename(&layer, &trash).map_err(Error::io("deleting a snapshot", &layer))?;
+        tokio::task::spawn_blocking(move || {
+            fs::remove_dir_all(&trash).map_err(Error::io("deleting a snapshot", &trash))
+        })
+        .await
+        .expect("removal does not panic")
+    }
+}
+
+impl LocalProvider {
+    fn layers_dir(&self) -> PathBuf {
+        self.inner.config.data_dir.join("layers")
+    }
+}
+
+/// Lists snapshot layers (`layers/snap-…`), oldest first; the inode change time is when the
+/// layer was installed (the rename), whatever times its contents carry.
+fn list_snapshots(layers: &Path) -> Result<Vec<SnapshotInfo>> {
+    let mut snapshots: Vec<SnapshotInfo> = fs::read_dir(layers)
+        .map_err(Error::io("listing layers", layers))?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let id = SnapshotId::parse(entry.file_name().to_str()?)?;
+            let meta = entry.metadata().ok()?;
+            let created_ms =
+                (meta.ctime().max(0) as u64) * 1000 + meta.ctime_nsec() as u64 / 1_000_000;
+            Some(SnapshotInfo {
+                id,
+                layer: entry.path(),
+                created_ms,
+            })
+        })
+        .collect();
+    snapshots.sort_by_key(|s| (s.created_ms, s.id.clone()));
+    Ok(snapshots)
+}
+
+/// Removes what a crash can leave among the layers: layers being deleted (`.trash-…`) and
+/// snapshots copied half-way (`.snap-…`, once they are an hour old).
+fn clean_layers(layers: &Path) -> Result<()> {
+    for entry in fs::read_dir(layers).map_err(Error::io("listing layers", layers))? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale = name.starts_with(".trash-")
+            || (name.starts_with(".snap-")
+                && entry
+                    .metadata()
+                    .is_ok_and(|m| now_ms() / 1000 > (m.ctime().max(0) as u64) + 3600));
+        if stale {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(Error::io("removing a stale layer", &path))?;
+        }
+    }
+    Ok(())
 }
 
 impl Inner {
@@ -545,6 +624,7 @@ impl Inner {
         check_reachable(data, config.sandbox_uid)?;
         let guest_bin = install_guest(&config.guest_bin, &data.join("bin"))?;
         let skeleton = layer::ensure_skeleton(&data.join("layers"), config.sandbox_uid)?;
+        clean_layers(&data.join("layers"))?;
         let cgroups = cgroup::Version::detect()?;
         cgroups.prepare(&config.cgroup_parent)?;
         Ok(Inner {

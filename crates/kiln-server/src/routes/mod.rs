@@ -24,6 +24,12 @@ use utoipa::OpenApi;
         repos::create_repo,
         repos::list_repos,
         repos::get_repo,
+        repos::update_repo,
+        repos::warm,
+        repos::build_image,
+        repos::list_images,
+        repos::get_image,
+        repos::image_log,
         sessions::create_session,
         sessions::list_sessions,
         sessions::get_session,
@@ -33,13 +39,17 @@ use utoipa::OpenApi;
         sessions::create_share,
         sessions::join,
         sessions::events,
+        sessions::start_stats,
         ws::ws,
+        ws::user_ws,
     ),
     components(schemas(
         kiln_protocol::api::EventEnvelope,
         kiln_protocol::api::ServerFrame,
         kiln_protocol::api::ClientFrame,
         kiln_protocol::api::Ephemeral,
+        kiln_protocol::api::UserClientFrame,
+        kiln_protocol::api::UserServerFrame,
     ))
 )]
 pub(crate) struct ApiDoc;

@@ -7,9 +7,14 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Result;
 use crate::extract::{Json, Path};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
-use kiln_protocol::api::{CreateRepo, Image, ImageStatus, Repo, UpdateRepo, WarmReply};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use kiln_protocol::api::{
+    CreateRepo, Image, ImageBuildStarted, ImageStatus, Repo, UpdateRepo, WarmReply,
+};
 
 #[utoipa::path(post, path = "/api/repos", tag = "repos", request_body = CreateRepo,
     responses((status = 201, body = Repo), (status = 400, body = kiln_protocol::api::ApiError),
@@ -21,6 +26,9 @@ pub(crate) async fn create_repo(
 ) -> Result<(StatusCode, Json<Repo>)> {
     caller.require_admin()?;
     state.engine.check_hooks(&body.hooks)?;
+    if let Some(environment) = &body.environment {
+        state.engine.check_environment(environment)?;
+    }
     Ok((
         StatusCode::CREATED,
         Json(state.store.create_repo(&body).await?),
@@ -41,6 +49,9 @@ pub(crate) async fn update_repo(
     caller.require_admin()?;
     if let Some(hooks) = &body.hooks {
         state.engine.check_hooks(hooks)?;
+    }
+    if let Some(environment) = &body.environment {
+        state.engine.check_environment(environment)?;
     }
     Ok(Json(state.store.update_repo(&name, &body).await?))
 }
@@ -66,11 +77,14 @@ pub(crate) async fn get_repo(
 /// The API's view of an image record (its layers are host paths and stay private).
 fn image(record: kiln_store::ImageRecord, with_log: bool) -> Image {
     Image {
-        status: if record.is_ready() {
+        status: if record.collected_at_ms.is_some() {
+            ImageStatus::Collected
+        } else if record.error.is_none() {
             ImageStatus::Ready
         } else {
             ImageStatus::Failed
         },
+        runtime: record.runtime,
         id: record.id,
         repo: record.repo,
         commit: record.commit,
@@ -84,18 +98,51 @@ fn image(record: kiln_store::ImageRecord, with_log: bool) -> Image {
     }
 }
 
-/// Starts a build of the repo's image now; it appears in the image list when it ends.
+/// Starts a build of the repo's image now; follow its log at `…/images/{id}/log`. It appears
+/// in the image list when it ends.
 #[utoipa::path(post, path = "/api/repos/{name}/images", tag = "repos", params(("name" = String, Path)),
-    responses((status = 202, description = "the build started"), (status = 403, body = kiln_protocol::api::ApiError),
+    responses((status = 202, body = ImageBuildStarted), (status = 403, body = kiln_protocol::api::ApiError),
         (status = 404, body = kiln_protocol::api::ApiError), (status = 409, body = kiln_protocol::api::ApiError)))]
 pub(crate) async fn build_image(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<StatusCode> {
+) -> Result<(StatusCode, Json<ImageBuildStarted>)> {
     caller.require_admin()?;
-    state.engine.start_image_build(&name).await?;
-    Ok(StatusCode::ACCEPTED)
+    let id = state.engine.start_image_build(&name).await?;
+    Ok((StatusCode::ACCEPTED, Json(ImageBuildStarted { id })))
+}
+
+/// An image build's log as plain text. While the build runs: what it wrote so far, then each
+/// new piece as it is written, until the build ends (or the server shuts down); after: the
+/// stored log.
+#[utoipa::path(get, path = "/api/repos/{name}/images/{id}/log", tag = "repos",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, content_type = "text/plain", body = String),
+        (status = 404, body = kiln_protocol::api::ApiError)))]
+pub(crate) async fn image_log(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Response> {
+    let body = match state.engine.build_log(&name, &id) {
+        Some(follower) => {
+            let pieces = futures_util::stream::unfold(follower, |mut follower| async move {
+                let text = follower.next().await?;
+                Some((Ok::<_, std::convert::Infallible>(text), follower))
+            });
+            Body::from_stream(pieces.take_until(state.closing.clone().cancelled_owned()))
+        }
+        None => Body::from(state.store.image(&name, &id).await?.log),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/api/repos/{name}/images", tag = "repos", params(("name" = String, Path)),

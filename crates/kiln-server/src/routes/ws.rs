@@ -16,7 +16,8 @@ use axum::response::Response;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use kiln_core::SessionId;
 use kiln_protocol::api::{
-    ClientFrame, EVENT_VERSION, Ephemeral, ServerFrame, UserRef, WS_PROTOCOL_VERSION,
+    ClientFrame, EVENT_VERSION, Ephemeral, ServerFrame, UserClientFrame, UserRef, UserServerFrame,
+    WS_PROTOCOL_VERSION,
 };
 use kiln_store::SessionLog;
 use serde::Deserialize;
@@ -50,19 +51,79 @@ pub(crate) async fn ws(
     Query(query): Query<WsQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response> {
-    caller.role_in(&state, &id).await?;
+    let role = caller.role_in(&state, &id).await?;
     let log = state.store.open_session(&id).await?;
     let presence = state.presence.clone();
     let user = caller.user_ref();
+    // Someone who may prompt is typing: a sandbox that was stopped starts coming back now.
+    let engine = role.can_prompt().then(|| state.engine.clone());
     Ok(upgrade.on_upgrade(move |socket| async move {
-        pump(socket, log, presence, user, query.after_seq).await;
+        pump(socket, log, presence, engine, user, query.after_seq).await;
     }))
+}
+
+#[utoipa::path(get, path = "/api/ws", tag = "users",
+    params(WsQuery),
+    responses((status = 101, description = "WebSocket of UserServerFrame JSON text messages"),
+        (status = 401, body = kiln_protocol::api::ApiError)))]
+pub(crate) async fn user_ws(
+    State(state): State<AppState>,
+    caller: Caller,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let user = caller.user_ref();
+    upgrade.on_upgrade(move |socket| user_pump(socket, state.engine, user))
+}
+
+/// The user socket: warm-up while typing for sessions that do not exist yet.
+async fn user_pump(socket: WebSocket, engine: kiln_engine::Engine, user: UserRef) {
+    let (mut tx, mut rx) = socket.split();
+    let hello = UserServerFrame::Hello {
+        protocol_version: WS_PROTOCOL_VERSION,
+    };
+    if send(&mut tx, json_text(&hello)).await.is_err() {
+        return;
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.reset();
+    loop {
+        let reply = tokio::select! {
+            incoming = rx.next() => match incoming {
+                Some(Ok(Message::Text(text))) => match UserClientFrame::decode(text.as_str()) {
+                    Ok(UserClientFrame::Typing { repo }) => {
+                        match engine.reserve_sandbox(&user, &repo).await {
+                            Ok(reserved) => UserServerFrame::Warm { repo, reserved },
+                            Err(e) => UserServerFrame::Error { message: e.to_string() },
+                        }
+                    }
+                    Ok(UserClientFrame::Ping { nonce }) => UserServerFrame::Pong { nonce },
+                    Err(message) => UserServerFrame::Error { message },
+                },
+                Some(Ok(Message::Binary(_))) => UserServerFrame::Error {
+                    message: "frames are JSON text messages".into(),
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => continue,
+            },
+            _ = ping.tick() => {
+                if tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Ping(Default::default()))).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        if send(&mut tx, json_text(&reply)).await.is_err() {
+            break;
+        }
+    }
+    let _ = tx.close().await;
 }
 
 async fn pump(
     socket: WebSocket,
     log: SessionLog,
     presence: Presence,
+    engine: Option<kiln_engine::Engine>,
     user: UserRef,
     after_seq: u64,
 ) {
@@ -106,6 +167,9 @@ async fn pump(
                 Some(Ok(Message::Text(text))) => match ClientFrame::decode(text.as_str()) {
                     Ok(ClientFrame::Typing) => {
                         presence.send(&session, Ephemeral::Typing { user: user.clone() });
+                        if let Some(engine) = &engine {
+                            engine.warm_session(&session).await;
+                        }
                         None
                     }
                     Ok(ClientFrame::Ping { nonce }) => Some(frame_text(&ServerFrame::Pong { nonce })),
@@ -172,6 +236,10 @@ where
 }
 
 fn frame_text(frame: &ServerFrame) -> Utf8Bytes {
+    json_text(frame)
+}
+
+fn json_text(frame: &impl serde::Serialize) -> Utf8Bytes {
     serde_json::to_string(frame)
         .expect("server frames serialize")
         .into()

@@ -171,6 +171,22 @@ impl TestApp {
         body["session"]["id"].as_str().unwrap().parse().unwrap()
     }
 
+    /// The caller's user socket (`/api/ws`), after its hello.
+    pub async fn user_ws(&self, token: &str) -> Ws {
+        let url = format!("{}/api/ws", self.url.replace("http://", "ws://"));
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket");
+        let mut ws = Ws { socket };
+        let hello = ws.json().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        ws
+    }
+
     pub async fn ws(&self, token: &str, session: &SessionId, after_seq: u64) -> Ws {
         let url = format!(
             "{}/api/sessions/{session}/ws?after_seq={after_seq}",
@@ -244,19 +260,23 @@ impl TestApp {
         serde_json::from_value(page["events"].clone()).unwrap()
     }
 
-    /// Runs a shell command in the session's sandbox (found by its label).
+    /// Runs a shell command in the session's sandbox: the one labelled with the session, or
+    /// the warm pool's sandbox it claimed.
     pub async fn sandbox_sh(&self, session: &SessionId, script: &str) -> String {
-        let info = self
-            .provider
-            .list()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|i| {
-                i.spec.labels.get("kiln.session").map(String::as_str) == Some(session.as_str())
-            })
-            .expect("the session has a sandbox");
-        let sandbox = self.provider.attach(&info.id).await.unwrap();
+        let mut outputs = self
+            .labelled_sh("kiln.session", session.as_str(), script)
+            .await;
+        if outputs.is_empty() {
+            let log = self.engine.store().open_session(session).await.unwrap();
+            let claimed = log.claimed_sandbox().await.unwrap().expect("a sandbox");
+            let sandbox = kiln_sandbox::SandboxId::parse(&claimed).unwrap();
+            outputs.push(self.sh_in(&sandbox, script).await);
+        }
+        outputs.swap_remove(0)
+    }
+
+    async fn sh_in(&self, id: &kiln_sandbox::SandboxId, script: &str) -> String {
+        let sandbox = self.provider.attach(id).await.unwrap();
         let outcome = sandbox
             .run(kiln_sandbox::ExecRequest {
                 command: kiln_sandbox::CommandLine::Shell {
@@ -270,6 +290,19 @@ impl TestApp {
             .await
             .unwrap();
         String::from_utf8_lossy(&outcome.stdout).into_owned()
+    }
+
+    /// Runs a shell command in `/workspace` of every sandbox labelled `key=value` (e.g. the
+    /// warm pool's, `kiln.pool=demo`), returning each one's stdout.
+    pub async fn labelled_sh(&self, key: &str, value: &str, script: &str) -> Vec<String> {
+        let mut outputs = Vec::new();
+        for info in self.provider.list().await.unwrap() {
+            if info.spec.labels.get(key).map(String::as_str) != Some(value) {
+                continue;
+            }
+            outputs.push(self.sh_in(&info.id, script).await);
+        }
+        outputs
     }
 
     pub async fn stop(mut self) {
@@ -298,6 +331,11 @@ pub struct Ws {
 
 impl Ws {
     pub async fn frame(&mut self) -> ServerFrame {
+        serde_json::from_value(self.json().await).expect("a valid server frame")
+    }
+
+    /// The next text frame, as JSON.
+    pub async fn json(&mut self) -> Value {
         loop {
             let message = tokio::time::timeout(Duration::from_secs(60), self.socket.next())
                 .await
@@ -305,7 +343,7 @@ impl Ws {
                 .expect("socket open")
                 .expect("frame");
             if let Message::Text(text) = message {
-                return serde_json::from_str(text.as_str()).expect("a valid server frame");
+                return serde_json::from_str(text.as_str()).expect("a JSON frame");
             }
         }
     }

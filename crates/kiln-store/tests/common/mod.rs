@@ -20,6 +20,7 @@ pub async fn repo(store: &Store, name: &str) {
         default_branch: None,
         description: None,
         hooks: Vec::new(),
+        environment: None,
     };
     store.create_repo(&repo).await.unwrap();
 }
