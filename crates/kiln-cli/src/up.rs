@@ -49,6 +49,9 @@ struct FileConfig {
     image_rebuild_minutes: Option<u64>,
     /// Warm sandboxes kept per repo that has an image (default 2; 0: no pool).
     pool_size: Option<usize>,
+    /// Most warm sandboxes per repo when recent demand is higher (default 6; at most
+    /// `pool_size`: a fixed pool).
+    pool_max: Option<usize>,
     /// Snapshot and stop a session's sandbox after this many idle minutes (default 30; 0: never).
     idle_stop_minutes: Option<u64>,
     /// Ready images kept per repo by the garbage collector, besides those in use (default 3).
@@ -123,6 +126,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
             minutes => Some(Duration::from_secs(minutes * 60)),
         },
         pool_size: file.pool_size.unwrap_or(2),
+        pool_max: file.pool_max.unwrap_or(6),
         idle_stop_after: match file.idle_stop_minutes.unwrap_or(30) {
             0 => None,
             minutes => Some(Duration::from_secs(minutes * 60)),
@@ -178,6 +182,7 @@ fn print_config(resolved: &Resolved) {
         minutes(engine.image_rebuild_every)
     );
     println!("pool_size = {}", engine.pool_size);
+    println!("pool_max = {}", engine.pool_max);
     println!("idle_stop_minutes = {}", minutes(engine.idle_stop_after));
     println!("images_kept = {}", engine.images_kept);
     println!("[limits]");

@@ -35,6 +35,10 @@ pub struct EngineConfig {
     pub gc_grace: Duration,
     /// Ready sandboxes kept per repo that has an image (0: no pool).
     pub pool_size: usize,
+    /// The most ready sandboxes kept per repo when demand is high: the pool grows to the
+    /// number of sessions started on the repo in the last 10 minutes, within
+    /// `pool_size..=pool_max`. At most `pool_size`: a fixed pool.
+    pub pool_max: usize,
     /// How long a warm-up reservation holds a pooled sandbox for its user.
     pub reservation_ttl: Duration,
     /// A finished prompt's snapshot is taken once the session has been quiet this long, so
@@ -69,6 +73,7 @@ impl Default for EngineConfig {
             gc_every: None,
             gc_grace: Duration::from_secs(600),
             pool_size: 0,
+            pool_max: 0,
             reservation_ttl: Duration::from_secs(60),
             idle_stop_after: None,
             snapshot_delay: Duration::from_secs(2),

@@ -356,11 +356,16 @@ impl Engine {
     /// Brings the repo's pool to its size with sandboxes from the newest image, replacing
     /// entries made from an older one. Returns how many it made.
     pub async fn refill_pool(&self, repo: &str) -> Result<usize> {
-        let size = self.inner.config.pool_size;
+        let config = &self.inner.config;
+        let size = self
+            .inner
+            .pools
+            .target(repo, config.pool_size, config.pool_max);
         let Some(image) = self.inner.store.latest_image(repo).await? else {
             return Ok(0);
         };
-        for stale in self.inner.pools.remove_stale(repo, &image.id) {
+        let stale = self.inner.pools.remove_stale(repo, &image.id);
+        for stale in stale.into_iter().chain(self.inner.pools.trim(repo, size)) {
             let _ = self
                 .inner
                 .workspaces
@@ -386,7 +391,7 @@ impl Engine {
 
     /// Refills the repo's pool in the background (one refill per repo at a time).
     pub(crate) fn spawn_refill(&self, repo: &str) {
-        if self.inner.config.pool_size == 0
+        if self.inner.config.pool_size.max(self.inner.config.pool_max) == 0
             || !self
                 .inner
                 .pools
@@ -553,7 +558,8 @@ impl Engine {
         Ok(report)
     }
 
-    /// Runs [`Engine::collect_garbage`] every `every`, until shutdown.
+    /// Housekeeping every `every`, until shutdown: [`Engine::collect_garbage`], and pools
+    /// resized to their repo's recent demand (a pool that grew shrinks when demand falls).
     fn start_gc(&self, every: std::time::Duration) {
         let engine = self.clone();
         let shutdown = self.inner.shutdown.clone();
@@ -571,6 +577,10 @@ impl Engine {
                         tracing::warn!(error = %e, "garbage collection failed");
                     },
                     _ = shutdown.cancelled() => return,
+                }
+                match engine.inner.store.list_repos().await {
+                    Ok(repos) => repos.iter().for_each(|r| engine.spawn_refill(&r.name)),
+                    Err(e) => tracing::warn!(error = %e, "cannot list repos to resize pools"),
                 }
             }
         });

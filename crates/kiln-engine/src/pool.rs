@@ -9,7 +9,7 @@
 
 use kiln_core::UserId;
 use kiln_sandbox::Sandbox;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,9 +45,14 @@ struct Reservation {
     expires: Instant,
 }
 
+/// How far back claims count as demand when sizing a pool.
+pub(crate) const DEMAND_WINDOW: Duration = Duration::from_secs(10 * 60);
+
 #[derive(Debug, Default)]
 pub(crate) struct Pools {
     entries: Mutex<HashMap<String, Vec<PoolEntry>>>,
+    /// When sessions started on each repo, within the demand window.
+    starts: Mutex<HashMap<String, VecDeque<Instant>>>,
     reservations: Mutex<HashMap<(UserId, String), Reservation>>,
     /// Repos with a refill running.
     pub(crate) refilling: Mutex<HashSet<String>>,
@@ -109,6 +114,24 @@ impl Pools {
         }
     }
 
+    /// Counts a session start on `repo` as demand.
+    pub(crate) fn record_start(&self, repo: &str) {
+        let mut starts = self.starts.lock().expect("pool lock");
+        let list = starts.entry(repo.to_string()).or_default();
+        list.push_back(Instant::now());
+        prune(list);
+    }
+
+    /// How many sandboxes `repo`'s pool should hold: its recent demand, within `min..=max`.
+    pub(crate) fn target(&self, repo: &str, min: usize, max: usize) -> usize {
+        let mut starts = self.starts.lock().expect("pool lock");
+        let demand = starts.get_mut(repo).map_or(0, |list| {
+            prune(list);
+            list.len()
+        });
+        demand.clamp(min, max.max(min))
+    }
+
     /// Puts expired reservations back into their pools.
     pub(crate) fn expire(&self) {
         let now = Instant::now();
@@ -166,6 +189,17 @@ impl Pools {
             .push(entry);
     }
 
+    /// Removes and returns ready entries of `repo` past `size` (demand fell).
+    pub(crate) fn trim(&self, repo: &str, size: usize) -> Vec<PoolEntry> {
+        let excess = self.size(repo).saturating_sub(size);
+        let mut entries = self.entries.lock().expect("pool lock");
+        let Some(list) = entries.get_mut(repo) else {
+            return Vec::new();
+        };
+        let keep = list.len().saturating_sub(excess);
+        list.split_off(keep)
+    }
+
     /// Removes and returns the ready entries of `repo` not made from `image_id`.
     pub(crate) fn remove_stale(&self, repo: &str, image_id: &str) -> Vec<PoolEntry> {
         let mut entries = self.entries.lock().expect("pool lock");
@@ -175,5 +209,39 @@ impl Pools {
         let (keep, stale): (Vec<_>, Vec<_>) = list.drain(..).partition(|e| e.image_id == image_id);
         *list = keep;
         stale
+    }
+}
+
+/// Drops starts older than the demand window.
+fn prune(starts: &mut VecDeque<Instant>) {
+    while starts.front().is_some_and(|t| t.elapsed() > DEMAND_WINDOW) {
+        starts.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_follows_recent_demand_within_its_bounds() {
+        let pools = Pools::default();
+        assert_eq!(pools.target("r", 2, 5), 2, "no demand: the minimum");
+        for _ in 0..4 {
+            pools.record_start("r");
+        }
+        assert_eq!(pools.target("r", 2, 5), 4);
+        assert_eq!(pools.target("other", 2, 5), 2, "per repo");
+        for _ in 0..4 {
+            pools.record_start("r");
+        }
+        assert_eq!(pools.target("r", 2, 5), 5, "capped");
+        assert_eq!(pools.target("r", 2, 0), 2, "a max below the min is the min");
+        // A machine up for less than the window has no instant that old.
+        if let Some(old) = Instant::now().checked_sub(DEMAND_WINDOW + Duration::from_secs(1)) {
+            let mut list: VecDeque<Instant> = [old, old, Instant::now()].into();
+            prune(&mut list);
+            assert_eq!(list.len(), 1, "old starts no longer count");
+        }
     }
 }

@@ -351,12 +351,14 @@ impl SessionActor {
             Err(e) => tracing::warn!(session = %self.log.id(), error = %e, "cannot read snapshots"),
         }
         // A warm sandbox from the pool (the user's reservation first): a hand-off.
+        inner.pools.record_start(&self.repo.name);
         let (claimed, dead) = inner.pools.take(&self.repo.name, &self.creator.id);
+        // Claimed or not, the pool refills: to its size, or to the demand it just saw.
+        crate::Engine::from_inner(inner.clone()).spawn_refill(&self.repo.name);
         for entry in dead {
             let _ = workspaces.provider.destroy(entry.sandbox.id()).await;
         }
         if let Some(entry) = claimed {
-            crate::Engine::from_inner(inner.clone()).spawn_refill(&self.repo.name);
             let sandbox = entry.sandbox;
             let detail = format!(
                 "claimed from the warm pool (image {}); syncing to {}",

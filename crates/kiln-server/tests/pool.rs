@@ -115,3 +115,32 @@ async fn sessions_claim_warm_sandboxes_and_the_pool_refills_and_follows_new_imag
     assert!(stats["first_model_request_ms"]["p95"].is_u64(), "{stats}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_grows_with_recent_demand_up_to_its_max() {
+    let model = FakeModel::start().await;
+    let app = TestApp::with_config(EngineConfig {
+        model: Some(fake_model_config(&model)),
+        pool_size: 1,
+        pool_max: 3,
+        ..EngineConfig::default()
+    })
+    .await;
+    let engine = app.engine.clone();
+    let image = engine.build_image("demo").await.unwrap();
+    assert!(image.is_ready(), "{}", image.log);
+    until("the pool to fill", async || engine.pool_ready("demo") == 1).await;
+    let token = app.admin_token.clone();
+    for n in 0..4 {
+        let session = app.new_session(&token, &format!("session {n}")).await;
+        app.wait_until(&token, &session, |e| {
+            finished(e, PromptOutcome::Completed) == 1
+        })
+        .await;
+    }
+    // Four starts in the window: the pool holds three (its max), not one.
+    until("the pool to grow", async || engine.pool_ready("demo") == 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(engine.pool_ready("demo"), 3, "never past the max");
+    app.stop().await;
+}

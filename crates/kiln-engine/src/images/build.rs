@@ -8,9 +8,9 @@
 
 use super::environment::{ENVIRONMENT_FILE, Environment, Step};
 use super::live::{BuildLog, Utf8Chunks};
+use crate::host::git;
 use crate::workspace::{WORKDIR, Workspaces};
 use crate::{Error, Result};
-use crate::host::git;
 use kiln_protocol::api::{ImageRuntime, Repo};
 use kiln_sandbox::{CommandLine, ExecEvent, ExecRequest, OutputStream, Sandbox};
 use kiln_store::{ImageRecord, Store};

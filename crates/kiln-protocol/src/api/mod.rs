@@ -11,6 +11,4 @@ pub use event::{
     PromptStatus, SandboxState, ToolOutcome, ToolStream, Usage, UserRef,
 };
 pub use rest::*;
-pub use ws::{
-    ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION,
-};
+pub use ws::{ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION};
