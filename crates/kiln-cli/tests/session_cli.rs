@@ -209,6 +209,28 @@ async fn repos_are_added_and_listed() {
         "{}",
         text(&out.stderr)
     );
+
+    // The environment definition set through the API: set, shown, refused when wrong, cleared.
+    let file = server.dir.path().join("environment.toml");
+    std::fs::write(&file, "[env]\nGREETING = \"hi\"\n").unwrap();
+    let file = file.to_str().unwrap();
+    let out = server.run(&["repo", "env", "web", "--set", file]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "[env]\nGREETING = \"hi\"\n");
+    let out = server.run(&["repo", "env", "web"]).await;
+    assert_eq!(text(&out.stdout), "[env]\nGREETING = \"hi\"\n");
+    std::fs::write(file, "colour = 1\n").unwrap();
+    let out = server.run(&["repo", "env", "web", "--set", file]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("colour"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = server.run(&["repo", "env", "web", "--clear"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    assert!(text(&out.stderr).contains("no environment"), "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@ use kiln_core::{Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
     CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, Image,
     ImageBuildStarted, Me, PromptAccepted, Repo, SendPrompt, SessionCreated, SessionDetail,
-    SessionSummary, ShareCreated, StopSession, TokenCreated, TokenInfo, UpdateSession, User,
+    SessionSummary, ShareCreated, StopSession, TokenCreated, TokenInfo, UpdateRepo, UpdateSession,
+    User,
 };
 use reqwest::{Method, Url, header};
 use serde::Serialize;
@@ -93,6 +94,11 @@ impl Client {
 
     pub async fn repo(&self, name: &str) -> Result<Repo> {
         self.call(Method::GET, &["repos", name], NO_BODY).await
+    }
+
+    /// Changes what `body` names (admins).
+    pub async fn update_repo(&self, name: &str, body: &UpdateRepo) -> Result<Repo> {
+        self.call(Method::PATCH, &["repos", name], Some(body)).await
     }
 
     /// Starts building the repo's image; follow it with [`Client::image_log`]. It shows up in

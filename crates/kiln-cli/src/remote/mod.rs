@@ -12,10 +12,10 @@ mod image;
 mod render;
 mod session;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use kiln_client::Client;
-use kiln_protocol::api::CreateRepo;
+use kiln_protocol::api::{CreateRepo, UpdateRepo};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -67,6 +67,17 @@ enum RepoCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show the environment definition set for a repo through the API, or set it from a TOML
+    /// file (`-` for stdin) in place of the repo's `.kiln/environment.toml` (admins).
+    Env {
+        name: String,
+        /// The definition to set (the format of `.kiln/environment.toml`).
+        #[arg(long, value_name = "FILE", conflicts_with = "clear")]
+        set: Option<std::path::PathBuf>,
+        /// Remove the definition set through the API: builds read the repo's file again.
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
@@ -107,6 +118,30 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                     print!("{}", table(&rows));
                 }
             }
+            RepoCommand::Env { name, set, clear } => {
+                let environment = match (set, clear) {
+                    (Some(path), _) => Some(read_text(&path)?),
+                    (None, true) => Some(String::new()),
+                    (None, false) => None,
+                };
+                let repo = match environment {
+                    Some(environment) => {
+                        let body = UpdateRepo {
+                            environment: Some(environment),
+                            ..UpdateRepo::default()
+                        };
+                        client.update_repo(&name, &body).await?
+                    }
+                    None => client.repo(&name).await?,
+                };
+                match repo.environment {
+                    Some(text) => print!("{text}"),
+                    None => eprintln!(
+                        "{}: no environment set through the API; builds read .kiln/environment.toml",
+                        repo.name
+                    ),
+                }
+            }
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -127,6 +162,14 @@ pub(crate) async fn session(args: SessionArgs) -> ExitCode {
         session::run(&client, args.command).await
     })
     .await
+}
+
+/// A file's text, or standard input's for `-`.
+fn read_text(path: &std::path::Path) -> Result<String> {
+    if path.as_os_str() == "-" {
+        return Ok(std::io::read_to_string(std::io::stdin())?);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
 fn connect(server: &config::ServerArgs) -> Result<Client> {
