@@ -63,6 +63,9 @@ struct Slot {
     recovered: Option<SandboxId>,
 }
 
+/// A session's own snapshot layers above what it started from, before they are merged.
+const MAX_OWN_LAYERS: usize = 4;
+
 impl SessionActor {
     pub(crate) fn new(
         log: SessionLog,
@@ -498,28 +501,12 @@ impl SessionActor {
         let Some(sandbox) = slot.sandbox.take() else {
             return;
         };
-        if sandbox.guest().gone().is_none() {
-            match inner.workspaces.provider.snapshot(sandbox.id()).await {
-                Ok(snapshot) => {
-                    let record = kiln_store::SessionSnapshot {
-                        id: snapshot.id.to_string(),
-                        parent: None,
-                        prompt_id: None,
-                        layers: snapshot.image.layers,
-                        size_bytes: snapshot.size_bytes,
-                    };
-                    if let Err(e) = self.log.record_snapshot(&record).await {
-                        tracing::warn!(session = %self.log.id(), error = %e, "cannot record a snapshot");
-                        slot.sandbox = Some(sandbox);
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(session = %self.log.id(), error = %e, "cannot snapshot an idle sandbox; keeping it");
-                    slot.sandbox = Some(sandbox);
-                    return;
-                }
-            }
+        if sandbox.guest().gone().is_none()
+            && let Err(e) = self.take_snapshot(inner, &sandbox, None).await
+        {
+            tracing::warn!(session = %self.log.id(), error = %e, "cannot snapshot an idle sandbox; keeping it");
+            slot.sandbox = Some(sandbox);
+            return;
         }
         if let Err(e) = inner.workspaces.provider.destroy(sandbox.id()).await {
             tracing::warn!(sandbox = %sandbox.id(), error = %e, "cannot stop an idle sandbox");
@@ -559,22 +546,64 @@ impl SessionActor {
         let Some(sandbox) = sandbox.filter(|s| s.guest().gone().is_none()) else {
             return;
         };
-        let snapshot = match inner.workspaces.provider.snapshot(sandbox.id()).await {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
-                tracing::warn!(session = %self.log.id(), error = %e, "cannot snapshot the sandbox");
-                return;
+        if let Err(e) = self.take_snapshot(inner, &sandbox, Some(prompt)).await {
+            tracing::warn!(session = %self.log.id(), error = %e, "cannot snapshot the sandbox");
+        }
+    }
+
+    /// Snapshots the sandbox and records it. Every restore stacks one more layer on what the
+    /// session started from; past [`MAX_OWN_LAYERS`], the session's own layers are merged into
+    /// one, so a session restored a thousand times still mounts a shallow stack.
+    async fn take_snapshot(
+        &self,
+        inner: &Inner,
+        sandbox: &Sandbox,
+        prompt: Option<&PromptId>,
+    ) -> Result<()> {
+        let provider = &inner.workspaces.provider;
+        let snapshot = provider.snapshot(sandbox.id()).await?;
+        let (mut id, mut layers) = (snapshot.id.to_string(), snapshot.image.layers);
+        let base = self.base_layers(sandbox).await.min(layers.len() - 1);
+        if layers.len() - base > MAX_OWN_LAYERS {
+            match provider.merge_snapshots(&layers[base..]).await {
+                Ok(merged) => {
+                    layers.truncate(base);
+                    layers.push(merged.layer);
+                    id = merged.id.to_string();
+                }
+                Err(e) => {
+                    tracing::warn!(session = %self.log.id(), error = %e, "cannot merge snapshots; keeping the stack")
+                }
             }
-        };
+        }
         let record = kiln_store::SessionSnapshot {
-            id: snapshot.id.to_string(),
+            id,
             parent: None,
-            prompt_id: Some(prompt.clone()),
-            layers: snapshot.image.layers,
+            prompt_id: prompt.cloned(),
+            layers,
             size_bytes: snapshot.size_bytes,
+            base_layers: Some(base),
         };
-        if let Err(e) = self.log.record_snapshot(&record).await {
-            tracing::warn!(session = %self.log.id(), error = %e, "cannot record a snapshot");
+        self.log.record_snapshot(&record).await?;
+        Ok(())
+    }
+
+    /// How many of the sandbox's layers are what the session started from: the base recorded
+    /// with the newest snapshot when the sandbox stands on it (it was restored), else all of
+    /// them (it came from the image, the pool or a clone).
+    async fn base_layers(&self, sandbox: &Sandbox) -> usize {
+        let layers = &sandbox.info().spec.image.layers;
+        match self.log.latest_snapshot().await {
+            Ok(Some(snapshot)) => match snapshot.base_layers {
+                Some(base)
+                    if base <= snapshot.layers.len()
+                        && layers.starts_with(&snapshot.layers[..base]) =>
+                {
+                    base
+                }
+                _ => layers.len(),
+            },
+            _ => layers.len(),
         }
     }
 

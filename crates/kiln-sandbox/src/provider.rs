@@ -24,6 +24,10 @@ pub trait Provider: Send + Sync + Debug + 'static {
     /// Captures the writable layer, deletions included, as an immutable snapshot. The sandbox
     /// keeps running; it is paused while the layer is copied so the copy is consistent.
     async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot>;
+    /// Merges snapshots (their layers, bottom first, as [`Snapshot::image`] names them) into
+    /// one new snapshot that, on the same lower layers, shows the same files: restores of a
+    /// long-lived session stay a shallow stack. The merged ones are left alone.
+    async fn merge_snapshots(&self, layers: &[std::path::PathBuf]) -> Result<SnapshotInfo>;
     /// Every snapshot this provider holds, oldest first.
     async fn snapshots(&self) -> Result<Vec<SnapshotInfo>>;
     /// Deletes a snapshot for good. [`crate::Error::InUse`] while a sandbox runs on it;

@@ -118,3 +118,103 @@ async fn a_snapshot_is_consistent_while_the_sandbox_keeps_writing() {
     // The sandbox runs on after the freeze.
     ok(&sandbox, "true").await;
 }
+
+#[tokio::test]
+async fn merged_snapshots_show_exactly_what_their_stack_showed() {
+    let h = Harness::new().await;
+    let image = tempfile::tempdir().unwrap();
+    let uid = h.provider.config().sandbox_uid;
+    for (path, contents) in [
+        ("workspace/keep.txt", "keep"),
+        ("workspace/gone.txt", "gone"),
+        ("workspace/dir/old.txt", "old"),
+        ("workspace/dir2/a.txt", "a"),
+        ("workspace/dir3/x.txt", "x"),
+    ] {
+        let path = image.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, contents).unwrap();
+    }
+    let status = std::process::Command::new("chown")
+        .args(["-R", &format!("{uid}:{uid}")])
+        .arg(image.path().join("workspace"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let base = ImageSpec {
+        layers: vec![image.path().to_path_buf()],
+        host_system: true,
+    };
+    // Three rounds of changes, each in a sandbox restored from the one before: deletions of
+    // image files and of earlier rounds' files, a directory replaced by a file and back, a
+    // directory recreated over a deletion, files recreated over deletions, hard links.
+    let rounds = [
+        "rm gone.txt; rm -r dir; mkdir dir; echo new > dir/new.txt; echo changed > keep.txt; \
+         mkdir fresh; echo f > fresh/f.txt; echo h > hard.txt; ln hard.txt hard2.txt",
+        "echo back > gone.txt; rm -r fresh; rm dir2/a.txt; echo b > dir2/b.txt; rm -r dir3; \
+         echo file > dir3",
+        "rm -r dir; echo file > dir; mkdir fresh; echo again > fresh/g.txt; rm dir3; \
+         mkdir dir3; echo y > dir3/y.txt; echo more >> hard.txt",
+    ];
+    let mut image = base.clone();
+    let mut snapshots = Vec::new();
+    for round in rounds {
+        let sandbox = h
+            .provider
+            .create(SandboxSpec {
+                image: image.clone(),
+                ..host_spec()
+            })
+            .await
+            .unwrap();
+        ok(&sandbox, &format!("set -e; cd /workspace; {round}")).await;
+        let snapshot = h.provider.snapshot(sandbox.id()).await.unwrap();
+        h.provider.destroy(sandbox.id()).await.unwrap();
+        snapshots.push(snapshot.image.layers.last().unwrap().clone());
+        image = snapshot.image;
+    }
+    let manifest = async |image: ImageSpec| {
+        let sandbox = h
+            .provider
+            .create(SandboxSpec {
+                image,
+                ..host_spec()
+            })
+            .await
+            .unwrap();
+        let listing = ok(&sandbox, MANIFEST).await;
+        h.provider.destroy(sandbox.id()).await.unwrap();
+        listing
+    };
+    let stacked = manifest(image.clone()).await;
+    assert!(stacked.contains("/workspace/fresh/g.txt"), "{stacked}");
+    assert!(!stacked.contains("/workspace/fresh/f.txt"), "{stacked}");
+    assert!(!stacked.contains("/workspace/dir2/a.txt"), "{stacked}");
+
+    // All three merged into one, and the last two merged on top of the first.
+    let merged = h.provider.merge_snapshots(&snapshots).await.unwrap();
+    let mut flat = base.clone();
+    flat.layers.push(merged.layer.clone());
+    assert_eq!(manifest(flat).await, stacked);
+    let top = h.provider.merge_snapshots(&snapshots[1..]).await.unwrap();
+    let mut partly = base.clone();
+    partly.layers.extend([snapshots[0].clone(), top.layer]);
+    assert_eq!(manifest(partly).await, stacked);
+    assert!(
+        h.provider
+            .snapshots()
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.id == merged.id),
+        "the merged snapshot is listed"
+    );
+
+    // Only this provider's snapshots can be merged.
+    let err = h
+        .provider
+        .merge_snapshots(&[std::path::PathBuf::from("/etc")])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a snapshot"), "{err}");
+}

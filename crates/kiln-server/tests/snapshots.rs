@@ -127,3 +127,76 @@ async fn an_idle_sandbox_is_snapshotted_and_stopped_and_the_next_prompt_restores
     assert!(read.contains("kept"), "{read}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_restored_many_times_keeps_a_shallow_stack_and_every_file() {
+    let model = FakeModel::start().await;
+    let app = TestApp::with_config(kiln_engine::EngineConfig {
+        model: Some(common::fake_model_config(&model)),
+        snapshot_delay: Duration::from_millis(20),
+        ..kiln_engine::EngineConfig::default()
+    })
+    .await;
+    let image = app.engine.build_image("demo").await.unwrap();
+    assert!(image.is_ready(), "{}", image.log);
+    let token = app.admin_token.clone();
+    let log_of = async |session: &kiln_core::SessionId| {
+        app.engine.store().open_session(session).await.unwrap()
+    };
+    let mut session = None;
+    let mut last_snapshot = None;
+    let mut deepest = 0;
+    for round in 0..8 {
+        model.push(Script::Turn(Turn::tool(
+            "write_file",
+            json!({"path": format!("round{round}.txt"), "content": format!("{round}\n")}),
+        )));
+        model.push(Script::Turn(Turn::text("done")));
+        let id = match &session {
+            None => app.new_session(&token, "round 0").await,
+            Some(id) => {
+                app.send(&token, id, &format!("round {round}")).await;
+                id.clone()
+            }
+        };
+        app.wait_until(&token, &id, |e| {
+            finished(e, PromptOutcome::Completed) == round + 1
+        })
+        .await;
+        let log = log_of(&id).await;
+        let snapshot = loop {
+            let latest = log.latest_snapshot().await.unwrap();
+            if let Some(s) = latest.filter(|s| Some(&s.id) != last_snapshot.as_ref()) {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(
+            snapshot.base_layers,
+            Some(image.layers.len()),
+            "{snapshot:?}"
+        );
+        assert!(snapshot.layers.starts_with(&image.layers));
+        deepest = deepest.max(snapshot.layers.len());
+        last_snapshot = Some(snapshot.id);
+        session = Some(id);
+        // The sandbox goes away; the next round restores the snapshot.
+        for sandbox in app.provider.list().await.unwrap() {
+            app.provider.destroy(&sandbox.id).await.unwrap();
+        }
+    }
+    // Eight restores, yet never more than four of the session's own layers.
+    assert!(deepest <= image.layers.len() + 4, "{deepest}");
+    let session = session.unwrap();
+    model.push(Script::Turn(Turn::text("look")));
+    app.send(&token, &session, "look").await;
+    app.wait_until(&token, &session, |e| {
+        finished(e, PromptOutcome::Completed) == 9
+    })
+    .await;
+    let files = app
+        .sandbox_sh(&session, "cat round*.txt | tr '\\n' ' '")
+        .await;
+    assert_eq!(files, "0 1 2 3 4 5 6 7 ");
+    app.stop().await;
+}

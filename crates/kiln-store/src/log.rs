@@ -256,14 +256,17 @@ impl SessionLog {
         blocking(move || {
             let conn = lock(&inner.conn);
             conn.execute(
-                "INSERT INTO snapshots (id, parent, prompt_id, layers, size_bytes, at_ms)
-                 VALUES (?1, (SELECT id FROM snapshots ORDER BY pos DESC LIMIT 1), ?2, ?3, ?4, ?5)",
+                "INSERT INTO snapshots (id, parent, prompt_id, layers, size_bytes, at_ms,
+                                        base_layers)
+                 VALUES (?1, (SELECT id FROM snapshots ORDER BY pos DESC LIMIT 1), ?2, ?3, ?4, ?5,
+                         ?6)",
                 rusqlite::params![
                     snapshot.id,
                     snapshot.prompt_id.as_ref().map(|p| p.as_str().to_string()),
                     layers,
                     snapshot.size_bytes as i64,
-                    crate::db::now_ms()
+                    crate::db::now_ms(),
+                    snapshot.base_layers.map(|n| n as i64),
                 ],
             )?;
             Ok(())
@@ -276,7 +279,7 @@ impl SessionLog {
         self.read(|conn| {
             let row = conn
                 .query_row(
-                    "SELECT id, parent, prompt_id, layers, size_bytes FROM snapshots
+                    "SELECT id, parent, prompt_id, layers, size_bytes, base_layers FROM snapshots
                      ORDER BY pos DESC LIMIT 1",
                     [],
                     |row| {
@@ -286,11 +289,12 @@ impl SessionLog {
                             row.get::<_, Option<String>>(2)?,
                             row.get::<_, String>(3)?,
                             row.get::<_, i64>(4)?,
+                            row.get::<_, Option<i64>>(5)?,
                         ))
                     },
                 )
                 .optional()?;
-            let Some((id, parent, prompt_id, layers, size)) = row else {
+            let Some((id, parent, prompt_id, layers, size, base)) = row else {
                 return Ok(None);
             };
             Ok(Some(SessionSnapshot {
@@ -299,6 +303,7 @@ impl SessionLog {
                 prompt_id: prompt_id.as_deref().and_then(PromptId::parse),
                 layers: serde_json::from_str(&layers)?,
                 size_bytes: size as u64,
+                base_layers: base.map(|n| n as usize),
             }))
         })
         .await
@@ -316,6 +321,9 @@ pub struct SessionSnapshot {
     /// The sandbox image to restore it: read-only layers, bottom first.
     pub layers: Vec<PathBuf>,
     pub size_bytes: u64,
+    /// How many of `layers` (from the bottom) are what the session started from (its image,
+    /// or its clone); the rest are its own snapshots. `None`: not known.
+    pub base_layers: Option<usize>,
 }
 
 /// Up to `limit` stored events after `after_seq`. The stored text becomes `json` as it is, so a

@@ -178,4 +178,10 @@ pub(crate) const SESSION: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        name: "snapshot base",
+        // How many of a snapshot's layers are the image (or clone) the session started from;
+        // the rest are the session's own, merged when they pile up. NULL: not known.
+        sql: "ALTER TABLE snapshots ADD COLUMN base_layers INTEGER;",
+    },
 ];

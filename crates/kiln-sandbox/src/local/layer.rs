@@ -164,6 +164,98 @@ fn copy_entry(
     copy_attributes(src, dst, &meta)
 }
 
+/// The xattr overlayfs marks an opaque directory with: lower layers' entries in it are hidden.
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// Merges snapshot layers (bottom first) into the new directory `dst`: one layer that, stacked
+/// on the same lower layers, shows exactly what the stack showed. Upper entries replace lower
+/// ones; a whiteout deletes what is below and stays a whiteout (the lower layers may have the
+/// path); an opaque directory replaces what is below whole; a directory that lands on a
+/// whiteout or a non-directory becomes opaque, since nothing below it showed through before.
+/// Returns the bytes of file contents copied.
+pub(crate) fn merge_layers(layers: &[&Path], dst: &Path) -> Result<u64> {
+    let (first, rest) = layers
+        .split_first()
+        .ok_or_else(|| Error::InvalidSpec("merging needs at least one layer".into()))?;
+    let mut links = HashMap::new();
+    let mut bytes = 0;
+    copy_entry(first, dst, &mut links, &mut bytes)?;
+    for layer in rest {
+        merge_dir(layer, dst, &mut links, &mut bytes)?;
+        let meta = fs::symlink_metadata(layer).map_err(Error::io("reading a layer", layer))?;
+        copy_attributes(layer, dst, &meta)?;
+    }
+    Ok(bytes)
+}
+
+fn merge_dir(
+    src: &Path,
+    dst: &Path,
+    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
+    bytes: &mut u64,
+) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(src)
+        .map_err(Error::io("listing a layer directory", src))?
+        .collect::<std::io::Result<_>>()
+        .map_err(Error::io("listing a layer directory", src))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let meta =
+            fs::symlink_metadata(&from).map_err(Error::io("reading a layer entry", &from))?;
+        let below = fs::symlink_metadata(&to).ok();
+        if meta.is_dir() && !is_opaque(&from)? && below.as_ref().is_some_and(|b| b.is_dir()) {
+            merge_dir(&from, &to, links, bytes)?;
+            copy_attributes(&from, &to, &meta)?;
+            continue;
+        }
+        if let Some(below) = &below {
+            remove_entry(&to, below)?;
+        }
+        copy_entry(&from, &to, links, bytes)?;
+        if meta.is_dir() && below.is_some() {
+            set_opaque(&to)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_entry(path: &Path, meta: &fs::Metadata) -> Result<()> {
+    let removed = if meta.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    removed.map_err(Error::io("replacing a merged entry", path))
+}
+
+fn is_opaque(dir: &Path) -> Result<bool> {
+    let (path, name) = (cstring(dir)?, CString::new(OPAQUE_XATTR).expect("no NUL"));
+    let mut value = [0u8; 1];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), 1) };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENODATA) | Some(libc::ERANGE) => Ok(false),
+            _ => Err(Error::io("reading an opaque mark", dir)(err)),
+        };
+    }
+    Ok(n == 1 && value[0] == b'y')
+}
+
+fn set_opaque(dir: &Path) -> Result<()> {
+    let (path, name) = (cstring(dir)?, CString::new(OPAQUE_XATTR).expect("no NUL"));
+    // SAFETY: valid NUL-terminated strings and a one-byte value.
+    let rc = unsafe { libc::lsetxattr(path.as_ptr(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+    if rc != 0 {
+        return Err(Error::io("marking a directory opaque", dir)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// Owner, mode, extended attributes and times, in that order (chown clears set-id bits, and
 /// setting times must come after anything that would update them).
 fn copy_attributes(src: &Path, dst: &Path, meta: &fs::Metadata) -> Result<()> {
