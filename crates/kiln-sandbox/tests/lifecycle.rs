@@ -43,18 +43,26 @@ async fn destroy_leaves_no_process_mount_cgroup_or_file() {
 
     h.provider.destroy(&id).await.unwrap();
     for pid in pids {
-        // Gone, or dead and waiting for init to reap it.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .next();
-        assert!(
-            matches!(state, None | Some("Z") | Some("X")),
-            "process {pid} survived: {stat}"
-        );
+        // Gone, or dead and waiting for init to reap it. A killed process leaves its cgroup
+        // before it has finished exiting, so it may still show as running for a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next();
+            if matches!(state, None | Some("Z") | Some("X")) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process {pid} survived: {stat}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
     assert_eq!(
         mounts_mentioning(&h.data_dir().join("sandboxes").join(id.as_str())),

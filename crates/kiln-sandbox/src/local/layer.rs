@@ -164,6 +164,27 @@ fn copy_entry(
     copy_attributes(src, dst, &meta)
 }
 
+/// Moves a finished layer from `tmp` to `dest` so that it survives a power cut once this
+/// returns: the filesystem's dirty data is written out (`syncfs`: one call for the whole tree),
+/// then the rename, then the directory that holds it. A record naming the layer is written
+/// after, so a record never names a layer that is not on disk.
+pub(crate) fn install_durably(tmp: &Path, dest: &Path) -> Result<()> {
+    let sync = |path: &Path, what: &'static str| -> Result<()> {
+        let dir = fs::File::open(path).map_err(Error::io(what, path))?;
+        // SAFETY: a valid open descriptor.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+            return Err(Error::io(what, path)(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    };
+    sync(tmp, "writing a layer to disk")?;
+    fs::rename(tmp, dest).map_err(Error::io("installing a layer", dest))?;
+    let parent = dest.parent().expect("a layer has a parent directory");
+    fs::File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(Error::io("writing a layer to disk", parent))
+}
+
 /// The xattr overlayfs marks an opaque directory with: lower layers' entries in it are hidden.
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 

@@ -493,7 +493,7 @@ impl Provider for LocalProvider {
                 let _ = fs::remove_dir_all(&tmp);
             })?;
             thawed?;
-            fs::rename(&tmp, &dest).map_err(Error::io("installing a snapshot layer", &dest))?;
+            layer::install_durably(&tmp, &dest)?;
             Ok(size)
         })
         .await
@@ -532,7 +532,7 @@ impl Provider for LocalProvider {
             layer::merge_layers(&sources, &tmp).inspect_err(|_| {
                 let _ = fs::remove_dir_all(&tmp);
             })?;
-            fs::rename(&tmp, &dest).map_err(Error::io("installing a merged snapshot", &dest))
+            layer::install_durably(&tmp, &dest)
         })
         .await
         .expect("merging does not panic")?;
