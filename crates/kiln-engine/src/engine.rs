@@ -474,6 +474,25 @@ impl Engine {
         }
     }
 
+    /// The repo's warm pool right now.
+    pub async fn pool_status(&self, repo: &str) -> Result<kiln_protocol::api::PoolStatus> {
+        self.inner.store.repo(repo).await.map_err(|e| match e {
+            kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {repo:?}")),
+            e => e.into(),
+        })?;
+        let image = self.inner.store.latest_image(repo).await?.map(|i| i.id);
+        let pools = &self.inner.pools;
+        pools.expire();
+        let config = &self.inner.config;
+        let ready = pools.ready(repo);
+        Ok(kiln_protocol::api::PoolStatus {
+            ready,
+            reserved: pools.size(repo) - ready,
+            target: pools.target(repo, config.pool_size, config.pool_max),
+            image,
+        })
+    }
+
     /// The image of each ready sandbox in the repo's pool.
     pub fn pool_images(&self, repo: &str) -> Vec<String> {
         self.inner.pools.images(repo)

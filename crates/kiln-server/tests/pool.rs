@@ -89,6 +89,12 @@ async fn sessions_claim_warm_sandboxes_and_the_pool_refills_and_follows_new_imag
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["reserved"], true);
     assert_eq!(engine.pool_ready("demo"), 1, "one is reserved");
+    let (status, pool) = app.get(&token, "/api/repos/demo/pool").await;
+    assert_eq!(status, 200, "{pool}");
+    assert_eq!(
+        pool,
+        json!({"ready": 1, "reserved": 1, "target": 2, "image": second.id})
+    );
     until("the reservation to expire", async || {
         engine.pool_ready("demo") == 2
     })
@@ -142,5 +148,7 @@ async fn the_pool_grows_with_recent_demand_up_to_its_max() {
     until("the pool to grow", async || engine.pool_ready("demo") == 3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(engine.pool_ready("demo"), 3, "never past the max");
+    let (_, pool) = app.get(&token, "/api/repos/demo/pool").await;
+    assert_eq!(pool["target"], 3, "{pool}");
     app.stop().await;
 }

@@ -342,6 +342,19 @@ pub struct WarmReply {
     pub reserved: bool,
 }
 
+/// A repo's warm pool right now (`GET /api/repos/{name}/pool`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PoolStatus {
+    /// Running sandboxes waiting for a session.
+    pub ready: usize,
+    /// Sandboxes held for someone who is typing.
+    pub reserved: usize,
+    /// What the pool is being filled to: its size, or recent demand up to its maximum.
+    pub target: usize,
+    /// The image new entries are made from; `None` while the repo has no ready image.
+    pub image: Option<String>,
+}
+
 /// How a session's start went, from its log (millisecond resolution). A phase is absent when
 /// it has not happened (yet) or did not apply.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -26,6 +26,7 @@ use utoipa::OpenApi;
         repos::get_repo,
         repos::update_repo,
         repos::warm,
+        repos::pool,
         repos::build_image,
         repos::list_images,
         repos::get_image,

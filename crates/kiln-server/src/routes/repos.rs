@@ -13,7 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use kiln_protocol::api::{
-    CreateRepo, Image, ImageBuildStarted, ImageStatus, Repo, UpdateRepo, WarmReply,
+    CreateRepo, Image, ImageBuildStarted, ImageStatus, PoolStatus, Repo, UpdateRepo, WarmReply,
 };
 
 #[utoipa::path(post, path = "/api/repos", tag = "repos", request_body = CreateRepo,
@@ -166,6 +166,16 @@ pub(crate) async fn get_image(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Image>> {
     Ok(Json(image(state.store.image(&name, &id).await?, true)))
+}
+
+#[utoipa::path(get, path = "/api/repos/{name}/pool", tag = "repos", params(("name" = String, Path)),
+    responses((status = 200, body = PoolStatus), (status = 404, body = kiln_protocol::api::ApiError)))]
+pub(crate) async fn pool(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<PoolStatus>> {
+    Ok(Json(state.engine.pool_status(&name).await?))
 }
 
 /// Warm-up while typing: the caller is writing a prompt for this repo; hold a warm sandbox
