@@ -476,11 +476,13 @@ impl<'a> PromptRun<'a> {
     /// Runs the tool, turning its streamed output and file changes into events as they come.
     async fn execute(&self, sandbox: &Sandbox, call: &ToolCall) -> tools::ToolResult {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<ToolUpdate>(64);
+        let env = self.actor.prompt_env(&self.prompt.author);
         let ctx = ToolContext {
             sandbox,
             workdir: WORKDIR,
             cancel: &self.cancel,
             bash_timeout: self.inner.config.bash_timeout,
+            env: &env,
         };
         let run = tools::run(&ctx, call, &tx);
         tokio::pin!(run);

@@ -63,6 +63,11 @@ struct Slot {
     recovered: Option<SandboxId>,
 }
 
+/// The git email of a kiln user (until users have their own).
+fn commit_email(user: &kiln_core::UserId) -> String {
+    format!("{user}@users.kiln.local")
+}
+
 /// A session's own snapshot layers above what it started from, before they are merged.
 const MAX_OWN_LAYERS: usize = 4;
 
@@ -76,7 +81,7 @@ impl SessionActor {
         SessionActor {
             log,
             repo,
-            email: format!("{}@users.kiln.local", creator.id),
+            email: commit_email(&creator.id),
             creator,
             sync: watch::channel(SyncState::Done).0,
             snapshot_generation: AtomicU64::new(0),
@@ -431,6 +436,26 @@ impl SessionActor {
             })
             .ok()
             .flatten()
+    }
+
+    /// What the commands of a prompt by `author` run with, set per call rather than in the
+    /// sandbox (a pooled sandbox knows no session): commits are the author's, whoever created
+    /// the session.
+    pub(crate) fn prompt_env(
+        &self,
+        author: &UserRef,
+    ) -> std::collections::BTreeMap<String, String> {
+        let email = commit_email(&author.id);
+        [
+            ("GIT_AUTHOR_NAME", author.name.as_str()),
+            ("GIT_AUTHOR_EMAIL", email.as_str()),
+            ("GIT_COMMITTER_NAME", author.name.as_str()),
+            ("GIT_COMMITTER_EMAIL", email.as_str()),
+            ("KILN_SESSION", self.log.id().as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     }
 
     fn git_identity(&self) -> (&str, &str) {

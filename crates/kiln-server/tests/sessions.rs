@@ -529,3 +529,60 @@ async fn watchers_see_who_is_present_and_who_is_typing() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_prompt_commits_as_its_author() {
+    let model = FakeModel::start().await;
+    let commit = |message: &str| {
+        Script::Turn(Turn::tool(
+            "bash",
+            json!({"command": format!(
+                "echo {message} >> log.txt && git add log.txt && \
+                 git commit -qm {message} && git log -1 --format='%an <%ae> / %cn'"
+            )}),
+        ))
+    };
+    model.push(commit("first"));
+    model.push(Script::Turn(Turn::text("done")));
+    let app = TestApp::start(&model).await;
+    let token = app.admin_token.clone();
+    let session = app.new_session(&token, "commit something").await;
+    let events = app
+        .wait_until(&token, &session, |e| {
+            common::finished(e, PromptOutcome::Completed) == 1
+        })
+        .await;
+    let (_, me) = app.get(&token, "/api/me").await;
+    let admin = me["user"]["id"].as_str().unwrap();
+    let output = common::last_tool_output(&events);
+    assert_eq!(
+        output.lines().next(),
+        Some(format!("admin <{admin}@users.kiln.local> / admin").as_str())
+    );
+
+    // A collaborator's prompt in the same session commits as them.
+    let (alice, alice_token) = app.user("alice").await;
+    let (_, share) = app
+        .post(
+            &token,
+            &format!("/api/sessions/{session}/shares"),
+            json!({"role": "collaborator"}),
+        )
+        .await;
+    app.post(&alice_token, share["path"].as_str().unwrap(), json!({}))
+        .await;
+    model.push(commit("second"));
+    model.push(Script::Turn(Turn::text("done")));
+    app.send(&alice_token, &session, "commit more").await;
+    let events = app
+        .wait_until(&token, &session, |e| {
+            common::finished(e, PromptOutcome::Completed) == 2
+        })
+        .await;
+    let output = common::last_tool_output(&events);
+    assert_eq!(
+        output.lines().next(),
+        Some(format!("alice <{alice}@users.kiln.local> / alice").as_str())
+    );
+    app.stop().await;
+}

@@ -14,7 +14,6 @@ use kiln_protocol::api::ToolStream;
 use kiln_protocol::guest::{CommandLine, FileKind, OutputStream};
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -59,7 +58,8 @@ pub(crate) async fn bash(
         Ok(stat) if stat.kind == FileKind::File => "/bin/bash",
         _ => "/bin/sh",
     };
-    let env = BTreeMap::from(
+    let mut env = ctx.env.clone();
+    env.extend(
         [
             ("PAGER", "cat"),
             ("GIT_PAGER", "cat"),

@@ -132,7 +132,8 @@ pub(crate) async fn capture(
     timeout: Duration,
 ) -> Result<Captured, ToolError> {
     let (mut stdout, mut stderr, mut stdout_cut) = (Vec::new(), Vec::new(), false);
-    let env = BTreeMap::from([("LC_ALL".to_string(), "C.UTF-8".to_string())]);
+    let mut env = ctx.env.clone();
+    env.insert("LC_ALL".to_string(), "C.UTF-8".to_string());
     let mut exec = Driven::start(ctx, request(command, cwd, env, timeout)).await?;
     let ended = loop {
         let (stream, data) = match exec.next(ctx.cancel).await? {

@@ -25,6 +25,7 @@ pub use specs::specs;
 
 use kiln_protocol::api::{FileChangeKind, ToolStream};
 use kiln_sandbox::Sandbox;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -62,6 +63,9 @@ pub struct ToolContext<'a> {
     pub cancel: &'a CancellationToken,
     /// `bash`'s timeout when the model does not ask for one (capped at [`MAX_BASH_TIMEOUT`]).
     pub bash_timeout: Duration,
+    /// Variables of the prompt for the commands it runs: who asked (git commits are theirs)
+    /// and which session. Never a secret.
+    pub env: &'a BTreeMap<String, String>,
 }
 
 /// Progress of a running call, for clients to watch live.

@@ -150,6 +150,7 @@ pub async fn call_with(
         workdir: WORKDIR,
         cancel,
         bash_timeout: Duration::from_secs(60),
+        env: &Default::default(),
     };
     let call = ToolCall {
         id: "call-1".into(),
