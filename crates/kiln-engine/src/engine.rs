@@ -315,10 +315,7 @@ impl Engine {
     /// records it. A failed build is recorded too, with its error and log, and returned as such:
     /// the repo's last good image stays the one in use. `Conflict` while the repo is building.
     pub async fn build_image(&self, repo: &str) -> Result<kiln_store::ImageRecord> {
-        let repo = self.inner.store.repo(repo).await.map_err(|e| match e {
-            kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {repo:?}")),
-            e => e.into(),
-        })?;
+        let repo = self.repo(repo).await?;
         let build = BuildGuard::take(&self.inner, &repo.name)?;
         self.run_image_build(&repo, &build).await
     }
@@ -347,6 +344,14 @@ impl Engine {
             self.spawn_refill(&repo.name);
         }
         Ok(image)
+    }
+
+    /// A repo by name; `NotFound` that names it.
+    async fn repo(&self, name: &str) -> Result<kiln_protocol::api::Repo> {
+        self.inner.store.repo(name).await.map_err(|e| match e {
+            kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {name:?}")),
+            e => e.into(),
+        })
     }
 
     pub(crate) fn from_inner(inner: Arc<Inner>) -> Engine {
@@ -420,15 +425,12 @@ impl Engine {
     /// Warm-up while typing: holds a pooled sandbox of `repo` for `user`'s next session for
     /// the reservation time. `false` when none is ready (the pool is refilled).
     pub async fn reserve_sandbox(&self, user: &UserRef, repo: &str) -> Result<bool> {
-        self.inner.store.repo(repo).await.map_err(|e| match e {
-            kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {repo:?}")),
-            e => e.into(),
-        })?;
-        let reserved = self
-            .inner
-            .pools
-            .reserve(repo, &user.id, self.inner.config.reservation_ttl);
-        self.spawn_refill(repo);
+        let repo = self.repo(repo).await?;
+        let reserved =
+            self.inner
+                .pools
+                .reserve(&repo.name, &user.id, self.inner.config.reservation_ttl);
+        self.spawn_refill(&repo.name);
         Ok(match reserved {
             Reserved::New(entry) => {
                 self.spawn_warm_sync(repo, entry);
@@ -441,13 +443,10 @@ impl Engine {
 
     /// Brings a reserved sandbox's checkout to the head of the default branch while its user
     /// types, so the session's own sync only has to name its branch.
-    fn spawn_warm_sync(&self, repo: &str, entry: PoolEntry) {
-        let (inner, repo) = (self.inner.clone(), repo.to_string());
+    fn spawn_warm_sync(&self, repo: kiln_protocol::api::Repo, entry: PoolEntry) {
+        let inner = self.inner.clone();
         self.inner.tracker.spawn(async move {
             let mut checkout = entry.checkout.lock().await;
-            let Ok(repo) = inner.store.repo(&repo).await else {
-                return;
-            };
             let sync =
                 inner
                     .workspaces
@@ -476,10 +475,7 @@ impl Engine {
 
     /// The repo's warm pool right now.
     pub async fn pool_status(&self, repo: &str) -> Result<kiln_protocol::api::PoolStatus> {
-        self.inner.store.repo(repo).await.map_err(|e| match e {
-            kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {repo:?}")),
-            e => e.into(),
-        })?;
+        self.repo(repo).await?;
         let image = self.inner.store.latest_image(repo).await?.map(|i| i.id);
         let pools = &self.inner.pools;
         pools.expire();
@@ -631,10 +627,7 @@ impl Engine {
     /// log can be followed at once ([`Engine::build_log`]) and its record appears in the
     /// registry when it ends. `Conflict` while the repo is building.
     pub async fn start_image_build(&self, repo: &str) -> Result<String> {
-        let repo = self.inner.store.repo(repo).await.map_err(|e| match e {
-            kiln_store::Error::NotFound(_) => Error::NotFound(format!("repo {repo:?}")),
-            e => e.into(),
-        })?;
+        let repo = self.repo(repo).await?;
         let build = BuildGuard::take(&self.inner, &repo.name)?;
         let id = build.id.clone();
         let engine = self.clone();
