@@ -11,4 +11,4 @@ mod stream;
 
 pub use client::{Client, ImageLog};
 pub use error::{Error, Result};
-pub use stream::{EventStream, SubscribeOptions};
+pub use stream::{EventStream, SubscribeOptions, websocket_config};

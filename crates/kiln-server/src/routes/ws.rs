@@ -25,6 +25,9 @@ use std::time::Duration;
 
 /// How long one frame may wait for a client to take it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes read from a socket at a time. Clients send small frames rarely, and tungstenite
+/// zero-fills the whole read buffer (128 KiB by default) before each read.
+const READ_BUFFER: usize = 4 * 1024;
 /// WebSocket pings keep idle connections (and proxies) alive and find dead peers.
 const PING_EVERY: Duration = Duration::from_secs(25);
 
@@ -57,9 +60,11 @@ pub(crate) async fn ws(
     let user = caller.user_ref();
     // Someone who may prompt is typing: a sandbox that was stopped starts coming back now.
     let engine = role.can_prompt().then(|| state.engine.clone());
-    Ok(upgrade.on_upgrade(move |socket| async move {
-        pump(socket, log, presence, engine, user, query.after_seq).await;
-    }))
+    Ok(upgrade
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| async move {
+            pump(socket, log, presence, engine, user, query.after_seq).await;
+        }))
 }
 
 #[utoipa::path(get, path = "/api/ws", tag = "users",
@@ -72,7 +77,9 @@ pub(crate) async fn user_ws(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let user = caller.user_ref();
-    upgrade.on_upgrade(move |socket| user_pump(socket, state.engine, user))
+    upgrade
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| user_pump(socket, state.engine, user))
 }
 
 /// The user socket: warm-up while typing for sessions that do not exist yet.
