@@ -7,7 +7,7 @@ use crate::DataDirArg;
 use crate::bench::{Stats, round2};
 use crate::bench_session::{Bench, start};
 use anyhow::{Context, bail};
-use kiln_protocol::api::Event;
+use kiln_protocol::api::{Event, SandboxState};
 use kiln_testkit::{Script, Turn};
 use serde::Serialize;
 use serde_json::json;
@@ -36,6 +36,8 @@ struct StartReport {
     pool_miss_p50_ms: f64,
     pool_miss_p99_ms: f64,
     restore_p50_ms: f64,
+    write_ready_p50_ms: f64,
+    write_ready_typed_p50_ms: f64,
     naive_p50_ms: f64,
     speedup: f64,
     runs: usize,
@@ -77,11 +79,18 @@ async fn measure(args: &StartBenchArgs, root: &Path) -> anyhow::Result<StartRepo
         eprintln!("pool hit: p50 {} ms, p99 {} ms", hits.p50, hits.p99);
         let restore = restores(&bench, args.restores).await?;
         eprintln!("restore from a 50 MB snapshot: p50 {} ms", restore.p50);
-        anyhow::Ok((naive, hits, restore))
+        let behind = write_ready(&bench, &repo, args.restores, false).await?;
+        eprintln!("writes allowed, branch moved: p50 {} ms", behind.p50);
+        let typed = write_ready(&bench, &repo, args.restores, true).await?;
+        eprintln!(
+            "writes allowed, branch moved, after warm-up while typing: p50 {} ms",
+            typed.p50
+        );
+        anyhow::Ok((naive, hits, restore, behind, typed))
     }
     .await;
     bench.stop().await;
-    let (naive, hits, restore) = outcome?;
+    let (naive, hits, restore, behind, typed) = outcome?;
 
     // Warm pool off: every session starts from the image.
     let bench = start(root.join("nopool"), &repo, 0).await?;
@@ -101,6 +110,8 @@ async fn measure(args: &StartBenchArgs, root: &Path) -> anyhow::Result<StartRepo
         pool_miss_p50_ms: misses.p50,
         pool_miss_p99_ms: misses.p99,
         restore_p50_ms: restore.p50,
+        write_ready_p50_ms: behind.p50,
+        write_ready_typed_p50_ms: typed.p50,
         naive_p50_ms: naive.p50,
         speedup: round2(naive.p50 / hits.p50.max(0.01)),
         runs: args.runs,
@@ -191,6 +202,54 @@ async fn restores(bench: &Bench, runs: usize) -> anyhow::Result<Stats> {
                 .into_std()
                 .saturating_duration_since(started),
         );
+    }
+    Ok(Stats::of(samples))
+}
+
+/// Session created → its sandbox synced (writes allowed), from the warm pool, with the branch a
+/// commit ahead of the image each time. `typed`: the client said the user was typing a second
+/// before (`POST /api/repos/bench/warm`), so the held sandbox synced meanwhile.
+async fn write_ready(
+    bench: &Bench,
+    repo: &Path,
+    runs: usize,
+    typed: bool,
+) -> anyhow::Result<Stats> {
+    // `bare_repo` made the bare repo from this working copy, beside it.
+    let work = repo.with_file_name("bench-work");
+    let work = work.as_path();
+    let bare = repo.to_string_lossy();
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let file = format!("moved-{typed}-{i}.txt");
+        std::fs::write(work.join(&file), format!("{i}\n"))?;
+        kiln_testkit::git(work, &["add", &file]);
+        kiln_testkit::git(work, &["commit", "-qm", &file]);
+        kiln_testkit::git(work, &["push", "-q", &bare, "HEAD:main"]);
+        wait_until(
+            || bench.engine.pool_ready("bench") == 2,
+            "the pool to refill",
+        )
+        .await?;
+        if typed {
+            let (status, body) = bench.post("/api/repos/bench/warm", json!({})).await?;
+            anyhow::ensure!(
+                status == 200 && body["reserved"] == true,
+                "no warm-up: {body}"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let started = Instant::now();
+        let session = bench.new_session(&format!("write {typed} {i}")).await?;
+        // Polled every millisecond: the sync takes tens of them.
+        while bench.engine.sandbox_state(&session) != Some(SandboxState::Ready) {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(120),
+                "timed out waiting for the sync"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        samples.push(started.elapsed());
     }
     Ok(Stats::of(samples))
 }

@@ -165,24 +165,34 @@ fn copy_entry(
 }
 
 /// Moves a finished layer from `tmp` to `dest` so that it survives a power cut once this
-/// returns: the filesystem's dirty data is written out (`syncfs`: one call for the whole tree),
-/// then the rename, then the directory that holds it. A record naming the layer is written
-/// after, so a record never names a layer that is not on disk.
+/// returns: every file and directory of the layer is written out, then the rename, then the
+/// directory that holds it. A record naming the layer is written after, so a record never
+/// names a layer that is not on disk. File by file rather than `syncfs`, which would also
+/// flush everything else on the filesystem (every session's database).
 pub(crate) fn install_durably(tmp: &Path, dest: &Path) -> Result<()> {
-    let sync = |path: &Path, what: &'static str| -> Result<()> {
-        let dir = fs::File::open(path).map_err(Error::io(what, path))?;
-        // SAFETY: a valid open descriptor.
-        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
-            return Err(Error::io(what, path)(std::io::Error::last_os_error()));
-        }
-        Ok(())
-    };
-    sync(tmp, "writing a layer to disk")?;
+    sync_tree(tmp)?;
     fs::rename(tmp, dest).map_err(Error::io("installing a layer", dest))?;
     let parent = dest.parent().expect("a layer has a parent directory");
     fs::File::open(parent)
         .and_then(|dir| dir.sync_all())
         .map_err(Error::io("writing a layer to disk", parent))
+}
+
+/// fsyncs regular files and directories under `path`, children before their directory.
+fn sync_tree(path: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(path).map_err(Error::io("reading a layer entry", path))?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).map_err(Error::io("listing a layer directory", path))? {
+            let entry = entry.map_err(Error::io("listing a layer directory", path))?;
+            sync_tree(&entry.path())?;
+        }
+    } else if !meta.is_file() {
+        // Symlinks and whiteouts live in their directory's entries, synced with it.
+        return Ok(());
+    }
+    fs::File::open(path)
+        .and_then(|file| file.sync_all())
+        .map_err(Error::io("writing a layer to disk", path))
 }
 
 /// The xattr overlayfs marks an opaque directory with: lower layers' entries in it are hidden.
