@@ -50,8 +50,8 @@ pub(crate) fn open(path: &Path, create: bool, migrations: &[Migration]) -> Resul
     Ok(conn)
 }
 
-/// Applies the migrations this database has not seen yet, each in its own transaction together
-/// with the `user_version` bump, so a crash between two steps leaves a consistent version.
+/// Applies the migrations this database has not seen yet, all in one transaction with the
+/// `user_version` bump, so a crash leaves the version it started from.
 fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Result<()> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version > migrations.len() {
@@ -61,13 +61,18 @@ fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Resu
             migrations.len()
         )));
     }
-    for (index, step) in migrations.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(step.sql)?;
-        tx.pragma_update(None, "user_version", index + 1)?;
-        tx.commit()?;
-        tracing::debug!(db = %path.display(), version = index + 1, step = step.name, "migrated");
+    if version == migrations.len() {
+        return Ok(());
     }
+    // One transaction for every pending step: a new session's database is made on the way to
+    // its first model request, and a crash part-way leaves the version it started from.
+    let tx = conn.transaction()?;
+    for step in &migrations[version..] {
+        tx.execute_batch(step.sql)?;
+        tracing::debug!(db = %path.display(), step = step.name, "migrated");
+    }
+    tx.pragma_update(None, "user_version", migrations.len())?;
+    tx.commit()?;
     Ok(())
 }
 
