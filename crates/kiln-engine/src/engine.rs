@@ -396,6 +396,13 @@ impl Engine {
 
     /// Refills the repo's pool in the background (one refill per repo at a time).
     pub(crate) fn spawn_refill(&self, repo: &str) {
+        self.spawn_refill_after(repo, std::time::Duration::ZERO);
+    }
+
+    /// [`Engine::spawn_refill`] after `delay`: a session that just claimed a sandbox is on
+    /// its way to the model, and making the next sandbox (bubblewrap, mounts) would compete
+    /// with it for the CPU.
+    pub(crate) fn spawn_refill_after(&self, repo: &str, delay: std::time::Duration) {
         if self.inner.config.pool_size.max(self.inner.config.pool_max) == 0
             || !self
                 .inner
@@ -409,6 +416,10 @@ impl Engine {
         }
         let (engine, repo) = (self.clone(), repo.to_string());
         self.inner.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = engine.inner.shutdown.cancelled() => {}
+            }
             if let Err(e) = engine.refill_pool(&repo).await {
                 tracing::warn!(repo, error = %e, "cannot refill the warm pool");
             }

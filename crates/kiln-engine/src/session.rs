@@ -68,6 +68,9 @@ fn commit_email(user: &kiln_core::UserId) -> String {
     format!("{user}@users.kiln.local")
 }
 
+/// How long a start lets its claim settle before the pool makes a replacement.
+const REFILL_DELAY: Duration = Duration::from_millis(100);
+
 /// A session's own snapshot layers above what it started from, before they are merged.
 const MAX_OWN_LAYERS: usize = 4;
 
@@ -361,8 +364,9 @@ impl SessionActor {
         // A warm sandbox from the pool (the user's reservation first): a hand-off.
         inner.pools.record_start(&self.repo.name);
         let (claimed, dead) = inner.pools.take(&self.repo.name, &self.creator.id);
-        // Claimed or not, the pool refills: to its size, or to the demand it just saw.
-        crate::Engine::from_inner(inner.clone()).spawn_refill(&self.repo.name);
+        // Claimed or not, the pool refills: to its size, or to the demand it just saw; once
+        // this session's first model request is on its way.
+        crate::Engine::from_inner(inner.clone()).spawn_refill_after(&self.repo.name, REFILL_DELAY);
         for entry in dead {
             let _ = workspaces.provider.destroy(entry.sandbox.id()).await;
         }
