@@ -82,11 +82,21 @@ async fn typing_on_the_user_socket_holds_a_sandbox_and_brings_it_to_the_branch_h
     socket.send_text(r#"{"type":"ping","nonce":7}"#).await;
     assert_eq!(socket.json().await, json!({"type": "pong", "nonce": 7}));
 
-    // The typist's session takes the held sandbox, already at the head.
+    // The typist's session takes the held sandbox, already at the head; its own sync (done
+    // when the sandbox is ready) only names the session's branch.
     let session = app.new_session(&token, "hello").await;
     let events = app
         .wait_until(&token, &session, |e| {
             finished(e, PromptOutcome::Completed) == 1
+                && e.iter().any(|e| {
+                    matches!(
+                        e.event,
+                        Event::SandboxStatus {
+                            state: SandboxState::Ready,
+                            ..
+                        }
+                    )
+                })
         })
         .await;
     assert!(
