@@ -732,6 +732,19 @@ impl Engine {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
+        // Warm sandboxes are cheap to make again and belong to no session: they go with us.
+        // Sessions' sandboxes stay, to be reattached by the next start.
+        for entry in self.inner.pools.drain() {
+            if let Err(e) = self
+                .inner
+                .workspaces
+                .provider
+                .destroy(entry.sandbox.id())
+                .await
+            {
+                tracing::warn!(sandbox = %entry.sandbox.id(), error = %e, "cannot destroy a warm sandbox");
+            }
+        }
     }
 }
 

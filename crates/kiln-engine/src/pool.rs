@@ -189,6 +189,25 @@ impl Pools {
             .push(entry);
     }
 
+    /// Removes and returns every entry, reserved ones too.
+    pub(crate) fn drain(&self) -> Vec<PoolEntry> {
+        let mut all: Vec<PoolEntry> = self
+            .entries
+            .lock()
+            .expect("pool lock")
+            .drain()
+            .flat_map(|(_, list)| list)
+            .collect();
+        all.extend(
+            self.reservations
+                .lock()
+                .expect("pool lock")
+                .drain()
+                .map(|(_, r)| r.entry),
+        );
+        all
+    }
+
     /// Removes and returns ready entries of `repo` past `size` (demand fell).
     pub(crate) fn trim(&self, repo: &str, size: usize) -> Vec<PoolEntry> {
         let excess = self.size(repo).saturating_sub(size);

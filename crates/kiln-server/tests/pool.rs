@@ -7,6 +7,7 @@ mod common;
 use common::{TestApp, fake_model_config, finished};
 use kiln_engine::EngineConfig;
 use kiln_protocol::api::{Event, PromptOutcome, SandboxState};
+use kiln_sandbox::Provider;
 use kiln_testkit::{FakeModel, git};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -150,5 +151,10 @@ async fn the_pool_grows_with_recent_demand_up_to_its_max() {
     assert_eq!(engine.pool_ready("demo"), 3, "never past the max");
     let (_, pool) = app.get(&token, "/api/repos/demo/pool").await;
     assert_eq!(pool["target"], 3, "{pool}");
+    // A graceful stop takes the three warm sandboxes with it; the sessions' own stay.
+    let before = app.provider.list().await.unwrap().len();
+    engine.shutdown().await;
+    assert_eq!(engine.pool_ready("demo"), 0);
+    assert_eq!(app.provider.list().await.unwrap().len(), before - 3);
     app.stop().await;
 }
