@@ -604,6 +604,12 @@ async fn images_are_built_and_listed() {
     assert_eq!(images.len(), 1);
     assert_eq!(images[0].status, kiln_protocol::api::ImageStatus::Ready);
 
+    // The one image is the newest: a collection keeps it.
+    let out = server.run(&["image", "gc", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: kiln_protocol::api::GcReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report.images_collected.is_empty(), "{report:?}");
+
     let out = server.run(&["image", "build", "nope"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(

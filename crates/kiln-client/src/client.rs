@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::stream::{EventStream, SubscribeOptions};
 use kiln_core::{Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
-    CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, Image,
+    CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, GcReport, Image,
     ImageBuildStarted, Me, PromptAccepted, Repo, SendPrompt, SessionCreated, SessionDetail,
     SessionSummary, ShareCreated, StopSession, TokenCreated, TokenInfo, UpdateRepo, UpdateSession,
     User,
@@ -94,6 +94,11 @@ impl Client {
 
     pub async fn repo(&self, name: &str) -> Result<Repo> {
         self.call(Method::GET, &["repos", name], NO_BODY).await
+    }
+
+    /// Collects images and snapshot layers nothing uses any more, now (admins).
+    pub async fn collect_garbage(&self) -> Result<GcReport> {
+        self.call(Method::POST, &["admin", "gc"], NO_BODY).await
     }
 
     /// Changes what `body` names (admins).

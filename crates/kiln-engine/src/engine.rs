@@ -575,10 +575,10 @@ impl Engine {
     }
 
     /// Collects images and layers nothing uses any more (see [`crate::gc`]).
-    pub async fn collect_garbage(&self) -> Result<crate::GcReport> {
+    pub async fn collect_garbage(&self) -> Result<kiln_protocol::api::GcReport> {
         let _one = self.inner.gc.lock().await;
         let report = crate::gc::collect(&self.inner).await?;
-        if report != crate::GcReport::default() {
+        if report != kiln_protocol::api::GcReport::default() {
             tracing::info!(?report, "garbage collected");
         }
         Ok(report)

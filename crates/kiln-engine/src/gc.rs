@@ -14,21 +14,11 @@
 
 use crate::engine::Inner;
 use crate::{Error, Result};
+use kiln_protocol::api::GcReport;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
-
-/// What one collection did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GcReport {
-    /// Images marked collected, by id.
-    pub images_collected: Vec<String>,
-    /// Snapshot layers deleted (of images and of sessions).
-    pub snapshots_deleted: usize,
-    /// Repo layers of image builds removed.
-    pub repo_layers_removed: usize,
-}
 
 pub(crate) async fn collect(inner: &Inner) -> Result<GcReport> {
     let provider = &inner.workspaces.provider;

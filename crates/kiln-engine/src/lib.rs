@@ -22,5 +22,4 @@ mod workspace;
 pub use config::{EngineConfig, PromptLimits};
 pub use engine::Engine;
 pub use error::{Error, Result};
-pub use gc::GcReport;
 pub use workspace::WORKDIR;

@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/repos/{name}/images/{id}/log", get(repos::image_log))
         .route("/repos/{name}/warm", post(repos::warm))
         .route("/repos/{name}/pool", get(repos::pool))
+        .route("/admin/gc", post(repos::collect_garbage))
         .route(
             "/sessions",
             post(sessions::create_session).get(sessions::list_sessions),

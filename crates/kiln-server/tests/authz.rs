@@ -143,6 +143,12 @@ async fn every_session_endpoint_checks_the_callers_role() {
             [404, 404, 404, 404, 401],
         ),
         (
+            Method::POST,
+            "/api/admin/gc".into(),
+            Some(json!({})),
+            [403, 403, 403, 403, 401],
+        ),
+        (
             Method::GET,
             "/api/repos/demo/pool".into(),
             None,

@@ -27,6 +27,12 @@ pub(crate) enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Collect images and snapshot layers nothing uses any more, now (admins; kiln also does
+    /// it every 10 minutes).
+    Gc {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How `kiln image build` shows a build as it runs, on stderr: with a terminal, each log line
@@ -100,6 +106,21 @@ pub(crate) async fn run(client: &Client, command: ImageCommand) -> Result<ExitCo
                     ])
                 }));
                 print!("{}", table(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::Gc { json } => {
+            let report = client.collect_garbage().await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "collected {} images ({}), deleted {} snapshot layers and {} build layers",
+                    report.images_collected.len(),
+                    report.images_collected.join(", "),
+                    report.snapshots_deleted,
+                    report.repo_layers_removed
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -342,6 +342,17 @@ pub struct WarmReply {
     pub reserved: bool,
 }
 
+/// What one garbage collection did (`POST /api/admin/gc`; it also runs every 10 minutes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GcReport {
+    /// Images marked collected, by id.
+    pub images_collected: Vec<String>,
+    /// Snapshot layers deleted (of images and of sessions).
+    pub snapshots_deleted: usize,
+    /// Repo layers of image builds removed.
+    pub repo_layers_removed: usize,
+}
+
 /// A repo's warm pool right now (`GET /api/repos/{name}/pool`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PoolStatus {

@@ -27,6 +27,7 @@ use utoipa::OpenApi;
         repos::update_repo,
         repos::warm,
         repos::pool,
+        repos::collect_garbage,
         repos::build_image,
         repos::list_images,
         repos::get_image,

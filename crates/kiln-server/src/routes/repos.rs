@@ -13,7 +13,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use kiln_protocol::api::{
-    CreateRepo, Image, ImageBuildStarted, ImageStatus, PoolStatus, Repo, UpdateRepo, WarmReply,
+    CreateRepo, GcReport, Image, ImageBuildStarted, ImageStatus, PoolStatus, Repo, UpdateRepo,
+    WarmReply,
 };
 
 #[utoipa::path(post, path = "/api/repos", tag = "repos", request_body = CreateRepo,
@@ -166,6 +167,18 @@ pub(crate) async fn get_image(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Image>> {
     Ok(Json(image(state.store.image(&name, &id).await?, true)))
+}
+
+/// Collects images and snapshot layers nothing uses any more, now (it also runs every 10
+/// minutes under `kiln up`).
+#[utoipa::path(post, path = "/api/admin/gc", tag = "repos",
+    responses((status = 200, body = GcReport), (status = 403, body = kiln_protocol::api::ApiError)))]
+pub(crate) async fn collect_garbage(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<GcReport>> {
+    caller.require_admin()?;
+    Ok(Json(state.engine.collect_garbage().await?))
 }
 
 #[utoipa::path(get, path = "/api/repos/{name}/pool", tag = "repos", params(("name" = String, Path)),
