@@ -113,55 +113,89 @@ pub(crate) fn ensure_skeleton(layers_dir: &Path, host_uid: u32) -> Result<std::p
 /// Returns the bytes of regular-file contents copied. `std::fs::copy` uses `copy_file_range`, so
 /// on xfs and btrfs the data is reflinked rather than copied.
 pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<u64> {
-    let mut links = HashMap::new();
-    let mut bytes = 0;
-    copy_entry(src, dst, &mut links, &mut bytes)?;
-    Ok(bytes)
+    let mut copier = Copier::default();
+    copier.entry(src, dst)?;
+    Ok(copier.bytes)
 }
 
-fn copy_entry(
-    src: &Path,
-    dst: &Path,
-    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
-    bytes: &mut u64,
-) -> Result<()> {
-    let meta = fs::symlink_metadata(src).map_err(Error::io("reading a layer entry", src))?;
-    let kind = meta.file_type();
-    let err = |what| Error::io(what, dst);
-    if kind.is_dir() {
-        fs::create_dir(dst).map_err(err("copying a directory"))?;
-        let mut entries: Vec<_> = fs::read_dir(src)
-            .map_err(Error::io("listing a layer directory", src))?
-            .collect::<std::io::Result<_>>()
-            .map_err(Error::io("listing a layer directory", src))?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            copy_entry(&entry.path(), &dst.join(entry.file_name()), links, bytes)?;
-        }
-    } else {
-        if meta.nlink() > 1 {
-            if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
-                return fs::hard_link(first, dst).map_err(err("copying a hard link"));
+/// Copies layer entries, remembering hard links (a file linked twice is copied once, then
+/// linked) and counting the bytes of file contents copied.
+#[derive(Default)]
+struct Copier {
+    links: HashMap<(u64, u64), std::path::PathBuf>,
+    bytes: u64,
+}
+
+impl Copier {
+    fn entry(&mut self, src: &Path, dst: &Path) -> Result<()> {
+        let meta = fs::symlink_metadata(src).map_err(Error::io("reading a layer entry", src))?;
+        let kind = meta.file_type();
+        let err = |what| Error::io(what, dst);
+        if kind.is_dir() {
+            fs::create_dir(dst).map_err(err("copying a directory"))?;
+            for entry in sorted_entries(src)? {
+                self.entry(&entry.path(), &dst.join(entry.file_name()))?;
             }
-            links.insert((meta.dev(), meta.ino()), dst.to_path_buf());
-        }
-        if kind.is_file() {
-            *bytes += fs::copy(src, dst).map_err(err("copying a file"))?;
-        } else if kind.is_symlink() {
-            let target = fs::read_link(src).map_err(Error::io("reading a symlink", src))?;
-            std::os::unix::fs::symlink(target, dst).map_err(err("copying a symlink"))?;
         } else {
-            // Devices (overlay whiteouts are character devices 0:0), fifos and sockets.
-            let path = cstring(dst)?;
-            // SAFETY: valid NUL-terminated path; mode and rdev come from the source's metadata.
-            if unsafe { libc::mknod(path.as_ptr(), meta.mode(), meta.rdev()) } != 0 {
-                return Err(err("copying a special file")(
-                    std::io::Error::last_os_error(),
-                ));
+            if meta.nlink() > 1 {
+                if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
+                    return fs::hard_link(first, dst).map_err(err("copying a hard link"));
+                }
+                self.links
+                    .insert((meta.dev(), meta.ino()), dst.to_path_buf());
+            }
+            if kind.is_file() {
+                self.bytes += fs::copy(src, dst).map_err(err("copying a file"))?;
+            } else if kind.is_symlink() {
+                let target = fs::read_link(src).map_err(Error::io("reading a symlink", src))?;
+                std::os::unix::fs::symlink(target, dst).map_err(err("copying a symlink"))?;
+            } else {
+                // Devices (overlay whiteouts are character devices 0:0), fifos and sockets.
+                let path = cstring(dst)?;
+                // SAFETY: valid NUL-terminated path; mode and rdev come from the source's metadata.
+                if unsafe { libc::mknod(path.as_ptr(), meta.mode(), meta.rdev()) } != 0 {
+                    return Err(err("copying a special file")(
+                        std::io::Error::last_os_error(),
+                    ));
+                }
             }
         }
+        copy_attributes(src, dst, &meta)
     }
-    copy_attributes(src, dst, &meta)
+
+    /// Applies the layer directory `src` on top of the merged directory `dst` (see
+    /// [`merge_layers`]).
+    fn merge_dir(&mut self, src: &Path, dst: &Path) -> Result<()> {
+        for entry in sorted_entries(src)? {
+            let (from, to) = (entry.path(), dst.join(entry.file_name()));
+            let meta =
+                fs::symlink_metadata(&from).map_err(Error::io("reading a layer entry", &from))?;
+            let below = fs::symlink_metadata(&to).ok();
+            if meta.is_dir() && !is_opaque(&from)? && below.as_ref().is_some_and(|b| b.is_dir()) {
+                self.merge_dir(&from, &to)?;
+                copy_attributes(&from, &to, &meta)?;
+                continue;
+            }
+            if let Some(below) = &below {
+                remove_entry(&to, below)?;
+            }
+            self.entry(&from, &to)?;
+            if meta.is_dir() && below.is_some() {
+                set_opaque(&to)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A directory's entries in name order, so copies are made the same way every time.
+fn sorted_entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .map_err(Error::io("listing a layer directory", dir))?
+        .collect::<std::io::Result<_>>()
+        .map_err(Error::io("listing a layer directory", dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    Ok(entries)
 }
 
 /// Moves a finished layer from `tmp` to `dest` so that it survives a power cut once this
@@ -208,47 +242,14 @@ pub(crate) fn merge_layers(layers: &[&Path], dst: &Path) -> Result<u64> {
     let (first, rest) = layers
         .split_first()
         .ok_or_else(|| Error::InvalidSpec("merging needs at least one layer".into()))?;
-    let mut links = HashMap::new();
-    let mut bytes = 0;
-    copy_entry(first, dst, &mut links, &mut bytes)?;
+    let mut copier = Copier::default();
+    copier.entry(first, dst)?;
     for layer in rest {
-        merge_dir(layer, dst, &mut links, &mut bytes)?;
+        copier.merge_dir(layer, dst)?;
         let meta = fs::symlink_metadata(layer).map_err(Error::io("reading a layer", layer))?;
         copy_attributes(layer, dst, &meta)?;
     }
-    Ok(bytes)
-}
-
-fn merge_dir(
-    src: &Path,
-    dst: &Path,
-    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
-    bytes: &mut u64,
-) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(src)
-        .map_err(Error::io("listing a layer directory", src))?
-        .collect::<std::io::Result<_>>()
-        .map_err(Error::io("listing a layer directory", src))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let (from, to) = (entry.path(), dst.join(entry.file_name()));
-        let meta =
-            fs::symlink_metadata(&from).map_err(Error::io("reading a layer entry", &from))?;
-        let below = fs::symlink_metadata(&to).ok();
-        if meta.is_dir() && !is_opaque(&from)? && below.as_ref().is_some_and(|b| b.is_dir()) {
-            merge_dir(&from, &to, links, bytes)?;
-            copy_attributes(&from, &to, &meta)?;
-            continue;
-        }
-        if let Some(below) = &below {
-            remove_entry(&to, below)?;
-        }
-        copy_entry(&from, &to, links, bytes)?;
-        if meta.is_dir() && below.is_some() {
-            set_opaque(&to)?;
-        }
-    }
-    Ok(())
+    Ok(copier.bytes)
 }
 
 fn remove_entry(path: &Path, meta: &fs::Metadata) -> Result<()> {
