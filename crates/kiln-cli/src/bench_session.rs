@@ -177,6 +177,30 @@ pub(crate) async fn start(data: PathBuf, repo: &Path, pool_size: usize) -> anyho
 }
 
 impl Bench {
+    /// A new session whose first prompt (`prompt`) has finished, and a socket following it.
+    async fn finished_session(&self, prompt: &str) -> anyhow::Result<(SessionId, Socket)> {
+        let session = self.new_session(prompt).await?;
+        let mut socket = self.ws(&session, 0).await?;
+        loop {
+            if let Event::PromptFinished { .. } = next_event(&mut socket).await?.event {
+                return Ok((session, socket));
+            }
+        }
+    }
+
+    /// How long after `started` the model server received the request that followed the first
+    /// `before` (waiting up to a minute for it).
+    pub(crate) async fn model_request_after(&self, before: usize, started: Instant) -> Duration {
+        let requests = self
+            .model
+            .wait_for_requests(before + 1, Duration::from_secs(60))
+            .await;
+        requests[before]
+            .received_at
+            .into_std()
+            .saturating_duration_since(started)
+    }
+
     /// Stops the engine and destroys every sandbox it made.
     pub(crate) async fn stop(&self) {
         self.engine.shutdown().await;
@@ -297,24 +321,13 @@ async fn until_finished(socket: &mut Socket, prompt: &str) -> anyhow::Result<()>
 /// Prompt sent (sandbox running, agent idle) → the request arrives at the model server.
 async fn prompt_to_request(bench: &Bench, prompts: usize) -> anyhow::Result<(f64, f64)> {
     bench.model.set_default(Turn::text("ok"));
-    let session = bench.new_session("warm up").await?;
-    let mut socket = bench.ws(&session, 0).await?;
-    loop {
-        if let Event::PromptFinished { .. } = next_event(&mut socket).await?.event {
-            break;
-        }
-    }
+    let (session, mut socket) = bench.finished_session("warm up").await?;
     let mut samples = Vec::with_capacity(prompts);
     for i in 0..prompts {
         let before = bench.model.requests().len();
         let sent = Instant::now();
         let prompt = bench.prompt(&session, &format!("prompt {i}")).await?;
-        let requests = bench
-            .model
-            .wait_for_requests(before + 1, Duration::from_secs(30))
-            .await;
-        let arrived = requests[before].received_at.into_std();
-        samples.push(arrived.saturating_duration_since(sent));
+        samples.push(bench.model_request_after(before, sent).await);
         until_finished(&mut socket, &prompt).await?;
     }
     let stats = Stats::of(samples);
@@ -326,13 +339,7 @@ async fn first_token_overhead(bench: &Bench, prompts: usize) -> anyhow::Result<S
     bench
         .model
         .set_default(Turn::text("first token").with_ttft(TTFT));
-    let session = bench.new_session("warm up").await?;
-    let mut socket = bench.ws(&session, 0).await?;
-    loop {
-        if let Event::PromptFinished { .. } = next_event(&mut socket).await?.event {
-            break;
-        }
-    }
+    let (session, mut socket) = bench.finished_session("warm up").await?;
     let mut samples = Vec::with_capacity(prompts);
     for i in 0..prompts {
         let sent = Instant::now();
@@ -354,14 +361,8 @@ async fn first_token_overhead(bench: &Bench, prompts: usize) -> anyhow::Result<S
 /// append → received at each client.
 async fn fanout(bench: &Bench, clients: usize, rate: u64) -> anyhow::Result<(Stats, u64)> {
     bench.model.set_default(Turn::text("ok"));
-    let session = bench.new_session("fan-out").await?;
+    let (session, _socket) = bench.finished_session("fan-out").await?;
     let log = bench.engine.store().open_session(&session).await?;
-    let mut warm = bench.ws(&session, 0).await?;
-    loop {
-        if let Event::PromptFinished { .. } = next_event(&mut warm).await?.event {
-            break;
-        }
-    }
     let head = log.head_seq().await;
     let total = rate * 2;
     // When each event was appended, in nanoseconds after `epoch`, by seq - head - 1 (0: not

@@ -132,16 +132,7 @@ async fn starts(bench: &Bench, runs: usize, pooled: bool) -> anyhow::Result<Stat
         let before = bench.model.requests().len();
         let started = Instant::now();
         bench.new_session(&format!("start {i}")).await?;
-        let requests = bench
-            .model
-            .wait_for_requests(before + 1, Duration::from_secs(60))
-            .await;
-        samples.push(
-            requests[before]
-                .received_at
-                .into_std()
-                .saturating_duration_since(started),
-        );
+        samples.push(bench.model_request_after(before, started).await);
     }
     Ok(Stats::of(samples))
 }
@@ -192,16 +183,7 @@ async fn restores(bench: &Bench, runs: usize) -> anyhow::Result<Stats> {
         let before = bench.model.requests().len();
         let started = Instant::now();
         bench.prompt(&session, &format!("follow-up {i}")).await?;
-        let requests = bench
-            .model
-            .wait_for_requests(before + 1, Duration::from_secs(60))
-            .await;
-        samples.push(
-            requests[before]
-                .received_at
-                .into_std()
-                .saturating_duration_since(started),
-        );
+        samples.push(bench.model_request_after(before, started).await);
     }
     Ok(Stats::of(samples))
 }

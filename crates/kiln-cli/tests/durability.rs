@@ -56,6 +56,14 @@ fn start(data: &Path, model: &FakeModel) -> Server {
 }
 
 impl Server {
+    async fn add_repo(&self, name: &str, url: &str) {
+        let body = json!({"name": name, "url": url});
+        let (status, reply) = self
+            .call(reqwest::Method::POST, "/api/repos", Some(body))
+            .await;
+        assert_eq!(status, 201, "{reply}");
+    }
+
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request = reqwest::Client::new()
             .request(method, format!("{}{path}", self.url))
@@ -160,14 +168,7 @@ async fn kill_9_loses_nothing_acknowledged_and_no_session_is_wedged() {
     });
 
     let mut server = start(&data, &model);
-    let (status, _) = server
-        .call(
-            reqwest::Method::POST,
-            "/api/repos",
-            Some(json!({"name": "r", "url": repo})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    server.add_repo("r", &repo).await;
     let (status, created) = server
         .call(
             reqwest::Method::POST,
@@ -258,14 +259,7 @@ async fn a_sandbox_claimed_from_the_warm_pool_is_reattached_after_kill_9() {
     model.push(Script::Turn(Turn::text("done")));
 
     let mut server = start(&data, &model);
-    let (status, _) = server
-        .call(
-            reqwest::Method::POST,
-            "/api/repos",
-            Some(json!({"name": "r", "url": repo})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    server.add_repo("r", &repo).await;
     // An image, then a pool from it (kiln up keeps two warm sandboxes per repo by default).
     let (status, _) = server
         .call(

@@ -182,16 +182,7 @@ impl Workspaces {
             name = shell_quote(author.0),
             email = shell_quote(author.1),
         );
-        let outcome = sandbox
-            .run(ExecRequest {
-                command: CommandLine::Shell { script },
-                cwd: Some("/".into()),
-                env: BTreeMap::new(),
-                stdin: false,
-                timeout_ms: Some(self.git_timeout.as_millis() as u64),
-            })
-            .await;
-        match outcome {
+        match self.run_script(&sandbox, script).await {
             Ok(o) if o.status.success() => Ok(sandbox),
             Ok(o) => {
                 let _ = self.provider.destroy(sandbox.id()).await;
@@ -294,15 +285,7 @@ impl Workspaces {
                 email = shell_quote(author.1),
             )),
         }
-        let outcome = sandbox
-            .run(ExecRequest {
-                command: CommandLine::Shell { script },
-                cwd: Some("/".into()),
-                env: BTreeMap::new(),
-                stdin: false,
-                timeout_ms: Some(self.git_timeout.as_millis() as u64),
-            })
-            .await?;
+        let outcome = self.run_script(sandbox, script).await?;
         if !outcome.status.success() {
             return Err(Error::Git(format!(
                 "syncing to {}: {}",
@@ -311,6 +294,23 @@ impl Workspaces {
             )));
         }
         Ok(head)
+    }
+
+    /// Runs a git shell script in the sandbox as its user, bounded by the git timeout.
+    async fn run_script(
+        &self,
+        sandbox: &Sandbox,
+        script: String,
+    ) -> kiln_sandbox::Result<kiln_sandbox::ExecOutcome> {
+        sandbox
+            .run(ExecRequest {
+                command: CommandLine::Shell { script },
+                cwd: Some("/".into()),
+                env: BTreeMap::new(),
+                stdin: false,
+                timeout_ms: Some(self.git_timeout.as_millis() as u64),
+            })
+            .await
     }
 
     pub(crate) async fn attach(&self, id: &SandboxId) -> Result<Sandbox> {

@@ -6,7 +6,6 @@ mod common;
 use common::{TestApp, fake_model_config, finished, last_tool_output};
 use kiln_engine::EngineConfig;
 use kiln_protocol::api::PromptOutcome;
-use kiln_sandbox::Provider;
 use kiln_testkit::{FakeModel, Script, Turn, git};
 use serde_json::json;
 use std::path::Path;
@@ -177,9 +176,7 @@ async fn what_a_session_stands_on_stays_and_its_old_snapshots_go() {
     assert!(all_exist(&newer.layers), "{newer:?}");
 
     // With its sandbox gone, the session resumes from what was kept.
-    for sandbox in app.provider.list().await.unwrap() {
-        app.provider.destroy(&sandbox.id).await.unwrap();
-    }
+    assert!(app.provider.destroy_all().await > 0);
     let report = app.engine.collect_garbage().await.unwrap();
     assert!(report.images_collected.is_empty(), "{report:?}");
     assert!(all_exist(&newer.layers), "the snapshot keeps its layers");

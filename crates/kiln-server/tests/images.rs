@@ -18,6 +18,19 @@ fn states(events: &[kiln_protocol::api::EventEnvelope]) -> Vec<SandboxState> {
         .collect()
 }
 
+/// The model reads a file, then writes one, then ends with `last`.
+fn read_then_write(model: &FakeModel, last: &str) {
+    model.push(Script::Turn(Turn::tool(
+        "read_file",
+        json!({"path": "README.md"}),
+    )));
+    model.push(Script::Turn(Turn::tool(
+        "write_file",
+        json!({"path": "new.txt", "content": "x\n"}),
+    )));
+    model.push(Script::Turn(Turn::text(last)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_starts_from_the_image_and_syncs_to_the_branch_head() {
     let model = FakeModel::start().await;
@@ -36,15 +49,7 @@ async fn a_session_starts_from_the_image_and_syncs_to_the_branch_head() {
     git(&work, &["push", "-q", &app.repo_url, "main"]);
     let head = git(&work, &["rev-parse", "HEAD"]).trim().to_string();
 
-    model.push(Script::Turn(Turn::tool(
-        "read_file",
-        json!({"path": "README.md"}),
-    )));
-    model.push(Script::Turn(Turn::tool(
-        "write_file",
-        json!({"path": "new.txt", "content": "x\n"}),
-    )));
-    model.push(Script::Turn(Turn::text("done")));
+    read_then_write(&model, "done");
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "go").await;
     let events = app.wait_for(&token, &session, is_finished).await;
@@ -91,15 +96,7 @@ async fn a_failed_sync_refuses_writes_with_the_reason_and_reads_still_work() {
     // The remote disappears: the mirror cannot be fetched.
     std::fs::remove_dir_all(&app.repo_url).unwrap();
 
-    model.push(Script::Turn(Turn::tool(
-        "read_file",
-        json!({"path": "README.md"}),
-    )));
-    model.push(Script::Turn(Turn::tool(
-        "write_file",
-        json!({"path": "new.txt", "content": "x\n"}),
-    )));
-    model.push(Script::Turn(Turn::text("could not write")));
+    read_then_write(&model, "could not write");
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "go").await;
     let events = app.wait_for(&token, &session, is_finished).await;

@@ -111,6 +111,17 @@ pub(crate) fn parse_col<T>(
     })
 }
 
+/// Reads a column that holds JSON we wrote (a list, a small struct), read and written whole.
+pub(crate) fn json_col<T: serde::de::DeserializeOwned>(
+    row: &rusqlite::Row<'_>,
+    index: usize,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! from (commit, parent image, lockfile hash) and what it produced (layers, log, size). Sessions
 //! start from a repo's newest ready image; a failed build is kept for its log and error.
 
-use crate::db::now_ms;
+use crate::db::{json_col, now_ms};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use kiln_protocol::api::ImageRuntime;
@@ -48,18 +48,8 @@ impl ImageRecord {
 const COLUMNS: &str = "id, repo, commit_sha, parent, layers, lockfile_hash, setup_ran, error, \
                        log, duration_ms, size_bytes, created_at_ms, runtime, collected_at_ms";
 
-fn json_column<T: serde::de::DeserializeOwned>(
-    row: &rusqlite::Row<'_>,
-    index: usize,
-) -> rusqlite::Result<T> {
-    let text: String = row.get(index)?;
-    serde_json::from_str(&text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
 fn image_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRecord> {
-    let layers: Vec<PathBuf> = json_column(row, 4)?;
+    let layers: Vec<PathBuf> = json_col(row, 4)?;
     Ok(ImageRecord {
         id: row.get(0)?,
         repo: row.get(1)?,
@@ -73,7 +63,7 @@ fn image_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRecord> {
         duration_ms: row.get::<_, i64>(9)? as u64,
         size_bytes: row.get::<_, i64>(10)? as u64,
         created_at_ms: row.get(11)?,
-        runtime: json_column(row, 12)?,
+        runtime: json_col(row, 12)?,
         collected_at_ms: row.get(13)?,
     })
 }

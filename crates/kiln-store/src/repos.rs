@@ -1,7 +1,7 @@
 //! Repositories sessions can be started on. A repo's name appears in commands, URLs and
 //! directory names, so it is validated here, once, for every caller.
 
-use crate::db::now_ms;
+use crate::db::{json_col, now_ms};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use kiln_protocol::api::{CreateRepo, HookSpec, Repo, UpdateRepo};
@@ -27,10 +27,7 @@ fn validate_name(name: &str) -> Result<()> {
 }
 
 fn repo_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Repo> {
-    let hooks: String = row.get(5)?;
-    let hooks: Vec<HookSpec> = serde_json::from_str(&hooks).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
-    })?;
+    let hooks: Vec<HookSpec> = json_col(row, 5)?;
     Ok(Repo {
         name: row.get(0)?,
         url: row.get(1)?,

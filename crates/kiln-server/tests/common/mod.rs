@@ -173,25 +173,23 @@ impl TestApp {
 
     /// The caller's user socket (`/api/ws`), after its hello.
     pub async fn user_ws(&self, token: &str) -> Ws {
-        let url = format!("{}/api/ws", self.url.replace("http://", "ws://"));
-        let mut request = url.into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let (socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("websocket");
-        let mut ws = Ws { socket };
+        let mut ws = self.connect(token, "/api/ws").await;
         let hello = ws.json().await;
         assert_eq!(hello["type"], "hello", "{hello}");
         ws
     }
 
     pub async fn ws(&self, token: &str, session: &SessionId, after_seq: u64) -> Ws {
-        let url = format!(
-            "{}/api/sessions/{session}/ws?after_seq={after_seq}",
-            self.url.replace("http://", "ws://")
-        );
+        let path = format!("/api/sessions/{session}/ws?after_seq={after_seq}");
+        let mut ws = self.connect(token, &path).await;
+        match ws.frame().await {
+            ServerFrame::Hello { .. } => ws,
+            other => panic!("expected hello, got {other:?}"),
+        }
+    }
+
+    async fn connect(&self, token: &str, path: &str) -> Ws {
+        let url = format!("{}{path}", self.url.replace("http://", "ws://"));
         let mut request = url.into_client_request().unwrap();
         request
             .headers_mut()
@@ -199,11 +197,7 @@ impl TestApp {
         let (socket, _) = tokio_tungstenite::connect_async(request)
             .await
             .expect("websocket");
-        let mut ws = Ws { socket };
-        match ws.frame().await {
-            ServerFrame::Hello { .. } => ws,
-            other => panic!("expected hello, got {other:?}"),
-        }
+        Ws { socket }
     }
 
     /// Reads the session's events over REST until `done` holds for one of them.
