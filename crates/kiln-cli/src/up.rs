@@ -56,6 +56,11 @@ struct FileConfig {
     idle_stop_minutes: Option<u64>,
     /// Ready images kept per repo by the garbage collector, besides those in use (default 3).
     images_kept: Option<usize>,
+    /// Sessions one user may have active (working or holding a sandbox) at once (default 10;
+    /// 0: no limit).
+    max_active_sessions_per_user: Option<usize>,
+    /// How long a stop (SIGTERM, Ctrl-C) may take before kiln exits anyway (default 20).
+    shutdown_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +78,8 @@ struct Resolved {
     config_file: Option<PathBuf>,
     sandbox_uid: u32,
     engine: EngineConfig,
+    /// How long a stop may take before the process exits anyway.
+    shutdown_timeout: Duration,
     /// Why there is no model, when there is none.
     model_problem: Option<String>,
 }
@@ -118,6 +125,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
             .map(Duration::from_secs)
             .unwrap_or(defaults.bash_timeout),
         hooks: file.hooks,
+        rust_hooks: Vec::new(),
         git_timeout: defaults.git_timeout,
         image_step_timeout: defaults.image_step_timeout,
         snapshot_delay: defaults.snapshot_delay,
@@ -136,6 +144,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         images_kept: file.images_kept.unwrap_or(defaults.images_kept).max(1),
         gc_every: Some(Duration::from_secs(10 * 60)),
         gc_grace: defaults.gc_grace,
+        max_active_sessions_per_user: file.max_active_sessions_per_user.unwrap_or(10),
     };
     Ok(Resolved {
         data_dir,
@@ -143,6 +152,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         config_file,
         sandbox_uid: file.sandbox_uid.unwrap_or(900_000),
         engine,
+        shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(20)),
         model_problem,
     })
 }
@@ -185,6 +195,14 @@ fn print_config(resolved: &Resolved) {
     println!("pool_max = {}", engine.pool_max);
     println!("idle_stop_minutes = {}", minutes(engine.idle_stop_after));
     println!("images_kept = {}", engine.images_kept);
+    println!(
+        "max_active_sessions_per_user = {}",
+        engine.max_active_sessions_per_user
+    );
+    println!(
+        "shutdown_timeout_secs = {}",
+        resolved.shutdown_timeout.as_secs()
+    );
     println!("[limits]");
     println!("max_turns = {}", resolved.engine.limits.max_turns);
     println!("max_tokens = {}", resolved.engine.limits.max_tokens);
@@ -242,7 +260,11 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         None => eprintln!("log in with an API token (the admin's is no longer in admin.token)"),
     }
     let state = AppState::new(engine.clone());
-    let served = kiln_server::serve(listener, state, shutdown_signal()).await;
+    let stop = stop_signal(resolved.shutdown_timeout)?;
+    let served = kiln_server::serve(listener, state, async {
+        let _ = stop.await;
+    })
+    .await;
     eprintln!("kiln: stopping sessions");
     engine.shutdown().await;
     served.context("serving the API")
@@ -291,14 +313,47 @@ fn make_private(data_dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+/// Resolves on the first SIGTERM or Ctrl-C, which starts a graceful stop. The signals are
+/// watched on a thread of their own, outside the server's runtime, so that a stop that does not
+/// finish within `deadline` — a stuck task, a wedged worker thread — or a second signal still
+/// ends the process. Exiting then loses nothing acknowledged: every event is committed before
+/// anyone hears of it, and sandboxes outlive the process to be reattached by the next start.
+fn stop_signal(deadline: Duration) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal watcher")?;
+    let (stop, stopping) = tokio::sync::oneshot::channel();
+    // Registered here, before the thread starts, so a signal sent right after start counts.
+    let signals = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    });
+    let (mut term, mut int) = signals.context("watching SIGTERM and SIGINT")?;
+    std::thread::Builder::new()
+        .name("kiln-signals".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                let _ = stop.send(());
+                let why = tokio::select! {
+                    _ = tokio::time::sleep(deadline) => format!("did not finish within {deadline:?}"),
+                    _ = term.recv() => "was interrupted by a second signal".to_string(),
+                    _ = int.recv() => "was interrupted by a second signal".to_string(),
+                };
+                eprintln!(
+                    "kiln: the stop {why}; exiting now (acknowledged work is on disk, and \
+                     sessions' sandboxes are reattached by the next start)"
+                );
+                std::process::exit(1);
+            })
+        })
+        .context("starting the signal watcher")?;
+    Ok(stopping)
 }

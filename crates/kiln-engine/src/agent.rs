@@ -144,6 +144,7 @@ impl<'a> PromptRun<'a> {
             text.push_str(&context);
         }
         let mut conversation = self.load_conversation().await?;
+        self.close_unanswered_calls(&mut conversation).await?;
         let sandbox = tokio::select! {
             sandbox = self.actor.sandbox(self.inner) => sandbox.map_err(|e| Failure(format!("the sandbox is not available: {e}")))?,
             _ = self.cancel.cancelled() => return Ok(self.cancelled_end()),
@@ -594,6 +595,40 @@ impl<'a> PromptRun<'a> {
                     .map_err(|e| Failure(format!("the stored conversation is unreadable: {e}")))
             })
             .collect()
+    }
+
+    /// A run that ended between the model's tool calls and their results — the process was
+    /// killed, or the run panicked — left calls without results, which model APIs refuse:
+    /// each gets a result saying it did not finish, so the conversation can go on.
+    async fn close_unanswered_calls(&self, conversation: &mut Vec<Message>) -> Result<(), Failure> {
+        let Some(last) = conversation.last() else {
+            return Ok(());
+        };
+        if last.role != MessageRole::Assistant {
+            return Ok(());
+        }
+        let results: Vec<ContentBlock> = last
+            .content
+            .iter()
+            .filter_map(|block| match block {
+                ContentBlock::ToolUse { id, .. } => Some(ContentBlock::ToolResult {
+                    tool_use_id: id.clone(),
+                    content: "interrupted: this call did not finish (kiln stopped or failed \
+                              during it); check its effects before relying on them"
+                        .into(),
+                    is_error: true,
+                }),
+                _ => None,
+            })
+            .collect();
+        if results.is_empty() {
+            return Ok(());
+        }
+        let message = Message {
+            role: MessageRole::User,
+            content: results,
+        };
+        self.push(conversation, message).await
     }
 
     async fn push(&self, conversation: &mut Vec<Message>, message: Message) -> Result<(), Failure> {

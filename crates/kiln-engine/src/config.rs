@@ -1,8 +1,9 @@
 //! How the engine runs prompts: the model, the limits, the hooks. Resolved once by the binary
 //! (file < env < flags) and handed over whole.
 
-use crate::hooks::HookConfig;
+use crate::hooks::{Hook, HookConfig};
 use kiln_model::ModelConfig;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -15,6 +16,8 @@ pub struct EngineConfig {
     pub bash_timeout: Duration,
     /// Hooks of every session on this server, before the repo's own.
     pub hooks: Vec<HookConfig>,
+    /// Hooks written in Rust by whoever embeds the engine, run after `hooks` for every session.
+    pub rust_hooks: Vec<Arc<dyn Hook>>,
     /// Bound on host-side git (clone, fetch) for one session's checkout.
     pub git_timeout: Duration,
     /// Timeout of an image build step whose environment file names none.
@@ -47,6 +50,11 @@ pub struct EngineConfig {
     /// A session's sandbox idle this long is snapshotted and stopped (the next prompt restores
     /// it); `None`: sandboxes stay up.
     pub idle_stop_after: Option<Duration>,
+    /// The most sessions one user may have active at once — working, or holding a sandbox —
+    /// counting the sessions they created; 0: no limit. A session goes inactive when its
+    /// sandbox is stopped for idleness. Bounds the sandboxes (memory, processes) one user can
+    /// hold: each active session has at most one.
+    pub max_active_sessions_per_user: usize,
 }
 
 /// Bounds on the work one prompt may cause.
@@ -65,6 +73,7 @@ impl Default for EngineConfig {
             limits: PromptLimits::default(),
             bash_timeout: Duration::from_secs(120),
             hooks: Vec::new(),
+            rust_hooks: Vec::new(),
             git_timeout: Duration::from_secs(300),
             image_step_timeout: Duration::from_secs(1800),
             image_rebuild_every: None,
@@ -77,6 +86,7 @@ impl Default for EngineConfig {
             reservation_ttl: Duration::from_secs(60),
             idle_stop_after: None,
             snapshot_delay: Duration::from_secs(2),
+            max_active_sessions_per_user: 0,
         }
     }
 }

@@ -47,6 +47,9 @@ pub(crate) struct Inner {
     building: Mutex<HashMap<String, RunningBuild>>,
     /// Sandboxes found running at start-up, by session, to reattach instead of recreate.
     recovered: Mutex<HashMap<SessionId, SandboxId>>,
+    /// Sessions being created, per creator, not yet counted among the live actors: with them,
+    /// concurrent creations cannot all slip under the per-user limit.
+    admitting: Mutex<HashMap<kiln_core::UserId, usize>>,
     /// Held by a garbage collection, so two never overlap.
     gc: tokio::sync::Mutex<()>,
     pub(crate) tracker: TaskTracker,
@@ -74,7 +77,10 @@ impl Engine {
             .iter()
             .map(|h| h.build())
             .collect::<Result<Vec<Arc<dyn Hook>>, _>>()
-            .map_err(|e| Error::Invalid(format!("hook configuration: {e}")))?;
+            .map_err(|e| Error::Invalid(format!("hook configuration: {e}")))?
+            .into_iter()
+            .chain(config.rust_hooks.iter().cloned())
+            .collect();
         let workspaces = Workspaces {
             data_dir,
             provider,
@@ -89,6 +95,7 @@ impl Engine {
                 hooks,
                 sessions: Mutex::new(HashMap::new()),
                 recovered: Mutex::new(HashMap::new()),
+                admitting: Mutex::new(HashMap::new()),
                 building: Mutex::new(HashMap::new()),
                 pools: crate::pool::Pools::default(),
                 gc: tokio::sync::Mutex::new(()),
@@ -204,6 +211,7 @@ impl Engine {
         request: &CreateSession,
     ) -> Result<SessionCreated> {
         let prompt = validate_prompt(&request.prompt)?;
+        let _admitted = Admission::take(&self.inner, &creator.id, None)?;
         let repo = self
             .inner
             .store
@@ -261,6 +269,17 @@ impl Engine {
     ) -> Result<PromptAccepted> {
         let text = validate_prompt(text)?;
         let actor = self.actor(session).await?;
+        // A prompt to an inactive session brings its sandbox back: that counts against the
+        // limit of the session's creator, whose sandbox it is.
+        let _admitted = if actor.is_active() {
+            None
+        } else {
+            Some(Admission::take(
+                &self.inner,
+                actor.creator(),
+                Some(session),
+            )?)
+        };
         actor.enqueue(&self.inner, author, text).await
     }
 
@@ -478,8 +497,11 @@ impl Engine {
     /// starts coming back now rather than when the prompt arrives. Best effort.
     pub async fn warm_session(&self, session: &SessionId) {
         match self.actor(session).await {
-            Ok(actor) if !actor.is_working() => actor.warm_sandbox(&self.inner),
-            Ok(_) => {}
+            Ok(actor) if actor.is_active() => {}
+            Ok(actor) => match Admission::take(&self.inner, actor.creator(), Some(session)) {
+                Ok(_admitted) => actor.warm_sandbox(&self.inner),
+                Err(e) => tracing::debug!(%session, error = %e, "not warming a session"),
+            },
             Err(e) => tracing::debug!(%session, error = %e, "cannot warm a session"),
         }
     }
@@ -774,6 +796,65 @@ fn title_from(prompt: &str) -> String {
     match line.char_indices().nth(80) {
         Some((i, _)) => format!("{}…", &line[..i]),
         None => line.to_string(),
+    }
+}
+
+/// A place among a user's active sessions, held while a session is being created or brought
+/// back; the limit counts it until the session's own actor counts as active.
+struct Admission {
+    inner: Arc<Inner>,
+    user: kiln_core::UserId,
+}
+
+impl Admission {
+    /// Admits one more active session of `user` (`session`, already counted if active, aside),
+    /// or says which limit stands in the way.
+    fn take(
+        inner: &Arc<Inner>,
+        user: &kiln_core::UserId,
+        session: Option<&SessionId>,
+    ) -> Result<Admission> {
+        let limit = inner.config.max_active_sessions_per_user;
+        let sessions = inner.sessions.lock().expect("sessions lock");
+        let mut admitting = inner.admitting.lock().expect("admitting lock");
+        let pending = admitting.get(user).copied().unwrap_or(0);
+        if limit > 0 {
+            let active = sessions
+                .iter()
+                .filter(|(id, actor)| {
+                    Some(*id) != session && actor.creator() == user && actor.is_active()
+                })
+                .count();
+            if active + pending >= limit {
+                return Err(Error::LimitReached(format!(
+                    "you have {limit} active sessions, the most one user may have at once \
+                     (max_active_sessions_per_user); wait for one to finish and go idle — an \
+                     idle session's sandbox stops after idle_stop_minutes — or ask an admin to \
+                     raise the limit"
+                )));
+            }
+        }
+        *admitting.entry(user.clone()).or_default() += 1;
+        Ok(Admission {
+            inner: inner.clone(),
+            user: user.clone(),
+        })
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut admitting = self
+            .inner
+            .admitting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = admitting.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                admitting.remove(&self.user);
+            }
+        }
     }
 }
 

@@ -15,6 +15,9 @@ pub enum Error {
     Sandbox(#[from] kiln_sandbox::Error),
     #[error("{0}")]
     Git(String),
+    /// A per-user limit is reached; the message names it and says what to do.
+    #[error("{0}")]
+    LimitReached(String),
     #[error("the engine is shutting down")]
     ShuttingDown,
 }

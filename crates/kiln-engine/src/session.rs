@@ -11,12 +11,15 @@ use crate::pool::Checkout;
 use crate::sync_gate::{SyncGate, SyncState};
 use crate::workspace::SyncTarget;
 use crate::{Error, Result};
+use futures_util::FutureExt;
 use kiln_core::PromptId;
 use kiln_protocol::api::{
-    DeliveryMode, Event, PromptAccepted, PromptInfo, PromptStatus, SandboxState, UserRef,
+    DeliveryMode, Event, PromptAccepted, PromptInfo, PromptOutcome, PromptStatus, SandboxState,
+    Usage, UserRef,
 };
 use kiln_sandbox::{Sandbox, SandboxId};
 use kiln_store::SessionLog;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,6 +66,57 @@ struct Slot {
     recovered: Option<SandboxId>,
 }
 
+/// The session's `worker` flag, held by the worker task: dropping it (however the task ends)
+/// clears the flag and the running prompt, so the next prompt starts a new worker.
+struct WorkerFlag<'a> {
+    actor: &'a SessionActor,
+    /// Whether this task still owns the flag (it lets go while it checks for late prompts).
+    held: bool,
+}
+
+impl WorkerFlag<'_> {
+    /// Lets go of the flag: a prompt queued from now on starts its own worker.
+    fn release(&mut self) {
+        self.actor.state.lock().expect("state lock").worker = false;
+        self.held = false;
+    }
+
+    /// Takes the flag back unless a new worker took it meanwhile.
+    fn reclaim(&mut self) -> bool {
+        let mut state = self.actor.state.lock().expect("state lock");
+        if state.worker {
+            return false;
+        }
+        state.worker = true;
+        self.held = true;
+        true
+    }
+}
+
+impl Drop for WorkerFlag<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            // Not `expect`: this may run while unwinding.
+            let mut state = self
+                .actor
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.worker = false;
+            state.running = None;
+        }
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 /// The git email of a kiln user (until users have their own).
 fn commit_email(user: &kiln_core::UserId) -> String {
     format!("{user}@users.kiln.local")
@@ -95,6 +149,21 @@ impl SessionActor {
                 recovered,
             }),
         }
+    }
+
+    /// Who created the session: its active time counts against their limit.
+    pub(crate) fn creator(&self) -> &kiln_core::UserId {
+        &self.creator.id
+    }
+
+    /// Whether the session holds resources now: a prompt at work, or a sandbox up (or coming).
+    pub(crate) fn is_active(&self) -> bool {
+        let state = self.state.lock().expect("state lock");
+        state.worker
+            || matches!(
+                state.sandbox,
+                Some(SandboxState::Starting | SandboxState::Syncing | SandboxState::Ready)
+            )
     }
 
     pub(crate) fn is_working(&self) -> bool {
@@ -158,6 +227,12 @@ impl SessionActor {
     }
 
     async fn work(self: Arc<Self>, inner: &Arc<Inner>) {
+        // Whatever way this task ends — an unreadable queue, a panic, the runtime dropping it —
+        // the session must not be left believing a worker runs.
+        let mut worker = WorkerFlag {
+            actor: &self,
+            held: true,
+        };
         loop {
             if inner.shutdown.is_cancelled() {
                 break;
@@ -172,16 +247,9 @@ impl SessionActor {
             let Some(prompt) = next else {
                 // Going idle. A prompt queued after `start_next` looked saw `worker == true` and
                 // did not kick, so look once more after saying we are gone.
-                self.state.lock().expect("state lock").worker = false;
+                worker.release();
                 match self.has_queued().await {
-                    Ok(true) => {
-                        let mut state = self.state.lock().expect("state lock");
-                        if state.worker {
-                            return;
-                        }
-                        state.worker = true;
-                        continue;
-                    }
+                    Ok(true) if worker.reclaim() => continue,
                     _ => return,
                 }
             };
@@ -192,14 +260,51 @@ impl SessionActor {
                 state.stopped_by = None;
             }
             let prompt_id = prompt.id.clone();
-            PromptRun::new(inner, &self, prompt, cancel).run().await;
+            let run = PromptRun::new(inner, &self, prompt, cancel).run();
+            // A bug in one prompt's run must not take the session down with it: the prompt
+            // fails with an event, and the queue goes on.
+            if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
+                self.record_crashed_prompt(&prompt_id, panic_message(&*panic))
+                    .await;
+            }
             if !inner.shutdown.is_cancelled() {
                 self.schedule_snapshot(inner, prompt_id);
             }
-            self.state.lock().expect("state lock").last_active = Some(std::time::Instant::now());
-            self.state.lock().expect("state lock").running = None;
+            let mut state = self.state.lock().expect("state lock");
+            state.last_active = Some(std::time::Instant::now());
+            state.running = None;
         }
-        self.state.lock().expect("state lock").worker = false;
+    }
+
+    /// Records that `prompt`'s run panicked: it failed, and an error event says so.
+    async fn record_crashed_prompt(&self, prompt: &PromptId, panic: String) {
+        tracing::error!(session = %self.log.id(), prompt = %prompt, panic, "a prompt's run panicked");
+        let prompt_id = prompt.clone();
+        let result = self
+            .log
+            .write(move |w| {
+                let running = w.prompts_with_status(PromptStatus::Running)?;
+                if !running.iter().any(|p| p.id == prompt_id) {
+                    return Ok(());
+                }
+                w.set_prompt_status(&prompt_id, PromptStatus::Failed)?;
+                w.event(Event::Error {
+                    prompt_id: Some(prompt_id.clone()),
+                    message: "the prompt stopped on an internal error in kiln (the server log \
+                              has the details); the session goes on: send the prompt again"
+                        .into(),
+                })?;
+                w.event(Event::PromptFinished {
+                    prompt_id,
+                    outcome: PromptOutcome::Failed,
+                    usage: Usage::default(),
+                })?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(session = %self.log.id(), error = %e, "cannot record a crashed prompt");
+        }
     }
 
     async fn has_queued(&self) -> Result<bool> {
@@ -307,8 +412,11 @@ impl SessionActor {
         if let Some(sandbox) = &slot.sandbox
             && sandbox.guest().gone().is_none()
         {
-            // A failed sync is retried when the next prompt asks for the sandbox.
-            if let (Some(checkout), SyncState::Failed(_)) = (&slot.checkout, &*self.sync.borrow()) {
+            // A failed sync is retried when the next prompt asks for the sandbox. The state is
+            // copied out first: `start_sync` writes the channel, and a read guard held across
+            // that write would block this thread for good.
+            let failed = matches!(*self.sync.borrow(), SyncState::Failed(_));
+            if let (Some(checkout), true) = (&slot.checkout, failed) {
                 self.start_sync(inner, sandbox.clone(), checkout.clone());
             }
             return Ok(sandbox.clone());

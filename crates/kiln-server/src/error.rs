@@ -20,6 +20,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A limit on what one caller may hold or do is reached (429).
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -36,6 +39,7 @@ impl IntoResponse for Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -68,6 +72,7 @@ impl From<kiln_engine::Error> for Error {
             kiln_engine::Error::Invalid(msg) => Error::BadRequest(msg),
             kiln_engine::Error::Conflict(msg) => Error::Conflict(msg),
             kiln_engine::Error::Store(e) => e.into(),
+            kiln_engine::Error::LimitReached(msg) => Error::TooManyRequests(msg),
             kiln_engine::Error::ShuttingDown => Error::Unavailable(e.to_string()),
             other => Error::Internal(other.to_string()),
         }

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::extract::{Path, Query};
 use crate::presence::Presence;
 use axum::extract::State;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use kiln_core::SessionId;
@@ -22,6 +22,7 @@ use kiln_protocol::api::{
 use kiln_store::SessionLog;
 use serde::Deserialize;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// How long one frame may wait for a client to take it.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,10 +61,20 @@ pub(crate) async fn ws(
     let user = caller.user_ref();
     // Someone who may prompt is typing: a sandbox that was stopped starts coming back now.
     let engine = role.can_prompt().then(|| state.engine.clone());
+    let closing = state.closing.clone();
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
-            pump(socket, log, presence, engine, user, query.after_seq).await;
+            pump(
+                socket,
+                log,
+                presence,
+                engine,
+                user,
+                query.after_seq,
+                closing,
+            )
+            .await;
         }))
 }
 
@@ -79,11 +90,16 @@ pub(crate) async fn user_ws(
     let user = caller.user_ref();
     upgrade
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| user_pump(socket, state.engine, user))
+        .on_upgrade(move |socket| user_pump(socket, state.engine, user, state.closing))
 }
 
 /// The user socket: warm-up while typing for sessions that do not exist yet.
-async fn user_pump(socket: WebSocket, engine: kiln_engine::Engine, user: UserRef) {
+async fn user_pump(
+    socket: WebSocket,
+    engine: kiln_engine::Engine,
+    user: UserRef,
+    closing: CancellationToken,
+) {
     let (mut tx, mut rx) = socket.split();
     let hello = UserServerFrame::Hello {
         protocol_version: WS_PROTOCOL_VERSION,
@@ -112,6 +128,7 @@ async fn user_pump(socket: WebSocket, engine: kiln_engine::Engine, user: UserRef
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue,
             },
+            _ = closing.cancelled() => return say_goodbye(tx).await,
             _ = ping.tick() => {
                 if tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Ping(Default::default()))).await.is_err() {
                     break;
@@ -133,6 +150,7 @@ async fn pump(
     engine: Option<kiln_engine::Engine>,
     user: UserRef,
     after_seq: u64,
+    closing: CancellationToken,
 ) {
     let (mut tx, mut rx) = socket.split();
     let session = log.id().clone();
@@ -188,6 +206,7 @@ async fn pump(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => None,
             },
+            _ = closing.cancelled() => return say_goodbye(tx).await,
             _ = ping.tick() => {
                 if tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Ping(Default::default()))).await.is_err() {
                     break;
@@ -202,6 +221,21 @@ async fn pump(
         }
     }
     let _ = tx.close().await;
+}
+
+/// The server is stopping: a Close frame tells the client so at once (code 1012, "service
+/// restart"), so it reconnects — and resumes from its last seq — instead of waiting for a
+/// dead connection to time out. Upgraded sockets are not part of the HTTP server's graceful
+/// shutdown; this is how they end.
+async fn say_goodbye<S>(mut tx: S)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let close = CloseFrame {
+        code: close_code::RESTART,
+        reason: "kiln is shutting down; reconnect and resume from your last seq".into(),
+    };
+    let _ = tokio::time::timeout(SEND_TIMEOUT, tx.send(Message::Close(Some(close)))).await;
 }
 
 /// Most frames queued before one flush.

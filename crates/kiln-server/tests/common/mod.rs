@@ -356,6 +356,20 @@ impl Ws {
         }
     }
 
+    /// Reads until the server's Close frame (its payload) or the end of the socket (`None`).
+    pub async fn close_frame(
+        &mut self,
+    ) -> Option<tokio_tungstenite::tungstenite::protocol::CloseFrame> {
+        while let Some(message) = self.socket.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame,
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.socket.send(Message::Text(text.into())).await.unwrap();
     }
