@@ -319,24 +319,31 @@ fn make_private(data_dir: &std::path::Path) -> anyhow::Result<()> {
 /// ends the process. Exiting then loses nothing acknowledged: every event is committed before
 /// anyone hears of it, and sandboxes outlive the process to be reattached by the next start.
 fn stop_signal(deadline: Duration) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the signal watcher")?;
     let (stop, stopping) = tokio::sync::oneshot::channel();
-    // Registered here, before the thread starts, so a signal sent right after start counts.
-    let signals = runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok::<_, std::io::Error>((
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::interrupt())?,
-        ))
-    });
-    let (mut term, mut int) = signals.context("watching SIGTERM and SIGINT")?;
+    // The handlers are registered before this returns, so a signal sent right after start
+    // counts.
+    let (registered, ready) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("kiln-signals".into())
         .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => return drop(registered.send(Err(e))),
+            };
             runtime.block_on(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let signals = signal(SignalKind::terminate())
+                    .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+                let (mut term, mut int) = match signals {
+                    Ok(signals) => {
+                        let _ = registered.send(Ok(()));
+                        signals
+                    }
+                    Err(e) => return drop(registered.send(Err(e))),
+                };
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
@@ -355,5 +362,9 @@ fn stop_signal(deadline: Duration) -> anyhow::Result<tokio::sync::oneshot::Recei
             })
         })
         .context("starting the signal watcher")?;
+    ready
+        .recv()
+        .context("the signal watcher ended")?
+        .context("watching SIGTERM and SIGINT")?;
     Ok(stopping)
 }

@@ -91,3 +91,69 @@ fn bad_configuration_is_refused_with_the_reason() {
     assert!(!output.status.success());
     assert!(stderr.contains("nowhere"), "{stderr}");
 }
+
+/// A stop that cannot finish — here a request whose body never comes, which the graceful stop
+/// waits for — ends anyway at `shutdown_timeout_secs`, saying why.
+#[test]
+fn a_stop_that_cannot_finish_ends_at_its_deadline() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("ku-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("kiln.toml"), "shutdown_timeout_secs = 1\n").unwrap();
+    let mut child = kiln()
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "kiln up ended");
+        if let Some(url) = line.trim().strip_prefix("kiln listening on http://") {
+            break url.to_string();
+        }
+    };
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let mut stuck = std::net::TcpStream::connect(&url).unwrap();
+    write!(
+        stuck,
+        "POST /api/repos HTTP/1.1\r\nHost: {url}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+        token.trim()
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let started = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        let _ = tx.send(rest);
+    });
+    let rest = rx
+        .recv_timeout(std::time::Duration::from_secs(15))
+        .unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("kiln up was still running 15 s after SIGTERM");
+        });
+    let status = child.wait().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(!status.success(), "{status:?}");
+    assert!(rest.contains("did not finish within 1s"), "{rest}");
+    drop(stuck);
+}
