@@ -8,9 +8,9 @@ use crate::stream::{EventStream, SubscribeOptions};
 use kiln_core::{Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
     CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, GcReport, Image,
-    ImageBuildStarted, Me, PromptAccepted, Repo, SendPrompt, SessionCreated, SessionDetail,
-    SessionSummary, ShareCreated, StopSession, TokenCreated, TokenInfo, UpdateRepo, UpdateSession,
-    User,
+    ImageBuildStarted, Me, PromptAccepted, Repo, RepoAccess, SendPrompt, SessionCreated,
+    SessionDetail, SessionSummary, SetRepoAccess, ShareCreated, StopSession, TokenCreated,
+    TokenInfo, UpdateRepo, UpdateSession, User,
 };
 use reqwest::{Method, Url, header};
 use serde::Serialize;
@@ -94,6 +94,18 @@ impl Client {
 
     pub async fn repo(&self, name: &str) -> Result<Repo> {
         self.call(Method::GET, &["repos", name], NO_BODY).await
+    }
+
+    /// Who may start sessions on the repo (admins).
+    pub async fn repo_access(&self, name: &str) -> Result<RepoAccess> {
+        self.call(Method::GET, &["repos", name, "access"], NO_BODY)
+            .await
+    }
+
+    /// Sets who may start sessions on the repo (admins).
+    pub async fn set_repo_access(&self, name: &str, body: &SetRepoAccess) -> Result<RepoAccess> {
+        self.call(Method::PUT, &["repos", name, "access"], Some(body))
+            .await
     }
 
     /// Collects images and snapshot layers nothing uses any more, now (admins).

@@ -51,7 +51,7 @@ impl AppState {
 
 /// Every route.
 pub fn router(state: AppState) -> Router {
-    use routes::{repos, sessions, users, ws};
+    use routes::{access, repos, sessions, users, ws};
     let api = Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
@@ -72,6 +72,10 @@ pub fn router(state: AppState) -> Router {
         .route("/repos/{name}/images/{id}/log", get(repos::image_log))
         .route("/repos/{name}/warm", post(repos::warm))
         .route("/repos/{name}/pool", get(repos::pool))
+        .route(
+            "/repos/{name}/access",
+            get(access::get_access).put(access::set_access),
+        )
         .route("/admin/gc", post(repos::collect_garbage))
         .route(
             "/sessions",

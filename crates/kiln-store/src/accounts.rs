@@ -33,7 +33,7 @@ pub(crate) fn user_by_id(conn: &Connection, id: &UserId) -> Result<User> {
         user_row,
     )
     .optional()?
-    .ok_or_else(|| Error::NotFound(format!("no user {id}")))
+    .ok_or_else(|| Error::NotFound(format!("user {id}")))
 }
 
 fn validate_user_name(name: &str) -> Result<()> {
@@ -210,7 +210,7 @@ impl Store {
                 params![id.as_str(), user.as_str()],
             )?;
             if n == 0 {
-                return Err(Error::NotFound(format!("no token {id} of user {user}")));
+                return Err(Error::NotFound(format!("token {id} of user {user}")));
             }
             Ok(())
         })

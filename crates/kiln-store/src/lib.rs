@@ -19,6 +19,7 @@
 //! no gaps; an event is broadcast only after its transaction committed, and in seq order; a
 //! subscriber from any `after_seq` gets every later event exactly once.
 
+mod access;
 mod accounts;
 mod db;
 mod error;

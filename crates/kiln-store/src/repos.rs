@@ -110,7 +110,7 @@ impl Store {
                 repo_row,
             )
             .optional()?
-            .ok_or_else(|| Error::NotFound(format!("no repo named {name:?}")))
+            .ok_or_else(|| Error::NotFound(format!("repo {name:?}")))
         })
         .await
     }
@@ -141,7 +141,7 @@ impl Store {
                 ],
             )?;
             if changed == 0 {
-                return Err(Error::NotFound(format!("no repo named {name:?}")));
+                return Err(Error::NotFound(format!("repo {name:?}")));
             }
             Ok(conn.query_row(
                 &format!("SELECT {REPO_COLUMNS} FROM repos WHERE name = ?1"),

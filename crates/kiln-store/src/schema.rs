@@ -116,6 +116,22 @@ pub(crate) const CONTROL: &[Migration] = &[
         ALTER TABLE images ADD COLUMN collected_at_ms INTEGER;
     ",
     },
+    Migration {
+        name: "repo access",
+        sql: "
+        -- A repo open to its members only has a row here; without one it is open to everyone.
+        CREATE TABLE repo_access (
+            repo TEXT PRIMARY KEY REFERENCES repos(name) ON DELETE CASCADE,
+            mode TEXT NOT NULL CHECK (mode IN ('everyone', 'members'))
+        ) STRICT;
+        CREATE TABLE repo_members (
+            repo TEXT NOT NULL REFERENCES repos(name) ON DELETE CASCADE,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            PRIMARY KEY (repo, user_id)
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX repo_members_by_user ON repo_members(user_id);
+    ",
+    },
 ];
 
 /// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it

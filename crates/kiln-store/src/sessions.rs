@@ -60,7 +60,7 @@ fn require_session(conn: &Connection, id: &SessionId) -> Result<()> {
         |row| row.get(0),
     )?;
     if n == 0 {
-        return Err(Error::NotFound(format!("no session {id}")));
+        return Err(Error::NotFound(format!("session {id}")));
     }
     Ok(())
 }
@@ -113,7 +113,7 @@ impl Store {
                 |row| row.get(0),
             )?;
             if repos == 0 {
-                return Err(Error::NotFound(format!("no repo named {repo:?}")));
+                return Err(Error::NotFound(format!("repo {repo:?}")));
             }
             user_by_id(&tx, &creator)?;
             let now = now_ms();
@@ -167,7 +167,7 @@ impl Store {
             let sql = format!("SELECT {SESSION_COLUMNS} {SESSION_FROM} WHERE s.id = ?1");
             conn.query_row(&sql, [id.as_str()], session_row)
                 .optional()?
-                .ok_or_else(|| Error::NotFound(format!("no session {id}")))
+                .ok_or_else(|| Error::NotFound(format!("session {id}")))
         })
         .await
     }
@@ -209,7 +209,7 @@ impl Store {
                 params![id.as_str(), closed],
             )?;
             if n == 0 {
-                return Err(Error::NotFound(format!("no session {id}")));
+                return Err(Error::NotFound(format!("session {id}")));
             }
             Ok(())
         })

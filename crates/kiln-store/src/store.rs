@@ -131,7 +131,7 @@ impl Store {
             .await?
         };
         if !exists {
-            return Err(Error::NotFound(format!("no session {id}")));
+            return Err(Error::NotFound(format!("session {id}")));
         }
         let store = self.clone();
         let id = id.clone();

@@ -109,7 +109,7 @@ impl<'a> SessionWriter<'a> {
             params![id.as_str(), status.as_str()],
         )?;
         if changed == 0 {
-            return Err(Error::NotFound(format!("no prompt {id}")));
+            return Err(Error::NotFound(format!("prompt {id}")));
         }
         Ok(())
     }
@@ -188,7 +188,7 @@ pub(crate) fn prompt(conn: &Connection, id: &PromptId) -> Result<PromptInfo> {
     let sql = format!("SELECT {PROMPT_COLUMNS} FROM prompts WHERE id = ?1");
     conn.query_row(&sql, [id.as_str()], prompt_row)
         .optional()?
-        .ok_or_else(|| Error::NotFound(format!("no prompt {id}")))
+        .ok_or_else(|| Error::NotFound(format!("prompt {id}")))
 }
 
 pub(crate) fn messages(conn: &Connection) -> Result<Vec<serde_json::Value>> {

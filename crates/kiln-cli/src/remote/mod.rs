@@ -15,7 +15,7 @@ mod session;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use kiln_client::Client;
-use kiln_protocol::api::{CreateRepo, UpdateRepo};
+use kiln_protocol::api::{AccessMode, CreateRepo, SetRepoAccess, UpdateRepo};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -77,6 +77,20 @@ enum RepoCommand {
         /// Remove the definition set through the API: builds read the repo's file again.
         #[arg(long)]
         clear: bool,
+    },
+    /// Show who may start sessions on a repo, or set it (admins): everyone, or its members
+    /// (and admins) only — to anyone else a members-only repo does not exist.
+    Access {
+        name: String,
+        /// Open the repo to every user (its member list is kept).
+        #[arg(long, conflicts_with = "members_only")]
+        everyone: bool,
+        /// Open the repo to its members (and admins) only.
+        #[arg(long)]
+        members_only: bool,
+        /// The members, by user name or id, comma-separated (replaces the list).
+        #[arg(long, value_name = "USERS", value_delimiter = ',')]
+        members: Option<Vec<String>>,
     },
 }
 
@@ -142,10 +156,62 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                     ),
                 }
             }
+            RepoCommand::Access {
+                name,
+                everyone,
+                members_only,
+                members,
+            } => {
+                let mut access = client.repo_access(&name).await?;
+                if everyone || members_only || members.is_some() {
+                    let members = match members {
+                        Some(names) => user_ids(&client, &names).await?,
+                        None => access.members.iter().map(|m| m.id.clone()).collect(),
+                    };
+                    let mode = match (everyone, members_only) {
+                        (true, _) => AccessMode::Everyone,
+                        (_, true) => AccessMode::Members,
+                        _ => access.mode,
+                    };
+                    let body = SetRepoAccess { mode, members };
+                    access = client.set_repo_access(&name, &body).await?;
+                }
+                let who = match access.mode {
+                    AccessMode::Everyone => "every user",
+                    AccessMode::Members => "its members and admins only",
+                };
+                println!("{name}: sessions may be started by {who}");
+                let names: Vec<&str> = access.members.iter().map(|m| m.name.as_str()).collect();
+                println!(
+                    "members: {}",
+                    if names.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                );
+            }
         }
         Ok(ExitCode::SUCCESS)
     })
     .await
+}
+
+/// User ids for names or ids, as an admin sees the users.
+async fn user_ids(client: &Client, wanted: &[String]) -> Result<Vec<kiln_core::UserId>> {
+    let users = client.users().await?;
+    wanted
+        .iter()
+        .map(|w| w.trim())
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            users
+                .iter()
+                .find(|u| u.name == w || u.id.as_str() == w)
+                .map(|u| u.id.clone())
+                .ok_or_else(|| anyhow::anyhow!("no user named {w:?} (see GET /api/users)"))
+        })
+        .collect()
 }
 
 pub(crate) async fn image(args: ImageArgs) -> ExitCode {

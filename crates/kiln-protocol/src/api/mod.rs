@@ -2,10 +2,12 @@
 //! session's log. Clients (CLI, web UI, Slack, the Chrome extension) and the server share these
 //! definitions, and the OpenAPI document is generated from them.
 
+mod access;
 mod event;
 mod rest;
 mod ws;
 
+pub use access::{AccessMode, RepoAccess, SetRepoAccess};
 pub use event::{
     DeliveryMode, EVENT_VERSION, Ephemeral, Event, EventEnvelope, FileChangeKind, PromptOutcome,
     PromptStatus, SandboxState, ToolOutcome, ToolStream, Usage, UserRef,

@@ -1,5 +1,6 @@
 //! Route handlers, one module per resource, and the OpenAPI document built from them.
 
+pub(crate) mod access;
 pub(crate) mod repos;
 pub(crate) mod sessions;
 pub(crate) mod users;
@@ -28,6 +29,8 @@ use utoipa::OpenApi;
         repos::warm,
         repos::pool,
         repos::collect_garbage,
+        access::get_access,
+        access::set_access,
         repos::build_image,
         repos::list_images,
         repos::get_image,

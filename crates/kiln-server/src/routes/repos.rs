@@ -7,6 +7,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Result;
 use crate::extract::{Json, Path};
+use crate::routes::access::require_repo;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -60,19 +61,22 @@ pub(crate) async fn update_repo(
 #[utoipa::path(get, path = "/api/repos", tag = "repos", responses((status = 200, body = Vec<Repo>)))]
 pub(crate) async fn list_repos(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Json<Vec<Repo>>> {
-    Ok(Json(state.store.list_repos().await?))
+    let closed = state.store.repos_closed_to(&caller.0).await?;
+    let mut repos = state.store.list_repos().await?;
+    repos.retain(|repo| !closed.contains(&repo.name));
+    Ok(Json(repos))
 }
 
 #[utoipa::path(get, path = "/api/repos/{name}", tag = "repos", params(("name" = String, Path)),
     responses((status = 200, body = Repo), (status = 404, body = kiln_protocol::api::ApiError)))]
 pub(crate) async fn get_repo(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Repo>> {
-    Ok(Json(state.store.repo(&name).await?))
+    Ok(Json(require_repo(&state, &caller, &name).await?))
 }
 
 /// The API's view of an image record (its layers are host paths and stay private).
@@ -123,9 +127,10 @@ pub(crate) async fn build_image(
         (status = 404, body = kiln_protocol::api::ApiError)))]
 pub(crate) async fn image_log(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response> {
+    require_repo(&state, &caller, &name).await?;
     let body = match state.engine.build_log(&name, &id) {
         Some(follower) => {
             let pieces = futures_util::stream::unfold(follower, |mut follower| async move {
@@ -150,10 +155,10 @@ pub(crate) async fn image_log(
     responses((status = 200, body = Vec<Image>), (status = 404, body = kiln_protocol::api::ApiError)))]
 pub(crate) async fn list_images(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<Image>>> {
-    state.store.repo(&name).await?;
+    require_repo(&state, &caller, &name).await?;
     let images = state.store.images(&name).await?;
     Ok(Json(images.into_iter().map(|i| image(i, false)).collect()))
 }
@@ -163,9 +168,10 @@ pub(crate) async fn list_images(
     responses((status = 200, body = Image), (status = 404, body = kiln_protocol::api::ApiError)))]
 pub(crate) async fn get_image(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Image>> {
+    require_repo(&state, &caller, &name).await?;
     Ok(Json(image(state.store.image(&name, &id).await?, true)))
 }
 
@@ -185,9 +191,10 @@ pub(crate) async fn collect_garbage(
     responses((status = 200, body = PoolStatus), (status = 404, body = kiln_protocol::api::ApiError)))]
 pub(crate) async fn pool(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<PoolStatus>> {
+    require_repo(&state, &caller, &name).await?;
     Ok(Json(state.engine.pool_status(&name).await?))
 }
 
@@ -200,6 +207,7 @@ pub(crate) async fn warm(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<WarmReply>> {
+    require_repo(&state, &caller, &name).await?;
     let reserved = state
         .engine
         .reserve_sandbox(&caller.user_ref(), &name)

@@ -26,6 +26,7 @@ pub(crate) async fn create_session(
     caller: Caller,
     Json(body): Json<CreateSession>,
 ) -> Result<(StatusCode, Json<SessionCreated>)> {
+    crate::routes::access::require_repo(&state, &caller, &body.repo).await?;
     let created = state
         .engine
         .create_session(&caller.user_ref(), &body)

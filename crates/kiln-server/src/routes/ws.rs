@@ -87,19 +87,19 @@ pub(crate) async fn user_ws(
     caller: Caller,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let user = caller.user_ref();
     upgrade
         .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| user_pump(socket, state.engine, user, state.closing))
+        .on_upgrade(move |socket| user_pump(socket, state.engine, caller, state.closing))
 }
 
 /// The user socket: warm-up while typing for sessions that do not exist yet.
 async fn user_pump(
     socket: WebSocket,
     engine: kiln_engine::Engine,
-    user: UserRef,
+    caller: Caller,
     closing: CancellationToken,
 ) {
+    let user = caller.user_ref();
     let (mut tx, mut rx) = socket.split();
     let hello = UserServerFrame::Hello {
         protocol_version: WS_PROTOCOL_VERSION,
@@ -114,7 +114,13 @@ async fn user_pump(
             incoming = rx.next() => match incoming {
                 Some(Ok(Message::Text(text))) => match UserClientFrame::decode(text.as_str()) {
                     Ok(UserClientFrame::Typing { repo }) => {
-                        match engine.reserve_sandbox(&user, &repo).await {
+                        let allowed = engine.store().may_use_repo(&repo, &caller.0).await;
+                        let reserved = match allowed {
+                            Ok(true) => engine.reserve_sandbox(&user, &repo).await,
+                            Ok(false) => Err(kiln_engine::Error::NotFound(format!("repo {repo:?}"))),
+                            Err(e) => Err(e.into()),
+                        };
+                        match reserved {
                             Ok(reserved) => UserServerFrame::Warm { repo, reserved },
                             Err(e) => UserServerFrame::Error { message: e.to_string() },
                         }

@@ -1,0 +1,56 @@
+//! Who may start sessions on a repo: `GET`/`PUT /api/repos/{name}/access` (admins), and the
+//! check every repo route makes. To a user a members-only repo is closed to, it does not exist:
+//! the same 404, word for word, as for a repo that was never added.
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{Error, Result};
+use crate::extract::{Json, Path};
+use axum::extract::State;
+use kiln_protocol::api::{Repo, RepoAccess, SetRepoAccess};
+
+/// The repo, if it exists and the caller may see it and start sessions on it; else the same
+/// `NotFound` either way.
+pub(crate) async fn require_repo(state: &AppState, caller: &Caller, repo: &str) -> Result<Repo> {
+    let found = state.store.repo(repo).await?;
+    if state.store.may_use_repo(repo, &caller.0).await? {
+        Ok(found)
+    } else {
+        Err(Error::NotFound(format!("repo {repo:?}")))
+    }
+}
+
+#[utoipa::path(get, path = "/api/repos/{name}/access", tag = "repos",
+    params(("name" = String, Path)),
+    responses((status = 200, body = RepoAccess), (status = 401, body = kiln_protocol::api::ApiError),
+        (status = 403, body = kiln_protocol::api::ApiError), (status = 404, body = kiln_protocol::api::ApiError)))]
+pub(crate) async fn get_access(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<RepoAccess>> {
+    caller.require_admin()?;
+    Ok(Json(state.store.repo_access(&name).await?))
+}
+
+/// Sets who may start sessions on the repo: `everyone`, or its `members` (and admins) only.
+/// Sessions that exist stay with their participants.
+#[utoipa::path(put, path = "/api/repos/{name}/access", tag = "repos",
+    params(("name" = String, Path)), request_body = SetRepoAccess,
+    responses((status = 200, body = RepoAccess), (status = 400, body = kiln_protocol::api::ApiError),
+        (status = 401, body = kiln_protocol::api::ApiError), (status = 403, body = kiln_protocol::api::ApiError),
+        (status = 404, body = kiln_protocol::api::ApiError)))]
+pub(crate) async fn set_access(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<SetRepoAccess>,
+) -> Result<Json<RepoAccess>> {
+    caller.require_admin()?;
+    Ok(Json(
+        state
+            .store
+            .set_repo_access(&name, body.mode, &body.members)
+            .await?,
+    ))
+}
