@@ -231,6 +231,61 @@ async fn repos_are_added_and_listed() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "");
     assert!(text(&out.stderr).contains("no environment"), "{out:?}");
+
+    // Access: members only, by user name; a non-member no longer sees the repo.
+    let client = server.client();
+    for name in ["ann", "ben"] {
+        let body = CreateUser {
+            name: name.into(),
+            admin: false,
+        };
+        client.create_user(&body).await.unwrap();
+    }
+    let out = server.run(&["repo", "access", "web"]).await;
+    assert_eq!(
+        text(&out.stdout),
+        "web: sessions may be started by every user\nmembers: (none)\n"
+    );
+    let args = [
+        "repo",
+        "access",
+        "web",
+        "--members-only",
+        "--members",
+        "ann",
+    ];
+    let out = server.run(&args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "web: sessions may be started by its members and admins only\nmembers: ann\n"
+    );
+    let ben = client
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|u| u.name == "ben")
+        .unwrap();
+    let body = CreateToken {
+        name: "cli".into(),
+        user_id: Some(ben.id),
+    };
+    let ben_token = client.create_token(&body).await.unwrap().token;
+    let out = server
+        .kiln_as(&ben_token, &["repo", "ls", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(text(&out.stdout).trim(), "[]", "{}", text(&out.stderr));
+    let out = server
+        .run(&["repo", "access", "web", "--members", "nobody"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("no user named \"nobody\""),
+        "{out:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
