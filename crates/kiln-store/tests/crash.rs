@@ -25,14 +25,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The child's side. Ignored so a plain `cargo test` does not run it; the parent runs it with
-/// `--ignored` and the environment it needs, and without that environment it does nothing.
-#[test]
-#[ignore = "run as a child process by kill_9_loses_no_reported_event"]
-fn crash_child() {
-    let (Ok(dir), Ok(session)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_SESSION)) else {
-        return;
-    };
+/// The child's side: this test binary again, running [`kill_9_loses_no_reported_event`] with
+/// the child's environment, appends until it is killed.
+fn crash_child(dir: String, session: String) -> ! {
     runtime().block_on(async move {
         let store = Store::open(dir.as_ref()).await.unwrap();
         let log = store
@@ -56,11 +51,14 @@ fn crash_child() {
             writeln!(out, "appended {}", events.last().unwrap().envelope.seq).unwrap();
             out.flush().unwrap();
         }
-    });
+    })
 }
 
 #[test]
 fn kill_9_loses_no_reported_event() {
+    if let (Ok(dir), Ok(session)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_SESSION)) {
+        crash_child(dir, session);
+    }
     let dir = tempfile::tempdir().unwrap();
     let id = SessionId::random();
     runtime().block_on(async {
@@ -78,9 +76,8 @@ fn kill_9_loses_no_reported_event() {
 
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "crash_child",
+            "kill_9_loses_no_reported_event",
             "--exact",
-            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
