@@ -352,3 +352,21 @@ async fn no_process_of_a_sandbox_writes_to_a_host_file() {
     assert!(!dir.join("bwrap.log").exists());
     ok(&sandbox, "true").await;
 }
+
+#[tokio::test]
+async fn the_sandbox_learns_no_host_path_from_proc() {
+    let h = Harness::new().await;
+    let sandbox = h.sandbox().await;
+    let data = h.data_dir().display().to_string();
+    // bubblewrap (pid 1) took its options from a descriptor; the overlay names its layers by
+    // descriptor. Only the guest binary's bind mount still shows where it comes from.
+    let leaks = ok(
+        &sandbox,
+        &format!(
+            "tr '\\0' ' ' < /proc/1/cmdline; echo; grep -F {data} /proc/self/mountinfo | grep -v ' /.kiln/guest ' || true"
+        ),
+    )
+    .await;
+    assert!(!leaks.contains(&data), "{leaks}");
+    assert!(leaks.starts_with("bwrap --args 6 -- /.kiln/guest"), "{leaks}");
+}

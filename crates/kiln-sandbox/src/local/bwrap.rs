@@ -34,7 +34,10 @@ pub(crate) const GUEST_PATH: &str = "/.kiln/guest";
 const LISTEN_FD: i32 = 3;
 /// The fds from which bubblewrap reads the two seccomp programs (`--add-seccomp-fd`).
 const SECCOMP_FDS: [i32; 2] = [4, 5];
-/// Descriptors are parked at or above this number while they are moved to 3, 4 and 5.
+/// The fd from which bubblewrap reads its arguments (`--args`): its command line, which code in
+/// the sandbox can read in `/proc/1/cmdline`, names no host path.
+const ARGS_FD: i32 = 6;
+/// Descriptors are parked at or above this number while they are moved to 3 to 6.
 const PARK_FD: i32 = 10;
 
 pub(crate) struct Launch<'a> {
@@ -123,7 +126,6 @@ impl Launch<'_> {
         for (key, value) in env {
             args.extend(["--setenv".into(), key.into(), value.into()]);
         }
-        args.extend(["--", GUEST_PATH].map(OsString::from));
         args
     }
 
@@ -137,15 +139,23 @@ impl Launch<'_> {
         let uid = self.host_uid;
         let deny = memfd("kiln-seccomp", &self.seccomp.deny)?;
         let no_clone3 = memfd("kiln-seccomp-clone3", &self.seccomp.no_clone3)?;
-        // In this order they become fds 3, 4 and 5.
+        let mut args = Vec::new();
+        for arg in self.args() {
+            args.extend_from_slice(arg.as_bytes());
+            args.push(0);
+        }
+        let args = memfd("kiln-bwrap-args", &args)?;
+        // In this order they become fds 3, 4, 5 and 6.
         let handed = [
             self.listener.as_raw_fd(),
             deny.as_raw_fd(),
             no_clone3.as_raw_fd(),
+            args.as_raw_fd(),
         ];
         let mut command = std::process::Command::new(self.bwrap);
         command
-            .args(self.args())
+            // Options come through the fd; the command must be on the command line.
+            .args(["--args", &ARGS_FD.to_string(), "--", GUEST_PATH])
             .env_clear()
             .current_dir("/")
             .stdin(Stdio::null())
@@ -173,17 +183,17 @@ impl Launch<'_> {
                     return Err(std::io::Error::last_os_error());
                 }
                 // Park every handed fd above the targets first, so no dup2 overwrites a source.
-                let mut parked = [0; 3];
+                let mut parked = [0; 4];
                 for (slot, fd) in parked.iter_mut().zip(handed) {
                     *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, PARK_FD);
                     check(*slot)?;
                 }
-                // dup2 clears close-on-exec on the target: these three reach bubblewrap.
+                // dup2 clears close-on-exec on the target: these four reach bubblewrap.
                 for (target, fd) in (LISTEN_FD..).zip(parked) {
                     check(libc::dup2(fd, target))?;
                 }
                 // Whatever else this process inherited must not reach the sandbox.
-                let from = (SECCOMP_FDS[1] + 1) as libc::c_uint;
+                let from = (ARGS_FD + 1) as libc::c_uint;
                 check(libc::syscall(
                     libc::SYS_close_range,
                     from,
