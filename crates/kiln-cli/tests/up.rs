@@ -117,5 +117,8 @@ fn the_sandboxes_memory_and_pids_budget_is_configurable() {
     let mb: u64 = line.parse().unwrap();
     assert!(mb > 0, "{text}");
     let text = print("sandbox_memory_mb = 0\n");
-    assert!(text.contains("sandbox_memory_mb = 0\n"), "0 means no bound: {text}");
+    assert!(
+        text.contains("sandbox_memory_mb = 0\n"),
+        "0 means no bound: {text}"
+    );
 }

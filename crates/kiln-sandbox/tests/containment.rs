@@ -299,7 +299,11 @@ print(json.dumps(out))
     assert_eq!(results["thread"], serde_json::json!([0, 0]));
     // Ordinary process creation works: subshells, pipes, git.
     assert_eq!(
-        ok(&sandbox, "echo $(echo a | tr a b) && git --version >/dev/null && echo ok").await,
+        ok(
+            &sandbox,
+            "echo $(echo a | tr a b) && git --version >/dev/null && echo ok"
+        )
+        .await,
         "b\nok\n"
     );
 }
@@ -309,9 +313,11 @@ async fn no_process_of_a_sandbox_writes_to_a_host_file() {
     let h = Harness::new().await;
     let sandbox = h.sandbox().await;
     let dir = h.data_dir().join("sandboxes").join(sandbox.id().as_str());
-    let procs =
-        std::fs::read_to_string(format!("/sys/fs/cgroup/pids/kiln/{}/cgroup.procs", sandbox.id()))
-            .unwrap();
+    let procs = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/pids/kiln/{}/cgroup.procs",
+        sandbox.id()
+    ))
+    .unwrap();
     let pids: Vec<&str> = procs.split_whitespace().collect();
     assert!(!pids.is_empty());
     for pid in &pids {
@@ -368,5 +374,8 @@ async fn the_sandbox_learns_no_host_path_from_proc() {
     )
     .await;
     assert!(!leaks.contains(&data), "{leaks}");
-    assert!(leaks.starts_with("bwrap --args 6 -- /.kiln/guest"), "{leaks}");
+    assert!(
+        leaks.starts_with("bwrap --args 6 -- /.kiln/guest"),
+        "{leaks}"
+    );
 }

@@ -95,7 +95,11 @@ async fn all_sandboxes_together_stay_within_the_configured_budget() {
     // A sandbox allowed 4 GiB of its own is stopped at the parent's 96 MiB.
     let sandbox = budget.provider.create(host_spec()).await.unwrap();
     assert_eq!(sandbox.info().spec.limits.memory_bytes, Some(4 << 30));
-    let outcome = run(&sandbox, "python3 -c 'x = bytearray(256 << 20); print(len(x))'").await;
+    let outcome = run(
+        &sandbox,
+        "python3 -c 'x = bytearray(256 << 20); print(len(x))'",
+    )
+    .await;
     assert_eq!(
         outcome.status.shell_code(),
         128 + libc::SIGKILL,

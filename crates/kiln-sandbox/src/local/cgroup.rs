@@ -87,8 +87,10 @@ impl Version {
                 // Without hierarchy, a child's usage is not charged to the parent's limit.
                 let hierarchy = memory_dir.join("memory.use_hierarchy");
                 if fs::read_to_string(&hierarchy).map_or(true, |v| v.trim() != "1") {
-                    fs::write(&hierarchy, "1")
-                        .map_err(Error::io("enabling hierarchical memory accounting", &hierarchy))?;
+                    fs::write(&hierarchy, "1").map_err(Error::io(
+                        "enabling hierarchical memory accounting",
+                        &hierarchy,
+                    ))?;
                 }
                 let bytes = memory.map_or("-1".to_string(), |b| b.to_string());
                 let memsw = memory_dir.join("memory.memsw.limit_in_bytes");

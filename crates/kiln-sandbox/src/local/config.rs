@@ -66,9 +66,8 @@ impl LocalConfig {
     /// Three quarters of what the kernel allows (the smaller of `pid_max` and `threads-max`),
     /// leaving the rest to kiln and the host. `None` when neither can be read.
     pub fn default_sandboxes_pids() -> Option<u64> {
-        let read = |path: &str| -> Option<u64> {
-            std::fs::read_to_string(path).ok()?.trim().parse().ok()
-        };
+        let read =
+            |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
         let max = [
             read("/proc/sys/kernel/pid_max"),
             read("/proc/sys/kernel/threads-max"),

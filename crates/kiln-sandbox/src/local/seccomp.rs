@@ -140,7 +140,11 @@ impl Programs {
 }
 
 /// Compiles rules whose matches fail with `errno`; everything else is allowed.
-fn program(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32, arch: TargetArch) -> Result<Vec<u8>> {
+fn program(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    errno: i32,
+    arch: TargetArch,
+) -> Result<Vec<u8>> {
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -163,7 +167,9 @@ fn program(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32, arch: TargetArch)
 }
 
 fn compile_error(err: impl std::fmt::Display) -> Error {
-    Error::Start(format!("could not compile the sandbox seccomp filter: {err}"))
+    Error::Start(format!(
+        "could not compile the sandbox seccomp filter: {err}"
+    ))
 }
 
 #[cfg(target_arch = "x86_64")]
