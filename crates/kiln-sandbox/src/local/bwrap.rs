@@ -218,7 +218,7 @@ fn memfd(name: &str, bytes: &[u8]) -> Result<File> {
     let name = CString::new(name).expect("memfd names have no NUL");
     // SAFETY: a valid NUL-terminated name; the fd returned is ours alone.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    let io = |e| Error::io("passing the seccomp filter", "memfd")(e);
+    let io = |e| Error::io("passing data to bubblewrap", "memfd")(e);
     if fd < 0 {
         return Err(io(std::io::Error::last_os_error()));
     }
