@@ -45,6 +45,11 @@ struct FileConfig {
     hooks: Vec<HookConfig>,
     /// Host uid sandboxes run as; must not be a real user.
     sandbox_uid: Option<u32>,
+    /// Memory all sandboxes may use together, in MiB (default: the machine's memory less
+    /// max(1 GiB, 10%) for kiln and the host; 0: no bound).
+    sandbox_memory_mb: Option<u64>,
+    /// Processes all sandboxes may have together (default: 3/4 of the kernel's; 0: no bound).
+    sandbox_pids: Option<u64>,
     /// Rebuild every repo's image this often when its default branch moved (default 30; 0: never).
     image_rebuild_minutes: Option<u64>,
     /// Warm sandboxes kept per repo that has an image (default 2; 0: no pool).
@@ -77,6 +82,9 @@ struct Resolved {
     listen: SocketAddr,
     config_file: Option<PathBuf>,
     sandbox_uid: u32,
+    /// The parent cgroup's bounds: all sandboxes together.
+    sandboxes_memory_bytes: Option<u64>,
+    sandboxes_pids: Option<u64>,
     engine: EngineConfig,
     /// How long a stop may take before the process exits anyway.
     shutdown_timeout: Duration,
@@ -151,6 +159,16 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         listen,
         config_file,
         sandbox_uid: file.sandbox_uid.unwrap_or(900_000),
+        sandboxes_memory_bytes: match file.sandbox_memory_mb {
+            None => LocalConfig::default_sandboxes_memory(),
+            Some(0) => None,
+            Some(mb) => Some(mb << 20),
+        },
+        sandboxes_pids: match file.sandbox_pids {
+            None => LocalConfig::default_sandboxes_pids(),
+            Some(0) => None,
+            some => some,
+        },
         engine,
         shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(20)),
         model_problem,
@@ -166,6 +184,11 @@ fn print_config(resolved: &Resolved) {
         None => println!("# no config file"),
     }
     println!("sandbox_uid = {}", resolved.sandbox_uid);
+    println!(
+        "sandbox_memory_mb = {}",
+        resolved.sandboxes_memory_bytes.map_or(0, |b| b >> 20)
+    );
+    println!("sandbox_pids = {}", resolved.sandboxes_pids.unwrap_or(0));
     match &resolved.engine.model {
         Some(model) => {
             println!("model = \"{}\"", model.display_name());
@@ -235,6 +258,8 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let mut sandbox_config = LocalConfig::new(data_dir);
     sandbox_config.sandbox_uid = resolved.sandbox_uid;
+    sandbox_config.sandboxes_memory_bytes = resolved.sandboxes_memory_bytes;
+    sandbox_config.sandboxes_pids = resolved.sandboxes_pids;
     let provider = LocalProvider::open(sandbox_config)
         .await
         .context("starting the local sandbox provider")?;

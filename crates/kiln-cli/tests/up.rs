@@ -157,3 +157,34 @@ fn a_stop_that_cannot_finish_ends_at_its_deadline() {
     assert!(rest.contains("did not finish within 1s"), "{rest}");
     drop(stuck);
 }
+
+#[test]
+fn the_sandboxes_memory_and_pids_budget_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let print = |config: &str| {
+        std::fs::write(dir.path().join("kiln.toml"), config).unwrap();
+        let output = kiln()
+            .args(["up", "--print-config", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let text = print("sandbox_memory_mb = 2048\nsandbox_pids = 5000\n");
+    assert!(text.contains("sandbox_memory_mb = 2048\n"), "{text}");
+    assert!(text.contains("sandbox_pids = 5000\n"), "{text}");
+    // By default: the machine's memory less a reserve for kiln and the host.
+    let text = print("");
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sandbox_memory_mb = "))
+        .expect("the budget is shown");
+    let mb: u64 = line.parse().unwrap();
+    assert!(mb > 0, "{text}");
+    let text = print("sandbox_memory_mb = 0\n");
+    assert!(
+        text.contains("sandbox_memory_mb = 0\n"),
+        "0 means no bound: {text}"
+    );
+}

@@ -127,6 +127,10 @@ impl Workspaces {
             "clone", "--bare", "--local", "--quiet", "--", &mirror, &target,
         ];
         git(layer, &args, self.git_timeout).await?;
+        // The clone's `origin` is the mirror's host path; a sandbox learns nothing of the host.
+        let git_dir = format!("--git-dir={target}");
+        let forget_origin = [&git_dir, "config", "--remove-section", "remote.origin"];
+        git(layer, &forget_origin, self.git_timeout).await?;
         Ok(())
     }
 

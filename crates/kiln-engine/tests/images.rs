@@ -278,3 +278,17 @@ async fn the_cadence_runs_on_its_own_schedule() {
     }
     fx.engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_host_path_reaches_the_sandbox_through_the_repo() {
+    let fx = fixture().await;
+    let image = fx.engine.build_image("app").await.unwrap();
+    assert!(image.is_ready(), "{}", image.log);
+    // The data dir, the mirror and the upstream all live under the fixture's directory.
+    let host = fx._dir.path().to_string_lossy().into_owned();
+    let script = format!(
+        "git --git-dir=/kiln/repo.git config --get remote.origin.url || true; \
+         grep -rlsF {host} /kiln /workspace/.git /home/kiln || true"
+    );
+    assert_eq!(fx.in_image(&image, &script).await, "");
+}

@@ -8,6 +8,12 @@
 //! The listening socket normally arrives as fd 3, bound by the host before the sandbox started
 //! (the socket file lives outside the sandbox's view). `--listen PATH` binds one instead, for
 //! tests and debugging.
+//!
+//! The guest runs as the same uid as the commands it starts, so it makes itself undumpable
+//! before anything else: processes in the sandbox cannot ptrace it, read its memory, open its
+//! `/proc` entries or take its descriptors (its listening socket). Its stderr is a pipe the host
+//! reads only until the guest answers; after that nobody reads it, so every log line is best
+//! effort and a failed write is never fatal (`eprintln!` would panic).
 
 mod conn;
 mod exec;
@@ -35,10 +41,19 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const USAGE: &str = "usage: kiln-guest [--listen PATH]";
 
 fn main() -> ExitCode {
+    // SAFETY: PR_SET_DUMPABLE takes an integer argument and touches no memory of ours. It is
+    // reset on exec, so the commands the guest starts are ordinary processes again.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        log(format_args!(
+            "cannot make the guest undumpable: {}",
+            std::io::Error::last_os_error()
+        ));
+        return ExitCode::FAILURE;
+    }
     let listen = match parse_args(std::env::args().skip(1)) {
         Ok(listen) => listen,
         Err(message) => {
-            eprintln!("kiln-guest: {message}\n{USAGE}");
+            log(format_args!("{message}\n{USAGE}"));
             return ExitCode::from(2);
         }
     };
@@ -50,7 +65,7 @@ fn main() -> ExitCode {
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("kiln-guest: cannot start the runtime: {err}");
+            log(format_args!("cannot start the runtime: {err}"));
             return ExitCode::FAILURE;
         }
     };
@@ -62,7 +77,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("kiln-guest: {message}");
+            log(format_args!("{message}"));
             ExitCode::FAILURE
         }
     }
@@ -138,9 +153,16 @@ async fn accept_forever(listener: UnixListener) {
                 tasks.spawn(conn::serve(stream, tasks.clone()));
             }
             Err(err) => {
-                eprintln!("kiln-guest: accept failed: {err}");
+                log(format_args!("accept failed: {err}"));
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }
     }
+}
+
+/// Writes one line to stderr, ignoring failure: once the host stopped reading (it does after
+/// the first answer, or it restarted) the pipe is closed and a log line has nowhere to go.
+fn log(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "kiln-guest: {message}");
 }

@@ -176,3 +176,206 @@ async fn filling_the_disk_fails_inside_only() {
     // Freeing space makes the sandbox usable again.
     ok(&filler, "rm /workspace/big && echo ok > /workspace/small").await;
 }
+
+/// Runs a python3 program in the sandbox; it prints one JSON object of `name: [rc, errno]`.
+async fn probe(sandbox: &kiln_sandbox::Sandbox, program: &str) -> serde_json::Value {
+    let script = format!("python3 - <<'PY'\n{PROBE_PRELUDE}\n{program}\nPY");
+    let out = ok(sandbox, &script).await;
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// `call(nr, *args)` makes a raw system call and returns `[rc, errno]`.
+const PROBE_PRELUDE: &str = r#"
+import ctypes, errno, json, os, signal, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(nr, *args):
+    ctypes.set_errno(0)
+    rc = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    return [rc, ctypes.get_errno()]
+SYS_ptrace, SYS_pidfd_getfd, SYS_process_vm_readv = 101, 438, 310
+PTRACE_ATTACH, PTRACE_SEIZE = 16, 0x4206
+"#;
+
+#[tokio::test]
+async fn the_guest_cannot_be_traced_read_or_robbed_of_its_descriptors() {
+    let h = Harness::new().await;
+    let sandbox = h.sandbox().await;
+    let guest = sandbox.guest().guest_pid();
+    assert!(guest > 0);
+    let results = probe(
+        &sandbox,
+        &format!(
+            r#"
+guest = {guest}
+pidfd = os.pidfd_open(guest)
+out = {{
+    "getfd_stderr": call(SYS_pidfd_getfd, pidfd, 2, 0),
+    "getfd_listener": call(SYS_pidfd_getfd, pidfd, 3, 0),
+    "attach": call(SYS_ptrace, PTRACE_ATTACH, guest, 0, 0),
+    "seize": call(SYS_ptrace, PTRACE_SEIZE, guest, 0, 0),
+}}
+# Same-uid processes may read each other's /proc entries unless the owner is undumpable.
+for name in ["environ", "fd/3"]:
+    try:
+        os.stat(f"/proc/{{guest}}/{{name}}")
+        open(f"/proc/{{guest}}/{{name}}", "rb").close()
+        out[name] = [0, 0]
+    except OSError as e:
+        out[name] = [-1, e.errno]
+print(json.dumps(out))
+"#
+        ),
+    )
+    .await;
+    for name in ["getfd_stderr", "getfd_listener", "attach", "seize"] {
+        assert_eq!(
+            results[name],
+            serde_json::json!([-1, libc::EPERM]),
+            "{name}: {results}"
+        );
+    }
+    for name in ["environ", "fd/3"] {
+        assert_eq!(results[name][0], -1, "{name} was readable: {results}");
+    }
+    // The guest still serves.
+    ok(&sandbox, "true").await;
+}
+
+#[tokio::test]
+async fn seccomp_refuses_tracing_mounts_and_namespaces_but_threads_work() {
+    let h = Harness::new().await;
+    let sandbox = h.sandbox().await;
+    let results = probe(
+        &sandbox,
+        r#"
+# A child of our own (same uid, dumpable): only the filter stands between us and it.
+child = os.fork()
+if child == 0:
+    time.sleep(30)
+    os._exit(0)
+pidfd = os.pidfd_open(child)
+buf = ctypes.create_string_buffer(8)
+local = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 8)
+out = {
+    "getfd_child": call(SYS_pidfd_getfd, pidfd, 0, 0),
+    "attach_child": call(SYS_ptrace, PTRACE_ATTACH, child, 0, 0),
+    "vm_readv_child": call(SYS_process_vm_readv, child, ctypes.addressof(local), 1, ctypes.addressof(local), 1, 0),
+    # Without the filter: ENOSPC (user namespaces are disabled) and ENOENT (the path is checked first).
+    "unshare_user": call(272, 0x10000000),
+    "mount": call(165, ctypes.addressof(ctypes.create_string_buffer(b"none")), ctypes.addressof(ctypes.create_string_buffer(b"/no/such/dir")), ctypes.addressof(ctypes.create_string_buffer(b"tmpfs")), 0, 0),
+    "clone_newuser": call(56, 0x10000000 | signal.SIGCHLD, 0, 0, 0, 0),
+    "clone3": call(435, 0, 0),
+}
+if out["clone_newuser"][0] == 0:
+    os._exit(0)
+os.kill(child, signal.SIGKILL)
+os.waitpid(child, 0)
+import threading
+t = threading.Thread(target=lambda: None)
+t.start()
+t.join()
+out["thread"] = [0, 0]
+print(json.dumps(out))
+"#,
+    )
+    .await;
+    for name in [
+        "getfd_child",
+        "attach_child",
+        "vm_readv_child",
+        "unshare_user",
+        "mount",
+        "clone_newuser",
+    ] {
+        assert_eq!(
+            results[name],
+            serde_json::json!([-1, libc::EPERM]),
+            "{name}: {results}"
+        );
+    }
+    // clone3 says "not implemented", so glibc falls back to clone, whose flags are checked.
+    assert_eq!(results["clone3"], serde_json::json!([-1, libc::ENOSYS]));
+    assert_eq!(results["thread"], serde_json::json!([0, 0]));
+    // Ordinary process creation works: subshells, pipes, git.
+    assert_eq!(
+        ok(
+            &sandbox,
+            "echo $(echo a | tr a b) && git --version >/dev/null && echo ok"
+        )
+        .await,
+        "b\nok\n"
+    );
+}
+
+#[tokio::test]
+async fn no_process_of_a_sandbox_writes_to_a_host_file() {
+    let h = Harness::new().await;
+    let sandbox = h.sandbox().await;
+    let dir = h.data_dir().join("sandboxes").join(sandbox.id().as_str());
+    let procs = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/pids/kiln/{}/cgroup.procs",
+        sandbox.id()
+    ))
+    .unwrap();
+    let pids: Vec<&str> = procs.split_whitespace().collect();
+    assert!(!pids.is_empty());
+    for pid in &pids {
+        for fd in 0..=2 {
+            let path = format!("/proc/{pid}/fd/{fd}");
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let target = std::fs::read_link(&path).unwrap_or_default();
+            assert!(
+                !meta.is_file(),
+                "pid {pid} fd {fd} is the host file {}",
+                target.display()
+            );
+            if fd == 0 || fd == 1 {
+                continue;
+            }
+            // stderr is the start-up pipe, closed by the host since: writing lots goes nowhere.
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut written = 0usize;
+            if let Ok(mut pipe) = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&path)
+            {
+                let chunk = vec![b'x'; 1 << 20];
+                for _ in 0..64 {
+                    match pipe.write(&chunk) {
+                        Ok(n) => written += n,
+                        Err(_) => break,
+                    }
+                }
+            }
+            assert!(written <= 1 << 20, "{written} bytes went into {path}");
+        }
+    }
+    assert!(!dir.join("bwrap.log").exists());
+    ok(&sandbox, "true").await;
+}
+
+#[tokio::test]
+async fn the_sandbox_learns_no_host_path_from_proc() {
+    let h = Harness::new().await;
+    let sandbox = h.sandbox().await;
+    let data = h.data_dir().display().to_string();
+    // bubblewrap (pid 1) took its options from a descriptor; the overlay names its layers by
+    // descriptor. Only the guest binary's bind mount still shows where it comes from.
+    let leaks = ok(
+        &sandbox,
+        &format!(
+            "tr '\\0' ' ' < /proc/1/cmdline; echo; grep -F {data} /proc/self/mountinfo | grep -v ' /.kiln/guest ' || true"
+        ),
+    )
+    .await;
+    assert!(!leaks.contains(&data), "{leaks}");
+    assert!(
+        leaks.starts_with("bwrap --args 6 -- /.kiln/guest"),
+        "{leaks}"
+    );
+}

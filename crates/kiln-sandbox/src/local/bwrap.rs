@@ -6,15 +6,23 @@
 //! more and exits, so bubblewrap is never our child: init reaps it, a sandbox started by this
 //! process is no different from one reattached after a restart, and no zombie of ours can hold a
 //! cgroup. Bubblewrap then
-//! makes fresh user, mount, pid, ipc, uts and network namespaces, binds the overlay root, and
-//! execs the guest.
+//! makes fresh user, mount, pid, ipc, uts and network namespaces, binds the overlay root,
+//! installs the seccomp programs (`seccomp.rs`) and execs the guest.
+//!
+//! Bubblewrap's and the guest's stderr is a pipe, never a host file: code in the sandbox that
+//! got hold of it could only fill a pipe buffer. The host reads it while the sandbox starts (to
+//! say why a start failed) and closes it once the guest answers; from then on a write to it
+//! fails with `EPIPE`, which bubblewrap (SIGPIPE ignored) and the guest shrug off, so a sandbox
+//! neither blocks nor dies on it, whether this process still runs or not. stdout is /dev/null.
 
 use super::layer::{HOST_ETC, SANDBOX_USER_ID};
+use super::seccomp::Programs;
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::fs::File;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::io::{Seek, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +32,13 @@ use std::process::Stdio;
 pub(crate) const GUEST_PATH: &str = "/.kiln/guest";
 /// The fd on which the guest finds its listening socket.
 const LISTEN_FD: i32 = 3;
+/// The fds from which bubblewrap reads the two seccomp programs (`--add-seccomp-fd`).
+const SECCOMP_FDS: [i32; 2] = [4, 5];
+/// The fd from which bubblewrap reads its arguments (`--args`): its command line, which code in
+/// the sandbox can read in `/proc/1/cmdline`, names no host path.
+const ARGS_FD: i32 = 6;
+/// Descriptors are parked at or above this number while they are moved to 3 to 6.
+const PARK_FD: i32 = 10;
 
 pub(crate) struct Launch<'a> {
     pub(crate) bwrap: &'a Path,
@@ -35,7 +50,9 @@ pub(crate) struct Launch<'a> {
     pub(crate) host_uid: u32,
     pub(crate) cgroup_procs: Vec<PathBuf>,
     pub(crate) listener: BorrowedFd<'a>,
-    pub(crate) log: File,
+    pub(crate) seccomp: &'a Programs,
+    /// The write end of the start-up output pipe: bubblewrap's and the guest's stderr.
+    pub(crate) output: OwnedFd,
 }
 
 /// The environment every sandbox starts with; the spec's `env` adds to it and wins.
@@ -89,6 +106,9 @@ impl Launch<'_> {
             }
         }
         args.extend(["--ro-bind".into(), self.guest.into(), GUEST_PATH.into()]);
+        for fd in SECCOMP_FDS {
+            args.extend(["--add-seccomp-fd".into(), fd.to_string().into()]);
+        }
         args.extend(
             [
                 "--proc",
@@ -106,7 +126,6 @@ impl Launch<'_> {
         for (key, value) in env {
             args.extend(["--setenv".into(), key.into(), value.into()]);
         }
-        args.extend(["--", GUEST_PATH].map(OsString::from));
         args
     }
 
@@ -118,19 +137,30 @@ impl Launch<'_> {
             .map(|p| CString::new(p.as_os_str().as_bytes()).expect("cgroup paths have no NUL"))
             .collect();
         let uid = self.host_uid;
-        let listener = self.listener.as_raw_fd();
+        let deny = memfd("kiln-seccomp", &self.seccomp.deny)?;
+        let no_clone3 = memfd("kiln-seccomp-clone3", &self.seccomp.no_clone3)?;
+        let mut args = Vec::new();
+        for arg in self.args() {
+            args.extend_from_slice(arg.as_bytes());
+            args.push(0);
+        }
+        let args = memfd("kiln-bwrap-args", &args)?;
+        // In this order they become fds 3, 4, 5 and 6.
+        let handed = [
+            self.listener.as_raw_fd(),
+            deny.as_raw_fd(),
+            no_clone3.as_raw_fd(),
+            args.as_raw_fd(),
+        ];
         let mut command = std::process::Command::new(self.bwrap);
         command
-            .args(self.args())
+            // Options come through the fd; the command must be on the command line.
+            .args(["--args", &ARGS_FD.to_string(), "--", GUEST_PATH])
             .env_clear()
             .current_dir("/")
             .stdin(Stdio::null())
-            .stdout(
-                self.log
-                    .try_clone()
-                    .map_err(Error::io("cloning the sandbox log", "bwrap.log"))?,
-            )
-            .stderr(self.log);
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(self.output));
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
         // syscalls on memory prepared before the fork (no allocation, no locks).
         unsafe {
@@ -148,13 +178,22 @@ impl Launch<'_> {
                 check(libc::setgroups(0, std::ptr::null()))?;
                 check(libc::setresgid(uid, uid, uid))?;
                 check(libc::setresuid(uid, uid, uid))?;
-                if listener == LISTEN_FD {
-                    check(libc::fcntl(LISTEN_FD, libc::F_SETFD, 0))?;
-                } else {
-                    check(libc::dup2(listener, LISTEN_FD))?;
+                // A write to the output pipe after the host closed it must fail, not kill.
+                if libc::signal(libc::SIGPIPE, libc::SIG_IGN) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Park every handed fd above the targets first, so no dup2 overwrites a source.
+                let mut parked = [0; 4];
+                for (slot, fd) in parked.iter_mut().zip(handed) {
+                    *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, PARK_FD);
+                    check(*slot)?;
+                }
+                // dup2 clears close-on-exec on the target: these four reach bubblewrap.
+                for (target, fd) in (LISTEN_FD..).zip(parked) {
+                    check(libc::dup2(fd, target))?;
                 }
                 // Whatever else this process inherited must not reach the sandbox.
-                let from = (LISTEN_FD + 1) as libc::c_uint;
+                let from = (ARGS_FD + 1) as libc::c_uint;
                 check(libc::syscall(
                     libc::SYS_close_range,
                     from,
@@ -172,6 +211,22 @@ impl Launch<'_> {
         intermediate.wait().map_err(spawn_error)?;
         Ok(())
     }
+}
+
+/// An anonymous in-memory file holding `bytes`, positioned at its start for the reader.
+fn memfd(name: &str, bytes: &[u8]) -> Result<File> {
+    let name = CString::new(name).expect("memfd names have no NUL");
+    // SAFETY: a valid NUL-terminated name; the fd returned is ours alone.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    let io = |e| Error::io("passing data to bubblewrap", "memfd")(e);
+    if fd < 0 {
+        return Err(io(std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a freshly created descriptor nothing else owns.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    file.write_all(bytes).map_err(io)?;
+    file.rewind().map_err(io)?;
+    Ok(file)
 }
 
 fn check(rc: libc::c_int) -> std::io::Result<()> {

@@ -3,6 +3,10 @@
 //! Each sandbox gets `kiln/<id>` under every controller it needs. Its first process joins them
 //! itself before it execs bubblewrap (see `bwrap.rs`), so nothing the sandbox starts ever runs
 //! outside its limits. The harness's own cgroup is never touched: ours sit at the hierarchy roots.
+//!
+//! The parent (`kiln/`) has limits of its own ([`Version::limit_parent`]): each sandbox is
+//! capped, but together they must not starve the control plane, so all sandboxes share a memory
+//! and a pids budget that leaves room for kiln itself.
 
 use crate::{Error, Limits, ResourceEvents, Result, SandboxId};
 use std::fs;
@@ -62,6 +66,65 @@ impl Version {
             }
         }
         Ok(())
+    }
+}
+
+impl Version {
+    /// Bounds all sandboxes together: `memory` bytes (swap included where it is accounted) and
+    /// `pids` processes; `None` lifts the bound. Applied on every open, so a changed setting
+    /// takes effect at the next start.
+    pub(crate) fn limit_parent(
+        self,
+        parent: &str,
+        memory: Option<u64>,
+        pids: Option<u64>,
+    ) -> Result<()> {
+        let root = Path::new(CGROUP_ROOT);
+        let pids_value = pids.map_or("max".to_string(), |n| n.to_string());
+        match self {
+            Version::V1 => {
+                let memory_dir = root.join("memory").join(parent);
+                // Without hierarchy, a child's usage is not charged to the parent's limit.
+                let hierarchy = memory_dir.join("memory.use_hierarchy");
+                if fs::read_to_string(&hierarchy).map_or(true, |v| v.trim() != "1") {
+                    fs::write(&hierarchy, "1").map_err(Error::io(
+                        "enabling hierarchical memory accounting",
+                        &hierarchy,
+                    ))?;
+                }
+                let bytes = memory.map_or("-1".to_string(), |b| b.to_string());
+                let memsw = memory_dir.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    // The kernel keeps memory <= memory+swap at every step: lowering goes
+                    // memory first, raising goes memory+swap first.
+                    if write(&memory_dir, "memory.limit_in_bytes", &bytes).is_err() {
+                        write(&memory_dir, "memory.memsw.limit_in_bytes", &bytes)?;
+                    }
+                    write(&memory_dir, "memory.memsw.limit_in_bytes", &bytes)?;
+                }
+                write(&memory_dir, "memory.limit_in_bytes", &bytes)
+                    .map_err(|e| parent_memory_error(memory, e))?;
+                write(&root.join("pids").join(parent), "pids.max", pids_value)
+            }
+            Version::V2 => {
+                let dir = root.join(parent);
+                let bytes = memory.map_or("max".to_string(), |b| b.to_string());
+                write(&dir, "memory.max", bytes).map_err(|e| parent_memory_error(memory, e))?;
+                write(&dir, "pids.max", pids_value)
+            }
+        }
+    }
+}
+
+/// The kernel refuses a memory limit below what the sandboxes already use.
+fn parent_memory_error(memory: Option<u64>, err: Error) -> Error {
+    match memory {
+        Some(bytes) => Error::Start(format!(
+            "could not limit all sandboxes together to {} MiB ({err}); if they use more now, \
+             stop some sandboxes or raise `sandbox_memory_mb`",
+            bytes >> 20
+        )),
+        None => err,
     }
 }
 

@@ -19,6 +19,8 @@ mod cgroup;
 mod config;
 mod layer;
 mod mount;
+mod output;
+mod seccomp;
 
 pub use config::LocalConfig;
 
@@ -29,9 +31,10 @@ use crate::{
     SandboxSpec, Snapshot, SnapshotId, SnapshotInfo,
 };
 use cgroup::Cgroup;
+use output::StartOutput;
 use std::collections::HashMap;
 use std::fs;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -39,6 +42,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long destroy waits for a sandbox's processes to die and be reaped.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much of bubblewrap's and the guest's start-up output is kept for the error message.
+const START_OUTPUT_LIMIT: usize = 16 << 10;
+/// How long a failed start waits for the rest of that output.
+const START_OUTPUT_WAIT: Duration = Duration::from_secs(1);
 /// Unix socket paths are limited to 108 bytes; ours add this much to the data directory.
 const SOCKET_SUFFIX_LEN: usize = "/sandboxes/sb-0123456789abcdef/guest.sock".len();
 
@@ -54,6 +61,8 @@ struct Inner {
     cgroups: cgroup::Version,
     skeleton: PathBuf,
     guest_bin: PathBuf,
+    /// Compiled once: the same for every sandbox.
+    seccomp: seccomp::Programs,
     live: Mutex<HashMap<SandboxId, Live>>,
 }
 
@@ -104,7 +113,8 @@ fn lock_sandbox(dir: &Path, create: bool) -> Result<Ownership> {
 struct Prepared {
     cgroup: Cgroup,
     listener: std::os::unix::net::UnixListener,
-    log: fs::File,
+    /// The start-up output pipe: the host reads `.0`, bubblewrap and the guest write `.1`.
+    output: (OwnedFd, OwnedFd),
     lock: fs::File,
 }
 
@@ -297,14 +307,13 @@ impl LocalProvider {
         let socket = dir.join("guest.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket)
             .map_err(io("binding the guest socket"))?;
-        let log =
-            fs::File::create(dir.join("bwrap.log")).map_err(io("creating the sandbox log"))?;
+        let output = output_pipe().map_err(io("creating the start-up output pipe"))?;
         let meta = serde_json::to_vec(info).expect("sandbox info serializes");
         fs::write(dir.join("meta.json"), meta).map_err(io("writing sandbox metadata"))?;
         Ok(Prepared {
             cgroup,
             listener,
-            log,
+            output,
             lock,
         })
     }
@@ -313,11 +322,11 @@ impl LocalProvider {
     async fn start(&self, info: SandboxInfo) -> Result<Live> {
         let this = self.clone();
         let launch_info = info.clone();
-        let (cgroup, lock) = tokio::task::spawn_blocking(move || {
+        let (cgroup, lock, output) = tokio::task::spawn_blocking(move || {
             let Prepared {
                 cgroup,
                 listener,
-                log,
+                output: (output, output_writer),
                 lock,
             } = this.prepare_sandbox(&launch_info)?;
             let config = &this.inner.config;
@@ -331,10 +340,11 @@ impl LocalProvider {
                 host_uid: config.sandbox_uid,
                 cgroup_procs: cgroup.procs_files(),
                 listener: listener.as_fd(),
-                log,
+                seccomp: &this.inner.seccomp,
+                output: output_writer,
             }
             .spawn()?;
-            Ok::<_, Error>((cgroup, lock))
+            Ok::<_, Error>((cgroup, lock, output))
         })
         .await
         .expect("launch does not panic")?;
@@ -343,17 +353,22 @@ impl LocalProvider {
         // If bubblewrap fails, the listening socket dies with it and the connection fails at once.
         let socket = dir.join("guest.sock");
         let connect = GuestClient::connect(&socket, config.request_timeout);
-        let guest = match tokio::time::timeout(config.start_timeout, connect).await {
+        let mut output = StartOutput::new(output)?;
+        let connected = output
+            .drain_while(tokio::time::timeout(config.start_timeout, connect))
+            .await;
+        let guest = match connected {
+            // Dropping the output closes the pipe: the guest's later writes fail harmlessly.
             Ok(Ok(guest)) => guest,
             failed => {
-                let log = fs::read_to_string(dir.join("bwrap.log")).unwrap_or_default();
+                let printed = output.finish(START_OUTPUT_WAIT).await;
                 let why = match failed {
                     Ok(Err(err)) => err.to_string(),
                     _ => format!("no answer within {:?}", config.start_timeout),
                 };
                 return Err(Error::Start(format!(
                     "the guest agent did not come up ({why}): {}",
-                    log.trim()
+                    printed.trim()
                 )));
             }
         };
@@ -663,11 +678,18 @@ impl Inner {
         clean_layers(&data.join("layers"))?;
         let cgroups = cgroup::Version::detect()?;
         cgroups.prepare(&config.cgroup_parent)?;
+        cgroups.limit_parent(
+            &config.cgroup_parent,
+            config.sandboxes_memory_bytes,
+            config.sandboxes_pids,
+        )?;
+        let seccomp = seccomp::Programs::compile()?;
         Ok(Inner {
             config,
             cgroups,
             skeleton,
             guest_bin,
+            seccomp,
             live: Mutex::new(HashMap::new()),
         })
     }
@@ -719,6 +741,17 @@ fn install_guest(source: &Path, bin_dir: &Path) -> Result<PathBuf> {
         fs::rename(&tmp, &dest).map_err(Error::io("installing the guest binary", &dest))?;
     }
     Ok(dest)
+}
+
+/// A pipe, both ends close-on-exec (the launch hands the write end to bubblewrap alone).
+fn output_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both are fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 fn now_ms() -> u64 {

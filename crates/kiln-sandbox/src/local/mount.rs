@@ -4,7 +4,9 @@
 
 use crate::{Error, Result};
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The kernel's limit on mount option strings (one page).
@@ -61,32 +63,36 @@ pub(crate) fn mount_tmpfs(target: &Path, size: u64) -> Result<()> {
 
 /// Overlay of `lower` (bottom first) under `upper`. Redirects, metacopy and the index stay off so
 /// the upper directory is a self-contained layer that can be snapshotted and stacked elsewhere.
+///
+/// Every directory is named by an open descriptor (`/proc/self/fd/N`), never by its host path:
+/// the options show in the sandbox's `/proc/self/mountinfo`, and a sandbox learns no host path.
+/// (It also keeps the option string short, and any character in a path is fine.)
 pub(crate) fn mount_overlay(
     target: &Path,
     lower: &[PathBuf],
     upper: &Path,
     work: &Path,
 ) -> Result<()> {
-    for dir in lower.iter().map(PathBuf::as_path).chain([upper, work]) {
-        let bytes = dir.as_os_str().as_bytes();
-        if bytes.iter().any(|b| matches!(b, b':' | b',' | b'\\')) {
-            return Err(Error::InvalidSpec(format!(
-                "layer path {} contains ':', ',' or '\\', which overlayfs cannot take",
-                dir.display()
-            )));
-        }
-    }
-    // Overlay lists the top layer first.
-    let lowerdir = lower
+    let open = |dir: &Path| -> Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(dir)
+            .map_err(Error::io("opening a layer", dir))
+    };
+    // Overlay lists the top layer first. The descriptors stay open until the mount is made.
+    let lower_fds = lower
         .iter()
         .rev()
-        .map(|p| p.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(":");
+        .map(|p| open(p))
+        .collect::<Result<Vec<_>>>()?;
+    let (upper_fd, work_fd) = (open(upper)?, open(work)?);
+    let name = |file: &std::fs::File| format!("/proc/self/fd/{}", file.as_raw_fd());
+    let lowerdir = lower_fds.iter().map(name).collect::<Vec<_>>().join(":");
     let options = format!(
         "lowerdir={lowerdir},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
-        upper.display(),
-        work.display()
+        name(&upper_fd),
+        name(&work_fd)
     );
     if options.len() > MAX_OPTIONS {
         return Err(Error::InvalidSpec(format!(
