@@ -11,6 +11,7 @@ use kiln_model::ModelConfig;
 use kiln_sandbox::{LocalConfig, LocalProvider};
 use kiln_server::AppState;
 use serde::Deserialize;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +57,9 @@ struct FileConfig {
     idle_stop_minutes: Option<u64>,
     /// Ready images kept per repo by the garbage collector, besides those in use (default 3).
     images_kept: Option<usize>,
+    /// The address browsers use, behind a reverse proxy (`https://kiln.example.com`);
+    /// `KILN_PUBLIC_URL` overrides it. `https://` marks the session cookie `Secure`.
+    public_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +79,7 @@ struct Resolved {
     engine: EngineConfig,
     /// Why there is no model, when there is none.
     model_problem: Option<String>,
+    public_url: Option<String>,
 }
 
 fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
@@ -137,7 +142,18 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         gc_every: Some(Duration::from_secs(10 * 60)),
         gc_grace: defaults.gc_grace,
     };
+    let public_url = std::env::var("KILN_PUBLIC_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or(file.public_url);
+    if let Some(url) = &public_url {
+        anyhow::ensure!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "public_url {url:?} must start with http:// or https://"
+        );
+    }
     Ok(Resolved {
+        public_url,
         data_dir,
         listen,
         config_file,
@@ -156,6 +172,9 @@ fn print_config(resolved: &Resolved) {
         None => println!("# no config file"),
     }
     println!("sandbox_uid = {}", resolved.sandbox_uid);
+    if let Some(url) = &resolved.public_url {
+        println!("public_url = {url:?}");
+    }
     match &resolved.engine.model {
         Some(model) => {
             println!("model = \"{}\"", model.display_name());
@@ -225,6 +244,16 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("opening the control database")?;
     make_private(data_dir)?;
     let admin_token = kiln_server::bootstrap(&store, data_dir).await?;
+    let browser_url = resolved
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    // A sign-in link only for a person at a terminal: stderr of a service goes to its logs.
+    let login_link = if std::io::stderr().is_terminal() {
+        kiln_server::admin_login_link(&store, &browser_url).await?
+    } else {
+        None
+    };
     if resolved.engine.model.is_none() {
         eprintln!("warning: {}", model_hint(&resolved));
     }
@@ -234,14 +263,20 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             .context("starting the session engine")?;
     let url = format!("http://{addr}");
     eprintln!("kiln listening on {url}");
+    if let Some(link) = login_link {
+        eprintln!("sign in (single use, 10 minutes): {link}");
+    }
     match admin_token {
-        Some(token) => eprintln!(
-            "open {url}/login?token={token}\nadmin token: {} (KILN_TOKEN for the CLI)",
+        Some(_) => eprintln!(
+            "admin token: in {} (KILN_TOKEN for the CLI); `kiln login-link` prints a sign-in link",
             data_dir.join(kiln_server::ADMIN_TOKEN_FILE).display()
         ),
-        None => eprintln!("log in with an API token (the admin's is no longer in admin.token)"),
+        None => eprintln!(
+            "the admin token is no longer in {}; `kiln admin token` makes a new one",
+            data_dir.join(kiln_server::ADMIN_TOKEN_FILE).display()
+        ),
     }
-    let state = AppState::new(engine.clone());
+    let state = AppState::new(engine.clone()).with_public_url(resolved.public_url.clone());
     let served = kiln_server::serve(listener, state, shutdown_signal()).await;
     eprintln!("kiln: stopping sessions");
     engine.shutdown().await;

@@ -48,6 +48,13 @@ pub(crate) struct SessionArgs {
     command: SessionCommand,
 }
 
+/// `kiln login-link`
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoginLinkArgs {
+    #[command(flatten)]
+    server: config::ServerArgs,
+}
+
 #[derive(Debug, Subcommand)]
 enum RepoCommand {
     /// Register a repository that sessions can work on.
@@ -142,6 +149,20 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                     ),
                 }
             }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+/// Prints a fresh single-use sign-in URL for the caller (valid for minutes, once).
+pub(crate) async fn login_link(args: LoginLinkArgs) -> ExitCode {
+    report(async {
+        let client = connect(&args.server)?;
+        let link = client.create_login_link().await?;
+        println!("{}", link.url);
+        if std::io::stderr().is_terminal() {
+            eprintln!("open it in a browser within 10 minutes; it works once");
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -57,26 +57,48 @@ pub(crate) async fn update_repo(
     Ok(Json(state.store.update_repo(&name, &body).await?))
 }
 
+/// A repo as `caller` may see it. The url never carries credentials (the store shows them as
+/// `****`). Hooks and the environment definition are the admins' business: hooks are commands
+/// on the kiln host and an environment holds env values, often secrets; other users get what
+/// starting a session needs.
+fn shown(mut repo: Repo, caller: &Caller) -> Repo {
+    if !caller.0.admin {
+        repo.hooks.clear();
+        repo.environment = None;
+    }
+    repo
+}
+
+/// Every repo; `hooks` and `environment` are shown to admins only.
 #[utoipa::path(get, path = "/api/repos", tag = "repos", responses((status = 200, body = Vec<Repo>)))]
 pub(crate) async fn list_repos(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Json<Vec<Repo>>> {
-    Ok(Json(state.store.list_repos().await?))
+    let repos = state.store.list_repos().await?;
+    Ok(Json(repos.into_iter().map(|r| shown(r, &caller)).collect()))
 }
 
+/// One repo; `hooks` and `environment` are shown to admins only.
 #[utoipa::path(get, path = "/api/repos/{name}", tag = "repos", params(("name" = String, Path)),
     responses((status = 200, body = Repo), (status = 404, body = kiln_protocol::api::ApiError)))]
 pub(crate) async fn get_repo(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Repo>> {
-    Ok(Json(state.store.repo(&name).await?))
+    Ok(Json(shown(state.store.repo(&name).await?, &caller)))
 }
 
-/// The API's view of an image record (its layers are host paths and stay private).
-fn image(record: kiln_store::ImageRecord, with_log: bool) -> Image {
+/// The API's view of an image record (its layers are host paths and stay private). The
+/// runtime's env values come from the environment definition and are shown to admins only;
+/// others see which variables are set.
+fn image(mut record: kiln_store::ImageRecord, with_log: bool, caller: &Caller) -> Image {
+    if !caller.0.admin {
+        for value in record.runtime.env.values_mut() {
+            *value = "****".into();
+        }
+    }
     Image {
         status: if record.collected_at_ms.is_some() {
             ImageStatus::Collected
@@ -150,12 +172,17 @@ pub(crate) async fn image_log(
     responses((status = 200, body = Vec<Image>), (status = 404, body = kiln_protocol::api::ApiError)))]
 pub(crate) async fn list_images(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Vec<Image>>> {
     state.store.repo(&name).await?;
     let images = state.store.images(&name).await?;
-    Ok(Json(images.into_iter().map(|i| image(i, false)).collect()))
+    Ok(Json(
+        images
+            .into_iter()
+            .map(|i| image(i, false, &caller))
+            .collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/repos/{name}/images/{id}", tag = "repos",
@@ -163,10 +190,11 @@ pub(crate) async fn list_images(
     responses((status = 200, body = Image), (status = 404, body = kiln_protocol::api::ApiError)))]
 pub(crate) async fn get_image(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Image>> {
-    Ok(Json(image(state.store.image(&name, &id).await?, true)))
+    let record = state.store.image(&name, &id).await?;
+    Ok(Json(image(record, true, &caller)))
 }
 
 /// Collects images and snapshot layers nothing uses any more, now (it also runs every 10
