@@ -92,7 +92,11 @@ async fn admin_access_is_recovered_from_the_data_dir_while_kiln_runs() {
     // The token file is lost; the token in it is the last admin credential.
     std::fs::remove_file(data.join("admin.token")).unwrap();
     let out = run(kiln(&["admin", "token", "--data-dir"]).arg(&data)).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(token.starts_with("kiln_") && token != first, "{token}");
     let file = data.join("admin.token");
@@ -101,14 +105,30 @@ async fn admin_access_is_recovered_from_the_data_dir_while_kiln_runs() {
     assert_eq!(mode & 0o777, 0o600);
     let (status, body) = me(&url, &token).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["user"]["name"].as_str(), body["user"]["admin"].as_bool()), (Some("admin"), Some(true)));
+    assert_eq!(
+        (
+            body["user"]["name"].as_str(),
+            body["user"]["admin"].as_bool()
+        ),
+        (Some("admin"), Some(true))
+    );
 
     // --user: a new admin of that name; an existing non-admin is not made one.
     let out = run(kiln(&["admin", "token", "--user", "ops", "--data-dir"]).arg(&data)).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ops = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let (_, body) = me(&url, &ops).await;
-    assert_eq!((body["user"]["name"].as_str(), body["user"]["admin"].as_bool()), (Some("ops"), Some(true)));
+    assert_eq!(
+        (
+            body["user"]["name"].as_str(),
+            body["user"]["admin"].as_bool()
+        ),
+        (Some("ops"), Some(true))
+    );
     let created = reqwest::Client::new()
         .post(format!("{url}/api/users"))
         .bearer_auth(&token)
@@ -130,8 +150,12 @@ async fn admin_access_is_recovered_from_the_data_dir_while_kiln_runs() {
     assert!(!empty.join("control.db").exists());
 
     // `kiln login-link` prints a single-use sign-in URL for the caller.
-    let out = run(kiln(&["login-link", "--url", &url, "--token", &token])).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&mut kiln(&["login-link", "--url", &url, "--token", &token])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(link.starts_with(&format!("{url}/login?code=")), "{link}");
     let browser = reqwest::Client::builder()
@@ -145,8 +169,15 @@ async fn admin_access_is_recovered_from_the_data_dir_while_kiln_runs() {
     assert_eq!(statuses, [303, 400]);
 
     // A share link never makes an owner, from the CLI either.
-    let out = run(kiln(&[
-        "session", "share", "s-0000000000000000", "--role", "owner", "--url", &url, "--token",
+    let out = run(&mut kiln(&[
+        "session",
+        "share",
+        "s-0000000000000000",
+        "--role",
+        "owner",
+        "--url",
+        &url,
+        "--token",
         &token,
     ]))
     .await;

@@ -8,9 +8,9 @@ use crate::stream::{EventStream, SubscribeOptions};
 use kiln_core::{Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
     CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, GcReport, Image,
-    ImageBuildStarted, LoginLink, Me, PromptAccepted, Repo, SendPrompt, SessionCreated, SessionDetail,
-    SessionSummary, ShareCreated, StopSession, TokenCreated, TokenInfo, UpdateRepo, UpdateSession,
-    User,
+    ImageBuildStarted, LoginLink, Me, PromptAccepted, Repo, SendPrompt, SessionCreated,
+    SessionDetail, SessionSummary, ShareCreated, StopSession, TokenCreated, TokenInfo, UpdateRepo,
+    UpdateSession, User,
 };
 use reqwest::{Method, Url, header};
 use serde::Serialize;

@@ -24,12 +24,6 @@ pub(crate) async fn git_with_credentials(
     timeout: Duration,
 ) -> Result<String> {
     let mut command = Command::new("git");
-    if let Some(credentials) = credentials {
-        command
-            .env("GIT_CONFIG_COUNT", "1")
-            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-            .env("GIT_CONFIG_VALUE_0", basic_auth_header(credentials.expose()));
-    }
     command
         .args(args)
         .current_dir(cwd)
@@ -42,6 +36,15 @@ pub(crate) async fn git_with_credentials(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if let Some(credentials) = credentials {
+        command
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+            .env(
+                "GIT_CONFIG_VALUE_0",
+                basic_auth_header(credentials.expose()),
+            );
+    }
     let output = tokio::time::timeout(timeout, command.output())
         .await
         .map_err(|_| Error::Git(format!("git {} timed out after {timeout:?}", args[0])))?

@@ -174,13 +174,29 @@ mod tests {
 
     #[test]
     fn origins() {
-        assert!(same_origin("http://127.0.0.1:7800", Some("127.0.0.1:7800"), None));
-        assert!(!same_origin("http://127.0.0.1:7801", Some("127.0.0.1:7800"), None));
+        assert!(same_origin(
+            "http://127.0.0.1:7800",
+            Some("127.0.0.1:7800"),
+            None
+        ));
+        assert!(!same_origin(
+            "http://127.0.0.1:7801",
+            Some("127.0.0.1:7800"),
+            None
+        ));
         assert!(!same_origin("null", Some("127.0.0.1:7800"), None));
         assert!(!same_origin("http://evil", None, None));
         let public = Some("https://kiln.example.com/base");
         assert_eq!(origin_of(public.unwrap()), "https://kiln.example.com");
-        assert!(same_origin("https://kiln.example.com", Some("127.0.0.1:7800"), public));
-        assert!(!same_origin("http://kiln.example.com:81", Some("x"), public));
+        assert!(same_origin(
+            "https://kiln.example.com",
+            Some("127.0.0.1:7800"),
+            public
+        ));
+        assert!(!same_origin(
+            "http://kiln.example.com:81",
+            Some("x"),
+            public
+        ));
     }
 }

@@ -36,7 +36,10 @@ pub async fn bootstrap(store: &Store, data_dir: &Path) -> Result<Option<String>,
 
 /// A single-use sign-in link for the first admin at `base_url`, for `kiln up` to show on a
 /// terminal. `None` when there is no admin.
-pub async fn admin_login_link(store: &Store, base_url: &str) -> Result<Option<String>, crate::Error> {
+pub async fn admin_login_link(
+    store: &Store,
+    base_url: &str,
+) -> Result<Option<String>, crate::Error> {
     let Some(admin) = store.list_users().await?.into_iter().find(|u| u.admin) else {
         return Ok(None);
     };

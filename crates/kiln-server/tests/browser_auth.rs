@@ -23,7 +23,10 @@ async fn login_link(app: &TestApp, token: &str) -> String {
     let (status, link) = app.post(token, "/api/login-links", json!({})).await;
     assert_eq!(status, 201, "{link}");
     let url = link["url"].as_str().unwrap().to_string();
-    assert!(url.starts_with(&format!("{}/login?code=", app.url)), "{url}");
+    assert!(
+        url.starts_with(&format!("{}/login?code=", app.url)),
+        "{url}"
+    );
     url
 }
 
@@ -65,7 +68,10 @@ async fn with_cookie(
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// The status of a WebSocket upgrade to `path` with the given headers.
@@ -73,9 +79,7 @@ async fn upgrade(app: &TestApp, path: &str, headers: &[(&'static str, &str)]) ->
     let url = format!("{}{path}", app.url.replace("http://", "ws://"));
     let mut request = url.into_client_request().unwrap();
     for (name, value) in headers {
-        request
-            .headers_mut()
-            .insert(*name, value.parse().unwrap());
+        request.headers_mut().insert(*name, value.parse().unwrap());
     }
     match tokio_tungstenite::connect_async(request).await {
         Ok((_, response)) => response.status().as_u16(),
@@ -94,15 +98,23 @@ async fn login_codes_work_once_and_tokens_never_travel_in_urls() {
     assert_eq!(response.status().as_u16(), 303);
     let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
     let cookie = cookie.split(';').next().unwrap().to_string();
-    let (status, me) = with_cookie(&app, reqwest::Method::GET, "/api/me", &cookie, None, None).await;
-    assert_eq!((status, me["user"]["name"].as_str()), (200, Some("bob")), "{me}");
+    let (status, me) =
+        with_cookie(&app, reqwest::Method::GET, "/api/me", &cookie, None, None).await;
+    assert_eq!(
+        (status, me["user"]["name"].as_str()),
+        (200, Some("bob")),
+        "{me}"
+    );
 
     // A used code: a clear error, as a page for a browser and as JSON for anything else.
     let again = no_redirects().get(&link).send().await.unwrap();
     assert_eq!(again.status().as_u16(), 400);
     assert!(again.headers().get(header::SET_COOKIE).is_none());
     let error: Value = again.json().await.unwrap();
-    assert!(error["error"].as_str().unwrap().contains("already used"), "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("already used"),
+        "{error}"
+    );
     let page = no_redirects()
         .get(&link)
         .header(header::ACCEPT, "text/html")
@@ -123,7 +135,10 @@ async fn login_codes_work_once_and_tokens_never_travel_in_urls() {
             .await
             .unwrap();
         assert_eq!(response.status().as_u16(), 400, "{path}");
-        assert!(response.headers().get(header::SET_COOKIE).is_none(), "{path}");
+        assert!(
+            response.headers().get(header::SET_COOKIE).is_none(),
+            "{path}"
+        );
     }
 
     // `?token=` is for WebSocket upgrades only.
@@ -168,8 +183,15 @@ async fn cookie_requests_must_come_from_this_servers_pages() {
     let post = reqwest::Method::POST;
 
     for origin in [Some(other.as_str()), Some("null"), None] {
-        let (status, body) =
-            with_cookie(&app, post.clone(), "/api/sessions", &cookie, origin, create()).await;
+        let (status, body) = with_cookie(
+            &app,
+            post.clone(),
+            "/api/sessions",
+            &cookie,
+            origin,
+            create(),
+        )
+        .await;
         assert_eq!(status, 403, "{origin:?}: {body}");
         assert!(body["error"].as_str().unwrap().contains("Origin"), "{body}");
         let mut headers = vec![("cookie", cookie.as_str())];
@@ -178,8 +200,15 @@ async fn cookie_requests_must_come_from_this_servers_pages() {
         }
         assert_eq!(upgrade(&app, "/api/ws", &headers).await, 403, "{origin:?}");
     }
-    let (status, body) =
-        with_cookie(&app, post.clone(), "/api/sessions", &cookie, Some(&own), create()).await;
+    let (status, body) = with_cookie(
+        &app,
+        post.clone(),
+        "/api/sessions",
+        &cookie,
+        Some(&own),
+        create(),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
     let session = body["session"]["id"].as_str().unwrap();
     let headers = [("cookie", cookie.as_str()), ("origin", own.as_str())];
@@ -190,8 +219,15 @@ async fn cookie_requests_must_come_from_this_servers_pages() {
     assert_eq!(upgrade(&app, &path, &headers).await, 403);
 
     // Reading needs no Origin; a bearer token is not ambient, so its Origin does not matter.
-    let (status, _) =
-        with_cookie(&app, reqwest::Method::GET, "/api/sessions", &cookie, Some(&other), None).await;
+    let (status, _) = with_cookie(
+        &app,
+        reqwest::Method::GET,
+        "/api/sessions",
+        &cookie,
+        Some(&other),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     let response = reqwest::Client::new()
         .post(format!("{}/api/sessions", app.url))
@@ -209,35 +245,60 @@ async fn the_last_admin_token_stays_and_links_never_make_owners() {
     let model = FakeModel::start().await;
     let app = TestApp::start(&model).await;
     let admin = app.admin_token.clone();
+    let (_, alice) = app.user("alice").await;
     let (_, tokens) = app.get(&admin, "/api/tokens").await;
     let only = tokens[0]["id"].as_str().unwrap().to_string();
     let (status, body) = app
-        .request(reqwest::Method::DELETE, &admin, &format!("/api/tokens/{only}"), None)
+        .request(
+            reqwest::Method::DELETE,
+            &admin,
+            &format!("/api/tokens/{only}"),
+            None,
+        )
         .await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("kiln admin token"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("kiln admin token"),
+        "{body}"
+    );
     assert_eq!(app.get(&admin, "/api/me").await.0, 200);
 
     // With a second admin token, the first can go; then the second is the last.
-    let (_, second) = app.post(&admin, "/api/tokens", json!({"name": "spare"})).await;
+    let (_, second) = app
+        .post(&admin, "/api/tokens", json!({"name": "spare"}))
+        .await;
     let spare = second["token"].as_str().unwrap().to_string();
     let (status, _) = app
-        .request(reqwest::Method::DELETE, &spare, &format!("/api/tokens/{only}"), None)
+        .request(
+            reqwest::Method::DELETE,
+            &spare,
+            &format!("/api/tokens/{only}"),
+            None,
+        )
         .await;
     assert_eq!(status, 204);
     let spare_id = second["info"]["id"].as_str().unwrap();
     let (status, _) = app
-        .request(reqwest::Method::DELETE, &spare, &format!("/api/tokens/{spare_id}"), None)
+        .request(
+            reqwest::Method::DELETE,
+            &spare,
+            &format!("/api/tokens/{spare_id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 409);
 
     // Share links grant viewer or collaborator, never owner.
-    let (_, alice) = app.user("alice").await;
     let session = app.new_session(&alice, "hi").await;
     let shares = format!("/api/sessions/{session}/shares");
     let (status, body) = app.post(&alice, &shares, json!({"role": "owner"})).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("collaborator"), "{body}");
-    let (status, body) = app.post(&alice, &shares, json!({"role": "collaborator"})).await;
+    assert!(
+        body["error"].as_str().unwrap().contains("collaborator"),
+        "{body}"
+    );
+    let (status, body) = app
+        .post(&alice, &shares, json!({"role": "collaborator"}))
+        .await;
     assert_eq!(status, 201, "{body}");
 }

@@ -72,7 +72,12 @@ async fn repo_credentials_are_used_to_fetch_and_shown_to_nobody() {
     assert_eq!(seen_by_bob["default_branch"], "main");
     let (_, seen_by_admin) = app.get(&admin, "/api/repos/private").await;
     assert_eq!(seen_by_admin["hooks"][0]["command"], json!(["/bin/true"]));
-    assert!(seen_by_admin["environment"].as_str().unwrap().contains(ENV_SECRET));
+    assert!(
+        seen_by_admin["environment"]
+            .as_str()
+            .unwrap()
+            .contains(ENV_SECRET)
+    );
     for (what, body) in &bodies {
         assert_no_credentials(what, body);
         if what.starts_with("bob") {
@@ -84,7 +89,9 @@ async fn repo_credentials_are_used_to_fetch_and_shown_to_nobody() {
     // Bob's session on the private repo: the host fetched it with the credentials.
     let session = new_session(&app, &bob, "private").await;
     let events = app
-        .wait_for(&bob, &session, |e| matches!(e, Event::PromptFinished { .. }))
+        .wait_for(&bob, &session, |e| {
+            matches!(e, Event::PromptFinished { .. })
+        })
         .await;
     let readme = app.sandbox_sh(&session, "cat README.md").await;
     assert_eq!(readme, "the private repo\n", "{events:#?}");
@@ -100,11 +107,16 @@ async fn repo_credentials_are_used_to_fetch_and_shown_to_nobody() {
     let refused_before = server.refused_requests();
     let session = new_session(&app, &bob, "wrong").await;
     let events = app
-        .wait_for(&bob, &session, |e| matches!(e, Event::PromptFinished { .. }))
+        .wait_for(&bob, &session, |e| {
+            matches!(e, Event::PromptFinished { .. })
+        })
         .await;
     assert!(server.refused_requests() > refused_before);
     let text = serde_json::to_string(&events).unwrap();
-    assert!(text.contains("127.0.0.1"), "the failure names the server: {text}");
+    assert!(
+        text.contains("127.0.0.1"),
+        "the failure names the server: {text}"
+    );
     assert_no_credentials("the failed session's events", &text);
     let (_, detail) = app.get(&bob, &format!("/api/sessions/{session}")).await;
     assert_no_credentials("the failed session", &detail.to_string());

@@ -43,7 +43,10 @@ fn ttl_ms(ttl: Duration) -> i64 {
 /// Deletes codes and sessions that can no longer be used.
 fn delete_expired(conn: &Connection, now: i64) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM login_codes WHERE expires_at_ms <= ?1", [now])?;
-    conn.execute("DELETE FROM browser_sessions WHERE expires_at_ms <= ?1", [now])?;
+    conn.execute(
+        "DELETE FROM browser_sessions WHERE expires_at_ms <= ?1",
+        [now],
+    )?;
     Ok(())
 }
 

@@ -304,15 +304,15 @@ mod tests {
             split("HTTP://tok@host/x"),
             ("HTTP://host/x".into(), Some("tok".into()))
         );
-        assert_eq!(split("https://a@b@host"), ("https://host".into(), Some("a@b".into())));
+        assert_eq!(
+            split("https://a@b@host"),
+            ("https://host".into(), Some("a@b".into()))
+        );
         assert_eq!(split("https://host/x@y"), ("https://host/x@y".into(), None));
         assert_eq!(split("ssh://git@host/x"), ("ssh://git@host/x".into(), None));
         assert_eq!(split("/srv/git/x.git"), ("/srv/git/x.git".into(), None));
         assert!(split_credentials("ssh://git:secret@host/x").is_err());
-        assert_eq!(
-            display_url("https://host/x", true),
-            "https://****@host/x"
-        );
+        assert_eq!(display_url("https://host/x", true), "https://****@host/x");
         assert_eq!(display_url("https://host/x", false), "https://host/x");
     }
 

@@ -21,7 +21,11 @@ async fn login_codes_work_once_and_expire() {
     let code = code.code.expose().clone();
     assert_eq!(code.len(), 32, "{code}");
 
-    let session = store.redeem_login_code(&code).await.unwrap().expect("a session");
+    let session = store
+        .redeem_login_code(&code)
+        .await
+        .unwrap()
+        .expect("a session");
     assert_eq!(session.user, ada);
     let secret = session.secret.expose().clone();
     assert_eq!(
@@ -35,7 +39,13 @@ async fn login_codes_work_once_and_expire() {
 
     // Single use.
     assert!(store.redeem_login_code(&code).await.unwrap().is_none());
-    assert!(store.redeem_login_code("not a code").await.unwrap().is_none());
+    assert!(
+        store
+            .redeem_login_code("not a code")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // An expired code is refused, and so is an expired session.
     let late = store.create_login_code(&ada.id).await.unwrap();
@@ -158,7 +168,11 @@ async fn share_links_never_make_owners() {
     raw(dir.path())
         .execute("UPDATE shares SET role = 'owner'", [])
         .unwrap();
-    let redeemed = store.redeem_share(&link.code, &bob.id).await.unwrap().unwrap();
+    let redeemed = store
+        .redeem_share(&link.code, &bob.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(redeemed.role, Role::Collaborator);
     assert_eq!(
         store.role_of(&id, &bob.id).await.unwrap(),

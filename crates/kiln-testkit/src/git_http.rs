@@ -151,7 +151,13 @@ async fn cgi(
         .env("CONTENT_TYPE", header(header::CONTENT_TYPE))
         .env("CONTENT_LENGTH", body.len().to_string())
         .env("HTTP_CONTENT_ENCODING", header(header::CONTENT_ENCODING))
-        .env("GIT_PROTOCOL", headers.get("git-protocol").and_then(|v| v.to_str().ok()).unwrap_or(""))
+        .env(
+            "GIT_PROTOCOL",
+            headers
+                .get("git-protocol")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        )
         .env("REMOTE_USER", "kiln-test")
         .env("REMOTE_ADDR", "127.0.0.1")
         .stdin(Stdio::piped())
