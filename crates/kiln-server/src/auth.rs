@@ -186,8 +186,9 @@ mod tests {
         ));
         assert!(!same_origin("null", Some("127.0.0.1:7800"), None));
         assert!(!same_origin("http://evil", None, None));
-        let public = Some("https://kiln.example.com/base");
-        assert_eq!(origin_of(public.unwrap()), "https://kiln.example.com");
+        let public = "https://kiln.example.com/base";
+        assert_eq!(origin_of(public), "https://kiln.example.com");
+        let public = Some(public);
         assert!(same_origin(
             "https://kiln.example.com",
             Some("127.0.0.1:7800"),
