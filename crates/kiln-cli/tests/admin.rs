@@ -35,11 +35,12 @@ async fn run(command: &mut Command) -> std::process::Output {
         .unwrap()
 }
 
-/// Starts `kiln up` on `data` and returns it, its URL and every stderr line up to the one
-/// about the admin token.
-async fn up(data: &Path) -> (Child, String, Vec<String>) {
+/// Starts `kiln up` on `data` (with `env` set) and returns it, its URL and every stderr line
+/// up to the one about the admin token.
+async fn up(data: &Path, env: &[(&str, &str)]) -> (Child, String, Vec<String>) {
     let mut child = kiln(&["up", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -81,7 +82,7 @@ async fn admin_access_is_recovered_from_the_data_dir_while_kiln_runs() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let data = dir.path().join("data");
-    let (mut server, url, stderr) = up(&data).await;
+    let (mut server, url, stderr) = up(&data, &[]).await;
     let first = std::fs::read_to_string(data.join("admin.token")).unwrap();
     let first = first.trim().to_string();
     let stderr = stderr.join("\n");
@@ -184,9 +185,75 @@ async fn admin_access_is_recovered_from_the_data_dir_while_kiln_runs() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("collaborator"));
 
+    stop(server, &data);
+}
+
+fn stop(mut server: Child, data: &Path) {
     server.start_kill().unwrap();
     if let Some(pid) = server.id() {
         common::wait_until_dead(pid);
     }
-    common::destroy_all(&data);
+    common::destroy_all(data);
+}
+
+/// Behind a TLS-terminating proxy: links use the public URL, the cookie is `Secure`, and the
+/// public origin passes the Origin check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_https_url_makes_links_and_a_secure_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let data = dir.path().join("data");
+    let public = "https://kiln.example.invalid";
+    let (server, url, _) = up(&data, &[("KILN_PUBLIC_URL", public)]).await;
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let out = run(&mut kiln(&[
+        "login-link",
+        "--url",
+        &url,
+        "--token",
+        token.trim(),
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let code = link
+        .strip_prefix(&format!("{public}/login?code="))
+        .unwrap_or_else(|| panic!("{link}"));
+    // The proxy forwards to the local address.
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{url}/login?code={code}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let cookie = cookie.split(';').next().unwrap();
+    let post = |origin: &str| {
+        reqwest::Client::new()
+            .post(format!("{url}/api/login-links"))
+            .header("cookie", cookie)
+            .header("origin", origin)
+            .send()
+    };
+    assert_eq!(post(public).await.unwrap().status().as_u16(), 201);
+    assert_eq!(
+        post("https://evil.example.invalid")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        403
+    );
+    stop(server, &data);
 }
