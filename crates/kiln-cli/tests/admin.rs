@@ -257,3 +257,82 @@ async fn a_public_https_url_makes_links_and_a_secure_cookie() {
     );
     stop(server, &data);
 }
+
+/// On a terminal (`script` gives `kiln up` one), `kiln up` prints a single-use sign-in link,
+/// still never the admin token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_kiln_up_prints_a_sign_in_link_and_not_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let data = dir.path().join("data");
+    let command = format!(
+        "{} up --listen 127.0.0.1:0 --data-dir {}",
+        env!("CARGO_BIN_EXE_kiln"),
+        data.display()
+    );
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("KILN_PUBLIC_URL")
+        .env_remove("KILN_CONFIG")
+        .env_remove("KILN_MODEL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = script.spawn().expect("script(1) runs");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let seen = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut seen = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line.contains("admin token");
+            seen.push(line);
+            if done {
+                return seen;
+            }
+        }
+        panic!("kiln up exited early: {seen:?}");
+    })
+    .await
+    .expect("kiln up starts within a minute");
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let text = seen.join("\n");
+    assert!(!text.contains(token.trim()), "{text}");
+    let link = seen
+        .iter()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("sign in (single use, 10 minutes): ")
+        })
+        .unwrap_or_else(|| panic!("no sign-in link: {text}"));
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(link)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303);
+    // SIGTERM to script(1) ends the session it runs, kiln with it.
+    let pid = child.id().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("script exits after SIGTERM")
+        .unwrap();
+    let lock = std::fs::File::open(data.join("kiln.lock")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lock.try_lock().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kiln up is still running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    common::destroy_all(&data);
+}

@@ -144,7 +144,8 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                 match repo.environment {
                     Some(text) => print!("{text}"),
                     None => eprintln!(
-                        "{}: no environment set through the API; builds read .kiln/environment.toml",
+                        "{}: no environment set through the API (only admins see one); builds \
+                         read .kiln/environment.toml",
                         repo.name
                     ),
                 }
