@@ -82,7 +82,7 @@ async fn admin_access_is_recovered_from_the_data_dir_while_kiln_runs() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let data = dir.path().join("data");
-    let (mut server, url, stderr) = up(&data, &[]).await;
+    let (server, url, stderr) = up(&data, &[]).await;
     let first = std::fs::read_to_string(data.join("admin.token")).unwrap();
     let first = first.trim().to_string();
     let stderr = stderr.join("\n");
