@@ -75,10 +75,18 @@ impl Workspaces {
             .await
             .map_err(|e| Error::Git(format!("creating {}: {e}", parent.display())))?;
         if mirror.join("HEAD").is_file() {
-            // Also replaces a url with credentials that a mirror made before they were kept
-            // apart still has in its config.
-            let set_url = ["config", "remote.origin.url", remote.url.as_str()];
-            git(&mirror, &set_url, self.git_timeout).await?;
+            // A mirror made before credentials were kept apart has them in its config's url:
+            // replace it (once; reading the file costs less than running git on every fetch).
+            let config = tokio::fs::read_to_string(mirror.join("config"))
+                .await
+                .unwrap_or_default();
+            if !config
+                .lines()
+                .any(|l| l.trim() == format!("url = {}", remote.url))
+            {
+                let set_url = ["config", "remote.origin.url", remote.url.as_str()];
+                git(&mirror, &set_url, self.git_timeout).await?;
+            }
             git_with_credentials(
                 &mirror,
                 &["fetch", "--prune", "--quiet", "origin"],
