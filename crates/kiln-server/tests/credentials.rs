@@ -103,6 +103,20 @@ async fn repo_credentials_are_used_to_fetch_and_shown_to_nobody() {
         assert_no_credentials("a model request", &request.body.to_string());
     }
 
+    // A mirror made before credentials were kept apart has them in its config: the next
+    // fetch (with the credentials as a header) leaves only the bare url there.
+    let mirror_dir = app.data_dir().join("repos/private.git");
+    kiln_testkit::git(&mirror_dir, &["config", "remote.origin.url", &with(SECRET)]);
+    let fetched_before = server.authorized_requests();
+    let session = new_session(&app, &bob, "private").await;
+    app.wait_for(&bob, &session, |e| {
+        matches!(e, Event::PromptFinished { .. })
+    })
+    .await;
+    assert!(server.authorized_requests() > fetched_before);
+    let mirror = std::fs::read_to_string(mirror_dir.join("config")).unwrap();
+    assert_no_credentials("the old mirror's config", &mirror);
+
     // Wrong credentials: the fetch fails, and the failure quotes no credential.
     let refused_before = server.refused_requests();
     let session = new_session(&app, &bob, "wrong").await;
