@@ -1,6 +1,7 @@
 //! `kiln`: the one binary. `kiln up` runs the control plane; the other subcommands are clients
 //! of its API, or run sandboxes directly on this machine, or benchmark kiln.
 
+mod admin;
 mod bench;
 mod bench_session;
 mod bench_start;
@@ -39,6 +40,11 @@ enum Command {
     Image(remote::ImageArgs),
     /// Start, watch, prompt and share agent sessions (talks to a kiln server).
     Session(remote::SessionArgs),
+    /// Print a single-use sign-in link for a browser, as yourself (talks to a kiln server).
+    LoginLink(remote::LoginLinkArgs),
+    /// Administer the kiln on this machine through its data dir (recovery).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 /// Where kiln keeps its state: `--data-dir`, else `$KILN_DATA_DIR`, else `/var/lib/kiln`.
@@ -69,6 +75,8 @@ fn main() -> ExitCode {
             Command::Repo(args) => Ok(remote::repo(args).await),
             Command::Image(args) => Ok(remote::image(args).await),
             Command::Session(args) => Ok(remote::session(args).await),
+            Command::LoginLink(args) => Ok(remote::login_link(args).await),
+            Command::Admin(cmd) => admin::run(cmd).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

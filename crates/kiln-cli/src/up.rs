@@ -11,6 +11,7 @@ use kiln_model::ModelConfig;
 use kiln_sandbox::{LocalConfig, LocalProvider};
 use kiln_server::AppState;
 use serde::Deserialize;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,6 +67,9 @@ struct FileConfig {
     max_active_sessions_per_user: Option<usize>,
     /// How long a stop (SIGTERM, Ctrl-C) may take before kiln exits anyway (default 20).
     shutdown_timeout_secs: Option<u64>,
+    /// The address browsers use, behind a reverse proxy (`https://kiln.example.com`);
+    /// `KILN_PUBLIC_URL` overrides it. `https://` marks the session cookie `Secure`.
+    public_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +94,7 @@ struct Resolved {
     shutdown_timeout: Duration,
     /// Why there is no model, when there is none.
     model_problem: Option<String>,
+    public_url: Option<String>,
 }
 
 fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
@@ -154,7 +159,18 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         gc_grace: defaults.gc_grace,
         max_active_sessions_per_user: file.max_active_sessions_per_user.unwrap_or(10),
     };
+    let public_url = std::env::var("KILN_PUBLIC_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or(file.public_url);
+    if let Some(url) = &public_url {
+        anyhow::ensure!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "public_url {url:?} must start with http:// or https://"
+        );
+    }
     Ok(Resolved {
+        public_url,
         data_dir,
         listen,
         config_file,
@@ -189,6 +205,9 @@ fn print_config(resolved: &Resolved) {
         resolved.sandboxes_memory_bytes.map_or(0, |b| b >> 20)
     );
     println!("sandbox_pids = {}", resolved.sandboxes_pids.unwrap_or(0));
+    if let Some(url) = &resolved.public_url {
+        println!("public_url = {url:?}");
+    }
     match &resolved.engine.model {
         Some(model) => {
             println!("model = \"{}\"", model.display_name());
@@ -268,6 +287,16 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("opening the control database")?;
     make_private(data_dir)?;
     let admin_token = kiln_server::bootstrap(&store, data_dir).await?;
+    let browser_url = resolved
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    // A sign-in link only for a person at a terminal: stderr of a service goes to its logs.
+    let login_link = if std::io::stderr().is_terminal() {
+        kiln_server::admin_login_link(&store, &browser_url).await?
+    } else {
+        None
+    };
     if resolved.engine.model.is_none() {
         eprintln!("warning: {}", model_hint(&resolved));
     }
@@ -277,14 +306,20 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             .context("starting the session engine")?;
     let url = format!("http://{addr}");
     eprintln!("kiln listening on {url}");
+    if let Some(link) = login_link {
+        eprintln!("sign in (single use, 10 minutes): {link}");
+    }
     match admin_token {
-        Some(token) => eprintln!(
-            "open {url}/login?token={token}\nadmin token: {} (KILN_TOKEN for the CLI)",
+        Some(_) => eprintln!(
+            "admin token: in {} (KILN_TOKEN for the CLI); `kiln login-link` prints a sign-in link",
             data_dir.join(kiln_server::ADMIN_TOKEN_FILE).display()
         ),
-        None => eprintln!("log in with an API token (the admin's is no longer in admin.token)"),
+        None => eprintln!(
+            "the admin token is no longer in {}; `kiln admin token` makes a new one",
+            data_dir.join(kiln_server::ADMIN_TOKEN_FILE).display()
+        ),
     }
-    let state = AppState::new(engine.clone());
+    let state = AppState::new(engine.clone()).with_public_url(resolved.public_url.clone());
     let stop = stop_signal(resolved.shutdown_timeout)?;
     let served = kiln_server::serve(listener, state, async {
         let _ = stop.await;

@@ -8,7 +8,7 @@ use crate::stream::{EventStream, SubscribeOptions};
 use kiln_core::{Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
     CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, GcReport, Image,
-    ImageBuildStarted, Me, PromptAccepted, Repo, RepoAccess, SendPrompt, SessionCreated,
+    ImageBuildStarted, LoginLink, Me, PromptAccepted, Repo, RepoAccess, SendPrompt, SessionCreated,
     SessionDetail, SessionSummary, SetRepoAccess, ShareCreated, StopSession, TokenCreated,
     TokenInfo, UpdateRepo, UpdateSession, User,
 };
@@ -82,6 +82,11 @@ impl Client {
     pub async fn delete_token(&self, id: &TokenId) -> Result<()> {
         self.call_empty(Method::DELETE, &["tokens", id.as_str()], NO_BODY)
             .await
+    }
+
+    /// `POST /api/login-links`: a single-use sign-in link for a browser, as the caller.
+    pub async fn create_login_link(&self) -> Result<LoginLink> {
+        self.call(Method::POST, &["login-links"], NO_BODY).await
     }
 
     pub async fn create_repo(&self, body: &CreateRepo) -> Result<Repo> {

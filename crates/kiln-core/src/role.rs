@@ -45,6 +45,13 @@ impl Role {
         self == Role::Owner
     }
 
+    /// Whether a share link may grant this role. Links travel (chat, email, browser history),
+    /// so they never hand out ownership: an owner link would let anyone who sees it share the
+    /// session further and change its settings.
+    pub fn can_be_shared(self) -> bool {
+        self <= Role::Collaborator
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",

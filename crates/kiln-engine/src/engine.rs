@@ -85,6 +85,7 @@ impl Engine {
             data_dir,
             provider,
             git_timeout: config.git_timeout,
+            store: store.clone(),
         };
         let engine = Engine {
             inner: Arc::new(Inner {

@@ -6,7 +6,7 @@
 //! clones it with `--shared` into `/workspace` (objects stay in the layer, nothing is copied) and
 //! creates the session branch. Images and warm pools (issue 4) replace the per-session clone.
 
-use crate::host::git;
+use crate::host::{git, git_with_credentials};
 use crate::{Error, Result};
 use kiln_core::SessionId;
 use kiln_protocol::api::{ImageRuntime, Repo, ResourceLimits};
@@ -46,6 +46,8 @@ pub(crate) struct Workspaces {
     pub(crate) data_dir: PathBuf,
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) git_timeout: Duration,
+    /// Where a repo's credentials are read, at the fetch and nowhere else.
+    pub(crate) store: kiln_store::Store,
 }
 
 impl Workspaces {
@@ -61,16 +63,34 @@ impl Workspaces {
     }
 
     /// Clones or fetches the repo's mirror, so the session starts from the latest default branch.
+    ///
+    /// The url's credentials are kept apart from it (`Store::repo_remote`) and reach git only
+    /// at the fetch, through its environment: the mirror's config holds the bare url.
     pub(crate) async fn refresh_mirror(&self, repo: &Repo) -> Result<PathBuf> {
+        let remote = self.store.repo_remote(&repo.name).await?;
+        let credentials = remote.credentials.as_ref();
         let mirror = self.mirror(&repo.name);
         let parent = mirror.parent().expect("mirror has a parent");
         tokio::fs::create_dir_all(parent)
             .await
             .map_err(|e| Error::Git(format!("creating {}: {e}", parent.display())))?;
         if mirror.join("HEAD").is_file() {
-            git(
+            // A mirror made before credentials were kept apart has them in its config's url:
+            // replace it (once; reading the file costs less than running git on every fetch).
+            let config = tokio::fs::read_to_string(mirror.join("config"))
+                .await
+                .unwrap_or_default();
+            if !config
+                .lines()
+                .any(|l| l.trim() == format!("url = {}", remote.url))
+            {
+                let set_url = ["config", "remote.origin.url", remote.url.as_str()];
+                git(&mirror, &set_url, self.git_timeout).await?;
+            }
+            git_with_credentials(
                 &mirror,
                 &["fetch", "--prune", "--quiet", "origin"],
+                credentials,
                 self.git_timeout,
             )
             .await?;
@@ -78,16 +98,17 @@ impl Workspaces {
             let partial = parent.join(format!(".{}.partial", repo.name));
             let _ = tokio::fs::remove_dir_all(&partial).await;
             let partial_str = partial.to_string_lossy().into_owned();
-            git(
+            git_with_credentials(
                 parent,
                 &[
                     "clone",
                     "--mirror",
                     "--quiet",
                     "--",
-                    &repo.url,
+                    &remote.url,
                     &partial_str,
                 ],
+                credentials,
                 self.git_timeout,
             )
             .await?;

@@ -8,21 +8,21 @@ mod auth;
 mod bootstrap;
 mod error;
 mod extract;
+mod login;
 mod presence;
 mod routes;
 
-pub use bootstrap::{ADMIN_TOKEN_FILE, bootstrap};
+pub use bootstrap::{ADMIN_TOKEN_FILE, admin_login_link, bootstrap, recover_admin_token};
 pub use error::Error;
 
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use kiln_engine::Engine;
 use kiln_store::Store;
 use presence::Presence;
-use serde::Deserialize;
 use std::future::Future;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
@@ -36,6 +36,10 @@ pub struct AppState {
     /// Cancelled when the server starts shutting down: responses that stream for as long as
     /// something runs (a build's log) end then, or the graceful shutdown would wait for them.
     closing: tokio_util::sync::CancellationToken,
+    /// The address browsers use (`public_url`, `KILN_PUBLIC_URL`), when it is not the one the
+    /// server listens on: sign-in links and the Origin check use it, and `https://` marks the
+    /// session cookie `Secure`.
+    public_url: Option<String>,
 }
 
 impl AppState {
@@ -45,7 +49,14 @@ impl AppState {
             engine,
             presence: Presence::default(),
             closing: tokio_util::sync::CancellationToken::new(),
+            public_url: None,
         }
+    }
+
+    /// Serves browsers at `url` (e.g. `https://kiln.example.com` behind a reverse proxy).
+    pub fn with_public_url(mut self, url: Option<String>) -> AppState {
+        self.public_url = url.map(|u| u.trim_end_matches('/').to_string());
+        self
     }
 }
 
@@ -59,6 +70,8 @@ pub fn router(state: AppState) -> Router {
         .route("/users", post(users::create_user).get(users::list_users))
         .route("/tokens", post(users::create_token).get(users::list_tokens))
         .route("/tokens/{id}", axum::routing::delete(users::revoke_token))
+        .route("/login-links", post(login::create_login_link))
+        .route("/logout", post(login::logout))
         .route("/repos", post(repos::create_repo).get(repos::list_repos))
         .route(
             "/repos/{name}",
@@ -96,7 +109,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound("API route".into()) });
     Router::new()
         .nest("/api", api)
-        .route("/login", get(login))
+        .route("/login", get(login::login))
         .route("/", get(index))
         .with_state(state)
 }
@@ -126,40 +139,6 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn openapi() -> impl IntoResponse {
     axum::Json(routes::ApiDoc::openapi())
-}
-
-#[derive(Debug, Deserialize)]
-struct LoginQuery {
-    token: Option<String>,
-}
-
-/// The link `kiln up` prints: checks the token, keeps it in an HttpOnly cookie, and goes home,
-/// so the token leaves the address bar (and the browser history) at once.
-async fn login(State(state): State<AppState>, Query(query): Query<LoginQuery>) -> Response {
-    let Some(token) = query.token else {
-        return Error::BadRequest(
-            "open the login link `kiln up` printed (it carries ?token=)".into(),
-        )
-        .into_response();
-    };
-    match state.store.authenticate(&token).await {
-        Ok(Some(_)) => {
-            let cookie = format!(
-                "{}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=31536000",
-                auth::COOKIE
-            );
-            let mut response = Redirect::to("/").into_response();
-            match HeaderValue::from_str(&cookie) {
-                Ok(value) => {
-                    response.headers_mut().insert(header::SET_COOKIE, value);
-                    response
-                }
-                Err(_) => Error::Unauthorized.into_response(),
-            }
-        }
-        Ok(None) => Error::Unauthorized.into_response(),
-        Err(e) => Error::from(e).into_response(),
-    }
 }
 
 async fn index() -> (StatusCode, Html<&'static str>) {

@@ -202,6 +202,18 @@ async fn every_session_endpoint_checks_the_callers_role() {
             None,
             [200, 200, 200, 200, 200],
         ),
+        (
+            Method::POST,
+            "/api/login-links".into(),
+            Some(json!({})),
+            [201, 201, 201, 201, 401],
+        ),
+        (
+            Method::POST,
+            "/api/logout".into(),
+            Some(json!({})),
+            [204, 204, 204, 204, 401],
+        ),
     ];
     let mut failures = Vec::new();
     for (method, path, body, expected) in &matrix {

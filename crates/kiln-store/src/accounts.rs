@@ -201,17 +201,40 @@ impl Store {
     }
 
     /// Deletes a token of `user`; it stops working at once. `NotFound` when `user` has no such
-    /// token (including when it belongs to someone else).
+    /// token (including when it belongs to someone else); `Conflict` when it is the last token
+    /// any admin has, which would leave nobody able to administer kiln through the API.
     pub async fn revoke_token(&self, user: &UserId, id: &TokenId) -> Result<()> {
         let (user, id) = (user.clone(), id.clone());
         self.control(move |conn| {
-            let n = conn.execute(
-                "DELETE FROM tokens WHERE id = ?1 AND user_id = ?2",
-                params![id.as_str(), user.as_str()],
-            )?;
-            if n == 0 {
+            let tx = conn.transaction()?;
+            let admin: Option<bool> = tx
+                .query_row(
+                    "SELECT u.admin FROM tokens t JOIN users u ON u.id = t.user_id
+                     WHERE t.id = ?1 AND t.user_id = ?2",
+                    params![id.as_str(), user.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let Some(admin) = admin else {
                 return Err(Error::NotFound(format!("token {id} of user {user}")));
+            };
+            if admin {
+                let admin_tokens: i64 = tx.query_row(
+                    "SELECT count(*) FROM tokens t JOIN users u ON u.id = t.user_id
+                     WHERE u.admin = 1",
+                    [],
+                    |row| row.get(0),
+                )?;
+                if admin_tokens <= 1 {
+                    return Err(Error::Conflict(format!(
+                        "token {id} is the last token of any admin; create another admin token \
+                         first (POST /api/tokens), or recover later with `kiln admin token` on \
+                         the server"
+                    )));
+                }
             }
+            tx.execute("DELETE FROM tokens WHERE id = ?1", [id.as_str()])?;
+            tx.commit()?;
             Ok(())
         })
         .await

@@ -4,6 +4,7 @@
 use crate::db::{json_col, now_ms};
 use crate::error::{Error, Result};
 use crate::store::Store;
+use kiln_core::Secret;
 use kiln_protocol::api::{CreateRepo, HookSpec, Repo, UpdateRepo};
 use rusqlite::{OptionalExtension, params};
 
@@ -28,9 +29,11 @@ fn validate_name(name: &str) -> Result<()> {
 
 fn repo_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Repo> {
     let hooks: Vec<HookSpec> = json_col(row, 5)?;
+    let url: String = row.get(1)?;
+    let credentials: Option<String> = row.get(7)?;
     Ok(Repo {
         name: row.get(0)?,
-        url: row.get(1)?,
+        url: display_url(&url, credentials.is_some_and(|c| !c.is_empty())),
         default_branch: row.get(2)?,
         description: row.get(3)?,
         created_at_ms: row.get(4)?,
@@ -40,7 +43,53 @@ fn repo_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Repo> {
 }
 
 const REPO_COLUMNS: &str =
-    "name, url, default_branch, description, created_at_ms, hooks, environment";
+    "name, url, default_branch, description, created_at_ms, hooks, environment, credentials";
+
+/// Where and how the host fetches a repo: the url without credentials and, apart from it, the
+/// credentials that were in it (`user:password`, percent-encoded as they were in the url).
+/// Only the fetch reads this; everything else sees [`Repo::url`], which hides them.
+#[derive(Debug, Clone)]
+pub struct RepoRemote {
+    pub url: String,
+    pub credentials: Option<Secret<String>>,
+}
+
+/// Splits the userinfo out of an http(s) url: `https://user:token@host/x.git` →
+/// (`https://host/x.git`, `user:token`). The userinfo ends at the last `@` before the first
+/// `/` after `://` (as the schema's migration splits stored urls). Other schemes keep their
+/// user (`ssh://git@host/x`, a name rather than a secret) but may not carry a password.
+fn split_credentials(url: &str) -> Result<(String, Option<Secret<String>>)> {
+    let Some(scheme_end) = url.find("://") else {
+        return Ok((url.to_string(), None));
+    };
+    let (scheme, tail) = url.split_at(scheme_end + 3);
+    let authority_end = tail.find('/').unwrap_or(tail.len());
+    let Some(at) = tail[..authority_end].rfind('@') else {
+        return Ok((url.to_string(), None));
+    };
+    let userinfo = &tail[..at];
+    let http = scheme.eq_ignore_ascii_case("http://") || scheme.eq_ignore_ascii_case("https://");
+    if !http {
+        if userinfo.contains(':') {
+            return Err(Error::Invalid(format!(
+                "a {scheme}… url cannot carry a password; use an ssh key on the kiln host, or \
+                 an https url with a token"
+            )));
+        }
+        return Ok((url.to_string(), None));
+    }
+    let clean = format!("{scheme}{}", &tail[at + 1..]);
+    let credentials = (!userinfo.is_empty()).then(|| Secret::new(userinfo.to_string()));
+    Ok((clean, credentials))
+}
+
+/// How a repo's url is shown: `https://****@host/x.git` when it has credentials.
+fn display_url(url: &str, has_credentials: bool) -> String {
+    match url.find("://") {
+        Some(i) if has_credentials => format!("{}****@{}", &url[..i + 3], &url[i + 3..]),
+        _ => url.to_string(),
+    }
+}
 
 fn validate_branch(branch: &str) -> Result<()> {
     if branch.trim().is_empty() || branch.starts_with('-') {
@@ -64,9 +113,10 @@ impl Store {
             .clone()
             .unwrap_or_else(|| DEFAULT_BRANCH.into());
         validate_branch(&default_branch)?;
+        let (url, credentials) = split_credentials(&repo.url)?;
         let repo = Repo {
             name: repo.name.clone(),
-            url: repo.url.clone(),
+            url: display_url(&url, credentials.is_some()),
             default_branch,
             description: repo.description.clone().unwrap_or_default(),
             hooks: repo.hooks.clone(),
@@ -77,16 +127,17 @@ impl Store {
         self.control(move |conn| {
             conn.execute(
                 "INSERT INTO repos (name, url, default_branch, description, created_at_ms, hooks,
-                                    environment)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                    environment, credentials)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     repo.name,
-                    repo.url,
+                    url,
                     repo.default_branch,
                     repo.description,
                     repo.created_at_ms,
                     hooks,
                     repo.environment,
+                    credentials.as_ref().map(|c| c.expose()),
                 ],
             )
             .map_err(Error::from)
@@ -152,6 +203,27 @@ impl Store {
         .await
     }
 
+    /// Where the host fetches `name` from, with the credentials kept apart from the url.
+    pub async fn repo_remote(&self, name: &str) -> Result<RepoRemote> {
+        let name = name.to_string();
+        self.control(move |conn| {
+            let found: Option<(String, Option<String>)> = conn
+                .query_row(
+                    "SELECT url, credentials FROM repos WHERE name = ?1",
+                    [&name],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let (url, credentials) =
+                found.ok_or_else(|| Error::NotFound(format!("repo {name:?}")))?;
+            Ok(RepoRemote {
+                url,
+                credentials: credentials.filter(|c| !c.is_empty()).map(Secret::new),
+            })
+        })
+        .await
+    }
+
     /// Every repo, by name.
     pub async fn list_repos(&self) -> Result<Vec<Repo>> {
         self.control(|conn| {
@@ -168,7 +240,81 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::validate_name;
+    use super::{display_url, split_credentials, validate_name};
+
+    /// The migration splits urls stored before credentials were kept apart, the same way
+    /// `split_credentials` splits new ones.
+    #[test]
+    fn the_migration_moves_credentials_out_of_stored_urls() {
+        use crate::schema::CONTROL;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.db");
+        let step = CONTROL
+            .iter()
+            .position(|m| m.name == "repo credentials apart from urls")
+            .unwrap();
+        let conn = crate::db::open(&path, true, &CONTROL[..step]).unwrap();
+        let urls = [
+            "https://u:p%40ss@example.com:8443/a/b.git",
+            "HTTP://tok@host/x",
+            "https://a@b@host",
+            "https://host/x@y",
+            "ssh://git@host/x",
+            "/srv/git/x.git",
+            "https://plain.example.com/x.git",
+        ];
+        for (i, url) in urls.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO repos (name, url, default_branch, description, created_at_ms)
+                 VALUES (?1, ?2, 'main', '', 0)",
+                rusqlite::params![format!("r{i}"), url],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let conn = crate::db::open(&path, false, CONTROL).unwrap();
+        for (i, url) in urls.iter().enumerate() {
+            let stored: (String, Option<String>) = conn
+                .query_row(
+                    "SELECT url, credentials FROM repos WHERE name = ?1",
+                    [format!("r{i}")],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .unwrap();
+            let (clean, credentials) = split_credentials(url).unwrap();
+            let expected = (clean, credentials.map(|c| c.expose().clone()));
+            assert_eq!(stored, expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn credentials_leave_http_urls() {
+        let split = |url: &str| {
+            let (clean, credentials) = split_credentials(url).unwrap();
+            (clean, credentials.map(|c| c.expose().clone()))
+        };
+        assert_eq!(
+            split("https://u:p%40ss@example.com:8443/a/b.git"),
+            (
+                "https://example.com:8443/a/b.git".into(),
+                Some("u:p%40ss".into())
+            )
+        );
+        assert_eq!(
+            split("HTTP://tok@host/x"),
+            ("HTTP://host/x".into(), Some("tok".into()))
+        );
+        assert_eq!(
+            split("https://a@b@host"),
+            ("https://host".into(), Some("a@b".into()))
+        );
+        assert_eq!(split("https://host/x@y"), ("https://host/x@y".into(), None));
+        assert_eq!(split("ssh://git@host/x"), ("ssh://git@host/x".into(), None));
+        assert_eq!(split("/srv/git/x.git"), ("/srv/git/x.git".into(), None));
+        assert!(split_credentials("ssh://git:secret@host/x").is_err());
+        assert_eq!(display_url("https://host/x", true), "https://****@host/x");
+        assert_eq!(display_url("https://host/x", false), "https://host/x");
+    }
 
     #[test]
     fn repo_names() {

@@ -132,6 +132,57 @@ pub(crate) const CONTROL: &[Migration] = &[
         CREATE INDEX repo_members_by_user ON repo_members(user_id);
     ",
     },
+    Migration {
+        name: "repo credentials apart from urls",
+        // `https://user:token@host/x.git` becomes url `https://host/x.git` and credentials
+        // `user:token` (still percent-encoded), so the url can be shown and the credentials
+        // are read only by the fetch. The userinfo ends at the last `@` before the first `/`
+        // after `://`; `rtrim(a, replace(a, '@', ''))` cuts `a` after its last `@`.
+        sql: "
+        ALTER TABLE repos ADD COLUMN credentials TEXT;
+        WITH split AS (
+            SELECT name, scheme, authority, rest,
+                   length(rtrim(authority, replace(authority, '@', ''))) AS at
+            FROM (
+                SELECT name,
+                       substr(url, 1, instr(url, '://') + 2) AS scheme,
+                       CASE WHEN instr(tail, '/') > 0
+                            THEN substr(tail, 1, instr(tail, '/') - 1) ELSE tail END AS authority,
+                       CASE WHEN instr(tail, '/') > 0
+                            THEN substr(tail, instr(tail, '/')) ELSE '' END AS rest
+                FROM (SELECT name, url, substr(url, instr(url, '://') + 3) AS tail FROM repos
+                      WHERE lower(url) LIKE 'http://%' OR lower(url) LIKE 'https://%')
+            )
+        )
+        UPDATE repos
+        SET credentials = substr(split.authority, 1, split.at - 1),
+            url = split.scheme || substr(split.authority, split.at + 1) || split.rest
+        FROM split
+        WHERE repos.name = split.name AND split.at > 0;
+    ",
+    },
+    Migration {
+        name: "login codes and browser sessions",
+        sql: "
+        -- Single-use sign-in codes (`kiln login-link`): only the hash is kept, and a code is
+        -- deleted when it is exchanged for a browser session.
+        CREATE TABLE login_codes (
+            code_hash BLOB PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            created_at_ms INTEGER NOT NULL,
+            expires_at_ms INTEGER NOT NULL
+        ) STRICT;
+
+        -- Browser sessions: the secret is in an HttpOnly cookie, only its hash here.
+        CREATE TABLE browser_sessions (
+            hash BLOB PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            created_at_ms INTEGER NOT NULL,
+            expires_at_ms INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX browser_sessions_by_expiry ON browser_sessions(expires_at_ms);
+    ",
+    },
 ];
 
 /// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it

@@ -263,13 +263,19 @@ impl Store {
     }
 
     /// Makes a share link granting `role`. Whether `by` may share is the caller's decision
-    /// (`Role::can_share`); this records who made it.
+    /// (`Role::can_share`); this records who made it. `Invalid` for a role no link may grant
+    /// (`Role::can_be_shared`).
     pub async fn create_share(
         &self,
         session: &SessionId,
         role: Role,
         by: &UserId,
     ) -> Result<ShareCreated> {
+        if !role.can_be_shared() {
+            return Err(Error::Invalid(format!(
+                "a share link grants viewer or collaborator, not {role}"
+            )));
+        }
         let (session, by) = (session.clone(), by.clone());
         let id = ShareId::random();
         let code = random_hex(16);
@@ -324,6 +330,8 @@ impl Store {
             let Some((session, granted)) = share else {
                 return Ok(None);
             };
+            // Owner links made before links were limited grant what a link may grant today.
+            let granted = granted.min(Role::Collaborator);
             user_by_id(&tx, &user)?;
             let current = role_in(&tx, &session, &user)?;
             let role = current.map_or(granted, |current| current.max(granted));

@@ -1,9 +1,12 @@
 //! Test helpers shared by kiln's crates: a fake model server speaking the Anthropic and OpenAI
-//! streaming formats over real HTTP, and bare git repositories on disk. Tests use it as a
+//! streaming formats over real HTTP, bare git repositories on disk, and a git smart-HTTP server
+//! with basic authentication. Tests use it as a
 //! dev-dependency; `kiln bench` uses it too, because a benchmark needs a model it can time.
 
 mod fake_model;
+mod git_http;
 mod repo;
 
 pub use fake_model::{FakeModel, FakeToolCall, RecordedRequest, Script, Turn};
+pub use git_http::GitHttpServer;
 pub use repo::{bare_repo, git};

@@ -48,6 +48,13 @@ pub(crate) struct SessionArgs {
     command: SessionCommand,
 }
 
+/// `kiln login-link`
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoginLinkArgs {
+    #[command(flatten)]
+    server: config::ServerArgs,
+}
+
 #[derive(Debug, Subcommand)]
 enum RepoCommand {
     /// Register a repository that sessions can work on.
@@ -151,7 +158,8 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                 match repo.environment {
                     Some(text) => print!("{text}"),
                     None => eprintln!(
-                        "{}: no environment set through the API; builds read .kiln/environment.toml",
+                        "{}: no environment set through the API (only admins see one); builds \
+                         read .kiln/environment.toml",
                         repo.name
                     ),
                 }
@@ -212,6 +220,20 @@ async fn user_ids(client: &Client, wanted: &[String]) -> Result<Vec<kiln_core::U
                 .ok_or_else(|| anyhow::anyhow!("no user named {w:?} (see GET /api/users)"))
         })
         .collect()
+}
+
+/// Prints a fresh single-use sign-in URL for the caller (valid for minutes, once).
+pub(crate) async fn login_link(args: LoginLinkArgs) -> ExitCode {
+    report(async {
+        let client = connect(&args.server)?;
+        let link = client.create_login_link().await?;
+        println!("{}", link.url);
+        if std::io::stderr().is_terminal() {
+            eprintln!("open it in a browser within 10 minutes; it works once");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
 }
 
 pub(crate) async fn image(args: ImageArgs) -> ExitCode {

@@ -57,14 +57,17 @@ pub struct TokenCreated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Repo {
     pub name: String,
+    /// Where the repo is fetched from; credentials it was added with show as `****`
+    /// (`https://****@host/x.git`) and are never returned.
     pub url: String,
     pub default_branch: String,
     pub description: String,
-    /// Hooks of every session on this repo, after the server's own.
+    /// Hooks of every session on this repo, after the server's own. Shown to admins only
+    /// (empty for other users).
     #[serde(default)]
     pub hooks: Vec<HookSpec>,
     /// The environment definition (TOML, as in `.kiln/environment.toml`) set through the API;
-    /// when present, image builds use it instead of the repo's file.
+    /// when present, image builds use it instead of the repo's file. Shown to admins only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
     pub created_at_ms: i64,
@@ -240,6 +243,7 @@ pub struct UpdateSession {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateShare {
+    /// `viewer` or `collaborator`: links never make owners.
     pub role: Role,
 }
 
@@ -265,6 +269,16 @@ pub struct EventsPage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Me {
     pub user: User,
+}
+
+/// A single-use sign-in link for a browser (`POST /api/login-links`): opening it once, before
+/// it expires, signs the browser in as the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LoginLink {
+    /// `…/login?code=…`, on the server's public URL when one is configured, else on the
+    /// address the request was sent to.
+    pub url: String,
+    pub expires_at_ms: i64,
 }
 
 /// One image build of a repo, as the API shows it.

@@ -22,6 +22,8 @@ use utoipa::OpenApi;
         users::create_token,
         users::list_tokens,
         users::revoke_token,
+        crate::login::create_login_link,
+        crate::login::logout,
         repos::create_repo,
         repos::list_repos,
         repos::get_repo,

@@ -58,17 +58,36 @@ pub(crate) async fn update_repo(
     Ok(Json(state.store.update_repo(&name, &body).await?))
 }
 
+/// A repo as `caller` may see it. The url never carries credentials (the store shows them as
+/// `****`). Hooks and the environment definition are the admins' business: hooks are commands
+/// on the kiln host and an environment holds env values, often secrets; other users get what
+/// starting a session needs.
+fn shown(mut repo: Repo, caller: &Caller) -> Repo {
+    if !caller.0.admin {
+        repo.hooks.clear();
+        repo.environment = None;
+    }
+    repo
+}
+
+/// Every repo; `hooks` and `environment` are shown to admins only.
 #[utoipa::path(get, path = "/api/repos", tag = "repos", responses((status = 200, body = Vec<Repo>)))]
 pub(crate) async fn list_repos(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<Repo>>> {
     let closed = state.store.repos_closed_to(&caller.0).await?;
-    let mut repos = state.store.list_repos().await?;
-    repos.retain(|repo| !closed.contains(&repo.name));
-    Ok(Json(repos))
+    let repos = state.store.list_repos().await?;
+    Ok(Json(
+        repos
+            .into_iter()
+            .filter(|repo| !closed.contains(&repo.name))
+            .map(|r| shown(r, &caller))
+            .collect(),
+    ))
 }
 
+/// One repo; `hooks` and `environment` are shown to admins only.
 #[utoipa::path(get, path = "/api/repos/{name}", tag = "repos", params(("name" = String, Path)),
     responses((status = 200, body = Repo), (status = 404, body = kiln_protocol::api::ApiError)))]
 pub(crate) async fn get_repo(
@@ -76,11 +95,21 @@ pub(crate) async fn get_repo(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Repo>> {
-    Ok(Json(require_repo(&state, &caller, &name).await?))
+    Ok(Json(shown(
+        require_repo(&state, &caller, &name).await?,
+        &caller,
+    )))
 }
 
-/// The API's view of an image record (its layers are host paths and stay private).
-fn image(record: kiln_store::ImageRecord, with_log: bool) -> Image {
+/// The API's view of an image record (its layers are host paths and stay private). The
+/// runtime's env values come from the environment definition and are shown to admins only;
+/// others see which variables are set.
+fn image(mut record: kiln_store::ImageRecord, with_log: bool, caller: &Caller) -> Image {
+    if !caller.0.admin {
+        for value in record.runtime.env.values_mut() {
+            *value = "****".into();
+        }
+    }
     Image {
         status: if record.collected_at_ms.is_some() {
             ImageStatus::Collected
@@ -160,7 +189,12 @@ pub(crate) async fn list_images(
 ) -> Result<Json<Vec<Image>>> {
     require_repo(&state, &caller, &name).await?;
     let images = state.store.images(&name).await?;
-    Ok(Json(images.into_iter().map(|i| image(i, false)).collect()))
+    Ok(Json(
+        images
+            .into_iter()
+            .map(|i| image(i, false, &caller))
+            .collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/repos/{name}/images/{id}", tag = "repos",
@@ -172,7 +206,8 @@ pub(crate) async fn get_image(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Image>> {
     require_repo(&state, &caller, &name).await?;
-    Ok(Json(image(state.store.image(&name, &id).await?, true)))
+    let record = state.store.image(&name, &id).await?;
+    Ok(Json(image(record, true, &caller)))
 }
 
 /// Collects images and snapshot layers nothing uses any more, now (it also runs every 10

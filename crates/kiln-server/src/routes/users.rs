@@ -77,9 +77,12 @@ pub(crate) async fn list_tokens(
     Ok(Json(state.store.list_tokens(&caller.0.id).await?))
 }
 
+/// Revokes one of the caller's tokens. The last token any admin has is refused (409): without
+/// it nobody could administer kiln through the API (`kiln admin token` on the server recovers).
 #[utoipa::path(delete, path = "/api/tokens/{id}", tag = "users",
     params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = kiln_protocol::api::ApiError)))]
+    responses((status = 204), (status = 404, body = kiln_protocol::api::ApiError),
+        (status = 409, body = kiln_protocol::api::ApiError)))]
 pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
