@@ -43,12 +43,7 @@ const REPO_COLUMNS: &str =
     "name, url, default_branch, description, created_at_ms, hooks, environment";
 
 fn validate_branch(branch: &str) -> Result<()> {
-    if branch.trim().is_empty() || branch.starts_with('-') {
-        return Err(Error::Invalid(format!(
-            "repo default_branch {branch:?} must be a branch name"
-        )));
-    }
-    Ok(())
+    kiln_protocol::api::check_branch("default_branch", branch).map_err(|e| Error::Invalid(e.0))
 }
 
 impl Store {

@@ -169,6 +169,7 @@ fn prompt_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PromptInfo> {
             name: row.get(2)?,
         },
         text: row.get(3)?,
+        text_truncated: false,
         status: parse_col(row, 4, PromptStatus::parse)?,
         created_at_ms: row.get(5)?,
     })

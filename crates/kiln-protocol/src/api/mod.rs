@@ -3,6 +3,7 @@
 //! definitions, and the OpenAPI document is generated from them.
 
 mod event;
+mod limits;
 mod rest;
 mod ws;
 
@@ -10,5 +11,6 @@ pub use event::{
     DeliveryMode, EVENT_VERSION, Ephemeral, Event, EventEnvelope, FileChangeKind, PromptOutcome,
     PromptStatus, SandboxState, ToolOutcome, ToolStream, Usage, UserRef,
 };
+pub use limits::*;
 pub use rest::*;
 pub use ws::{ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION};
