@@ -129,9 +129,9 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// Answers a connection over the cap with a 503 and closes it. The client's request is read
-/// (a little of it) after the answer, so closing does not reset the connection before the
-/// client has read why.
+/// Answers a connection over the cap with a 503 and closes it: after its request head (an HTTP
+/// client takes no answer before it has asked), and draining a little of what follows, so
+/// closing does not reset the connection before the client has read why.
 async fn refuse(mut stream: TcpStream) {
     let body = serde_json::to_string(&kiln_protocol::api::ApiError {
         error: "the server has too many open connections; try again shortly".into(),
@@ -143,12 +143,20 @@ async fn refuse(mut stream: TcpStream) {
         body.len()
     );
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
         stream.write_all(response.as_bytes()).await?;
         stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        let mut left = 64 * 1024;
+        let mut left: usize = 64 * 1024;
         while left > 0 {
-            let n = stream.read(&mut sink).await?;
+            let n = stream.read(&mut buf).await?;
             if n == 0 {
                 break;
             }
