@@ -55,10 +55,17 @@ async fn slow_and_idle_connections_are_closed() {
 
     // A request head trickled a header line at a time, never finished.
     let (mut read, mut write) = TcpStream::connect(addr(&app)).await.unwrap().into_split();
-    write.write_all(b"GET /api/health HTTP/1.1\r\n").await.unwrap();
+    write
+        .write_all(b"GET /api/health HTTP/1.1\r\n")
+        .await
+        .unwrap();
     let trickle = tokio::spawn(async move {
         for i in 0..200 {
-            if write.write_all(format!("x-{i}: y\r\n").as_bytes()).await.is_err() {
+            if write
+                .write_all(format!("x-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -154,9 +161,7 @@ fn rss() -> u64 {
 /// Sends one binary frame announcing `len` bytes, then streams the payload in small pieces
 /// (this process never holds it) until the server stops taking it.
 async fn send_huge_frame(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<TcpStream>,
-    >,
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
     len: u64,
 ) -> u64 {
     let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_mut() else {

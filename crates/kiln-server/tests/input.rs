@@ -21,7 +21,10 @@ async fn bodies_must_be_objects_within_their_limits() {
         .post(&admin, "/api/sessions", json!(["demo", "prompt"]))
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("JSON object"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("JSON object"),
+        "{body}"
+    );
     for (path, value) in [
         ("/api/users", json!(["eve", false])),
         ("/api/tokens", json!(["laptop"])),
@@ -30,12 +33,17 @@ async fn bodies_must_be_objects_within_their_limits() {
     ] {
         let (status, body) = app.post(&admin, path, value).await;
         assert_eq!(status, 400, "{path}: {body}");
-        assert!(body["error"].as_str().unwrap().contains("JSON object"), "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("JSON object"),
+            "{path}: {body}"
+        );
     }
 
     // Limits are characters: 64 two-byte characters are a fine name, 65 are not.
     let name = "é".repeat(64);
-    let (status, body) = app.post(&admin, "/api/users", json!({ "name": name })).await;
+    let (status, body) = app
+        .post(&admin, "/api/users", json!({ "name": name }))
+        .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = app
         .post(&admin, "/api/tokens", json!({ "name": "ö".repeat(64) }))
@@ -82,7 +90,14 @@ async fn bodies_must_be_objects_within_their_limits() {
     assert!(body["error"].as_str().unwrap().contains("`text`"), "{body}");
 
     // Branch names as git takes them, on create and on update.
-    for branch in ["main:refs/heads/x", "a..b", "-x", "x.lock", "has space", "a@{1}"] {
+    for branch in [
+        "main:refs/heads/x",
+        "a..b",
+        "-x",
+        "x.lock",
+        "has space",
+        "a@{1}",
+    ] {
         let (status, body) = app
             .post(
                 &admin,
@@ -91,7 +106,10 @@ async fn bodies_must_be_objects_within_their_limits() {
             )
             .await;
         assert_eq!(status, 400, "{branch}: {body}");
-        assert!(body["error"].as_str().unwrap().contains("default_branch"), "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("default_branch"),
+            "{body}"
+        );
         let (status, body) = app
             .request(
                 Method::PATCH,
@@ -134,7 +152,10 @@ async fn every_error_is_json() {
         .request(Method::DELETE, &admin, "/api/sessions", None)
         .await;
     assert_eq!(status, 405, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("not allowed"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not allowed"),
+        "{body}"
+    );
     // 404 outside the API.
     let (status, body) = app.get(&admin, "/no/such/page").await;
     assert_eq!(status, 404, "{body}");
@@ -149,7 +170,10 @@ async fn every_error_is_json() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 415);
     let body: Value = response.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("application/json"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("application/json"),
+        "{body}"
+    );
     // A plain GET on a WebSocket route: axum's own rejection, in our shape.
     let (status, body) = app.get(&admin, "/api/ws").await;
     assert_eq!(status, 400, "{body}");

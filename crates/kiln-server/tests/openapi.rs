@@ -41,9 +41,15 @@ async fn the_document_describes_the_server() {
             .split('/')
             .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .collect();
-        let params = operation["parameters"].as_array().cloned().unwrap_or_default();
+        let params = operation["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         for param in &params {
-            let (pname, location) = (param["name"].as_str().unwrap(), param["in"].as_str().unwrap());
+            let (pname, location) = (
+                param["name"].as_str().unwrap(),
+                param["in"].as_str().unwrap(),
+            );
             match location {
                 "path" if !template_params.contains(&pname) => {
                     problems.push(format!("{name}: path parameter {pname} is not in the path"))
@@ -59,9 +65,10 @@ async fn the_document_describes_the_server() {
         }
         // Open: health and this document. Everything else needs a token and says 401.
         let security = operation.get("security").or(document.get("security"));
-        let open = security
-            .and_then(Value::as_array)
-            .is_none_or(|s| s.iter().any(|r| r.as_object().is_some_and(|o| o.is_empty())));
+        let open = security.and_then(Value::as_array).is_none_or(|s| {
+            s.iter()
+                .any(|r| r.as_object().is_some_and(|o| o.is_empty()))
+        });
         let should_be_open = path == "/api/health" || path == "/api/openapi.json";
         if open != should_be_open {
             problems.push(format!("{name}: open is {open}"));
@@ -71,8 +78,7 @@ async fn the_document_describes_the_server() {
             problems.push(format!("{name}: no 401"));
         }
         let queried = params.iter().any(|p| p["in"] == "query");
-        if (operation.get("requestBody").is_some() || queried) && !responses.contains_key("400")
-        {
+        if (operation.get("requestBody").is_some() || queried) && !responses.contains_key("400") {
             problems.push(format!("{name}: a body or query but no 400"));
         }
         if operation.get("requestBody").is_some() && !responses.contains_key("413") {
@@ -87,10 +93,10 @@ async fn the_document_describes_the_server() {
         }
         for (status, response) in responses {
             let content = &response["content"]["application/json"]["schema"];
-            if status.starts_with('4') || status.starts_with('5') {
-                if content["$ref"] != "#/components/schemas/ApiError" {
-                    problems.push(format!("{name} {status}: not an ApiError: {content}"));
-                }
+            if (status.starts_with('4') || status.starts_with('5'))
+                && content["$ref"] != "#/components/schemas/ApiError"
+            {
+                problems.push(format!("{name} {status}: not an ApiError: {content}"));
             }
         }
     }
@@ -102,7 +108,9 @@ async fn the_document_describes_the_server() {
         ("/api/sessions", "get", "limit"),
         ("/api/sessions", "get", "after"),
     ] {
-        let params = document["paths"][path][method]["parameters"].as_array().cloned();
+        let params = document["paths"][path][method]["parameters"]
+            .as_array()
+            .cloned();
         let found = params
             .unwrap_or_default()
             .into_iter()
@@ -154,7 +162,12 @@ async fn the_check_catches_a_wrong_response() {
     // A body that is not the documented shape.
     let error = check.check("GET", "/api/me", 200, &json!({"user": 5}));
     assert!(error.is_err_and(|e| e.contains("does not match")));
-    let error = check.check("GET", "/api/sessions/s-0123456789abcdef", 404, &json!({"oops": 1}));
+    let error = check.check(
+        "GET",
+        "/api/sessions/s-0123456789abcdef",
+        404,
+        &json!({"oops": 1}),
+    );
     assert!(error.is_err());
     // An error that is not an ApiError, on a path the document does not have.
     let error = check.check("GET", "/api/nothing", 404, &json!("plain text"));
@@ -162,9 +175,14 @@ async fn the_check_catches_a_wrong_response() {
     let error = check.check("GET", "/api/nothing", 200, &json!({"error": "x"}));
     assert!(error.is_err());
     // A literal segment wins over a parameter.
-    assert_eq!(check.template_of("/api/stats/starts").as_deref(), Some("/api/stats/starts"));
     assert_eq!(
-        check.template_of("/api/sessions/s-1/events?after_seq=3").as_deref(),
+        check.template_of("/api/stats/starts").as_deref(),
+        Some("/api/stats/starts")
+    );
+    assert_eq!(
+        check
+            .template_of("/api/sessions/s-1/events?after_seq=3")
+            .as_deref(),
         Some("/api/sessions/{id}/events")
     );
     app.stop().await;

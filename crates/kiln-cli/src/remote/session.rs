@@ -258,7 +258,9 @@ fn describe(detail: &SessionDetail, now_ms: i64) -> String {
     }
     let older = detail.prompts_total.saturating_sub(detail.prompts.len());
     if older > 0 {
-        out.push_str(&format!("prompts (the newest; {older} older in the event log):\n"));
+        out.push_str(&format!(
+            "prompts (the newest; {older} older in the event log):\n"
+        ));
     } else {
         out.push_str("prompts:\n");
     }

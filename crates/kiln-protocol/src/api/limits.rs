@@ -73,8 +73,11 @@ fn check_optional(field: &str, value: &Option<String>, max: usize) -> Result<(),
 /// A branch name: at most [`BRANCH_CHARS`] and valid for git.
 pub fn check_branch(field: &str, value: &str) -> Result<(), Invalid> {
     check_chars(field, value, BRANCH_CHARS)?;
-    kiln_core::check_branch_name(value)
-        .map_err(|why| Invalid(format!("`{field}` {value:?} is not a git branch name: it {why}")))
+    kiln_core::check_branch_name(value).map_err(|why| {
+        Invalid(format!(
+            "`{field}` {value:?} is not a git branch name: it {why}"
+        ))
+    })
 }
 
 fn check_hooks(hooks: &[HookSpec]) -> Result<(), Invalid> {
@@ -196,7 +199,10 @@ mod tests {
         };
         assert_eq!(session(title.clone()).validate(), Ok(()));
         let error = session(title + "é").validate().unwrap_err();
-        assert!(error.0.contains("`title`") && error.0.contains("200"), "{error}");
+        assert!(
+            error.0.contains("`title`") && error.0.contains("200"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -115,7 +115,11 @@ pub struct HookSpec {
 #[serde(deny_unknown_fields)]
 pub struct CreateRepo {
     /// Short name used in commands: letters, digits, `-`, `_`, `.`.
-    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$"
+    )]
     pub name: String,
     /// Anything `git clone` takes: https, ssh, or a local path.
     #[schema(min_length = 1, max_length = 2048)]

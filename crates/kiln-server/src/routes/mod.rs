@@ -85,7 +85,9 @@ impl utoipa::Modify for Conventions {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API token (`kiln_…`): `Authorization: Bearer <token>`."))
+                    .description(Some(
+                        "An API token (`kiln_…`): `Authorization: Bearer <token>`.",
+                    ))
                     .build(),
             ),
         );
@@ -126,7 +128,12 @@ fn conventional_errors(operation: &mut Operation, default_secured: bool) {
         Some(requirements) => {
             let open = serde_json::to_value(requirements)
                 .ok()
-                .and_then(|v| v.as_array().map(|a| a.iter().any(|r| r.as_object().is_some_and(|o| o.is_empty()))))
+                .and_then(|v| {
+                    v.as_array().map(|a| {
+                        a.iter()
+                            .any(|r| r.as_object().is_some_and(|o| o.is_empty()))
+                    })
+                })
                 .unwrap_or(false);
             !open
         }
@@ -158,12 +165,18 @@ fn conventional_errors(operation: &mut Operation, default_secured: bool) {
         add("401", "No valid token.");
     }
     if operation.request_body.is_some() {
-        add("400", "The body is not a JSON object of this shape, or breaks a limit.");
+        add(
+            "400",
+            "The body is not a JSON object of this shape, or breaks a limit.",
+        );
         add("413", "The body is larger than the server takes.");
         add("415", "The body is not sent as `application/json`.");
     }
     if queried {
         add("400", "A query parameter does not parse.");
     }
-    add("503", "The server is at its connection cap or stopping; try again.");
+    add(
+        "503",
+        "The server is at its connection cap or stopping; try again.",
+    );
 }

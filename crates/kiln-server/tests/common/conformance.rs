@@ -72,11 +72,23 @@ impl Conformance {
                     "{method} {path} answered {status}, but the document has no such path"
                 ));
             }
-            return self.validate_body("#/components/schemas/ApiError", body, &method, path, status);
+            return self.validate_body(
+                "#/components/schemas/ApiError",
+                body,
+                &method,
+                path,
+                status,
+            );
         };
         let Some(operation) = self.document["paths"][&template].get(&method) else {
             if status == 405 {
-                return self.validate_body("#/components/schemas/ApiError", body, &method, path, status);
+                return self.validate_body(
+                    "#/components/schemas/ApiError",
+                    body,
+                    &method,
+                    path,
+                    status,
+                );
             }
             return Err(format!(
                 "{method} {path} answered {status}, but the document has no {method} on {template}"
@@ -143,7 +155,8 @@ impl Conformance {
             "components": self.document["components"],
             "allOf": [schema],
         });
-        jsonschema::draft202012::new(&root).map_err(|e| format!("the document's schema {schema} does not compile: {e}"))
+        jsonschema::draft202012::new(&root)
+            .map_err(|e| format!("the document's schema {schema} does not compile: {e}"))
     }
 }
 
