@@ -28,6 +28,8 @@ pub enum Error {
     UnsupportedMediaType,
     #[error("this method is not allowed here; /api/openapi.json lists each path's methods")]
     MethodNotAllowed,
+    #[error("the request body stopped arriving; send it without pauses")]
+    BodyTimeout,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -46,6 +48,7 @@ impl IntoResponse for Error {
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &self {

@@ -46,7 +46,9 @@ where
     async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|rejection| body_error(rejection.status(), rejection.body_text()))?;
+            .map_err(|rejection| {
+                body_error(&rejection, rejection.status(), rejection.body_text())
+            })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
@@ -81,8 +83,20 @@ fn kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
-/// A body that could not be read: too large is a 413, anything else a 400.
-fn body_error(status: StatusCode, text: String) -> Error {
+/// A body that could not be read: too large is a 413, one that stopped arriving a 408
+/// ([`crate::ServeConfig::body_idle_timeout`]), anything else a 400.
+fn body_error(
+    rejection: &(dyn std::error::Error + 'static),
+    status: StatusCode,
+    text: String,
+) -> Error {
+    let mut cause = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return Error::BodyTimeout;
+        }
+        cause = error.source();
+    }
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         Error::PayloadTooLarge
     } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
@@ -103,7 +117,7 @@ pub(crate) struct Query<T>(pub(crate) T);
 
 impl From<JsonRejection> for Error {
     fn from(rejection: JsonRejection) -> Self {
-        body_error(rejection.status(), rejection.body_text())
+        body_error(&rejection, rejection.status(), rejection.body_text())
     }
 }
 

@@ -1,6 +1,6 @@
 //! The accept loop, with the bounds `axum::serve` has no knobs for: how long a client may take
-//! to send a request's head (which also closes idle keep-alive connections) and how many
-//! connections may be open at once. Without them, sockets that trickle headers or send nothing
+//! to send a request's head (which also closes idle keep-alive connections), how long its body
+//! may pause, and how many connections may be open at once. Without them, sockets that trickle headers or send nothing
 //! stay open for ever and take every file descriptor (issue 9).
 //!
 //! Each connection holds a permit of a [`Semaphore`] (as in mini-redis) inside its socket, so a
@@ -29,6 +29,9 @@ pub struct ServeConfig {
     /// connection waits for a request, so this also closes keep-alive connections that sit
     /// idle this long, and connections that never send a byte.
     pub header_read_timeout: Duration,
+    /// How long a request body may pause between two pieces; then the request gets a 408.
+    /// (A client that sends a head and then stalls its body would hold a task for ever.)
+    pub body_idle_timeout: Duration,
     /// Connections open at once, WebSockets included. Past it, new ones get a 503.
     pub max_connections: usize,
     /// How long a graceful stop waits for requests in flight before it gives up on them.
@@ -39,6 +42,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(60),
             max_connections: 4_096,
             shutdown_grace: Duration::from_secs(30),
         }
@@ -59,7 +63,7 @@ pub async fn serve_with(
     config: ServeConfig,
 ) -> std::io::Result<()> {
     let closing = state.closing.clone();
-    let app = router(state);
+    let app = tower_http::timeout::RequestBodyTimeout::new(router(state), config.body_idle_timeout);
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     let tasks = TaskTracker::new();

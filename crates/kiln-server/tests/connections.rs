@@ -49,6 +49,7 @@ async fn assert_healthy(app: &TestApp) {
 async fn slow_and_idle_connections_are_closed() {
     let (_model, app) = app_with(kiln_server::ServeConfig {
         header_read_timeout: Duration::from_millis(500),
+        body_idle_timeout: Duration::from_millis(500),
         ..Default::default()
     })
     .await;
@@ -95,6 +96,24 @@ async fn slow_and_idle_connections_are_closed() {
         .expect("an idle keep-alive connection is closed");
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+    // A body that stops half-way.
+    let (mut read, mut write) = TcpStream::connect(addr(&app)).await.unwrap().into_split();
+    let head = format!(
+        "POST /api/sessions HTTP/1.1\r\nhost: kiln\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"repo\"",
+        app.admin_token
+    );
+    write.write_all(head.as_bytes()).await.unwrap();
+    let got = tokio::time::timeout(PATIENCE, read_until_closed(&mut read))
+        .await
+        .expect("a stalled body is given up on");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains(r#"{"error":"the request body stopped"#),
+        "{text}"
+    );
     assert_healthy(&app).await;
     app.stop().await;
 }

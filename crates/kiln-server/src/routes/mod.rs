@@ -67,8 +67,8 @@ pub(crate) struct ApiDoc;
 /// What holds for every operation, stated once instead of on thirty handlers: the security
 /// schemes, and the error responses that the server's shared parts give. Every secured route
 /// answers 401 without a valid token (the [`crate::auth::Caller`] extractor); every body goes
-/// through [`crate::extract::Json`] (400 for a bad body, 413 past the size limit, 415 without
-/// JSON); a query that does not parse is a 400; and any connection may be refused with a 503
+/// through [`crate::extract::Json`] (400 for a bad body, 408 when it stalls, 413 past the
+/// size limit, 415 without JSON); a query that does not parse is a 400; and any connection may be refused with a 503
 /// when the server is at its connection cap or stopping.
 struct Conventions;
 
@@ -171,6 +171,7 @@ fn conventional_errors(operation: &mut Operation, default_secured: bool) {
         );
         add("413", "The body is larger than the server takes.");
         add("415", "The body is not sent as `application/json`.");
+        add("408", "The body stopped arriving.");
     }
     if queried {
         add("400", "A query parameter does not parse.");
