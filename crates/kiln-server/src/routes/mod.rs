@@ -66,7 +66,8 @@ pub(crate) struct ApiDoc;
 
 /// What holds for every operation, stated once instead of on thirty handlers: the security
 /// schemes, and the error responses that the server's shared parts give. Every secured route
-/// answers 401 without a valid token (the [`crate::auth::Caller`] extractor); every body goes
+/// answers 401 without a valid token and 403 to a cookie from another origin (the
+/// [`crate::auth::Caller`] extractor); every body goes
 /// through [`crate::extract::Json`] (400 for a bad body, 408 when it stalls, 413 past the
 /// size limit, 415 without JSON); a query that does not parse is a 400; and any connection may be refused with a 503
 /// when the server is at its connection cap or stopping.
@@ -163,6 +164,8 @@ fn conventional_errors(operation: &mut Operation, default_secured: bool) {
     };
     if secured {
         add("401", "No valid token.");
+        // Besides each route's own rules: a browser's cookie sent from another origin.
+        add("403", "Not allowed to the caller.");
     }
     if operation.request_body.is_some() {
         add(
