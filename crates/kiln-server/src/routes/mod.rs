@@ -67,16 +67,16 @@ pub(crate) struct ApiDoc;
 /// What holds for every operation, stated once instead of on thirty handlers: the security
 /// schemes, and the error responses that the server's shared parts give. Every secured route
 /// answers 401 without a valid token and 403 to a cookie from another origin (the
-/// [`crate::auth::Caller`] extractor); every body goes
-/// through [`crate::extract::Json`] (400 for a bad body, 408 when it stalls, 413 past the
-/// size limit, 415 without JSON); a query that does not parse is a 400; and any connection may be refused with a 503
-/// when the server is at its connection cap or stopping.
+/// [`crate::auth::Caller`] extractor); every body goes through [`crate::extract::Json`] (400
+/// for a bad body, 408 when it stalls, 413 past the size limit, 415 without JSON); a query
+/// that does not parse is a 400; and any connection may be refused with a 503 when the server
+/// is at its connection cap or stopping.
 struct Conventions;
 
-/// The schemes `security(...)` names.
-pub(crate) const BEARER: &str = "bearer";
-pub(crate) const COOKIE: &str = "cookie";
-pub(crate) const TOKEN_QUERY: &str = "token";
+/// The schemes the `security(...)` attributes name.
+const BEARER: &str = "bearer";
+const COOKIE: &str = "cookie";
+const TOKEN_QUERY: &str = "token";
 
 impl utoipa::Modify for Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
