@@ -263,5 +263,15 @@ async fn long_sessions_answer_in_pages() {
         .get(&admin, &format!("/api/sessions?limit=1&after={session}"))
         .await;
     assert_eq!(page.as_array().unwrap().len(), 0);
+    // Another user's session is no cursor: it would tell them when it was made.
+    let (_, bob) = app.user("bob").await;
+    let (status, body) = app
+        .get(&bob, &format!("/api/sessions?after={session}"))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("`after`"),
+        "{body}"
+    );
     app.stop().await;
 }

@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 use kiln_core::{Role, SessionId};
 use kiln_protocol::api::{
     CreateSession, CreateShare, DETAIL_PROMPTS, EventsPage, PROMPT_PREVIEW_CHARS, PromptAccepted,
-    PromptInfo, SendPrompt, SessionCreated, SessionDetail, SessionSummary, ShareCreated,
-    StartPhases, StartStats, StopSession, UpdateSession,
+    SendPrompt, SessionCreated, SessionDetail, SessionSummary, ShareCreated, StartPhases,
+    StartStats, StopSession, UpdateSession,
 };
 use serde::Deserialize;
 
@@ -62,22 +62,12 @@ pub(crate) async fn list_sessions(
         .limit
         .unwrap_or(SESSIONS_PAGE)
         .clamp(1, SESSIONS_PAGE_MAX);
-    let rows = state.store.sessions_for(&caller.0.id).await?;
-    let start = match &query.after {
-        Some(after) => match rows.iter().position(|(row, _)| row.id == *after) {
-            Some(i) => i + 1,
-            None => {
-                return Err(Error::BadRequest(format!(
-                    "`after` names no session of yours ({after}); start without it"
-                )));
-            }
-        },
-        None => 0,
-    };
+    let rows = state
+        .store
+        .sessions_page(&caller.0.id, query.after.as_ref(), limit)
+        .await?;
     Ok(Json(
         rows.iter()
-            .skip(start)
-            .take(limit)
             .map(|(row, role)| state.engine.summary(row, *role))
             .collect(),
     ))
@@ -94,28 +84,15 @@ pub(crate) async fn get_session(
     Ok(Json(detail(&state, &id, role).await?))
 }
 
-/// A prompt with its text cut at [`PROMPT_PREVIEW_CHARS`].
-fn preview(mut prompt: PromptInfo) -> PromptInfo {
-    if let Some((cut, _)) = prompt.text.char_indices().nth(PROMPT_PREVIEW_CHARS) {
-        prompt.text.truncate(cut);
-        prompt.text_truncated = true;
-    }
-    prompt
-}
-
 /// Events read to find a session's start phases.
 const START_EVENTS: usize = 2_000;
 
 async fn detail(state: &AppState, id: &SessionId, role: Role) -> Result<SessionDetail> {
     let row = state.store.session_row(id).await?;
     let log = state.store.open_session(id).await?;
-    let mut prompts = log.prompts().await?;
-    let prompts_total = prompts.len();
-    let prompts = prompts
-        .split_off(prompts_total.saturating_sub(DETAIL_PROMPTS))
-        .into_iter()
-        .map(preview)
-        .collect();
+    let (prompts, prompts_total) = log
+        .recent_prompts(DETAIL_PROMPTS, PROMPT_PREVIEW_CHARS)
+        .await?;
     Ok(SessionDetail {
         summary: state.engine.summary(&row, role),
         participants: state.store.members(id).await?,
