@@ -162,8 +162,35 @@ impl Client {
         self.call(Method::POST, &["sessions"], Some(body)).await
     }
 
+    /// Every session of the caller's, newest first (fetched a page at a time).
     pub async fn sessions(&self) -> Result<Vec<SessionSummary>> {
-        self.call(Method::GET, &["sessions"], NO_BODY).await
+        const PAGE: usize = 500;
+        let mut all: Vec<SessionSummary> = Vec::new();
+        loop {
+            let page = self.sessions_page(PAGE, all.last().map(|s| &s.id)).await?;
+            let last_page = page.len() < PAGE;
+            all.extend(page);
+            if last_page {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// One page of the caller's sessions, newest first: at most `limit` (the server takes up
+    /// to 500), listed after the session `after`.
+    pub async fn sessions_page(
+        &self,
+        limit: usize,
+        after: Option<&SessionId>,
+    ) -> Result<Vec<SessionSummary>> {
+        let mut url = self.url(&["sessions"]);
+        url.query_pairs_mut()
+            .append_pair("limit", &limit.to_string());
+        if let Some(after) = after {
+            url.query_pairs_mut().append_pair("after", after.as_str());
+        }
+        let response = self.send(Method::GET, url, NO_BODY).await?;
+        decode(self.base_url(), response).await
     }
 
     pub async fn session(&self, id: &SessionId) -> Result<SessionDetail> {

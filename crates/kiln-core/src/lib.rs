@@ -5,9 +5,11 @@
 //! definition is worth more than keeping serde out of this crate.
 
 mod id;
+mod refname;
 mod role;
 mod secret;
 
 pub use id::{PromptId, SessionId, ShareId, TokenId, UserId, random_hex};
+pub use refname::{BadRefName, check_branch_name};
 pub use role::Role;
 pub use secret::Secret;

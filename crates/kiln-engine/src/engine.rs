@@ -211,6 +211,7 @@ impl Engine {
         creator: &UserRef,
         request: &CreateSession,
     ) -> Result<SessionCreated> {
+        kiln_protocol::api::Validate::validate(request).map_err(|e| Error::Invalid(e.0))?;
         let prompt = validate_prompt(&request.prompt)?;
         let _admitted = Admission::take(&self.inner, &creator.id, None)?;
         let repo = self
@@ -775,19 +776,14 @@ pub(crate) const NO_MODEL: &str = "no model is configured: set KILN_MODEL (e.g. 
      or openai/gpt-4.1) and ANTHROPIC_API_KEY or OPENAI_API_KEY (and *_BASE_URL for a compatible \
      server), then restart kiln";
 
-/// Longest prompt accepted, in bytes.
-const MAX_PROMPT_BYTES: usize = 256 * 1024;
-
+/// A prompt is 1 to [`kiln_protocol::api::PROMPT_CHARS`] characters (the API checks the same
+/// limit; the engine has other callers).
 fn validate_prompt(text: &str) -> Result<&str> {
     if text.trim().is_empty() {
         return Err(Error::Invalid("prompt text is empty".into()));
     }
-    if text.len() > MAX_PROMPT_BYTES {
-        return Err(Error::Invalid(format!(
-            "prompt is {} bytes; the limit is {MAX_PROMPT_BYTES}",
-            text.len()
-        )));
-    }
+    kiln_protocol::api::check_chars("prompt", text, kiln_protocol::api::PROMPT_CHARS)
+        .map_err(|e| Error::Invalid(e.0))?;
     Ok(text)
 }
 

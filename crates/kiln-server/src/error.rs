@@ -25,6 +25,14 @@ pub enum Error {
     TooManyRequests(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("the request body is larger than the server takes ({} KiB)", crate::BODY_LIMIT / 1024)]
+    PayloadTooLarge,
+    #[error("send the request body as JSON, with `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    #[error("this method is not allowed here; /api/openapi.json lists each path's methods")]
+    MethodNotAllowed,
+    #[error("the request body stopped arriving; send it without pauses")]
+    BodyTimeout,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -41,6 +49,10 @@ impl IntoResponse for Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &self {
@@ -77,4 +89,41 @@ impl From<kiln_engine::Error> for Error {
             other => Error::Internal(other.to_string()),
         }
     }
+}
+
+/// The last layer: an error response that is not JSON yet — axum's own 405, a rejection of an
+/// extractor that is not ours (a WebSocket upgrade without its headers) — gets the
+/// `{"error": …}` body every other error has, with the text it had (or the status's reason).
+pub(crate) async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = if status == StatusCode::METHOD_NOT_ALLOWED {
+        Error::MethodNotAllowed.to_string()
+    } else {
+        // Such bodies are a line of text; a larger one is not worth showing.
+        axum::body::to_bytes(body, 4096)
+            .await
+            .ok()
+            .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+            .filter(|text| !text.is_empty())
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_lowercase())
+    };
+    let mut response = (status, Json(ApiError { error: text })).into_response();
+    // Keep what the original said about the connection or allowed methods.
+    for (name, value) in parts.headers {
+        if let Some(name) = name
+            && name != axum::http::header::CONTENT_TYPE
+            && name != axum::http::header::CONTENT_LENGTH
+        {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
 }

@@ -11,9 +11,11 @@ mod extract;
 mod login;
 mod presence;
 mod routes;
+mod serve;
 
 pub use bootstrap::{ADMIN_TOKEN_FILE, admin_login_link, bootstrap, recover_admin_token};
 pub use error::Error;
+pub use serve::{ServeConfig, serve_with};
 
 use axum::Router;
 use axum::extract::State;
@@ -59,6 +61,10 @@ impl AppState {
         self
     }
 }
+
+/// The largest request body taken, in bytes (the longest prompt is 100,000 characters, at most
+/// 400 KB of UTF-8): larger ones get a 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// Every route.
 pub fn router(state: AppState) -> Router {
@@ -111,24 +117,25 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         .route("/login", get(login::login))
         .route("/", get(index))
+        .fallback(|| async { Error::NotFound("page".into()) })
+        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then lets open requests finish (streamed build logs end).
+/// Serves until `shutdown` resolves, then lets open requests finish (streamed build logs end),
+/// with the default [`ServeConfig`].
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let closing = state.closing.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            closing.cancel();
-        })
-        .await
+    serve_with(listener, state, shutdown, ServeConfig::default()).await
 }
 
+/// Whether the server is up and a model is configured. Open to anyone.
+#[utoipa::path(get, path = "/api/health", tag = "meta", security(()),
+    responses((status = 200, body = Object, description = "`{\"ok\": true, \"model\": {\"configured\": …}}`")))]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let model = match state.engine.model_status() {
         Ok(name) => serde_json::json!({"configured": true, "name": name}),
@@ -137,6 +144,9 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(serde_json::json!({"ok": true, "model": model}))
 }
 
+/// This document. Open to anyone.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "meta", security(()),
+    responses((status = 200, body = Object, description = "The OpenAPI 3.1 document")))]
 async fn openapi() -> impl IntoResponse {
     axum::Json(routes::ApiDoc::openapi())
 }

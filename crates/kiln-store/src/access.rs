@@ -8,8 +8,7 @@ use kiln_protocol::api::{AccessMode, RepoAccess, User, UserRef};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashSet;
 
-/// The most members one repo may list.
-const MAX_MEMBERS: usize = 10_000;
+use kiln_protocol::api::REPO_MEMBERS_MAX as MAX_MEMBERS;
 
 fn mode_of(conn: &Connection, repo: &str) -> Result<AccessMode> {
     let mode: Option<String> = conn

@@ -204,6 +204,18 @@ impl SessionLog {
         self.read(|conn| writer::prompts(conn, None)).await
     }
 
+    /// The newest `limit` prompts, oldest first, texts cut at `max_chars` characters (marked
+    /// `text_truncated`), and the number of prompts in all: what a session's detail shows,
+    /// read in one bounded query however long the session runs.
+    pub async fn recent_prompts(
+        &self,
+        limit: usize,
+        max_chars: usize,
+    ) -> Result<(Vec<PromptInfo>, usize)> {
+        self.read(move |conn| writer::recent_prompts(conn, limit, max_chars))
+            .await
+    }
+
     pub async fn prompt(&self, id: &PromptId) -> Result<PromptInfo> {
         let id = id.clone();
         self.read(move |conn| writer::prompt(conn, &id)).await

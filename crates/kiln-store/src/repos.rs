@@ -92,12 +92,7 @@ fn display_url(url: &str, has_credentials: bool) -> String {
 }
 
 fn validate_branch(branch: &str) -> Result<()> {
-    if branch.trim().is_empty() || branch.starts_with('-') {
-        return Err(Error::Invalid(format!(
-            "repo default_branch {branch:?} must be a branch name"
-        )));
-    }
-    Ok(())
+    kiln_protocol::api::check_branch("default_branch", branch).map_err(|e| Error::Invalid(e.0))
 }
 
 impl Store {

@@ -190,6 +190,50 @@ impl Store {
         .await
     }
 
+    /// One page of [`Store::sessions_for`]: at most `limit` sessions listed after the session
+    /// `after` (newest first). `Invalid` when `after` is not one of `user`'s sessions, so a
+    /// cursor cannot probe others' sessions.
+    pub async fn sessions_page(
+        &self,
+        user: &UserId,
+        after: Option<&SessionId>,
+        limit: usize,
+    ) -> Result<Vec<(SessionRow, Role)>> {
+        let (user, after) = (user.clone(), after.cloned());
+        self.control(move |conn| {
+            if let Some(after) = &after {
+                conn.query_row(
+                    "SELECT 1 FROM members WHERE session_id = ?1 AND user_id = ?2",
+                    [after.as_str(), user.as_str()],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "`after` names no session of yours ({after}); start without it"
+                    ))
+                })?;
+            }
+            let sql = format!(
+                "SELECT {SESSION_COLUMNS}, m.role {SESSION_FROM}
+                 JOIN members m ON m.session_id = s.id AND m.user_id = ?1
+                 WHERE ?2 IS NULL
+                    OR (s.created_at_ms, s.rowid) <
+                       (SELECT created_at_ms, rowid FROM sessions WHERE id = ?2)
+                 ORDER BY s.created_at_ms DESC, s.rowid DESC
+                 LIMIT ?3"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt.query_map(
+                params![user.as_str(), after.as_ref().map(SessionId::as_str), limit],
+                |row| Ok((session_row(row)?, parse_col(row, 7, Role::parse)?)),
+            )?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
     /// Every session in the index, closed ones included, oldest first: what start-up recovery
     /// walks to find prompts a crash interrupted.
     pub async fn all_session_ids(&self) -> Result<Vec<SessionId>> {

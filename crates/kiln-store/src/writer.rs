@@ -169,6 +169,7 @@ fn prompt_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PromptInfo> {
             name: row.get(2)?,
         },
         text: row.get(3)?,
+        text_truncated: false,
         status: parse_col(row, 4, PromptStatus::parse)?,
         created_at_ms: row.get(5)?,
     })
@@ -182,6 +183,31 @@ pub(crate) fn prompts(conn: &Connection, status: Option<PromptStatus>) -> Result
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map([status.map(PromptStatus::as_str)], prompt_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The newest `limit` prompts, oldest first, each text cut at `max_chars` characters (SQLite's
+/// `substr` and `length` count characters), and how many prompts there are in all.
+pub(crate) fn recent_prompts(
+    conn: &Connection,
+    limit: usize,
+    max_chars: usize,
+) -> Result<(Vec<PromptInfo>, usize)> {
+    let sql = "SELECT id, author_id, author_name, substr(text, 1, ?2), status, created_at_ms,
+                      length(text) > ?2
+               FROM (SELECT * FROM prompts ORDER BY pos DESC LIMIT ?1) ORDER BY pos";
+    let mut stmt = conn.prepare_cached(sql)?;
+    let (limit, max_chars) = (
+        i64::try_from(limit).unwrap_or(i64::MAX),
+        i64::try_from(max_chars).unwrap_or(i64::MAX),
+    );
+    let rows = stmt.query_map(params![limit, max_chars], |row| {
+        let mut prompt = prompt_row(row)?;
+        prompt.text_truncated = row.get(6)?;
+        Ok(prompt)
+    })?;
+    let prompts = rows.collect::<rusqlite::Result<_>>()?;
+    let total: i64 = conn.query_row("SELECT count(*) FROM prompts", [], |row| row.get(0))?;
+    Ok((prompts, usize::try_from(total).unwrap_or(0)))
 }
 
 pub(crate) fn prompt(conn: &Connection, id: &PromptId) -> Result<PromptInfo> {

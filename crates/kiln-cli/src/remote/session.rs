@@ -256,7 +256,14 @@ fn describe(detail: &SessionDetail, now_ms: i64) -> String {
     for p in &detail.participants {
         out.push_str(&format!("  {} ({})\n", p.user.name, p.role));
     }
-    out.push_str("prompts:\n");
+    let older = detail.prompts_total.saturating_sub(detail.prompts.len());
+    if older > 0 {
+        out.push_str(&format!(
+            "prompts (the newest; {older} older in the event log):\n"
+        ));
+    } else {
+        out.push_str("prompts:\n");
+    }
     let rows: Vec<Vec<String>> = detail
         .prompts
         .iter()

@@ -32,6 +32,6 @@ pub struct SetRepoAccess {
     pub mode: AccessMode,
     /// User ids; every one must exist. At most 10,000.
     #[serde(default)]
-    #[schema(max_items = 10000)]
+    #[schema(max_items = 10_000)]
     pub members: Vec<UserId>,
 }

@@ -4,6 +4,7 @@
 
 mod access;
 mod event;
+mod limits;
 mod rest;
 mod ws;
 
@@ -12,5 +13,6 @@ pub use event::{
     DeliveryMode, EVENT_VERSION, Ephemeral, Event, EventEnvelope, FileChangeKind, PromptOutcome,
     PromptStatus, SandboxState, ToolOutcome, ToolStream, Usage, UserRef,
 };
+pub use limits::*;
 pub use rest::*;
 pub use ws::{ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION};

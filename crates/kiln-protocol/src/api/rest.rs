@@ -24,6 +24,7 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
     #[serde(default)]
     pub admin: bool,
@@ -33,6 +34,7 @@ pub struct CreateUser {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// What the token is for ("laptop", "ci").
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
     /// The user the token acts as; defaults to the caller. Only admins may name another user.
     #[serde(default)]
@@ -101,11 +103,14 @@ pub struct HookSpec {
     pub event: HookEventKind,
     /// Tool names this hook is for: `bash`, `write_file|edit_file`, `*` (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 256)]
     pub matcher: Option<String>,
-    /// argv, not run through a shell.
+    /// argv, not run through a shell; each argument at most 4,096 characters.
+    #[schema(min_items = 1, max_items = 64)]
     pub command: Vec<String>,
     /// 1 to 600; default 60.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 600)]
     pub timeout_secs: Option<u64>,
 }
 
@@ -113,17 +118,28 @@ pub struct HookSpec {
 #[serde(deny_unknown_fields)]
 pub struct CreateRepo {
     /// Short name used in commands: letters, digits, `-`, `_`, `.`.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]*$"
+    )]
     pub name: String,
     /// Anything `git clone` takes: https, ssh, or a local path.
+    #[schema(min_length = 1, max_length = 2048)]
     pub url: String,
+    /// A branch name as git accepts it (`git check-ref-format --branch`); default `main`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub default_branch: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub hooks: Vec<HookSpec>,
     /// An environment definition (TOML) that overrides the repo's `.kiln/environment.toml`.
     #[serde(default)]
+    #[schema(max_length = 65536)]
     pub environment: Option<String>,
 }
 
@@ -131,25 +147,34 @@ pub struct CreateRepo {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRepo {
+    /// A branch name as git accepts it (`git check-ref-format --branch`).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub default_branch: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub hooks: Option<Vec<HookSpec>>,
     /// An environment definition (TOML) that overrides the repo's `.kiln/environment.toml`;
     /// the empty string removes the override.
     #[serde(default)]
+    #[schema(max_length = 65536)]
     pub environment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
+    #[schema(min_length = 1, max_length = 64)]
     pub repo: String,
     /// The first prompt; the session starts working on it at once.
+    #[schema(min_length = 1, max_length = 100000)]
     pub prompt: String,
+    /// Default: the prompt's first line, shortened.
     #[serde(default)]
+    #[schema(max_length = 200)]
     pub title: Option<String>,
 }
 
@@ -186,18 +211,35 @@ pub struct Participant {
 pub struct PromptInfo {
     pub id: PromptId,
     pub author: UserRef,
+    /// In a session's detail, cut at [`PROMPT_PREVIEW_CHARS`] (see `text_truncated`); the
+    /// whole text is in the session's `prompt_queued` event.
     pub text: String,
+    /// Whether `text` was cut.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub text_truncated: bool,
     pub status: PromptStatus,
     pub created_at_ms: i64,
 }
+
+/// Prompts a session's detail carries, newest first: the detail stays small however long the
+/// session runs.
+pub const DETAIL_PROMPTS: usize = 50;
+/// Characters of each prompt's text in a session's detail.
+pub const PROMPT_PREVIEW_CHARS: usize = 2_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SessionDetail {
     #[serde(flatten)]
     pub summary: SessionSummary,
     pub participants: Vec<Participant>,
-    /// Every prompt, oldest first; the queue is those with status `queued`.
+    /// The newest prompts (at most [`DETAIL_PROMPTS`]), oldest first, each text cut at
+    /// [`PROMPT_PREVIEW_CHARS`] characters; the queue is those with status `queued`. Every
+    /// prompt, in full, is in the event log (`prompt_queued` events, `GET …/events`).
     pub prompts: Vec<PromptInfo>,
+    /// How many prompts the session has; more than `prompts` holds when older ones were left
+    /// out.
+    #[serde(default)]
+    pub prompts_total: usize,
     pub delivery: DeliveryMode,
     pub sandbox: Option<SandboxState>,
     /// The last event's seq; subscribe with `after_seq` = this to get only what comes next.
@@ -215,6 +257,7 @@ pub struct SessionCreated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendPrompt {
+    #[schema(min_length = 1, max_length = 100000)]
     pub text: String,
 }
 

@@ -236,7 +236,8 @@ pub(crate) async fn pool(
 /// Warm-up while typing: the caller is writing a prompt for this repo; hold a warm sandbox
 /// for their next session (for a short time).
 #[utoipa::path(post, path = "/api/repos/{name}/warm", tag = "repos", params(("name" = String, Path)),
-    responses((status = 200, body = WarmReply), (status = 404, body = kiln_protocol::api::ApiError)))]
+    responses((status = 200, body = WarmReply), (status = 404, body = kiln_protocol::api::ApiError),
+        (status = 429, body = kiln_protocol::api::ApiError, description = "Too many sandboxes of the caller's at once")))]
 pub(crate) async fn warm(
     State(state): State<AppState>,
     caller: Caller,

@@ -6,21 +6,22 @@
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{Error, Result};
-use crate::extract::{Json, Path, Query};
+use crate::extract::{Json, OptionalJson, Path, Query};
 use axum::extract::State;
 use axum::http::StatusCode;
 use kiln_core::{Role, SessionId};
 use kiln_protocol::api::{
-    CreateSession, CreateShare, EventsPage, PromptAccepted, SendPrompt, SessionCreated,
-    SessionDetail, SessionSummary, ShareCreated, StartPhases, StartStats, StopSession,
-    UpdateSession,
+    CreateSession, CreateShare, DETAIL_PROMPTS, EventsPage, PROMPT_PREVIEW_CHARS, PromptAccepted,
+    SendPrompt, SessionCreated, SessionDetail, SessionSummary, ShareCreated, StartPhases,
+    StartStats, StopSession, UpdateSession,
 };
 use serde::Deserialize;
 
 type ApiError = kiln_protocol::api::ApiError;
 
 #[utoipa::path(post, path = "/api/sessions", tag = "sessions", request_body = CreateSession,
-    responses((status = 201, body = SessionCreated), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+    responses((status = 201, body = SessionCreated), (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 429, body = ApiError, description = "Too many sessions of the caller's at once")))]
 pub(crate) async fn create_session(
     State(state): State<AppState>,
     caller: Caller,
@@ -34,13 +35,38 @@ pub(crate) async fn create_session(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-#[utoipa::path(get, path = "/api/sessions", tag = "sessions",
-    responses((status = 200, body = Vec<SessionSummary>)))]
+/// Sessions listed at once by default, and at most.
+const SESSIONS_PAGE: usize = 100;
+const SESSIONS_PAGE_MAX: usize = 500;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SessionsQuery {
+    /// At most this many sessions (default 100, at most 500).
+    #[param(minimum = 1, maximum = 500)]
+    pub(crate) limit: Option<usize>,
+    /// Only sessions listed after this one: pass the last id of the previous page. A page
+    /// shorter than `limit` is the last.
+    pub(crate) after: Option<SessionId>,
+}
+
+/// The caller's sessions, newest first, a page at a time.
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions", params(SessionsQuery),
+    responses((status = 200, body = Vec<SessionSummary>), (status = 400, body = ApiError)))]
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
+    Query(query): Query<SessionsQuery>,
 ) -> Result<Json<Vec<SessionSummary>>> {
-    let rows = state.store.sessions_for(&caller.0.id).await?;
+    let limit = query
+        .limit
+        .unwrap_or(SESSIONS_PAGE)
+        .clamp(1, SESSIONS_PAGE_MAX);
+    let rows = state
+        .store
+        .sessions_page(&caller.0.id, query.after.as_ref(), limit)
+        .await?;
     Ok(Json(
         rows.iter()
             .map(|(row, role)| state.engine.summary(row, *role))
@@ -65,10 +91,14 @@ const START_EVENTS: usize = 2_000;
 async fn detail(state: &AppState, id: &SessionId, role: Role) -> Result<SessionDetail> {
     let row = state.store.session_row(id).await?;
     let log = state.store.open_session(id).await?;
+    let (prompts, prompts_total) = log
+        .recent_prompts(DETAIL_PROMPTS, PROMPT_PREVIEW_CHARS)
+        .await?;
     Ok(SessionDetail {
         summary: state.engine.summary(&row, role),
         participants: state.store.members(id).await?,
-        prompts: log.prompts().await?,
+        prompts,
+        prompts_total,
         delivery: log.delivery_mode().await?,
         sandbox: state.engine.sandbox_state(id),
         head_seq: log.head_seq().await,
@@ -100,7 +130,8 @@ pub(crate) async fn update_session(
 
 #[utoipa::path(post, path = "/api/sessions/{id}/prompts", tag = "sessions", params(("id" = String, Path)),
     request_body = SendPrompt,
-    responses((status = 202, body = PromptAccepted), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+    responses((status = 202, body = PromptAccepted), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, body = ApiError, description = "The session is closed")))]
 pub(crate) async fn send_prompt(
     State(state): State<AppState>,
     caller: Caller,
@@ -121,21 +152,15 @@ pub(crate) async fn send_prompt(
 }
 
 #[utoipa::path(post, path = "/api/sessions/{id}/stop", tag = "sessions", params(("id" = String, Path)),
-    request_body = StopSession,
+    request_body(content = Option<StopSession>, description = "Optional: an empty body stops without clearing the queue"),
     responses((status = 204), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(crate) async fn stop_session(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<SessionId>,
-    body: axum::body::Bytes,
-) -> Result<StatusCode> {
     // The body is optional: an empty POST stops without clearing the queue.
-    let body: StopSession = if body.iter().all(u8::is_ascii_whitespace) {
-        StopSession::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| Error::BadRequest(format!("bad stop request: {e}")))?
-    };
+    OptionalJson(body): OptionalJson<StopSession>,
+) -> Result<StatusCode> {
     let role = caller.role_in(&state, &id).await?;
     if !role.can_stop() {
         return Err(Error::Forbidden("viewers cannot stop the agent".into()));
@@ -190,13 +215,19 @@ pub(crate) async fn join(
     Ok(Json(state.engine.summary(&row, role)))
 }
 
+/// A page of events ends once it holds this many bytes of JSON.
+const EVENTS_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
     /// Return events with seq greater than this; 0 for all.
     #[serde(default)]
     pub(crate) after_seq: u64,
-    /// At most this many (default 500, at most 5,000).
+    /// At most this many (default 500, at most 5,000); a page also ends at 4 MiB of JSON.
+    /// Page on with `after_seq` = the page's `next_after_seq`.
+    #[param(minimum = 1, maximum = 5000)]
     pub(crate) limit: Option<usize>,
 }
 
@@ -213,7 +244,16 @@ pub(crate) async fn events(
     let limit = query.limit.unwrap_or(500).clamp(1, 5_000);
     let log = state.store.open_session(&id).await?;
     let head_seq = log.head_seq().await;
-    let events = log.read_after(query.after_seq, limit).await?;
+    let mut events = log.read_after(query.after_seq, limit).await?;
+    // A page also stops at EVENTS_PAGE_BYTES (a prompt's event alone may be 400 KB); the
+    // first event always fits, so paging makes progress.
+    let mut bytes = 0;
+    if let Some(keep) = events.iter().position(|event| {
+        bytes += serde_json::to_string(event).map_or(0, |json| json.len());
+        bytes > EVENTS_PAGE_BYTES
+    }) {
+        events.truncate(keep.max(1));
+    }
     let next_after_seq = events.last().map_or(query.after_seq, |e| e.seq);
     Ok(Json(EventsPage {
         events,

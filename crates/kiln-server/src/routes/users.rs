@@ -16,7 +16,8 @@ pub(crate) async fn me(caller: Caller) -> Json<Me> {
 }
 
 #[utoipa::path(post, path = "/api/users", tag = "users", request_body = CreateUser,
-    responses((status = 201, body = User), (status = 403, body = kiln_protocol::api::ApiError),
+    responses((status = 201, body = User), (status = 400, body = kiln_protocol::api::ApiError),
+        (status = 403, body = kiln_protocol::api::ApiError),
         (status = 409, body = kiln_protocol::api::ApiError)))]
 pub(crate) async fn create_user(
     State(state): State<AppState>,
@@ -25,7 +26,7 @@ pub(crate) async fn create_user(
 ) -> Result<(StatusCode, Json<User>)> {
     caller.require_admin()?;
     let name = body.name.trim();
-    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
         return Err(Error::BadRequest(
             "user name must be 1 to 64 characters without control characters".into(),
         ));
@@ -45,7 +46,8 @@ pub(crate) async fn list_users(
 }
 
 #[utoipa::path(post, path = "/api/tokens", tag = "users", request_body = CreateToken,
-    responses((status = 201, body = TokenCreated), (status = 403, body = kiln_protocol::api::ApiError)))]
+    responses((status = 201, body = TokenCreated), (status = 403, body = kiln_protocol::api::ApiError),
+        (status = 404, body = kiln_protocol::api::ApiError, description = "No such user")))]
 pub(crate) async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -59,9 +61,9 @@ pub(crate) async fn create_token(
         _ => caller.0.id.clone(),
     };
     let name = body.name.trim();
-    if name.is_empty() || name.len() > 64 {
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
         return Err(Error::BadRequest(
-            "token name must be 1 to 64 characters".into(),
+            "token name must be 1 to 64 characters without control characters".into(),
         ));
     }
     let created = state.store.create_token(&user, name).await?;

@@ -29,25 +29,31 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read from a socket at a time. Clients send small frames rarely, and tungstenite
 /// zero-fills the whole read buffer (128 KiB by default) before each read.
 const READ_BUFFER: usize = 4 * 1024;
+/// The largest message (and frame) a client may send. Client frames are small (typing, ping,
+/// a repo name); tungstenite's default of 64 MiB let one client grow the server by as much
+/// per socket. A larger message ends the connection before its payload is read.
+pub(crate) const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 /// WebSocket pings keep idle connections (and proxies) alive and find dead peers.
 const PING_EVERY: Duration = Duration::from_secs(25);
 
+/// The session socket's query. A browser's `?token=` is read by [`crate::auth::Caller`] and
+/// documented as the `token` security scheme.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct WsQuery {
     /// Replay events with seq greater than this, then stream live ones.
     #[serde(default)]
     pub(crate) after_seq: u64,
-    /// For browsers, which cannot set headers on a WebSocket: the API token. Read by
-    /// [`crate::auth::Caller`] from the raw query; declared here for the OpenAPI document.
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub(crate) token: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/sessions/{id}/ws", tag = "sessions",
     params(("id" = String, Path), WsQuery),
-    responses((status = 101, description = "WebSocket of ServerFrame JSON text messages"),
-        (status = 404, body = kiln_protocol::api::ApiError)))]
+    security(("bearer" = []), ("cookie" = []), ("token" = [])),
+    responses((status = 101, description = "WebSocket of ServerFrame JSON text messages; \
+        client messages over 64 KiB close it"),
+        (status = 400, body = kiln_protocol::api::ApiError, description = "Not a WebSocket upgrade"),
+        (status = 404, body = kiln_protocol::api::ApiError),
+        (status = 426, body = kiln_protocol::api::ApiError, description = "The connection cannot be upgraded")))]
 pub(crate) async fn ws(
     State(state): State<AppState>,
     caller: Caller,
@@ -64,6 +70,8 @@ pub(crate) async fn ws(
     let closing = state.closing.clone();
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| async move {
             pump(
                 socket,
@@ -79,9 +87,11 @@ pub(crate) async fn ws(
 }
 
 #[utoipa::path(get, path = "/api/ws", tag = "users",
-    params(WsQuery),
-    responses((status = 101, description = "WebSocket of UserServerFrame JSON text messages"),
-        (status = 401, body = kiln_protocol::api::ApiError)))]
+    security(("bearer" = []), ("cookie" = []), ("token" = [])),
+    responses((status = 101, description = "WebSocket of UserServerFrame JSON text messages; \
+        client messages over 64 KiB close it"),
+        (status = 400, body = kiln_protocol::api::ApiError, description = "Not a WebSocket upgrade"),
+        (status = 426, body = kiln_protocol::api::ApiError, description = "The connection cannot be upgraded")))]
 pub(crate) async fn user_ws(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,6 +99,8 @@ pub(crate) async fn user_ws(
 ) -> Response {
     upgrade
         .read_buffer_size(READ_BUFFER)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| user_pump(socket, state.engine, caller, state.closing))
 }
 

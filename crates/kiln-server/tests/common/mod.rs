@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod conformance;
+
 use futures_util::{SinkExt, StreamExt};
 use kiln_core::SessionId;
 use kiln_engine::{Engine, EngineConfig};
@@ -25,6 +27,9 @@ pub struct TestApp {
     pub provider: LocalProvider,
     pub dir: tempfile::TempDir,
     pub repo_url: String,
+    /// The server's OpenAPI document: every response [`TestApp::request`] gets is checked
+    /// against it.
+    pub api: Arc<conformance::Conformance>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -53,6 +58,19 @@ impl TestApp {
     }
 
     pub async fn with_config(config: EngineConfig) -> TestApp {
+        TestApp::with_configs(config, kiln_server::ServeConfig::default()).await
+    }
+
+    /// A kiln with the fake model and these connection limits.
+    pub async fn with_serve_config(model: &FakeModel, serve: kiln_server::ServeConfig) -> TestApp {
+        let config = EngineConfig {
+            model: Some(fake_model_config(model)),
+            ..EngineConfig::default()
+        };
+        TestApp::with_configs(config, serve).await
+    }
+
+    pub async fn with_configs(config: EngineConfig, serve: kiln_server::ServeConfig) -> TestApp {
         // Short path (sockets) under /tmp, traversable by the sandbox uid.
         let dir = tempfile::Builder::new()
             .prefix("ks-")
@@ -79,12 +97,24 @@ impl TestApp {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let state = kiln_server::AppState::new(engine.clone());
         let server = tokio::spawn(async move {
-            kiln_server::serve(listener, state, async {
-                let _ = rx.await;
-            })
+            kiln_server::serve_with(
+                listener,
+                state,
+                async {
+                    let _ = rx.await;
+                },
+                serve,
+            )
             .await
             .unwrap();
         });
+        let document = reqwest::get(format!("{url}/api/openapi.json"))
+            .await
+            .expect("the OpenAPI document")
+            .json()
+            .await
+            .expect("the OpenAPI document is JSON");
+        let api = Arc::new(conformance::Conformance::new(document));
         let app = TestApp {
             url,
             admin_token,
@@ -92,6 +122,7 @@ impl TestApp {
             provider,
             dir,
             repo_url,
+            api,
             shutdown: Some(tx),
             server: Some(server),
         };
@@ -118,7 +149,7 @@ impl TestApp {
         body: Option<Value>,
     ) -> (u16, Value) {
         let client = reqwest::Client::new();
-        let mut request = client.request(method, format!("{}{path}", self.url));
+        let mut request = client.request(method.clone(), format!("{}{path}", self.url));
         if !token.is_empty() {
             request = request.bearer_auth(token);
         }
@@ -129,6 +160,9 @@ impl TestApp {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if let Err(mismatch) = self.api.check(method.as_str(), path, status, &value) {
+            panic!("the API document is wrong (or the server is): {mismatch}");
+        }
         (status, value)
     }
 
