@@ -14,7 +14,9 @@ use crate::workspace::WORKDIR;
 use kiln_model::{
     ContentBlock, Message, MessageRole, ModelClient, ModelRequest, StopReason, StreamEvent,
 };
-use kiln_protocol::api::{Event, PromptInfo, PromptOutcome, PromptStatus, ToolOutcome, Usage};
+use kiln_protocol::api::{
+    ErrorKind, Event, PromptInfo, PromptOutcome, PromptStatus, ToolOutcome, Usage,
+};
 use kiln_sandbox::Sandbox;
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,8 +40,8 @@ enum End {
     Shutdown,
 }
 
-/// Why the loop could not go on.
-struct Failure(String);
+/// Why the loop could not go on: what kind of failure, and the message for people.
+struct Failure(ErrorKind, String);
 
 impl<'a> PromptRun<'a> {
     pub(crate) fn new(
@@ -61,9 +63,10 @@ impl<'a> PromptRun<'a> {
     pub(crate) async fn run(mut self) {
         let end = match self.agent_loop().await {
             Ok(end) => end,
-            Err(Failure(message)) => {
+            Err(Failure(kind, message)) => {
                 self.emit(Event::Error {
                     prompt_id: Some(self.prompt.id.clone()),
+                    kind,
                     message,
                 })
                 .await;
@@ -119,7 +122,7 @@ impl<'a> PromptRun<'a> {
 
     async fn agent_loop(&mut self) -> Result<End, Failure> {
         let Some(model) = self.inner.model.clone() else {
-            return Err(Failure(NO_MODEL.to_string()));
+            return Err(Failure(ErrorKind::NoModel, NO_MODEL.to_string()));
         };
         self.hooks = self.load_hooks().await?;
         // The user's words, possibly with context from prompt-submit hooks.
@@ -133,10 +136,13 @@ impl<'a> PromptRun<'a> {
             )
             .await;
         if let Some(blocked) = submit.blocked {
-            return Err(Failure(format!(
-                "the hook {} refused this prompt: {}",
-                blocked.hook, blocked.reason
-            )));
+            return Err(Failure(
+                ErrorKind::Hook,
+                format!(
+                    "the hook {} refused this prompt: {}",
+                    blocked.hook, blocked.reason
+                ),
+            ));
         }
         let mut text = self.prompt.text.clone();
         if let Some(context) = submit.context_text() {
@@ -146,7 +152,7 @@ impl<'a> PromptRun<'a> {
         let mut conversation = self.load_conversation().await?;
         self.close_unanswered_calls(&mut conversation).await?;
         let sandbox = tokio::select! {
-            sandbox = self.actor.sandbox(self.inner) => sandbox.map_err(|e| Failure(format!("the sandbox is not available: {e}")))?,
+            sandbox = self.actor.sandbox(self.inner) => sandbox.map_err(|e| Failure(ErrorKind::Sandbox, format!("the sandbox is not available: {e}")))?,
             _ = self.cancel.cancelled() => return Ok(self.cancelled_end()),
         };
         let system = self.system_prompt(&sandbox).await;
@@ -263,7 +269,12 @@ impl<'a> PromptRun<'a> {
             .store
             .repo(&self.actor.repo.name)
             .await
-            .map_err(|e| Failure(format!("cannot read the repo's settings: {e}")))?;
+            .map_err(|e| {
+                Failure(
+                    ErrorKind::Storage,
+                    format!("cannot read the repo's settings: {e}"),
+                )
+            })?;
         // The write gate first: nothing writes to a checkout that is still syncing.
         let gate = self
             .actor
@@ -272,10 +283,10 @@ impl<'a> PromptRun<'a> {
         chain.extend(self.inner.hooks.iter().cloned());
         for spec in &repo.hooks {
             let hook = HookConfig::from(spec).build().map_err(|e| {
-                Failure(format!(
-                    "the repo's hook {:?} is invalid: {e}",
-                    spec.command
-                ))
+                Failure(
+                    ErrorKind::Hook,
+                    format!("the repo's hook {:?} is invalid: {e}", spec.command),
+                )
             })?;
             chain.push(hook);
         }
@@ -318,7 +329,7 @@ impl<'a> PromptRun<'a> {
         })
         .await;
         let mut stream = tokio::select! {
-            stream = model.stream(&request) => stream.map_err(|e| Failure(format!("the model request failed: {e}")))?,
+            stream = model.stream(&request) => stream.map_err(|e| Failure(ErrorKind::Model, format!("the model request failed: {e}")))?,
             _ = self.cancel.cancelled() => return Ok(None),
         };
         let mut blocks: Vec<ContentBlock> = Vec::new();
@@ -358,11 +369,17 @@ impl<'a> PromptRun<'a> {
                 }
                 Some(Err(e)) => {
                     let _ = self.keep_partial(blocks).await;
-                    return Err(Failure(format!("the model stream failed: {e}")));
+                    return Err(Failure(
+                        ErrorKind::Model,
+                        format!("the model stream failed: {e}"),
+                    ));
                 }
                 None => {
                     let _ = self.keep_partial(blocks).await;
-                    return Err(Failure("the model stream ended without finishing".into()));
+                    return Err(Failure(
+                        ErrorKind::Model,
+                        "the model stream ended without finishing".into(),
+                    ));
                 }
             }
         }
@@ -539,7 +556,7 @@ impl<'a> PromptRun<'a> {
                 Ok(queued)
             })
             .await
-            .map_err(|e| Failure(format!("cannot read the queue: {e}")))?;
+            .map_err(|e| Failure(ErrorKind::Storage, format!("cannot read the queue: {e}")))?;
         if inserted.is_empty() {
             return Ok(());
         }
@@ -582,17 +599,21 @@ impl<'a> PromptRun<'a> {
     }
 
     async fn load_conversation(&self) -> Result<Vec<Message>, Failure> {
-        let stored = self
-            .actor
-            .log
-            .messages()
-            .await
-            .map_err(|e| Failure(format!("cannot read the conversation: {e}")))?;
+        let stored = self.actor.log.messages().await.map_err(|e| {
+            Failure(
+                ErrorKind::Storage,
+                format!("cannot read the conversation: {e}"),
+            )
+        })?;
         stored
             .into_iter()
             .map(|value| {
-                serde_json::from_value(value)
-                    .map_err(|e| Failure(format!("the stored conversation is unreadable: {e}")))
+                serde_json::from_value(value).map_err(|e| {
+                    Failure(
+                        ErrorKind::Storage,
+                        format!("the stored conversation is unreadable: {e}"),
+                    )
+                })
             })
             .collect()
     }
@@ -645,7 +666,12 @@ impl<'a> PromptRun<'a> {
             .write(move |w| w.push_message(&prompt, &value))
             .await
             .map(|_| ())
-            .map_err(|e| Failure(format!("cannot store the conversation: {e}")))
+            .map_err(|e| {
+                Failure(
+                    ErrorKind::Storage,
+                    format!("cannot store the conversation: {e}"),
+                )
+            })
     }
 
     async fn replace_last(&self, message: &Message) -> Result<(), Failure> {
@@ -655,7 +681,12 @@ impl<'a> PromptRun<'a> {
             .write(move |w| w.replace_last_message(&value))
             .await
             .map(|_| ())
-            .map_err(|e| Failure(format!("cannot store the conversation: {e}")))
+            .map_err(|e| {
+                Failure(
+                    ErrorKind::Storage,
+                    format!("cannot store the conversation: {e}"),
+                )
+            })
     }
 
     async fn emit(&self, event: Event) {

@@ -14,8 +14,8 @@ use crate::{Error, Result};
 use futures_util::FutureExt;
 use kiln_core::PromptId;
 use kiln_protocol::api::{
-    DeliveryMode, Event, PromptAccepted, PromptInfo, PromptOutcome, PromptStatus, SandboxState,
-    Usage, UserRef,
+    DeliveryMode, ErrorKind, Event, PromptAccepted, PromptInfo, PromptOutcome, PromptStatus,
+    SandboxState, Usage, UserRef,
 };
 use kiln_sandbox::{Sandbox, SandboxId};
 use kiln_store::SessionLog;
@@ -290,6 +290,7 @@ impl SessionActor {
                 w.set_prompt_status(&prompt_id, PromptStatus::Failed)?;
                 w.event(Event::Error {
                     prompt_id: Some(prompt_id.clone()),
+                    kind: ErrorKind::Internal,
                     message: "the prompt stopped on an internal error in kiln (the server log \
                               has the details); the session goes on: send the prompt again"
                         .into(),
@@ -609,6 +610,7 @@ impl SessionActor {
                         .log
                         .append(Event::Error {
                             prompt_id: None,
+                            kind: ErrorKind::Sync,
                             message,
                         })
                         .await

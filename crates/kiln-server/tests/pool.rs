@@ -38,9 +38,19 @@ async fn sessions_claim_warm_sandboxes_and_the_pool_refills_and_follows_new_imag
 
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "hello").await;
+    // A text-only prompt does not wait for the sync (only writes do): wait for both.
     let events = app
         .wait_until(&token, &session, |e| {
-            finished(e, PromptOutcome::Completed) == 1
+            let ready = e.iter().any(|e| {
+                matches!(
+                    e.event,
+                    Event::SandboxStatus {
+                        state: SandboxState::Ready,
+                        ..
+                    }
+                )
+            });
+            ready && finished(e, PromptOutcome::Completed) == 1
         })
         .await;
     let statuses: Vec<_> = events

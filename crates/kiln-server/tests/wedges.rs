@@ -8,7 +8,7 @@ mod common;
 use common::{TestApp, fake_model_config, is_finished};
 use kiln_engine::EngineConfig;
 use kiln_engine::hooks::{Hook, HookContext, HookEvent, HookOutcome};
-use kiln_protocol::api::{Event, PromptOutcome};
+use kiln_protocol::api::{ErrorKind, Event, PromptOutcome};
 use kiln_testkit::{FakeModel, Script, Turn};
 use serde_json::json;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ async fn a_session_whose_sync_failed_keeps_answering_prompts_and_typing() {
     let session = app.new_session(&token, "go").await;
     app.wait_until(&token, &session, |events| {
         let failed = events.iter().any(|e| {
-            matches!(&e.event, Event::Error { message, .. } if message.contains("syncing the checkout failed"))
+            matches!(&e.event, Event::Error { message, kind: ErrorKind::Sync, .. } if message.contains("syncing the checkout failed"))
         });
         failed && outcomes(events).len() == 1
     })
@@ -126,7 +126,7 @@ async fn a_prompt_whose_run_panics_fails_with_an_event_and_the_session_goes_on()
     assert_eq!(outcomes(&events), [PromptOutcome::Failed]);
     assert!(
         events.iter().any(|e| matches!(&e.event,
-            Event::Error { message, prompt_id: Some(_) } if message.contains("internal error"))),
+            Event::Error { message, prompt_id: Some(_), kind: ErrorKind::Internal } if message.contains("internal error"))),
         "{events:#?}"
     );
 

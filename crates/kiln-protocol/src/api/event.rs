@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Bumped when an event's meaning changes or a variant is added.
-pub const EVENT_VERSION: u32 = 1;
+pub const EVENT_VERSION: u32 = 2;
 
 /// One event as stored and as sent: its place in the log, when it happened, what happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -131,12 +131,38 @@ pub enum Event {
     SettingsChanged {
         delivery: DeliveryMode,
     },
-    /// Something went wrong; `message` says what and what to do.
+    /// Something went wrong; `message` says what and what to do, `kind` lets a client act on
+    /// it without reading the message (events of version 1 have none: `other`).
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prompt_id: Option<PromptId>,
+        #[serde(default)]
+        kind: ErrorKind,
         message: String,
     },
+}
+
+/// What kind of failure an [`Event::Error`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// No model is configured on the server: an admin must set one.
+    NoModel,
+    /// The model provider refused or failed the request, or its stream broke.
+    Model,
+    /// A hook refused the prompt, or the repo's hooks are invalid.
+    Hook,
+    /// The session's sandbox could not be made or restored, or went away mid-prompt.
+    Sandbox,
+    /// The checkout could not be synced with the default branch: writes wait.
+    Sync,
+    /// kiln could not read or write its own state.
+    Storage,
+    /// A bug in kiln: the server log has the details.
+    Internal,
+    /// Anything else (and every error recorded before kinds existed).
+    #[default]
+    Other,
 }
 
 impl Event {
@@ -309,6 +335,28 @@ pub enum SandboxState {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn errors_of_version_1_decode_without_a_kind() {
+        let old = r#"{"type":"error","message":"the model request failed: 529"}"#;
+        let event: Event = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            event,
+            Event::Error {
+                prompt_id: None,
+                kind: ErrorKind::Other,
+                message: "the model request failed: 529".into(),
+            }
+        );
+        let new = serde_json::to_value(Event::Error {
+            prompt_id: None,
+            kind: ErrorKind::NoModel,
+            message: "set KILN_MODEL".into(),
+        })
+        .unwrap();
+        assert_eq!(new["kind"], "no_model");
+    }
+
     use super::*;
 
     #[test]

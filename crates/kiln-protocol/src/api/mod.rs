@@ -10,8 +10,8 @@ mod ws;
 
 pub use access::{AccessMode, RepoAccess, SetRepoAccess};
 pub use event::{
-    DeliveryMode, EVENT_VERSION, Ephemeral, Event, EventEnvelope, FileChangeKind, PromptOutcome,
-    PromptStatus, SandboxState, ToolOutcome, ToolStream, Usage, UserRef,
+    DeliveryMode, EVENT_VERSION, Ephemeral, ErrorKind, Event, EventEnvelope, FileChangeKind,
+    PromptOutcome, PromptStatus, SandboxState, ToolOutcome, ToolStream, Usage, UserRef,
 };
 pub use limits::*;
 pub use rest::*;

@@ -41,6 +41,7 @@ pub async fn session() -> (TempDir, Store, UserId, SessionLog) {
 pub fn numbered(n: u64) -> Event {
     Event::Error {
         prompt_id: None,
+        kind: kiln_protocol::api::ErrorKind::Other,
         message: format!("event {n}"),
     }
 }
