@@ -5,6 +5,7 @@
 use crate::db::{json_col, now_ms};
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::stored::StoredRuntime;
 use kiln_protocol::api::ImageRuntime;
 use rusqlite::{OptionalExtension, params};
 use std::path::PathBuf;
@@ -63,7 +64,7 @@ fn image_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRecord> {
         duration_ms: row.get::<_, i64>(9)? as u64,
         size_bytes: row.get::<_, i64>(10)? as u64,
         created_at_ms: row.get(11)?,
-        runtime: json_col(row, 12)?,
+        runtime: json_col::<StoredRuntime>(row, 12)?.into(),
         collected_at_ms: row.get(13)?,
     })
 }
@@ -74,7 +75,7 @@ impl Store {
         let mut image = image.clone();
         image.created_at_ms = now_ms();
         let layers = serde_json::to_string(&image.layers)?;
-        let runtime = serde_json::to_string(&image.runtime)?;
+        let runtime = serde_json::to_string(&StoredRuntime::from(&image.runtime))?;
         self.control(move |conn| {
             conn.execute(
                 &format!(

@@ -30,6 +30,7 @@ mod repos;
 mod schema;
 mod sessions;
 mod store;
+mod stored;
 mod subscription;
 mod writer;
 

@@ -4,6 +4,7 @@
 use crate::db::{json_col, now_ms};
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::stored::{StoredHook, hooks_json};
 use kiln_core::Secret;
 use kiln_protocol::api::{CreateRepo, HookSpec, Repo, UpdateRepo};
 use rusqlite::{OptionalExtension, params};
@@ -28,7 +29,8 @@ fn validate_name(name: &str) -> Result<()> {
 }
 
 fn repo_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Repo> {
-    let hooks: Vec<HookSpec> = json_col(row, 5)?;
+    let hooks: Vec<StoredHook> = json_col(row, 5)?;
+    let hooks = hooks.into_iter().map(HookSpec::from).collect();
     let url: String = row.get(1)?;
     let credentials: Option<String> = row.get(7)?;
     Ok(Repo {
@@ -118,7 +120,7 @@ impl Store {
             environment: repo.environment.clone().filter(|e| !e.is_empty()),
             created_at_ms: now_ms(),
         };
-        let hooks = serde_json::to_string(&repo.hooks)?;
+        let hooks = hooks_json(&repo.hooks)?;
         self.control(move |conn| {
             conn.execute(
                 "INSERT INTO repos (name, url, default_branch, description, created_at_ms, hooks,
@@ -166,11 +168,7 @@ impl Store {
         if let Some(branch) = &update.default_branch {
             validate_branch(branch)?;
         }
-        let hooks = update
-            .hooks
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()?;
+        let hooks = update.hooks.as_deref().map(hooks_json).transpose()?;
         let (name, update) = (name.to_string(), update.clone());
         self.control(move |conn| {
             let changed = conn.execute(

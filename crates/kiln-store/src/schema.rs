@@ -81,7 +81,7 @@ pub(crate) const CONTROL: &[Migration] = &[
     },
     Migration {
         name: "repo hooks",
-        // A JSON array of `HookSpec`s: read and written whole, never queried inside.
+        // A JSON array of `stored::StoredHook`s: read and written whole, never queried inside.
         sql: "ALTER TABLE repos ADD COLUMN hooks TEXT NOT NULL DEFAULT '[]';",
     },
     Migration {
@@ -110,7 +110,7 @@ pub(crate) const CONTROL: &[Migration] = &[
         sql: "
         -- An environment definition (TOML) set through the API, overriding the repo's file.
         ALTER TABLE repos ADD COLUMN environment TEXT;
-        -- JSON `ImageRuntime`: the env and limits of every sandbox made from the image.
+        -- JSON `stored::StoredRuntime`: the env and limits of every sandbox made from the image.
         ALTER TABLE images ADD COLUMN runtime TEXT NOT NULL DEFAULT '{}';
         -- Set when the garbage collector removed the image's layers; the record stays.
         ALTER TABLE images ADD COLUMN collected_at_ms INTEGER;
