@@ -188,3 +188,70 @@ fn the_sandboxes_memory_and_pids_budget_is_configurable() {
         "0 means no bound: {text}"
     );
 }
+
+/// With debug logs on, every request has its span — method and path — and no credential
+/// reaches the log, not even a token in a WebSocket upgrade's query.
+#[test]
+fn debug_logs_trace_requests_without_credentials() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("kl-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let data = dir.path().join("data");
+    let mut child = kiln()
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("KILN_LOG", "debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let url = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "kiln up ended: {log}"
+        );
+        log.push_str(&line);
+        if let Some(url) = line.trim().strip_prefix("kiln listening on http://") {
+            break url.to_string();
+        }
+    };
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let token = token.trim();
+    for request in [
+        format!(
+            "GET /api/me HTTP/1.1\r\nHost: {url}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ),
+        format!(
+            "GET /api/ws?token={token} HTTP/1.1\r\nHost: {url}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ),
+    ] {
+        let mut stream = std::net::TcpStream::connect(&url).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).unwrap();
+        let head = String::from_utf8_lossy(&head).to_string();
+        assert!(head.ends_with("200") || head.ends_with("101"), "{head}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = stderr.read_to_string(&mut log);
+    let _ = child.wait();
+    assert!(log.contains("path=/api/me"), "{log}");
+    assert!(log.contains("path=/api/ws"), "{log}");
+    assert!(!log.contains(token), "a token reached the log:\n{log}");
+    assert!(
+        !log.contains(&token[5..]),
+        "a token reached the log:\n{log}"
+    );
+}

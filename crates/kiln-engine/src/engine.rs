@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Runs sessions. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -353,8 +354,10 @@ impl Engine {
             step_timeout: self.inner.config.image_step_timeout,
             max_layers: self.inner.config.image_max_layers,
         };
+        let span = tracing::info_span!("image_build", repo = %repo.name, image = %build.id);
         let image = builder
             .build(repo, &build.id, &build.log)
+            .instrument(span)
             .await
             .inspect_err(|e| {
                 build

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Debug)]
 pub(crate) struct SessionActor {
@@ -260,7 +261,10 @@ impl SessionActor {
                 state.stopped_by = None;
             }
             let prompt_id = prompt.id.clone();
-            let run = PromptRun::new(inner, &self, prompt, cancel).run();
+            let span = tracing::info_span!("prompt", session = %self.log.id(), prompt = %prompt_id);
+            let run = PromptRun::new(inner, &self, prompt, cancel)
+                .run()
+                .instrument(span);
             // A bug in one prompt's run must not take the session down with it: the prompt
             // fails with an event, and the queue goes on.
             if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
@@ -580,46 +584,50 @@ impl SessionActor {
         self.sync.send_replace(SyncState::Pending);
         let (actor, workspaces) = (self.clone(), inner.workspaces.clone());
         let shutdown = inner.shutdown.clone();
-        inner.tracker.spawn(async move {
-            // Waits for a warm-up's sync of the same checkout, if one is running.
-            let mut at = checkout.lock().await;
-            let target = SyncTarget::Branch {
-                session: actor.log.id(),
-                author: actor.git_identity(),
-            };
-            let sync = workspaces.sync(&sandbox, &actor.repo, &at, target);
-            let result = tokio::select! {
-                result = sync => result,
-                _ = shutdown.cancelled() => return,
-            };
-            match result {
-                Ok(head) => {
-                    *at = head;
-                    actor.sync.send_replace(SyncState::Done);
-                    actor
-                        .status(SandboxState::Ready, Some(sandbox.id().to_string()), None)
-                        .await;
-                }
-                Err(e) => {
-                    let message = format!(
-                        "syncing the checkout failed: {e}. Reads work at the image's commit; \
+        let span = tracing::info_span!("sync", session = %self.log.id());
+        inner.tracker.spawn(
+            async move {
+                // Waits for a warm-up's sync of the same checkout, if one is running.
+                let mut at = checkout.lock().await;
+                let target = SyncTarget::Branch {
+                    session: actor.log.id(),
+                    author: actor.git_identity(),
+                };
+                let sync = workspaces.sync(&sandbox, &actor.repo, &at, target);
+                let result = tokio::select! {
+                    result = sync => result,
+                    _ = shutdown.cancelled() => return,
+                };
+                match result {
+                    Ok(head) => {
+                        *at = head;
+                        actor.sync.send_replace(SyncState::Done);
+                        actor
+                            .status(SandboxState::Ready, Some(sandbox.id().to_string()), None)
+                            .await;
+                    }
+                    Err(e) => {
+                        let message = format!(
+                            "syncing the checkout failed: {e}. Reads work at the image's commit; \
                          writes are refused until a sync succeeds (the next prompt retries)"
-                    );
-                    actor.sync.send_replace(SyncState::Failed(e.to_string()));
-                    if let Err(e) = actor
-                        .log
-                        .append(Event::Error {
-                            prompt_id: None,
-                            kind: ErrorKind::Sync,
-                            message,
-                        })
-                        .await
-                    {
-                        tracing::error!(error = %e, "cannot record a sync failure");
+                        );
+                        actor.sync.send_replace(SyncState::Failed(e.to_string()));
+                        if let Err(e) = actor
+                            .log
+                            .append(Event::Error {
+                                prompt_id: None,
+                                kind: ErrorKind::Sync,
+                                message,
+                            })
+                            .await
+                        {
+                            tracing::error!(error = %e, "cannot record a sync failure");
+                        }
                     }
                 }
             }
-        });
+            .instrument(span),
+        );
     }
 
     /// Stops the sandbox when the session has been idle for `after`: a snapshot first (the

@@ -120,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound("page".into()) })
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(trace_layer())
         .with_state(state)
 }
 
@@ -160,4 +161,23 @@ async fn index() -> (StatusCode, Html<&'static str>) {
              use the <code>kiln</code> CLI as a client.</p>",
         ),
     )
+}
+
+type TraceLayer = tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    fn(&axum::http::Request<axum::body::Body>) -> tracing::Span,
+>;
+
+/// A span per request, the root of whatever the request causes (`KILN_LOG=debug` shows each
+/// request and its status and latency). Only the method and the path are recorded: a query may
+/// carry `?token=` (WebSocket upgrades), and no credential is ever logged.
+fn trace_layer() -> TraceLayer {
+    fn span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+        )
+    }
+    tower_http::trace::TraceLayer::new_for_http().make_span_with(span as fn(&_) -> _)
 }
