@@ -36,7 +36,7 @@ pub(crate) async fn collect(inner: &Inner) -> Result<GcReport> {
             Ok(None) => {}
             // Unknown means in use: better a layer too many than a session that cannot resume.
             Err(e) => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Internal(format!(
                     "cannot read the snapshots of session {id}: {e}; nothing collected"
                 )));
             }
@@ -86,7 +86,12 @@ pub(crate) async fn collect(inner: &Inner) -> Result<GcReport> {
     let dirs = match std::fs::read_dir(&builds) {
         Ok(dirs) => dirs,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
-        Err(e) => return Err(Error::Invalid(format!("listing {}: {e}", builds.display()))),
+        Err(e) => {
+            return Err(Error::Internal(format!(
+                "listing {}: {e}",
+                builds.display()
+            )));
+        }
     };
     for entry in dirs.flatten() {
         let dir = entry.path();

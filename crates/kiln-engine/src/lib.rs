@@ -22,4 +22,6 @@ mod workspace;
 pub use config::{EngineConfig, PromptLimits};
 pub use engine::Engine;
 pub use error::{Error, Result};
+/// The sandbox errors inside [`Error::Sandbox`], for callers that map them (the server).
+pub use kiln_sandbox::Error as SandboxError;
 pub use workspace::WORKDIR;

@@ -73,7 +73,7 @@ impl Workspaces {
         let parent = mirror.parent().expect("mirror has a parent");
         tokio::fs::create_dir_all(parent)
             .await
-            .map_err(|e| Error::Git(format!("creating {}: {e}", parent.display())))?;
+            .map_err(|e| Error::Internal(format!("creating {}: {e}", parent.display())))?;
         if mirror.join("HEAD").is_file() {
             // A mirror made before credentials were kept apart has them in its config's url:
             // replace it (once; reading the file costs less than running git on every fetch).
@@ -114,7 +114,7 @@ impl Workspaces {
             .await?;
             tokio::fs::rename(&partial, &mirror)
                 .await
-                .map_err(|e| Error::Git(format!("installing mirror: {e}")))?;
+                .map_err(|e| Error::Internal(format!("installing mirror: {e}")))?;
         }
         Ok(mirror)
     }
@@ -142,7 +142,7 @@ impl Workspaces {
         let _ = tokio::fs::remove_dir_all(layer).await;
         tokio::fs::create_dir_all(target.parent().expect("has a parent"))
             .await
-            .map_err(|e| Error::Git(format!("creating {}: {e}", layer.display())))?;
+            .map_err(|e| Error::Internal(format!("creating {}: {e}", layer.display())))?;
         let (mirror, target) = (path_str(mirror), path_str(&target));
         let args = [
             "clone", "--bare", "--local", "--quiet", "--", &mirror, &target,
@@ -264,7 +264,7 @@ impl Workspaces {
             let scratch = self.data_dir.join("tmp");
             tokio::fs::create_dir_all(&scratch)
                 .await
-                .map_err(|e| Error::Git(format!("creating {}: {e}", scratch.display())))?;
+                .map_err(|e| Error::Internal(format!("creating {}: {e}", scratch.display())))?;
             let bundle = scratch.join(format!("sync-{}.bundle", kiln_core::random_hex(8)));
             let exclude = format!("^{base_commit}");
             let created = git(
@@ -283,7 +283,7 @@ impl Workspaces {
             let bytes = match created {
                 Ok(_) => tokio::fs::read(&bundle)
                     .await
-                    .map_err(|e| Error::Git(format!("reading {}: {e}", bundle.display()))),
+                    .map_err(|e| Error::Internal(format!("reading {}: {e}", bundle.display()))),
                 Err(e) => Err(e),
             };
             let _ = tokio::fs::remove_file(&bundle).await;

@@ -72,7 +72,10 @@ impl From<kiln_store::Error> for Error {
             kiln_store::Error::NotFound(what) => Error::NotFound(what),
             kiln_store::Error::Conflict(msg) => Error::Conflict(msg),
             kiln_store::Error::Invalid(msg) => Error::BadRequest(msg),
-            other => Error::Internal(other.to_string()),
+            e @ (kiln_store::Error::Sqlite(_)
+            | kiln_store::Error::Io(_)
+            | kiln_store::Error::Json(_)
+            | kiln_store::Error::Join) => Error::Internal(e.to_string()),
         }
     }
 }
@@ -86,7 +89,33 @@ impl From<kiln_engine::Error> for Error {
             kiln_engine::Error::Store(e) => e.into(),
             kiln_engine::Error::LimitReached(msg) => Error::TooManyRequests(msg),
             kiln_engine::Error::ShuttingDown => Error::Unavailable(e.to_string()),
-            other => Error::Internal(other.to_string()),
+            kiln_engine::Error::Git(msg) => Error::Unavailable(format!(
+                "the repository could not be fetched or read; try again, or ask an admin to \
+                 check the repo's URL and credentials: {msg}"
+            )),
+            kiln_engine::Error::Sandbox(e) => e.into(),
+            kiln_engine::Error::Internal(msg) => Error::Internal(msg),
+        }
+    }
+}
+
+/// Sandbox errors that reach a route: what the caller can act on keeps its message; the rest
+/// is logged in full and generic to the client.
+impl From<kiln_engine::SandboxError> for Error {
+    fn from(e: kiln_engine::SandboxError) -> Self {
+        use kiln_engine::SandboxError as Sandbox;
+        match e {
+            Sandbox::InvalidSpec(_) | Sandbox::Unsupported(_) => Error::BadRequest(e.to_string()),
+            Sandbox::InUse(..) => Error::Conflict(e.to_string()),
+            Sandbox::GuestGone(_) | Sandbox::Timeout(..) => {
+                Error::Unavailable(format!("the sandbox did not answer ({e}); try again"))
+            }
+            Sandbox::NotFound(_)
+            | Sandbox::SnapshotNotFound(_)
+            | Sandbox::Io { .. }
+            | Sandbox::Start(_)
+            | Sandbox::Guest { .. }
+            | Sandbox::Protocol(_) => Error::Internal(e.to_string()),
         }
     }
 }

@@ -194,3 +194,28 @@ async fn what_a_session_stands_on_stays_and_its_old_snapshots_go() {
     assert!(last_tool_output(&events).contains("v2"));
     app.stop().await;
 }
+
+/// A collection that cannot read what is in use collects nothing and says so as what it is —
+/// kiln's own failure (500, details in the server log) — not as a mistake of the caller's (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_that_cannot_read_the_sessions_is_an_internal_error() {
+    let model = FakeModel::start().await;
+    let app = TestApp::with_config(config(&model)).await;
+    let store = app.engine.store().clone();
+    let admin = store.user_by_name("admin").await.unwrap().unwrap();
+    let id = kiln_core::SessionId::random();
+    drop(
+        store
+            .create_session(&id, "demo", "lost", &admin.id)
+            .await
+            .unwrap(),
+    );
+    std::fs::remove_dir_all(app.data_dir().join("sessions").join(id.as_str())).unwrap();
+    let (status, body) = app.post(&app.admin_token, "/api/admin/gc", json!({})).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(
+        body["error"],
+        "internal error; the server log has the details"
+    );
+    app.stop().await;
+}

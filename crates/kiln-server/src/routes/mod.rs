@@ -185,7 +185,12 @@ fn conventional_errors(operation: &mut Operation, default_secured: bool) {
         add("400", "A query parameter does not parse.");
     }
     add(
+        "500",
+        "kiln failed on its own side; the server log has the details.",
+    );
+    add(
         "503",
-        "The server is at its connection cap or stopping; try again.",
+        "The server is at its connection cap or stopping, or a sandbox or the repo's upstream \
+         did not answer; try again.",
     );
 }
