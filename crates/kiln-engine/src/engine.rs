@@ -1,18 +1,20 @@
 //! The engine: owns every session actor, starts them on demand, and recovers after a crash.
 //!
 //! Callers (the server) have already authorized the request; the engine trusts them and only
-//! validates input.
+//! validates input. This file is the façade — sessions, prompts, settings, shutdown — and
+//! its submodules hold the rest by concern: `recovery` (start-up after a crash), `warm` (pools
+//! and warm-up), `builds` (image builds), `housekeeping` (idle stop, GC, the image cadence),
+//! `admission` (per-user limits).
 
 use crate::config::EngineConfig;
 use crate::hooks::{Hook, HookConfig};
-use crate::pool::{PoolEntry, Reserved};
 use crate::session::SessionActor;
-use crate::workspace::{SESSION_LABEL, SyncTarget, Workspaces};
+use crate::workspace::Workspaces;
 use crate::{Error, Result};
 use kiln_core::{PromptId, Role, SessionId};
 use kiln_model::ModelClient;
 use kiln_protocol::api::{
-    CreateSession, DeliveryMode, Event, PromptAccepted, PromptStatus, SessionCreated, SessionState,
+    CreateSession, DeliveryMode, Event, PromptAccepted, SessionCreated, SessionState,
     SessionSummary, UserRef,
 };
 use kiln_sandbox::{Provider, SandboxId};
@@ -22,7 +24,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
+
+mod admission;
+mod builds;
+mod housekeeping;
+mod recovery;
+mod warm;
+
+use admission::Admission;
+use builds::RunningBuild;
 
 /// Runs sessions. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -119,70 +129,6 @@ impl Engine {
             engine.start_gc(every);
         }
         Ok(engine)
-    }
-
-    async fn recover(&self) -> Result<()> {
-        let inner = &self.inner;
-        let ids = inner.store.all_session_ids().await?;
-        let mut resume = Vec::new();
-        // Sandboxes sessions took from a warm pool: their labels name the pool.
-        let mut claimed = HashMap::new();
-        for id in &ids {
-            let log = inner.store.open_session(id).await?;
-            if let Some(sandbox) = log.claimed_sandbox().await? {
-                claimed.insert(sandbox, id.clone());
-            }
-            let interrupted = log
-                .write(|w| {
-                    let running = w.prompts_with_status(PromptStatus::Running)?;
-                    for prompt in &running {
-                        w.set_prompt_status(&prompt.id, PromptStatus::Interrupted)?;
-                        w.event(Event::PromptInterrupted {
-                            prompt_id: prompt.id.clone(),
-                        })?;
-                    }
-                    Ok(running.len())
-                })
-                .await?
-                .0;
-            let queued = log
-                .prompts()
-                .await?
-                .iter()
-                .any(|p| p.status == PromptStatus::Queued);
-            if interrupted > 0 {
-                tracing::info!(session = %id, interrupted, "marked prompts interrupted after restart");
-            }
-            if queued {
-                resume.push(id.clone());
-            }
-        }
-        let provider = &inner.workspaces.provider;
-        for info in provider.list().await? {
-            let owner = info
-                .spec
-                .labels
-                .get(SESSION_LABEL)
-                .and_then(|s| SessionId::parse(s))
-                .or_else(|| claimed.get(info.id.as_str()).cloned());
-            match owner {
-                Some(session) if ids.contains(&session) => {
-                    inner
-                        .recovered
-                        .lock()
-                        .expect("recovered lock")
-                        .insert(session, info.id);
-                }
-                _ => {
-                    tracing::info!(sandbox = %info.id, "destroying a sandbox no session owns");
-                    let _ = provider.destroy(&info.id).await;
-                }
-            }
-        }
-        for id in resume {
-            self.actor(&id).await?.kick(&self.inner);
-        }
-        Ok(())
     }
 
     /// The actor of a session, opened on first use.
@@ -333,43 +279,6 @@ impl Engine {
         }
     }
 
-    /// Builds an image of the repo's default branch now (incrementally on its newest image) and
-    /// records it. A failed build is recorded too, with its error and log, and returned as such:
-    /// the repo's last good image stays the one in use. `Conflict` while the repo is building.
-    pub async fn build_image(&self, repo: &str) -> Result<kiln_store::ImageRecord> {
-        let repo = self.repo(repo).await?;
-        let build = BuildGuard::take(&self.inner, &repo.name)?;
-        self.run_image_build(&repo, &build).await
-    }
-
-    /// Runs the build `build` stands for; a build that cannot run says why in its live log.
-    async fn run_image_build(
-        &self,
-        repo: &kiln_protocol::api::Repo,
-        build: &BuildGuard,
-    ) -> Result<kiln_store::ImageRecord> {
-        let builder = crate::images::ImageBuilder {
-            workspaces: self.inner.workspaces.clone(),
-            store: self.inner.store.clone(),
-            step_timeout: self.inner.config.image_step_timeout,
-            max_layers: self.inner.config.image_max_layers,
-        };
-        let span = tracing::info_span!("image_build", repo = %repo.name, image = %build.id);
-        let image = builder
-            .build(repo, &build.id, &build.log)
-            .instrument(span)
-            .await
-            .inspect_err(|e| {
-                build
-                    .log
-                    .push_str(&format!("\n== the build could not run: {e}\n"))
-            })?;
-        if image.is_ready() {
-            self.spawn_refill(&repo.name);
-        }
-        Ok(image)
-    }
-
     /// A repo by name; `NotFound` that names it.
     async fn repo(&self, name: &str) -> Result<kiln_protocol::api::Repo> {
         self.inner.store.repo(name).await.map_err(|e| match e {
@@ -380,318 +289,6 @@ impl Engine {
 
     pub(crate) fn from_inner(inner: Arc<Inner>) -> Engine {
         Engine { inner }
-    }
-
-    /// Brings the repo's pool to its size with sandboxes from the newest image, replacing
-    /// entries made from an older one. Returns how many it made.
-    pub async fn refill_pool(&self, repo: &str) -> Result<usize> {
-        let config = &self.inner.config;
-        let size = self
-            .inner
-            .pools
-            .target(repo, config.pool_size, config.pool_max);
-        let Some(image) = self.inner.store.latest_image(repo).await? else {
-            return Ok(0);
-        };
-        let stale = self.inner.pools.remove_stale(repo, &image.id);
-        for stale in stale.into_iter().chain(self.inner.pools.trim(repo, size)) {
-            let _ = self
-                .inner
-                .workspaces
-                .provider
-                .destroy(stale.sandbox.id())
-                .await;
-        }
-        let mut made = 0;
-        while self.inner.pools.size(repo) < size && !self.inner.shutdown.is_cancelled() {
-            let sandbox = self.inner.workspaces.create_pooled(repo, &image).await?;
-            self.inner.pools.add(
-                repo,
-                crate::pool::PoolEntry {
-                    sandbox,
-                    image_id: image.id.clone(),
-                    checkout: Arc::new(tokio::sync::Mutex::new(image.commit.clone())),
-                },
-            );
-            made += 1;
-        }
-        Ok(made)
-    }
-
-    /// Refills the repo's pool in the background (one refill per repo at a time).
-    pub(crate) fn spawn_refill(&self, repo: &str) {
-        self.spawn_refill_after(repo, std::time::Duration::ZERO);
-    }
-
-    /// [`Engine::spawn_refill`] after `delay`: a session that just claimed a sandbox is on
-    /// its way to the model, and making the next sandbox (bubblewrap, mounts) would compete
-    /// with it for the CPU.
-    pub(crate) fn spawn_refill_after(&self, repo: &str, delay: std::time::Duration) {
-        if self.inner.config.pool_size.max(self.inner.config.pool_max) == 0
-            || !self
-                .inner
-                .pools
-                .refilling
-                .lock()
-                .expect("pool lock")
-                .insert(repo.to_string())
-        {
-            return;
-        }
-        let (engine, repo) = (self.clone(), repo.to_string());
-        self.inner.tracker.spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = engine.inner.shutdown.cancelled() => {}
-            }
-            if let Err(e) = engine.refill_pool(&repo).await {
-                tracing::warn!(repo, error = %e, "cannot refill the warm pool");
-            }
-            engine
-                .inner
-                .pools
-                .refilling
-                .lock()
-                .expect("pool lock")
-                .remove(&repo);
-        });
-    }
-
-    /// Warm-up while typing: holds a pooled sandbox of `repo` for `user`'s next session for
-    /// the reservation time. `false` when none is ready (the pool is refilled).
-    pub async fn reserve_sandbox(&self, user: &UserRef, repo: &str) -> Result<bool> {
-        let repo = self.repo(repo).await?;
-        let reserved =
-            self.inner
-                .pools
-                .reserve(&repo.name, &user.id, self.inner.config.reservation_ttl);
-        self.spawn_refill(&repo.name);
-        Ok(match reserved {
-            Reserved::New(entry) => {
-                self.spawn_warm_sync(repo, entry);
-                true
-            }
-            Reserved::Extended => true,
-            Reserved::None => false,
-        })
-    }
-
-    /// Brings a reserved sandbox's checkout to the head of the default branch while its user
-    /// types, so the session's own sync only has to name its branch.
-    fn spawn_warm_sync(&self, repo: kiln_protocol::api::Repo, entry: PoolEntry) {
-        let inner = self.inner.clone();
-        self.inner.tracker.spawn(async move {
-            let mut checkout = entry.checkout.lock().await;
-            let sync =
-                inner
-                    .workspaces
-                    .sync(&entry.sandbox, &repo, &checkout, SyncTarget::Detached);
-            let result = tokio::select! {
-                result = sync => result,
-                _ = inner.shutdown.cancelled() => return,
-            };
-            match result {
-                Ok(head) => *checkout = head,
-                // The session's own sync tries again from where the checkout is.
-                Err(e) => tracing::info!(repo = %repo.name, error = %e, "warm-up sync failed"),
-            }
-        });
-    }
-
-    /// Warm-up while typing in a session: when its sandbox was stopped (or never made), it
-    /// starts coming back now rather than when the prompt arrives. Best effort.
-    pub async fn warm_session(&self, session: &SessionId) {
-        match self.actor(session).await {
-            Ok(actor) if actor.is_active() => {}
-            Ok(actor) => match Admission::take(&self.inner, actor.creator(), Some(session)) {
-                Ok(_admitted) => actor.warm_sandbox(&self.inner),
-                Err(e) => tracing::debug!(%session, error = %e, "not warming a session"),
-            },
-            Err(e) => tracing::debug!(%session, error = %e, "cannot warm a session"),
-        }
-    }
-
-    /// The repo's warm pool right now.
-    pub async fn pool_status(&self, repo: &str) -> Result<kiln_protocol::api::PoolStatus> {
-        self.repo(repo).await?;
-        let image = self.inner.store.latest_image(repo).await?.map(|i| i.id);
-        let pools = &self.inner.pools;
-        pools.expire();
-        let config = &self.inner.config;
-        let ready = pools.ready(repo);
-        Ok(kiln_protocol::api::PoolStatus {
-            ready,
-            reserved: pools.size(repo) - ready,
-            target: pools.target(repo, config.pool_size, config.pool_max),
-            image,
-        })
-    }
-
-    /// The image of each ready sandbox in the repo's pool.
-    pub fn pool_images(&self, repo: &str) -> Vec<String> {
-        self.inner.pools.images(repo)
-    }
-
-    /// Ready (unreserved) sandboxes in the repo's pool.
-    pub fn pool_ready(&self, repo: &str) -> usize {
-        self.inner.pools.expire();
-        self.inner.pools.ready(repo)
-    }
-
-    /// One pass of the image cadence: builds the image of every repo whose default branch moved
-    /// since its last build (or that has none). A repo whose last build failed at the same
-    /// commit is not retried until the branch moves or someone asks. Returns the builds made.
-    pub async fn rebuild_moved_images(&self) -> Result<Vec<kiln_store::ImageRecord>> {
-        let mut built = Vec::new();
-        for repo in self.inner.store.list_repos().await? {
-            let head = match self.inner.workspaces.branch_head(&repo).await {
-                Ok((_, head)) => head,
-                Err(e) => {
-                    tracing::warn!(repo = %repo.name, error = %e, "cannot fetch the repo; no image build");
-                    continue;
-                }
-            };
-            let last = self
-                .inner
-                .store
-                .images(&repo.name)
-                .await?
-                .into_iter()
-                .next();
-            if last.is_some_and(|image| image.commit == head) {
-                continue;
-            }
-            match self.build_image(&repo.name).await {
-                Ok(image) => built.push(image),
-                Err(Error::Conflict(_)) => {}
-                Err(e) => {
-                    tracing::warn!(repo = %repo.name, error = %e, "image build could not run")
-                }
-            }
-        }
-        Ok(built)
-    }
-
-    /// Stops sandboxes of sessions idle for `after` (snapshot first), checking every quarter
-    /// of that (at most every 30 s).
-    fn start_idle_reaper(&self, after: std::time::Duration) {
-        let inner = self.inner.clone();
-        let every = (after / 4).min(std::time::Duration::from_secs(30));
-        self.inner.tracker.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = inner.shutdown.cancelled() => return,
-                }
-                let actors: Vec<Arc<SessionActor>> = inner
-                    .sessions
-                    .lock()
-                    .expect("sessions lock")
-                    .values()
-                    .cloned()
-                    .collect();
-                for actor in actors {
-                    if inner.shutdown.is_cancelled() {
-                        return;
-                    }
-                    actor.stop_if_idle(&inner, after).await;
-                }
-            }
-        });
-    }
-
-    /// Collects images and layers nothing uses any more (see [`crate::gc`]).
-    pub async fn collect_garbage(&self) -> Result<kiln_protocol::api::GcReport> {
-        let _one = self.inner.gc.lock().await;
-        let report = crate::gc::collect(&self.inner).await?;
-        if report != kiln_protocol::api::GcReport::default() {
-            tracing::info!(?report, "garbage collected");
-        }
-        Ok(report)
-    }
-
-    /// Housekeeping every `every`, until shutdown: [`Engine::collect_garbage`], and pools
-    /// resized to their repo's recent demand (a pool that grew shrinks when demand falls).
-    fn start_gc(&self, every: std::time::Duration) {
-        let engine = self.clone();
-        let shutdown = self.inner.shutdown.clone();
-        self.inner.tracker.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                tokio::select! {
-                    result = engine.collect_garbage() => if let Err(e) = result {
-                        tracing::warn!(error = %e, "garbage collection failed");
-                    },
-                    _ = shutdown.cancelled() => return,
-                }
-                match engine.inner.store.list_repos().await {
-                    Ok(repos) => repos.iter().for_each(|r| engine.spawn_refill(&r.name)),
-                    Err(e) => tracing::warn!(error = %e, "cannot list repos to resize pools"),
-                }
-            }
-        });
-    }
-
-    /// Runs [`Engine::rebuild_moved_images`] now and then every `every`, until shutdown.
-    fn start_image_cadence(&self, every: std::time::Duration) {
-        let engine = self.clone();
-        let shutdown = self.inner.shutdown.clone();
-        self.inner.tracker.spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                tokio::select! {
-                    result = engine.rebuild_moved_images() => if let Err(e) = result {
-                        tracing::warn!(error = %e, "the image cadence pass failed");
-                    },
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        });
-    }
-
-    /// Starts [`Engine::build_image`] in the background and returns the new image's id; its
-    /// log can be followed at once ([`Engine::build_log`]) and its record appears in the
-    /// registry when it ends. `Conflict` while the repo is building.
-    pub async fn start_image_build(&self, repo: &str) -> Result<String> {
-        let repo = self.repo(repo).await?;
-        let build = BuildGuard::take(&self.inner, &repo.name)?;
-        let id = build.id.clone();
-        let engine = self.clone();
-        let shutdown = self.inner.shutdown.clone();
-        self.inner.tracker.spawn(async move {
-            let name = &repo.name;
-            tokio::select! {
-                result = engine.run_image_build(&repo, &build) => match result {
-                    Ok(image) => tracing::info!(repo = name, image = %image.id, ok = image.is_ready(), "image build ended"),
-                    Err(e) => tracing::warn!(repo = name, error = %e, "image build could not run"),
-                },
-                _ = shutdown.cancelled() => {}
-            }
-        });
-        Ok(id)
-    }
-
-    /// The log of the repo's build `id` while it runs: what was written so far, then each new
-    /// piece until the build ends. `None` when no such build is running (it may have ended:
-    /// its record has the log).
-    pub fn build_log(&self, repo: &str, id: &str) -> Option<crate::images::BuildLogFollower> {
-        let building = self.inner.building.lock().expect("building lock");
-        building
-            .get(repo)
-            .filter(|build| build.id == id)
-            .map(|build| build.log.follow())
     }
 
     /// Checks a repo's hooks the way a prompt will build them, so a bad matcher or timeout is
@@ -796,118 +393,5 @@ fn title_from(prompt: &str) -> String {
     match line.char_indices().nth(80) {
         Some((i, _)) => format!("{}…", &line[..i]),
         None => line.to_string(),
-    }
-}
-
-/// A place among a user's active sessions, held while a session is being created or brought
-/// back; the limit counts it until the session's own actor counts as active.
-struct Admission {
-    inner: Arc<Inner>,
-    user: kiln_core::UserId,
-}
-
-impl Admission {
-    /// Admits one more active session of `user` (`session`, already counted if active, aside),
-    /// or says which limit stands in the way.
-    fn take(
-        inner: &Arc<Inner>,
-        user: &kiln_core::UserId,
-        session: Option<&SessionId>,
-    ) -> Result<Admission> {
-        let limit = inner.config.max_active_sessions_per_user;
-        let sessions = inner.sessions.lock().expect("sessions lock");
-        let mut admitting = inner.admitting.lock().expect("admitting lock");
-        let pending = admitting.get(user).copied().unwrap_or(0);
-        if limit > 0 {
-            let active = sessions
-                .iter()
-                .filter(|(id, actor)| {
-                    Some(*id) != session && actor.creator() == user && actor.is_active()
-                })
-                .count();
-            if active + pending >= limit {
-                return Err(Error::LimitReached(format!(
-                    "you have {limit} active sessions, the most one user may have at once \
-                     (max_active_sessions_per_user); wait for one to finish and go idle — an \
-                     idle session's sandbox stops after idle_stop_minutes — or ask an admin to \
-                     raise the limit"
-                )));
-            }
-        }
-        *admitting.entry(user.clone()).or_default() += 1;
-        Ok(Admission {
-            inner: inner.clone(),
-            user: user.clone(),
-        })
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        let mut admitting = self
-            .inner
-            .admitting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = admitting.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
-                admitting.remove(&self.user);
-            }
-        }
-    }
-}
-
-/// A repo's running image build, as others see it.
-#[derive(Debug)]
-struct RunningBuild {
-    id: String,
-    log: Arc<crate::images::BuildLog>,
-}
-
-/// One image build of a repo: marks the repo as building while alive, and ends the live log
-/// (its followers) when dropped — also when the build is cancelled.
-struct BuildGuard {
-    inner: Arc<Inner>,
-    repo: String,
-    /// The image's id, chosen now so that callers can follow the build from its start.
-    id: String,
-    log: Arc<crate::images::BuildLog>,
-}
-
-impl BuildGuard {
-    fn take(inner: &Arc<Inner>, repo: &str) -> Result<BuildGuard> {
-        let mut building = inner.building.lock().expect("building lock");
-        if building.contains_key(repo) {
-            return Err(Error::Conflict(format!(
-                "an image of {repo:?} is being built"
-            )));
-        }
-        let id = format!("img-{}", kiln_core::random_hex(8));
-        let log = Arc::new(crate::images::BuildLog::default());
-        building.insert(
-            repo.to_string(),
-            RunningBuild {
-                id: id.clone(),
-                log: log.clone(),
-            },
-        );
-        Ok(BuildGuard {
-            inner: inner.clone(),
-            repo: repo.to_string(),
-            id,
-            log,
-        })
-    }
-}
-
-impl Drop for BuildGuard {
-    fn drop(&mut self) {
-        self.inner
-            .building
-            .lock()
-            .expect("building lock")
-            .remove(&self.repo);
-        self.log.finish();
     }
 }

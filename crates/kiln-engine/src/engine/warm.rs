@@ -1,0 +1,170 @@
+//! Warm pools from the engine's side: refilling a repo's pool (after a claim, an image, a change
+//! of demand), reservations while a user types, and what the API shows of a pool. The pool's
+//! own bookkeeping is `pool.rs`.
+
+use super::Engine;
+use super::admission::Admission;
+use crate::Result;
+use crate::pool::{PoolEntry, Reserved};
+use crate::workspace::SyncTarget;
+use kiln_core::SessionId;
+use kiln_protocol::api::UserRef;
+use std::sync::Arc;
+
+impl Engine {
+    /// Brings the repo's pool to its size with sandboxes from the newest image, replacing
+    /// entries made from an older one. Returns how many it made.
+    pub async fn refill_pool(&self, repo: &str) -> Result<usize> {
+        let config = &self.inner.config;
+        let size = self
+            .inner
+            .pools
+            .target(repo, config.pool_size, config.pool_max);
+        let Some(image) = self.inner.store.latest_image(repo).await? else {
+            return Ok(0);
+        };
+        let stale = self.inner.pools.remove_stale(repo, &image.id);
+        for stale in stale.into_iter().chain(self.inner.pools.trim(repo, size)) {
+            let _ = self
+                .inner
+                .workspaces
+                .provider
+                .destroy(stale.sandbox.id())
+                .await;
+        }
+        let mut made = 0;
+        while self.inner.pools.size(repo) < size && !self.inner.shutdown.is_cancelled() {
+            let sandbox = self.inner.workspaces.create_pooled(repo, &image).await?;
+            self.inner.pools.add(
+                repo,
+                crate::pool::PoolEntry {
+                    sandbox,
+                    image_id: image.id.clone(),
+                    checkout: Arc::new(tokio::sync::Mutex::new(image.commit.clone())),
+                },
+            );
+            made += 1;
+        }
+        Ok(made)
+    }
+
+    /// Refills the repo's pool in the background (one refill per repo at a time).
+    pub(crate) fn spawn_refill(&self, repo: &str) {
+        self.spawn_refill_after(repo, std::time::Duration::ZERO);
+    }
+
+    /// [`Engine::spawn_refill`] after `delay`: a session that just claimed a sandbox is on
+    /// its way to the model, and making the next sandbox (bubblewrap, mounts) would compete
+    /// with it for the CPU.
+    pub(crate) fn spawn_refill_after(&self, repo: &str, delay: std::time::Duration) {
+        if self.inner.config.pool_size.max(self.inner.config.pool_max) == 0
+            || !self
+                .inner
+                .pools
+                .refilling
+                .lock()
+                .expect("pool lock")
+                .insert(repo.to_string())
+        {
+            return;
+        }
+        let (engine, repo) = (self.clone(), repo.to_string());
+        self.inner.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = engine.inner.shutdown.cancelled() => {}
+            }
+            if let Err(e) = engine.refill_pool(&repo).await {
+                tracing::warn!(repo, error = %e, "cannot refill the warm pool");
+            }
+            engine
+                .inner
+                .pools
+                .refilling
+                .lock()
+                .expect("pool lock")
+                .remove(&repo);
+        });
+    }
+
+    /// Warm-up while typing: holds a pooled sandbox of `repo` for `user`'s next session for
+    /// the reservation time. `false` when none is ready (the pool is refilled).
+    pub async fn reserve_sandbox(&self, user: &UserRef, repo: &str) -> Result<bool> {
+        let repo = self.repo(repo).await?;
+        let reserved =
+            self.inner
+                .pools
+                .reserve(&repo.name, &user.id, self.inner.config.reservation_ttl);
+        self.spawn_refill(&repo.name);
+        Ok(match reserved {
+            Reserved::New(entry) => {
+                self.spawn_warm_sync(repo, entry);
+                true
+            }
+            Reserved::Extended => true,
+            Reserved::None => false,
+        })
+    }
+
+    /// Brings a reserved sandbox's checkout to the head of the default branch while its user
+    /// types, so the session's own sync only has to name its branch.
+    pub(super) fn spawn_warm_sync(&self, repo: kiln_protocol::api::Repo, entry: PoolEntry) {
+        let inner = self.inner.clone();
+        self.inner.tracker.spawn(async move {
+            let mut checkout = entry.checkout.lock().await;
+            let sync =
+                inner
+                    .workspaces
+                    .sync(&entry.sandbox, &repo, &checkout, SyncTarget::Detached);
+            let result = tokio::select! {
+                result = sync => result,
+                _ = inner.shutdown.cancelled() => return,
+            };
+            match result {
+                Ok(head) => *checkout = head,
+                // The session's own sync tries again from where the checkout is.
+                Err(e) => tracing::info!(repo = %repo.name, error = %e, "warm-up sync failed"),
+            }
+        });
+    }
+
+    /// Warm-up while typing in a session: when its sandbox was stopped (or never made), it
+    /// starts coming back now rather than when the prompt arrives. Best effort.
+    pub async fn warm_session(&self, session: &SessionId) {
+        match self.actor(session).await {
+            Ok(actor) if actor.is_active() => {}
+            Ok(actor) => match Admission::take(&self.inner, actor.creator(), Some(session)) {
+                Ok(_admitted) => actor.warm_sandbox(&self.inner),
+                Err(e) => tracing::debug!(%session, error = %e, "not warming a session"),
+            },
+            Err(e) => tracing::debug!(%session, error = %e, "cannot warm a session"),
+        }
+    }
+
+    /// The repo's warm pool right now.
+    pub async fn pool_status(&self, repo: &str) -> Result<kiln_protocol::api::PoolStatus> {
+        self.repo(repo).await?;
+        let image = self.inner.store.latest_image(repo).await?.map(|i| i.id);
+        let pools = &self.inner.pools;
+        pools.expire();
+        let config = &self.inner.config;
+        let ready = pools.ready(repo);
+        Ok(kiln_protocol::api::PoolStatus {
+            ready,
+            reserved: pools.size(repo) - ready,
+            target: pools.target(repo, config.pool_size, config.pool_max),
+            image,
+        })
+    }
+
+    /// The image of each ready sandbox in the repo's pool.
+    pub fn pool_images(&self, repo: &str) -> Vec<String> {
+        self.inner.pools.images(repo)
+    }
+
+    /// Ready (unreserved) sandboxes in the repo's pool.
+    pub fn pool_ready(&self, repo: &str) -> usize {
+        self.inner.pools.expire();
+        self.inner.pools.ready(repo)
+    }
+}
