@@ -86,3 +86,69 @@ async fn a_prompt_whose_sandbox_is_destroyed_ends_after_one_failed_call() {
     );
     app.stop().await;
 }
+
+/// The sandbox's guest process on the host, found by its cgroup (named by the sandbox id).
+fn guest_pid(sandbox: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).ok()?;
+        (comm.trim() == "guest" && cgroup.contains(sandbox)).then_some(pid)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_guest_ends_the_prompt_and_its_sandbox_is_replaced_and_removed() {
+    let model = FakeModel::start().await;
+    model.push(Script::Turn(Turn::tool(
+        "bash",
+        json!({"command": "echo started; sleep 30"}),
+    )));
+    model.set_default(Turn::tool("bash", json!({"command": "echo again"})));
+    let app = TestApp::start(&model).await;
+    let token = app.admin_token.clone();
+    let session = app.new_session(&token, "sleep").await;
+    app.wait_for(&token, &session, |e| matches!(e, Event::ToolOutput { .. }))
+        .await;
+    let labelled = |infos: Vec<kiln_sandbox::SandboxInfo>| -> Vec<String> {
+        infos
+            .into_iter()
+            .filter(|s| {
+                s.spec.labels.get("kiln.session").map(String::as_str) == Some(session.as_str())
+            })
+            .map(|s| s.id.to_string())
+            .collect()
+    };
+    let old = labelled(app.provider.list().await.unwrap());
+    assert_eq!(old.len(), 1, "{old:?}");
+    let pid = guest_pid(&old[0]).expect("the guest process");
+    // SIGKILL from the host: what a crash or the OOM killer does to the guest.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    let events = app.wait_for(&token, &session, common::is_finished).await;
+    assert_eq!(finished(&events, PromptOutcome::Failed), 1, "{events:#?}");
+    assert!(events.iter().any(|e| matches!(
+        e.event,
+        Event::Error {
+            kind: ErrorKind::Sandbox,
+            ..
+        }
+    )));
+    assert_eq!(model.requests().len(), 1, "the model was not asked again");
+
+    model.push(Script::Turn(Turn::text("back")));
+    app.send(&token, &session, "are you there").await;
+    app.wait_until(&token, &session, |e| {
+        finished(e, PromptOutcome::Completed) == 1
+    })
+    .await;
+    // The dead sandbox was removed when it was replaced, not left for the next start.
+    let now = labelled(app.provider.list().await.unwrap());
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, old);
+    app.stop().await;
+}
