@@ -165,7 +165,10 @@ mod tests {
         assert!(!extended.matches(&tool("lookup")));
         assert!(!extended.matches(&tool("list_files")));
         assert!(extended.matches(&tool("no_such_tool")));
-        assert!(gate.matches(&tool("lookup")), "not in the built-in registry");
+        assert!(
+            gate.matches(&tool("lookup")),
+            "not in the built-in registry"
+        );
         let write = tool("write_file");
         let call = gate.call(&ctx, &write);
         tokio::pin!(call);

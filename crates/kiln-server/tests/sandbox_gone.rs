@@ -43,7 +43,10 @@ async fn a_prompt_whose_sandbox_is_destroyed_ends_after_one_failed_call() {
         .iter()
         .filter(|e| matches!(e.event, Event::ToolCallFinished { .. }))
         .count();
-    assert_eq!(calls, 1, "one failed call, then the prompt ends: {events:#?}");
+    assert_eq!(
+        calls, 1,
+        "one failed call, then the prompt ends: {events:#?}"
+    );
     let error = events
         .iter()
         .find_map(|e| match &e.event {
@@ -81,7 +84,9 @@ async fn a_prompt_whose_sandbox_is_destroyed_ends_after_one_failed_call() {
     let request = &model.requests()[1].body;
     assert_roles_alternate(&request["messages"]);
     assert!(
-        request["messages"].to_string().contains("sandbox went away"),
+        request["messages"]
+            .to_string()
+            .contains("sandbox went away"),
         "the failed call has its result: {request}"
     );
     app.stop().await;
@@ -89,12 +94,15 @@ async fn a_prompt_whose_sandbox_is_destroyed_ends_after_one_failed_call() {
 
 /// The sandbox's guest process on the host, found by its cgroup (named by the sandbox id).
 fn guest_pid(sandbox: &str) -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-        let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).ok()?;
-        (comm.trim() == "guest" && cgroup.contains(sandbox)).then_some(pid)
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).ok()?;
+            (comm.trim() == "guest" && cgroup.contains(sandbox)).then_some(pid)
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
