@@ -9,7 +9,7 @@
 use crate::engine::{Inner, NO_MODEL};
 use crate::hooks::{HookConfig, HookContext, HookEvent, Hooks};
 use crate::session::SessionActor;
-use crate::tools::{self, ToolCall, ToolContext, ToolUpdate};
+use crate::tools::{self, SandboxGone, ToolCall, ToolContext, ToolRegistry, ToolUpdate};
 use crate::workspace::WORKDIR;
 use kiln_model::{
     ContentBlock, Message, MessageRole, ModelClient, ModelRequest, StopReason, StreamEvent,
@@ -21,6 +21,7 @@ use kiln_sandbox::Sandbox;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub(crate) struct PromptRun<'a> {
     inner: &'a Arc<Inner>,
@@ -30,6 +31,9 @@ pub(crate) struct PromptRun<'a> {
     usage: Usage,
     /// The server's hooks, then the repo's (read when the prompt starts).
     hooks: Hooks,
+    /// The tools the model is offered and its calls run through; the sync gate asks it which
+    /// calls write.
+    tools: Arc<ToolRegistry>,
 }
 
 /// How a prompt ended, before it is recorded.
@@ -57,6 +61,7 @@ impl<'a> PromptRun<'a> {
             cancel,
             usage: Usage::default(),
             hooks: Hooks::new(Vec::new()),
+            tools: Arc::new(ToolRegistry::builtin()),
         }
     }
 
@@ -241,7 +246,34 @@ impl<'a> PromptRun<'a> {
                     });
                     continue;
                 }
-                results.push(self.tool_call(&sandbox, call).await);
+                match self.tool_call(&sandbox, call).await {
+                    Ok(result) => results.push(result),
+                    Err(gone) => {
+                        // Every further call would fail the same way: the prompt ends here,
+                        // with a result for each call so the stored conversation stays whole.
+                        let message = gone.to_string();
+                        results.extend(calls.iter().skip(results.len()).map(|c| {
+                            ContentBlock::ToolResult {
+                                tool_use_id: c.id.clone(),
+                                content: if c.id == call.id {
+                                    message.clone()
+                                } else {
+                                    "not run: the sandbox went away".into()
+                                },
+                                is_error: true,
+                            }
+                        }));
+                        self.push(
+                            &mut conversation,
+                            Message {
+                                role: MessageRole::User,
+                                content: results,
+                            },
+                        )
+                        .await?;
+                        return Err(Failure(ErrorKind::Sandbox, message));
+                    }
+                }
             }
             self.push(
                 &mut conversation,
@@ -276,9 +308,11 @@ impl<'a> PromptRun<'a> {
                 )
             })?;
         // The write gate first: nothing writes to a checkout that is still syncing.
-        let gate = self
-            .actor
-            .sync_gate(self.cancel.clone(), self.inner.config.git_timeout);
+        let gate = self.actor.sync_gate(
+            self.cancel.clone(),
+            self.inner.config.git_timeout,
+            self.tools.clone(),
+        );
         let mut chain: Vec<Arc<dyn crate::hooks::Hook>> = vec![Arc::new(gate)];
         chain.extend(self.inner.hooks.iter().cloned());
         for spec in &repo.hooks {
@@ -312,7 +346,9 @@ impl<'a> PromptRun<'a> {
         let request = ModelRequest {
             system: system.to_string(),
             messages: conversation.to_vec(),
-            tools: tools::specs()
+            tools: self
+                .tools
+                .specs()
                 .into_iter()
                 .map(|spec| kiln_model::ToolSpec {
                     name: spec.name.to_string(),
@@ -403,8 +439,28 @@ impl<'a> PromptRun<'a> {
         self.store_message(&message).await
     }
 
-    /// Runs one tool call through the hooks and returns its result block for the model.
-    async fn tool_call(&self, sandbox: &Sandbox, call: &ToolCall) -> ContentBlock {
+    /// Runs one tool call through the hooks and returns its result block for the model, or
+    /// [`SandboxGone`] when the prompt cannot go on (the call's end is recorded either way).
+    async fn tool_call(
+        &self,
+        sandbox: &Sandbox,
+        call: &ToolCall,
+    ) -> Result<ContentBlock, SandboxGone> {
+        let span = tracing::info_span!(
+            "tool_call",
+            session = %self.actor.log.id(),
+            prompt = %self.prompt.id,
+            tool = %call.name,
+            call_id = %call.id,
+        );
+        self.traced_tool_call(sandbox, call).instrument(span).await
+    }
+
+    async fn traced_tool_call(
+        &self,
+        sandbox: &Sandbox,
+        call: &ToolCall,
+    ) -> Result<ContentBlock, SandboxGone> {
         let started = Instant::now();
         let mut call = call.clone();
         self.emit(Event::ToolCallStarted {
@@ -439,7 +495,23 @@ impl<'a> PromptRun<'a> {
             if let Some(input) = pre.input {
                 call.input = input;
             }
-            let result = self.execute(sandbox, &call).await;
+            let result = match self.execute(sandbox, &call).await {
+                Ok(result) => result,
+                Err(gone) => {
+                    tracing::warn!(reason = %gone.reason, "the sandbox went away during a tool call");
+                    let output = gone.to_string();
+                    self.emit(Event::ToolCallFinished {
+                        call_id: call.id.clone(),
+                        outcome: ToolOutcome::Error {
+                            message: first_line(&output),
+                        },
+                        output,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                    })
+                    .await;
+                    return Err(gone);
+                }
+            };
             let outcome = if result.cancelled {
                 ToolOutcome::Cancelled
             } else if result.is_error {
@@ -484,15 +556,19 @@ impl<'a> PromptRun<'a> {
             duration_ms: started.elapsed().as_millis() as u64,
         })
         .await;
-        ContentBlock::ToolResult {
+        Ok(ContentBlock::ToolResult {
             tool_use_id: call.id.clone(),
             content,
             is_error,
-        }
+        })
     }
 
     /// Runs the tool, turning its streamed output and file changes into events as they come.
-    async fn execute(&self, sandbox: &Sandbox, call: &ToolCall) -> tools::ToolResult {
+    async fn execute(
+        &self,
+        sandbox: &Sandbox,
+        call: &ToolCall,
+    ) -> Result<tools::ToolResult, SandboxGone> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<ToolUpdate>(64);
         let env = self.actor.prompt_env(&self.prompt.author);
         let ctx = ToolContext {
@@ -502,7 +578,7 @@ impl<'a> PromptRun<'a> {
             bash_timeout: self.inner.config.bash_timeout,
             env: &env,
         };
-        let run = tools::run(&ctx, call, &tx);
+        let run = self.tools.run(&ctx, call, &tx);
         tokio::pin!(run);
         let result = loop {
             tokio::select! {

@@ -400,11 +400,17 @@ impl SessionActor {
     }
 
     /// The write gate for a prompt of this session (see [`SyncGate`]).
-    pub(crate) fn sync_gate(&self, cancel: CancellationToken, wait: Duration) -> SyncGate {
+    pub(crate) fn sync_gate(
+        &self,
+        cancel: CancellationToken,
+        wait: Duration,
+        tools: Arc<crate::tools::ToolRegistry>,
+    ) -> SyncGate {
         SyncGate {
             state: self.sync.subscribe(),
             cancel,
             wait,
+            tools,
         }
     }
 
@@ -425,6 +431,14 @@ impl SessionActor {
                 self.start_sync(inner, sandbox.clone(), checkout.clone());
             }
             return Ok(sandbox.clone());
+        }
+        // A sandbox whose guest is gone cannot serve again: remove what is left of it (mounts,
+        // cgroups, directory) before it is replaced, instead of leaving it to the next start.
+        if let Some(dead) = slot.sandbox.take() {
+            tracing::info!(session = %self.log.id(), sandbox = %dead.id(), "replacing a sandbox whose guest is gone");
+            if let Err(e) = workspaces.provider.destroy(dead.id()).await {
+                tracing::debug!(sandbox = %dead.id(), error = %e, "removing a dead sandbox");
+            }
         }
         if let Some(id) = slot.recovered.take() {
             match workspaces.attach(&id).await {

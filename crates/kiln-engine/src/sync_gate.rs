@@ -1,10 +1,13 @@
 //! The write gate: a session that starts from an image runs at once, while its checkout catches
 //! up with the default branch in the background. Reads (read, list, grep) go ahead against the
 //! image's files; writes (write, edit, bash, git) wait here until the sync is done, then pass.
+//! Which is which the prompt's [`ToolRegistry`] says: each tool declares whether it writes.
 //! A failed sync blocks writes with the reason, so the agent and the user see what happened
 //! instead of a hang.
 
 use crate::hooks::{Hook, HookContext, HookEvent, HookOutcome};
+use crate::tools::ToolRegistry;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -20,9 +23,6 @@ pub(crate) enum SyncState {
     Failed(String),
 }
 
-/// Tools that only read: they never wait for the sync.
-const READ_ONLY_TOOLS: &[&str] = &["read_file", "list_files", "grep"];
-
 #[derive(Debug)]
 pub(crate) struct SyncGate {
     pub(crate) state: watch::Receiver<SyncState>,
@@ -30,6 +30,8 @@ pub(crate) struct SyncGate {
     pub(crate) cancel: CancellationToken,
     /// Longest wait before a write is refused.
     pub(crate) wait: Duration,
+    /// The prompt's tools: calls of those that do not write never wait.
+    pub(crate) tools: Arc<ToolRegistry>,
 }
 
 #[async_trait::async_trait]
@@ -40,9 +42,7 @@ impl Hook for SyncGate {
 
     fn matches(&self, event: &HookEvent) -> bool {
         match event {
-            HookEvent::PreToolUse { tool_name, .. } => {
-                !READ_ONLY_TOOLS.contains(&tool_name.as_str())
-            }
+            HookEvent::PreToolUse { tool_name, .. } => self.tools.writes(tool_name),
             _ => false,
         }
     }
@@ -113,6 +113,33 @@ mod tests {
         })
     }
 
+    /// A read-only tool a repo might add (MCP, later).
+    struct Lookup;
+
+    #[async_trait::async_trait]
+    impl crate::tools::Tool for Lookup {
+        fn spec(&self) -> crate::tools::ToolSpec<'_> {
+            crate::tools::ToolSpec {
+                name: "lookup",
+                description: "Looks something up.",
+                input_schema: serde_json::json!({"type": "object"}),
+            }
+        }
+
+        fn writes(&self) -> bool {
+            false
+        }
+
+        async fn run(
+            &self,
+            _ctx: &crate::tools::ToolContext<'_>,
+            _input: &serde_json::Value,
+            _updates: &tokio::sync::mpsc::Sender<crate::tools::ToolUpdate>,
+        ) -> Result<crate::tools::ToolResult, crate::tools::ToolError> {
+            Ok(crate::tools::ToolResult::ok("found"))
+        }
+    }
+
     #[tokio::test]
     async fn reads_pass_writes_wait_for_the_sync() {
         let (tx, rx) = watch::channel(SyncState::Pending);
@@ -120,12 +147,28 @@ mod tests {
             state: rx,
             cancel: CancellationToken::new(),
             wait: Duration::from_secs(10),
+            tools: Arc::new(ToolRegistry::builtin()),
         };
         assert!(!gate.matches(&tool("read_file")));
         assert!(!gate.matches(&tool("grep")));
         assert!(gate.matches(&tool("write_file")));
         assert!(gate.matches(&tool("bash")));
         let ctx = ctx();
+        // The gate asks the prompt's registry: a tool added to it that only reads goes ahead,
+        // and a name it does not know waits like a write.
+        let extended = SyncGate {
+            state: gate.state.clone(),
+            cancel: CancellationToken::new(),
+            wait: Duration::from_secs(10),
+            tools: Arc::new(ToolRegistry::builtin().with(Arc::new(Lookup))),
+        };
+        assert!(!extended.matches(&tool("lookup")));
+        assert!(!extended.matches(&tool("list_files")));
+        assert!(extended.matches(&tool("no_such_tool")));
+        assert!(
+            gate.matches(&tool("lookup")),
+            "not in the built-in registry"
+        );
         let write = tool("write_file");
         let call = gate.call(&ctx, &write);
         tokio::pin!(call);
@@ -148,6 +191,7 @@ mod tests {
             state: rx,
             cancel: cancel.clone(),
             wait: Duration::from_secs(10),
+            tools: Arc::new(ToolRegistry::builtin()),
         };
         let outcome = gate.call(&ctx(), &tool("edit_file")).await;
         assert!(blocked(&outcome).unwrap().contains("fetch failed"));
@@ -160,6 +204,7 @@ mod tests {
             state: pending,
             cancel: CancellationToken::new(),
             wait: Duration::from_millis(50),
+            tools: Arc::new(ToolRegistry::builtin()),
         };
         let outcome = slow.call(&ctx(), &tool("bash")).await;
         assert!(blocked(&outcome).unwrap().contains("did not finish"));

@@ -1,27 +1,29 @@
-//! The agent's tools: what the model may do to a session's sandbox, and the one entry point,
-//! [`run`], that the agent loop calls for every tool call.
+//! The agent's tools: what the model may do to a session's sandbox. Every tool is a [`Tool`]
+//! (`builtin.rs` holds the built-ins); a prompt gets a [`ToolRegistry`], which gives the model
+//! its specs, runs its calls and tells the sync gate which calls write.
 //!
 //! Tools run in the trusted control plane and act on the sandbox only through its guest agent:
 //! files through the guest file API, everything else through `exec`. The sandbox is the security
 //! boundary, so tools do not police paths beyond normalising them.
 //!
 //! Every failure the model can cause (a missing argument, a string that does not match, a file
-//! that is not there) is an `is_error` result whose text says what to change; [`run`] never
-//! panics and never returns a Rust error. Progress (output chunks, changed files) streams through
+//! that is not there) is an `is_error` result whose text says what to change; a sandbox that
+//! stopped answering is [`SandboxGone`], which ends the prompt. Nothing here panics on any call. Progress (output chunks, changed files) streams through
 //! a bounded [`mpsc::Sender<ToolUpdate>`]; a dropped receiver is ignored.
 
 mod args;
 mod bash;
+mod builtin;
 mod exec;
 mod files;
 mod git;
 mod glob;
 mod output;
+mod registry;
 mod search;
-mod specs;
 
 pub use output::OUTPUT_LIMIT;
-pub use specs::specs;
+pub use registry::{SandboxGone, Tool, ToolRegistry};
 
 use kiln_protocol::api::{FileChangeKind, ToolStream};
 use kiln_sandbox::Sandbox;
@@ -43,11 +45,11 @@ pub struct ToolCall {
     pub input: serde_json::Value,
 }
 
-/// A tool as the model sees it in a request.
+/// A tool as the model sees it in a request, borrowed from the tool.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ToolSpec {
-    pub name: &'static str,
-    pub description: &'static str,
+pub struct ToolSpec<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
     /// JSON Schema of the arguments.
     pub input_schema: serde_json::Value,
 }
@@ -101,7 +103,7 @@ pub struct ToolResult {
 }
 
 impl ToolResult {
-    pub(crate) fn ok(content: impl Into<String>) -> Self {
+    pub fn ok(content: impl Into<String>) -> Self {
         ToolResult {
             content: content.into(),
             is_error: false,
@@ -109,7 +111,7 @@ impl ToolResult {
         }
     }
 
-    pub(crate) fn error(content: impl Into<String>) -> Self {
+    pub fn error(content: impl Into<String>) -> Self {
         ToolResult {
             content: content.into(),
             is_error: true,
@@ -120,59 +122,37 @@ impl ToolResult {
 
 /// Why a call failed; the message is what the model reads, so it says what to do instead.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ToolError {
-    #[error("unknown tool `{0}`; the available tools are: {tools}", tools = tool_names())]
-    UnknownTool(String),
+pub enum ToolError {
+    #[error("unknown tool `{name}`; the available tools are: {available}")]
+    UnknownTool { name: String, available: String },
     #[error("invalid arguments for {tool}: {message}")]
     BadArguments { tool: &'static str, message: String },
     /// A tool-specific failure, already phrased for the model.
     #[error("{0}")]
     Failed(String),
+    /// The model sees it unless the guest is gone ([`SandboxGone`] then ends the prompt).
     #[error("the sandbox failed: {0}")]
     Sandbox(#[from] kiln_sandbox::Error),
     #[error("cancelled")]
     Cancelled,
 }
 
-fn tool_names() -> String {
-    specs()
-        .iter()
-        .map(|spec| spec.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Every built-in tool's spec, in the order the model is shown them.
+pub fn specs() -> Vec<ToolSpec<'static>> {
+    builtin::BUILTINS.iter().map(|tool| tool.spec()).collect()
 }
 
-/// Runs one call to the end (or to cancellation) and returns what the model should see.
-///
-/// Updates go to `updates` as they happen; sending waits when the channel is full, so a slow
-/// consumer slows the tool rather than losing output. Never panics on any `call`.
+/// Runs one call of a built-in tool, for callers without a prompt to end (tests, benchmarks):
+/// a gone sandbox is an `is_error` result here. The agent loop uses [`ToolRegistry::run`].
 pub async fn run(
     ctx: &ToolContext<'_>,
     call: &ToolCall,
     updates: &mpsc::Sender<ToolUpdate>,
 ) -> ToolResult {
-    if ctx.cancel.is_cancelled() {
-        return cancelled("Cancelled before it started.".into());
-    }
-    let input = &call.input;
-    let result = match call.name.as_str() {
-        "read_file" => files::read_file(ctx, input).await,
-        "write_file" => files::write_file(ctx, input, updates).await,
-        "edit_file" => files::edit_file(ctx, input, updates).await,
-        "list_files" => search::list_files(ctx, input).await,
-        "grep" => search::grep(ctx, input).await,
-        "bash" => bash::bash(ctx, input, updates).await,
-        "git_status" => git::git_status(ctx, input).await,
-        "git_diff" => git::git_diff(ctx, input).await,
-        other => Err(ToolError::UnknownTool(other.to_string())),
-    };
-    let mut result = match result {
-        Ok(result) => result,
-        Err(ToolError::Cancelled) => cancelled("Cancelled.".into()),
-        Err(err) => ToolResult::error(err.to_string()),
-    };
-    result.content = output::truncate(result.content, OUTPUT_LIMIT);
-    result
+    ToolRegistry::builtin()
+        .run(ctx, call, updates)
+        .await
+        .unwrap_or_else(|gone| ToolResult::error(gone.to_string()))
 }
 
 pub(crate) fn cancelled(content: String) -> ToolResult {

@@ -1,15 +1,29 @@
-//! The tools as the model sees them: names, descriptions and JSON Schemas.
+//! The built-in tools, one [`Tool`] each: what the model is shown (name, description, JSON
+//! Schema), whether the tool writes, and which implementation runs it.
 //!
-//! This table is the model's whole manual, so descriptions say what a tool is for, what its
+//! The descriptions are the model's whole manual, so they say what a tool is for, what its
 //! output looks like and what its limits are. Argument names here must match the `Deserialize`
-//! structs of the tool implementations; a test in `tests/tools.rs` calls every tool by its spec.
+//! structs of the implementations; a test in `tests/tools.rs` calls every tool by its spec.
+//!
+//! `git_status` and `git_diff` only read, but the sync gate holds them like writes: while the
+//! checkout syncs, its `HEAD`, branch and index move under them, so their answer would describe
+//! neither the image nor the branch head.
 
-use super::ToolSpec;
-use serde_json::json;
+use super::{ToolContext, ToolError, ToolResult, ToolSpec, ToolUpdate};
+use super::{bash, files, git, registry::Tool, search};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
-/// Every tool, in the order the model is shown them.
-pub fn specs() -> Vec<ToolSpec> {
-    vec![
+/// Every built-in, in the order the model is shown them.
+pub(super) static BUILTINS: [&dyn Tool; 8] = [
+    &ReadFile, &WriteFile, &EditFile, &ListFiles, &Grep, &Bash, &GitStatus, &GitDiff,
+];
+
+struct ReadFile;
+
+#[async_trait::async_trait]
+impl Tool for ReadFile {
+    fn spec(&self) -> ToolSpec<'_> {
         ToolSpec {
             name: "read_file",
             description: "Read a text file. Returns numbered lines (line number, tab, text). \
@@ -25,7 +39,28 @@ pub fn specs() -> Vec<ToolSpec> {
                 "required": ["path"],
                 "additionalProperties": false
             }),
-        },
+        }
+    }
+
+    fn writes(&self) -> bool {
+        false
+    }
+
+    async fn run(
+        &self,
+        ctx: &ToolContext<'_>,
+        input: &Value,
+        _updates: &mpsc::Sender<ToolUpdate>,
+    ) -> Result<ToolResult, ToolError> {
+        files::read_file(ctx, input).await
+    }
+}
+
+struct WriteFile;
+
+#[async_trait::async_trait]
+impl Tool for WriteFile {
+    fn spec(&self) -> ToolSpec<'_> {
         ToolSpec {
             name: "write_file",
             description: "Create a file or replace its whole content. Parent directories are \
@@ -39,7 +74,28 @@ pub fn specs() -> Vec<ToolSpec> {
                 "required": ["path", "content"],
                 "additionalProperties": false
             }),
-        },
+        }
+    }
+
+    fn writes(&self) -> bool {
+        true
+    }
+
+    async fn run(
+        &self,
+        ctx: &ToolContext<'_>,
+        input: &Value,
+        updates: &mpsc::Sender<ToolUpdate>,
+    ) -> Result<ToolResult, ToolError> {
+        files::write_file(ctx, input, updates).await
+    }
+}
+
+struct EditFile;
+
+#[async_trait::async_trait]
+impl Tool for EditFile {
+    fn spec(&self) -> ToolSpec<'_> {
         ToolSpec {
             name: "edit_file",
             description: "Replace an exact string in a file. `old_string` must match the file \
@@ -57,7 +113,28 @@ pub fn specs() -> Vec<ToolSpec> {
                 "required": ["path", "old_string", "new_string"],
                 "additionalProperties": false
             }),
-        },
+        }
+    }
+
+    fn writes(&self) -> bool {
+        true
+    }
+
+    async fn run(
+        &self,
+        ctx: &ToolContext<'_>,
+        input: &Value,
+        updates: &mpsc::Sender<ToolUpdate>,
+    ) -> Result<ToolResult, ToolError> {
+        files::edit_file(ctx, input, updates).await
+    }
+}
+
+struct ListFiles;
+
+#[async_trait::async_trait]
+impl Tool for ListFiles {
+    fn spec(&self) -> ToolSpec<'_> {
         ToolSpec {
             name: "list_files",
             description: "List files (not directories) under a directory, sorted, skipping .git, \
@@ -73,7 +150,28 @@ pub fn specs() -> Vec<ToolSpec> {
                 },
                 "additionalProperties": false
             }),
-        },
+        }
+    }
+
+    fn writes(&self) -> bool {
+        false
+    }
+
+    async fn run(
+        &self,
+        ctx: &ToolContext<'_>,
+        input: &Value,
+        _updates: &mpsc::Sender<ToolUpdate>,
+    ) -> Result<ToolResult, ToolError> {
+        search::list_files(ctx, input).await
+    }
+}
+
+struct Grep;
+
+#[async_trait::async_trait]
+impl Tool for Grep {
+    fn spec(&self) -> ToolSpec<'_> {
         ToolSpec {
             name: "grep",
             description: "Search file contents with an extended regular expression (grep -E), \
@@ -90,7 +188,28 @@ pub fn specs() -> Vec<ToolSpec> {
                 "required": ["pattern"],
                 "additionalProperties": false
             }),
-        },
+        }
+    }
+
+    fn writes(&self) -> bool {
+        false
+    }
+
+    async fn run(
+        &self,
+        ctx: &ToolContext<'_>,
+        input: &Value,
+        _updates: &mpsc::Sender<ToolUpdate>,
+    ) -> Result<ToolResult, ToolError> {
+        search::grep(ctx, input).await
+    }
+}
+
+struct Bash;
+
+#[async_trait::async_trait]
+impl Tool for Bash {
+    fn spec(&self) -> ToolSpec<'_> {
         ToolSpec {
             name: "bash",
             description: "Run a shell command in the repository root with bash (or sh). Stdin \
@@ -106,7 +225,28 @@ pub fn specs() -> Vec<ToolSpec> {
                 "required": ["command"],
                 "additionalProperties": false
             }),
-        },
+        }
+    }
+
+    fn writes(&self) -> bool {
+        true
+    }
+
+    async fn run(
+        &self,
+        ctx: &ToolContext<'_>,
+        input: &Value,
+        updates: &mpsc::Sender<ToolUpdate>,
+    ) -> Result<ToolResult, ToolError> {
+        bash::bash(ctx, input, updates).await
+    }
+}
+
+struct GitStatus;
+
+#[async_trait::async_trait]
+impl Tool for GitStatus {
+    fn spec(&self) -> ToolSpec<'_> {
         ToolSpec {
             name: "git_status",
             description: "Show the branch and changed, staged and untracked files (git status --short --branch).",
@@ -115,7 +255,28 @@ pub fn specs() -> Vec<ToolSpec> {
                 "properties": {},
                 "additionalProperties": false
             }),
-        },
+        }
+    }
+
+    fn writes(&self) -> bool {
+        true
+    }
+
+    async fn run(
+        &self,
+        ctx: &ToolContext<'_>,
+        input: &Value,
+        _updates: &mpsc::Sender<ToolUpdate>,
+    ) -> Result<ToolResult, ToolError> {
+        git::git_status(ctx, input).await
+    }
+}
+
+struct GitDiff;
+
+#[async_trait::async_trait]
+impl Tool for GitDiff {
+    fn spec(&self) -> ToolSpec<'_> {
         ToolSpec {
             name: "git_diff",
             description: "Show uncommitted changes as a unified diff: unstaged changes, or staged \
@@ -128,6 +289,19 @@ pub fn specs() -> Vec<ToolSpec> {
                 },
                 "additionalProperties": false
             }),
-        },
-    ]
+        }
+    }
+
+    fn writes(&self) -> bool {
+        true
+    }
+
+    async fn run(
+        &self,
+        ctx: &ToolContext<'_>,
+        input: &Value,
+        _updates: &mpsc::Sender<ToolUpdate>,
+    ) -> Result<ToolResult, ToolError> {
+        git::git_diff(ctx, input).await
+    }
 }
