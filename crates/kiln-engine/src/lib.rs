@@ -3,20 +3,18 @@
 //!
 //! A session is an actor ([`session`]) with a durable queue in its SQLite log; its worker runs
 //! one prompt at a time through the agent loop ([`agent`]), whose tools ([`tools`]) run in the
-//! session's sandbox and pass through the hooks ([`hooks`]).
+//! session's sandbox and pass through the hooks ([`hooks`]) — both from `kiln-tools`.
 
 mod agent;
 mod config;
 mod engine;
 mod error;
 mod gc;
-pub mod hooks;
 mod host;
 pub mod images;
 mod pool;
 mod session;
 mod sync_gate;
-pub mod tools;
 mod workspace;
 
 pub use config::{EngineConfig, PromptLimits};
@@ -24,4 +22,6 @@ pub use engine::Engine;
 pub use error::{Error, Result};
 /// The sandbox errors inside [`Error::Sandbox`], for callers that map them (the server).
 pub use kiln_sandbox::Error as SandboxError;
+/// The tools and hooks the agent loop drives, from their own crate.
+pub use kiln_tools::{hooks, tools};
 pub use workspace::WORKDIR;
