@@ -3,13 +3,13 @@
 //! Prompts are durable before anyone hears of them: `enqueue` commits the prompt row and its
 //! `prompt_queued` event in one transaction, then wakes the worker. The worker is a task that
 //! exists only while there is work: it takes the oldest queued prompt, runs the agent on it, and
-//! ends when the queue is empty.
+//! ends when the queue is empty. How the actor gets its sandbox (and syncs it) is in
+//! `session/sandbox.rs`; its snapshots and idle stop in `session/snapshots.rs`.
 
 use crate::agent::PromptRun;
 use crate::engine::Inner;
 use crate::pool::Checkout;
 use crate::sync_gate::{SyncGate, SyncState};
-use crate::workspace::SyncTarget;
 use crate::{Error, Result};
 use futures_util::FutureExt;
 use kiln_core::PromptId;
@@ -20,12 +20,15 @@ use kiln_protocol::api::{
 use kiln_sandbox::{Sandbox, SandboxId};
 use kiln_store::SessionLog;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+mod sandbox;
+mod snapshots;
 
 #[derive(Debug)]
 pub(crate) struct SessionActor {
@@ -387,18 +390,6 @@ impl SessionActor {
         Ok(())
     }
 
-    /// Starts creating the sandbox in the background, so it is ready when the agent needs it.
-    pub(crate) fn warm_sandbox(self: &Arc<Self>, inner: &Arc<Inner>) {
-        let (actor, inner2) = (self.clone(), inner.clone());
-        let shutdown = inner.shutdown.clone();
-        inner.tracker.spawn(async move {
-            tokio::select! {
-                _ = actor.sandbox(&inner2) => {}
-                _ = shutdown.cancelled() => {}
-            }
-        });
-    }
-
     /// The write gate for a prompt of this session (see [`SyncGate`]).
     pub(crate) fn sync_gate(
         &self,
@@ -412,161 +403,6 @@ impl SessionActor {
             wait,
             tools,
         }
-    }
-
-    /// The session's sandbox: the live one, the one found at start-up, or a new one — from the
-    /// repo's newest image when it has one (then synced in the background), else from a fresh
-    /// clone. Sandbox status events tell every client what is happening.
-    pub(crate) async fn sandbox(self: &Arc<Self>, inner: &Arc<Inner>) -> Result<Sandbox> {
-        let workspaces = &inner.workspaces;
-        let mut slot = self.sandbox.lock().await;
-        if let Some(sandbox) = &slot.sandbox
-            && sandbox.guest().gone().is_none()
-        {
-            // A failed sync is retried when the next prompt asks for the sandbox. The state is
-            // copied out first: `start_sync` writes the channel, and a read guard held across
-            // that write would block this thread for good.
-            let failed = matches!(*self.sync.borrow(), SyncState::Failed(_));
-            if let (Some(checkout), true) = (&slot.checkout, failed) {
-                self.start_sync(inner, sandbox.clone(), checkout.clone());
-            }
-            return Ok(sandbox.clone());
-        }
-        // A sandbox whose guest is gone cannot serve again: remove what is left of it (mounts,
-        // cgroups, directory) before it is replaced, instead of leaving it to the next start.
-        if let Some(dead) = slot.sandbox.take() {
-            tracing::info!(session = %self.log.id(), sandbox = %dead.id(), "replacing a sandbox whose guest is gone");
-            if let Err(e) = workspaces.provider.destroy(dead.id()).await {
-                tracing::debug!(sandbox = %dead.id(), error = %e, "removing a dead sandbox");
-            }
-        }
-        if let Some(id) = slot.recovered.take() {
-            match workspaces.attach(&id).await {
-                Ok(sandbox) => {
-                    self.state.lock().expect("state lock").sandbox = Some(SandboxState::Ready);
-                    slot.sandbox = Some(sandbox.clone());
-                    return Ok(sandbox);
-                }
-                Err(e) => {
-                    tracing::warn!(sandbox = %id, error = %e, "could not reattach; creating anew")
-                }
-            }
-        }
-        // A session that had a sandbox continues from its newest snapshot: no setup, no sync.
-        match self.log.latest_snapshot().await {
-            Ok(Some(snapshot)) => {
-                self.status(SandboxState::Starting, None, None).await;
-                // The files are the session's; the env and limits are the repo's as of now.
-                let runtime = self.latest_image(inner).await.map(|i| i.runtime);
-                return match workspaces
-                    .create_from_layers(
-                        self.log.id(),
-                        &snapshot.layers,
-                        &runtime.unwrap_or_default(),
-                    )
-                    .await
-                {
-                    Ok(sandbox) => {
-                        let detail = format!("restored from snapshot {}", snapshot.id);
-                        let id = Some(sandbox.id().to_string());
-                        self.status(SandboxState::Ready, id, Some(detail)).await;
-                        slot.sandbox = Some(sandbox.clone());
-                        slot.checkout = None;
-                        self.sync.send_replace(SyncState::Done);
-                        Ok(sandbox)
-                    }
-                    Err(e) => {
-                        let detail = format!(
-                            "restoring snapshot {}: {e}; the next prompt tries again",
-                            snapshot.id
-                        );
-                        self.status(SandboxState::Failed, None, Some(detail)).await;
-                        Err(e)
-                    }
-                };
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(session = %self.log.id(), error = %e, "cannot read snapshots"),
-        }
-        // A warm sandbox from the pool (the user's reservation first): a hand-off.
-        inner.pools.record_start(&self.repo.name);
-        let (claimed, dead) = inner.pools.take(&self.repo.name, &self.creator.id);
-        // Claimed or not, the pool refills: to its size, or to the demand it just saw; once
-        // this session's first model request is on its way.
-        crate::Engine::from_inner(inner.clone()).spawn_refill_after(&self.repo.name, REFILL_DELAY);
-        for entry in dead {
-            let _ = workspaces.provider.destroy(entry.sandbox.id()).await;
-        }
-        if let Some(entry) = claimed {
-            let sandbox = entry.sandbox;
-            let detail = format!(
-                "claimed from the warm pool (image {}); syncing to {}",
-                entry.image_id, self.repo.default_branch
-            );
-            if let Err(e) = self.log.set_claimed_sandbox(sandbox.id().as_str()).await {
-                tracing::warn!(session = %self.log.id(), error = %e, "cannot record the claimed sandbox");
-            }
-            let id = Some(sandbox.id().to_string());
-            self.status(SandboxState::Syncing, id, Some(detail)).await;
-            slot.sandbox = Some(sandbox.clone());
-            slot.checkout = Some(entry.checkout.clone());
-            self.start_sync(inner, sandbox.clone(), entry.checkout);
-            return Ok(sandbox);
-        }
-        self.status(SandboxState::Starting, None, None).await;
-        let image = self.latest_image(inner).await;
-        let created = match &image {
-            Some(image) => {
-                workspaces
-                    .create_from_layers(self.log.id(), &image.layers, &image.runtime)
-                    .await
-            }
-            None => {
-                workspaces
-                    .create(self.log.id(), &self.repo, self.git_identity())
-                    .await
-            }
-        };
-        match created {
-            Ok(sandbox) => {
-                let id = Some(sandbox.id().to_string());
-                slot.sandbox = Some(sandbox.clone());
-                match image {
-                    Some(image) => {
-                        let detail = format!(
-                            "from image {} at {}; syncing to {}",
-                            image.id,
-                            &image.commit[..image.commit.len().min(12)],
-                            self.repo.default_branch
-                        );
-                        self.status(SandboxState::Syncing, id, Some(detail)).await;
-                        let checkout = Arc::new(tokio::sync::Mutex::new(image.commit));
-                        slot.checkout = Some(checkout.clone());
-                        self.start_sync(inner, sandbox.clone(), checkout);
-                    }
-                    None => self.status(SandboxState::Ready, id, None).await,
-                }
-                Ok(sandbox)
-            }
-            Err(e) => {
-                let detail = format!("{e}; the next prompt tries again");
-                self.status(SandboxState::Failed, None, Some(detail)).await;
-                Err(e)
-            }
-        }
-    }
-
-    /// The repo's newest ready image; `None` (logged) when the registry cannot be read.
-    async fn latest_image(&self, inner: &Inner) -> Option<kiln_store::ImageRecord> {
-        inner
-            .store
-            .latest_image(&self.repo.name)
-            .await
-            .inspect_err(|e| {
-                tracing::warn!(repo = %self.repo.name, error = %e, "cannot read the image registry")
-            })
-            .ok()
-            .flatten()
     }
 
     /// What the commands of a prompt by `author` run with, set per call rather than in the
@@ -591,181 +427,6 @@ impl SessionActor {
 
     fn git_identity(&self) -> (&str, &str) {
         (&self.creator.name, &self.email)
-    }
-
-    /// Syncs the checkout in the background; writes wait for it (the gate), reads do not.
-    fn start_sync(self: &Arc<Self>, inner: &Arc<Inner>, sandbox: Sandbox, checkout: Checkout) {
-        self.sync.send_replace(SyncState::Pending);
-        let (actor, workspaces) = (self.clone(), inner.workspaces.clone());
-        let shutdown = inner.shutdown.clone();
-        let span = tracing::info_span!("sync", session = %self.log.id());
-        inner.tracker.spawn(
-            async move {
-                // Waits for a warm-up's sync of the same checkout, if one is running.
-                let mut at = checkout.lock().await;
-                let target = SyncTarget::Branch {
-                    session: actor.log.id(),
-                    author: actor.git_identity(),
-                };
-                let sync = workspaces.sync(&sandbox, &actor.repo, &at, target);
-                let result = tokio::select! {
-                    result = sync => result,
-                    _ = shutdown.cancelled() => return,
-                };
-                match result {
-                    Ok(head) => {
-                        *at = head;
-                        actor.sync.send_replace(SyncState::Done);
-                        actor
-                            .status(SandboxState::Ready, Some(sandbox.id().to_string()), None)
-                            .await;
-                    }
-                    Err(e) => {
-                        let message = format!(
-                            "syncing the checkout failed: {e}. Reads work at the image's commit; \
-                         writes are refused until a sync succeeds (the next prompt retries)"
-                        );
-                        actor.sync.send_replace(SyncState::Failed(e.to_string()));
-                        if let Err(e) = actor
-                            .log
-                            .append(Event::Error {
-                                prompt_id: None,
-                                kind: ErrorKind::Sync,
-                                message,
-                            })
-                            .await
-                        {
-                            tracing::error!(error = %e, "cannot record a sync failure");
-                        }
-                    }
-                }
-            }
-            .instrument(span),
-        );
-    }
-
-    /// Stops the sandbox when the session has been idle for `after`: a snapshot first (the
-    /// files as they are now), then destroy. The next prompt restores it.
-    pub(crate) async fn stop_if_idle(&self, inner: &Inner, after: Duration) {
-        let idle = {
-            let state = self.state.lock().expect("state lock");
-            !state.worker && state.last_active.is_some_and(|t| t.elapsed() >= after)
-        };
-        if !idle {
-            return;
-        }
-        let mut slot = self.sandbox.lock().await;
-        // A prompt may have started while we waited for the slot.
-        if self.state.lock().expect("state lock").worker {
-            return;
-        }
-        let Some(sandbox) = slot.sandbox.take() else {
-            return;
-        };
-        if sandbox.guest().gone().is_none()
-            && let Err(e) = self.take_snapshot(inner, &sandbox, None).await
-        {
-            tracing::warn!(session = %self.log.id(), error = %e, "cannot snapshot an idle sandbox; keeping it");
-            slot.sandbox = Some(sandbox);
-            return;
-        }
-        if let Err(e) = inner.workspaces.provider.destroy(sandbox.id()).await {
-            tracing::warn!(sandbox = %sandbox.id(), error = %e, "cannot stop an idle sandbox");
-        }
-        slot.checkout = None;
-        self.state.lock().expect("state lock").last_active = None;
-        let detail = format!("idle for {after:?}; the next prompt restores it");
-        self.status(
-            SandboxState::Stopped,
-            Some(sandbox.id().to_string()),
-            Some(detail),
-        )
-        .await;
-    }
-
-    /// Snapshots the sandbox once the session has been quiet for the snapshot delay after
-    /// `prompt`: off the path of a follow-up that is already waiting. A later prompt's
-    /// schedule supersedes this one.
-    fn schedule_snapshot(self: &Arc<Self>, inner: &Arc<Inner>, prompt: PromptId) {
-        let generation = self.snapshot_generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let (actor, inner2) = (self.clone(), inner.clone());
-        inner.tracker.spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(inner2.config.snapshot_delay) => {}
-                _ = inner2.shutdown.cancelled() => return,
-            }
-            let current = actor.snapshot_generation.load(Ordering::SeqCst) == generation;
-            if current && !actor.is_working() {
-                actor.snapshot(&inner2, &prompt).await;
-            }
-        });
-    }
-
-    /// Snapshots the sandbox after a prompt, so the session can continue if it goes away.
-    async fn snapshot(&self, inner: &Inner, prompt: &PromptId) {
-        let sandbox = self.sandbox.lock().await.sandbox.clone();
-        let Some(sandbox) = sandbox.filter(|s| s.guest().gone().is_none()) else {
-            return;
-        };
-        if let Err(e) = self.take_snapshot(inner, &sandbox, Some(prompt)).await {
-            tracing::warn!(session = %self.log.id(), error = %e, "cannot snapshot the sandbox");
-        }
-    }
-
-    /// Snapshots the sandbox and records it. Every restore stacks one more layer on what the
-    /// session started from; past [`MAX_OWN_LAYERS`], the session's own layers are merged into
-    /// one, so a session restored a thousand times still mounts a shallow stack.
-    async fn take_snapshot(
-        &self,
-        inner: &Inner,
-        sandbox: &Sandbox,
-        prompt: Option<&PromptId>,
-    ) -> Result<()> {
-        let provider = &inner.workspaces.provider;
-        let snapshot = provider.snapshot(sandbox.id()).await?;
-        let (mut id, mut layers) = (snapshot.id.to_string(), snapshot.image.layers);
-        let base = self.base_layers(sandbox).await.min(layers.len() - 1);
-        if layers.len() - base > MAX_OWN_LAYERS {
-            match provider.merge_snapshots(&layers[base..]).await {
-                Ok(merged) => {
-                    layers.truncate(base);
-                    layers.push(merged.layer);
-                    id = merged.id.to_string();
-                }
-                Err(e) => {
-                    tracing::warn!(session = %self.log.id(), error = %e, "cannot merge snapshots; keeping the stack")
-                }
-            }
-        }
-        let record = kiln_store::SessionSnapshot {
-            id,
-            parent: None,
-            prompt_id: prompt.cloned(),
-            layers,
-            size_bytes: snapshot.size_bytes,
-            base_layers: Some(base),
-        };
-        self.log.record_snapshot(&record).await?;
-        Ok(())
-    }
-
-    /// How many of the sandbox's layers are what the session started from: the base recorded
-    /// with the newest snapshot when the sandbox stands on it (it was restored), else all of
-    /// them (it came from the image, the pool or a clone).
-    async fn base_layers(&self, sandbox: &Sandbox) -> usize {
-        let layers = &sandbox.info().spec.image.layers;
-        match self.log.latest_snapshot().await {
-            Ok(Some(snapshot)) => match snapshot.base_layers {
-                Some(base)
-                    if base <= snapshot.layers.len()
-                        && layers.starts_with(&snapshot.layers[..base]) =>
-                {
-                    base
-                }
-                _ => layers.len(),
-            },
-            _ => layers.len(),
-        }
     }
 
     pub(crate) fn sandbox_state(&self) -> Option<SandboxState> {
