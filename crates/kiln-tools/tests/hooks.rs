@@ -5,7 +5,7 @@ mod common;
 
 use common::hook_context;
 use common::hooks::{Always, Cached, Hangs, assert_gone, chain, hook, pre_tool, script};
-use kiln_engine::hooks::{
+use kiln_tools::hooks::{
     CommandHook, HookConfig, HookDecision, HookEvent, HookEventKind, Hooks, Matcher,
 };
 use serde_json::{Value, json};

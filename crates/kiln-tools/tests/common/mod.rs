@@ -6,12 +6,12 @@
 pub mod hooks;
 
 use kiln_core::{PromptId, SessionId, UserId};
-use kiln_engine::hooks::HookContext;
-use kiln_engine::tools::{self, ToolCall, ToolContext, ToolResult, ToolUpdate};
 use kiln_protocol::api::UserRef;
 use kiln_sandbox::{
     CommandLine, ExecRequest, ImageSpec, LocalConfig, LocalProvider, Provider, Sandbox, SandboxSpec,
 };
+use kiln_tools::hooks::HookContext;
+use kiln_tools::tools::{self, ToolCall, ToolContext, ToolResult, ToolUpdate};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

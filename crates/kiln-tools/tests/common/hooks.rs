@@ -1,7 +1,7 @@
 //! Fixtures for the hook tests: executable scripts, chains of command hooks, and built-in
 //! hooks that substitute, decide or hang.
 
-use kiln_engine::hooks::{
+use kiln_tools::hooks::{
     CommandHook, Hook, HookContext, HookDecision, HookEvent, HookEventKind, HookOutcome, Hooks,
 };
 use serde_json::Value;

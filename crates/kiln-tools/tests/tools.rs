@@ -3,8 +3,8 @@
 mod common;
 
 use common::{Harness, call, call_with, ok};
-use kiln_engine::tools::{self, FileChange, ToolUpdate};
 use kiln_protocol::api::{FileChangeKind, ToolStream};
+use kiln_tools::tools::{self, FileChange, ToolUpdate};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
