@@ -14,294 +14,199 @@ use super::{bash, files, git, registry::Tool, search};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+/// One built-in: a unit struct whose [`Tool`] impl shows `spec`, says whether it writes, and
+/// runs the expression after `=>` (a future) with the call's context, input and update sender.
+macro_rules! builtin {
+    (
+        $ty:ident, writes: $writes:literal,
+        run($ctx:ident, $input:ident, $updates:ident) => $run:expr,
+        spec: $spec:expr
+    ) => {
+        struct $ty;
+
+        #[async_trait::async_trait]
+        impl Tool for $ty {
+            fn spec(&self) -> ToolSpec<'_> {
+                $spec
+            }
+
+            fn writes(&self) -> bool {
+                $writes
+            }
+
+            async fn run(
+                &self,
+                $ctx: &ToolContext<'_>,
+                $input: &Value,
+                $updates: &mpsc::Sender<ToolUpdate>,
+            ) -> Result<ToolResult, ToolError> {
+                let _ = $updates;
+                $run.await
+            }
+        }
+    };
+}
+
 /// Every built-in, in the order the model is shown them.
 pub(super) static BUILTINS: [&dyn Tool; 8] = [
     &ReadFile, &WriteFile, &EditFile, &ListFiles, &Grep, &Bash, &GitStatus, &GitDiff,
 ];
 
-struct ReadFile;
-
-#[async_trait::async_trait]
-impl Tool for ReadFile {
-    fn spec(&self) -> ToolSpec<'_> {
-        ToolSpec {
-            name: "read_file",
-            description: "Read a text file. Returns numbered lines (line number, tab, text). \
-                Reads up to 2000 lines from `offset`; use `offset`/`limit` to page through long \
-                files. Relative paths are relative to the repository root.",
-            input_schema: json!({
-                "type": "object",
-                "properties": {
-                    "path": {"type": "string", "description": "File to read."},
-                    "offset": {"type": "integer", "minimum": 1, "description": "First line to show, counting from 1."},
-                    "limit": {"type": "integer", "minimum": 1, "description": "Number of lines to show."}
-                },
-                "required": ["path"],
-                "additionalProperties": false
-            }),
-        }
-    }
-
-    fn writes(&self) -> bool {
-        false
-    }
-
-    async fn run(
-        &self,
-        ctx: &ToolContext<'_>,
-        input: &Value,
-        _updates: &mpsc::Sender<ToolUpdate>,
-    ) -> Result<ToolResult, ToolError> {
-        files::read_file(ctx, input).await
+builtin! {
+    ReadFile, writes: false,
+    run(ctx, input, updates) => files::read_file(ctx, input),
+    spec: ToolSpec {
+        name: "read_file",
+        description: "Read a text file. Returns numbered lines (line number, tab, text). \
+            Reads up to 2000 lines from `offset`; use `offset`/`limit` to page through long \
+            files. Relative paths are relative to the repository root.",
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "File to read."},
+                "offset": {"type": "integer", "minimum": 1, "description": "First line to show, counting from 1."},
+                "limit": {"type": "integer", "minimum": 1, "description": "Number of lines to show."}
+            },
+            "required": ["path"],
+            "additionalProperties": false
+        }),
     }
 }
 
-struct WriteFile;
-
-#[async_trait::async_trait]
-impl Tool for WriteFile {
-    fn spec(&self) -> ToolSpec<'_> {
-        ToolSpec {
-            name: "write_file",
-            description: "Create a file or replace its whole content. Parent directories are \
-                created. Prefer edit_file for changes to existing files.",
-            input_schema: json!({
-                "type": "object",
-                "properties": {
-                    "path": {"type": "string", "description": "File to write."},
-                    "content": {"type": "string", "description": "The complete new content."}
-                },
-                "required": ["path", "content"],
-                "additionalProperties": false
-            }),
-        }
-    }
-
-    fn writes(&self) -> bool {
-        true
-    }
-
-    async fn run(
-        &self,
-        ctx: &ToolContext<'_>,
-        input: &Value,
-        updates: &mpsc::Sender<ToolUpdate>,
-    ) -> Result<ToolResult, ToolError> {
-        files::write_file(ctx, input, updates).await
+builtin! {
+    WriteFile, writes: true,
+    run(ctx, input, updates) => files::write_file(ctx, input, updates),
+    spec: ToolSpec {
+        name: "write_file",
+        description: "Create a file or replace its whole content. Parent directories are \
+            created. Prefer edit_file for changes to existing files.",
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "File to write."},
+                "content": {"type": "string", "description": "The complete new content."}
+            },
+            "required": ["path", "content"],
+            "additionalProperties": false
+        }),
     }
 }
 
-struct EditFile;
-
-#[async_trait::async_trait]
-impl Tool for EditFile {
-    fn spec(&self) -> ToolSpec<'_> {
-        ToolSpec {
-            name: "edit_file",
-            description: "Replace an exact string in a file. `old_string` must match the file \
-                exactly (whitespace and indentation included) and be unique unless \
-                `replace_all` is set; include surrounding lines to make it unique. Read the file \
-                first.",
-            input_schema: json!({
-                "type": "object",
-                "properties": {
-                    "path": {"type": "string", "description": "File to edit."},
-                    "old_string": {"type": "string", "description": "Exact text to replace."},
-                    "new_string": {"type": "string", "description": "Replacement text."},
-                    "replace_all": {"type": "boolean", "description": "Replace every occurrence (default false)."}
-                },
-                "required": ["path", "old_string", "new_string"],
-                "additionalProperties": false
-            }),
-        }
-    }
-
-    fn writes(&self) -> bool {
-        true
-    }
-
-    async fn run(
-        &self,
-        ctx: &ToolContext<'_>,
-        input: &Value,
-        updates: &mpsc::Sender<ToolUpdate>,
-    ) -> Result<ToolResult, ToolError> {
-        files::edit_file(ctx, input, updates).await
+builtin! {
+    EditFile, writes: true,
+    run(ctx, input, updates) => files::edit_file(ctx, input, updates),
+    spec: ToolSpec {
+        name: "edit_file",
+        description: "Replace an exact string in a file. `old_string` must match the file \
+            exactly (whitespace and indentation included) and be unique unless \
+            `replace_all` is set; include surrounding lines to make it unique. Read the file \
+            first.",
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "File to edit."},
+                "old_string": {"type": "string", "description": "Exact text to replace."},
+                "new_string": {"type": "string", "description": "Replacement text."},
+                "replace_all": {"type": "boolean", "description": "Replace every occurrence (default false)."}
+            },
+            "required": ["path", "old_string", "new_string"],
+            "additionalProperties": false
+        }),
     }
 }
 
-struct ListFiles;
-
-#[async_trait::async_trait]
-impl Tool for ListFiles {
-    fn spec(&self) -> ToolSpec<'_> {
-        ToolSpec {
-            name: "list_files",
-            description: "List files (not directories) under a directory, sorted, skipping .git, \
-                at most 1000. `pattern` is a glob: `*` and `?` within a path segment, `**` across \
-                segments, `{a,b}` alternatives; a pattern without `/` matches file names at any \
-                depth (e.g. `*.rs`), one with `/` matches paths relative to `path` (e.g. \
-                `src/**/*.rs`).",
-            input_schema: json!({
-                "type": "object",
-                "properties": {
-                    "pattern": {"type": "string", "description": "Glob to filter by."},
-                    "path": {"type": "string", "description": "Directory to list (default: repository root)."}
-                },
-                "additionalProperties": false
-            }),
-        }
-    }
-
-    fn writes(&self) -> bool {
-        false
-    }
-
-    async fn run(
-        &self,
-        ctx: &ToolContext<'_>,
-        input: &Value,
-        _updates: &mpsc::Sender<ToolUpdate>,
-    ) -> Result<ToolResult, ToolError> {
-        search::list_files(ctx, input).await
+builtin! {
+    ListFiles, writes: false,
+    run(ctx, input, updates) => search::list_files(ctx, input),
+    spec: ToolSpec {
+        name: "list_files",
+        description: "List files (not directories) under a directory, sorted, skipping .git, \
+            at most 1000. `pattern` is a glob: `*` and `?` within a path segment, `**` across \
+            segments, `{a,b}` alternatives; a pattern without `/` matches file names at any \
+            depth (e.g. `*.rs`), one with `/` matches paths relative to `path` (e.g. \
+            `src/**/*.rs`).",
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "pattern": {"type": "string", "description": "Glob to filter by."},
+                "path": {"type": "string", "description": "Directory to list (default: repository root)."}
+            },
+            "additionalProperties": false
+        }),
     }
 }
 
-struct Grep;
-
-#[async_trait::async_trait]
-impl Tool for Grep {
-    fn spec(&self) -> ToolSpec<'_> {
-        ToolSpec {
-            name: "grep",
-            description: "Search file contents with an extended regular expression (grep -E), \
-                recursively, skipping .git and binary files. Returns `path:line:text` lines, at \
-                most 500.",
-            input_schema: json!({
-                "type": "object",
-                "properties": {
-                    "pattern": {"type": "string", "description": "Extended regular expression."},
-                    "path": {"type": "string", "description": "File or directory to search (default: repository root)."},
-                    "glob": {"type": "string", "description": "Only files matching this glob, e.g. `*.rs` or `src/**/*.{ts,tsx}`."},
-                    "ignore_case": {"type": "boolean", "description": "Case-insensitive search (default false)."}
-                },
-                "required": ["pattern"],
-                "additionalProperties": false
-            }),
-        }
-    }
-
-    fn writes(&self) -> bool {
-        false
-    }
-
-    async fn run(
-        &self,
-        ctx: &ToolContext<'_>,
-        input: &Value,
-        _updates: &mpsc::Sender<ToolUpdate>,
-    ) -> Result<ToolResult, ToolError> {
-        search::grep(ctx, input).await
+builtin! {
+    Grep, writes: false,
+    run(ctx, input, updates) => search::grep(ctx, input),
+    spec: ToolSpec {
+        name: "grep",
+        description: "Search file contents with an extended regular expression (grep -E), \
+            recursively, skipping .git and binary files. Returns `path:line:text` lines, at \
+            most 500.",
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "pattern": {"type": "string", "description": "Extended regular expression."},
+                "path": {"type": "string", "description": "File or directory to search (default: repository root)."},
+                "glob": {"type": "string", "description": "Only files matching this glob, e.g. `*.rs` or `src/**/*.{ts,tsx}`."},
+                "ignore_case": {"type": "boolean", "description": "Case-insensitive search (default false)."}
+            },
+            "required": ["pattern"],
+            "additionalProperties": false
+        }),
     }
 }
 
-struct Bash;
-
-#[async_trait::async_trait]
-impl Tool for Bash {
-    fn spec(&self) -> ToolSpec<'_> {
-        ToolSpec {
-            name: "bash",
-            description: "Run a shell command in the repository root with bash (or sh). Stdin \
-                is empty; there is no terminal. Returns stdout and stderr interleaved, cut in the \
-                middle when longer than 30 KB, and the exit code. Runs at most `timeout_secs` \
-                (default set by the server, at most 600), then is killed with its children.",
-            input_schema: json!({
-                "type": "object",
-                "properties": {
-                    "command": {"type": "string", "description": "The command line."},
-                    "timeout_secs": {"type": "integer", "minimum": 1, "maximum": 600, "description": "Time limit in seconds."}
-                },
-                "required": ["command"],
-                "additionalProperties": false
-            }),
-        }
-    }
-
-    fn writes(&self) -> bool {
-        true
-    }
-
-    async fn run(
-        &self,
-        ctx: &ToolContext<'_>,
-        input: &Value,
-        updates: &mpsc::Sender<ToolUpdate>,
-    ) -> Result<ToolResult, ToolError> {
-        bash::bash(ctx, input, updates).await
+builtin! {
+    Bash, writes: true,
+    run(ctx, input, updates) => bash::bash(ctx, input, updates),
+    spec: ToolSpec {
+        name: "bash",
+        description: "Run a shell command in the repository root with bash (or sh). Stdin \
+            is empty; there is no terminal. Returns stdout and stderr interleaved, cut in the \
+            middle when longer than 30 KB, and the exit code. Runs at most `timeout_secs` \
+            (default set by the server, at most 600), then is killed with its children.",
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "command": {"type": "string", "description": "The command line."},
+                "timeout_secs": {"type": "integer", "minimum": 1, "maximum": 600, "description": "Time limit in seconds."}
+            },
+            "required": ["command"],
+            "additionalProperties": false
+        }),
     }
 }
 
-struct GitStatus;
-
-#[async_trait::async_trait]
-impl Tool for GitStatus {
-    fn spec(&self) -> ToolSpec<'_> {
-        ToolSpec {
-            name: "git_status",
-            description: "Show the branch and changed, staged and untracked files (git status --short --branch).",
-            input_schema: json!({
-                "type": "object",
-                "properties": {},
-                "additionalProperties": false
-            }),
-        }
-    }
-
-    fn writes(&self) -> bool {
-        true
-    }
-
-    async fn run(
-        &self,
-        ctx: &ToolContext<'_>,
-        input: &Value,
-        _updates: &mpsc::Sender<ToolUpdate>,
-    ) -> Result<ToolResult, ToolError> {
-        git::git_status(ctx, input).await
+builtin! {
+    GitStatus, writes: true,
+    run(ctx, input, updates) => git::git_status(ctx, input),
+    spec: ToolSpec {
+        name: "git_status",
+        description: "Show the branch and changed, staged and untracked files (git status --short --branch).",
+        input_schema: json!({
+            "type": "object",
+            "properties": {},
+            "additionalProperties": false
+        }),
     }
 }
 
-struct GitDiff;
-
-#[async_trait::async_trait]
-impl Tool for GitDiff {
-    fn spec(&self) -> ToolSpec<'_> {
-        ToolSpec {
-            name: "git_diff",
-            description: "Show uncommitted changes as a unified diff: unstaged changes, or staged \
-                ones with `staged`. Untracked files are not included.",
-            input_schema: json!({
-                "type": "object",
-                "properties": {
-                    "path": {"type": "string", "description": "Limit the diff to this file or directory."},
-                    "staged": {"type": "boolean", "description": "Show staged changes instead (default false)."}
-                },
-                "additionalProperties": false
-            }),
-        }
-    }
-
-    fn writes(&self) -> bool {
-        true
-    }
-
-    async fn run(
-        &self,
-        ctx: &ToolContext<'_>,
-        input: &Value,
-        _updates: &mpsc::Sender<ToolUpdate>,
-    ) -> Result<ToolResult, ToolError> {
-        git::git_diff(ctx, input).await
+builtin! {
+    GitDiff, writes: true,
+    run(ctx, input, updates) => git::git_diff(ctx, input),
+    spec: ToolSpec {
+        name: "git_diff",
+        description: "Show uncommitted changes as a unified diff: unstaged changes, or staged \
+            ones with `staged`. Untracked files are not included.",
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "path": {"type": "string", "description": "Limit the diff to this file or directory."},
+                "staged": {"type": "boolean", "description": "Show staged changes instead (default false)."}
+            },
+            "additionalProperties": false
+        }),
     }
 }
