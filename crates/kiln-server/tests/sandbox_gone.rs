@@ -10,20 +10,27 @@ use kiln_sandbox::Provider;
 use kiln_testkit::{FakeModel, Script, Turn};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prompt_whose_sandbox_is_destroyed_ends_after_one_failed_call() {
+/// A session whose prompt is in the middle of a 30 s `bash` call, with a model that would go on
+/// calling tools for as long as it is asked.
+async fn session_in_a_long_call() -> (FakeModel, TestApp, kiln_core::SessionId) {
     let model = FakeModel::start().await;
     model.push(Script::Turn(Turn::tool(
         "bash",
         json!({"command": "echo started; sleep 30"}),
     )));
-    // The model would go on calling tools for as long as it is asked.
     model.set_default(Turn::tool("bash", json!({"command": "echo again"})));
     let app = TestApp::start(&model).await;
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "sleep").await;
     app.wait_for(&token, &session, |e| matches!(e, Event::ToolOutput { .. }))
         .await;
+    (model, app, session)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_whose_sandbox_is_destroyed_ends_after_one_failed_call() {
+    let (model, app, session) = session_in_a_long_call().await;
+    let token = app.admin_token.clone();
 
     let sandboxes: Vec<_> = app
         .provider
@@ -107,17 +114,8 @@ fn guest_pid(sandbox: &str) -> Option<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_guest_ends_the_prompt_and_its_sandbox_is_replaced_and_removed() {
-    let model = FakeModel::start().await;
-    model.push(Script::Turn(Turn::tool(
-        "bash",
-        json!({"command": "echo started; sleep 30"}),
-    )));
-    model.set_default(Turn::tool("bash", json!({"command": "echo again"})));
-    let app = TestApp::start(&model).await;
+    let (model, app, session) = session_in_a_long_call().await;
     let token = app.admin_token.clone();
-    let session = app.new_session(&token, "sleep").await;
-    app.wait_for(&token, &session, |e| matches!(e, Event::ToolOutput { .. }))
-        .await;
     let labelled = |infos: Vec<kiln_sandbox::SandboxInfo>| -> Vec<String> {
         infos
             .into_iter()
