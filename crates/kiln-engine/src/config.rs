@@ -2,6 +2,7 @@
 //! (file < env < flags) and handed over whole.
 
 use crate::hooks::{Hook, HookConfig};
+pub use kiln_agent::PromptLimits;
 use kiln_model::ModelConfig;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,15 +58,6 @@ pub struct EngineConfig {
     pub max_active_sessions_per_user: usize,
 }
 
-/// Bounds on the work one prompt may cause.
-#[derive(Debug, Clone, Copy)]
-pub struct PromptLimits {
-    /// Model requests per prompt.
-    pub max_turns: u32,
-    /// Input plus output tokens per prompt, summed over its turns.
-    pub max_tokens: u64,
-}
-
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -87,15 +79,6 @@ impl Default for EngineConfig {
             idle_stop_after: None,
             snapshot_delay: Duration::from_secs(2),
             max_active_sessions_per_user: 0,
-        }
-    }
-}
-
-impl Default for PromptLimits {
-    fn default() -> Self {
-        PromptLimits {
-            max_turns: 50,
-            max_tokens: 2_000_000,
         }
     }
 }

@@ -9,9 +9,9 @@
 use crate::config::EngineConfig;
 use crate::hooks::{Hook, HookConfig};
 use crate::session::SessionActor;
-use crate::workspace::Workspaces;
 use crate::{Error, Result};
 use kiln_core::{PromptId, Role, SessionId};
+use kiln_fleet::{Fleet, FleetConfig};
 use kiln_model::ModelClient;
 use kiln_protocol::api::{
     CreateSession, DeliveryMode, Event, PromptAccepted, SessionCreated, SessionState,
@@ -32,7 +32,6 @@ mod recovery;
 mod warm;
 
 use admission::Admission;
-use builds::RunningBuild;
 
 /// Runs sessions. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -43,26 +42,19 @@ pub struct Engine {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) store: Store,
-    pub(crate) workspaces: Workspaces,
-    /// `None`: no model configured; prompts fail with a message saying what to set.
-    pub(crate) model: Option<ModelClient>,
+    /// Mirrors, checkouts, images, warm pools and the collector.
+    pub(crate) fleet: Fleet,
+    /// The agent loop's model, limits and the server's hooks.
+    pub(crate) agent: kiln_agent::Agent,
     pub(crate) config: EngineConfig,
-    /// Server-wide hooks, run for every tool call of every session, before the repo's own.
-    pub(crate) hooks: Vec<Arc<dyn Hook>>,
     /// Live actors. An actor stays while its session has been used since start; idle actors
     /// hold one SQLite connection and no task.
     sessions: Mutex<HashMap<SessionId, Arc<SessionActor>>>,
-    /// Warm sandboxes per repo, and warm-up reservations.
-    pub(crate) pools: crate::pool::Pools,
-    /// The image build running per repo (one at a time): its id and live log.
-    building: Mutex<HashMap<String, RunningBuild>>,
     /// Sandboxes found running at start-up, by session, to reattach instead of recreate.
     recovered: Mutex<HashMap<SessionId, SandboxId>>,
     /// Sessions being created, per creator, not yet counted among the live actors: with them,
     /// concurrent creations cannot all slip under the per-user limit.
     admitting: Mutex<HashMap<kiln_core::UserId, usize>>,
-    /// Held by a garbage collection, so two never overlap.
-    gc: tokio::sync::Mutex<()>,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
 }
@@ -79,7 +71,7 @@ impl Engine {
         let model = match &config.model {
             Some(model) => Some(
                 ModelClient::new(model.clone())
-                    .map_err(|e| Error::Invalid(format!("model configuration: {e}")))?,
+                    .map_err(|e| Error::Config(format!("model configuration: {e}")))?,
             ),
             None => None,
         };
@@ -88,31 +80,43 @@ impl Engine {
             .iter()
             .map(|h| h.build())
             .collect::<Result<Vec<Arc<dyn Hook>>, _>>()
-            .map_err(|e| Error::Invalid(format!("hook configuration: {e}")))?
+            .map_err(|e| Error::Config(format!("hook configuration: {e}")))?
             .into_iter()
             .chain(config.rust_hooks.iter().cloned())
             .collect();
-        let workspaces = Workspaces {
-            data_dir,
+        let fleet = Fleet::new(
+            store.clone(),
             provider,
-            git_timeout: config.git_timeout,
-            store: store.clone(),
+            data_dir,
+            FleetConfig {
+                git_timeout: config.git_timeout,
+                image_step_timeout: config.image_step_timeout,
+                image_max_layers: config.image_max_layers,
+                images_kept: config.images_kept,
+                gc_grace: config.gc_grace,
+                pool_size: config.pool_size,
+                pool_max: config.pool_max,
+            },
+        );
+        let shutdown = CancellationToken::new();
+        let agent = kiln_agent::Agent {
+            model,
+            limits: config.limits,
+            bash_timeout: config.bash_timeout,
+            hooks,
+            shutdown: shutdown.clone(),
         };
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
-                workspaces,
-                model,
+                fleet,
+                agent,
                 config,
-                hooks,
                 sessions: Mutex::new(HashMap::new()),
                 recovered: Mutex::new(HashMap::new()),
                 admitting: Mutex::new(HashMap::new()),
-                building: Mutex::new(HashMap::new()),
-                pools: crate::pool::Pools::default(),
-                gc: tokio::sync::Mutex::new(()),
                 tracker: TaskTracker::new(),
-                shutdown: CancellationToken::new(),
+                shutdown,
             }),
         };
         engine.recover().await?;
@@ -316,7 +320,7 @@ impl Engine {
         if text.is_empty() {
             return Ok(());
         }
-        crate::images::environment::Environment::parse(text).map_err(Error::Invalid)?;
+        kiln_fleet::images::environment::Environment::parse(text).map_err(Error::Invalid)?;
         Ok(())
     }
 
@@ -344,9 +348,9 @@ impl Engine {
 
     /// Whether prompts can reach a model; the reason to show when not.
     pub fn model_status(&self) -> std::result::Result<String, String> {
-        match &self.inner.model {
+        match &self.inner.agent.model {
             Some(model) => Ok(model.config().display_name()),
-            None => Err(NO_MODEL.to_string()),
+            None => Err(kiln_agent::NO_MODEL.to_string()),
         }
     }
 
@@ -358,23 +362,9 @@ impl Engine {
         self.inner.tracker.wait().await;
         // Warm sandboxes are cheap to make again and belong to no session: they go with us.
         // Sessions' sandboxes stay, to be reattached by the next start.
-        for entry in self.inner.pools.drain() {
-            if let Err(e) = self
-                .inner
-                .workspaces
-                .provider
-                .destroy(entry.sandbox.id())
-                .await
-            {
-                tracing::warn!(sandbox = %entry.sandbox.id(), error = %e, "cannot destroy a warm sandbox");
-            }
-        }
+        self.inner.fleet.drain_pools().await;
     }
 }
-
-pub(crate) const NO_MODEL: &str = "no model is configured: set KILN_MODEL (e.g. anthropic/claude-sonnet-4-5 \
-     or openai/gpt-4.1) and ANTHROPIC_API_KEY or OPENAI_API_KEY (and *_BASE_URL for a compatible \
-     server), then restart kiln";
 
 /// A prompt is 1 to [`kiln_protocol::api::PROMPT_CHARS`] characters (the API checks the same
 /// limit; the engine has other callers).

@@ -1,26 +1,24 @@
-//! The engine's one error type. The server maps it to HTTP status codes in one place.
+//! The engine's one error type: its own failures by kind, and each subsystem's typed error
+//! wrapped whole. The server maps every variant to a status in one place, without a catch-all.
 
 /// What can go wrong running sessions.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0} not found")]
     NotFound(String),
+    /// The caller's input is not valid; the message says what to change.
     #[error("{0}")]
     Invalid(String),
+    /// The server's configuration (model, hooks) is not valid; found at start-up.
     #[error("{0}")]
-    Conflict(String),
+    Config(String),
     #[error(transparent)]
     Store(#[from] kiln_store::Error),
     #[error(transparent)]
     Sandbox(#[from] kiln_sandbox::Error),
-    /// Host git (a fetch, a clone, a bundle) failed: usually the repo's upstream. The message
-    /// says what git said (credentials cut out).
-    #[error("{0}")]
-    Git(String),
-    /// Something of kiln's own failed (host files, its data dir): nothing the caller did. The
-    /// message is for the server log; clients get a generic one.
-    #[error("{0}")]
-    Internal(String),
+    /// Mirrors, checkouts, image builds, pools, the collector.
+    #[error(transparent)]
+    Fleet(#[from] kiln_fleet::Error),
     /// A per-user limit is reached; the message names it and says what to do.
     #[error("{0}")]
     LimitReached(String),

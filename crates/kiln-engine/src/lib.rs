@@ -2,26 +2,23 @@
 //! nothing about HTTP (the server calls [`Engine`]; the engine never imports axum).
 //!
 //! A session is an actor ([`session`]) with a durable queue in its SQLite log; its worker runs
-//! one prompt at a time through the agent loop ([`agent`]), whose tools ([`tools`]) run in the
-//! session's sandbox and pass through the hooks ([`hooks`]) — both from `kiln-tools`.
+//! one prompt at a time through the agent loop (`kiln-agent`, which sees the session through
+//! its `Session` trait), whose tools ([`tools`]) run in the session's sandbox and pass through
+//! the hooks ([`hooks`]) — both from `kiln-tools`. What sandboxes start from (mirrors, images,
+//! pools, the collector) is `kiln-fleet`.
 
-mod agent;
 mod config;
 mod engine;
 mod error;
-mod gc;
-mod host;
-pub mod images;
-mod pool;
 mod session;
 mod sync_gate;
-mod workspace;
 
 pub use config::{EngineConfig, PromptLimits};
 pub use engine::Engine;
 pub use error::{Error, Result};
+/// What sessions start from — mirrors, images, pools, the collector — from their own crate.
+pub use kiln_fleet::{Error as FleetError, WORKDIR, images};
 /// The sandbox errors inside [`Error::Sandbox`], for callers that map them (the server).
 pub use kiln_sandbox::Error as SandboxError;
 /// The tools and hooks the agent loop drives, from their own crate.
 pub use kiln_tools::{hooks, tools};
-pub use workspace::WORKDIR;

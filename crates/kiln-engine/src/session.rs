@@ -6,13 +6,12 @@
 //! ends when the queue is empty. How the actor gets its sandbox (and syncs it) is in
 //! `session/sandbox.rs`; its snapshots and idle stop in `session/snapshots.rs`.
 
-use crate::agent::PromptRun;
 use crate::engine::Inner;
-use crate::pool::Checkout;
 use crate::sync_gate::{SyncGate, SyncState};
 use crate::{Error, Result};
 use futures_util::FutureExt;
 use kiln_core::PromptId;
+use kiln_fleet::pool::Checkout;
 use kiln_protocol::api::{
     DeliveryMode, ErrorKind, Event, PromptAccepted, PromptInfo, PromptOutcome, PromptStatus,
     SandboxState, Usage, UserRef,
@@ -27,6 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod port;
 mod sandbox;
 mod snapshots;
 
@@ -265,9 +265,11 @@ impl SessionActor {
             }
             let prompt_id = prompt.id.clone();
             let span = tracing::info_span!("prompt", session = %self.log.id(), prompt = %prompt_id);
-            let run = PromptRun::new(inner, &self, prompt, cancel)
-                .run()
-                .instrument(span);
+            let port = port::Port {
+                actor: &self,
+                inner,
+            };
+            let run = inner.agent.run(&port, prompt, cancel).instrument(span);
             // A bug in one prompt's run must not take the session down with it: the prompt
             // fails with an event, and the queue goes on.
             if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {

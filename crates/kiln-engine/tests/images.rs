@@ -195,6 +195,12 @@ async fn a_failed_or_hung_build_is_recorded_and_the_last_good_image_stays() {
     let failed = fx.engine.build_image("app").await.unwrap();
     let error = failed.error.clone().expect("the build failed");
     assert!(error.contains("compile"), "{error}");
+    // Said as people say it, not as Rust debug-prints it.
+    assert!(error.contains("exited with 3 after"), "{error}");
+    assert!(
+        !error.contains("ExitStatus") && !error.contains("Some("),
+        "{error}"
+    );
     assert!(failed.log.contains("compiling"), "{}", failed.log);
     let store = fx.engine.store();
     assert_eq!(
@@ -214,11 +220,29 @@ async fn a_failed_or_hung_build_is_recorded_and_the_last_good_image_stays() {
         "{:?}",
         started.elapsed()
     );
-    assert!(timed_out.error.unwrap().contains("timed out"));
+    let error = timed_out.error.unwrap();
+    assert!(error.contains("timed out after 1 s"), "{error}");
     assert_eq!(
         store.latest_image("app").await.unwrap().unwrap().id,
         good.id
     );
+
+    // A build that fails inside setup did run setup (a rerun starts it again).
+    let bad_setup = ENVIRONMENT.replace("echo setup >>", "exit 4; echo setup >>");
+    fx.push(
+        &[
+            (".kiln/environment.toml", &bad_setup),
+            ("deps.lock", "a=3\n"),
+        ],
+        "break setup",
+    );
+    let in_setup = fx.engine.build_image("app").await.unwrap();
+    let error = in_setup.error.clone().expect("the build failed");
+    assert!(
+        error.contains("setup") && error.contains("exited with 4"),
+        "{error}"
+    );
+    assert!(in_setup.setup_ran, "{}", in_setup.log);
 
     let bad = "colour = 1\n";
     fx.push(&[(".kiln/environment.toml", bad)], "bad environment");

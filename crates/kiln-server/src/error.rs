@@ -85,16 +85,33 @@ impl From<kiln_engine::Error> for Error {
         match e {
             kiln_engine::Error::NotFound(what) => Error::NotFound(what),
             kiln_engine::Error::Invalid(msg) => Error::BadRequest(msg),
-            kiln_engine::Error::Conflict(msg) => Error::Conflict(msg),
             kiln_engine::Error::Store(e) => e.into(),
             kiln_engine::Error::LimitReached(msg) => Error::TooManyRequests(msg),
             kiln_engine::Error::ShuttingDown => Error::Unavailable(e.to_string()),
-            kiln_engine::Error::Git(msg) => Error::Unavailable(format!(
-                "the repository could not be fetched or read; try again, or ask an admin to \
-                 check the repo's URL and credentials: {msg}"
-            )),
             kiln_engine::Error::Sandbox(e) => e.into(),
-            kiln_engine::Error::Internal(msg) => Error::Internal(msg),
+            kiln_engine::Error::Fleet(e) => e.into(),
+            kiln_engine::Error::Config(msg) => Error::Internal(msg),
+        }
+    }
+}
+
+/// Errors of mirrors, checkouts, builds and the collector: the repo's upstream failing is a
+/// 503 with git's message (credentials already cut out), the repo's own environment a 400.
+impl From<kiln_engine::FleetError> for Error {
+    fn from(e: kiln_engine::FleetError) -> Self {
+        use kiln_engine::FleetError as Fleet;
+        match e {
+            Fleet::Git { .. } | Fleet::GitTimeout { .. } | Fleet::Checkout { .. } => {
+                Error::Unavailable(format!(
+                    "the repository could not be fetched or read; try again, or ask an admin to \
+                     check the repo's URL and credentials: {e}"
+                ))
+            }
+            Fleet::Environment(_) | Fleet::Step { .. } => Error::BadRequest(e.to_string()),
+            Fleet::BuildRunning { .. } => Error::Conflict(e.to_string()),
+            Fleet::Store(e) => e.into(),
+            Fleet::Sandbox(e) => e.into(),
+            Fleet::Io { .. } | Fleet::Snapshots { .. } => Error::Internal(e.to_string()),
         }
     }
 }

@@ -158,3 +158,73 @@ async fn a_killed_guest_ends_the_prompt_and_its_sandbox_is_replaced_and_removed(
     assert_ne!(now, old);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_that_cannot_be_made_says_once_what_happens_next() {
+    let model = FakeModel::start().await;
+    let app = TestApp::start(&model).await;
+    let token = app.admin_token.clone();
+    // The upstream disappears: every fetch of it fails.
+    std::fs::remove_dir_all(&app.repo_url).unwrap();
+    let session = app.new_session(&token, "hello").await;
+    let events = app
+        .wait_for(&token, &session, |e| {
+            matches!(
+                e,
+                Event::PromptFinished {
+                    outcome: PromptOutcome::Failed,
+                    ..
+                }
+            )
+        })
+        .await;
+    let failures: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::SandboxStatus {
+                state: SandboxState::Failed,
+                detail: Some(detail),
+                ..
+            } => Some(detail.as_str()),
+            _ => None,
+        })
+        .collect();
+    // The warm-up at creation and the prompt each tried once; only the warm-up's status
+    // promises a retry (by the prompt), and the prompt's error says what comes after it.
+    assert!(!failures.is_empty(), "{events:#?}");
+    assert!(
+        failures
+            .iter()
+            .filter(|d| d.ends_with("; the first prompt tries again"))
+            .count()
+            <= 1,
+        "{failures:#?}"
+    );
+    assert!(
+        failures.iter().all(|d| !d.contains("next prompt")),
+        "{failures:#?}"
+    );
+    let errors: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Error {
+                kind: ErrorKind::Sandbox,
+                message,
+                ..
+            } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{events:#?}");
+    assert!(
+        errors[0].contains("this prompt cannot run")
+            && errors[0].ends_with("the next prompt tries again"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains("git"),
+        "the cause is named: {}",
+        errors[0]
+    );
+}

@@ -36,10 +36,9 @@ impl Engine {
         });
     }
 
-    /// Collects images and layers nothing uses any more (see [`crate::gc`]).
+    /// Collects images and layers nothing uses any more (see `kiln_fleet::gc`).
     pub async fn collect_garbage(&self) -> Result<kiln_protocol::api::GcReport> {
-        let _one = self.inner.gc.lock().await;
-        let report = crate::gc::collect(&self.inner).await?;
+        let report = self.inner.fleet.collect_garbage().await?;
         if report != kiln_protocol::api::GcReport::default() {
             tracing::info!(?report, "garbage collected");
         }

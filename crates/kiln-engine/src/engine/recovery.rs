@@ -4,8 +4,8 @@
 
 use super::Engine;
 use crate::Result;
-use crate::workspace::SESSION_LABEL;
 use kiln_core::SessionId;
+use kiln_fleet::SESSION_LABEL;
 use kiln_protocol::api::{Event, PromptStatus};
 use std::collections::HashMap;
 
@@ -46,7 +46,7 @@ impl Engine {
                 resume.push(id.clone());
             }
         }
-        let provider = &inner.workspaces.provider;
+        let provider = &inner.fleet.provider();
         for info in provider.list().await? {
             let owner = info
                 .spec

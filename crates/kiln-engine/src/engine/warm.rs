@@ -1,51 +1,24 @@
 //! Warm pools from the engine's side: refilling a repo's pool (after a claim, an image, a change
 //! of demand), reservations while a user types, and what the API shows of a pool. The pool's
-//! own bookkeeping is `pool.rs`.
+//! own bookkeeping and its refill are `kiln_fleet::pool`.
 
 use super::Engine;
 use super::admission::Admission;
 use crate::Result;
-use crate::pool::{PoolEntry, Reserved};
-use crate::workspace::SyncTarget;
 use kiln_core::SessionId;
+use kiln_fleet::pool::{PoolEntry, Reserved};
+use kiln_fleet::workspace::SyncTarget;
 use kiln_protocol::api::UserRef;
-use std::sync::Arc;
 
 impl Engine {
     /// Brings the repo's pool to its size with sandboxes from the newest image, replacing
     /// entries made from an older one. Returns how many it made.
     pub async fn refill_pool(&self, repo: &str) -> Result<usize> {
-        let config = &self.inner.config;
-        let size = self
+        Ok(self
             .inner
-            .pools
-            .target(repo, config.pool_size, config.pool_max);
-        let Some(image) = self.inner.store.latest_image(repo).await? else {
-            return Ok(0);
-        };
-        let stale = self.inner.pools.remove_stale(repo, &image.id);
-        for stale in stale.into_iter().chain(self.inner.pools.trim(repo, size)) {
-            let _ = self
-                .inner
-                .workspaces
-                .provider
-                .destroy(stale.sandbox.id())
-                .await;
-        }
-        let mut made = 0;
-        while self.inner.pools.size(repo) < size && !self.inner.shutdown.is_cancelled() {
-            let sandbox = self.inner.workspaces.create_pooled(repo, &image).await?;
-            self.inner.pools.add(
-                repo,
-                crate::pool::PoolEntry {
-                    sandbox,
-                    image_id: image.id.clone(),
-                    checkout: Arc::new(tokio::sync::Mutex::new(image.commit.clone())),
-                },
-            );
-            made += 1;
-        }
-        Ok(made)
+            .fleet
+            .refill_pool(repo, &self.inner.shutdown)
+            .await?)
     }
 
     /// Refills the repo's pool in the background (one refill per repo at a time).
@@ -57,10 +30,11 @@ impl Engine {
     /// its way to the model, and making the next sandbox (bubblewrap, mounts) would compete
     /// with it for the CPU.
     pub(crate) fn spawn_refill_after(&self, repo: &str, delay: std::time::Duration) {
-        if self.inner.config.pool_size.max(self.inner.config.pool_max) == 0
+        if !self.inner.fleet.pools_enabled()
             || !self
                 .inner
-                .pools
+                .fleet
+                .pools()
                 .refilling
                 .lock()
                 .expect("pool lock")
@@ -79,7 +53,8 @@ impl Engine {
             }
             engine
                 .inner
-                .pools
+                .fleet
+                .pools()
                 .refilling
                 .lock()
                 .expect("pool lock")
@@ -91,10 +66,11 @@ impl Engine {
     /// the reservation time. `false` when none is ready (the pool is refilled).
     pub async fn reserve_sandbox(&self, user: &UserRef, repo: &str) -> Result<bool> {
         let repo = self.repo(repo).await?;
-        let reserved =
-            self.inner
-                .pools
-                .reserve(&repo.name, &user.id, self.inner.config.reservation_ttl);
+        let reserved = self.inner.fleet.pools().reserve(
+            &repo.name,
+            &user.id,
+            self.inner.config.reservation_ttl,
+        );
         self.spawn_refill(&repo.name);
         Ok(match reserved {
             Reserved::New(entry) => {
@@ -112,10 +88,12 @@ impl Engine {
         let inner = self.inner.clone();
         self.inner.tracker.spawn(async move {
             let mut checkout = entry.checkout.lock().await;
-            let sync =
-                inner
-                    .workspaces
-                    .sync(&entry.sandbox, &repo, &checkout, SyncTarget::Detached);
+            let sync = inner.fleet.workspaces().sync(
+                &entry.sandbox,
+                &repo,
+                &checkout,
+                SyncTarget::Detached,
+            );
             let result = tokio::select! {
                 result = sync => result,
                 _ = inner.shutdown.cancelled() => return,
@@ -144,27 +122,18 @@ impl Engine {
     /// The repo's warm pool right now.
     pub async fn pool_status(&self, repo: &str) -> Result<kiln_protocol::api::PoolStatus> {
         self.repo(repo).await?;
-        let image = self.inner.store.latest_image(repo).await?.map(|i| i.id);
-        let pools = &self.inner.pools;
-        pools.expire();
-        let config = &self.inner.config;
-        let ready = pools.ready(repo);
-        Ok(kiln_protocol::api::PoolStatus {
-            ready,
-            reserved: pools.size(repo) - ready,
-            target: pools.target(repo, config.pool_size, config.pool_max),
-            image,
-        })
+        Ok(self.inner.fleet.pool_status(repo).await?)
     }
 
     /// The image of each ready sandbox in the repo's pool.
     pub fn pool_images(&self, repo: &str) -> Vec<String> {
-        self.inner.pools.images(repo)
+        self.inner.fleet.pools().images(repo)
     }
 
     /// Ready (unreserved) sandboxes in the repo's pool.
     pub fn pool_ready(&self, repo: &str) -> usize {
-        self.inner.pools.expire();
-        self.inner.pools.ready(repo)
+        let pools = self.inner.fleet.pools();
+        pools.expire();
+        pools.ready(repo)
     }
 }

@@ -5,9 +5,9 @@
 use super::{REFILL_DELAY, SessionActor};
 use crate::Result;
 use crate::engine::Inner;
-use crate::pool::Checkout;
 use crate::sync_gate::SyncState;
-use crate::workspace::SyncTarget;
+use kiln_fleet::pool::Checkout;
+use kiln_fleet::workspace::SyncTarget;
 use kiln_protocol::api::{ErrorKind, Event, SandboxState};
 use kiln_sandbox::Sandbox;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ impl SessionActor {
         let shutdown = inner.shutdown.clone();
         inner.tracker.spawn(async move {
             tokio::select! {
-                _ = actor.sandbox(&inner2) => {}
+                _ = actor.sandbox(&inner2, Need::Warm) => {}
                 _ = shutdown.cancelled() => {}
             }
         });
@@ -29,8 +29,12 @@ impl SessionActor {
     /// The session's sandbox: the live one, the one found at start-up, or a new one — from the
     /// repo's newest image when it has one (then synced in the background), else from a fresh
     /// clone. Sandbox status events tell every client what is happening.
-    pub(crate) async fn sandbox(self: &Arc<Self>, inner: &Arc<Inner>) -> Result<Sandbox> {
-        let workspaces = &inner.workspaces;
+    pub(crate) async fn sandbox(
+        self: &Arc<Self>,
+        inner: &Arc<Inner>,
+        need: Need,
+    ) -> Result<Sandbox> {
+        let workspaces = inner.fleet.workspaces();
         let mut slot = self.sandbox.lock().await;
         if let Some(sandbox) = &slot.sandbox
             && sandbox.guest().gone().is_none()
@@ -89,11 +93,12 @@ impl SessionActor {
                     }
                     Err(e) => {
                         let detail = format!(
-                            "restoring snapshot {}: {e}; the next prompt tries again",
-                            snapshot.id
+                            "restoring snapshot {}: {e}{}",
+                            snapshot.id,
+                            need.what_next()
                         );
                         self.status(SandboxState::Failed, None, Some(detail)).await;
-                        Err(e)
+                        Err(e.into())
                     }
                 };
             }
@@ -101,8 +106,8 @@ impl SessionActor {
             Err(e) => tracing::warn!(session = %self.log.id(), error = %e, "cannot read snapshots"),
         }
         // A warm sandbox from the pool (the user's reservation first): a hand-off.
-        inner.pools.record_start(&self.repo.name);
-        let (claimed, dead) = inner.pools.take(&self.repo.name, &self.creator.id);
+        inner.fleet.pools().record_start(&self.repo.name);
+        let (claimed, dead) = inner.fleet.pools().take(&self.repo.name, &self.creator.id);
         // Claimed or not, the pool refills: to its size, or to the demand it just saw; once
         // this session's first model request is on its way.
         crate::Engine::from_inner(inner.clone()).spawn_refill_after(&self.repo.name, REFILL_DELAY);
@@ -161,9 +166,9 @@ impl SessionActor {
                 Ok(sandbox)
             }
             Err(e) => {
-                let detail = format!("{e}; the next prompt tries again");
+                let detail = format!("{e}{}", need.what_next());
                 self.status(SandboxState::Failed, None, Some(detail)).await;
-                Err(e)
+                Err(e.into())
             }
         }
     }
@@ -189,7 +194,7 @@ impl SessionActor {
         checkout: Checkout,
     ) {
         self.sync.send_replace(SyncState::Pending);
-        let (actor, workspaces) = (self.clone(), inner.workspaces.clone());
+        let (actor, workspaces) = (self.clone(), inner.fleet.workspaces().clone());
         let shutdown = inner.shutdown.clone();
         let span = tracing::info_span!("sync", session = %self.log.id());
         inner.tracker.spawn(
@@ -235,5 +240,23 @@ impl SessionActor {
             }
             .instrument(span),
         );
+    }
+}
+
+/// Who asks for the sandbox, which decides what a failure's status says happens next.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Need {
+    /// Warm-up (the session was created, or someone is typing): the first prompt tries again.
+    Warm,
+    /// A prompt, which fails with its own error event saying what happens next.
+    Prompt,
+}
+
+impl Need {
+    fn what_next(self) -> &'static str {
+        match self {
+            Need::Warm => "; the first prompt tries again",
+            Need::Prompt => "",
+        }
     }
 }

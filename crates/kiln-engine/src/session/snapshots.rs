@@ -38,7 +38,7 @@ impl SessionActor {
             slot.sandbox = Some(sandbox);
             return;
         }
-        if let Err(e) = inner.workspaces.provider.destroy(sandbox.id()).await {
+        if let Err(e) = inner.fleet.provider().destroy(sandbox.id()).await {
             tracing::warn!(sandbox = %sandbox.id(), error = %e, "cannot stop an idle sandbox");
         }
         slot.checkout = None;
@@ -90,7 +90,7 @@ impl SessionActor {
         sandbox: &Sandbox,
         prompt: Option<&PromptId>,
     ) -> Result<()> {
-        let provider = &inner.workspaces.provider;
+        let provider = &inner.fleet.provider();
         let snapshot = provider.snapshot(sandbox.id()).await?;
         let (mut id, mut layers) = (snapshot.id.to_string(), snapshot.image.layers);
         let base = self.base_layers(sandbox).await.min(layers.len() - 1);

@@ -167,6 +167,18 @@ impl ExitStatus {
     }
 }
 
+/// How it ended, for people: `exited with 127`, `killed by signal 9`, `timed out`.
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.timed_out, self.code, self.signal) {
+            (true, _, _) => f.write_str("timed out"),
+            (false, Some(code), _) => write!(f, "exited with {code}"),
+            (false, None, Some(signal)) => write!(f, "killed by signal {signal}"),
+            (false, None, None) => f.write_str("ended without an exit status"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileKind {
@@ -234,5 +246,28 @@ impl ErrorKind {
             K::InvalidInput => Self::InvalidRequest,
             _ => Self::Io,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExitStatus;
+
+    #[test]
+    fn exit_statuses_read_as_people_say_them() {
+        let status = |code, signal, timed_out| ExitStatus {
+            code,
+            signal,
+            timed_out,
+        };
+        assert_eq!(
+            status(Some(127), None, false).to_string(),
+            "exited with 127"
+        );
+        assert_eq!(
+            status(None, Some(9), false).to_string(),
+            "killed by signal 9"
+        );
+        assert_eq!(status(None, Some(9), true).to_string(), "timed out");
     }
 }

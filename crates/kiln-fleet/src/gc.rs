@@ -12,7 +12,7 @@
 //! builds are removed. Layers younger than the grace time are never touched: they may belong to
 //! a build or a snapshot that is not recorded yet.
 
-use crate::engine::Inner;
+use crate::Fleet;
 use crate::{Error, Result};
 use kiln_protocol::api::GcReport;
 use std::collections::{HashMap, HashSet};
@@ -20,14 +20,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-pub(crate) async fn collect(inner: &Inner) -> Result<GcReport> {
-    let provider = &inner.workspaces.provider;
+pub(crate) async fn collect(fleet: &Fleet) -> Result<GcReport> {
+    let provider = &fleet.workspaces.provider;
     let mut used: HashSet<PathBuf> = HashSet::new();
     for sandbox in provider.list().await? {
         used.extend(sandbox.spec.image.layers);
     }
-    for id in inner.store.all_session_ids().await? {
-        let snapshot = match inner.store.open_session(&id).await {
+    for id in fleet.store.all_session_ids().await? {
+        let snapshot = match fleet.store.open_session(&id).await {
             Ok(log) => log.latest_snapshot().await,
             Err(e) => Err(e),
         };
@@ -35,10 +35,11 @@ pub(crate) async fn collect(inner: &Inner) -> Result<GcReport> {
             Ok(Some(snapshot)) => used.extend(snapshot.layers),
             Ok(None) => {}
             // Unknown means in use: better a layer too many than a session that cannot resume.
-            Err(e) => {
-                return Err(Error::Internal(format!(
-                    "cannot read the snapshots of session {id}: {e}; nothing collected"
-                )));
+            Err(source) => {
+                return Err(Error::Snapshots {
+                    session: id,
+                    source,
+                });
             }
         }
     }
@@ -47,24 +48,24 @@ pub(crate) async fn collect(inner: &Inner) -> Result<GcReport> {
     let mut kept_per_repo: HashMap<String, usize> = HashMap::new();
     let mut live_images: HashSet<String> = HashSet::new();
     // Newest first, so an image is judged after everything that can stand on it.
-    for image in inner.store.uncollected_images().await? {
+    for image in fleet.store.uncollected_images().await? {
         if image.error.is_some() {
             continue;
         }
         let kept = kept_per_repo.entry(image.repo.clone()).or_default();
         let stood_on = image.layers.last().is_some_and(|top| used.contains(top));
-        if *kept < inner.config.images_kept || stood_on {
+        if *kept < fleet.config.images_kept || stood_on {
             *kept += 1;
             used.extend(image.layers.iter().cloned());
             live_images.insert(image.id);
         } else {
             // Marked first, so no new sandbox starts from it while its layers go.
-            inner.store.mark_image_collected(&image.id).await?;
+            fleet.store.mark_image_collected(&image.id).await?;
             report.images_collected.push(image.id);
         }
     }
 
-    let grace = inner.config.gc_grace;
+    let grace = fleet.config.gc_grace;
     let now_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -82,15 +83,15 @@ pub(crate) async fn collect(inner: &Inner) -> Result<GcReport> {
         }
     }
 
-    let builds = inner.workspaces.data_dir.join("images");
+    let builds = fleet.workspaces.data_dir.join("images");
     let dirs = match std::fs::read_dir(&builds) {
         Ok(dirs) => dirs,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
         Err(e) => {
-            return Err(Error::Internal(format!(
-                "listing {}: {e}",
-                builds.display()
-            )));
+            return Err(Error::Io {
+                what: format!("listing {}", builds.display()),
+                source: e,
+            });
         }
     };
     for entry in dirs.flatten() {

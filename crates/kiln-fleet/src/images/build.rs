@@ -34,11 +34,19 @@ pub(crate) struct ImageBuilder {
     pub(crate) max_layers: usize,
 }
 
+/// How far a build got, known also when it fails.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The commit being built (empty until the fetch).
+    commit: String,
+    /// Whether setup started.
+    setup_ran: bool,
+}
+
 /// What a successful build produced.
 struct Built {
     layers: Vec<PathBuf>,
     lockfile_hash: String,
-    setup_ran: bool,
     size_bytes: u64,
     runtime: ImageRuntime,
 }
@@ -50,18 +58,19 @@ impl ImageBuilder {
     pub(crate) async fn build(&self, repo: &Repo, id: &str, log: &BuildLog) -> Result<ImageRecord> {
         let started = Instant::now();
         let previous = self.store.latest_image(&repo.name).await?;
-        let mut commit = String::new();
+        let mut progress = Progress::default();
         let outcome = self
-            .run(id, repo, previous.as_ref(), &mut commit, log)
+            .run(id, repo, previous.as_ref(), &mut progress, log)
             .await;
         let mut record = ImageRecord {
             id: id.to_string(),
             repo: repo.name.clone(),
-            commit,
+            commit: progress.commit,
             parent: previous.map(|p| p.id),
             layers: Vec::new(),
             lockfile_hash: String::new(),
-            setup_ran: false,
+            // Also for a build that failed in (or after) setup: it ran.
+            setup_ran: progress.setup_ran,
             error: None,
             log: String::new(),
             duration_ms: started.elapsed().as_millis() as u64,
@@ -74,7 +83,6 @@ impl ImageBuilder {
             Ok(built) => {
                 record.layers = built.layers;
                 record.lockfile_hash = built.lockfile_hash;
-                record.setup_ran = built.setup_ran;
                 record.size_bytes = built.size_bytes;
                 record.runtime = built.runtime;
             }
@@ -93,13 +101,13 @@ impl ImageBuilder {
         id: &str,
         repo: &Repo,
         previous: Option<&ImageRecord>,
-        commit: &mut String,
+        progress: &mut Progress,
         log: &BuildLog,
     ) -> Result<Built> {
-        let (mirror, head) = self.workspaces.branch_head(repo).await?;
-        *commit = head;
+        let (mirror, commit) = self.workspaces.branch_head(repo).await?;
+        progress.commit = commit.clone();
         log.push_str(&format!("== {} at {commit}\n", repo.name));
-        let environment = self.environment(repo, &mirror, commit, log).await?;
+        let environment = self.environment(repo, &mirror, &commit, log).await?;
         // Squashing: a deep stack of incremental layers slows every mount and every lookup,
         // so past a depth the build starts over from the bare system.
         let previous = previous.filter(|p| {
@@ -129,10 +137,10 @@ impl ImageBuilder {
             .create_labelled(layers, &runtime, (IMAGE_LABEL, id))
             .await?;
         let result = self
-            .prepare(&sandbox, commit, &environment, previous, log)
+            .prepare(&sandbox, &environment, previous, progress, log)
             .await;
         let result = match result {
-            Ok((lockfile_hash, setup_ran)) => self
+            Ok(lockfile_hash) => self
                 .workspaces
                 .provider
                 .snapshot(sandbox.id())
@@ -140,7 +148,6 @@ impl ImageBuilder {
                 .map(|snapshot| Built {
                     layers: snapshot.image.layers,
                     lockfile_hash,
-                    setup_ran,
                     size_bytes: snapshot.size_bytes,
                     runtime,
                 })
@@ -153,16 +160,17 @@ impl ImageBuilder {
         result
     }
 
-    /// Checks out `commit` and runs the environment's steps. Returns the lockfile hash and
-    /// whether setup ran.
+    /// Checks out the commit and runs the environment's steps, noting in `progress` whether
+    /// setup ran (before running it, so a failed setup still counts). Returns the lockfile hash.
     async fn prepare(
         &self,
         sandbox: &Sandbox,
-        commit: &str,
         environment: &Environment,
         previous: Option<&ImageRecord>,
+        progress: &mut Progress,
         log: &BuildLog,
-    ) -> Result<(String, bool)> {
+    ) -> Result<String> {
+        let commit = &progress.commit;
         let checkout = match previous {
             Some(_) => format!(
                 "cd {WORKDIR} && git fetch --quiet /kiln/repo.git && git checkout --quiet --force --detach {commit}"
@@ -184,6 +192,7 @@ impl ImageBuilder {
         .await?;
         let lockfile_hash = self.lockfile_hash(sandbox, environment).await?;
         let setup_ran = previous.is_none_or(|p| p.lockfile_hash != lockfile_hash);
+        progress.setup_ran = setup_ran;
         let phases: [(&str, &[Step]); 3] = [
             ("setup", if setup_ran { &environment.setup } else { &[] }),
             ("build", &environment.build),
@@ -201,7 +210,7 @@ impl ImageBuilder {
                     .await?;
             }
         }
-        Ok((lockfile_hash, setup_ran))
+        Ok(lockfile_hash)
     }
 
     /// The repo's environment definition: the one set through the API, else the repo's file at
@@ -235,7 +244,7 @@ impl ImageBuilder {
                 git(mirror, &["cat-file", "blob", &spec], timeout).await?
             }
         };
-        Environment::parse(&text).map_err(Error::Invalid)
+        Environment::parse(&text).map_err(Error::Environment)
     }
 
     /// sha256 over each manifest's path and contents (a missing one counts as missing).
@@ -308,23 +317,31 @@ impl ImageBuilder {
         log.push_str(&stderr.finish());
         let elapsed = started.elapsed();
         if status.timed_out {
-            return Err(Error::Invalid(format!(
-                "step {name:?} timed out after {timeout:?}"
-            )));
+            return Err(Error::Step {
+                step: name.to_string(),
+                ended: format!("timed out after {}", kiln_core::human_duration(timeout)),
+            });
         }
         if !status.success() {
             // A shell reports its child's SIGKILL as exit code 137: say when it was an OOM kill.
             let oom = sandbox.resource_events()?.oom_kills > oom_before;
-            return Err(Error::Invalid(format!(
-                "step {name:?} failed ({status:?}) after {elapsed:.1?}{}",
-                if oom {
-                    " (the sandbox's memory limit killed it)"
-                } else {
-                    ""
-                }
-            )));
+            return Err(Error::Step {
+                step: name.to_string(),
+                ended: format!(
+                    "{status} after {}{}",
+                    kiln_core::human_duration(elapsed),
+                    if oom {
+                        " (the sandbox's memory limit killed it)"
+                    } else {
+                        ""
+                    }
+                ),
+            });
         }
-        log.push_str(&format!("== {name}: ok in {elapsed:.1?}\n"));
+        log.push_str(&format!(
+            "== {name}: ok in {}\n",
+            kiln_core::human_duration(elapsed)
+        ));
         Ok(())
     }
 }

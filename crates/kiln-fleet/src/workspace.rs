@@ -19,18 +19,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where the checkout lives inside every sandbox.
-pub const WORKDIR: &str = "/workspace";
+pub use kiln_core::WORKDIR;
 
 /// Where a sync's git bundle is written inside the sandbox.
 const SYNC_BUNDLE: &str = "/tmp/.kiln-sync.bundle";
 
 /// Label naming the session a sandbox belongs to; recovery uses it to find orphans.
-pub(crate) const SESSION_LABEL: &str = "kiln.session";
+pub const SESSION_LABEL: &str = "kiln.session";
 
 /// Where [`Workspaces::sync`] leaves the checkout.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum SyncTarget<'a> {
+pub enum SyncTarget<'a> {
     /// At the head, on no branch: a warm sandbox no session owns yet.
     Detached,
     /// On the session's branch `kiln/<session>`, committing as `author` (name, email).
@@ -42,12 +41,12 @@ pub(crate) enum SyncTarget<'a> {
 
 /// Prepares checkouts and creates session sandboxes.
 #[derive(Debug, Clone)]
-pub(crate) struct Workspaces {
-    pub(crate) data_dir: PathBuf,
-    pub(crate) provider: Arc<dyn Provider>,
-    pub(crate) git_timeout: Duration,
+pub struct Workspaces {
+    pub data_dir: PathBuf,
+    pub provider: Arc<dyn Provider>,
+    pub git_timeout: Duration,
     /// Where a repo's credentials are read, at the fetch and nowhere else.
-    pub(crate) store: kiln_store::Store,
+    pub store: kiln_store::Store,
 }
 
 impl Workspaces {
@@ -66,14 +65,14 @@ impl Workspaces {
     ///
     /// The url's credentials are kept apart from it (`Store::repo_remote`) and reach git only
     /// at the fetch, through its environment: the mirror's config holds the bare url.
-    pub(crate) async fn refresh_mirror(&self, repo: &Repo) -> Result<PathBuf> {
+    pub async fn refresh_mirror(&self, repo: &Repo) -> Result<PathBuf> {
         let remote = self.store.repo_remote(&repo.name).await?;
         let credentials = remote.credentials.as_ref();
         let mirror = self.mirror(&repo.name);
         let parent = mirror.parent().expect("mirror has a parent");
         tokio::fs::create_dir_all(parent)
             .await
-            .map_err(|e| Error::Internal(format!("creating {}: {e}", parent.display())))?;
+            .map_err(Error::io(format!("creating {}", parent.display())))?;
         if mirror.join("HEAD").is_file() {
             // A mirror made before credentials were kept apart has them in its config's url:
             // replace it (once; reading the file costs less than running git on every fetch).
@@ -114,13 +113,13 @@ impl Workspaces {
             .await?;
             tokio::fs::rename(&partial, &mirror)
                 .await
-                .map_err(|e| Error::Internal(format!("installing mirror: {e}")))?;
+                .map_err(Error::io("installing the mirror"))?;
         }
         Ok(mirror)
     }
 
     /// Fetches the repo's mirror and returns it with the head commit of its default branch.
-    pub(crate) async fn branch_head(&self, repo: &Repo) -> Result<(PathBuf, String)> {
+    pub async fn branch_head(&self, repo: &Repo) -> Result<(PathBuf, String)> {
         let mirror = self.refresh_mirror(repo).await?;
         let branch = format!("refs/heads/{}", repo.default_branch);
         let head = git(
@@ -134,7 +133,7 @@ impl Workspaces {
 
     /// Makes `layer` a read-only layer holding the repo's objects at `/kiln/repo.git`: a bare
     /// clone of the mirror with hard links, so it costs no copies.
-    pub(crate) async fn repo_layer(&self, mirror: &Path, layer: &Path) -> Result<()> {
+    pub async fn repo_layer(&self, mirror: &Path, layer: &Path) -> Result<()> {
         let target = layer.join("kiln").join("repo.git");
         if target.join("HEAD").is_file() {
             return Ok(());
@@ -142,7 +141,7 @@ impl Workspaces {
         let _ = tokio::fs::remove_dir_all(layer).await;
         tokio::fs::create_dir_all(target.parent().expect("has a parent"))
             .await
-            .map_err(|e| Error::Internal(format!("creating {}: {e}", layer.display())))?;
+            .map_err(Error::io(format!("creating {}", layer.display())))?;
         let (mirror, target) = (path_str(mirror), path_str(&target));
         let args = [
             "clone", "--bare", "--local", "--quiet", "--", &mirror, &target,
@@ -158,7 +157,7 @@ impl Workspaces {
     /// Creates a sandbox from read-only layers (over the host system) with the env and limits
     /// of the repo's environment, tagged with one label saying what it is for: a session, a
     /// pool, an image build.
-    pub(crate) async fn create_labelled(
+    pub async fn create_labelled(
         &self,
         layers: Vec<PathBuf>,
         runtime: &ImageRuntime,
@@ -178,7 +177,7 @@ impl Workspaces {
     }
 
     /// Creates the session's sandbox with a fresh checkout of `repo` on branch `kiln/<session>`.
-    pub(crate) async fn create(
+    pub async fn create(
         &self,
         session: &SessionId,
         repo: &Repo,
@@ -211,11 +210,10 @@ impl Workspaces {
             Ok(o) if o.status.success() => Ok(sandbox),
             Ok(o) => {
                 let _ = self.provider.destroy(sandbox.id()).await;
-                Err(Error::Git(format!(
-                    "checking out {} in the sandbox failed: {}",
-                    repo.default_branch,
-                    String::from_utf8_lossy(&o.stdout).trim()
-                )))
+                Err(Error::Checkout {
+                    action: format!("checking out {}", repo.default_branch),
+                    message: String::from_utf8_lossy(&o.stdout).trim().to_string(),
+                })
             }
             Err(e) => {
                 let _ = self.provider.destroy(sandbox.id()).await;
@@ -227,7 +225,7 @@ impl Workspaces {
     /// Creates the session's sandbox from read-only layers: the repo's image (the checkout is
     /// the image's commit until [`Workspaces::sync`] brings it to the branch head) or a session
     /// snapshot (the files exactly as they were).
-    pub(crate) async fn create_from_layers(
+    pub async fn create_from_layers(
         &self,
         session: &SessionId,
         layers: &[PathBuf],
@@ -238,7 +236,7 @@ impl Workspaces {
     }
 
     /// Creates a warm pool sandbox of `repo` from its image.
-    pub(crate) async fn create_pooled(&self, repo: &str, image: &ImageRecord) -> Result<Sandbox> {
+    pub async fn create_pooled(&self, repo: &str, image: &ImageRecord) -> Result<Sandbox> {
         self.create_labelled(
             image.layers.clone(),
             &image.runtime,
@@ -250,7 +248,7 @@ impl Workspaces {
     /// Brings a sandbox's checkout from `base_commit` to the head of the repo's default branch,
     /// then onto `target`; returns the head. New commits travel as a git bundle written through
     /// the guest: the sandbox has no network and never sees a credential.
-    pub(crate) async fn sync(
+    pub async fn sync(
         &self,
         sandbox: &Sandbox,
         repo: &Repo,
@@ -264,7 +262,7 @@ impl Workspaces {
             let scratch = self.data_dir.join("tmp");
             tokio::fs::create_dir_all(&scratch)
                 .await
-                .map_err(|e| Error::Internal(format!("creating {}: {e}", scratch.display())))?;
+                .map_err(Error::io(format!("creating {}", scratch.display())))?;
             let bundle = scratch.join(format!("sync-{}.bundle", kiln_core::random_hex(8)));
             let exclude = format!("^{base_commit}");
             let created = git(
@@ -283,7 +281,7 @@ impl Workspaces {
             let bytes = match created {
                 Ok(_) => tokio::fs::read(&bundle)
                     .await
-                    .map_err(|e| Error::Internal(format!("reading {}: {e}", bundle.display()))),
+                    .map_err(Error::io(format!("reading {}", bundle.display()))),
                 Err(e) => Err(e),
             };
             let _ = tokio::fs::remove_file(&bundle).await;
@@ -312,11 +310,10 @@ impl Workspaces {
         }
         let outcome = self.run_script(sandbox, script).await?;
         if !outcome.status.success() {
-            return Err(Error::Git(format!(
-                "syncing to {}: {}",
-                repo.default_branch,
-                String::from_utf8_lossy(&outcome.stderr).trim()
-            )));
+            return Err(Error::Checkout {
+                action: format!("syncing to {}", repo.default_branch),
+                message: String::from_utf8_lossy(&outcome.stderr).trim().to_string(),
+            });
         }
         Ok(head)
     }
@@ -338,7 +335,7 @@ impl Workspaces {
             .await
     }
 
-    pub(crate) async fn attach(&self, id: &SandboxId) -> Result<Sandbox> {
+    pub async fn attach(&self, id: &SandboxId) -> Result<Sandbox> {
         Ok(self.provider.attach(id).await?)
     }
 }
@@ -362,6 +359,6 @@ fn path_str(path: &Path) -> String {
 }
 
 /// Quotes a value for `/bin/sh`: single quotes, with embedded ones closed and escaped.
-pub(crate) fn shell_quote(value: &str) -> String {
+pub fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }

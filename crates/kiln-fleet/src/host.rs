@@ -1,4 +1,4 @@
-//! The one place the engine runs programs on the host (git, to fetch repositories with the
+//! The one place kiln runs programs on the host (git, to fetch repositories with the
 //! control plane's credentials). Explicit cwd, a cleared environment, a timeout, killed on drop.
 
 use crate::{Error, Result};
@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::process::Command;
 
 /// Runs `git args...` in `cwd` and returns its stdout; a failure carries git's stderr.
-pub(crate) async fn git(cwd: &Path, args: &[&str], timeout: Duration) -> Result<String> {
+pub async fn git(cwd: &Path, args: &[&str], timeout: Duration) -> Result<String> {
     git_with_credentials(cwd, args, None, timeout).await
 }
 
@@ -17,7 +17,7 @@ pub(crate) async fn git(cwd: &Path, args: &[&str], timeout: Duration) -> Result<
 /// were in the url, percent-encoded). They reach git only through its environment, as an
 /// `Authorization` header (`GIT_CONFIG_*`), never on a command line, and are cut out of any
 /// error it reports.
-pub(crate) async fn git_with_credentials(
+pub async fn git_with_credentials(
     cwd: &Path,
     args: &[&str],
     credentials: Option<&Secret<String>>,
@@ -47,16 +47,22 @@ pub(crate) async fn git_with_credentials(
     }
     let output = tokio::time::timeout(timeout, command.output())
         .await
-        .map_err(|_| Error::Git(format!("git {} timed out after {timeout:?}", args[0])))?
-        .map_err(|e| Error::Git(format!("could not run git: {e}")))?;
+        .map_err(|_| Error::GitTimeout {
+            command: args[0].to_string(),
+            after: timeout,
+        })?
+        .map_err(Error::io("running git"))?;
     if !output.status.success() {
-        let mut stderr = redact_urls(String::from_utf8_lossy(&output.stderr).trim());
+        let mut stderr = kiln_core::redact_urls(String::from_utf8_lossy(&output.stderr).trim());
         if let Some(credentials) = credentials {
             for secret in secret_forms(credentials.expose()) {
                 stderr = stderr.replace(&secret, "****");
             }
         }
-        return Err(Error::Git(format!("git {} failed: {stderr}", args[0])));
+        return Err(Error::Git {
+            command: args[0].to_string(),
+            message: stderr,
+        });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -94,46 +100,8 @@ fn secret_forms(userinfo: &str) -> Vec<String> {
     forms
 }
 
-/// Hides credentials in URLs (`https://user:token@host` → `https://****@host`) before a message
-/// reaches a log or an event.
-pub(crate) fn redact_urls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || c == '/' || c == '\'' || c == '"')
-            .unwrap_or(tail.len());
-        match tail[..end].rfind('@') {
-            Some(at) => {
-                out.push_str("****");
-                rest = &tail[at..];
-            }
-            None => rest = tail,
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::redact_urls;
-
-    #[test]
-    fn credentials_in_urls_are_hidden() {
-        assert_eq!(
-            redact_urls("fatal: https://x:ghp_secret@github.com/a/b.git not found"),
-            "fatal: https://****@github.com/a/b.git not found"
-        );
-        assert_eq!(
-            redact_urls("see https://example.com/a"),
-            "see https://example.com/a"
-        );
-        assert_eq!(redact_urls("no url"), "no url");
-    }
-
     #[test]
     fn url_credentials_become_a_basic_header() {
         // "u:p@ss" in base64.

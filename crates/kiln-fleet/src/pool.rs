@@ -14,23 +14,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Label naming the repo a pooled sandbox is warm for.
-pub(crate) const POOL_LABEL: &str = "kiln.pool";
+pub const POOL_LABEL: &str = "kiln.pool";
 
 /// The commit a sandbox's checkout is at: the image's, until a sync moves it. Held while a sync
 /// runs, so a session's sync that follows a warm-up's waits for it and starts where it ended.
-pub(crate) type Checkout = Arc<tokio::sync::Mutex<String>>;
+pub type Checkout = Arc<tokio::sync::Mutex<String>>;
 
 /// A ready sandbox from an image.
 #[derive(Debug, Clone)]
-pub(crate) struct PoolEntry {
-    pub(crate) sandbox: Sandbox,
-    pub(crate) image_id: String,
-    pub(crate) checkout: Checkout,
+pub struct PoolEntry {
+    pub sandbox: Sandbox,
+    pub image_id: String,
+    pub checkout: Checkout,
 }
 
 /// What [`Pools::reserve`] did.
 #[derive(Debug)]
-pub(crate) enum Reserved {
+pub enum Reserved {
     /// This entry is now held for the user.
     New(PoolEntry),
     /// The user already held one; it is held longer.
@@ -46,22 +46,22 @@ struct Reservation {
 }
 
 /// How far back claims count as demand when sizing a pool.
-pub(crate) const DEMAND_WINDOW: Duration = Duration::from_secs(10 * 60);
+pub const DEMAND_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Default)]
-pub(crate) struct Pools {
+pub struct Pools {
     entries: Mutex<HashMap<String, Vec<PoolEntry>>>,
     /// When sessions started on each repo, within the demand window.
     starts: Mutex<HashMap<String, VecDeque<Instant>>>,
     reservations: Mutex<HashMap<(UserId, String), Reservation>>,
     /// Repos with a refill running.
-    pub(crate) refilling: Mutex<HashSet<String>>,
+    pub refilling: Mutex<HashSet<String>>,
 }
 
 impl Pools {
     /// Takes the user's reservation for `repo`, else any ready entry. Entries whose guest died
     /// are returned in `dead` for the caller to destroy.
-    pub(crate) fn take(&self, repo: &str, user: &UserId) -> (Option<PoolEntry>, Vec<PoolEntry>) {
+    pub fn take(&self, repo: &str, user: &UserId) -> (Option<PoolEntry>, Vec<PoolEntry>) {
         self.expire();
         let key = (user.clone(), repo.to_string());
         let mut dead = Vec::new();
@@ -84,7 +84,7 @@ impl Pools {
 
     /// Reserves an entry of `repo` for `user` until `ttl` from now (extending the user's
     /// reservation if they hold one).
-    pub(crate) fn reserve(&self, repo: &str, user: &UserId, ttl: Duration) -> Reserved {
+    pub fn reserve(&self, repo: &str, user: &UserId, ttl: Duration) -> Reserved {
         self.expire();
         let key = (user.clone(), repo.to_string());
         let mut reservations = self.reservations.lock().expect("pool lock");
@@ -115,7 +115,7 @@ impl Pools {
     }
 
     /// Counts a session start on `repo` as demand.
-    pub(crate) fn record_start(&self, repo: &str) {
+    pub fn record_start(&self, repo: &str) {
         let mut starts = self.starts.lock().expect("pool lock");
         let list = starts.entry(repo.to_string()).or_default();
         list.push_back(Instant::now());
@@ -123,7 +123,7 @@ impl Pools {
     }
 
     /// How many sandboxes `repo`'s pool should hold: its recent demand, within `min..=max`.
-    pub(crate) fn target(&self, repo: &str, min: usize, max: usize) -> usize {
+    pub fn target(&self, repo: &str, min: usize, max: usize) -> usize {
         let mut starts = self.starts.lock().expect("pool lock");
         let demand = starts.get_mut(repo).map_or(0, |list| {
             prune(list);
@@ -133,7 +133,7 @@ impl Pools {
     }
 
     /// Puts expired reservations back into their pools.
-    pub(crate) fn expire(&self) {
+    pub fn expire(&self) {
         let now = Instant::now();
         let mut reservations = self.reservations.lock().expect("pool lock");
         let expired: Vec<(UserId, String)> = reservations
@@ -150,7 +150,7 @@ impl Pools {
     }
 
     /// Ready entries of `repo` (not counting reservations).
-    pub(crate) fn ready(&self, repo: &str) -> usize {
+    pub fn ready(&self, repo: &str) -> usize {
         self.entries
             .lock()
             .expect("pool lock")
@@ -159,7 +159,7 @@ impl Pools {
     }
 
     /// The image each ready entry of `repo` was made from.
-    pub(crate) fn images(&self, repo: &str) -> Vec<String> {
+    pub fn images(&self, repo: &str) -> Vec<String> {
         self.entries
             .lock()
             .expect("pool lock")
@@ -169,7 +169,7 @@ impl Pools {
     }
 
     /// Entries of `repo` (reserved ones too), for counting against the pool size.
-    pub(crate) fn size(&self, repo: &str) -> usize {
+    pub fn size(&self, repo: &str) -> usize {
         let reserved = self
             .reservations
             .lock()
@@ -180,7 +180,7 @@ impl Pools {
         self.ready(repo) + reserved
     }
 
-    pub(crate) fn add(&self, repo: &str, entry: PoolEntry) {
+    pub fn add(&self, repo: &str, entry: PoolEntry) {
         self.entries
             .lock()
             .expect("pool lock")
@@ -190,7 +190,7 @@ impl Pools {
     }
 
     /// Removes and returns every entry, reserved ones too.
-    pub(crate) fn drain(&self) -> Vec<PoolEntry> {
+    pub fn drain(&self) -> Vec<PoolEntry> {
         let mut all: Vec<PoolEntry> = self
             .entries
             .lock()
@@ -209,7 +209,7 @@ impl Pools {
     }
 
     /// Removes and returns ready entries of `repo` past `size` (demand fell).
-    pub(crate) fn trim(&self, repo: &str, size: usize) -> Vec<PoolEntry> {
+    pub fn trim(&self, repo: &str, size: usize) -> Vec<PoolEntry> {
         let excess = self.size(repo).saturating_sub(size);
         let mut entries = self.entries.lock().expect("pool lock");
         let Some(list) = entries.get_mut(repo) else {
@@ -220,7 +220,7 @@ impl Pools {
     }
 
     /// Removes and returns the ready entries of `repo` not made from `image_id`.
-    pub(crate) fn remove_stale(&self, repo: &str, image_id: &str) -> Vec<PoolEntry> {
+    pub fn remove_stale(&self, repo: &str, image_id: &str) -> Vec<PoolEntry> {
         let mut entries = self.entries.lock().expect("pool lock");
         let Some(list) = entries.get_mut(repo) else {
             return Vec::new();

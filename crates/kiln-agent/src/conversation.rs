@@ -1,0 +1,154 @@
+//! The conversation as the model sees it, stored in the session beside the events: loading it
+//! (closing calls a crash left unanswered), extending it, prompts inserted while the agent works,
+//! and the system prompt.
+
+use crate::run::{Failure, PromptRun};
+use kiln_core::WORKDIR;
+use kiln_model::{ContentBlock, Message, MessageRole};
+use kiln_protocol::api::ErrorKind;
+use kiln_sandbox::Sandbox;
+
+impl PromptRun<'_> {
+    /// Hands prompts queued in insert mode to the model as part of this prompt.
+    pub(crate) async fn deliver_inserted(
+        &self,
+        conversation: &mut [Message],
+    ) -> Result<(), Failure> {
+        let into = self.prompt.id.clone();
+        let inserted = self
+            .session
+            .take_inserted(&into)
+            .await
+            .map_err(|e| Failure(ErrorKind::Storage, format!("cannot read the queue: {e}")))?;
+        if inserted.is_empty() {
+            return Ok(());
+        }
+        // The last message is the user's (the prompt or tool results): add to it, so the
+        // conversation keeps alternating.
+        let last = conversation
+            .last_mut()
+            .expect("the prompt's message is always there");
+        for prompt in inserted {
+            last.content.push(ContentBlock::Text {
+                text: format!("[{} adds] {}", prompt.author.name, prompt.text),
+            });
+        }
+        self.replace_last(last).await
+    }
+
+    pub(crate) async fn system_prompt(&self, sandbox: &Sandbox) -> String {
+        let repo = self.session.repo();
+        let mut system = format!(
+            "You are a coding agent working in a sandbox on the repository {name} ({url}), \
+             checked out at {WORKDIR} on a session branch made from {branch}. Use the tools to \
+             read, search, edit and run code there. Work until the request is done, then say \
+             briefly what you changed.",
+            name = repo.name,
+            url = kiln_core::redact_urls(&repo.url),
+            branch = repo.default_branch,
+        );
+        if !repo.description.is_empty() {
+            system.push_str(&format!("\n\nAbout the repository: {}", repo.description));
+        }
+        let agents = format!("{WORKDIR}/AGENTS.md");
+        if let Ok(bytes) = sandbox.guest().read_file(&agents).await {
+            let text = String::from_utf8_lossy(&bytes);
+            let text: String = text.chars().take(32 * 1024).collect();
+            system.push_str(&format!(
+                "\n\nThe repository's AGENTS.md says:\n<agents_md>\n{text}\n</agents_md>"
+            ));
+        }
+        system
+    }
+
+    pub(crate) async fn load_conversation(&self) -> Result<Vec<Message>, Failure> {
+        let stored = self.session.conversation().await.map_err(|e| {
+            Failure(
+                ErrorKind::Storage,
+                format!("cannot read the conversation: {e}"),
+            )
+        })?;
+        stored
+            .into_iter()
+            .map(|value| {
+                serde_json::from_value(value).map_err(|e| {
+                    Failure(
+                        ErrorKind::Storage,
+                        format!("the stored conversation is unreadable: {e}"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// A run that ended between the model's tool calls and their results — the process was
+    /// killed, or the run panicked — left calls without results, which model APIs refuse:
+    /// each gets a result saying it did not finish, so the conversation can go on.
+    pub(crate) async fn close_unanswered_calls(
+        &self,
+        conversation: &mut Vec<Message>,
+    ) -> Result<(), Failure> {
+        let Some(last) = conversation.last() else {
+            return Ok(());
+        };
+        if last.role != MessageRole::Assistant {
+            return Ok(());
+        }
+        let results: Vec<ContentBlock> = last
+            .content
+            .iter()
+            .filter_map(|block| match block {
+                ContentBlock::ToolUse { id, .. } => Some(ContentBlock::ToolResult {
+                    tool_use_id: id.clone(),
+                    content: "interrupted: this call did not finish (kiln stopped or failed \
+                              during it); check its effects before relying on them"
+                        .into(),
+                    is_error: true,
+                }),
+                _ => None,
+            })
+            .collect();
+        if results.is_empty() {
+            return Ok(());
+        }
+        let message = Message {
+            role: MessageRole::User,
+            content: results,
+        };
+        self.push(conversation, message).await
+    }
+
+    pub(crate) async fn push(
+        &self,
+        conversation: &mut Vec<Message>,
+        message: Message,
+    ) -> Result<(), Failure> {
+        self.store_message(&message).await?;
+        conversation.push(message);
+        Ok(())
+    }
+
+    pub(crate) async fn store_message(&self, message: &Message) -> Result<(), Failure> {
+        let value = serde_json::to_value(message).expect("messages serialize");
+        let prompt = self.prompt.id.clone();
+        self.session
+            .push_message(&prompt, value)
+            .await
+            .map_err(|e| {
+                Failure(
+                    ErrorKind::Storage,
+                    format!("cannot store the conversation: {e}"),
+                )
+            })
+    }
+
+    pub(crate) async fn replace_last(&self, message: &Message) -> Result<(), Failure> {
+        let value = serde_json::to_value(message).expect("messages serialize");
+        self.session.replace_last_message(value).await.map_err(|e| {
+            Failure(
+                ErrorKind::Storage,
+                format!("cannot store the conversation: {e}"),
+            )
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! The agent loop: one prompt at a time, ask the model, stream what it says, run the tools it
+//! calls (through the hooks) in the session's sandbox, and repeat until it is done, a limit is
+//! hit, or someone stops it.
+//!
+//! The loop knows its session only through [`Session`]: append an event, read and extend the
+//! stored conversation, take prompts inserted while it works, record how the prompt ended, and
+//! get the sandbox. The engine's session actor is the one implementation; nothing here knows
+//! SQLite, pools or images. [`Agent`] holds what is the same for every prompt on a server: the
+//! model, the limits, the server's hooks.
+
+mod calls;
+mod conversation;
+mod run;
+mod turn;
+
+use async_trait::async_trait;
+use kiln_core::{PromptId, SessionId};
+use kiln_model::ModelClient;
+use kiln_protocol::api::{Event, HookSpec, PromptInfo, PromptOutcome, Repo, Usage, UserRef};
+use kiln_sandbox::Sandbox;
+use kiln_tools::hooks::Hook;
+use kiln_tools::tools::ToolRegistry;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What a prompt fails with when no model is configured.
+pub const NO_MODEL: &str = "no model is configured: set KILN_MODEL (e.g. anthropic/claude-sonnet-4-5 \
+     or openai/gpt-4.1) and ANTHROPIC_API_KEY or OPENAI_API_KEY (and *_BASE_URL for a compatible \
+     server), then restart kiln";
+
+/// A failure of the session's storage or sandbox, shown to people inside an error event.
+pub type SessionError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the agent loop needs of the session it runs in.
+#[async_trait]
+pub trait Session: Send + Sync {
+    fn id(&self) -> &SessionId;
+    fn repo(&self) -> &Repo;
+    /// The session's sandbox, made, restored or reattached if need be.
+    async fn sandbox(&self) -> Result<Sandbox, SessionError>;
+    /// The repo's hooks as they are now (a change applies from the next prompt).
+    async fn repo_hooks(&self) -> Result<Vec<HookSpec>, SessionError>;
+    /// The hook that holds calls that write until the checkout has caught up; it asks `tools`
+    /// which calls write.
+    fn write_gate(&self, cancel: CancellationToken, tools: Arc<ToolRegistry>) -> Arc<dyn Hook>;
+    /// The environment commands of a prompt by `author` run with (their git identity).
+    fn prompt_env(&self, author: &UserRef) -> BTreeMap<String, String>;
+    /// Who stopped the running prompt, if someone did.
+    fn stopped_by(&self) -> Option<UserRef>;
+    /// Appends `event` to the session's log.
+    async fn append(&self, event: Event) -> Result<(), SessionError>;
+    /// The stored conversation, oldest message first.
+    async fn conversation(&self) -> Result<Vec<serde_json::Value>, SessionError>;
+    async fn push_message(
+        &self,
+        prompt: &PromptId,
+        message: serde_json::Value,
+    ) -> Result<(), SessionError>;
+    async fn replace_last_message(&self, message: serde_json::Value) -> Result<(), SessionError>;
+    /// In insert mode, the queued prompts, marked as delivered into `into` (with their events);
+    /// otherwise none.
+    async fn take_inserted(&self, into: &PromptId) -> Result<Vec<PromptInfo>, SessionError>;
+    /// Records how `prompt` ended: its status and its last event, in one step.
+    async fn finish(&self, prompt: &PromptId, ending: Ending) -> Result<(), SessionError>;
+}
+
+/// How a prompt ended, as the session records it.
+#[derive(Debug, Clone)]
+pub enum Ending {
+    Cancelled {
+        by: UserRef,
+    },
+    Finished {
+        outcome: PromptOutcome,
+        usage: Usage,
+    },
+}
+
+/// Bounds on the work one prompt may cause.
+#[derive(Debug, Clone, Copy)]
+pub struct PromptLimits {
+    /// Model requests per prompt.
+    pub max_turns: u32,
+    /// Input plus output tokens per prompt, summed over its turns.
+    pub max_tokens: u64,
+}
+
+impl Default for PromptLimits {
+    fn default() -> Self {
+        PromptLimits {
+            max_turns: 50,
+            max_tokens: 2_000_000,
+        }
+    }
+}
+
+/// What every prompt on the server runs with.
+#[derive(Debug)]
+pub struct Agent {
+    /// `None`: no model configured; prompts fail with [`NO_MODEL`].
+    pub model: Option<ModelClient>,
+    pub limits: PromptLimits,
+    /// Default timeout of one `bash` call.
+    pub bash_timeout: Duration,
+    /// The server's hooks, run for every tool call after the write gate and before the repo's.
+    pub hooks: Vec<Arc<dyn Hook>>,
+    /// Cancelled when the server shuts down: a prompt stopped by it records nothing, and the
+    /// next start marks it interrupted.
+    pub shutdown: CancellationToken,
+}
+
+impl Agent {
+    /// Runs `prompt` in `session` until it ends, and records how it ended. `cancel` stops it
+    /// (someone pressed stop, or the server is shutting down).
+    pub async fn run(&self, session: &dyn Session, prompt: PromptInfo, cancel: CancellationToken) {
+        run::PromptRun::new(self, session, prompt, cancel)
+            .run()
+            .await
+    }
+}

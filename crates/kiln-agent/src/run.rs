@@ -1,0 +1,308 @@
+//! The agent loop for one prompt: ask the model, stream its text, run the tools it calls in the
+//! session's sandbox (through the hooks), give it the results, and repeat until it ends its turn,
+//! a limit is hit, or someone stops it.
+//!
+//! Every step is an event in the session's log, appended before the next step starts, so a client
+//! that watches sees exactly what the agent did, in order, and a crash loses nothing acknowledged.
+//! The model conversation is stored beside the events so a follow-up prompt continues it.
+//!
+//! This file is the loop and how a prompt ends; a model turn is `turn.rs`, a tool call
+//! `calls.rs`, the stored conversation and the system prompt `conversation.rs`.
+
+use crate::{Agent, Ending, NO_MODEL, Session};
+use kiln_model::{ContentBlock, Message, MessageRole, StopReason};
+use kiln_protocol::api::{ErrorKind, Event, PromptInfo, PromptOutcome, Usage};
+use kiln_tools::hooks::{Hook, HookConfig, HookContext, HookEvent, Hooks};
+use kiln_tools::tools::{ToolCall, ToolRegistry};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// One prompt's run: the agent's configuration, the session it runs in, and what it counted.
+pub(crate) struct PromptRun<'a> {
+    pub(crate) agent: &'a Agent,
+    pub(crate) session: &'a dyn Session,
+    pub(crate) prompt: PromptInfo,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) usage: Usage,
+    /// The server's hooks, then the repo's (read when the prompt starts).
+    pub(crate) hooks: Hooks,
+    /// The tools the model is offered and its calls run through; the sync gate asks it which
+    /// calls write.
+    pub(crate) tools: Arc<ToolRegistry>,
+}
+
+/// How a prompt ended, before it is recorded.
+pub(crate) enum End {
+    Finished(PromptOutcome),
+    Cancelled,
+    /// The server is shutting down: record nothing; the next start marks the prompt interrupted.
+    Shutdown,
+}
+
+/// Why the loop could not go on: what kind of failure, and the message for people.
+pub(crate) struct Failure(pub(crate) ErrorKind, pub(crate) String);
+
+impl<'a> PromptRun<'a> {
+    pub(crate) fn new(
+        agent: &'a Agent,
+        session: &'a dyn Session,
+        prompt: PromptInfo,
+        cancel: CancellationToken,
+    ) -> Self {
+        PromptRun {
+            agent,
+            session,
+            prompt,
+            cancel,
+            usage: Usage::default(),
+            hooks: Hooks::new(Vec::new()),
+            tools: Arc::new(ToolRegistry::builtin()),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let end = match self.agent_loop().await {
+            Ok(end) => end,
+            Err(Failure(kind, message)) => {
+                self.emit(Event::Error {
+                    prompt_id: Some(self.prompt.id.clone()),
+                    kind,
+                    message,
+                })
+                .await;
+                End::Finished(PromptOutcome::Failed)
+            }
+        };
+        let (prompt_id, usage) = (self.prompt.id.clone(), self.usage);
+        let stopped_by = self.session.stopped_by();
+        let ending = match end {
+            End::Shutdown => return,
+            End::Cancelled => Ending::Cancelled {
+                by: stopped_by.unwrap_or_else(|| self.prompt.author.clone()),
+            },
+            End::Finished(outcome) => Ending::Finished { outcome, usage },
+        };
+        if let Err(e) = self.session.finish(&prompt_id, ending).await {
+            tracing::error!(session = %self.session.id(), error = %e, "cannot record a prompt's end");
+        }
+    }
+
+    pub(crate) fn hook_context(&self) -> HookContext {
+        HookContext {
+            session_id: self.session.id().clone(),
+            prompt_id: self.prompt.id.clone(),
+            author: self.prompt.author.clone(),
+            repo: self.session.repo().name.clone(),
+            cwd: kiln_core::WORKDIR.to_string(),
+        }
+    }
+
+    async fn agent_loop(&mut self) -> Result<End, Failure> {
+        let Some(model) = self.agent.model.clone() else {
+            return Err(Failure(ErrorKind::NoModel, NO_MODEL.to_string()));
+        };
+        self.hooks = self.load_hooks().await?;
+        // The user's words, possibly with context from prompt-submit hooks.
+        let submit = self
+            .hooks
+            .run(
+                &self.hook_context(),
+                &HookEvent::UserPromptSubmit {
+                    prompt: self.prompt.text.clone(),
+                },
+            )
+            .await;
+        if let Some(blocked) = submit.blocked {
+            return Err(Failure(
+                ErrorKind::Hook,
+                format!(
+                    "the hook {} refused this prompt: {}",
+                    blocked.hook, blocked.reason
+                ),
+            ));
+        }
+        let mut text = self.prompt.text.clone();
+        if let Some(context) = submit.context_text() {
+            text.push_str("\n\n");
+            text.push_str(&context);
+        }
+        let mut conversation = self.load_conversation().await?;
+        self.close_unanswered_calls(&mut conversation).await?;
+        let sandbox = tokio::select! {
+            sandbox = self.session.sandbox() => sandbox.map_err(|e| Failure(ErrorKind::Sandbox, format!("this prompt cannot run: the sandbox is not available ({e}); the next prompt tries again")))?,
+            _ = self.cancel.cancelled() => return Ok(self.cancelled_end()),
+        };
+        let system = self.system_prompt(&sandbox).await;
+        // A conversation whose last turn failed or hit a limit ends with the user's side; the
+        // new prompt joins that message so user and assistant keep alternating.
+        match conversation.last_mut() {
+            Some(last) if last.role == MessageRole::User => {
+                last.content.push(ContentBlock::Text { text });
+                self.replace_last(last).await?;
+            }
+            _ => {
+                self.push(
+                    &mut conversation,
+                    Message {
+                        role: MessageRole::User,
+                        content: vec![ContentBlock::Text { text }],
+                    },
+                )
+                .await?
+            }
+        }
+        let limits = self.agent.limits;
+        let mut stop_hook_active = false;
+        for turn in 1..=limits.max_turns {
+            self.deliver_inserted(&mut conversation).await?;
+            let (blocks, stop_reason) = match self
+                .model_turn(&model, &system, &conversation, turn)
+                .await?
+            {
+                Some(result) => result,
+                None => return Ok(self.cancelled_end()),
+            };
+            let calls: Vec<ToolCall> = blocks
+                .iter()
+                .filter_map(|b| match b {
+                    ContentBlock::ToolUse { id, name, input } => Some(ToolCall {
+                        id: id.clone(),
+                        name: name.clone(),
+                        input: input.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            self.push(
+                &mut conversation,
+                Message {
+                    role: MessageRole::Assistant,
+                    content: blocks,
+                },
+            )
+            .await?;
+            let over_budget =
+                self.usage.input_tokens + self.usage.output_tokens > limits.max_tokens;
+            if calls.is_empty() {
+                if over_budget || stop_reason == StopReason::MaxTokens {
+                    return Ok(End::Finished(PromptOutcome::TokenLimit));
+                }
+                // Stop hooks may send the agent back to work with a reason.
+                let stop = self
+                    .hooks
+                    .run(&self.hook_context(), &HookEvent::Stop { stop_hook_active })
+                    .await;
+                match stop.blocked.map(|b| b.reason) {
+                    Some(reason) if !stop_hook_active => {
+                        stop_hook_active = true;
+                        self.push(
+                            &mut conversation,
+                            Message {
+                                role: MessageRole::User,
+                                content: vec![ContentBlock::Text { text: reason }],
+                            },
+                        )
+                        .await?;
+                        continue;
+                    }
+                    _ => return Ok(End::Finished(PromptOutcome::Completed)),
+                }
+            }
+            let mut results = Vec::with_capacity(calls.len());
+            for call in &calls {
+                if self.cancel.is_cancelled() {
+                    results.push(ContentBlock::ToolResult {
+                        tool_use_id: call.id.clone(),
+                        content: "not run: the user stopped the agent".into(),
+                        is_error: true,
+                    });
+                    continue;
+                }
+                match self.tool_call(&sandbox, call).await {
+                    Ok(result) => results.push(result),
+                    Err(gone) => {
+                        // Every further call would fail the same way: the prompt ends here,
+                        // with a result for each call so the stored conversation stays whole.
+                        let message = gone.to_string();
+                        results.extend(calls.iter().skip(results.len()).map(|c| {
+                            ContentBlock::ToolResult {
+                                tool_use_id: c.id.clone(),
+                                content: if c.id == call.id {
+                                    message.clone()
+                                } else {
+                                    "not run: the sandbox went away".into()
+                                },
+                                is_error: true,
+                            }
+                        }));
+                        self.push(
+                            &mut conversation,
+                            Message {
+                                role: MessageRole::User,
+                                content: results,
+                            },
+                        )
+                        .await?;
+                        return Err(Failure(ErrorKind::Sandbox, message));
+                    }
+                }
+            }
+            self.push(
+                &mut conversation,
+                Message {
+                    role: MessageRole::User,
+                    content: results,
+                },
+            )
+            .await?;
+            if self.cancel.is_cancelled() {
+                return Ok(self.cancelled_end());
+            }
+            // Checked only now, so every tool call the model made has its result stored.
+            if over_budget {
+                return Ok(End::Finished(PromptOutcome::TokenLimit));
+            }
+        }
+        Ok(End::Finished(PromptOutcome::TurnLimit))
+    }
+
+    /// The write gate, the server's hooks, then the repo's current ones.
+    async fn load_hooks(&self) -> Result<Hooks, Failure> {
+        let repo_hooks = self.session.repo_hooks().await.map_err(|e| {
+            Failure(
+                ErrorKind::Storage,
+                format!("cannot read the repo's settings: {e}"),
+            )
+        })?;
+        // The write gate first: nothing writes to a checkout that is still syncing.
+        let mut chain: Vec<Arc<dyn Hook>> = vec![
+            self.session
+                .write_gate(self.cancel.clone(), self.tools.clone()),
+        ];
+        chain.extend(self.agent.hooks.iter().cloned());
+        for spec in &repo_hooks {
+            let hook = HookConfig::from(spec).build().map_err(|e| {
+                Failure(
+                    ErrorKind::Hook,
+                    format!("the repo's hook {:?} is invalid: {e}", spec.command),
+                )
+            })?;
+            chain.push(hook);
+        }
+        Ok(Hooks::new(chain))
+    }
+
+    pub(crate) fn cancelled_end(&self) -> End {
+        if self.agent.shutdown.is_cancelled() {
+            End::Shutdown
+        } else {
+            End::Cancelled
+        }
+    }
+
+    pub(crate) async fn emit(&self, event: Event) {
+        if let Err(e) = self.session.append(event).await {
+            tracing::error!(session = %self.session.id(), error = %e, "cannot append an event");
+        }
+    }
+}

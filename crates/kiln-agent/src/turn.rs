@@ -1,0 +1,114 @@
+//! One model turn: the request (the conversation and the tools' specs), its streamed text as
+//! events, and what the model said, kept even when the turn breaks off.
+
+use crate::run::{Failure, PromptRun};
+use kiln_model::{
+    ContentBlock, Message, MessageRole, ModelClient, ModelRequest, StopReason, StreamEvent,
+};
+use kiln_protocol::api::{ErrorKind, Event};
+
+impl PromptRun<'_> {
+    /// One model request, streamed into events. `None` when cancelled.
+    pub(crate) async fn model_turn(
+        &mut self,
+        model: &ModelClient,
+        system: &str,
+        conversation: &[Message],
+        turn: u32,
+    ) -> Result<Option<(Vec<ContentBlock>, StopReason)>, Failure> {
+        let request = ModelRequest {
+            system: system.to_string(),
+            messages: conversation.to_vec(),
+            tools: self
+                .tools
+                .specs()
+                .into_iter()
+                .map(|spec| kiln_model::ToolSpec {
+                    name: spec.name.to_string(),
+                    description: spec.description.to_string(),
+                    input_schema: spec.input_schema,
+                })
+                .collect(),
+            max_tokens: None,
+        };
+        self.emit(Event::ModelRequest {
+            prompt_id: self.prompt.id.clone(),
+            turn,
+            model: model.config().display_name(),
+        })
+        .await;
+        let mut stream = tokio::select! {
+            stream = model.stream(&request) => stream.map_err(|e| Failure(ErrorKind::Model, format!("the model request failed: {e}")))?,
+            _ = self.cancel.cancelled() => return Ok(None),
+        };
+        let mut blocks: Vec<ContentBlock> = Vec::new();
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = self.cancel.cancelled() => {
+                    // Keep what was said so the conversation stays whole.
+                    let _ = self.keep_partial(blocks).await;
+                    return Ok(None);
+                }
+            };
+            match next {
+                Some(Ok(StreamEvent::TextDelta(text))) => {
+                    match blocks.last_mut() {
+                        Some(ContentBlock::Text { text: all }) => all.push_str(&text),
+                        _ => blocks.push(ContentBlock::Text { text: text.clone() }),
+                    }
+                    self.emit(Event::TextDelta {
+                        prompt_id: self.prompt.id.clone(),
+                        text,
+                    })
+                    .await;
+                }
+                Some(Ok(StreamEvent::ToolUse { id, name, input })) => {
+                    blocks.push(ContentBlock::ToolUse { id, name, input });
+                }
+                Some(Ok(StreamEvent::Finished { stop_reason, usage })) => {
+                    self.usage.input_tokens += usage.input_tokens;
+                    self.usage.output_tokens += usage.output_tokens;
+                    if blocks.is_empty() {
+                        blocks.push(ContentBlock::Text {
+                            text: String::new(),
+                        });
+                    }
+                    return Ok(Some((blocks, stop_reason)));
+                }
+                Some(Err(e)) => {
+                    let _ = self.keep_partial(blocks).await;
+                    return Err(Failure(
+                        ErrorKind::Model,
+                        format!("the model stream failed: {e}"),
+                    ));
+                }
+                None => {
+                    let _ = self.keep_partial(blocks).await;
+                    return Err(Failure(
+                        ErrorKind::Model,
+                        "the model stream ended without finishing".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Records the text of an unfinished turn (tool calls dropped: they never ran), so the
+    /// stored conversation still alternates user and assistant.
+    async fn keep_partial(&self, blocks: Vec<ContentBlock>) -> Result<(), Failure> {
+        let mut text: String = blocks
+            .into_iter()
+            .filter_map(|b| match b {
+                ContentBlock::Text { text } => Some(text),
+                _ => None,
+            })
+            .collect();
+        text.push_str("\n[interrupted]");
+        let message = Message {
+            role: MessageRole::Assistant,
+            content: vec![ContentBlock::Text { text }],
+        };
+        self.store_message(&message).await
+    }
+}

@@ -1,0 +1,139 @@
+//! The session as the agent loop sees it ([`kiln_agent::Session`]): its log (events, the
+//! stored conversation, the queue), its sandbox, its write gate and its commit identity.
+
+use super::SessionActor;
+use crate::engine::Inner;
+use async_trait::async_trait;
+use kiln_agent::{Ending, Session, SessionError};
+use kiln_core::{PromptId, SessionId};
+use kiln_protocol::api::{
+    DeliveryMode, Event, HookSpec, PromptInfo, PromptOutcome, PromptStatus, Repo, UserRef,
+};
+use kiln_sandbox::Sandbox;
+use kiln_tools::hooks::Hook;
+use kiln_tools::tools::ToolRegistry;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// A session actor with the engine state its sandbox comes from.
+pub(super) struct Port<'a> {
+    pub(super) actor: &'a Arc<SessionActor>,
+    pub(super) inner: &'a Arc<Inner>,
+}
+
+#[async_trait]
+impl Session for Port<'_> {
+    fn id(&self) -> &SessionId {
+        self.actor.log.id()
+    }
+
+    fn repo(&self) -> &Repo {
+        &self.actor.repo
+    }
+
+    async fn sandbox(&self) -> Result<Sandbox, SessionError> {
+        Ok(self
+            .actor
+            .sandbox(self.inner, super::sandbox::Need::Prompt)
+            .await?)
+    }
+
+    async fn repo_hooks(&self) -> Result<Vec<HookSpec>, SessionError> {
+        Ok(self.inner.store.repo(&self.actor.repo.name).await?.hooks)
+    }
+
+    fn write_gate(&self, cancel: CancellationToken, tools: Arc<ToolRegistry>) -> Arc<dyn Hook> {
+        Arc::new(
+            self.actor
+                .sync_gate(cancel, self.inner.config.git_timeout, tools),
+        )
+    }
+
+    fn prompt_env(&self, author: &UserRef) -> BTreeMap<String, String> {
+        self.actor.prompt_env(author)
+    }
+
+    fn stopped_by(&self) -> Option<UserRef> {
+        self.actor.stopped_by()
+    }
+
+    async fn append(&self, event: Event) -> Result<(), SessionError> {
+        self.actor.log.append(event).await?;
+        Ok(())
+    }
+
+    async fn conversation(&self) -> Result<Vec<serde_json::Value>, SessionError> {
+        Ok(self.actor.log.messages().await?)
+    }
+
+    async fn push_message(
+        &self,
+        prompt: &PromptId,
+        message: serde_json::Value,
+    ) -> Result<(), SessionError> {
+        let prompt = prompt.clone();
+        self.actor
+            .log
+            .write(move |w| w.push_message(&prompt, &message))
+            .await?;
+        Ok(())
+    }
+
+    async fn replace_last_message(&self, message: serde_json::Value) -> Result<(), SessionError> {
+        self.actor
+            .log
+            .write(move |w| w.replace_last_message(&message))
+            .await?;
+        Ok(())
+    }
+
+    async fn take_inserted(&self, into: &PromptId) -> Result<Vec<PromptInfo>, SessionError> {
+        let into = into.clone();
+        let (inserted, _) = self
+            .actor
+            .log
+            .write(move |w| {
+                if w.delivery_mode()? != DeliveryMode::Insert {
+                    return Ok(Vec::new());
+                }
+                let queued = w.prompts_with_status(PromptStatus::Queued)?;
+                for prompt in &queued {
+                    w.set_prompt_status(&prompt.id, PromptStatus::Inserted)?;
+                    w.event(Event::PromptInserted {
+                        prompt_id: prompt.id.clone(),
+                        into: into.clone(),
+                    })?;
+                }
+                Ok(queued)
+            })
+            .await?;
+        Ok(inserted)
+    }
+
+    async fn finish(&self, prompt: &PromptId, ending: Ending) -> Result<(), SessionError> {
+        let prompt_id = prompt.clone();
+        self.actor
+            .log
+            .write(move |w| match ending {
+                Ending::Cancelled { by } => {
+                    w.set_prompt_status(&prompt_id, PromptStatus::Cancelled)?;
+                    w.event(Event::PromptCancelled { prompt_id, by })
+                }
+                Ending::Finished { outcome, usage } => {
+                    let status = match outcome {
+                        PromptOutcome::Completed => PromptStatus::Completed,
+                        _ => PromptStatus::Failed,
+                    };
+                    w.set_prompt_status(&prompt_id, status)?;
+                    w.event(Event::PromptFinished {
+                        prompt_id,
+                        outcome,
+                        usage,
+                    })
+                }
+            })
+            .await?;
+        Ok(())
+    }
+}
