@@ -335,6 +335,13 @@ impl Workspaces {
             .await
     }
 
+    /// Makes a claimed pool sandbox the session's: labelled with the session from now on, no
+    /// longer with the pool.
+    pub async fn adopt(&self, sandbox: &Sandbox, session: &SessionId) -> Result<()> {
+        let labels = [(SESSION_LABEL.to_string(), session.to_string())].into();
+        Ok(self.provider.relabel(sandbox.id(), labels).await?)
+    }
+
     pub async fn attach(&self, id: &SandboxId) -> Result<Sandbox> {
         Ok(self.provider.attach(id).await?)
     }

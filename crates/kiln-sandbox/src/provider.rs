@@ -21,6 +21,13 @@ pub trait Provider: Send + Sync + Debug + 'static {
     /// Kills every process of the sandbox and releases everything it held. Idempotent on
     /// sandboxes that are already gone only in that it reports [`crate::Error::NotFound`].
     async fn destroy(&self, id: &SandboxId) -> Result<()>;
+    /// Replaces the sandbox's labels (what [`Provider::list`] shows from now on): a pooled
+    /// sandbox claimed by a session stops being the pool's and becomes the session's.
+    async fn relabel(
+        &self,
+        id: &SandboxId,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<()>;
     /// Captures the writable layer, deletions included, as an immutable snapshot. The sandbox
     /// keeps running; it is paused while the layer is copied so the copy is consistent.
     async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot>;

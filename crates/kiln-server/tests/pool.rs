@@ -66,6 +66,27 @@ async fn sessions_claim_warm_sandboxes_and_the_pool_refills_and_follows_new_imag
         "{statuses:?}"
     );
     assert_eq!(statuses[1].0, SandboxState::Ready);
+    // The claimed sandbox is the session's now, and no longer the pool's.
+    let claimed = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::SandboxStatus {
+                sandbox_id: Some(id),
+                ..
+            } => Some(id.clone()),
+            _ => None,
+        })
+        .expect("the claimed sandbox's id");
+    let listed = app.provider.list().await.unwrap();
+    let info = listed
+        .iter()
+        .find(|i| i.id.as_str() == claimed)
+        .expect("the claimed sandbox is listed");
+    assert_eq!(
+        info.spec.labels,
+        [("kiln.session".to_string(), session.to_string())].into(),
+        "{info:?}"
+    );
     // The session's start phases, from its log.
     let (_, detail) = app.get(&token, &format!("/api/sessions/{session}")).await;
     let start = &detail["start"];

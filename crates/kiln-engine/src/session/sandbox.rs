@@ -123,6 +123,9 @@ impl SessionActor {
             if let Err(e) = self.log.set_claimed_sandbox(sandbox.id().as_str()).await {
                 tracing::warn!(session = %self.log.id(), error = %e, "cannot record the claimed sandbox");
             }
+            if let Err(e) = workspaces.adopt(&sandbox, self.log.id()).await {
+                tracing::warn!(session = %self.log.id(), error = %e, "cannot label the claimed sandbox");
+            }
             let id = Some(sandbox.id().to_string());
             self.status(SandboxState::Syncing, id, Some(detail)).await;
             slot.sandbox = Some(sandbox.clone());

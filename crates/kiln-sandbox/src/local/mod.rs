@@ -486,6 +486,28 @@ impl Provider for LocalProvider {
             .expect("cleanup does not panic")
     }
 
+    async fn relabel(
+        &self,
+        id: &SandboxId,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        let dir = self.sandbox_dir(id.as_str());
+        let meta = dir.join("meta.json");
+        let text = fs::read(&meta).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(id.clone()),
+            _ => Error::io("reading sandbox metadata", &meta)(e),
+        })?;
+        let mut info: SandboxInfo = serde_json::from_slice(&text)
+            .map_err(|e| Error::Start(format!("corrupt metadata {}: {e}", meta.display())))?;
+        info.spec.labels = labels;
+        // Written aside and renamed: a crash leaves the old labels or the new, never half.
+        let partial = dir.join(".meta.json.partial");
+        let bytes = serde_json::to_vec(&info).expect("sandbox info serializes");
+        fs::write(&partial, bytes).map_err(Error::io("writing sandbox metadata", &partial))?;
+        fs::rename(&partial, &meta).map_err(Error::io("writing sandbox metadata", &meta))?;
+        Ok(())
+    }
+
     async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot> {
         let sandbox = self.live_sandbox(id)?;
         let snapshot_id = SnapshotId::random();
