@@ -449,8 +449,7 @@ impl StartPhases {
             (Some(from), Some(to)) if to >= from => Some((to - from) as u64),
             _ => None,
         };
-        let created = at(&|e| matches!(e, Event::SessionCreated { .. }));
-        let usable_event = events.iter().find(|e| {
+        let usable_index = events.iter().position(|e| {
             matches!(
                 e.event,
                 Event::SandboxStatus {
@@ -459,7 +458,7 @@ impl StartPhases {
                 }
             )
         });
-        let usable = usable_event.map(|e| e.at_ms);
+        let usable_event = usable_index.map(|i| &events[i]);
         let source = usable_event.and_then(|e| match &e.event {
             Event::SandboxStatus { state, detail, .. } => {
                 let detail = detail.as_deref().unwrap_or("");
@@ -502,15 +501,37 @@ impl StartPhases {
                 })
                 .map(|e| e.at_ms)
         });
-        let queued = at(&|e| matches!(e, Event::PromptQueued { .. }));
-        let request = at(&|e| matches!(e, Event::ModelRequest { .. }));
-        let token = at(&|e| matches!(e, Event::TextDelta { .. }));
+        // The first prompt's first request and its first text, counted only while nothing
+        // interrupted them: after a crash and restart, the downtime is not the start's.
+        let index = |pred: &dyn Fn(&Event) -> bool| events.iter().position(|e| pred(&e.event));
+        let interrupted_between = |from: usize, to: usize| {
+            events[from..to]
+                .iter()
+                .any(|e| matches!(e.event, Event::PromptInterrupted { .. }))
+        };
+        let uninterrupted = |from: Option<usize>, to: Option<usize>| match (from, to) {
+            (Some(from), Some(to)) if from <= to && !interrupted_between(from, to) => {
+                since(Some(events[from].at_ms), Some(events[to].at_ms))
+            }
+            _ => None,
+        };
+        let queued = index(&|e| matches!(e, Event::PromptQueued { .. }));
+        let prompt = queued.and_then(|i| events[i].event.prompt_id().cloned());
+        let of_prompt = |e: &Event| prompt.is_some() && e.prompt_id() == prompt.as_ref();
+        let request = index(&|e| matches!(e, Event::ModelRequest { .. }) && of_prompt(e));
+        let token = request.and_then(|request| {
+            events[request..]
+                .iter()
+                .position(|e| matches!(e.event, Event::TextDelta { .. }) && of_prompt(&e.event))
+                .map(|i| request + i)
+        });
+        let created_index = index(&|e| matches!(e, Event::SessionCreated { .. }));
         StartPhases {
             source,
-            sandbox_ms: since(created, usable),
+            sandbox_ms: uninterrupted(created_index, usable_index),
             sync_ms: since(syncing, synced),
-            first_model_request_ms: since(queued, request),
-            model_ttft_ms: since(request, token),
+            first_model_request_ms: uninterrupted(queued, request),
+            model_ttft_ms: uninterrupted(request, token),
         }
     }
 }
@@ -641,6 +662,62 @@ mod tests {
         assert_eq!(phases.first_model_request_ms, Some(9));
         assert_eq!(phases.model_ttft_ms, Some(200));
         assert_eq!(StartPhases::from_events(&[]), StartPhases::default());
+    }
+
+    #[test]
+    fn a_restart_mid_start_is_not_counted_as_the_model_s_time() {
+        let user = UserRef {
+            id: UserId::random(),
+            name: "ann".into(),
+        };
+        let (first, second) = (PromptId::random(), PromptId::random());
+        let queued = |id: &PromptId| Event::PromptQueued {
+            prompt_id: id.clone(),
+            author: user.clone(),
+            text: "x".into(),
+            delivery: Default::default(),
+        };
+        let request = |id: &PromptId| Event::ModelRequest {
+            prompt_id: id.clone(),
+            turn: 1,
+            model: "m".into(),
+        };
+        // kill -9 while waiting for the first token; 49 s later the next prompt's text comes.
+        let events = vec![
+            at(100, queued(&first)),
+            at(110, request(&first)),
+            at(
+                50_000,
+                Event::PromptInterrupted {
+                    prompt_id: first.clone(),
+                },
+            ),
+            at(50_010, queued(&second)),
+            at(50_020, request(&second)),
+            at(
+                50_300,
+                Event::TextDelta {
+                    prompt_id: second,
+                    text: "hi".into(),
+                },
+            ),
+        ];
+        let phases = StartPhases::from_events(&events);
+        assert_eq!(phases.first_model_request_ms, Some(10));
+        assert_eq!(phases.model_ttft_ms, None, "{phases:?}");
+
+        // Queued before the crash, asked after it: not the start's time either.
+        let events = vec![
+            at(100, queued(&first)),
+            at(
+                40_000,
+                Event::PromptInterrupted {
+                    prompt_id: PromptId::random(),
+                },
+            ),
+            at(40_100, request(&first)),
+        ];
+        assert_eq!(StartPhases::from_events(&events).first_model_request_ms, None);
     }
 
     #[test]
