@@ -322,3 +322,100 @@ async fn a_sandbox_claimed_from_the_warm_pool_is_reattached_after_kill_9() {
     );
     assert!(sandbox_ls(&data, false).contains(&claimed));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_interrupted_before_the_model_answered_is_retried_once_not_folded_into_the_next() {
+    let (_dir, repo, data, _reaper) = scratch("kr-");
+    let model = FakeModel::start().await;
+    model.push(Script::Hang {
+        turn: Turn::text("thinking"),
+    });
+    let mut server = start(&data, &model);
+    server.add_repo("r", &repo).await;
+    let (status, created) = server
+        .call(
+            reqwest::Method::POST,
+            "/api/sessions",
+            Some(json!({"repo": "r", "prompt": "rename the crate"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let session = created["session"]["id"].as_str().unwrap().to_string();
+    server.wait_for(&session, |e| has(e, "text_delta")).await;
+    server.child.kill().unwrap(); // SIGKILL while the model answers
+    server.child.wait().unwrap();
+
+    let mut server = start(&data, &model);
+    server
+        .wait_for(&session, |e| has(e, "prompt_interrupted"))
+        .await;
+    // A retry from the CLI: the newest interrupted prompt, sent again once.
+    model.push(Script::Turn(Turn::text("renamed")));
+    let retried = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["session", "retry", &session, "--wait"])
+        .env("KILN_URL", &server.url)
+        .env("KILN_TOKEN", &server.token)
+        .env_remove("KILN_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&retried.stderr);
+    assert!(retried.status.success(), "{stderr}");
+    assert!(stderr.contains("sent p-"), "{stderr}");
+    // And a follow-up: neither carries the interrupted request along a second time.
+    model.push(Script::Turn(Turn::text("ok")));
+    server.send(&session, "now the docs").await;
+    server.wait_for(&session, |e| finished(e) == 2).await;
+    let requests = model.requests();
+    let last = requests.last().unwrap().body.to_string();
+    assert_eq!(last.matches("rename the crate").count(), 1, "{last}");
+    assert_eq!(last.matches("now the docs").count(), 1, "{last}");
+
+    // Nothing to retry once it is done: a clear error.
+    let (status, body) = server
+        .call(
+            reqwest::Method::POST,
+            &format!(
+                "/api/sessions/{session}/prompts/{}/retry",
+                created["prompt_id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status, 202,
+        "an interrupted prompt can be retried again: {body}"
+    );
+    server.wait_for(&session, |e| finished(e) == 3).await;
+    let detail = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/sessions/{session}"),
+            None,
+        )
+        .await
+        .1;
+    let completed = detail["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["status"] == "completed")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = server
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/sessions/{session}/prompts/{completed}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("completed"),
+        "{body}"
+    );
+
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}

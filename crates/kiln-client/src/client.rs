@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::stream::{EventStream, SubscribeOptions};
-use kiln_core::{Role, Secret, SessionId, TokenId};
+use kiln_core::{PromptId, Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
     CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, GcReport, Image,
     ImageBuildStarted, LoginLink, Me, PromptAccepted, Repo, RepoAccess, SendPrompt, SessionCreated,
@@ -213,6 +213,12 @@ impl Client {
         };
         let path = ["sessions", id.as_str(), "prompts"];
         self.call(Method::POST, &path, Some(&body)).await
+    }
+
+    /// Sends an interrupted, failed or cancelled prompt again, as a new prompt.
+    pub async fn retry_prompt(&self, id: &SessionId, prompt: &PromptId) -> Result<PromptAccepted> {
+        let path = ["sessions", id.as_str(), "prompts", prompt.as_str(), "retry"];
+        self.call(Method::POST, &path, NO_BODY).await
     }
 
     /// Stops the running prompt and, with `clear_queue`, cancels the queued ones too.

@@ -236,6 +236,32 @@ impl Engine {
         actor.enqueue(&self.inner, author, text).await
     }
 
+    /// Sends an interrupted, failed or cancelled prompt again, as a new prompt by `by` with
+    /// the same text. [`Error::NotRetryable`] for a prompt that is queued, running or done.
+    pub async fn retry_prompt(
+        &self,
+        session: &SessionId,
+        prompt: &PromptId,
+        by: &UserRef,
+    ) -> Result<PromptAccepted> {
+        let actor = self.actor(session).await?;
+        let original = actor.log.prompt(prompt).await.map_err(|e| match e {
+            kiln_store::Error::NotFound(_) => Error::NotFound(format!("prompt {prompt}")),
+            e => e.into(),
+        })?;
+        use kiln_protocol::api::PromptStatus as S;
+        match original.status {
+            S::Interrupted | S::Failed | S::Cancelled => {}
+            S::Queued | S::Running | S::Inserted | S::Completed => {
+                return Err(Error::NotRetryable {
+                    prompt: prompt.clone(),
+                    status: original.status,
+                });
+            }
+        }
+        self.send_prompt(session, by, &original.text).await
+    }
+
     /// Cancels the running prompt (model stream and tool) and, if asked, the queue.
     pub async fn stop(&self, session: &SessionId, by: &UserRef, clear_queue: bool) -> Result<()> {
         let actor = self.actor(session).await?;

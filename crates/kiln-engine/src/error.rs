@@ -9,6 +9,15 @@ pub enum Error {
     /// The caller's input is not valid; the message says what to change.
     #[error("{0}")]
     Invalid(String),
+    /// Only an interrupted, failed or cancelled prompt can be sent again.
+    #[error(
+        "prompt {prompt} is {}: only an interrupted, failed or cancelled prompt can be retried",
+        status.as_str()
+    )]
+    NotRetryable {
+        prompt: kiln_core::PromptId,
+        status: kiln_protocol::api::PromptStatus,
+    },
     /// The server's configuration (model, hooks) is not valid; found at start-up.
     #[error("{0}")]
     Config(String),

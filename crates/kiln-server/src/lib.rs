@@ -68,7 +68,7 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// Every route.
 pub fn router(state: AppState) -> Router {
-    use routes::{access, repos, sessions, users, ws};
+    use routes::{access, prompts, repos, sessions, users, ws};
     let api = Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
@@ -105,6 +105,10 @@ pub fn router(state: AppState) -> Router {
             get(sessions::get_session).patch(sessions::update_session),
         )
         .route("/sessions/{id}/prompts", post(sessions::send_prompt))
+        .route(
+            "/sessions/{id}/prompts/{prompt_id}/retry",
+            post(prompts::retry_prompt),
+        )
         .route("/sessions/{id}/stop", post(sessions::stop_session))
         .route("/sessions/{id}/shares", post(sessions::create_share))
         .route("/sessions/{id}/events", get(sessions::events))

@@ -132,6 +132,20 @@ impl<'a> SessionWriter<'a> {
         Ok(())
     }
 
+    /// Forgets `prompt`'s request when the model never answered it (the prompt's only message
+    /// is the newest one): the conversation goes back to how it was, so the next prompt does not
+    /// carry it along and a retry sends it once. Returns whether it did.
+    pub fn forget_unanswered(&mut self, prompt: &PromptId) -> Result<bool> {
+        let removed = self.tx.execute(
+            "DELETE FROM messages
+             WHERE pos = (SELECT max(pos) FROM messages)
+               AND prompt_id = ?1
+               AND (SELECT count(*) FROM messages WHERE prompt_id = ?1) = 1",
+            params![prompt.as_str()],
+        )?;
+        Ok(removed == 1)
+    }
+
     /// Replaces the newest message of the conversation (insert mode adds a late prompt to the
     /// user message the model has not seen yet, so user and assistant keep alternating).
     pub fn replace_last_message(&mut self, message: &serde_json::Value) -> Result<()> {

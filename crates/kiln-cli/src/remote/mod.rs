@@ -10,6 +10,7 @@ mod config;
 mod follow;
 mod image;
 mod render;
+mod retry;
 mod session;
 
 use anyhow::{Context, Result};

@@ -184,8 +184,9 @@ impl<W: Write> Renderer<W> {
             }
             Event::PromptInterrupted { prompt_id } => {
                 let whose = self.whose(prompt_id.as_str());
-                let text =
-                    format!("■ {whose} interrupted by a server restart; send it again to retry");
+                let text = format!(
+                    "■ {whose} interrupted by a server restart; `kiln session retry` sends it again"
+                );
                 self.line(&p.red(&text))?;
             }
             Event::SessionCreated { repo, title, by } => {

@@ -79,6 +79,20 @@ pub(crate) enum SessionCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Send an interrupted, failed or stopped prompt again (by default the newest such one).
+    Retry {
+        /// The session.
+        id: SessionId,
+        /// The prompt to send again; by default the session's newest interrupted, failed or
+        /// stopped prompt.
+        prompt: Option<kiln_core::PromptId>,
+        /// Watch until the new prompt ends; the exit code says how it ended.
+        #[arg(long)]
+        wait: bool,
+        /// Print the accepted prompt as JSON (and, with --wait, the events as JSON lines).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The roles a share link may grant; ownership is not handed out by link.
@@ -140,6 +154,12 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
             let after = accepted.seq.saturating_sub(1);
             follow(client, &id, after, Until::Prompt(accepted.prompt_id), json).await
         }
+        SessionCommand::Retry {
+            id,
+            prompt,
+            wait,
+            json,
+        } => super::retry::run(client, &id, prompt, wait, json).await,
         SessionCommand::Stop { id, clear_queue } => {
             client.stop(&id, clear_queue).await?;
             let queue = if clear_queue {

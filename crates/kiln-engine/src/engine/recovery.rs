@@ -25,6 +25,9 @@ impl Engine {
                 .write(|w| {
                     let running = w.prompts_with_status(PromptStatus::Running)?;
                     for prompt in &running {
+                        // A request the model never answered is not history: following the
+                        // advice to retry must not send it twice.
+                        w.forget_unanswered(&prompt.id)?;
                         w.set_prompt_status(&prompt.id, PromptStatus::Interrupted)?;
                         w.event(Event::PromptInterrupted {
                             prompt_id: prompt.id.clone(),

@@ -65,7 +65,9 @@ pub enum Event {
         prompt_id: PromptId,
         by: UserRef,
     },
-    /// The server stopped (crash, kill, restart) while this prompt ran. Send it again to retry.
+    /// The server stopped (crash, kill, restart) while this prompt ran. A request the model had
+    /// not answered yet is dropped from the conversation; retry it with
+    /// `POST /api/sessions/{id}/prompts/{prompt_id}/retry` (`kiln session retry`).
     PromptInterrupted {
         prompt_id: PromptId,
     },

@@ -717,7 +717,10 @@ mod tests {
             ),
             at(40_100, request(&first)),
         ];
-        assert_eq!(StartPhases::from_events(&events).first_model_request_ms, None);
+        assert_eq!(
+            StartPhases::from_events(&events).first_model_request_ms,
+            None
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource, and the OpenAPI document built from them.
 
 pub(crate) mod access;
+pub(crate) mod prompts;
 pub(crate) mod repos;
 pub(crate) mod sessions;
 pub(crate) mod users;
@@ -50,6 +51,7 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         sessions::get_session,
         sessions::update_session,
         sessions::send_prompt,
+        prompts::retry_prompt,
         sessions::stop_session,
         sessions::create_share,
         sessions::join,
