@@ -659,6 +659,35 @@ async fn images_are_built_and_listed() {
     assert_eq!(images.len(), 1);
     assert_eq!(images[0].status, kiln_protocol::api::ImageStatus::Ready);
 
+    // Its log, by default the newest build's; `| head` gets its lines and a quiet exit.
+    let out = server.run(&["image", "logs", "web"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("== web at"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = server
+        .run(&["image", "logs", "web", &images[0].id, "--follow"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("== web at"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // --no-wait says how to follow the build it started.
+    let out = server.run(&["image", "build", "web", "--no-wait"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("kiln image logs web img-"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = server.run(&["image", "logs", "web", "--follow"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
     // The one image is the newest: a collection keeps it.
     let out = server.run(&["image", "gc", "--json"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -134,9 +134,24 @@ impl Client {
     /// until it ends; after, the stored log. `timeout` bounds the whole stream (the client's
     /// usual request timeout would cut a long build short).
     pub async fn image_log(&self, repo: &str, id: &str, timeout: Duration) -> Result<ImageLog> {
+        self.image_log_with(repo, id, true, timeout).await
+    }
+
+    /// [`Client::image_log`], or with `follow` false only what a running build wrote so far.
+    pub async fn image_log_with(
+        &self,
+        repo: &str,
+        id: &str,
+        follow: bool,
+        timeout: Duration,
+    ) -> Result<ImageLog> {
         let url = self.url(&["repos", repo, "images", id, "log"]);
         tracing::debug!(%url, "kiln api request");
-        let request = self.http.get(url).timeout(timeout);
+        let request = self
+            .http
+            .get(url)
+            .query(&[("follow", follow)])
+            .timeout(timeout);
         let response = self.send_request(request).await?;
         Ok(ImageLog {
             response,

@@ -17,6 +17,17 @@ pub(crate) struct Builds {
 struct RunningBuild {
     id: String,
     log: Arc<BuildLog>,
+    started_ms: i64,
+}
+
+/// A build that is running now, as the API lists it.
+#[derive(Debug, Clone)]
+pub struct RunningBuildInfo {
+    pub id: String,
+    /// When it started (ms since the epoch).
+    pub started_ms: i64,
+    /// Its log so far.
+    pub log: String,
 }
 
 impl Builds {
@@ -34,6 +45,9 @@ impl Builds {
             RunningBuild {
                 id: id.clone(),
                 log: log.clone(),
+                started_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64),
             },
         );
         Ok(BuildGuard {
@@ -41,6 +55,15 @@ impl Builds {
             repo: repo.to_string(),
             id,
             log,
+        })
+    }
+
+    pub(crate) fn running(&self, repo: &str) -> Option<RunningBuildInfo> {
+        let running = self.running.lock().expect("builds lock");
+        running.get(repo).map(|build| RunningBuildInfo {
+            id: build.id.clone(),
+            started_ms: build.started_ms,
+            log: build.log.text(),
         })
     }
 

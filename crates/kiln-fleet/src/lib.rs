@@ -19,7 +19,7 @@ pub mod images;
 pub mod pool;
 pub mod workspace;
 
-pub use builds::BuildGuard;
+pub use builds::{BuildGuard, RunningBuildInfo};
 pub use error::{Error, Result};
 pub use workspace::{SESSION_LABEL, WORKDIR};
 
@@ -191,6 +191,11 @@ impl Fleet {
     /// have ended: its record has the log).
     pub fn build_log(&self, repo: &str, id: &str) -> Option<images::BuildLogFollower> {
         self.builds.follow(repo, id)
+    }
+
+    /// The repo's build running now, if one is.
+    pub fn running_build(&self, repo: &str) -> Option<RunningBuildInfo> {
+        self.builds.running(repo)
     }
 
     /// Collects images and layers nothing uses any more (see [`gc`]); one collection at a

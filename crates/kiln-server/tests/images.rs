@@ -202,17 +202,34 @@ async fn an_image_build_log_is_streamed_while_the_build_runs() {
                 && text.contains("first-marker")
                 && !text.contains("second-marker")
             {
-                while_running = Some(app.get(&user, &image_path).await.0);
+                let (status, image) = app.get(&user, &image_path).await;
+                let (_, list) = app.get(&user, "/api/repos/demo/images").await;
+                let (_, so_far) = app
+                    .get(&user, &format!("{image_path}/log?follow=false"))
+                    .await;
+                while_running = Some((status, image, list, so_far));
             }
         }
     })
     .await
     .expect("the log ends when the build does");
     let streamed = String::from_utf8(streamed).unwrap();
-    assert_eq!(
-        while_running,
-        Some(404),
-        "the first marker arrived alone, before the build was recorded: {streamed}"
+    // While it ran, it was listed (first) and shown as building, with its log so far, and
+    // `follow=false` answered at once with that log.
+    let (status, image, list, so_far) =
+        while_running.expect("the first marker arrived alone, before the build ended");
+    assert_eq!(status, 200, "{image}");
+    assert_eq!(image["status"], "building", "{image}");
+    assert!(
+        image["log"].as_str().unwrap().contains("first-marker"),
+        "{image}"
+    );
+    assert_eq!(list[0]["id"], id.as_str(), "{list}");
+    assert_eq!(list[0]["status"], "building", "{list}");
+    let so_far = so_far.as_str().unwrap_or_default().to_string();
+    assert!(
+        so_far.contains("first-marker") && !so_far.contains("second-marker"),
+        "{so_far}"
     );
 
     // The stream ended with the build: it is the stored log, whole.

@@ -21,7 +21,17 @@ pub(crate) enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List the repo's image builds, newest first.
+    /// Print an image build's log (by default the repo's newest build, running or not).
+    Logs {
+        /// The repository (as named by `kiln repo add`).
+        repo: String,
+        /// The image's id (from `kiln image ls`); by default the newest.
+        id: Option<String>,
+        /// While the build runs, keep printing its log until it ends.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// List the repo's image builds, newest first (a running build first, as `building`).
     Ls {
         repo: String,
         #[arg(long)]
@@ -89,6 +99,7 @@ pub(crate) async fn run(client: &Client, command: ImageCommand) -> Result<ExitCo
             no_wait,
             json,
         } => build(client, &repo, no_wait, json).await,
+        ImageCommand::Logs { repo, id, follow } => logs(client, &repo, id, follow).await,
         ImageCommand::Ls { repo, json } => {
             let images = client.images(&repo).await?;
             if json {
@@ -132,13 +143,43 @@ fn status(image: &Image) -> &'static str {
         ImageStatus::Ready => "ready",
         ImageStatus::Failed => "failed",
         ImageStatus::Collected => "collected",
+        ImageStatus::Building => "building",
     }
+}
+
+async fn logs(client: &Client, repo: &str, id: Option<String>, follow: bool) -> Result<ExitCode> {
+    let id = match id {
+        Some(id) => id,
+        None => match client.images(repo).await?.into_iter().next() {
+            Some(image) => image.id,
+            None => anyhow::bail!(
+                "{repo} has no image builds yet; start one with: kiln image build {repo}"
+            ),
+        },
+    };
+    let mut log = client
+        .image_log_with(repo, &id, follow, BUILD_WAIT + Duration::from_secs(60))
+        .await?;
+    let mut out = std::io::stdout().lock();
+    while let Some(line) = log.next_line().await? {
+        use std::io::Write;
+        if let Err(e) = writeln!(out, "{line}") {
+            // `| head` closed the pipe: the reader has what it wanted.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(ExitCode::SUCCESS);
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn build(client: &Client, repo: &str, no_wait: bool, json: bool) -> Result<ExitCode> {
     let id = client.start_image_build(repo).await?.id;
     if no_wait {
-        eprintln!("building image {id} of {repo}; see `kiln image ls {repo}`");
+        eprintln!(
+            "building image {id} of {repo}; follow it with: kiln image logs {repo} {id} --follow"
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let progress = Progress::new(repo);
@@ -182,6 +223,6 @@ async fn build(client: &Client, repo: &str, no_wait: bool, json: bool) -> Result
     }
     Ok(match image.status {
         ImageStatus::Ready => ExitCode::SUCCESS,
-        ImageStatus::Failed | ImageStatus::Collected => ExitCode::from(1),
+        ImageStatus::Failed | ImageStatus::Collected | ImageStatus::Building => ExitCode::from(1),
     })
 }

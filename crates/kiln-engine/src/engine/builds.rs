@@ -98,4 +98,9 @@ impl Engine {
     pub fn build_log(&self, repo: &str, id: &str) -> Option<BuildLogFollower> {
         self.inner.fleet.build_log(repo, id)
     }
+
+    /// The repo's build running now (its id, start and log so far), if one is.
+    pub fn running_build(&self, repo: &str) -> Option<kiln_fleet::RunningBuildInfo> {
+        self.inner.fleet.running_build(repo)
+    }
 }

@@ -352,6 +352,8 @@ pub struct Image {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageStatus {
+    /// Being built now: its log grows until the build ends, then the image is ready or failed.
+    Building,
     Ready,
     Failed,
     /// Garbage-collected: no sandbox, pool entry or snapshot used it and newer images were

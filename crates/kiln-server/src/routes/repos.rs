@@ -6,7 +6,7 @@
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Result;
-use crate::extract::{Json, Path};
+use crate::extract::{Json, Path, Query};
 use crate::routes::access::require_repo;
 use axum::body::Body;
 use axum::extract::State;
@@ -104,6 +104,27 @@ pub(crate) async fn get_repo(
 /// The API's view of an image record (its layers are host paths and stay private). The
 /// runtime's env values come from the environment definition and are shown to admins only;
 /// others see which variables are set.
+/// A build that is running now, as an image in the making: no commit, size or runtime yet.
+fn running(repo: &str, build: kiln_engine::RunningBuild, with_log: bool) -> Image {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Image {
+        id: build.id,
+        repo: repo.to_string(),
+        commit: String::new(),
+        parent: None,
+        status: ImageStatus::Building,
+        error: None,
+        setup_ran: false,
+        duration_ms: (now_ms - build.started_ms).max(0) as u64,
+        size_bytes: 0,
+        created_at_ms: build.started_ms,
+        runtime: Default::default(),
+        log: with_log.then_some(build.log),
+    }
+}
+
 fn image(mut record: kiln_store::ImageRecord, with_log: bool, caller: &Caller) -> Image {
     if !caller.0.admin {
         for value in record.runtime.env.values_mut() {
@@ -147,20 +168,37 @@ pub(crate) async fn build_image(
     Ok((StatusCode::ACCEPTED, Json(ImageBuildStarted { id })))
 }
 
-/// An image build's log as plain text. While the build runs: what it wrote so far, then each
-/// new piece as it is written, until the build ends (or the server shuts down); after: the
-/// stored log.
+/// `GET …/images/{id}/log`'s options.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LogQuery {
+    /// While the build runs, keep the response open and send each new piece until it ends
+    /// (default `true`); `false` answers with what it wrote so far.
+    pub(crate) follow: Option<bool>,
+}
+
+/// An image build's log as plain text. While the build runs: what it wrote so far, then (unless
+/// `follow=false`) each new piece as it is written, until the build ends (or the server shuts
+/// down); after: the stored log.
 #[utoipa::path(get, path = "/api/repos/{name}/images/{id}/log", tag = "repos",
-    params(("name" = String, Path), ("id" = String, Path)),
+    params(("name" = String, Path), ("id" = String, Path), LogQuery),
     responses((status = 200, content_type = "text/plain", body = String),
         (status = 404, body = kiln_protocol::api::ApiError)))]
 pub(crate) async fn image_log(
     State(state): State<AppState>,
     caller: Caller,
     Path((name, id)): Path<(String, String)>,
+    Query(query): Query<LogQuery>,
 ) -> Result<Response> {
     require_repo(&state, &caller, &name).await?;
+    let running = || state.engine.running_build(&name).filter(|b| b.id == id);
     let body = match state.engine.build_log(&name, &id) {
+        // What it wrote so far; a build that ended meanwhile was recorded before it ended.
+        Some(_) if query.follow == Some(false) => match running() {
+            Some(build) => Body::from(build.log),
+            None => Body::from(state.store.image(&name, &id).await?.log),
+        },
         Some(follower) => {
             let pieces = futures_util::stream::unfold(follower, |mut follower| async move {
                 let text = follower.next().await?;
@@ -189,10 +227,12 @@ pub(crate) async fn list_images(
 ) -> Result<Json<Vec<Image>>> {
     require_repo(&state, &caller, &name).await?;
     let images = state.store.images(&name).await?;
+    let building = state.engine.running_build(&name);
     Ok(Json(
-        images
+        building
+            .map(|b| running(&name, b, false))
             .into_iter()
-            .map(|i| image(i, false, &caller))
+            .chain(images.into_iter().map(|i| image(i, false, &caller)))
             .collect(),
     ))
 }
@@ -206,6 +246,9 @@ pub(crate) async fn get_image(
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Image>> {
     require_repo(&state, &caller, &name).await?;
+    if let Some(build) = state.engine.running_build(&name).filter(|b| b.id == id) {
+        return Ok(Json(running(&name, build, true)));
+    }
     let record = state.store.image(&name, &id).await?;
     Ok(Json(image(record, true, &caller)))
 }
