@@ -40,6 +40,9 @@ enum Command {
     Image(remote::ImageArgs),
     /// Start, watch, prompt and share agent sessions (talks to a kiln server).
     Session(remote::SessionArgs),
+    /// Show the server at a glance: version, model reachability, sandboxes, images, pools
+    /// (talks to a kiln server; exits 1 when the model does not answer).
+    Status(remote::StatusArgs),
     /// Print a single-use sign-in link for a browser, as yourself (talks to a kiln server).
     LoginLink(remote::LoginLinkArgs),
     /// Administer the kiln on this machine through its data dir (recovery).
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
             Command::Image(args) => Ok(remote::image(args).await),
             Command::Session(args) => Ok(remote::session(args).await),
             Command::LoginLink(args) => Ok(remote::login_link(args).await),
+            Command::Status(args) => Ok(remote::status(args).await),
             Command::Admin(cmd) => admin::run(cmd).await.map(|()| ExitCode::SUCCESS),
         }
     });

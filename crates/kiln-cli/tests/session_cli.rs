@@ -702,3 +702,28 @@ async fn images_are_built_and_listed() {
         text(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn status_shows_the_server_model_and_repos_at_a_glance() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+    server.add_repo().await;
+    let out = server.run(&["status"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.starts_with("kiln "), "{shown}");
+    assert!(
+        shown.contains("model: anthropic/fake, reachable ("),
+        "{shown}"
+    );
+    assert!(shown.contains("sandboxes: 0 for sessions"), "{shown}");
+    assert!(
+        shown.contains("web") && shown.contains("no image"),
+        "{shown}"
+    );
+
+    let out = server.run(&["status", "--json"]).await;
+    let status: kiln_protocol::api::ServerStatus = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status.model.reachable, Some(true));
+    assert_eq!(status.repos.len(), 1);
+}

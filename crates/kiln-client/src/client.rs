@@ -53,10 +53,15 @@ impl Client {
         self.base.as_str().trim_end_matches('/')
     }
 
-    /// `GET /api/health`: Ok when a kiln server answers (no token needed).
-    pub async fn health(&self) -> Result<()> {
-        let _: serde_json::Value = self.call(Method::GET, &["health"], NO_BODY).await?;
-        Ok(())
+    /// `GET /api/health`: whether a kiln server answers and reaches its model (no token
+    /// needed).
+    pub async fn health(&self) -> Result<kiln_protocol::api::Health> {
+        self.call(Method::GET, &["health"], NO_BODY).await
+    }
+
+    /// `GET /api/status`: version, model, sandboxes (admins), each repo's image and pool.
+    pub async fn status(&self) -> Result<kiln_protocol::api::ServerStatus> {
+        self.call(Method::GET, &["status"], NO_BODY).await
     }
 
     pub async fn me(&self) -> Result<Me> {

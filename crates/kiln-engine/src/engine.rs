@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 mod admission;
 mod builds;
+mod health;
 mod housekeeping;
 mod recovery;
 mod warm;
@@ -55,6 +56,8 @@ pub(crate) struct Inner {
     /// Sessions being created, per creator, not yet counted among the live actors: with them,
     /// concurrent creations cannot all slip under the per-user limit.
     admitting: Mutex<HashMap<kiln_core::UserId, usize>>,
+    /// The last check of the model's endpoint (see `health.rs`).
+    model_check: health::ModelCheck,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
 }
@@ -115,6 +118,7 @@ impl Engine {
                 sessions: Mutex::new(HashMap::new()),
                 recovered: Mutex::new(HashMap::new()),
                 admitting: Mutex::new(HashMap::new()),
+                model_check: Default::default(),
                 tracker: TaskTracker::new(),
                 shutdown,
             }),
@@ -370,14 +374,6 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
-    }
-
-    /// Whether prompts can reach a model; the reason to show when not.
-    pub fn model_status(&self) -> std::result::Result<String, String> {
-        match &self.inner.agent.model {
-            Some(model) => Ok(model.config().display_name()),
-            None => Err(kiln_agent::NO_MODEL.to_string()),
-        }
     }
 
     /// Stops every running prompt without recording an outcome (the next start marks them

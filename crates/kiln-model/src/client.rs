@@ -204,6 +204,51 @@ impl ModelClient {
         })
     }
 
+    /// Checks that the endpoint answers and takes the key, without spending tokens: one
+    /// `GET …/models` (documented by Anthropic and OpenAI, and served by compatible servers).
+    /// Returns how long the answer took; no retries (a health check reports, it does not insist).
+    pub async fn probe(&self, timeout: Duration) -> Result<Duration, ModelError> {
+        let mut url = self.endpoint.clone();
+        let path = match self.config.provider {
+            ProviderKind::Anthropic => "/v1/models",
+            // The base URL ends in `/v1` (or the server's equivalent) for chat completions.
+            ProviderKind::OpenAi => "/models",
+        };
+        let base = self.endpoint.path();
+        let prefix = base
+            .strip_suffix(match self.config.provider {
+                ProviderKind::Anthropic => "/v1/messages",
+                ProviderKind::OpenAi => "/chat/completions",
+            })
+            .unwrap_or("");
+        url.set_path(&format!("{prefix}{path}"));
+        let mut request = self.http.get(url).timeout(timeout);
+        if self.config.provider == ProviderKind::Anthropic {
+            request = request.header("anthropic-version", anthropic::API_VERSION);
+        }
+        if let Some((name, value)) = &self.auth {
+            request = request.header(name, value.clone());
+        }
+        let started = std::time::Instant::now();
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                ModelError::IdleTimeout
+            } else {
+                ModelError::Connect(format!("{}: {}", self.origin, chain(e)))
+            }
+        })?;
+        let elapsed = started.elapsed();
+        let status = response.status();
+        if status.is_success() {
+            return Ok(elapsed);
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(ModelError::Http {
+            status: status.as_u16(),
+            message: self.error_message(status, &text),
+        })
+    }
+
     /// The provider's message from an error body, with what to do about a rejected key.
     fn error_message(&self, status: StatusCode, body: &str) -> String {
         let mut message = provider_message(body).unwrap_or_else(|| {

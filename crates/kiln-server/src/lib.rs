@@ -18,7 +18,6 @@ pub use error::Error;
 pub use serve::{ServeConfig, serve_with};
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
@@ -68,9 +67,10 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// Every route.
 pub fn router(state: AppState) -> Router {
-    use routes::{access, prompts, repos, sessions, users, ws};
+    use routes::{access, prompts, repos, sessions, status, users, ws};
     let api = Router::new()
-        .route("/health", get(health))
+        .route("/health", get(status::health))
+        .route("/status", get(status::status))
         .route("/openapi.json", get(openapi))
         .route("/me", get(users::me))
         .route("/users", post(users::create_user).get(users::list_users))
@@ -136,17 +136,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     serve_with(listener, state, shutdown, ServeConfig::default()).await
-}
-
-/// Whether the server is up and a model is configured. Open to anyone.
-#[utoipa::path(get, path = "/api/health", tag = "meta", security(()),
-    responses((status = 200, body = Object, description = "`{\"ok\": true, \"model\": {\"configured\": …}}`")))]
-async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let model = match state.engine.model_status() {
-        Ok(name) => serde_json::json!({"configured": true, "name": name}),
-        Err(hint) => serde_json::json!({"configured": false, "hint": hint}),
-    };
-    axum::Json(serde_json::json!({"ok": true, "model": model}))
 }
 
 /// This document. Open to anyone.

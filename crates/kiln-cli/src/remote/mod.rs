@@ -12,6 +12,7 @@ mod image;
 mod render;
 mod retry;
 mod session;
+mod status;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -48,6 +49,8 @@ pub(crate) struct SessionArgs {
     #[command(subcommand)]
     command: SessionCommand,
 }
+
+pub(crate) use status::{StatusArgs, status};
 
 /// `kiln login-link`
 #[derive(Debug, clap::Args)]

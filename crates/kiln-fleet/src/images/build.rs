@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Label naming the image build a sandbox belongs to.
-const IMAGE_LABEL: &str = "kiln.image";
+pub const IMAGE_LABEL: &str = "kiln.image";
 /// The build log keeps at most this much (the head and the tail).
 const LOG_LIMIT: usize = 256 * 1024;
 

@@ -6,6 +6,7 @@ mod access;
 mod event;
 mod limits;
 mod rest;
+mod status;
 mod ws;
 
 pub use access::{AccessMode, RepoAccess, SetRepoAccess};
@@ -15,4 +16,5 @@ pub use event::{
 };
 pub use limits::*;
 pub use rest::*;
+pub use status::{Health, ModelHealth, RepoStatus, SandboxCounts, ServerStatus};
 pub use ws::{ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION};

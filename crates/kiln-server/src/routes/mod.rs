@@ -4,6 +4,7 @@ pub(crate) mod access;
 pub(crate) mod prompts;
 pub(crate) mod repos;
 pub(crate) mod sessions;
+pub(crate) mod status;
 pub(crate) mod users;
 pub(crate) mod ws;
 
@@ -23,7 +24,8 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
     modifiers(&Conventions),
     security(("bearer" = []), ("cookie" = [])),
     paths(
-        crate::health,
+        status::health,
+        status::status,
         crate::openapi,
         users::me,
         users::create_user,

@@ -105,7 +105,7 @@ pub(crate) async fn get_repo(
 /// runtime's env values come from the environment definition and are shown to admins only;
 /// others see which variables are set.
 /// A build that is running now, as an image in the making: no commit, size or runtime yet.
-fn running(repo: &str, build: kiln_engine::RunningBuild, with_log: bool) -> Image {
+pub(crate) fn running(repo: &str, build: kiln_engine::RunningBuild, with_log: bool) -> Image {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -125,7 +125,7 @@ fn running(repo: &str, build: kiln_engine::RunningBuild, with_log: bool) -> Imag
     }
 }
 
-fn image(mut record: kiln_store::ImageRecord, with_log: bool, caller: &Caller) -> Image {
+pub(crate) fn image(mut record: kiln_store::ImageRecord, with_log: bool, caller: &Caller) -> Image {
     if !caller.0.admin {
         for value in record.runtime.env.values_mut() {
             *value = "****".into();

@@ -32,21 +32,39 @@ const FIELDS: [&str; 15] = [
 /// A data line that is not JSON.
 pub(crate) const MALFORMED: &str = "event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"index\": 0, \"delta\": {\n\n";
 
-pub(crate) fn check(headers: &HeaderMap, body: &[u8], key: &str) -> Result<Checked, Rejection> {
+/// The headers every Anthropic request needs: the key and a known API version.
+pub(crate) fn check_key(headers: &HeaderMap, key: &str) -> Result<(), Rejection> {
     match header(headers, "x-api-key") {
         None => return Err(Rejection::new(401, "x-api-key header is required")),
         Some(sent) if sent != key => return Err(Rejection::new(401, "invalid x-api-key")),
         Some(_) => {}
     }
     match header(headers, "anthropic-version") {
-        None => return Err(bad("anthropic-version: header is required")),
-        Some(v) if !VERSIONS.contains(&v) => {
-            return Err(bad(format!(
-                "anthropic-version: {v:?} is not a valid version"
-            )));
-        }
-        Some(_) => {}
+        None => Err(bad("anthropic-version: header is required")),
+        Some(v) if !VERSIONS.contains(&v) => Err(bad(format!(
+            "anthropic-version: {v:?} is not a valid version"
+        ))),
+        Some(_) => Ok(()),
     }
+}
+
+/// `GET /v1/models`, as Anthropic's Models API lists them (one page).
+pub(crate) fn models_body() -> serde_json::Value {
+    serde_json::json!({
+        "data": [{
+            "type": "model",
+            "id": "claude-test",
+            "display_name": "Claude Test",
+            "created_at": "2025-01-01T00:00:00Z"
+        }],
+        "has_more": false,
+        "first_id": "claude-test",
+        "last_id": "claude-test"
+    })
+}
+
+pub(crate) fn check(headers: &HeaderMap, body: &[u8], key: &str) -> Result<Checked, Rejection> {
+    check_key(headers, key)?;
     json_content_type(headers)?;
     let body: Value = serde_json::from_slice(body)
         .map_err(|e| bad(format!("the request body is not valid JSON: {e}")))?;

@@ -96,6 +96,7 @@ impl FakeModel {
         let router = Router::new()
             .route("/v1/messages", post(anthropic_messages))
             .route("/v1/chat/completions", post(openai_chat_completions))
+            .route("/v1/models", axum::routing::get(list_models))
             .fallback(unknown_route)
             .layer(DefaultBodyLimit::max(64 << 20))
             .with_state(shared.clone());
@@ -292,6 +293,27 @@ fn handle(
             tracing::info!(?wire, status = rejection.status, message = %rejection.message, "FakeModel rejected a request");
             play::error_response(wire, rejection.status, &rejection.message, id)
         }
+    }
+}
+
+/// `GET /v1/models` of either API (the same path): the key's header says which one is asked.
+async fn list_models(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    shared.record("/v1/models", peer, &headers, &[]);
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let (wire, checked) = if header(&headers, "x-api-key").is_some() {
+        let checked = anthropic::check_key(&headers, &shared.api_key);
+        (Wire::Anthropic, checked.map(|()| anthropic::models_body()))
+    } else {
+        let checked = openai::check_key(&headers, &shared.api_key);
+        (Wire::OpenAi, checked.map(|()| openai::models_body()))
+    };
+    match checked {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(rejection) => play::error_response(wire, rejection.status, &rejection.message, id),
     }
 }
 

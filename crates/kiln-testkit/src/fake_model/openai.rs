@@ -40,15 +40,27 @@ const FIELDS: [&str; 23] = [
 pub(crate) const MALFORMED: &str =
     "data: {\"id\": \"chatcmpl-fake\", \"choices\": [{\"delta\": {\n\n";
 
+/// `GET /v1/models`, as OpenAI's Models API lists them.
+pub(crate) fn models_body() -> serde_json::Value {
+    serde_json::json!({
+        "object": "list",
+        "data": [{"id": "gpt-test", "object": "model", "created": 1735689600, "owned_by": "fake"}]
+    })
+}
+
 pub(crate) fn check(headers: &HeaderMap, body: &[u8], key: &str) -> Result<Checked, Rejection> {
+    check_key(headers, key)?;
+    check_body(headers, body)
+}
+
+/// `Authorization: Bearer <the key>`, with OpenAI's messages when it is missing or wrong.
+pub(crate) fn check_key(headers: &HeaderMap, key: &str) -> Result<(), Rejection> {
     match header(headers, "authorization").map(|v| v.strip_prefix("Bearer ")) {
-        None | Some(None) => {
-            return Err(Rejection::new(
-                401,
-                "You didn't provide an API key. You need to provide your API key in an Authorization header \
-                 using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-            ));
-        }
+        None | Some(None) => Err(Rejection::new(
+            401,
+            "You didn't provide an API key. You need to provide your API key in an Authorization header \
+             using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+        )),
         Some(Some(sent)) if sent != key => {
             let shown: String = sent
                 .chars()
@@ -58,13 +70,16 @@ pub(crate) fn check(headers: &HeaderMap, body: &[u8], key: &str) -> Result<Check
                 .into_iter()
                 .rev()
                 .collect();
-            return Err(Rejection::new(
+            Err(Rejection::new(
                 401,
                 format!("Incorrect API key provided: ****{shown}."),
-            ));
+            ))
         }
-        Some(Some(_)) => {}
+        Some(Some(_)) => Ok(()),
     }
+}
+
+fn check_body(headers: &HeaderMap, body: &[u8]) -> Result<Checked, Rejection> {
     json_content_type(headers)?;
     let body: Value = serde_json::from_slice(body).map_err(|e| {
         bad(format!(
