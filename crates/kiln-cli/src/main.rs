@@ -40,6 +40,10 @@ enum Command {
     Image(remote::ImageArgs),
     /// Start, watch, prompt and share agent sessions (talks to a kiln server).
     Session(remote::SessionArgs),
+    /// Add, list and deactivate users (talks to a kiln server).
+    User(remote::UserArgs),
+    /// Make, list and revoke API tokens (talks to a kiln server).
+    Token(remote::TokenArgs),
     /// Print a single-use sign-in link for a browser, as yourself (talks to a kiln server).
     LoginLink(remote::LoginLinkArgs),
     /// Administer the kiln on this machine through its data dir (recovery).
@@ -77,6 +81,8 @@ fn main() -> ExitCode {
             Command::Repo(args) => Ok(remote::repo(args).await),
             Command::Image(args) => Ok(remote::image(args).await),
             Command::Session(args) => Ok(remote::session(args).await),
+            Command::User(args) => Ok(remote::user(args).await),
+            Command::Token(args) => Ok(remote::token(args).await),
             Command::LoginLink(args) => Ok(remote::login_link(args).await),
             Command::Admin(cmd) => admin::run(cmd).await.map(|()| ExitCode::SUCCESS),
         }

@@ -9,7 +9,7 @@ use kiln_core::{Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
     CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, GcReport, Image,
     ImageBuildStarted, LoginLink, Me, PromptAccepted, Repo, RepoAccess, SendPrompt, SessionCreated,
-    SessionDetail, SessionSummary, SetRepoAccess, ShareCreated, StopSession, TokenCreated,
+    SessionDetail, SessionSummary, SetRepoAccess, ShareCreated, StopReport, StopSession, TokenCreated,
     TokenInfo, UpdateRepo, UpdateSession, User,
 };
 use reqwest::{Method, Url, header};
@@ -215,17 +215,31 @@ impl Client {
         self.call(Method::POST, &path, Some(&body)).await
     }
 
-    /// Stops the running prompt and, with `clear_queue`, cancels the queued ones too.
-    pub async fn stop(&self, id: &SessionId, clear_queue: bool) -> Result<()> {
+    /// Stops the running prompt and, with `clear_queue`, cancels the queued ones too; says
+    /// what that stopped.
+    pub async fn stop(&self, id: &SessionId, clear_queue: bool) -> Result<StopReport> {
         let body = StopSession { clear_queue };
         let path = ["sessions", id.as_str(), "stop"];
-        self.call_empty(Method::POST, &path, Some(&body)).await
+        self.call(Method::POST, &path, Some(&body)).await
     }
 
+    /// A share link with the default expiry; see [`Client::create_share_with`].
     pub async fn create_share(&self, id: &SessionId, role: Role) -> Result<ShareCreated> {
-        let body = CreateShare { role };
+        let body = CreateShare {
+            role,
+            expires_in_hours: None,
+            single_use: false,
+        };
+        self.create_share_with(id, &body).await
+    }
+
+    pub async fn create_share_with(
+        &self,
+        id: &SessionId,
+        body: &CreateShare,
+    ) -> Result<ShareCreated> {
         let path = ["sessions", id.as_str(), "shares"];
-        self.call(Method::POST, &path, Some(&body)).await
+        self.call(Method::POST, &path, Some(body)).await
     }
 
     /// Redeems a share code: the caller gets the share's role in its session.
@@ -279,7 +293,7 @@ impl Client {
         url
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         segments: &[&str],
@@ -289,7 +303,7 @@ impl Client {
         decode(self.base_url(), response).await
     }
 
-    async fn call_empty(
+    pub(crate) async fn call_empty(
         &self,
         method: Method,
         segments: &[&str],
@@ -300,7 +314,7 @@ impl Client {
     }
 
     /// Sends one request; a response is returned only when its status is a success.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: Url,
@@ -386,9 +400,9 @@ pub(crate) fn user_agent() -> String {
 }
 
 /// `None` for requests without a body, typed so the generic parameter can be inferred.
-const NO_BODY: Option<&()> = None;
+pub(crate) const NO_BODY: Option<&()> = None;
 
-async fn decode<T: DeserializeOwned>(base_url: &str, response: reqwest::Response) -> Result<T> {
+pub(crate) async fn decode<T: DeserializeOwned>(base_url: &str, response: reqwest::Response) -> Result<T> {
     let url = response.url().path().to_string();
     let bytes = response
         .bytes()

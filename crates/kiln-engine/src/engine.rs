@@ -28,11 +28,13 @@ use tokio_util::task::TaskTracker;
 mod admission;
 mod builds;
 mod housekeeping;
+mod manage;
 mod recovery;
 mod warm;
 
 use admission::Admission;
 use builds::RunningBuild;
+pub use manage::Stopped;
 
 /// Runs sessions. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -254,7 +256,8 @@ impl Engine {
     }
 
     /// How a session looks in lists, for a caller with `role`. Does not open idle sessions.
-    pub fn summary(&self, row: &SessionRow, role: Role) -> SessionSummary {
+    /// `role` is `None` in an admin's view of a session they are not in.
+    pub fn summary(&self, row: &SessionRow, role: impl Into<Option<Role>>) -> SessionSummary {
         let working = self
             .inner
             .sessions
@@ -275,7 +278,8 @@ impl Engine {
             } else {
                 SessionState::Idle
             },
-            role,
+            role: role.into(),
+            archived: row.archived,
         }
     }
 

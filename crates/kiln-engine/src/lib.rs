@@ -18,7 +18,7 @@ mod sync_gate;
 mod workspace;
 
 pub use config::{EngineConfig, PromptLimits};
-pub use engine::Engine;
+pub use engine::{Engine, Stopped};
 pub use error::{Error, Result};
 /// The sandbox errors inside [`Error::Sandbox`], for callers that map them (the server).
 pub use kiln_sandbox::Error as SandboxError;

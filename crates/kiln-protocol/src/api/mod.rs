@@ -5,6 +5,7 @@
 mod access;
 mod event;
 mod limits;
+mod people;
 mod rest;
 mod ws;
 
@@ -14,5 +15,6 @@ pub use event::{
     PromptOutcome, PromptStatus, SandboxState, ToolOutcome, ToolStream, Usage, UserRef,
 };
 pub use limits::*;
+pub use people::*;
 pub use rest::*;
 pub use ws::{ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION};
