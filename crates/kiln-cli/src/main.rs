@@ -27,6 +27,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run kiln on this machine: API server, session engine and local sandboxes.
+    ///
+    /// Stop it with Ctrl-C or SIGTERM (a second one exits at once): running prompts are
+    /// interrupted, warm pool sandboxes are destroyed, and sessions' own sandboxes stay on
+    /// purpose, so the next `kiln up` reattaches them. To remove those too once kiln is
+    /// stopped: `kiln sandbox rm --all --data-dir DIR` (sessions then resume from their
+    /// snapshots).
     Up(up::UpArgs),
     /// Run and manage sandboxes on this machine.
     #[command(subcommand)]
@@ -58,6 +64,12 @@ struct DataDirArg {
     data_dir: PathBuf,
 }
 
+/// Whether logs are coloured: on a terminal, unless `NO_COLOR` is set to anything but the
+/// empty string (no-color.org).
+fn log_colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -66,7 +78,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         // Colours for a person at a terminal; plain text for service logs and files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(log_colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -93,5 +108,17 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        use super::log_colour;
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some("".into())));
+        assert!(!log_colour(true, Some("1".into())));
+        assert!(!log_colour(false, None));
     }
 }

@@ -238,6 +238,8 @@ async fn repos_are_added_and_listed() {
         let body = CreateUser {
             name: name.into(),
             admin: false,
+            display_name: None,
+            email: None,
         };
         client.create_user(&body).await.unwrap();
     }
@@ -270,6 +272,7 @@ async fn repos_are_added_and_listed() {
     let body = CreateToken {
         name: "cli".into(),
         user_id: Some(ben.id),
+        expires_in_days: None,
     };
     let ben_token = client.create_token(&body).await.unwrap().token;
     let out = server
@@ -448,6 +451,8 @@ async fn prompts_are_sent_stopped_and_sessions_shared() {
         .create_user(&CreateUser {
             name: "bob".into(),
             admin: false,
+            display_name: None,
+            email: None,
         })
         .await
         .unwrap();
@@ -455,6 +460,7 @@ async fn prompts_are_sent_stopped_and_sessions_shared() {
         .create_token(&CreateToken {
             name: "test".into(),
             user_id: Some(bob.id),
+            expires_in_days: None,
         })
         .await
         .unwrap()

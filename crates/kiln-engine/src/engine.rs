@@ -29,6 +29,7 @@ mod admission;
 mod builds;
 mod housekeeping;
 mod manage;
+mod remote_check;
 mod recovery;
 mod warm;
 

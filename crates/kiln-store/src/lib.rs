@@ -40,7 +40,7 @@ pub use images::ImageRecord;
 pub use log::{SessionLog, SessionSnapshot, StoredEvent};
 pub use manage::{SessionFilter, ShareOptions};
 pub use logins::{BROWSER_SESSION_TTL, BrowserSession, LOGIN_CODE_TTL, LoginCode};
-pub use repos::RepoRemote;
+pub use repos::{RepoRemote, check_repo_name, split_repo_url};
 pub use sessions::{Redeemed, SessionRow};
 pub use store::Store;
 pub use subscription::Subscription;

@@ -143,6 +143,7 @@ async fn repos_are_validated_and_unique() {
         description: None,
         hooks: Vec::new(),
         environment: None,
+        check: false,
     };
     let repo = store
         .create_repo(&make("kiln", "/srv/git/kiln.git"))

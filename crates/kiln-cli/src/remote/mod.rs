@@ -90,6 +90,9 @@ enum RepoCommand {
         /// A line saying what the repo is, shown by `kiln repo ls`.
         #[arg(long)]
         description: Option<String>,
+        /// Register it without checking that the server can read the URL now.
+        #[arg(long)]
+        no_check: bool,
     },
     /// Delete a repository (admins) with its sessions, warm sandboxes, mirror and images.
     Rm {
@@ -143,6 +146,7 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                 url,
                 default_branch,
                 description,
+                no_check,
             } => {
                 let body = CreateRepo {
                     name,
@@ -151,6 +155,7 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                     description,
                     hooks: Vec::new(),
                     environment: None,
+                    check: !no_check,
                 };
                 let repo = client.create_repo(&body).await?;
                 println!(

@@ -182,6 +182,16 @@ pub struct CreateRepo {
     #[serde(default)]
     #[schema(max_length = 65536)]
     pub environment: Option<String>,
+    /// Check first that the kiln host can read the url (`git ls-remote`, bounded in time) and
+    /// refuse it with what is wrong (no such path, no such host, authentication required…);
+    /// default true. `false` registers a remote the host cannot reach yet.
+    #[serde(default = "yes")]
+    #[schema(default = true)]
+    pub check: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Changes to a repo; absent fields stay as they are.
