@@ -13,4 +13,4 @@ mod stream;
 pub use client::{Client, ImageLog};
 pub use error::{Error, Result};
 pub use manage::Listing;
-pub use stream::{EventStream, SubscribeOptions, websocket_config};
+pub use stream::{EventStream, Link, SubscribeOptions, websocket_config};
