@@ -37,7 +37,10 @@ async fn users_and_tokens_are_managed_from_the_cli() {
     let out = server.run(&["user", "add", "bob smith!"]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let said = text(&out.stderr);
-    assert!(said.contains("not a handle") && said.contains("display name"), "{said}");
+    assert!(
+        said.contains("not a handle") && said.contains("display name"),
+        "{said}"
+    );
 
     let args = [
         "user",
@@ -57,7 +60,10 @@ async fn users_and_tokens_are_managed_from_the_cli() {
     let out = server.run(&["user", "ls"]).await;
     let listed = text(&out.stdout);
     assert!(listed.contains("Bob Smith <bob@example.com>"), "{listed}");
-    assert!(!listed.contains("kiln_"), "no token is ever listed: {listed}");
+    assert!(
+        !listed.contains("kiln_"),
+        "no token is ever listed: {listed}"
+    );
 
     // Bob makes a token of his own, lists and revokes it.
     let run_as = |token: &str, args: &[&str]| server.kiln_as(token, args).output();
@@ -81,7 +87,11 @@ async fn users_and_tokens_are_managed_from_the_cli() {
     let out = run_as(&bob, &["token", "revoke", &id]).await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = run_as(&ci, &["session", "ls"]).await.unwrap();
-    assert_eq!(out.status.code(), Some(3), "a revoked token is refused: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a revoked token is refused: {out:?}"
+    );
 
     // Deactivated: bob's token stops working.
     let out = server.run(&["user", "rm", "bob.smith"]).await;
@@ -120,7 +130,9 @@ async fn messages_say_what_happened_once_and_what_to_do() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stderr).contains("nothing to stop"), "{out:?}");
 
-    let out = server.run(&["session", "attach", &id, "--after-seq", "999"]).await;
+    let out = server
+        .run(&["session", "attach", &id, "--after-seq", "999"])
+        .await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let said = text(&out.stderr);
     assert!(said.contains("log ends at event"), "{said}");
@@ -135,7 +147,12 @@ async fn messages_say_what_happened_once_and_what_to_do() {
 
     // Every client command takes --data-dir (or KILN_DATA_DIR) to find the admin token.
     let data = server.dir.path().join("data");
-    let out = without_token(&server, &["session", "ls", "--data-dir", data.to_str().unwrap()], None).await;
+    let out = without_token(
+        &server,
+        &["session", "ls", "--data-dir", data.to_str().unwrap()],
+        None,
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(&id));
     let out = without_token(&server, &["repo", "ls"], Some(data.to_str().unwrap())).await;
@@ -178,7 +195,9 @@ async fn sessions_are_shared_archived_and_deleted_from_the_cli() {
     let out = server.run(&["session", "shares", &id, "--json"]).await;
     assert_eq!(text(&out.stdout).trim(), "[]", "used up");
 
-    let out = server.run(&["session", "role", &id, "ann", "collaborator"]).await;
+    let out = server
+        .run(&["session", "role", &id, "ann", "collaborator"])
+        .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = server.run(&["session", "kick", &id, "ann"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -227,7 +246,9 @@ async fn attach_ends_quietly_when_its_reader_goes_away() {
     lines.next_line().await.unwrap().expect("a first line");
     drop(lines);
     // More output comes: writing it finds the pipe closed.
-    model.push(Script::Turn(Turn::text("a long answer\n".repeat(200).as_str())));
+    model.push(Script::Turn(Turn::text(
+        "a long answer\n".repeat(200).as_str(),
+    )));
     let out = server.run(&["session", "send", &id, "more"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())

@@ -9,8 +9,8 @@ use kiln_core::{Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
     CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, GcReport, Image,
     ImageBuildStarted, LoginLink, Me, PromptAccepted, Repo, RepoAccess, SendPrompt, SessionCreated,
-    SessionDetail, SessionSummary, SetRepoAccess, ShareCreated, StopReport, StopSession, TokenCreated,
-    TokenInfo, UpdateRepo, UpdateSession, User,
+    SessionDetail, SessionSummary, SetRepoAccess, ShareCreated, StopReport, StopSession,
+    TokenCreated, TokenInfo, UpdateRepo, UpdateSession, User,
 };
 use reqwest::{Method, Url, header};
 use serde::Serialize;
@@ -402,7 +402,10 @@ pub(crate) fn user_agent() -> String {
 /// `None` for requests without a body, typed so the generic parameter can be inferred.
 pub(crate) const NO_BODY: Option<&()> = None;
 
-pub(crate) async fn decode<T: DeserializeOwned>(base_url: &str, response: reqwest::Response) -> Result<T> {
+pub(crate) async fn decode<T: DeserializeOwned>(
+    base_url: &str,
+    response: reqwest::Response,
+) -> Result<T> {
     let url = response.url().path().to_string();
     let bytes = response
         .bytes()

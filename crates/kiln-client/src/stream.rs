@@ -239,7 +239,8 @@ impl EventStream {
         tracing::debug!(last_seq = self.last_seq, "subscription lost: {reason}");
         self.socket = None;
         self.pinged = false;
-        self.link.send_replace(Link::Reconnecting(reason.to_string()));
+        self.link
+            .send_replace(Link::Reconnecting(reason.to_string()));
         // A connection that dies before its first frame does not restart the give-up clock.
         match &mut self.lost {
             Some(lost) => lost.reason = reason.to_string(),

@@ -29,8 +29,8 @@ mod admission;
 mod builds;
 mod housekeeping;
 mod manage;
-mod remote_check;
 mod recovery;
+mod remote_check;
 mod warm;
 
 use admission::Admission;

@@ -68,8 +68,8 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// Every route.
 pub fn router(state: AppState) -> Router {
-    use routes::{access, manage, repos, sessions, users, ws};
     use axum::routing::{delete, put};
+    use routes::{access, manage, repos, sessions, users, ws};
     let api = Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))

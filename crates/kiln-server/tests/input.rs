@@ -43,7 +43,11 @@ async fn bodies_must_be_objects_within_their_limits() {
     // (a user's handle is ASCII; its display name need not be).
     let name = "é".repeat(100);
     let (status, body) = app
-        .post(&admin, "/api/users", json!({ "name": "ada", "display_name": name }))
+        .post(
+            &admin,
+            "/api/users",
+            json!({ "name": "ada", "display_name": name }),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = app

@@ -62,13 +62,19 @@ async fn owners_change_roles_and_remove_participants_and_anyone_may_leave() {
     let session = app.new_session(&admin, "hello").await;
     app.wait_for(&admin, &session, is_finished).await;
     let (_, link) = app
-        .post(&admin, &format!("/api/sessions/{session}/shares"), json!({"role": "viewer"}))
+        .post(
+            &admin,
+            &format!("/api/sessions/{session}/shares"),
+            json!({"role": "viewer"}),
+        )
         .await;
     let (ann_id, ann) = app.user("ann").await;
     let (ben_id, ben) = app.user("ben").await;
     for token in [&ann, &ben] {
         let code = link["code"].as_str().unwrap();
-        let (status, _) = app.post(token, &format!("/api/join/{code}"), json!({})).await;
+        let (status, _) = app
+            .post(token, &format!("/api/join/{code}"), json!({}))
+            .await;
         assert_eq!(status, 200);
     }
     let participant = |id: &str| format!("/api/sessions/{session}/participants/{id}");
@@ -83,7 +89,11 @@ async fn owners_change_roles_and_remove_participants_and_anyone_may_leave() {
         .await;
     assert_eq!(status, 204);
     let (status, _) = app
-        .post(&ann, &format!("/api/sessions/{session}/prompts"), json!({"text": "hi"}))
+        .post(
+            &ann,
+            &format!("/api/sessions/{session}/prompts"),
+            json!({"text": "hi"}),
+        )
         .await;
     assert_eq!(status, 202, "ann may prompt now");
 
@@ -104,7 +114,10 @@ async fn owners_change_roles_and_remove_participants_and_anyone_may_leave() {
         .await;
     assert_eq!(status, 204);
     let (status, _) = app.get(&ben, &format!("/api/sessions/{session}")).await;
-    assert_eq!(status, 404, "a removed participant no longer sees the session");
+    assert_eq!(
+        status, 404,
+        "a removed participant no longer sees the session"
+    );
     let (status, _) = app
         .request(Method::DELETE, &ann, &participant(&ann_id), None)
         .await;
@@ -133,7 +146,10 @@ async fn sessions_are_archived_listed_by_admins_and_deleted_with_their_sandbox()
     let admin = app.admin_token.clone();
     let (_, ann) = app.user("ann").await;
     // The one to delete runs a command first, so it surely has a sandbox.
-    model.push(Script::Turn(Turn::tool("bash", json!({"command": "echo hi"}))));
+    model.push(Script::Turn(Turn::tool(
+        "bash",
+        json!({"command": "echo hi"}),
+    )));
     model.push(Script::Turn(Turn::text("done")));
     let deleted = app.new_session(&admin, "delete me").await;
     app.wait_for(&admin, &deleted, is_finished).await;
@@ -153,11 +169,19 @@ async fn sessions_are_archived_listed_by_admins_and_deleted_with_their_sandbox()
     assert_eq!(stopped["stopped_prompt"], serde_json::Value::Null);
 
     let (status, _) = app
-        .post(&ann, &format!("/api/sessions/{archived}/archive"), json!({}))
+        .post(
+            &ann,
+            &format!("/api/sessions/{archived}/archive"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, 404, "strangers cannot tell the session exists");
     let (status, _) = app
-        .post(&admin, &format!("/api/sessions/{archived}/archive"), json!({}))
+        .post(
+            &admin,
+            &format!("/api/sessions/{archived}/archive"),
+            json!({}),
+        )
         .await;
     assert_eq!(status, 204);
     let ids = |list: &serde_json::Value| -> Vec<String> {
@@ -195,11 +219,21 @@ async fn sessions_are_archived_listed_by_admins_and_deleted_with_their_sandbox()
     let dir = app.data_dir().join("sessions").join(deleted.as_str());
     assert!(dir.is_dir());
     let (status, _) = app
-        .request(Method::DELETE, &ann, &format!("/api/sessions/{deleted}"), None)
+        .request(
+            Method::DELETE,
+            &ann,
+            &format!("/api/sessions/{deleted}"),
+            None,
+        )
         .await;
     assert_eq!(status, 404);
     let (status, _) = app
-        .request(Method::DELETE, &admin, &format!("/api/sessions/{deleted}"), None)
+        .request(
+            Method::DELETE,
+            &admin,
+            &format!("/api/sessions/{deleted}"),
+            None,
+        )
         .await;
     assert_eq!(status, 204);
     assert!(!dir.exists(), "the session's directory is gone");
@@ -221,7 +255,10 @@ async fn a_repo_is_deleted_only_when_forced_while_sessions_are_active() {
         .request(Method::DELETE, &admin, "/api/repos/demo", None)
         .await;
     assert_eq!(status, 409, "its session holds a sandbox: {reply}");
-    assert!(reply["error"].as_str().unwrap().contains("force"), "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("force"),
+        "{reply}"
+    );
     let (_, ann) = app.user("ann").await;
     let (status, _) = app
         .request(Method::DELETE, &ann, "/api/repos/demo?force=true", None)
@@ -239,7 +276,11 @@ async fn a_repo_is_deleted_only_when_forced_while_sessions_are_active() {
     assert!(!app.data_dir().join("repos/demo.git").exists());
     // The name is free again.
     let (status, reply) = app
-        .post(&admin, "/api/repos", json!({"name": "demo", "url": app.repo_url}))
+        .post(
+            &admin,
+            "/api/repos",
+            json!({"name": "demo", "url": app.repo_url}),
+        )
         .await;
     assert_eq!(status, 201, "{reply}");
 }
@@ -256,14 +297,24 @@ async fn repo_urls_are_checked_before_they_are_accepted() {
         .post(&admin, "/api/repos", add("a", missing.to_str().unwrap()))
         .await;
     assert_eq!(status, 400, "{reply}");
-    assert!(reply["error"].as_str().unwrap().contains("no such path"), "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("no such path"),
+        "{reply}"
+    );
 
     let (status, reply) = app
-        .post(&admin, "/api/repos", add("b", app.dir.path().to_str().unwrap()))
+        .post(
+            &admin,
+            "/api/repos",
+            add("b", app.dir.path().to_str().unwrap()),
+        )
         .await;
     assert_eq!(status, 400, "{reply}");
     assert!(
-        reply["error"].as_str().unwrap().contains("no git repository"),
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("no git repository"),
         "{reply}"
     );
 

@@ -15,9 +15,15 @@ async fn names_and_emails_are_checked_and_commits_carry_them() {
     let admin = app.admin_token.clone();
 
     for (body, says) in [
-        (json!({"name": "bob smith!"}), "put \"Bob Smith\" in the display name"),
+        (
+            json!({"name": "bob smith!"}),
+            "put \"Bob Smith\" in the display name",
+        ),
         (json!({"name": "bob", "email": "bob@"}), "not an address"),
-        (json!({"name": "bob", "display_name": "Bob <x>"}), "'<' or '>'"),
+        (
+            json!({"name": "bob", "display_name": "Bob <x>"}),
+            "'<' or '>'",
+        ),
     ] {
         let (status, reply) = app.post(&admin, "/api/users", body.clone()).await;
         assert_eq!(status, 400, "{body}: {reply}");
@@ -45,7 +51,12 @@ async fn names_and_emails_are_checked_and_commits_carry_them() {
     // A user changes their own profile; a bad email is refused.
     let path = format!("/api/users/{id}");
     let (status, reply) = app
-        .request(Method::PATCH, &bob_token, &path, Some(json!({"email": "nope"})))
+        .request(
+            Method::PATCH,
+            &bob_token,
+            &path,
+            Some(json!({"email": "nope"})),
+        )
         .await;
     assert_eq!(status, 400, "{reply}");
     let (status, reply) = app
@@ -59,7 +70,12 @@ async fn names_and_emails_are_checked_and_commits_carry_them() {
     assert_eq!(status, 200, "{reply}");
     let (_, ann) = app.user("ann").await;
     let (status, _) = app
-        .request(Method::PATCH, &ann, &path, Some(json!({"email": "x@example.org"})))
+        .request(
+            Method::PATCH,
+            &ann,
+            &path,
+            Some(json!({"email": "x@example.org"})),
+        )
         .await;
     assert_eq!(status, 403, "only admins change someone else's profile");
 
@@ -93,25 +109,45 @@ async fn a_deactivated_user_is_locked_out_and_the_last_admin_stays() {
         .await;
     assert_eq!(status, 403, "only admins deactivate");
     let (status, user) = app
-        .request(Method::DELETE, &admin, &format!("/api/users/{bob_id}"), None)
+        .request(
+            Method::DELETE,
+            &admin,
+            &format!("/api/users/{bob_id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{user}");
     assert_eq!(user["deactivated"], true);
     let (status, _) = app.get(&bob, "/api/me").await;
-    assert_eq!(status, 401, "a deactivated user's token stops working at once");
+    assert_eq!(
+        status, 401,
+        "a deactivated user's token stops working at once"
+    );
     let (status, reply) = app
-        .post(&admin, "/api/tokens", json!({"name": "again", "user_id": bob_id}))
+        .post(
+            &admin,
+            "/api/tokens",
+            json!({"name": "again", "user_id": bob_id}),
+        )
         .await;
     assert_eq!(status, 409, "{reply}");
 
     let (_, me) = app.get(&admin, "/api/me").await;
     let admin_id = me["user"]["id"].as_str().unwrap();
     let (status, reply) = app
-        .request(Method::DELETE, &admin, &format!("/api/users/{admin_id}"), None)
+        .request(
+            Method::DELETE,
+            &admin,
+            &format!("/api/users/{admin_id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 409, "{reply}");
     assert!(
-        reply["error"].as_str().unwrap().contains("last active admin"),
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("last active admin"),
         "{reply}"
     );
 }
@@ -122,11 +158,19 @@ async fn tokens_are_named_and_may_expire() {
     let app = TestApp::start(&model).await;
     let admin = app.admin_token.clone();
     let (status, reply) = app
-        .post(&admin, "/api/tokens", json!({"name": "ci", "expires_in_days": 0}))
+        .post(
+            &admin,
+            "/api/tokens",
+            json!({"name": "ci", "expires_in_days": 0}),
+        )
         .await;
     assert_eq!(status, 400, "{reply}");
     let (status, created) = app
-        .post(&admin, "/api/tokens", json!({"name": "ci", "expires_in_days": 30}))
+        .post(
+            &admin,
+            "/api/tokens",
+            json!({"name": "ci", "expires_in_days": 30}),
+        )
         .await;
     assert_eq!(status, 201, "{created}");
     let made = created["info"]["created_at_ms"].as_i64().unwrap();
@@ -143,5 +187,8 @@ async fn tokens_are_named_and_may_expire() {
         .unwrap();
     assert_eq!(ci["expires_at_ms"], expires);
     assert!(ci["last_used_ms"].as_i64().is_some(), "{ci}");
-    assert!(!listed.to_string().contains(token), "tokens are never listed");
+    assert!(
+        !listed.to_string().contains(token),
+        "tokens are never listed"
+    );
 }

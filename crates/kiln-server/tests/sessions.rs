@@ -195,7 +195,10 @@ async fn follow_ups_queue_and_stop_cancels_within_a_second() {
         .post(&token, &format!("/api/sessions/{session}/stop"), json!({}))
         .await;
     assert_eq!(status, 200);
-    assert!(stopped["stopped_prompt"].is_string(), "it says what it stopped: {stopped}");
+    assert!(
+        stopped["stopped_prompt"].is_string(),
+        "it says what it stopped: {stopped}"
+    );
     let cancelled = ws
         .events_until(|e| matches!(e, Event::PromptCancelled { .. }))
         .await;

@@ -83,7 +83,13 @@ impl Store {
                          LEFT JOIN members m ON m.session_id = s.id AND m.user_id = ?1
                          WHERE s.id = ?2 AND {visible}"
                     ),
-                    params![user.as_str(), after.as_str(), 1, filter.all, filter.archived],
+                    params![
+                        user.as_str(),
+                        after.as_str(),
+                        1,
+                        filter.all,
+                        filter.archived
+                    ],
                     |_| Ok(()),
                 )
                 .optional()?
@@ -196,10 +202,7 @@ impl Store {
         let session = session.clone();
         self.control(move |conn| {
             require_session(conn, &session)?;
-            conn.execute(
-                "DELETE FROM shares WHERE expires_at_ms <= ?1",
-                [now_ms()],
-            )?;
+            conn.execute("DELETE FROM shares WHERE expires_at_ms <= ?1", [now_ms()])?;
             let mut stmt = conn.prepare(
                 "SELECT s.id, s.role, u.id, u.name, s.created_at_ms, s.expires_at_ms,
                         s.single_use
@@ -336,7 +339,8 @@ impl Store {
     pub async fn repo_sessions(&self, repo: &str) -> Result<Vec<SessionId>> {
         let repo = repo.to_string();
         self.control(move |conn| {
-            let mut stmt = conn.prepare("SELECT id FROM sessions WHERE repo = ?1 ORDER BY rowid")?;
+            let mut stmt =
+                conn.prepare("SELECT id FROM sessions WHERE repo = ?1 ORDER BY rowid")?;
             let ids = stmt.query_map([repo], |row| parse_col(row, 0, SessionId::parse))?;
             Ok(ids.collect::<rusqlite::Result<_>>()?)
         })
@@ -349,10 +353,11 @@ impl Store {
         let name = name.to_string();
         self.control(move |conn| {
             let tx = conn.transaction()?;
-            let sessions: i64 =
-                tx.query_row("SELECT count(*) FROM sessions WHERE repo = ?1", [&name], |row| {
-                    row.get(0)
-                })?;
+            let sessions: i64 = tx.query_row(
+                "SELECT count(*) FROM sessions WHERE repo = ?1",
+                [&name],
+                |row| row.get(0),
+            )?;
             if sessions > 0 {
                 return Err(Error::Conflict(format!(
                     "repo {name:?} still has {sessions} session(s)"

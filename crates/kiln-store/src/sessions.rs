@@ -78,7 +78,12 @@ fn role_in(conn: &Connection, session: &SessionId, user: &UserId) -> Result<Opti
         .optional()?)
 }
 
-pub(crate) fn upsert_role(conn: &Connection, session: &SessionId, user: &UserId, role: Role) -> Result<()> {
+pub(crate) fn upsert_role(
+    conn: &Connection,
+    session: &SessionId,
+    user: &UserId,
+    role: Role,
+) -> Result<()> {
     conn.execute(
         "INSERT INTO members (session_id, user_id, role, joined_at_ms) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (session_id, user_id) DO UPDATE SET role = excluded.role",

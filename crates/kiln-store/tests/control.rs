@@ -75,7 +75,10 @@ async fn tokens_authenticate_until_revoked_and_only_hashes_are_stored() {
     // Listed as made, with when it was last used.
     let listed = store.list_tokens(&ada.id).await.unwrap();
     let used = listed[0].last_used_ms;
-    assert!(used.is_some_and(|at| at >= created.info.created_at_ms), "{listed:?}");
+    assert!(
+        used.is_some_and(|at| at >= created.info.created_at_ms),
+        "{listed:?}"
+    );
     let made = kiln_protocol::api::TokenInfo {
         last_used_ms: used,
         ..created.info.clone()

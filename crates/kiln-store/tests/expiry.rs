@@ -53,7 +53,10 @@ async fn share_links_stop_at_their_expiry() {
     let ada = store.create_user("ada", false).await.unwrap();
     let bob = store.create_user("bob", false).await.unwrap();
     let id = SessionId::random();
-    store.create_session(&id, "kiln", "t", &ada.id).await.unwrap();
+    store
+        .create_session(&id, "kiln", "t", &ada.id)
+        .await
+        .unwrap();
     let options = ShareOptions {
         expires_in_hours: Some(1),
         single_use: false,
@@ -65,5 +68,8 @@ async fn share_links_stop_at_their_expiry() {
     assert_eq!(store.shares(&id).await.unwrap().len(), 1);
     expire_all(dir.path(), "shares");
     assert_eq!(store.redeem_share(&link.code, &bob.id).await.unwrap(), None);
-    assert!(store.shares(&id).await.unwrap().is_empty(), "expired links are not listed");
+    assert!(
+        store.shares(&id).await.unwrap().is_empty(),
+        "expired links are not listed"
+    );
 }

@@ -130,11 +130,7 @@ fn gc_summary(report: &GcReport) -> String {
     let mut parts = Vec::new();
     match report.images_collected.as_slice() {
         [] => {}
-        ids => parts.push(format!(
-            "{} image(s) ({})",
-            ids.len(),
-            ids.join(", ")
-        )),
+        ids => parts.push(format!("{} image(s) ({})", ids.len(), ids.join(", "))),
     }
     if report.snapshots_deleted > 0 {
         parts.push(format!("{} snapshot layer(s)", report.snapshots_deleted));

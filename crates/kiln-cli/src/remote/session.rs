@@ -382,7 +382,10 @@ fn describe(detail: &SessionDetail, now_ms: i64) -> String {
     out.push_str(&table(&[
         row(["  repo", &s.repo]),
         row(["  state", state_word(&s.state)]),
-        row(["  you are", s.role.map_or("not a participant", Role::as_str)]),
+        row([
+            "  you are",
+            s.role.map_or("not a participant", Role::as_str),
+        ]),
         row([
             "  created",
             &format!("{} by {}", ago(now_ms, s.created_at_ms), s.created_by.name),

@@ -121,8 +121,8 @@ impl Engine {
         let provider = &self.inner.workspaces.provider;
         let mut doomed: Vec<SandboxId> = recovered.into_iter().collect();
         for info in provider.list().await? {
-            let labelled = info.spec.labels.get(SESSION_LABEL).map(String::as_str)
-                == Some(session.as_str());
+            let labelled =
+                info.spec.labels.get(SESSION_LABEL).map(String::as_str) == Some(session.as_str());
             if labelled || claimed.as_deref() == Some(info.id.as_str()) {
                 doomed.push(info.id);
             }
@@ -200,7 +200,12 @@ impl Engine {
     }
 
     /// Records a participant's new role (the `participant_joined` event carries it).
-    pub async fn role_changed(&self, session: &SessionId, user: &UserRef, role: Role) -> Result<()> {
+    pub async fn role_changed(
+        &self,
+        session: &SessionId,
+        user: &UserRef,
+        role: Role,
+    ) -> Result<()> {
         self.participant_joined(session, user, role).await
     }
 

@@ -17,12 +17,12 @@ impl Engine {
     pub async fn check_remote(&self, url: &str) -> Result<()> {
         let (clean, credentials) =
             kiln_store::split_repo_url(url).map_err(|e| Error::Invalid(store_message(e)))?;
-        if let Some(path) = local_path(&clean) {
-            if !Path::new(path).exists() {
-                return Err(Error::Invalid(format!(
-                    "no such path: {path} does not exist on the kiln host"
-                )));
-            }
+        if let Some(path) = local_path(&clean)
+            && !Path::new(path).exists()
+        {
+            return Err(Error::Invalid(format!(
+                "no such path: {path} does not exist on the kiln host"
+            )));
         }
         let cwd = std::env::temp_dir();
         let timeout = CHECK_TIMEOUT.min(self.inner.config.git_timeout);
@@ -56,12 +56,11 @@ fn host_of(url: &str) -> &str {
     let authority = rest.split('/').next().unwrap_or(rest);
     let authority = authority.rsplit('@').next().unwrap_or(authority);
     // scp-like `git@host:path`.
-    let authority = if url.contains("://") {
+    if url.contains("://") {
         authority
     } else {
         authority.split(':').next().unwrap_or(authority)
-    };
-    authority
+    }
 }
 
 /// What git's failure means for the person adding the repo.
@@ -98,7 +97,11 @@ fn explain(url: &str, said: &str, timeout: Duration) -> String {
              add a token to the url (https://USER:TOKEN@{host}/…) or give the kiln host an \
              ssh key"
         )
-    } else if has(&["connection refused", "failed to connect", "couldn't connect"]) {
+    } else if has(&[
+        "connection refused",
+        "failed to connect",
+        "couldn't connect",
+    ]) {
         format!("cannot connect: nothing answers at {host}")
     } else if has(&[
         "does not appear to be a git repository",
@@ -149,7 +152,11 @@ mod tests {
                 "fatal: '/srv/x' does not appear to be a git repository",
                 "no git repository at /srv/x",
             ),
-            ("https://h/x", "git ls-remote timed out after 20s", "no answer"),
+            (
+                "https://h/x",
+                "git ls-remote timed out after 20s",
+                "no answer",
+            ),
         ];
         for (url, said, expected) in cases {
             let message = explain(url, said, t);

@@ -37,7 +37,9 @@ pub fn check_display_name(name: &str) -> Result<(), Invalid> {
     check_chars("display_name", name, DISPLAY_NAME_CHARS)?;
     let ok = !name.trim().is_empty()
         && name.trim() == name
-        && !name.chars().any(|c| c.is_control() || matches!(c, '<' | '>'));
+        && !name
+            .chars()
+            .any(|c| c.is_control() || matches!(c, '<' | '>'));
     if ok {
         return Ok(());
     }
@@ -76,9 +78,9 @@ pub fn check_email(email: &str) -> Result<(), Invalid> {
 
 fn check_range(field: &str, value: Option<u32>, max: u32) -> Result<(), Invalid> {
     match value {
-        Some(n) if n == 0 || n > max => Err(Invalid(format!(
-            "`{field}` is {n}; it must be 1 to {max}"
-        ))),
+        Some(n) if n == 0 || n > max => {
+            Err(Invalid(format!("`{field}` is {n}; it must be 1 to {max}")))
+        }
         _ => Ok(()),
     }
 }
@@ -133,7 +135,16 @@ mod tests {
         for good in ["alice", "bob.smith", "a", "x_1-2", &"a".repeat(64)] {
             assert_eq!(check_user_name(good), Ok(()), "{good}");
         }
-        for bad in ["bob smith!", "", ".x", "-x", "é", "a/b", &"a".repeat(65), "a\n"] {
+        for bad in [
+            "bob smith!",
+            "",
+            ".x",
+            "-x",
+            "é",
+            "a/b",
+            &"a".repeat(65),
+            "a\n",
+        ] {
             let error = check_user_name(bad).unwrap_err();
             assert!(error.0.contains("display name"), "{bad}: {error}");
         }

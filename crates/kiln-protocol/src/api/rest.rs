@@ -35,7 +35,11 @@ pub struct User {
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// The handle: 1 to 64 of letters, digits, `.`, `_`, `-`, starting with a letter or digit.
-    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )]
     pub name: String,
     #[serde(default)]
     pub admin: bool,

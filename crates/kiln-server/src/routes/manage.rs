@@ -17,7 +17,12 @@ use serde::Deserialize;
 
 type ApiError = kiln_protocol::api::ApiError;
 
-async fn require_owner(state: &AppState, caller: &Caller, id: &SessionId, what: &str) -> Result<()> {
+async fn require_owner(
+    state: &AppState,
+    caller: &Caller,
+    id: &SessionId,
+    what: &str,
+) -> Result<()> {
     let role = caller.role_in(state, id).await?;
     if role != Role::Owner {
         return Err(Error::Forbidden(format!(
@@ -40,7 +45,10 @@ pub(crate) async fn archive_session(
     Path(id): Path<SessionId>,
 ) -> Result<StatusCode> {
     require_owner(&state, &caller, &id, "archive it").await?;
-    state.engine.archive_session(&id, &caller.user_ref()).await?;
+    state
+        .engine
+        .archive_session(&id, &caller.user_ref())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
