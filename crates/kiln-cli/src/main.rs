@@ -60,6 +60,7 @@ enum Command {
 /// Where kiln keeps its state: `--data-dir`, else `$KILN_DATA_DIR`, else `/var/lib/kiln`.
 #[derive(Debug, Clone, clap::Args)]
 struct DataDirArg {
+    /// Where kiln keeps its state (databases, layers, sandboxes).
     #[arg(long, env = "KILN_DATA_DIR", default_value = "/var/lib/kiln")]
     data_dir: PathBuf,
 }
@@ -113,6 +114,35 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    /// Every argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(
+            &<super::Cli as clap::CommandFactory>::command(),
+            "kiln",
+            &mut missing,
+        );
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
     #[test]
     fn logs_are_coloured_only_on_a_terminal_without_no_color() {
         use super::log_colour;

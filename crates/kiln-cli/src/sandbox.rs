@@ -66,6 +66,7 @@ pub(crate) struct RunArgs {
     /// Working directory inside the sandbox.
     #[arg(long)]
     cwd: Option<String>,
+    /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }

@@ -262,3 +262,68 @@ async fn attach_ends_quietly_when_its_reader_goes_away() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_says_when_it_reconnects_and_sandboxes_go_once_kiln_is_stopped() {
+    let model = FakeModel::start().await;
+    let mut server = start(&model).await;
+    server.add_repo().await;
+    let out = server
+        .run(&["session", "new", "--repo", "web", "hello", "--detach"])
+        .await;
+    let id = text(&out.stdout).trim().to_string();
+    server.run(&["session", "attach", &id]).await;
+
+    let mut child = server
+        .kiln(&["session", "attach", &id, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Connected once the replay shows: only a connection that was up is regained.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    stdout.next_line().await.unwrap().expect("the replay");
+    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+    server.crash_and_restart(&model).await;
+    let said = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut said = Vec::new();
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            let done = line == "reconnected";
+            said.push(line);
+            if done {
+                return said;
+            }
+        }
+        panic!("attach ended without reconnecting: {said:?}");
+    })
+    .await
+    .expect("attach reconnects within a minute");
+    assert!(said[0].starts_with("reconnecting… ("), "{said:?}");
+    child.kill().await.unwrap();
+
+    // All sandboxes go only once kiln is stopped.
+    let data = server.dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let out = server
+        .run(&["sandbox", "rm", "--all", "--data-dir", data])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("stop it first"), "{out:?}");
+    let listed = server
+        .run(&["sandbox", "ls", "--json", "--data-dir", data])
+        .await;
+    assert!(
+        !text(&listed.stdout).trim().is_empty(),
+        "the session's sandbox stayed"
+    );
+    server.child.kill().await.unwrap();
+    let out = server
+        .run(&["sandbox", "rm", "--all", "--data-dir", data])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listed = server
+        .run(&["sandbox", "ls", "--json", "--data-dir", data])
+        .await;
+    assert_eq!(text(&listed.stdout).trim(), "", "every sandbox is gone");
+}
