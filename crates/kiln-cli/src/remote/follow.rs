@@ -8,7 +8,9 @@ use super::render::{Paint, Renderer};
 use anyhow::Result;
 use kiln_client::Client;
 use kiln_core::{PromptId, SessionId};
-use kiln_protocol::api::{EVENT_VERSION, Event, PromptOutcome, ServerFrame, SessionState};
+use kiln_protocol::api::{
+    EVENT_VERSION, Event, PromptOutcome, PromptStatus, ServerFrame, SessionState,
+};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -183,7 +185,14 @@ impl View<'_> {
 
     async fn check_idle(&mut self) -> Result<()> {
         let detail = self.client.session(self.id).await?;
-        if detail.summary.state != SessionState::Working {
+        // A prompt's status changes in the transaction of the event that ends it, while the
+        // session's worker lets go a moment later: no prompt queued or running is idle, or a
+        // view that saw the last prompt end could wait for an event that never comes.
+        let nothing_left = !detail
+            .prompts
+            .iter()
+            .any(|p| matches!(p.status, PromptStatus::Queued | PromptStatus::Running));
+        if detail.summary.state != SessionState::Working || nothing_left {
             self.idle_at = Some(detail.head_seq);
         }
         Ok(())
