@@ -158,7 +158,7 @@ bounded_by_type!(StopSession, UpdateSession);
 
 #[cfg(test)]
 mod tests {
-    use super::super::rest::{CreateToken, CreateUser};
+    use super::super::people::{CreateToken, CreateUser};
     use super::*;
     use utoipa::PartialSchema;
 

@@ -1,9 +1,125 @@
-//! What a person's record may hold, checked in one place for every caller (the API's bodies,
-//! the store, the CLI before it sends): a handle that is safe in commands and lists, a display
+//! People in the API — users, their tokens, share links, roles — and what a person's record
+//! may hold, checked in one place for every caller (the API's bodies, the store, the CLI
+//! before it sends): a handle that is safe in commands and lists, a display
 //! name and an email that git accepts in an identity, and bounded expiries for tokens and links.
 
+use super::event::UserRef;
 use super::limits::{Invalid, NAME_CHARS, Validate, check_chars};
-use super::rest::{CreateShare, CreateToken, CreateUser, SetRole, UpdateUser};
+use super::rest::CreateShare;
+use kiln_core::{Role, ShareId, TokenId, UserId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: UserId,
+    /// The user's handle in commands and lists (`alice`): letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    pub admin: bool,
+    pub created_at_ms: i64,
+    /// How the user's commits are signed (`Alice Smith`); empty: `name`.
+    #[serde(default)]
+    pub display_name: String,
+    /// The email of the user's commits; none: `<id>@users.kiln.local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Deactivated users keep their record but cannot sign in or use a token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deactivated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// The handle: 1 to 64 of letters, digits, `.`, `_`, `-`, starting with a letter or digit.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+    )]
+    pub name: String,
+    #[serde(default)]
+    pub admin: bool,
+    /// How the user's commits are signed (`Alice Smith`); default: `name`.
+    #[serde(default)]
+    #[schema(max_length = 100)]
+    pub display_name: Option<String>,
+    /// The email of the user's commits (`alice@example.com`).
+    #[serde(default)]
+    #[schema(max_length = 254)]
+    pub email: Option<String>,
+}
+
+/// Changes to a user's profile (`PATCH /api/users/{id}`); absent fields stay, `""` clears.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[serde(default)]
+    #[schema(max_length = 100)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    #[schema(max_length = 254)]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// What the token is for ("laptop", "ci").
+    #[schema(min_length = 1, max_length = 64)]
+    pub name: String,
+    /// The user the token acts as; defaults to the caller. Only admins may name another user.
+    #[serde(default)]
+    pub user_id: Option<UserId>,
+    /// The token stops working this many days after it is made (1 to 3650); default: never.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
+    pub expires_in_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: TokenId,
+    pub user_id: UserId,
+    pub name: String,
+    pub created_at_ms: i64,
+    /// When the token stops working; none: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
+    /// When it was last used (to the minute); none: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_ms: Option<i64>,
+}
+
+/// The only time a token is shown; kiln keeps only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TokenCreated {
+    pub info: TokenInfo,
+    pub token: String,
+}
+
+/// How long a share link works when its creator does not say: 7 days.
+pub const SHARE_TTL_HOURS: u32 = 7 * 24;
+
+/// A live share link as its session's owners see it (never its code, which is shown once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ShareInfo {
+    pub id: ShareId,
+    pub role: Role,
+    pub created_by: UserRef,
+    pub created_at_ms: i64,
+    /// When it stops working; none: never (links made before links expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
+    pub single_use: bool,
+}
+
+/// A participant's new role (`PUT /api/sessions/{id}/participants/{user}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRole {
+    pub role: Role,
+}
 
 /// A display name's length, in characters.
 pub const DISPLAY_NAME_CHARS: usize = 100;
