@@ -64,6 +64,17 @@ async fn users_and_tokens_are_managed_from_the_cli() {
         !listed.contains("kiln_"),
         "no token is ever listed: {listed}"
     );
+    let args = ["user", "set", "bob.smith", "--email", "bob@example"];
+    let out = server.run(&args).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("alice@example.com"), "{out:?}");
+    let args = ["user", "set", "bob.smith", "--email", "bob@example.org"];
+    let out = server.kiln_as(&bob, &args).output().await.unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "bob.smith: commits as Bob Smith <bob@example.org>\n",
+        "{out:?}"
+    );
 
     // Bob makes a token of his own, lists and revokes it.
     let run_as = |token: &str, args: &[&str]| server.kiln_as(token, args).output();
