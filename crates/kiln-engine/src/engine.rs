@@ -30,7 +30,6 @@ mod builds;
 mod housekeeping;
 mod manage;
 mod recovery;
-mod remote_check;
 mod warm;
 
 use admission::Admission;

@@ -12,6 +12,11 @@ use kiln_protocol::api::{Event, PromptStatus, User, UserRef};
 use kiln_sandbox::{SandboxId, SnapshotId};
 use std::time::Duration;
 
+// Checking a repo's url before it is registered; a file of its own, registered here so the
+// engine's façade gains one module line for all of this.
+#[path = "remote_check.rs"]
+mod remote_check;
+
 /// Longest a delete or archive waits for a stopped prompt to wind down.
 const STOP_WAIT: Duration = Duration::from_secs(15);
 
