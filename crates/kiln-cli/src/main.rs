@@ -27,6 +27,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run kiln on this machine: API server, session engine and local sandboxes.
+    ///
+    /// Stop it with Ctrl-C or SIGTERM (a second one exits at once): running prompts are
+    /// interrupted, warm pool sandboxes are destroyed, and sessions' own sandboxes stay on
+    /// purpose, so the next `kiln up` reattaches them. To remove those too once kiln is
+    /// stopped: `kiln sandbox rm --all --data-dir DIR` (sessions then resume from their
+    /// snapshots).
     Up(up::UpArgs),
     /// Run and manage sandboxes on this machine.
     #[command(subcommand)]
@@ -43,6 +49,10 @@ enum Command {
     /// Show the server at a glance: version, model reachability, sandboxes, images, pools
     /// (talks to a kiln server; exits 1 when the model does not answer).
     Status(remote::StatusArgs),
+    /// Add, list and deactivate users (talks to a kiln server).
+    User(remote::UserArgs),
+    /// Make, list and revoke API tokens (talks to a kiln server).
+    Token(remote::TokenArgs),
     /// Print a single-use sign-in link for a browser, as yourself (talks to a kiln server).
     LoginLink(remote::LoginLinkArgs),
     /// Administer the kiln on this machine through its data dir (recovery).
@@ -53,8 +63,15 @@ enum Command {
 /// Where kiln keeps its state: `--data-dir`, else `$KILN_DATA_DIR`, else `/var/lib/kiln`.
 #[derive(Debug, Clone, clap::Args)]
 struct DataDirArg {
+    /// Where kiln keeps its state (databases, layers, sandboxes).
     #[arg(long, env = "KILN_DATA_DIR", default_value = "/var/lib/kiln")]
     data_dir: PathBuf,
+}
+
+/// Whether logs are coloured: on a terminal, unless `NO_COLOR` is set to anything but the
+/// empty string (no-color.org).
+fn log_colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 fn main() -> ExitCode {
@@ -65,7 +82,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         // Colours for a person at a terminal; plain text for service logs and files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(log_colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ))
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -80,6 +100,8 @@ fn main() -> ExitCode {
             Command::Repo(args) => Ok(remote::repo(args).await),
             Command::Image(args) => Ok(remote::image(args).await),
             Command::Session(args) => Ok(remote::session(args).await),
+            Command::User(args) => Ok(remote::user(args).await),
+            Command::Token(args) => Ok(remote::token(args).await),
             Command::LoginLink(args) => Ok(remote::login_link(args).await),
             Command::Status(args) => Ok(remote::status(args).await),
             Command::Admin(cmd) => admin::run(cmd).await.map(|()| ExitCode::SUCCESS),
@@ -91,5 +113,46 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(
+            &<super::Cli as clap::CommandFactory>::command(),
+            "kiln",
+            &mut missing,
+        );
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        use super::log_colour;
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some("".into())));
+        assert!(!log_colour(true, Some("1".into())));
+        assert!(!log_colour(false, None));
     }
 }

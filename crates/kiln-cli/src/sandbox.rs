@@ -24,12 +24,17 @@ pub(crate) enum SandboxCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Destroy sandboxes.
+    /// Destroy sandboxes: the ones named, or with --all every sandbox of the data dir once kiln
+    /// is stopped (sessions' sandboxes included: their next prompt restores a snapshot).
     Rm {
         #[command(flatten)]
         data: DataDirArg,
-        #[arg(required = true)]
+        /// Sandbox ids, as `kiln sandbox ls` shows them.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
         ids: Vec<String>,
+        /// Every sandbox of the data dir; refused while `kiln up` runs on it.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -61,6 +66,7 @@ pub(crate) struct RunArgs {
     /// Working directory inside the sandbox.
     #[arg(long)]
     cwd: Option<String>,
+    /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
@@ -91,8 +97,28 @@ pub(crate) async fn run(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        SandboxCommand::Rm { data, ids } => {
+        SandboxCommand::Rm { data, ids, all } => {
+            // Held while it runs, so a kiln up started meanwhile cannot hand out a sandbox that
+            // is being destroyed.
+            let _lock = if all {
+                Some(crate::up::lock_data_dir(&data.data_dir).map_err(|_| {
+                    anyhow::anyhow!(
+                        "kiln up is running on {}: stop it first (Ctrl-C, or SIGTERM to its \
+                         process), then run this again",
+                        data.data_dir.display()
+                    )
+                })?)
+            } else {
+                None
+            };
             let provider = open(&data).await?;
+            let ids = if all {
+                let listed = provider.list().await?;
+                eprintln!("destroying {} sandbox(es)", listed.len());
+                listed.into_iter().map(|info| info.id.to_string()).collect()
+            } else {
+                ids
+            };
             for raw in ids {
                 let id = SandboxId::parse(&raw)
                     .with_context(|| format!("{raw:?} is not a sandbox id"))?;

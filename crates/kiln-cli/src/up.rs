@@ -332,7 +332,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
 
 /// One `kiln up` per data dir: two would both write every session's log. The lock dies with
 /// the process, so a killed server never blocks its successor.
-fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join("kiln.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -9,8 +9,8 @@ use kiln_core::{PromptId, Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
     CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, GcReport, Image,
     ImageBuildStarted, LoginLink, Me, PromptAccepted, Repo, RepoAccess, SendPrompt, SessionCreated,
-    SessionDetail, SessionSummary, SetRepoAccess, ShareCreated, StopSession, TokenCreated,
-    TokenInfo, UpdateRepo, UpdateSession, User,
+    SessionDetail, SessionSummary, SetRepoAccess, ShareCreated, StopReport, StopSession,
+    TokenCreated, TokenInfo, UpdateRepo, UpdateSession, User,
 };
 use reqwest::{Method, Url, header};
 use serde::Serialize;
@@ -241,17 +241,31 @@ impl Client {
         self.call(Method::POST, &path, NO_BODY).await
     }
 
-    /// Stops the running prompt and, with `clear_queue`, cancels the queued ones too.
-    pub async fn stop(&self, id: &SessionId, clear_queue: bool) -> Result<()> {
+    /// Stops the running prompt and, with `clear_queue`, cancels the queued ones too; says
+    /// what that stopped.
+    pub async fn stop(&self, id: &SessionId, clear_queue: bool) -> Result<StopReport> {
         let body = StopSession { clear_queue };
         let path = ["sessions", id.as_str(), "stop"];
-        self.call_empty(Method::POST, &path, Some(&body)).await
+        self.call(Method::POST, &path, Some(&body)).await
     }
 
+    /// A share link with the default expiry; see [`Client::create_share_with`].
     pub async fn create_share(&self, id: &SessionId, role: Role) -> Result<ShareCreated> {
-        let body = CreateShare { role };
+        let body = CreateShare {
+            role,
+            expires_in_hours: None,
+            single_use: false,
+        };
+        self.create_share_with(id, &body).await
+    }
+
+    pub async fn create_share_with(
+        &self,
+        id: &SessionId,
+        body: &CreateShare,
+    ) -> Result<ShareCreated> {
         let path = ["sessions", id.as_str(), "shares"];
-        self.call(Method::POST, &path, Some(&body)).await
+        self.call(Method::POST, &path, Some(body)).await
     }
 
     /// Redeems a share code: the caller gets the share's role in its session.
@@ -305,7 +319,7 @@ impl Client {
         url
     }
 
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         segments: &[&str],
@@ -315,7 +329,7 @@ impl Client {
         decode(self.base_url(), response).await
     }
 
-    async fn call_empty(
+    pub(crate) async fn call_empty(
         &self,
         method: Method,
         segments: &[&str],
@@ -326,7 +340,7 @@ impl Client {
     }
 
     /// Sends one request; a response is returned only when its status is a success.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: Url,
@@ -412,9 +426,12 @@ pub(crate) fn user_agent() -> String {
 }
 
 /// `None` for requests without a body, typed so the generic parameter can be inferred.
-const NO_BODY: Option<&()> = None;
+pub(crate) const NO_BODY: Option<&()> = None;
 
-async fn decode<T: DeserializeOwned>(base_url: &str, response: reqwest::Response) -> Result<T> {
+pub(crate) async fn decode<T: DeserializeOwned>(
+    base_url: &str,
+    response: reqwest::Response,
+) -> Result<T> {
     let url = response.url().path().to_string();
     let bytes = response
         .bytes()

@@ -21,13 +21,16 @@ pub enum Error {
     /// The server refused the token (401), or there was none.
     #[error(
         "the kiln server at {url} refused the request: {message}; set KILN_TOKEN (or --token) to \
-         a valid API token, or run kiln on the server machine where it reads the admin token"
+         a valid API token, or run kiln on the server machine with --data-dir DIR (or \
+         KILN_DATA_DIR=DIR) naming its data directory, where it reads the admin token"
     )]
     Unauthorized { url: String, message: String },
 
     /// The thing asked for does not exist, or the caller may not see it (the API answers 404
     /// for both so that ids cannot be probed).
-    #[error("not found: {message}")]
+    /// The server's message already says what was not found ("repo \"x\" not found"), so it
+    /// is shown as it is.
+    #[error("{message}")]
     NotFound { message: String },
 
     /// Any other error status, with the server's own message.
@@ -117,10 +120,8 @@ mod tests {
         let body = br#"{"error":"session s-0123456789abcdef not found"}"#;
         let err = Error::from_status(url, 404, body);
         assert!(matches!(&err, Error::NotFound { message } if message.contains("s-0123")));
-        assert_eq!(
-            err.to_string(),
-            "not found: session s-0123456789abcdef not found"
-        );
+        // Said once, not "not found: session … not found".
+        assert_eq!(err.to_string(), "session s-0123456789abcdef not found");
 
         let err = Error::from_status(url, 401, br#"{"error":"missing bearer token"}"#);
         assert!(err.is_connection());

@@ -7,8 +7,10 @@
 
 mod client;
 mod error;
+mod manage;
 mod stream;
 
 pub use client::{Client, ImageLog};
 pub use error::{Error, Result};
-pub use stream::{EventStream, SubscribeOptions, websocket_config};
+pub use manage::Listing;
+pub use stream::{EventStream, Link, SubscribeOptions, websocket_config};

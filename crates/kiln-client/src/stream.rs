@@ -74,6 +74,18 @@ pub struct EventStream {
     /// `last_seq` when the server last skipped events; a second skip there is a server bug.
     gap_at: Option<u64>,
     finished: bool,
+    /// Whether the stream is connected or getting a lost connection back, for whoever shows
+    /// it (a "reconnecting…" line); see [`EventStream::link`].
+    link: tokio::sync::watch::Sender<Link>,
+}
+
+/// The state of a stream's connection, as [`EventStream::link`] tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// Connected, or connecting for the first time.
+    Up,
+    /// The connection was lost and is being regained; why it was lost.
+    Reconnecting(String),
 }
 
 #[derive(Debug)]
@@ -109,7 +121,15 @@ impl EventStream {
             pinged: false,
             gap_at: None,
             finished: false,
+            link: tokio::sync::watch::Sender::new(Link::Up),
         }
+    }
+
+    /// Follows the state of the connection: [`Link::Reconnecting`] from the moment a
+    /// connection is lost until events flow again. The receiver can sit in a `select!` beside
+    /// [`EventStream::next`].
+    pub fn link(&self) -> tokio::sync::watch::Receiver<Link> {
+        self.link.subscribe()
     }
 
     /// The seq of the last event yielded (or the `after_seq` it started from).
@@ -154,7 +174,9 @@ impl EventStream {
                 Ok(Some(Ok(message))) => message,
             };
             self.pinged = false;
-            self.lost = None;
+            if self.lost.take().is_some() {
+                self.link.send_replace(Link::Up);
+            }
             let Message::Text(text) = message else {
                 continue; // pings are answered by tungstenite; nothing else is used
             };
@@ -217,6 +239,8 @@ impl EventStream {
         tracing::debug!(last_seq = self.last_seq, "subscription lost: {reason}");
         self.socket = None;
         self.pinged = false;
+        self.link
+            .send_replace(Link::Reconnecting(reason.to_string()));
         // A connection that dies before its first frame does not restart the give-up clock.
         match &mut self.lost {
             Some(lost) => lost.reason = reason.to_string(),

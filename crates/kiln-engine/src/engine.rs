@@ -29,10 +29,13 @@ mod admission;
 mod builds;
 mod health;
 mod housekeeping;
+mod manage;
 mod recovery;
+mod remote_check;
 mod warm;
 
 use admission::Admission;
+pub use manage::Stopped;
 
 /// Runs sessions. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -288,7 +291,8 @@ impl Engine {
     }
 
     /// How a session looks in lists, for a caller with `role`. Does not open idle sessions.
-    pub fn summary(&self, row: &SessionRow, role: Role) -> SessionSummary {
+    /// `role` is `None` in an admin's view of a session they are not in.
+    pub fn summary(&self, row: &SessionRow, role: impl Into<Option<Role>>) -> SessionSummary {
         let working = self
             .inner
             .sessions
@@ -309,7 +313,8 @@ impl Engine {
             } else {
                 SessionState::Idle
             },
-            role,
+            role: role.into(),
+            archived: row.archived,
         }
     }
 

@@ -18,6 +18,18 @@ pub enum Error {
         prompt: kiln_core::PromptId,
         status: kiln_protocol::api::PromptStatus,
     },
+    /// A stopped session's work did not wind down in time; try again.
+    #[error("session {session} did not stop within {} s; try again", waited.as_secs())]
+    NotStopped {
+        session: kiln_core::SessionId,
+        waited: std::time::Duration,
+    },
+    /// A repo cannot be deleted while sessions on it are active, unless forced.
+    #[error(
+        "{active} session(s) on repo {repo:?} are working or hold a sandbox; stop them \
+         (kiln session stop), or delete with force (`kiln repo rm {repo} --force`, `?force=true`)"
+    )]
+    RepoInUse { repo: String, active: usize },
     /// The server's configuration (model, hooks) is not valid; found at start-up.
     #[error("{0}")]
     Config(String),

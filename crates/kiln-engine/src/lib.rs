@@ -14,7 +14,7 @@ mod session;
 mod sync_gate;
 
 pub use config::{EngineConfig, PromptLimits};
-pub use engine::Engine;
+pub use engine::{Engine, Stopped};
 pub use error::{Error, Result};
 /// What sessions start from — mirrors, images, pools, the collector — from their own crate.
 pub use kiln_fleet::{Error as FleetError, RunningBuildInfo as RunningBuild, WORKDIR, images};

@@ -40,6 +40,9 @@ pub(crate) struct SessionActor {
     email: String,
     /// Whether the checkout has caught up with the default branch (see [`SyncGate`]).
     sync: watch::Sender<SyncState>,
+    /// Commit identities (name, email) of the authors of prompts run here, looked up from
+    /// their profiles when their prompt starts.
+    identities: Mutex<std::collections::HashMap<kiln_core::UserId, (String, String)>>,
     /// Bumped by every scheduled snapshot; only the newest one runs.
     snapshot_generation: AtomicU64,
     state: Mutex<State>,
@@ -121,7 +124,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
-/// The git email of a kiln user (until users have their own).
+/// The git email of a kiln user without one of their own (see `engine::manage::git_identity`).
 fn commit_email(user: &kiln_core::UserId) -> String {
     format!("{user}@users.kiln.local")
 }
@@ -145,6 +148,7 @@ impl SessionActor {
             email: commit_email(&creator.id),
             creator,
             sync: watch::channel(SyncState::Done).0,
+            identities: Mutex::default(),
             snapshot_generation: AtomicU64::new(0),
             state: Mutex::new(State::default()),
             sandbox: tokio::sync::Mutex::new(Slot {
@@ -257,6 +261,12 @@ impl SessionActor {
                     _ => return,
                 }
             };
+            let engine = crate::Engine::from_inner(inner.clone());
+            let identity = engine.identity_of(&prompt.author.id).await;
+            self.identities
+                .lock()
+                .expect("identities lock")
+                .insert(prompt.author.id.clone(), identity);
             let cancel = inner.shutdown.child_token();
             {
                 let mut state = self.state.lock().expect("state lock");
@@ -414,11 +424,17 @@ impl SessionActor {
         &self,
         author: &UserRef,
     ) -> std::collections::BTreeMap<String, String> {
-        let email = commit_email(&author.id);
+        let (name, email) = self
+            .identities
+            .lock()
+            .expect("identities lock")
+            .get(&author.id)
+            .cloned()
+            .unwrap_or_else(|| (author.name.clone(), commit_email(&author.id)));
         [
-            ("GIT_AUTHOR_NAME", author.name.as_str()),
+            ("GIT_AUTHOR_NAME", name.as_str()),
             ("GIT_AUTHOR_EMAIL", email.as_str()),
-            ("GIT_COMMITTER_NAME", author.name.as_str()),
+            ("GIT_COMMITTER_NAME", name.as_str()),
             ("GIT_COMMITTER_EMAIL", email.as_str()),
             ("KILN_SESSION", self.log.id().as_str()),
         ]

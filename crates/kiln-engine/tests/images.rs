@@ -74,6 +74,7 @@ async fn fixture_with(config: EngineConfig) -> Fixture {
             description: None,
             hooks: Vec::new(),
             environment: None,
+            check: false,
         })
         .await
         .unwrap();

@@ -152,6 +152,15 @@ impl Fleet {
         })
     }
 
+    /// Destroys the repo's ready pooled sandboxes (the repo is going away).
+    pub async fn drain_pool(&self, repo: &str) {
+        for entry in self.pools.trim(repo, 0) {
+            if let Err(e) = self.provider().destroy(entry.sandbox.id()).await {
+                tracing::warn!(sandbox = %entry.sandbox.id(), error = %e, "cannot destroy a pooled sandbox");
+            }
+        }
+    }
+
     /// Destroys every pooled sandbox (reserved ones too): at shutdown, pools are not kept.
     pub async fn drain_pools(&self) {
         for entry in self.pools.drain() {

@@ -335,6 +335,16 @@ impl Workspaces {
             .await
     }
 
+    /// Removes the repo's mirror (the repo is going away); a failure is logged.
+    pub async fn remove_mirror(&self, repo: &str) {
+        let mirror = self.mirror(repo);
+        if let Err(e) = tokio::fs::remove_dir_all(&mirror).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(mirror = %mirror.display(), error = %e, "cannot remove a deleted repo's mirror");
+        }
+    }
+
     /// Makes a claimed pool sandbox the session's: labelled with the session from now on, no
     /// longer with the pool.
     pub async fn adopt(&self, sandbox: &Sandbox, session: &SessionId) -> Result<()> {

@@ -85,7 +85,10 @@ impl From<kiln_engine::Error> for Error {
         match e {
             kiln_engine::Error::NotFound(what) => Error::NotFound(what),
             kiln_engine::Error::Invalid(msg) => Error::BadRequest(msg),
-            kiln_engine::Error::NotRetryable { .. } => Error::Conflict(e.to_string()),
+            kiln_engine::Error::NotRetryable { .. } | kiln_engine::Error::RepoInUse { .. } => {
+                Error::Conflict(e.to_string())
+            }
+            kiln_engine::Error::NotStopped { .. } => Error::Unavailable(e.to_string()),
             kiln_engine::Error::Store(e) => e.into(),
             kiln_engine::Error::LimitReached(msg) => Error::TooManyRequests(msg),
             kiln_engine::Error::ShuttingDown => Error::Unavailable(e.to_string()),

@@ -67,13 +67,18 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// Every route.
 pub fn router(state: AppState) -> Router {
-    use routes::{access, prompts, repos, sessions, status, users, ws};
+    use axum::routing::{delete, put};
+    use routes::{access, manage, prompts, repos, sessions, status, users, ws};
     let api = Router::new()
         .route("/health", get(status::health))
         .route("/status", get(status::status))
         .route("/openapi.json", get(openapi))
         .route("/me", get(users::me))
         .route("/users", post(users::create_user).get(users::list_users))
+        .route(
+            "/users/{id}",
+            axum::routing::patch(users::update_user).delete(users::deactivate_user),
+        )
         .route("/tokens", post(users::create_token).get(users::list_tokens))
         .route("/tokens/{id}", axum::routing::delete(users::revoke_token))
         .route("/login-links", post(login::create_login_link))
@@ -81,7 +86,9 @@ pub fn router(state: AppState) -> Router {
         .route("/repos", post(repos::create_repo).get(repos::list_repos))
         .route(
             "/repos/{name}",
-            get(repos::get_repo).patch(repos::update_repo),
+            get(repos::get_repo)
+                .patch(repos::update_repo)
+                .delete(manage::delete_repo),
         )
         .route(
             "/repos/{name}/images",
@@ -102,7 +109,18 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/sessions/{id}",
-            get(sessions::get_session).patch(sessions::update_session),
+            get(sessions::get_session)
+                .patch(sessions::update_session)
+                .delete(manage::delete_session),
+        )
+        .route("/sessions/{id}/archive", post(manage::archive_session))
+        .route(
+            "/sessions/{id}/shares/{share}",
+            delete(manage::revoke_share),
+        )
+        .route(
+            "/sessions/{id}/participants/{user}",
+            put(manage::set_role).delete(manage::remove_participant),
         )
         .route("/sessions/{id}/prompts", post(sessions::send_prompt))
         .route(
@@ -110,7 +128,10 @@ pub fn router(state: AppState) -> Router {
             post(prompts::retry_prompt),
         )
         .route("/sessions/{id}/stop", post(sessions::stop_session))
-        .route("/sessions/{id}/shares", post(sessions::create_share))
+        .route(
+            "/sessions/{id}/shares",
+            post(sessions::create_share).get(manage::list_shares),
+        )
         .route("/sessions/{id}/events", get(sessions::events))
         .route("/sessions/{id}/ws", get(ws::ws))
         .route("/ws", get(ws::user_ws))

@@ -80,7 +80,7 @@ async fn every_session_endpoint_checks_the_callers_role() {
             Method::POST,
             format!("/api/sessions/{s}/stop"),
             Some(json!({})),
-            [204, 204, 403, 404, 401],
+            [200, 200, 403, 404, 401],
         ),
         (
             Method::PATCH,
@@ -93,6 +93,18 @@ async fn every_session_endpoint_checks_the_callers_role() {
             format!("/api/sessions/{s}/shares"),
             Some(json!({"role": "viewer"})),
             [201, 403, 403, 404, 401],
+        ),
+        (
+            Method::GET,
+            format!("/api/sessions/{s}/shares"),
+            None,
+            [200, 403, 403, 404, 401],
+        ),
+        (
+            Method::GET,
+            "/api/sessions?all=true".into(),
+            None,
+            [403, 403, 403, 403, 401],
         ),
         (
             Method::GET,

@@ -45,6 +45,8 @@ async fn repo_credentials_are_used_to_fetch_and_shown_to_nobody() {
                 json!({
                     "name": name,
                     "url": with(password),
+                    // The wrong password is the point: registered unchecked, refused at fetch.
+                    "check": false,
                     "hooks": [{"event": "PreToolUse", "command": ["/bin/true"]}],
                     "environment": format!("[env]\nAPI_KEY = \"{ENV_SECRET}\"\n"),
                 }),

@@ -6,7 +6,9 @@ use crate::db::{is_lower_hex, now_ms, parse_col, secret_hash};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use kiln_core::{TokenId, UserId, random_hex};
-use kiln_protocol::api::{TokenCreated, TokenInfo, User};
+use kiln_protocol::api::{
+    TokenCreated, TokenInfo, User, check_display_name, check_email, check_user_name,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 const TOKEN_PREFIX: &str = "kiln_";
@@ -15,7 +17,9 @@ const TOKEN_PREFIX: &str = "kiln_";
 /// nearly every request.
 const LAST_USED_GRANULARITY_MS: i64 = 60_000;
 
-const USER_COLUMNS: &str = "id, name, admin, created_at_ms";
+/// What `user_row` reads; queries name the users table `u`.
+pub(crate) const USER_COLUMNS: &str =
+    "u.id, u.name, u.admin, u.created_at_ms, u.display_name, u.email, u.deactivated_at_ms";
 
 pub(crate) fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -23,12 +27,15 @@ pub(crate) fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         name: row.get(1)?,
         admin: row.get(2)?,
         created_at_ms: row.get(3)?,
+        display_name: row.get(4)?,
+        email: row.get(5)?,
+        deactivated: row.get::<_, Option<i64>>(6)?.is_some(),
     })
 }
 
 pub(crate) fn user_by_id(conn: &Connection, id: &UserId) -> Result<User> {
     conn.query_row(
-        &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+        &format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1"),
         [id.as_str()],
         user_row,
     )
@@ -36,34 +43,61 @@ pub(crate) fn user_by_id(conn: &Connection, id: &UserId) -> Result<User> {
     .ok_or_else(|| Error::NotFound(format!("user {id}")))
 }
 
-fn validate_user_name(name: &str) -> Result<()> {
-    let ok = (1..=64).contains(&name.chars().count())
-        && name.trim() == name
-        && !name.chars().any(char::is_control);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "user name {name:?} must be 1 to 64 characters, without control characters or \
-             leading/trailing spaces"
-        )))
+fn invalid(e: kiln_protocol::api::Invalid) -> Error {
+    Error::Invalid(e.0)
+}
+
+/// A user's profile as given: `None` and `""` are the same (not set).
+fn profile(display_name: Option<&str>, email: Option<&str>) -> Result<(String, Option<String>)> {
+    let display_name = display_name.map(str::trim).unwrap_or_default();
+    if !display_name.is_empty() {
+        check_display_name(display_name).map_err(invalid)?;
     }
+    let email = email.map(str::trim).filter(|e| !e.is_empty());
+    if let Some(email) = email {
+        check_email(email).map_err(invalid)?;
+    }
+    Ok((display_name.to_string(), email.map(str::to_string)))
 }
 
 impl Store {
-    /// Creates a user. A name that is taken is a `Conflict`.
+    /// Creates a user. A name that is taken is a `Conflict`; a name that is not a handle, a
+    /// bad display name or email `Invalid`.
     pub async fn create_user(&self, name: &str, admin: bool) -> Result<User> {
-        validate_user_name(name)?;
+        self.create_person(name, admin, None, None).await
+    }
+
+    /// [`Store::create_user`] with the user's commit identity.
+    pub async fn create_person(
+        &self,
+        name: &str,
+        admin: bool,
+        display_name: Option<&str>,
+        email: Option<&str>,
+    ) -> Result<User> {
+        check_user_name(name).map_err(invalid)?;
+        let (display_name, email) = profile(display_name, email)?;
         let user = User {
             id: UserId::random(),
             name: name.to_string(),
             admin,
             created_at_ms: now_ms(),
+            display_name,
+            email,
+            deactivated: false,
         };
         self.control(move |conn| {
             conn.execute(
-                "INSERT INTO users (id, name, admin, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![user.id.as_str(), user.name, user.admin, user.created_at_ms],
+                "INSERT INTO users (id, name, admin, created_at_ms, display_name, email)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    user.id.as_str(),
+                    user.name,
+                    user.admin,
+                    user.created_at_ms,
+                    user.display_name,
+                    user.email
+                ],
             )
             .map_err(Error::from)
             .map_err(|e| match e {
@@ -77,6 +111,75 @@ impl Store {
         .await
     }
 
+    /// Changes a user's display name and email (`Some("")` clears one, `None` keeps it).
+    pub async fn update_profile(
+        &self,
+        id: &UserId,
+        display_name: Option<&str>,
+        email: Option<&str>,
+    ) -> Result<User> {
+        let (new_name, new_email) = profile(display_name, email)?;
+        let (id, set_name, set_email) = (id.clone(), display_name.is_some(), email.is_some());
+        self.control(move |conn| {
+            user_by_id(conn, &id)?;
+            if set_name {
+                conn.execute(
+                    "UPDATE users SET display_name = ?2 WHERE id = ?1",
+                    params![id.as_str(), new_name],
+                )?;
+            }
+            if set_email {
+                conn.execute(
+                    "UPDATE users SET email = ?2 WHERE id = ?1",
+                    params![id.as_str(), new_email],
+                )?;
+            }
+            user_by_id(conn, &id)
+        })
+        .await
+    }
+
+    /// Deactivates a user: their tokens, browser sessions and sign-in codes are deleted at
+    /// once, and the record stays (sessions and prompts name it). `Conflict` for the last
+    /// active admin, who is all that stands between kiln and nobody administering it.
+    pub async fn deactivate_user(&self, id: &UserId) -> Result<User> {
+        let id = id.clone();
+        self.control(move |conn| {
+            let tx = conn.transaction()?;
+            let user = user_by_id(&tx, &id)?;
+            if user.deactivated {
+                return Ok(user);
+            }
+            if user.admin {
+                let admins: i64 = tx.query_row(
+                    "SELECT count(*) FROM users WHERE admin = 1 AND deactivated_at_ms IS NULL",
+                    [],
+                    |row| row.get(0),
+                )?;
+                if admins <= 1 {
+                    return Err(Error::Conflict(format!(
+                        "{} is the last active admin; make another admin first",
+                        user.name
+                    )));
+                }
+            }
+            tx.execute(
+                "UPDATE users SET deactivated_at_ms = ?2 WHERE id = ?1",
+                params![id.as_str(), now_ms()],
+            )?;
+            for table in ["tokens", "browser_sessions", "login_codes"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE user_id = ?1"),
+                    [id.as_str()],
+                )?;
+            }
+            let user = user_by_id(&tx, &id)?;
+            tx.commit()?;
+            Ok(user)
+        })
+        .await
+    }
+
     pub async fn user(&self, id: &UserId) -> Result<User> {
         let id = id.clone();
         self.control(move |conn| user_by_id(conn, &id)).await
@@ -85,7 +188,7 @@ impl Store {
     pub async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
         let name = name.to_string();
         self.control(move |conn| {
-            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1");
+            let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.name = ?1");
             Ok(conn.query_row(&sql, [name], user_row).optional()?)
         })
         .await
@@ -94,7 +197,8 @@ impl Store {
     /// Every user, oldest first.
     pub async fn list_users(&self) -> Result<Vec<User>> {
         self.control(|conn| {
-            let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at_ms, rowid");
+            let sql =
+                format!("SELECT {USER_COLUMNS} FROM users u ORDER BY u.created_at_ms, u.rowid");
             let mut stmt = conn.prepare(&sql)?;
             let users = stmt
                 .query_map([], user_row)?
@@ -104,27 +208,48 @@ impl Store {
         .await
     }
 
-    /// Issues a token for `user`. The token is in the result and nowhere else.
+    /// Issues a token for `user` that does not expire; see [`Store::issue_token`].
     pub async fn create_token(&self, user: &UserId, name: &str) -> Result<TokenCreated> {
+        self.issue_token(user, name, None).await
+    }
+
+    /// Issues a token for `user`, working for `expires_in_days` (or for good). The token is
+    /// in the result and nowhere else. `Conflict` for a deactivated user.
+    pub async fn issue_token(
+        &self,
+        user: &UserId,
+        name: &str,
+        expires_in_days: Option<u32>,
+    ) -> Result<TokenCreated> {
+        let created_at_ms = now_ms();
         let info = TokenInfo {
             id: TokenId::random(),
             user_id: user.clone(),
             name: name.to_string(),
-            created_at_ms: now_ms(),
+            created_at_ms,
+            expires_at_ms: expires_in_days.map(|days| created_at_ms + i64::from(days) * 86_400_000),
+            last_used_ms: None,
         };
         let token = format!("{TOKEN_PREFIX}{}", random_hex(32));
         let hash = secret_hash(&token);
         self.control(move |conn| {
-            user_by_id(conn, &info.user_id)?;
+            let user = user_by_id(conn, &info.user_id)?;
+            if user.deactivated {
+                return Err(Error::Conflict(format!(
+                    "{} is deactivated and gets no tokens",
+                    user.name
+                )));
+            }
             conn.execute(
-                "INSERT INTO tokens (id, user_id, name, hash, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO tokens (id, user_id, name, hash, created_at_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     info.id.as_str(),
                     info.user_id.as_str(),
                     info.name,
                     hash,
-                    info.created_at_ms
+                    info.created_at_ms,
+                    info.expires_at_ms
                 ],
             )?;
             Ok(TokenCreated { info, token })
@@ -148,18 +273,17 @@ impl Store {
         self.control(move |conn| {
             let found = conn
                 .query_row(
-                    "SELECT t.id, t.last_used_ms, u.id, u.name, u.admin, u.created_at_ms
-                     FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = ?1",
-                    [hash],
+                    &format!(
+                        "SELECT {USER_COLUMNS}, t.id, t.last_used_ms
+                         FROM tokens t JOIN users u ON u.id = t.user_id
+                         WHERE t.hash = ?1 AND u.deactivated_at_ms IS NULL
+                           AND (t.expires_at_ms IS NULL OR t.expires_at_ms > ?2)"
+                    ),
+                    params![hash, now_ms()],
                     |row| {
-                        let token_id: String = row.get(0)?;
-                        let last_used: Option<i64> = row.get(1)?;
-                        let user = User {
-                            id: parse_col(row, 2, UserId::parse)?,
-                            name: row.get(3)?,
-                            admin: row.get(4)?,
-                            created_at_ms: row.get(5)?,
-                        };
+                        let user = user_row(row)?;
+                        let token_id: String = row.get(7)?;
+                        let last_used: Option<i64> = row.get(8)?;
                         Ok((token_id, last_used, user))
                     },
                 )
@@ -184,7 +308,7 @@ impl Store {
         let user = user.clone();
         self.control(move |conn| {
             let mut stmt = conn.prepare(
-                "SELECT id, user_id, name, created_at_ms FROM tokens
+                "SELECT id, user_id, name, created_at_ms, expires_at_ms, last_used_ms FROM tokens
                  WHERE user_id = ?1 ORDER BY created_at_ms, rowid",
             )?;
             let rows = stmt.query_map([user.as_str()], |row| {
@@ -193,6 +317,8 @@ impl Store {
                     user_id: parse_col(row, 1, UserId::parse)?,
                     name: row.get(2)?,
                     created_at_ms: row.get(3)?,
+                    expires_at_ms: row.get(4)?,
+                    last_used_ms: row.get(5)?,
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -221,8 +347,9 @@ impl Store {
             if admin {
                 let admin_tokens: i64 = tx.query_row(
                     "SELECT count(*) FROM tokens t JOIN users u ON u.id = t.user_id
-                     WHERE u.admin = 1",
-                    [],
+                     WHERE u.admin = 1 AND u.deactivated_at_ms IS NULL
+                       AND (t.expires_at_ms IS NULL OR t.expires_at_ms > ?1)",
+                    [now_ms()],
                     |row| row.get(0),
                 )?;
                 if admin_tokens <= 1 {

@@ -3,7 +3,7 @@
 //! cookie. Both are random and stored as their SHA-256, like API tokens, so a copy of the data
 //! dir holds no usable credential; expired rows are deleted whenever new ones are made.
 
-use crate::accounts::{user_by_id, user_row};
+use crate::accounts::{USER_COLUMNS, user_by_id, user_row};
 use crate::db::{is_lower_hex, now_ms, secret_hash};
 use crate::error::Result;
 use crate::store::Store;
@@ -99,7 +99,7 @@ impl Store {
                 return Ok(None);
             };
             let user = tx.query_row(
-                "SELECT id, name, admin, created_at_ms FROM users WHERE id = ?1",
+                &format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1"),
                 [&user_id],
                 user_row,
             )?;
@@ -131,9 +131,12 @@ impl Store {
         self.control(move |conn| {
             Ok(conn
                 .query_row(
-                    "SELECT u.id, u.name, u.admin, u.created_at_ms
-                     FROM browser_sessions b JOIN users u ON u.id = b.user_id
-                     WHERE b.hash = ?1 AND b.expires_at_ms > ?2",
+                    &format!(
+                        "SELECT {USER_COLUMNS}
+                         FROM browser_sessions b JOIN users u ON u.id = b.user_id
+                         WHERE b.hash = ?1 AND b.expires_at_ms > ?2
+                           AND u.deactivated_at_ms IS NULL"
+                    ),
                     params![hash, now_ms()],
                     user_row,
                 )

@@ -85,6 +85,17 @@ fn split_credentials(url: &str) -> Result<(String, Option<Secret<String>>)> {
     Ok((clean, credentials))
 }
 
+/// Checks a repo name as registering one does (`Invalid` says what is wrong).
+pub fn check_repo_name(name: &str) -> Result<()> {
+    validate_name(name)
+}
+
+/// A repo url without its credentials, and the credentials (see `split_credentials`): for
+/// checking a url before it is stored, without putting a secret on a command line.
+pub fn split_repo_url(url: &str) -> Result<(String, Option<Secret<String>>)> {
+    split_credentials(url)
+}
+
 /// How a repo's url is shown: `https://****@host/x.git` when it has credentials.
 fn display_url(url: &str, has_credentials: bool) -> String {
     match url.find("://") {

@@ -183,6 +183,27 @@ pub(crate) const CONTROL: &[Migration] = &[
         CREATE INDEX browser_sessions_by_expiry ON browser_sessions(expires_at_ms);
     ",
     },
+    Migration {
+        name: "people: profiles, deactivation, expiring tokens and links, archived sessions",
+        sql: "
+        -- How commits made for the user read: `display_name <email>` ('' and NULL: the user's
+        -- name and `<id>@users.kiln.local`).
+        ALTER TABLE users ADD COLUMN display_name TEXT NOT NULL DEFAULT '';
+        ALTER TABLE users ADD COLUMN email TEXT;
+        -- A deactivated user keeps their record (sessions and prompts name them) but has no
+        -- token, no browser session and cannot be given new ones.
+        ALTER TABLE users ADD COLUMN deactivated_at_ms INTEGER;
+        -- NULL: the token does not expire.
+        ALTER TABLE tokens ADD COLUMN expires_at_ms INTEGER;
+        -- NULL: the link does not expire (links made before links expired).
+        ALTER TABLE shares ADD COLUMN expires_at_ms INTEGER;
+        -- A single-use link is deleted when it is redeemed.
+        ALTER TABLE shares ADD COLUMN single_use INTEGER NOT NULL DEFAULT 0
+            CHECK (single_use IN (0, 1));
+        -- Set when an owner archives the session: it leaves the default listing.
+        ALTER TABLE sessions ADD COLUMN archived_at_ms INTEGER;
+    ",
+    },
 ];
 
 /// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it

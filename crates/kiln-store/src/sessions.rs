@@ -7,8 +7,8 @@ use crate::db::{is_lower_hex, now_ms, parse_col, secret_hash};
 use crate::error::{Error, Result};
 use crate::log::SessionLog;
 use crate::store::Store;
-use kiln_core::{Role, SessionId, ShareId, UserId, random_hex};
-use kiln_protocol::api::{Participant, ShareCreated, UserRef};
+use kiln_core::{Role, SessionId, UserId};
+use kiln_protocol::api::{Participant, UserRef};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// What redeeming a share link did.
@@ -32,14 +32,16 @@ pub struct SessionRow {
     pub created_at_ms: i64,
     /// Stopped for good: takes no prompts.
     pub closed: bool,
+    /// Archived by an owner: left out of default listings.
+    pub archived: bool,
 }
 
-/// What `session_row` reads, columns 0..=6; queries may select more after them.
-const SESSION_COLUMNS: &str =
-    "s.id, s.repo, s.title, s.created_by, u.name, s.created_at_ms, s.closed";
-const SESSION_FROM: &str = "FROM sessions s JOIN users u ON u.id = s.created_by";
+/// What `session_row` reads, columns 0..=7; queries may select more after them.
+pub(crate) const SESSION_COLUMNS: &str =
+    "s.id, s.repo, s.title, s.created_by, u.name, s.created_at_ms, s.closed, s.archived_at_ms";
+pub(crate) const SESSION_FROM: &str = "FROM sessions s JOIN users u ON u.id = s.created_by";
 
-fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+pub(crate) fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
     Ok(SessionRow {
         id: parse_col(row, 0, SessionId::parse)?,
         repo: row.get(1)?,
@@ -50,10 +52,11 @@ fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
         },
         created_at_ms: row.get(5)?,
         closed: row.get(6)?,
+        archived: row.get::<_, Option<i64>>(7)?.is_some(),
     })
 }
 
-fn require_session(conn: &Connection, id: &SessionId) -> Result<()> {
+pub(crate) fn require_session(conn: &Connection, id: &SessionId) -> Result<()> {
     let n: i64 = conn.query_row(
         "SELECT count(*) FROM sessions WHERE id = ?1",
         [id.as_str()],
@@ -75,7 +78,12 @@ fn role_in(conn: &Connection, session: &SessionId, user: &UserId) -> Result<Opti
         .optional()?)
 }
 
-fn upsert_role(conn: &Connection, session: &SessionId, user: &UserId, role: Role) -> Result<()> {
+pub(crate) fn upsert_role(
+    conn: &Connection,
+    session: &SessionId,
+    user: &UserId,
+    role: Role,
+) -> Result<()> {
     conn.execute(
         "INSERT INTO members (session_id, user_id, role, joined_at_ms) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (session_id, user_id) DO UPDATE SET role = excluded.role",
@@ -183,52 +191,8 @@ impl Store {
             );
             let mut stmt = conn.prepare(&sql)?;
             let rows = stmt.query_map([user.as_str()], |row| {
-                Ok((session_row(row)?, parse_col(row, 7, Role::parse)?))
+                Ok((session_row(row)?, parse_col(row, 8, Role::parse)?))
             })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
-        .await
-    }
-
-    /// One page of [`Store::sessions_for`]: at most `limit` sessions listed after the session
-    /// `after` (newest first). `Invalid` when `after` is not one of `user`'s sessions, so a
-    /// cursor cannot probe others' sessions.
-    pub async fn sessions_page(
-        &self,
-        user: &UserId,
-        after: Option<&SessionId>,
-        limit: usize,
-    ) -> Result<Vec<(SessionRow, Role)>> {
-        let (user, after) = (user.clone(), after.cloned());
-        self.control(move |conn| {
-            if let Some(after) = &after {
-                conn.query_row(
-                    "SELECT 1 FROM members WHERE session_id = ?1 AND user_id = ?2",
-                    [after.as_str(), user.as_str()],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "`after` names no session of yours ({after}); start without it"
-                    ))
-                })?;
-            }
-            let sql = format!(
-                "SELECT {SESSION_COLUMNS}, m.role {SESSION_FROM}
-                 JOIN members m ON m.session_id = s.id AND m.user_id = ?1
-                 WHERE ?2 IS NULL
-                    OR (s.created_at_ms, s.rowid) <
-                       (SELECT created_at_ms, rowid FROM sessions WHERE id = ?2)
-                 ORDER BY s.created_at_ms DESC, s.rowid DESC
-                 LIMIT ?3"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = stmt.query_map(
-                params![user.as_str(), after.as_ref().map(SessionId::as_str), limit],
-                |row| Ok((session_row(row)?, parse_col(row, 7, Role::parse)?)),
-            )?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await
@@ -306,49 +270,6 @@ impl Store {
         .await
     }
 
-    /// Makes a share link granting `role`. Whether `by` may share is the caller's decision
-    /// (`Role::can_share`); this records who made it. `Invalid` for a role no link may grant
-    /// (`Role::can_be_shared`).
-    pub async fn create_share(
-        &self,
-        session: &SessionId,
-        role: Role,
-        by: &UserId,
-    ) -> Result<ShareCreated> {
-        if !role.can_be_shared() {
-            return Err(Error::Invalid(format!(
-                "a share link grants viewer or collaborator, not {role}"
-            )));
-        }
-        let (session, by) = (session.clone(), by.clone());
-        let id = ShareId::random();
-        let code = random_hex(16);
-        let hash = secret_hash(&code);
-        self.control(move |conn| {
-            require_session(conn, &session)?;
-            conn.execute(
-                "INSERT INTO shares (id, session_id, role, code_hash, created_by, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    id.as_str(),
-                    session.as_str(),
-                    role.as_str(),
-                    hash,
-                    by.as_str(),
-                    now_ms()
-                ],
-            )?;
-            let path = format!("/api/join/{code}");
-            Ok(ShareCreated {
-                id,
-                role,
-                code,
-                path,
-            })
-        })
-        .await
-    }
-
     /// Redeems a share code: `user` gets the higher of their current role and the link's, so
     /// an owner opening a viewer link stays owner. `None` for a code that is not a live link.
     pub async fn redeem_share(&self, code: &str, user: &UserId) -> Result<Option<Redeemed>> {
@@ -361,19 +282,26 @@ impl Store {
             let tx = conn.transaction()?;
             let share = tx
                 .query_row(
-                    "SELECT session_id, role FROM shares WHERE code_hash = ?1",
-                    [hash],
+                    "SELECT session_id, role, single_use FROM shares
+                     WHERE code_hash = ?1 AND (expires_at_ms IS NULL OR expires_at_ms > ?2)",
+                    params![hash, now_ms()],
                     |row| {
                         Ok((
                             parse_col(row, 0, SessionId::parse)?,
                             parse_col(row, 1, Role::parse)?,
+                            row.get::<_, bool>(2)?,
                         ))
                     },
                 )
                 .optional()?;
-            let Some((session, granted)) = share else {
+            let Some((session, granted, single_use)) = share else {
                 return Ok(None);
             };
+            if single_use {
+                // Used up in the same transaction that grants the role: two people racing
+                // for a single-use link cannot both get in.
+                tx.execute("DELETE FROM shares WHERE code_hash = ?1", [&hash])?;
+            }
             // Owner links made before links were limited grant what a link may grant today.
             let granted = granted.min(Role::Collaborator);
             user_by_id(&tx, &user)?;

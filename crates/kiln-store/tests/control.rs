@@ -72,10 +72,18 @@ async fn tokens_authenticate_until_revoked_and_only_hashes_are_stored() {
         "the hash is not on disk"
     );
 
-    assert_eq!(
-        store.list_tokens(&ada.id).await.unwrap(),
-        vec![created.info.clone()]
+    // Listed as made, with when it was last used.
+    let listed = store.list_tokens(&ada.id).await.unwrap();
+    let used = listed[0].last_used_ms;
+    assert!(
+        used.is_some_and(|at| at >= created.info.created_at_ms),
+        "{listed:?}"
     );
+    let made = kiln_protocol::api::TokenInfo {
+        last_used_ms: used,
+        ..created.info.clone()
+    };
+    assert_eq!(listed, vec![made]);
     assert!(store.list_tokens(&bob.id).await.unwrap().is_empty());
 
     // Wrong shapes and near misses are simply not tokens.
@@ -143,6 +151,7 @@ async fn repos_are_validated_and_unique() {
         description: None,
         hooks: Vec::new(),
         environment: None,
+        check: false,
     };
     let repo = store
         .create_repo(&make("kiln", "/srv/git/kiln.git"))

@@ -115,6 +115,7 @@ async fn repo_credentials_are_kept_apart_from_the_url() {
             description: None,
             hooks: Vec::new(),
             environment: None,
+            check: false,
         })
         .await
         .unwrap();
@@ -141,6 +142,7 @@ async fn repo_credentials_are_kept_apart_from_the_url() {
             description: None,
             hooks: Vec::new(),
             environment: None,
+            check: false,
         })
         .await;
     assert!(matches!(refused, Err(Error::Invalid(_))), "{refused:?}");

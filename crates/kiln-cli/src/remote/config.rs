@@ -27,7 +27,15 @@ pub(crate) struct ServerArgs {
         value_name = "TOKEN"
     )]
     pub(crate) token: Option<String>,
+    /// The server's data directory, where a server on this machine keeps its admin token
+    /// [env: KILN_DATA_DIR] [default: /var/lib/kiln].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
 }
+
+/// What to tell a person whose request was refused for want of a token: where kiln looked.
+/// Set once, by [`resolve`], when no token was given.
+pub(crate) static TOKEN_HINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// The resolved server address and credentials.
 #[derive(Debug)]
@@ -71,10 +79,28 @@ pub(crate) fn resolve(flags: &ServerArgs, env: &dyn Fn(&str) -> Option<String>) 
     let token = match token {
         Some(token) => Some(token),
         None if is_local(&url) => {
-            let data_dir = env("KILN_DATA_DIR").unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
-            read_admin_token(&Path::new(&data_dir).join("admin.token"))
+            let data_dir = flags
+                .data_dir
+                .clone()
+                .or_else(|| env("KILN_DATA_DIR").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            let path = data_dir.join("admin.token");
+            let token = read_admin_token(&path);
+            if token.is_none() {
+                let _ = TOKEN_HINT.set(format!(
+                    "hint: no token was given (--token, KILN_TOKEN or {}), and the admin token                      {} could not be read; on the server machine, name kiln's data directory                      with --data-dir DIR or KILN_DATA_DIR=DIR (as given to kiln up)",
+                    config_path(&env).map_or("config.toml".into(), |p| p.display().to_string()),
+                    path.display()
+                ));
+            }
+            token
         }
-        None => None,
+        None => {
+            let _ = TOKEN_HINT.set(format!(
+                "hint: no token was given: set --token or KILN_TOKEN (the admin token is read                  from --data-dir / KILN_DATA_DIR only for a server on this machine, and {url}                  is not)"
+            ));
+            None
+        }
     };
     Ok(Remote {
         url,
@@ -179,6 +205,7 @@ mod tests {
         let flags = ServerArgs {
             url: Some("http://flag:3".into()),
             token: Some("from-flag".into()),
+            data_dir: None,
         };
         let remote = resolve_with(&flags, &with_env).unwrap();
         assert_eq!(

@@ -8,7 +8,9 @@ use super::render::{Paint, Renderer};
 use anyhow::Result;
 use kiln_client::Client;
 use kiln_core::{PromptId, SessionId};
-use kiln_protocol::api::{EVENT_VERSION, Event, PromptOutcome, ServerFrame, SessionState};
+use kiln_protocol::api::{
+    EVENT_VERSION, Event, PromptOutcome, PromptStatus, ServerFrame, SessionState,
+};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -36,11 +38,15 @@ pub(crate) async fn follow(
     let live = std::io::stdout().is_terminal();
     let paint = Paint(live && config::colour_allowed());
     let mut renderer = Renderer::new(std::io::stdout(), json, live, paint);
+    let stream = client.subscribe(id, after_seq);
+    let link = stream.link();
     let mut view = View {
         client,
         id,
         until,
-        stream: client.subscribe(id, after_seq),
+        stream,
+        link,
+        after_seq,
         replay_head: None,
         idle_at: None,
         last_ok: None,
@@ -74,6 +80,10 @@ struct View<'a> {
     id: &'a SessionId,
     until: Until,
     stream: kiln_client::EventStream,
+    /// Whether the stream is connected; shown while it reconnects.
+    link: tokio::sync::watch::Receiver<kiln_client::Link>,
+    /// Where the view started (`--after-seq`).
+    after_seq: u64,
     /// Where the first connection's replay ends; events after it are live.
     replay_head: Option<u64>,
     /// For `Until::Idle`: the server said the session was idle at this seq.
@@ -92,7 +102,25 @@ impl View<'_> {
             {
                 return Ok(Some(self.last_ok.unwrap_or(true)));
             }
-            let Some(frame) = self.stream.next().await else {
+            let frame = tokio::select! {
+                frame = self.stream.next() => frame,
+                // `next` is cancel-safe: a change of the link interrupts it without loss.
+                Ok(()) = self.link.changed() => {
+                    let link = self.link.borrow_and_update().clone();
+                    let reason = match &link {
+                        kiln_client::Link::Up => None,
+                        kiln_client::Link::Reconnecting(reason) => Some(reason.as_str()),
+                    };
+                    if !renderer.reconnecting(reason) {
+                        match reason {
+                            Some(reason) => eprintln!("reconnecting… ({reason})"),
+                            None => eprintln!("reconnected"),
+                        }
+                    }
+                    continue;
+                }
+            };
+            let Some(frame) = frame else {
                 anyhow::bail!("the session's event stream ended");
             };
             match frame? {
@@ -105,6 +133,14 @@ impl View<'_> {
                         eprintln!(
                             "warning: the server's events are newer (v{event_version}) than this \
                              kiln's (v{EVENT_VERSION}); upgrade kiln if something looks wrong"
+                        );
+                    }
+                    if self.replay_head.is_none() && self.after_seq > head_seq {
+                        anyhow::bail!(
+                            "session {}'s log ends at event {head_seq}; --after-seq {} is past \
+                             it (use --after-seq {head_seq} to see only what comes next)",
+                            self.id,
+                            self.after_seq
                         );
                     }
                     self.replay_head.get_or_insert(head_seq);
@@ -149,7 +185,14 @@ impl View<'_> {
 
     async fn check_idle(&mut self) -> Result<()> {
         let detail = self.client.session(self.id).await?;
-        if detail.summary.state != SessionState::Working {
+        // A prompt's status changes in the transaction of the event that ends it, while the
+        // session's worker lets go a moment later: no prompt queued or running is idle, or a
+        // view that saw the last prompt end could wait for an event that never comes.
+        let nothing_left = !detail
+            .prompts
+            .iter()
+            .any(|p| matches!(p.status, PromptStatus::Queued | PromptStatus::Running));
+        if detail.summary.state != SessionState::Working || nothing_left {
             self.idle_at = Some(detail.head_seq);
         }
         Ok(())

@@ -4,7 +4,7 @@ use super::{row, table};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use kiln_client::Client;
-use kiln_protocol::api::{Image, ImageStatus};
+use kiln_protocol::api::{GcReport, Image, ImageStatus};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use std::time::Duration;
 pub(crate) enum ImageCommand {
     /// Build the repo's image now (admins), streaming its log, and print the result.
     Build {
+        /// The repo's name.
         repo: String,
         /// Start the build and return at once.
         #[arg(long)]
@@ -33,13 +34,16 @@ pub(crate) enum ImageCommand {
     },
     /// List the repo's image builds, newest first (a running build first, as `building`).
     Ls {
+        /// The repo's name.
         repo: String,
+        /// One JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Collect images and snapshot layers nothing uses any more, now (admins; kiln also does
     /// it every 10 minutes).
     Gc {
+        /// Print what was collected as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -125,16 +129,30 @@ pub(crate) async fn run(client: &Client, command: ImageCommand) -> Result<ExitCo
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                println!(
-                    "collected {} images ({}), deleted {} snapshot layers and {} build layers",
-                    report.images_collected.len(),
-                    report.images_collected.join(", "),
-                    report.snapshots_deleted,
-                    report.repo_layers_removed
-                );
+                println!("{}", gc_summary(&report));
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// One line saying what a collection did, or that there was nothing to collect.
+fn gc_summary(report: &GcReport) -> String {
+    let mut parts = Vec::new();
+    match report.images_collected.as_slice() {
+        [] => {}
+        ids => parts.push(format!("{} image(s) ({})", ids.len(), ids.join(", "))),
+    }
+    if report.snapshots_deleted > 0 {
+        parts.push(format!("{} snapshot layer(s)", report.snapshots_deleted));
+    }
+    if report.repo_layers_removed > 0 {
+        parts.push(format!("{} build layer(s)", report.repo_layers_removed));
+    }
+    if parts.is_empty() {
+        "nothing to collect: every image and layer is in use or recent".into()
+    } else {
+        format!("collected {}", parts.join(", "))
     }
 }
 
@@ -225,4 +243,26 @@ async fn build(client: &Client, repo: &str, no_wait: bool, json: bool) -> Result
         ImageStatus::Ready => ExitCode::SUCCESS,
         ImageStatus::Failed | ImageStatus::Collected | ImageStatus::Building => ExitCode::from(1),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_collection_says_what_it_did_or_that_there_was_nothing() {
+        assert_eq!(
+            gc_summary(&GcReport::default()),
+            "nothing to collect: every image and layer is in use or recent"
+        );
+        let report = GcReport {
+            images_collected: vec!["i-1".into(), "i-2".into()],
+            snapshots_deleted: 3,
+            repo_layers_removed: 0,
+        };
+        assert_eq!(
+            gc_summary(&report),
+            "collected 2 image(s) (i-1, i-2), 3 snapshot layer(s)"
+        );
+    }
 }

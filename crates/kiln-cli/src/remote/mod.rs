@@ -9,6 +9,8 @@
 mod config;
 mod follow;
 mod image;
+mod participants;
+mod people;
 mod render;
 mod retry;
 mod session;
@@ -51,6 +53,23 @@ pub(crate) struct SessionArgs {
 }
 
 pub(crate) use status::{StatusArgs, status};
+/// `kiln user …`
+#[derive(Debug, clap::Args)]
+pub(crate) struct UserArgs {
+    #[command(flatten)]
+    server: config::ServerArgs,
+    #[command(subcommand)]
+    command: people::UserCommand,
+}
+
+/// `kiln token …`
+#[derive(Debug, clap::Args)]
+pub(crate) struct TokenArgs {
+    #[command(flatten)]
+    server: config::ServerArgs,
+    #[command(subcommand)]
+    command: people::TokenCommand,
+}
 
 /// `kiln login-link`
 #[derive(Debug, clap::Args)]
@@ -61,16 +80,30 @@ pub(crate) struct LoginLinkArgs {
 
 #[derive(Debug, Subcommand)]
 enum RepoCommand {
-    /// Register a repository that sessions can work on.
+    /// Register a repository that sessions can work on (admins). The server checks first that
+    /// it can read the URL (`git ls-remote`) and says what is wrong if not.
     Add {
         /// Short name used in commands: letters, digits, `-`, `_`, `.`.
         name: String,
         /// Anything `git clone` takes: https, ssh, or a path on the server.
         url: String,
+        /// The branch sessions start from and images follow (default: main).
         #[arg(long, value_name = "BRANCH")]
         default_branch: Option<String>,
+        /// A line saying what the repo is, shown by `kiln repo ls`.
         #[arg(long)]
         description: Option<String>,
+        /// Register it without checking that the server can read the URL now.
+        #[arg(long)]
+        no_check: bool,
+    },
+    /// Delete a repository (admins) with its sessions, warm sandboxes, mirror and images.
+    Rm {
+        /// The repo's name.
+        name: String,
+        /// Also when sessions on it are working or hold a sandbox: they are stopped.
+        #[arg(long)]
+        force: bool,
     },
     /// List the registered repositories.
     Ls {
@@ -81,6 +114,7 @@ enum RepoCommand {
     /// Show the environment definition set for a repo through the API, or set it from a TOML
     /// file (`-` for stdin) in place of the repo's `.kiln/environment.toml` (admins).
     Env {
+        /// The repo's name.
         name: String,
         /// The definition to set (the format of `.kiln/environment.toml`).
         #[arg(long, value_name = "FILE", conflicts_with = "clear")]
@@ -92,6 +126,7 @@ enum RepoCommand {
     /// Show who may start sessions on a repo, or set it (admins): everyone, or its members
     /// (and admins) only — to anyone else a members-only repo does not exist.
     Access {
+        /// The repo's name.
         name: String,
         /// Open the repo to every user (its member list is kept).
         #[arg(long, conflicts_with = "members_only")]
@@ -114,6 +149,7 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                 url,
                 default_branch,
                 description,
+                no_check,
             } => {
                 let body = CreateRepo {
                     name,
@@ -122,12 +158,17 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                     description,
                     hooks: Vec::new(),
                     environment: None,
+                    check: !no_check,
                 };
                 let repo = client.create_repo(&body).await?;
                 println!(
                     "added repo {} ({}, default branch {})",
                     repo.name, repo.url, repo.default_branch
                 );
+            }
+            RepoCommand::Rm { name, force } => {
+                client.delete_repo(&name, force).await?;
+                eprintln!("deleted repo {name} with its sessions, warm sandboxes and images");
             }
             RepoCommand::Ls { json } => {
                 let repos = client.repos().await?;
@@ -226,6 +267,22 @@ async fn user_ids(client: &Client, wanted: &[String]) -> Result<Vec<kiln_core::U
         .collect()
 }
 
+pub(crate) async fn user(args: UserArgs) -> ExitCode {
+    report(async {
+        let client = connect(&args.server)?;
+        people::user(&client, args.command).await
+    })
+    .await
+}
+
+pub(crate) async fn token(args: TokenArgs) -> ExitCode {
+    report(async {
+        let client = connect(&args.server)?;
+        people::token(&client, args.command).await
+    })
+    .await
+}
+
 /// Prints a fresh single-use sign-in URL for the caller (valid for minutes, once).
 pub(crate) async fn login_link(args: LoginLinkArgs) -> ExitCode {
     report(async {
@@ -275,6 +332,11 @@ async fn report(command: impl Future<Output = Result<ExitCode>>) -> ExitCode {
         Ok(code) => return code,
         Err(err) => err,
     };
+    // Whoever read the output stopped reading (`| head`): what they wanted is out, so this
+    // is not a failure to report.
+    if closed_pipe(&err) {
+        return ExitCode::SUCCESS;
+    }
     let code = if let Some(err) = err.downcast_ref::<kiln_client::Error>() {
         if err.is_connection() { 3 } else { 1 }
     } else if err.is::<config::ConfigError>() {
@@ -284,7 +346,21 @@ async fn report(command: impl Future<Output = Result<ExitCode>>) -> ExitCode {
     };
     let paint = render::Paint(std::io::stderr().is_terminal() && config::colour_allowed());
     eprintln!("{} {err:#}", paint.red("error:"));
+    if let Some(kiln_client::Error::Unauthorized { .. }) = err.downcast_ref::<kiln_client::Error>()
+        && let Some(hint) = config::TOKEN_HINT.get()
+    {
+        eprintln!("{hint}");
+    }
     ExitCode::from(code)
+}
+
+/// Whether an error is a write to a pipe nobody reads any more.
+pub(crate) fn closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {

@@ -52,6 +52,13 @@ pub(crate) struct Renderer<W: Write> {
     mid_line: bool,
     /// Model text that arrived while spinners were drawn, held until a line is complete.
     held_text: String,
+    /// Status lines (sandbox, participants, queue) that arrived in the middle of a line of
+    /// model text, held until that line ends: they never split a word.
+    held_lines: Vec<String>,
+    /// A spinner with the time so far while the model has not answered yet; terminal only.
+    waiting: Option<ProgressBar>,
+    /// A spinner while the connection is being regained; terminal only.
+    reconnecting: Option<ProgressBar>,
 }
 
 impl<W: Write> Renderer<W> {
@@ -67,6 +74,9 @@ impl<W: Write> Renderer<W> {
             authors: HashMap::new(),
             mid_line: false,
             held_text: String::new(),
+            held_lines: Vec::new(),
+            waiting: None,
+            reconnecting: None,
         }
     }
 
@@ -77,6 +87,18 @@ impl<W: Write> Renderer<W> {
             return self.out.flush();
         }
         let p = self.paint;
+        if matches!(
+            envelope.event,
+            Event::TextDelta { .. }
+                | Event::ToolCallStarted { .. }
+                | Event::PromptFinished { .. }
+                | Event::PromptCancelled { .. }
+                | Event::PromptInterrupted { .. }
+                | Event::Error { .. }
+        ) && let Some(bar) = self.waiting.take()
+        {
+            bar.finish_and_clear();
+        }
         match &envelope.event {
             Event::TextDelta { text, .. } => return self.text(text),
             Event::ToolCallStarted {
@@ -147,7 +169,7 @@ impl<W: Write> Renderer<W> {
                 self.authors
                     .insert(prompt_id.to_string(), author.name.clone());
                 let first = clip(text.lines().next().unwrap_or(""), 72);
-                self.line(&p.dim(&format!("● {} queued a prompt: {first}", author.name)))?;
+                self.note(p.dim(&format!("● {} queued a prompt: {first}", author.name)))?;
             }
             Event::PromptStarted { prompt_id, author } => {
                 self.authors
@@ -190,7 +212,7 @@ impl<W: Write> Renderer<W> {
                 self.line(&p.red(&text))?;
             }
             Event::SessionCreated { repo, title, by } => {
-                self.line(&p.dim(&format!(
+                self.note(p.dim(&format!(
                     "· {} started a session on {repo}: {title}",
                     by.name
                 )))?;
@@ -207,25 +229,25 @@ impl<W: Write> Renderer<W> {
                     SandboxState::Stopped => p.dim(&format!("· sandbox stopped{detail}")),
                     SandboxState::Failed => p.red(&format!("· sandbox failed{detail}")),
                 };
-                self.line(&line)?;
+                self.note(line)?;
             }
             Event::ParticipantJoined { user, role } => {
-                self.line(&p.dim(&format!("· {} joined as {role}", user.name)))?;
+                self.note(p.dim(&format!("· {} joined as {role}", user.name)))?;
             }
             Event::ParticipantLeft { user } => {
-                self.line(&p.dim(&format!("· {} left", user.name)))?;
+                self.note(p.dim(&format!("· {} left", user.name)))?;
             }
             Event::QueueCleared { by, cancelled } => {
                 let n = cancelled.len();
                 let text = format!("· {} cleared the queue ({n} prompt(s) cancelled)", by.name);
-                self.line(&p.dim(&text))?;
+                self.note(p.dim(&text))?;
             }
             Event::SettingsChanged { delivery } => {
                 let text = format!("· prompts sent while working now {}", delivery.as_str());
-                self.line(&p.dim(&text))?;
+                self.note(p.dim(&text))?;
             }
             Event::Error { message, .. } => self.line(&p.red(&format!("error: {message}")))?,
-            Event::ModelRequest { .. } => {}
+            Event::ModelRequest { .. } => self.wait_for_model(),
         }
         Ok(())
     }
@@ -238,13 +260,36 @@ impl<W: Write> Renderer<W> {
                 bar.finish_and_clear();
             }
         }
+        for bar in [self.waiting.take(), self.reconnecting.take()]
+            .into_iter()
+            .flatten()
+        {
+            bar.finish_and_clear();
+        }
         let held = std::mem::take(&mut self.held_text);
         self.write_text(&held)?;
         if self.mid_line {
             self.mid_line = false;
             self.out.write_all(b"\n")?;
         }
+        self.flush_notes()?;
         self.out.flush()
+    }
+
+    /// A status line: now, or after the line of model text in progress ends.
+    fn note(&mut self, line: String) -> io::Result<()> {
+        if self.mid_line || !self.held_text.is_empty() {
+            self.held_lines.push(line);
+            return Ok(());
+        }
+        self.line(&line)
+    }
+
+    fn flush_notes(&mut self) -> io::Result<()> {
+        for line in std::mem::take(&mut self.held_lines) {
+            self.line(&line)?;
+        }
+        Ok(())
     }
 
     fn whose(&self, prompt_id: &str) -> String {
@@ -272,16 +317,28 @@ impl<W: Write> Renderer<W> {
         if text.is_empty() {
             return Ok(());
         }
+        // Status lines held for this line of text go out as soon as the line ends.
+        if !self.held_lines.is_empty()
+            && let Some(end) = text.rfind('\n')
+            && end + 1 < text.len()
+        {
+            self.write_text(&text[..=end])?;
+            return self.write_text(&text[end + 1..]);
+        }
         let (out, spinners) = (&mut self.out, &self.spinners);
         suspended(spinners, || {
             out.write_all(text.as_bytes())?;
             out.flush()
         })?;
         self.mid_line = !text.ends_with('\n');
+        if !self.mid_line {
+            self.flush_notes()?;
+        }
         Ok(())
     }
 
-    /// One whole line, after ending a line of model text if one is open.
+    /// One whole line, after ending a line of model text if one is open (and then the status
+    /// lines that waited for it).
     fn line(&mut self, line: &str) -> io::Result<()> {
         let open = std::mem::replace(&mut self.mid_line, false);
         let (out, spinners) = (&mut self.out, &self.spinners);
@@ -291,7 +348,11 @@ impl<W: Write> Renderer<W> {
             }
             writeln!(out, "{line}")?;
             out.flush()
-        })
+        })?;
+        if !self.held_lines.is_empty() {
+            self.flush_notes()?;
+        }
+        Ok(())
     }
 
     fn tool_started(
@@ -367,6 +428,9 @@ fn human_count(n: u64) -> String {
         n => format!("{:.1}M", n as f64 / 1_000_000.0),
     }
 }
+
+#[path = "render_progress.rs"]
+mod progress;
 
 #[cfg(test)]
 #[path = "render_tests.rs"]

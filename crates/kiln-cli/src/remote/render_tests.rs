@@ -177,3 +177,72 @@ fn helpers_cut_and_humanize() {
     assert_eq!(summarize(&serde_json::json!({})), "");
     assert_eq!(summarize(&serde_json::json!({"n": 1})), r#"{"n":1}"#);
 }
+
+fn envelopes(events: Vec<Event>) -> Vec<EventEnvelope> {
+    events
+        .into_iter()
+        .zip(1..)
+        .map(|(event, seq)| EventEnvelope {
+            seq,
+            at_ms: 1_700_000_000_000,
+            event,
+        })
+        .collect()
+}
+
+#[test]
+fn a_status_line_waits_for_the_line_of_model_text_it_arrived_in() {
+    let p = PromptId::parse("p-0000000000000001").unwrap();
+    let text = |t: &str| Event::TextDelta {
+        prompt_id: p.clone(),
+        text: t.into(),
+    };
+    let events = envelopes(vec![
+        text("[echo] m"),
+        Event::SandboxStatus {
+            state: SandboxState::Ready,
+            sandbox_id: None,
+            detail: None,
+        },
+        Event::ParticipantJoined {
+            user: ada(),
+            role: Role::Viewer,
+        },
+        text("odel=fake\nsecond "),
+        Event::ParticipantLeft { user: ada() },
+        text("line"),
+    ]);
+    let mut out = Vec::new();
+    let mut renderer = Renderer::new(&mut out, false, false, Paint(false));
+    for envelope in &events {
+        renderer.event(envelope).unwrap();
+    }
+    renderer.finish().unwrap();
+    drop(renderer);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "[echo] model=fake\n· sandbox ready\n· ada joined as viewer\nsecond line\n· ada left\n"
+    );
+}
+
+#[test]
+fn a_spinner_waits_for_the_model_on_a_terminal_only() {
+    let p = PromptId::parse("p-0000000000000001").unwrap();
+    let request = envelopes(vec![Event::ModelRequest {
+        prompt_id: p.clone(),
+        turn: 1,
+        model: "fake".into(),
+    }]);
+    let first_token = envelopes(vec![Event::TextDelta {
+        prompt_id: p,
+        text: "hi".into(),
+    }]);
+    let mut live = Renderer::new(Vec::new(), false, true, Paint(false));
+    live.event(&request[0]).unwrap();
+    assert!(live.is_waiting());
+    live.event(&first_token[0]).unwrap();
+    assert!(!live.is_waiting(), "the first token ends the wait");
+    let mut piped = Renderer::new(Vec::new(), false, false, Paint(false));
+    piped.event(&request[0]).unwrap();
+    assert!(!piped.is_waiting());
+}

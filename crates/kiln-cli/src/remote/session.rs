@@ -6,8 +6,8 @@ use super::{row, table};
 use anyhow::Result;
 use clap::{Subcommand, ValueEnum};
 use kiln_client::Client;
-use kiln_core::{Role, SessionId};
-use kiln_protocol::api::{CreateSession, SessionDetail, SessionState, SessionSummary};
+use kiln_core::{Role, SessionId, ShareId};
+use kiln_protocol::api::{CreateSession, CreateShare, SessionDetail, SessionState, SessionSummary};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,8 +18,9 @@ pub(crate) enum SessionCommand {
         /// The repository (as named by `kiln repo add`).
         #[arg(long)]
         repo: String,
-        /// What the agent should do.
+        /// What the agent should do: the first prompt.
         prompt: String,
+        /// A title for listings (default: the prompt's first line).
         #[arg(long)]
         title: Option<String>,
         /// Print each event as one JSON line instead of a transcript.
@@ -30,52 +31,133 @@ pub(crate) enum SessionCommand {
         detach: bool,
     },
     /// Show a session's events so far, then follow it until it is idle.
+    ///
+    /// Exit codes: 0 when the last prompt that ended while watching completed (or none ended),
+    /// 1 when it failed, was cancelled or interrupted, 3 when the server cannot be reached or
+    /// refuses the token, 130 when you detached with Ctrl-C. A closed output pipe (`| head`)
+    /// ends it quietly with 0.
     Attach {
+        /// The session's id (`s-…`, as `kiln session ls` shows it).
         id: SessionId,
         /// Only events after this one (as printed when detaching).
         #[arg(long, value_name = "N", default_value_t = 0)]
         after_seq: u64,
+        /// Print each event as one JSON line instead of a transcript.
         #[arg(long)]
         json: bool,
         /// Keep following after the session is idle, until Ctrl-C.
         #[arg(long)]
         follow: bool,
     },
-    /// Send a prompt; it waits its turn if the agent is busy.
+    /// Send a prompt; it waits its turn if the agent is busy. Prints the prompt's id; follow
+    /// it with `--wait`, or with `kiln session attach ID`.
     Send {
+        /// The session's id (`s-…`).
         id: SessionId,
+        /// The prompt: what the agent should do next.
         text: String,
         /// Watch until this prompt ends; the exit code says how it ended.
         #[arg(long)]
         wait: bool,
+        /// Print `{"prompt_id", "seq"}` (or, with --wait, each event) as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Stop the running prompt.
+    /// Stop the running prompt (says so when nothing was running).
     Stop {
+        /// The session's id (`s-…`).
         id: SessionId,
         /// Also cancel every queued prompt.
         #[arg(long)]
         clear_queue: bool,
     },
-    /// List the sessions you take part in.
+    /// List the sessions you take part in (not archived ones unless asked).
     Ls {
+        /// Every session on this kiln, not only yours (admins).
+        #[arg(long)]
+        all: bool,
+        /// Archived sessions too.
+        #[arg(long)]
+        archived: bool,
+        /// One JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Create a link that lets someone else join a session.
+    /// Create a link that lets someone else join a session (owners).
     Share {
+        /// The session's id (`s-…`).
         id: SessionId,
+        /// What whoever joins may do: watch (viewer) or also prompt and stop (collaborator).
         #[arg(long, value_enum)]
         role: ShareRole,
+        /// The link stops working after this many hours (default 168: 7 days).
+        #[arg(long, value_name = "HOURS")]
+        expires_in_hours: Option<u32>,
+        /// The link works once.
+        #[arg(long)]
+        single_use: bool,
+        /// Print the link's details (code included) as one JSON object.
         #[arg(long)]
         json: bool,
     },
+    /// List a session's live share links (owners; never their codes).
+    Shares {
+        /// The session's id (`s-…`).
+        id: SessionId,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a share link (owners): it stops working at once.
+    Unshare {
+        /// The session's id (`s-…`).
+        id: SessionId,
+        /// The link's id, as `kiln session shares` shows it (`sh-…`).
+        share: ShareId,
+    },
     /// Join a session with a share code (or the link it came in).
-    Join { code: String },
+    Join {
+        /// The code `kiln session share` printed, or the whole link.
+        code: String,
+    },
+    /// Change a participant's role (owners).
+    Role {
+        /// The session's id (`s-…`).
+        id: SessionId,
+        /// The participant, by user name or id.
+        user: String,
+        /// Their new role.
+        #[arg(value_enum)]
+        role: AnyRole,
+    },
+    /// Remove a participant (owners), or yourself: they no longer see the session.
+    Kick {
+        /// The session's id (`s-…`).
+        id: SessionId,
+        /// The participant, by user name or id.
+        user: String,
+    },
+    /// Leave a session.
+    Leave {
+        /// The session's id (`s-…`).
+        id: SessionId,
+    },
+    /// Archive a session (owners): its work stops, its sandbox is stopped, and it leaves
+    /// `kiln session ls` (see it with --archived). It can still be prompted.
+    Archive {
+        /// The session's id (`s-…`).
+        id: SessionId,
+    },
+    /// Delete a session for good (owners): its work, sandbox, log and snapshots go.
+    Rm {
+        /// The session's id (`s-…`).
+        id: SessionId,
+    },
     /// Show a session: who is in it, its prompts, its state.
     Show {
+        /// The session's id (`s-…`).
         id: SessionId,
+        /// One JSON object instead of a description.
         #[arg(long)]
         json: bool,
     },
@@ -93,6 +175,14 @@ pub(crate) enum SessionCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Every role, for `kiln session role`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum AnyRole {
+    Viewer,
+    Collaborator,
+    Owner,
 }
 
 /// The roles a share link may grant; ownership is not handed out by link.
@@ -147,7 +237,18 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
         } => {
             let accepted = client.send_prompt(&id, &text).await?;
             if !wait {
-                println!("{}", accepted.prompt_id);
+                if json {
+                    println!("{}", serde_json::to_string(&accepted)?);
+                } else {
+                    println!("{}", accepted.prompt_id);
+                    eprintln!(
+                        "queued prompt {} (event {}); follow it with:\n  kiln session attach \
+                         {id} --after-seq {}",
+                        accepted.prompt_id,
+                        accepted.seq,
+                        accepted.seq.saturating_sub(1)
+                    );
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             // From the `prompt_queued` event on: what runs before it shows, as it would live.
@@ -161,17 +262,25 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
             json,
         } => super::retry::run(client, &id, prompt, wait, json).await,
         SessionCommand::Stop { id, clear_queue } => {
-            client.stop(&id, clear_queue).await?;
-            let queue = if clear_queue {
-                " and cleared its queue"
-            } else {
-                ""
+            let report = client.stop(&id, clear_queue).await?;
+            let queue = match (clear_queue, report.cancelled) {
+                (false, _) => String::new(),
+                (true, 0) => "; the queue was empty".into(),
+                (true, n) => format!(" and cancelled {n} queued prompt(s)"),
             };
-            eprintln!("stopped {id}{queue}");
+            match report.stopped_prompt {
+                Some(prompt) => eprintln!("stopping prompt {prompt} of {id}{queue}"),
+                None => eprintln!("nothing was running in {id}: nothing to stop{queue}"),
+            }
             Ok(ExitCode::SUCCESS)
         }
-        SessionCommand::Ls { json } => {
-            let sessions = client.sessions().await?;
+        SessionCommand::Ls {
+            all,
+            archived,
+            json,
+        } => {
+            let listing = kiln_client::Listing { all, archived };
+            let sessions = client.sessions_with(listing).await?;
             if json {
                 println!("{}", serde_json::to_string(&sessions)?);
             } else {
@@ -179,32 +288,58 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
             }
             Ok(ExitCode::SUCCESS)
         }
-        SessionCommand::Share { id, role, json } => {
+        SessionCommand::Share {
+            id,
+            role,
+            expires_in_hours,
+            single_use,
+            json,
+        } => {
             let role = match role {
                 ShareRole::Viewer => Role::Viewer,
                 ShareRole::Collaborator => Role::Collaborator,
             };
-            let share = client.create_share(&id, role).await?;
+            let body = CreateShare {
+                role,
+                expires_in_hours,
+                single_use,
+            };
+            kiln_protocol::api::Validate::validate(&body)?;
+            let share = client.create_share_with(&id, &body).await?;
             if json {
                 println!("{}", serde_json::to_string(&share)?);
             } else {
                 println!("{}", share.code);
+                let hours = expires_in_hours.unwrap_or(kiln_protocol::api::SHARE_TTL_HOURS);
+                let once = if single_use { ", once" } else { "" };
                 eprintln!(
-                    "anyone with this code joins {id} as {}:\n  kiln session join {}\n  or \
-                     POST {}{} with their token",
+                    "anyone with this code joins {id} as {} (for {hours} hours{once}):\n  kiln \
+                     session join {}\n  or POST {}{} with their token; revoke it with kiln \
+                     session unshare {id} {}",
                     share.role,
                     share.code,
                     client.base_url(),
-                    share.path
+                    share.path,
+                    share.id
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
+        SessionCommand::Shares { .. }
+        | SessionCommand::Unshare { .. }
+        | SessionCommand::Role { .. }
+        | SessionCommand::Kick { .. }
+        | SessionCommand::Leave { .. }
+        | SessionCommand::Archive { .. }
+        | SessionCommand::Rm { .. } => super::participants::run(client, command).await,
         SessionCommand::Join { code } => {
             let session = client.join(share_code(&code)).await?;
             println!(
                 "joined {} as {}: {} ({})",
-                session.id, session.role, session.title, session.repo
+                session.id,
+                session.role.map_or("-", Role::as_str),
+                session.title,
+                session.repo
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -240,11 +375,15 @@ fn sessions_table(sessions: &[SessionSummary], now_ms: i64) -> String {
     ])];
     rows.extend(sessions.iter().map(|s| {
         let ago = ago(now_ms, s.created_at_ms);
-        let state = state_word(&s.state);
+        let state = if s.archived {
+            "archived"
+        } else {
+            state_word(&s.state)
+        };
         row([
             s.id.as_str(),
             state,
-            s.role.as_str(),
+            s.role.map_or("-", Role::as_str),
             &s.repo,
             &ago,
             &s.created_by.name,
@@ -263,7 +402,10 @@ fn describe(detail: &SessionDetail, now_ms: i64) -> String {
     out.push_str(&table(&[
         row(["  repo", &s.repo]),
         row(["  state", state_word(&s.state)]),
-        row(["  you are", s.role.as_str()]),
+        row([
+            "  you are",
+            s.role.map_or("not a participant", Role::as_str),
+        ]),
         row([
             "  created",
             &format!("{} by {}", ago(now_ms, s.created_at_ms), s.created_by.name),
@@ -296,7 +438,7 @@ fn describe(detail: &SessionDetail, now_ms: i64) -> String {
     out
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -304,7 +446,7 @@ fn now_ms() -> i64 {
 }
 
 /// "3m ago"; exact enough for a listing, and free of time zones.
-fn ago(now_ms: i64, then_ms: i64) -> String {
+pub(crate) fn ago(now_ms: i64, then_ms: i64) -> String {
     let secs = (now_ms - then_ms).max(0) / 1000;
     match secs {
         s if s < 60 => format!("{s}s ago"),

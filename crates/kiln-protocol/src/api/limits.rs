@@ -6,8 +6,7 @@
 
 use super::access::SetRepoAccess;
 use super::rest::{
-    CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, HookSpec, SendPrompt,
-    StopSession, UpdateRepo, UpdateSession,
+    CreateRepo, CreateSession, HookSpec, SendPrompt, StopSession, UpdateRepo, UpdateSession,
 };
 
 /// User, token and repo names.
@@ -95,18 +94,6 @@ fn check_hooks(hooks: &[HookSpec]) -> Result<(), Invalid> {
     Ok(())
 }
 
-impl Validate for CreateUser {
-    fn validate(&self) -> Result<(), Invalid> {
-        check_chars("name", &self.name, NAME_CHARS)
-    }
-}
-
-impl Validate for CreateToken {
-    fn validate(&self) -> Result<(), Invalid> {
-        check_chars("name", &self.name, NAME_CHARS)
-    }
-}
-
 impl Validate for CreateRepo {
     fn validate(&self) -> Result<(), Invalid> {
         check_chars("name", &self.name, NAME_CHARS)?;
@@ -167,10 +154,11 @@ macro_rules! bounded_by_type {
     )*};
 }
 
-bounded_by_type!(StopSession, UpdateSession, CreateShare);
+bounded_by_type!(StopSession, UpdateSession);
 
 #[cfg(test)]
 mod tests {
+    use super::super::people::{CreateToken, CreateUser};
     use super::*;
     use utoipa::PartialSchema;
 

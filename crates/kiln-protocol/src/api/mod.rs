@@ -5,6 +5,7 @@
 mod access;
 mod event;
 mod limits;
+mod people;
 mod rest;
 mod status;
 mod ws;
@@ -15,6 +16,7 @@ pub use event::{
     PromptOutcome, PromptStatus, SandboxState, ToolOutcome, ToolStream, Usage, UserRef,
 };
 pub use limits::*;
+pub use people::*;
 pub use rest::*;
 pub use status::{Health, ModelHealth, RepoStatus, SandboxCounts, ServerStatus};
 pub use ws::{ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION};

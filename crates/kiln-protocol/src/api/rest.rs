@@ -2,7 +2,8 @@
 //! names the field, not a silently ignored setting.
 
 use super::event::{DeliveryMode, EventEnvelope, PromptStatus, SandboxState, UserRef};
-use kiln_core::{PromptId, Role, SessionId, ShareId, TokenId, UserId};
+use super::people::User;
+use kiln_core::{PromptId, Role, SessionId, ShareId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
@@ -11,49 +12,6 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ApiError {
     pub error: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct User {
-    pub id: UserId,
-    pub name: String,
-    pub admin: bool,
-    pub created_at_ms: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateUser {
-    #[schema(min_length = 1, max_length = 64)]
-    pub name: String,
-    #[serde(default)]
-    pub admin: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    /// What the token is for ("laptop", "ci").
-    #[schema(min_length = 1, max_length = 64)]
-    pub name: String,
-    /// The user the token acts as; defaults to the caller. Only admins may name another user.
-    #[serde(default)]
-    pub user_id: Option<UserId>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TokenInfo {
-    pub id: TokenId,
-    pub user_id: UserId,
-    pub name: String,
-    pub created_at_ms: i64,
-}
-
-/// The only time a token is shown; kiln keeps only its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TokenCreated {
-    pub info: TokenInfo,
-    pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -141,6 +99,16 @@ pub struct CreateRepo {
     #[serde(default)]
     #[schema(max_length = 65536)]
     pub environment: Option<String>,
+    /// Check first that the kiln host can read the url (`git ls-remote`, bounded in time) and
+    /// refuse it with what is wrong (no such path, no such host, authentication required…);
+    /// default true. `false` registers a remote the host cannot reach yet.
+    #[serde(default = "yes")]
+    #[schema(default = true)]
+    pub check: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Changes to a repo; absent fields stay as they are.
@@ -197,8 +165,13 @@ pub struct SessionSummary {
     pub created_by: UserRef,
     pub created_at_ms: i64,
     pub state: SessionState,
-    /// The caller's role.
-    pub role: Role,
+    /// The caller's role; none when an admin lists every session (`?all=true`) and is not in
+    /// this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Archived by an owner: left out of the default listing (`?archived=true` lists it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -276,6 +249,15 @@ pub struct StopSession {
     pub clear_queue: bool,
 }
 
+/// What `POST /api/sessions/{id}/stop` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StopReport {
+    /// The prompt that was running and is stopping; none: nothing was running.
+    pub stopped_prompt: Option<PromptId>,
+    /// Queued prompts cancelled (with `clear_queue`).
+    pub cancelled: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateSession {
@@ -288,12 +270,26 @@ pub struct UpdateSession {
 pub struct CreateShare {
     /// `viewer` or `collaborator`: links never make owners.
     pub role: Role,
+    /// The link stops working this many hours after it is made (1 to 8760); default
+    /// `SHARE_TTL_HOURS` (7 days).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 8760)]
+    pub expires_in_hours: Option<u32>,
+    /// The link works once: the first person to redeem it uses it up.
+    #[serde(default)]
+    pub single_use: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ShareCreated {
     pub id: ShareId,
     pub role: Role,
+    /// When the link stops working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
+    /// Whether the link works once.
+    #[serde(default)]
+    pub single_use: bool,
     /// Secret part of the link; whoever redeems it gets `role`.
     pub code: String,
     /// Path to open (web) or POST (API) with a token to join: `/api/join/{code}`.

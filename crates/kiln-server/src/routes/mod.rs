@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource, and the OpenAPI document built from them.
 
 pub(crate) mod access;
+pub(crate) mod manage;
 pub(crate) mod prompts;
 pub(crate) mod repos;
 pub(crate) mod sessions;
@@ -33,6 +34,8 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         users::create_token,
         users::list_tokens,
         users::revoke_token,
+        users::update_user,
+        users::deactivate_user,
         crate::login::create_login_link,
         crate::login::logout,
         repos::create_repo,
@@ -59,6 +62,13 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         sessions::join,
         sessions::events,
         sessions::start_stats,
+        manage::archive_session,
+        manage::delete_session,
+        manage::list_shares,
+        manage::revoke_share,
+        manage::set_role,
+        manage::remove_participant,
+        manage::delete_repo,
         ws::ws,
         ws::user_ws,
     ),

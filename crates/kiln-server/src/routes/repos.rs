@@ -18,6 +18,8 @@ use kiln_protocol::api::{
     WarmReply,
 };
 
+/// Registers a repo (admins), after checking that the kiln host can read its url (unless
+/// `check` is false): a url it cannot read is a 400 saying why.
 #[utoipa::path(post, path = "/api/repos", tag = "repos", request_body = CreateRepo,
     responses((status = 201, body = Repo), (status = 400, body = kiln_protocol::api::ApiError),
         (status = 403, body = kiln_protocol::api::ApiError), (status = 409, body = kiln_protocol::api::ApiError)))]
@@ -30,6 +32,21 @@ pub(crate) async fn create_repo(
     state.engine.check_hooks(&body.hooks)?;
     if let Some(environment) = &body.environment {
         state.engine.check_environment(environment)?;
+    }
+    if body.check {
+        // A bad or taken name is said before the url is tried: the quicker thing to fix.
+        kiln_store::check_repo_name(&body.name)?;
+        match state.store.repo(&body.name).await {
+            Ok(_) => {
+                return Err(crate::error::Error::Conflict(format!(
+                    "a repo named {:?} exists",
+                    body.name
+                )));
+            }
+            Err(kiln_store::Error::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        state.engine.check_remote(&body.url).await?;
     }
     Ok((
         StatusCode::CREATED,

@@ -13,7 +13,7 @@ use kiln_core::{Role, SessionId};
 use kiln_protocol::api::{
     CreateSession, CreateShare, DETAIL_PROMPTS, EventsPage, PROMPT_PREVIEW_CHARS, PromptAccepted,
     SendPrompt, SessionCreated, SessionDetail, SessionSummary, ShareCreated, StartPhases,
-    StartStats, StopSession, UpdateSession,
+    StartStats, StopReport, StopSession, UpdateSession,
 };
 use serde::Deserialize;
 
@@ -49,11 +49,19 @@ pub(crate) struct SessionsQuery {
     /// Only sessions listed after this one: pass the last id of the previous page. A page
     /// shorter than `limit` is the last.
     pub(crate) after: Option<SessionId>,
+    /// Every session on this kiln, not only the caller's (admins only).
+    #[serde(default)]
+    pub(crate) all: bool,
+    /// Archived sessions too.
+    #[serde(default)]
+    pub(crate) archived: bool,
 }
 
-/// The caller's sessions, newest first, a page at a time.
+/// The caller's sessions, newest first, a page at a time; archived ones with `archived=true`;
+/// every session with `all=true` (admins; `role` is absent where the admin is not in it).
 #[utoipa::path(get, path = "/api/sessions", tag = "sessions", params(SessionsQuery),
-    responses((status = 200, body = Vec<SessionSummary>), (status = 400, body = ApiError)))]
+    responses((status = 200, body = Vec<SessionSummary>), (status = 400, body = ApiError),
+        (status = 403, body = ApiError, description = "`all=true` from someone not an admin")))]
 pub(crate) async fn list_sessions(
     State(state): State<AppState>,
     caller: Caller,
@@ -63,9 +71,16 @@ pub(crate) async fn list_sessions(
         .limit
         .unwrap_or(SESSIONS_PAGE)
         .clamp(1, SESSIONS_PAGE_MAX);
+    if query.all {
+        caller.require_admin()?;
+    }
+    let filter = kiln_store::SessionFilter {
+        all: query.all,
+        archived: query.archived,
+    };
     let rows = state
         .store
-        .sessions_page(&caller.0.id, query.after.as_ref(), limit)
+        .sessions_page(&caller.0.id, filter, query.after.as_ref(), limit)
         .await?;
     Ok(Json(
         rows.iter()
@@ -151,25 +166,30 @@ pub(crate) async fn send_prompt(
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
+/// Stops the running prompt (and with `clear_queue` the queued ones); the reply says what
+/// that stopped — nothing, when the session was idle.
 #[utoipa::path(post, path = "/api/sessions/{id}/stop", tag = "sessions", params(("id" = String, Path)),
     request_body(content = Option<StopSession>, description = "Optional: an empty body stops without clearing the queue"),
-    responses((status = 204), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+    responses((status = 200, body = StopReport), (status = 403, body = ApiError), (status = 404, body = ApiError)))]
 pub(crate) async fn stop_session(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<SessionId>,
     // The body is optional: an empty POST stops without clearing the queue.
     OptionalJson(body): OptionalJson<StopSession>,
-) -> Result<StatusCode> {
+) -> Result<Json<StopReport>> {
     let role = caller.role_in(&state, &id).await?;
     if !role.can_stop() {
         return Err(Error::Forbidden("viewers cannot stop the agent".into()));
     }
-    state
+    let stopped = state
         .engine
-        .stop(&id, &caller.user_ref(), body.clear_queue)
+        .stop_reporting(&id, &caller.user_ref(), body.clear_queue)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(StopReport {
+        stopped_prompt: stopped.prompt,
+        cancelled: stopped.cancelled,
+    }))
 }
 
 #[utoipa::path(post, path = "/api/sessions/{id}/shares", tag = "sessions", params(("id" = String, Path)),
@@ -187,9 +207,13 @@ pub(crate) async fn create_share(
             "only the session's owners share it".into(),
         ));
     }
+    let options = kiln_store::ShareOptions {
+        expires_in_hours: body.expires_in_hours,
+        single_use: body.single_use,
+    };
     let share = state
         .store
-        .create_share(&id, body.role, &caller.0.id)
+        .create_share_with(&id, body.role, &caller.0.id, options)
         .await?;
     Ok((StatusCode::CREATED, Json(share)))
 }

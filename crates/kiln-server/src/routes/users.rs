@@ -6,8 +6,8 @@ use crate::error::{Error, Result};
 use crate::extract::{Json, Path};
 use axum::extract::State;
 use axum::http::StatusCode;
-use kiln_core::TokenId;
-use kiln_protocol::api::{CreateToken, CreateUser, Me, TokenCreated, TokenInfo, User};
+use kiln_core::{TokenId, UserId};
+use kiln_protocol::api::{CreateToken, CreateUser, Me, TokenCreated, TokenInfo, UpdateUser, User};
 
 #[utoipa::path(get, path = "/api/me", tag = "users",
     responses((status = 200, body = Me), (status = 401, body = kiln_protocol::api::ApiError)))]
@@ -25,14 +25,55 @@ pub(crate) async fn create_user(
     Json(body): Json<CreateUser>,
 ) -> Result<(StatusCode, Json<User>)> {
     caller.require_admin()?;
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(Error::BadRequest(
-            "user name must be 1 to 64 characters without control characters".into(),
-        ));
-    }
-    let user = state.store.create_user(name, body.admin).await?;
+    let user = state
+        .store
+        .create_person(
+            &body.name,
+            body.admin,
+            body.display_name.as_deref(),
+            body.email.as_deref(),
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// Changes a user's display name and email, which their commits carry. Admins change anyone's;
+/// a user changes their own.
+#[utoipa::path(patch, path = "/api/users/{id}", tag = "users", params(("id" = String, Path)),
+    request_body = UpdateUser,
+    responses((status = 200, body = User), (status = 400, body = kiln_protocol::api::ApiError),
+        (status = 403, body = kiln_protocol::api::ApiError),
+        (status = 404, body = kiln_protocol::api::ApiError)))]
+pub(crate) async fn update_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<UserId>,
+    Json(body): Json<UpdateUser>,
+) -> Result<Json<User>> {
+    if id != caller.0.id {
+        caller.require_admin()?;
+    }
+    let user = state
+        .store
+        .update_profile(&id, body.display_name.as_deref(), body.email.as_deref())
+        .await?;
+    Ok(Json(user))
+}
+
+/// Deactivates a user (admins): their tokens and browser sessions stop working at once; the
+/// record stays, since sessions and prompts name it. The last active admin is refused (409).
+#[utoipa::path(delete, path = "/api/users/{id}", tag = "users", params(("id" = String, Path)),
+    responses((status = 200, body = User, description = "The user, deactivated"),
+        (status = 403, body = kiln_protocol::api::ApiError),
+        (status = 404, body = kiln_protocol::api::ApiError),
+        (status = 409, body = kiln_protocol::api::ApiError, description = "The last active admin")))]
+pub(crate) async fn deactivate_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<UserId>,
+) -> Result<Json<User>> {
+    caller.require_admin()?;
+    Ok(Json(state.store.deactivate_user(&id).await?))
 }
 
 #[utoipa::path(get, path = "/api/users", tag = "users",
@@ -46,8 +87,10 @@ pub(crate) async fn list_users(
 }
 
 #[utoipa::path(post, path = "/api/tokens", tag = "users", request_body = CreateToken,
-    responses((status = 201, body = TokenCreated), (status = 403, body = kiln_protocol::api::ApiError),
-        (status = 404, body = kiln_protocol::api::ApiError, description = "No such user")))]
+    responses((status = 201, body = TokenCreated), (status = 400, body = kiln_protocol::api::ApiError),
+        (status = 403, body = kiln_protocol::api::ApiError),
+        (status = 404, body = kiln_protocol::api::ApiError, description = "No such user"),
+        (status = 409, body = kiln_protocol::api::ApiError, description = "The user is deactivated")))]
 pub(crate) async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -61,12 +104,15 @@ pub(crate) async fn create_token(
         _ => caller.0.id.clone(),
     };
     let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().any(char::is_control) {
         return Err(Error::BadRequest(
             "token name must be 1 to 64 characters without control characters".into(),
         ));
     }
-    let created = state.store.create_token(&user, name).await?;
+    let created = state
+        .store
+        .issue_token(&user, name, body.expires_in_days)
+        .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

@@ -21,6 +21,7 @@ pub async fn repo(store: &Store, name: &str) {
         description: None,
         hooks: Vec::new(),
         environment: None,
+        check: false,
     };
     store.create_repo(&repo).await.unwrap();
 }

@@ -1,0 +1,340 @@
+//! `kiln user`, `kiln token`, taking sessions and repos apart, and the messages a new user
+//! tripped over: the real `kiln` binary against a real `kiln up` (see `common::server`).
+
+mod common;
+
+use common::server::{Server, start, text};
+use kiln_testkit::{FakeModel, Script, Turn};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// `kiln ARGS` with no token anywhere but what `--data-dir`/`KILN_DATA_DIR` lead to.
+async fn without_token(server: &Server, args: &[&str], env_data_dir: Option<&str>) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.args(args)
+        .env("KILN_URL", &server.url)
+        .env("XDG_CONFIG_HOME", server.dir.path())
+        .env_remove("KILN_TOKEN")
+        .env_remove("KILN_DATA_DIR")
+        .env_remove("KILN_LOG")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(dir) = env_data_dir {
+        cmd.env("KILN_DATA_DIR", dir);
+    }
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("kiln finishes")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_tokens_are_managed_from_the_cli() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+
+    let out = server.run(&["user", "add", "bob smith!"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("not a handle") && said.contains("display name"),
+        "{said}"
+    );
+
+    let args = [
+        "user",
+        "add",
+        "bob.smith",
+        "--display-name",
+        "Bob Smith",
+        "--email",
+        "bob@example.com",
+    ];
+    let out = server.run(&args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let bob = text(&out.stdout).trim().to_string();
+    assert!(bob.starts_with("kiln_"), "the token is printed: {bob}");
+    assert!(text(&out.stderr).contains("shown this once"), "{out:?}");
+
+    let out = server.run(&["user", "ls"]).await;
+    let listed = text(&out.stdout);
+    assert!(listed.contains("Bob Smith <bob@example.com>"), "{listed}");
+    assert!(
+        !listed.contains("kiln_"),
+        "no token is ever listed: {listed}"
+    );
+    let args = ["user", "set", "bob.smith", "--email", "bob@example"];
+    let out = server.run(&args).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("alice@example.com"), "{out:?}");
+    let args = ["user", "set", "bob.smith", "--email", "bob@example.org"];
+    let out = server.kiln_as(&bob, &args).output().await.unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        "bob.smith: commits as Bob Smith <bob@example.org>\n",
+        "{out:?}"
+    );
+
+    // Bob makes a token of his own, lists and revokes it.
+    let run_as = |token: &str, args: &[&str]| server.kiln_as(token, args).output();
+    let out = run_as(&bob, &["token", "create", "ci", "--expires-in-days", "7"])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ci = text(&out.stdout).trim().to_string();
+    assert!(text(&out.stderr).contains("for 7 days"), "{out:?}");
+    let out = run_as(&ci, &["token", "ls", "--json"]).await.unwrap();
+    let tokens: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci")
+        .and_then(|t| t["id"].as_str())
+        .unwrap()
+        .to_string();
+    assert!(!text(&out.stdout).contains(&ci));
+    let out = run_as(&bob, &["token", "revoke", &id]).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run_as(&ci, &["session", "ls"]).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a revoked token is refused: {out:?}"
+    );
+
+    // Deactivated: bob's token stops working.
+    let out = server.run(&["user", "rm", "bob.smith"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run_as(&bob, &["session", "ls"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_say_what_happened_once_and_what_to_do() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+
+    let out = server.run(&["repo", "rm", "nope"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    assert!(said.contains("repo \"nope\" not found"), "{said}");
+    assert_eq!(said.matches("not found").count(), 1, "said once: {said}");
+
+    let missing = server.dir.path().join("missing.git");
+    let out = server
+        .run(&["repo", "add", "gone", missing.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("no such path"), "{out:?}");
+
+    server.add_repo().await;
+    let out = server
+        .run(&["session", "new", "--repo", "web", "hello", "--detach"])
+        .await;
+    let id = text(&out.stdout).trim().to_string();
+    // Idle once the first prompt is done.
+    let out = server.run(&["session", "attach", &id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = server.run(&["session", "stop", &id]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("nothing to stop"), "{out:?}");
+
+    let out = server
+        .run(&["session", "attach", &id, "--after-seq", "999"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = text(&out.stderr);
+    assert!(said.contains("log ends at event"), "{said}");
+
+    let out = server.run(&["session", "send", &id, "again"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).trim().starts_with("p-"), "{out:?}");
+    assert!(
+        text(&out.stderr).contains(&format!("kiln session attach {id} --after-seq")),
+        "{out:?}"
+    );
+
+    // Every client command takes --data-dir (or KILN_DATA_DIR) to find the admin token.
+    let data = server.dir.path().join("data");
+    let out = without_token(
+        &server,
+        &["session", "ls", "--data-dir", data.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&id));
+    let out = without_token(&server, &["repo", "ls"], Some(data.to_str().unwrap())).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = without_token(&server, &["repo", "ls", "--data-dir", "/nonexistent"], None).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("--data-dir DIR or KILN_DATA_DIR=DIR") && said.contains("/nonexistent"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_shared_archived_and_deleted_from_the_cli() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+    server.add_repo().await;
+    let out = server
+        .run(&["session", "new", "--repo", "web", "hello", "--detach"])
+        .await;
+    let id = text(&out.stdout).trim().to_string();
+    server.run(&["session", "attach", &id]).await;
+
+    let out = server.run(&["user", "add", "ann"]).await;
+    let ann = text(&out.stdout).trim().to_string();
+    let args = ["session", "share", &id, "--role", "viewer", "--single-use"];
+    let out = server.run(&args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let code = text(&out.stdout).trim().to_string();
+    let out = server.run(&["session", "shares", &id, "--json"]).await;
+    let shares: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shares[0]["single_use"], true, "{shares}");
+    let out = server
+        .kiln_as(&ann, &["session", "join", &code])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = server.run(&["session", "shares", &id, "--json"]).await;
+    assert_eq!(text(&out.stdout).trim(), "[]", "used up");
+
+    let out = server
+        .run(&["session", "role", &id, "ann", "collaborator"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = server.run(&["session", "kick", &id, "ann"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = server
+        .kiln_as(&ann, &["session", "show", &id])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "removed: {out:?}");
+
+    let out = server.run(&["session", "archive", &id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = server.run(&["session", "ls"]).await;
+    assert!(!text(&out.stdout).contains(&id), "{out:?}");
+    let out = server.run(&["session", "ls", "--archived"]).await;
+    assert!(text(&out.stdout).contains("archived"), "{out:?}");
+    let out = server.run(&["session", "ls", "--all"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let out = server.run(&["session", "rm", &id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = server.run(&["session", "show", &id]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not found"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_ends_quietly_when_its_reader_goes_away() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+    server.add_repo().await;
+    let out = server
+        .run(&["session", "new", "--repo", "web", "hello", "--detach"])
+        .await;
+    let id = text(&out.stdout).trim().to_string();
+    server.run(&["session", "attach", &id]).await;
+
+    // `kiln session attach ID --follow | head -1`: the reader takes one line and leaves.
+    let mut attach = server.kiln(&["session", "attach", &id, "--follow"]);
+    let mut child = attach
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    lines.next_line().await.unwrap().expect("a first line");
+    drop(lines);
+    // More output comes: writing it finds the pipe closed.
+    model.push(Script::Turn(Turn::text(
+        "a long answer\n".repeat(200).as_str(),
+    )));
+    let out = server.run(&["session", "send", &id, "more"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("attach ends when its reader is gone")
+        .unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.to_lowercase().contains("broken pipe"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_says_when_it_reconnects_and_sandboxes_go_once_kiln_is_stopped() {
+    let model = FakeModel::start().await;
+    let mut server = start(&model).await;
+    server.add_repo().await;
+    let out = server
+        .run(&["session", "new", "--repo", "web", "hello", "--detach"])
+        .await;
+    let id = text(&out.stdout).trim().to_string();
+    server.run(&["session", "attach", &id]).await;
+
+    let mut child = server
+        .kiln(&["session", "attach", &id, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Connected once the replay shows: only a connection that was up is regained.
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    stdout.next_line().await.unwrap().expect("the replay");
+    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+    server.crash_and_restart(&model).await;
+    let said = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut said = Vec::new();
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            let done = line == "reconnected";
+            said.push(line);
+            if done {
+                return said;
+            }
+        }
+        panic!("attach ended without reconnecting: {said:?}");
+    })
+    .await
+    .expect("attach reconnects within a minute");
+    assert!(said[0].starts_with("reconnecting… ("), "{said:?}");
+    child.kill().await.unwrap();
+
+    // All sandboxes go only once kiln is stopped.
+    let data = server.dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let out = server
+        .run(&["sandbox", "rm", "--all", "--data-dir", data])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("stop it first"), "{out:?}");
+    let listed = server
+        .run(&["sandbox", "ls", "--json", "--data-dir", data])
+        .await;
+    assert!(
+        !text(&listed.stdout).trim().is_empty(),
+        "the session's sandbox stayed"
+    );
+    server.child.kill().await.unwrap();
+    let out = server
+        .run(&["sandbox", "rm", "--all", "--data-dir", data])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let listed = server
+        .run(&["sandbox", "ls", "--json", "--data-dir", data])
+        .await;
+    assert_eq!(text(&listed.stdout).trim(), "", "every sandbox is gone");
+}
