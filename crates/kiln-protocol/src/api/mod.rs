@@ -7,6 +7,7 @@ mod event;
 mod limits;
 mod people;
 mod rest;
+mod starts;
 mod status;
 mod ws;
 
@@ -18,5 +19,6 @@ pub use event::{
 pub use limits::*;
 pub use people::*;
 pub use rest::*;
+pub use starts::{Percentiles, StartPhases, StartStats};
 pub use status::{Health, ModelHealth, RepoStatus, SandboxCounts, ServerStatus};
 pub use ws::{ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION};

@@ -21,6 +21,8 @@ mod layer;
 mod mount;
 mod output;
 mod seccomp;
+mod setup;
+mod snapshots;
 
 pub use config::LocalConfig;
 
@@ -509,260 +511,20 @@ impl Provider for LocalProvider {
     }
 
     async fn snapshot(&self, id: &SandboxId) -> Result<Snapshot> {
-        let sandbox = self.live_sandbox(id)?;
-        let snapshot_id = SnapshotId::random();
-        let layers = self.inner.config.data_dir.join("layers");
-        let (tmp, dest) = (
-            layers.join(format!(".{snapshot_id}")),
-            layers.join(snapshot_id.as_str()),
-        );
-        let diff = self.sandbox_dir(id.as_str()).join("upper/diff");
-        let cgroup = Cgroup::of(
-            self.inner.cgroups,
-            &self.inner.config.cgroup_parent,
-            id.as_str(),
-        );
-        let size = tokio::task::spawn_blocking(move || -> Result<u64> {
-            cgroup.set_frozen(true)?;
-            let copied = layer::copy_tree(&diff, &tmp);
-            let thawed = cgroup.set_frozen(false);
-            let size = copied.inspect_err(|_| {
-                let _ = fs::remove_dir_all(&tmp);
-            })?;
-            thawed?;
-            layer::install_durably(&tmp, &dest)?;
-            Ok(size)
-        })
-        .await
-        .expect("snapshot does not panic")?;
-        let mut image = sandbox.info().spec.image.clone();
-        image.layers.push(layers.join(snapshot_id.as_str()));
-        Ok(Snapshot {
-            id: snapshot_id,
-            source: id.clone(),
-            image,
-            size_bytes: size,
-        })
+        self.snapshot_now(id).await
     }
 
     async fn merge_snapshots(&self, layers: &[PathBuf]) -> Result<SnapshotInfo> {
-        let dir = self.layers_dir();
-        for layer in layers {
-            let ours = layer.parent() == Some(dir.as_path())
-                && layer
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(SnapshotId::parse)
-                    .is_some();
-            if !ours {
-                return Err(Error::InvalidSpec(format!(
-                    "{} is not a snapshot of this provider",
-                    layer.display()
-                )));
-            }
-        }
-        let id = SnapshotId::random();
-        let (tmp, dest) = (dir.join(format!(".{id}")), dir.join(id.as_str()));
-        let layers = layers.to_vec();
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let sources: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
-            layer::merge_layers(&sources, &tmp).inspect_err(|_| {
-                let _ = fs::remove_dir_all(&tmp);
-            })?;
-            layer::install_durably(&tmp, &dest)
-        })
-        .await
-        .expect("merging does not panic")?;
-        let created_ms = now_ms();
-        Ok(SnapshotInfo {
-            id: id.clone(),
-            layer: self.layers_dir().join(id.as_str()),
-            created_ms,
-        })
+        self.merge_layers(layers).await
     }
 
     async fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
-        let layers = self.layers_dir();
-        tokio::task::spawn_blocking(move || list_snapshots(&layers))
-            .await
-            .expect("listing does not panic")
+        self.list_snapshot_layers().await
     }
 
-    /// Renames the layer out of the way first, so a crash half-way through the removal leaves
-    /// a `.trash-…` directory that the next open removes, never a half layer under its name.
     async fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        let layer = self.layers_dir().join(id.as_str());
-        if !layer.is_dir() {
-            return Err(Error::SnapshotNotFound(id.clone()));
-        }
-        if let Some(user) = self
-            .list()
-            .await?
-            .into_iter()
-            .find(|info| info.spec.image.layers.contains(&layer))
-        {
-            return Err(Error::InUse(id.clone(), user.id));
-        }
-        let trash = self.layers_dir().join(format!(".trash-{id}"));
-        fs::rename(&layer, &trash).map_err(Error::io("deleting a snapshot", &layer))?;
-        tokio::task::spawn_blocking(move || {
-            fs::remove_dir_all(&trash).map_err(Error::io("deleting a snapshot", &trash))
-        })
-        .await
-        .expect("removal does not panic")
+        self.delete_snapshot_layer(id).await
     }
-}
-
-impl LocalProvider {
-    fn layers_dir(&self) -> PathBuf {
-        self.inner.config.data_dir.join("layers")
-    }
-}
-
-/// Lists snapshot layers (`layers/snap-…`), oldest first; the inode change time is when the
-/// layer was installed (the rename), whatever times its contents carry.
-fn list_snapshots(layers: &Path) -> Result<Vec<SnapshotInfo>> {
-    let mut snapshots: Vec<SnapshotInfo> = fs::read_dir(layers)
-        .map_err(Error::io("listing layers", layers))?
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let id = SnapshotId::parse(entry.file_name().to_str()?)?;
-            let meta = entry.metadata().ok()?;
-            let created_ms =
-                (meta.ctime().max(0) as u64) * 1000 + meta.ctime_nsec() as u64 / 1_000_000;
-            Some(SnapshotInfo {
-                id,
-                layer: entry.path(),
-                created_ms,
-            })
-        })
-        .collect();
-    snapshots.sort_by_key(|s| (s.created_ms, s.id.clone()));
-    Ok(snapshots)
-}
-
-/// Removes what a crash can leave among the layers: layers being deleted (`.trash-…`) and
-/// snapshots copied half-way (`.snap-…`, once they are an hour old).
-fn clean_layers(layers: &Path) -> Result<()> {
-    for entry in fs::read_dir(layers).map_err(Error::io("listing layers", layers))? {
-        let Ok(entry) = entry else { continue };
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let stale = name.starts_with(".trash-")
-            || (name.starts_with(".snap-")
-                && entry
-                    .metadata()
-                    .is_ok_and(|m| now_ms() / 1000 > (m.ctime().max(0) as u64) + 3600));
-        if stale {
-            let path = entry.path();
-            fs::remove_dir_all(&path).map_err(Error::io("removing a stale layer", &path))?;
-        }
-    }
-    Ok(())
-}
-
-impl Inner {
-    fn prepare(config: LocalConfig) -> Result<Inner> {
-        let data = &config.data_dir;
-        if !data.is_absolute() {
-            return Err(Error::InvalidSpec(format!(
-                "data dir {} must be an absolute path",
-                data.display()
-            )));
-        }
-        if data.as_os_str().len() + SOCKET_SUFFIX_LEN >= 108 {
-            return Err(Error::InvalidSpec(format!(
-                "data dir {} is too long: sandbox socket paths must fit in 108 bytes",
-                data.display()
-            )));
-        }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err(Error::Unsupported(
-                "the local sandbox provider must run as root (it mounts and manages cgroups)"
-                    .into(),
-            ));
-        }
-        for (sub, mode) in [
-            ("", 0o711),
-            ("sandboxes", 0o711),
-            ("layers", 0o700),
-            ("bin", 0o755),
-        ] {
-            let dir = data.join(sub);
-            fs::create_dir_all(&dir).map_err(Error::io("creating the data directory", &dir))?;
-            fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
-                .map_err(Error::io("securing the data directory", &dir))?;
-        }
-        check_reachable(data, config.sandbox_uid)?;
-        let guest_bin = install_guest(&config.guest_bin, &data.join("bin"))?;
-        let skeleton = layer::ensure_skeleton(&data.join("layers"), config.sandbox_uid)?;
-        clean_layers(&data.join("layers"))?;
-        let cgroups = cgroup::Version::detect()?;
-        cgroups.prepare(&config.cgroup_parent)?;
-        cgroups.limit_parent(
-            &config.cgroup_parent,
-            config.sandboxes_memory_bytes,
-            config.sandboxes_pids,
-        )?;
-        let seccomp = seccomp::Programs::compile()?;
-        Ok(Inner {
-            config,
-            cgroups,
-            skeleton,
-            guest_bin,
-            seccomp,
-            live: Mutex::new(HashMap::new()),
-        })
-    }
-}
-
-/// Bubblewrap runs as the sandbox uid and must walk from `/` to the sandbox roots.
-fn check_reachable(data: &Path, uid: u32) -> Result<()> {
-    for dir in data.ancestors().skip(1) {
-        let meta =
-            fs::metadata(dir).map_err(Error::io("checking the data directory's parents", dir))?;
-        if meta.mode() & 0o001 == 0 && meta.uid() != uid {
-            return Err(Error::InvalidSpec(format!(
-                "the sandbox uid {uid} cannot reach the data dir {}: {} has mode {:o}; \
-                 choose a data dir such as /var/lib/kiln or run `chmod o+x {}`",
-                data.display(),
-                dir.display(),
-                meta.mode() & 0o7777,
-                dir.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Copies the guest binary where the sandbox uid can read it, unless an identical copy is there.
-fn install_guest(source: &Path, bin_dir: &Path) -> Result<PathBuf> {
-    let dest = bin_dir.join("kiln-guest");
-    let src_meta = fs::metadata(source).map_err(|e| {
-        Error::Start(format!(
-            "guest agent binary {} not found ({e}); build it with `cargo build -p kiln-guest` or set KILN_GUEST_BIN",
-            source.display()
-        ))
-    })?;
-    let same = fs::metadata(&dest)
-        .is_ok_and(|d| d.len() == src_meta.len() && d.modified().ok() == src_meta.modified().ok());
-    if !same {
-        let tmp = bin_dir.join(format!(".kiln-guest-{}", std::process::id()));
-        fs::copy(source, &tmp).map_err(Error::io("installing the guest binary", &tmp))?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
-            .map_err(Error::io("installing the guest binary", &tmp))?;
-        let file = fs::File::options()
-            .write(true)
-            .open(&tmp)
-            .map_err(Error::io("installing the guest binary", &tmp))?;
-        if let Ok(modified) = src_meta.modified() {
-            file.set_modified(modified)
-                .map_err(Error::io("installing the guest binary", &tmp))?;
-        }
-        fs::rename(&tmp, &dest).map_err(Error::io("installing the guest binary", &dest))?;
-    }
-    Ok(dest)
 }
 
 /// A pipe, both ends close-on-exec (the launch hands the write end to bubblewrap alone).
