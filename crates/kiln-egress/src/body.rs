@@ -127,13 +127,13 @@ pub(crate) struct ForwardBody {
 impl ForwardBody {
     pub(crate) fn new(
         inner: Incoming,
-        conn: Pin<Box<impl Future<Output = hyper::Result<()>> + Send + 'static>>,
+        conn: Option<Pin<Box<impl Future<Output = hyper::Result<()>> + Send + 'static>>>,
         guard: RecordGuard,
         idle_timeout: Duration,
     ) -> Self {
         Self {
             inner,
-            conn: Some(conn),
+            conn: conn.map(|c| c as UpstreamConn),
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
             _guard: guard,

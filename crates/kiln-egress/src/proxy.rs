@@ -324,14 +324,23 @@ async fn forward(
             Ok(pair) => pair,
             Err(e) => return failed(e.to_string()),
         };
-    let mut conn = Box::pin(conn);
+    // The connection must be driven while the request is sent; it may also finish first
+    // (`connection: close` with the whole answer read), in which case the answer is ready.
+    let mut conn = Some(Box::pin(conn));
+    let send = sender.send_request(Request::from_parts(parts, body));
+    tokio::pin!(send);
     let answer = tokio::time::timeout(idle, async {
-        tokio::select! {
-            answer = sender.send_request(Request::from_parts(parts, body)) => answer.map_err(|e| e.to_string()),
-            ended = &mut conn => Err(match ended {
-                Ok(()) => "the server closed the connection without answering".to_owned(),
-                Err(e) => e.to_string(),
-            }),
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut send => break answer.map_err(|e| e.to_string()),
+                ended = async { conn.as_mut().expect("polled only while present").await }, if conn.is_some() => {
+                    conn = None;
+                    if let Err(e) = ended {
+                        break Err(e.to_string());
+                    }
+                }
+            }
         }
     })
     .await;
