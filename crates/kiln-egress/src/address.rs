@@ -336,6 +336,20 @@ mod tests {
     }
 
     #[test]
+    fn a_public_address_of_this_host_is_refused_as_the_hosts() {
+        let rules = AddressRules::new(Vec::new());
+        let own: IpAddr = "198.51.99.7".parse().unwrap();
+        rules.local.lock().unwrap().1.push(own);
+        assert_eq!(
+            rules.check(SocketAddr::new(own, 443), &[]),
+            Err(AddressClass::HostAddress)
+        );
+        let mapped: SocketAddr = "[::ffff:198.51.99.7]:443".parse().unwrap();
+        assert_eq!(rules.check(mapped, &[]), Err(AddressClass::HostAddress));
+        assert_eq!(rules.check("198.51.99.8:443".parse().unwrap(), &[]), Ok(()));
+    }
+
+    #[test]
     fn every_interface_address_of_this_host_is_refused() {
         let addrs = interface_addresses().unwrap();
         assert!(

@@ -83,7 +83,8 @@ impl fmt::Display for Reason {
 /// Bytes are counted on the upstream socket (headers included); a refused connection has none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EgressRecord {
-    /// As requested (lowercase); empty when the request was never read (connection cap).
+    /// As requested (lowercase); empty when no host was read (past the connection cap, or a
+    /// request that is not a proxy request).
     pub host: String,
     pub port: u16,
     /// Whether bytes were allowed to flow to the upstream.

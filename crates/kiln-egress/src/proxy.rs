@@ -44,7 +44,13 @@ pub async fn serve<L: Listener>(listener: L, gate: Arc<Gate>) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(joined) = conns.join_next(), if !conns.is_empty() => {
+                if let Err(e) = joined
+                    && e.is_panic()
+                {
+                    tracing::error!("kiln egress: a connection task panicked: {e}");
+                }
+            }
             accepted = listener.accept() => match accepted {
                 Ok(io) => {
                     let gate = gate.clone();
@@ -286,11 +292,12 @@ async fn forward(
     idle: Duration,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    // The Host the upstream sees is the one the gate judged: a request for an allowed name
+    // carrying `Host: other.example` would otherwise reach `other.example` on a shared front end.
+    let host_header = parts.uri.authority().map(|a| match a.port() {
+        Some(port) => format!("{}:{port}", a.host()),
+        None => a.host().to_owned(),
+    });
     parts.uri = parts.uri.path_and_query().map_or_else(
         || Uri::from_static("/"),
         |pq| {
@@ -301,9 +308,8 @@ async fn forward(
     );
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    if !parts.headers.contains_key(header::HOST)
-        && let Ok(host) = HeaderValue::from_str(&authority)
-    {
+    parts.headers.remove(header::HOST);
+    if let Some(Ok(host)) = host_header.map(HeaderValue::try_from) {
         parts.headers.insert(header::HOST, host);
     }
     // One request per upstream connection: no pool to bound or to leak between sandboxes.

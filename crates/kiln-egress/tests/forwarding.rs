@@ -80,7 +80,7 @@ async fn hop_by_hop_headers_do_not_reach_the_upstream() {
     .await;
     let answer = raw(
         proxy.addr,
-        "POST http://registry.test:8080/upload HTTP/1.1\r\nHost: registry.test:8080\r\n\
+        "POST http://user:pw@registry.test:8080/upload HTTP/1.1\r\nHost: fronted.example\r\n\
          Connection: close, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\n\
          Proxy-Authorization: Basic c2VjcmV0\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n\
          Content-Length: 5\r\n\r\nhello",
@@ -101,6 +101,14 @@ async fn hop_by_hop_headers_do_not_reach_the_upstream() {
     ] {
         assert!(!seen.contains(gone), "{gone} reached the upstream: {seen}");
     }
+    assert!(
+        seen.contains("\r\nhost: registry.test:8080\r\n"),
+        "the judged host, not the client's: {seen}"
+    );
+    assert!(
+        !seen.contains("fronted.example") && !seen.contains("user:pw"),
+        "{seen}"
+    );
     assert!(
         seen.contains("x-kept: yes") && seen.ends_with("\r\n\r\nhello"),
         "{seen}"
