@@ -327,3 +327,78 @@ async fn past_the_connection_cap_the_proxy_answers_503_and_recovers() {
     echo_through(&mut tunnel, b"again").await;
     assert_eq!(echo.connections(), 3);
 }
+
+#[tokio::test]
+async fn a_flooded_listener_leaves_another_listeners_egress_alone() {
+    let echo = echo_server().await;
+    let upstream = http_upstream().await;
+    let names = vec![("echo.test", echo.addr), ("registry.test", upstream.addr)];
+    let allow = vec![echo.addr, upstream.addr];
+    let limits = Limits {
+        max_connections: 4,
+        ..Limits::default()
+    };
+    let flooded = proxy(
+        "open",
+        Setup {
+            names: names.clone(),
+            allow: allow.clone(),
+            limits: Some(limits),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let calm = proxy(
+        "open",
+        Setup {
+            names,
+            allow,
+            limits: Some(limits),
+            ..Setup::default()
+        },
+    )
+    .await;
+
+    // Fill the first listener with held tunnels, and keep knocking past its cap.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let stream = tokio::net::TcpStream::connect(flooded.addr).await.unwrap();
+        let (tunnel, head) = connect(stream, "echo.test:7").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(tunnel);
+    }
+    let mut knocks = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let addr = flooded.addr;
+        knocks.spawn(async move {
+            raw_or_closed(
+                addr,
+                "CONNECT echo.test:7 HTTP/1.1\r\nHost: echo.test:7\r\n\r\n",
+            )
+            .await
+        });
+    }
+    let started = std::time::Instant::now();
+    let (status, body) = curl(calm.addr, "http://registry.test/simple/", &[]).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "upstream says: GET /simple/")
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Past the cap a connection gets a 503; past twice the cap, while those answers are
+    // pending, it is closed at once: the flood costs its listener a bounded amount of work.
+    let mut busy = 0;
+    while let Some(answer) = knocks.join_next().await {
+        let answer = answer.unwrap();
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 503"),
+            "{answer}"
+        );
+        busy += usize::from(!answer.is_empty());
+    }
+    assert!(busy >= 1, "some knocks were told why");
+}

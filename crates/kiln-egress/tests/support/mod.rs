@@ -239,6 +239,21 @@ pub async fn raw(proxy: SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Like `raw`, for connections the proxy may close at once: a reset reads as an empty answer.
+pub async fn raw_or_closed(proxy: SocketAddr, request: &str) -> String {
+    let attempt = async {
+        let mut stream = TcpStream::connect(proxy).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut out = Vec::new();
+        stream.read_to_end(&mut out).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&out).into_owned())
+    };
+    tokio::time::timeout(WAIT, attempt)
+        .await
+        .expect("an answer or a close in time")
+        .unwrap_or_default()
+}
+
 /// Sends `CONNECT target` and returns the stream and the response head.
 pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
