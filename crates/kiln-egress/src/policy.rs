@@ -63,9 +63,10 @@ impl HostPattern {
     pub fn matches(&self, host: &str) -> bool {
         let host = normalize_host(host);
         if self.wildcard {
-            host.len() > self.name.len() + 1
-                && host.ends_with(&self.name)
-                && host.as_bytes()[host.len() - self.name.len() - 1] == b'.'
+            // One or more whole, non-empty labels in front of `.name`.
+            host.strip_suffix(&self.name)
+                .and_then(|front| front.strip_suffix('.'))
+                .is_some_and(|front| !front.is_empty() && !front.split('.').any(str::is_empty))
         } else {
             host == self.name
         }
@@ -321,6 +322,31 @@ mod tests {
         }
         assert!(policy.admits("example.org").is_none());
         assert!(policy.admits("evil.com").is_none());
+    }
+
+    proptest::proptest! {
+        /// Request hosts are untrusted: matching never panics, and agrees with a label-wise
+        /// reference (a wildcard covers one or more whole, non-empty labels before its suffix).
+        #[test]
+        fn matching_agrees_with_labels(
+            prefix in "[a-zA-Z0-9.é-]{0,12}",
+            suffix in "[a-z0-9]{1,6}(\\.[a-z0-9]{1,4}){0,2}",
+            attach: bool,
+            trailing_dot: bool,
+        ) {
+            let host = format!("{prefix}{}{}", if attach { suffix.as_str() } else { "" }, if trailing_dot { "." } else { "" });
+            let exact: HostPattern = suffix.parse().unwrap();
+            let wild: HostPattern = format!("*.{suffix}").parse().unwrap();
+            let h = normalize_host(&host);
+            proptest::prop_assert_eq!(exact.matches(&host), h == suffix);
+            let labels: Vec<&str> = h.split('.').collect();
+            let suffix_labels: Vec<&str> = suffix.split('.').collect();
+            let n = labels.len().saturating_sub(suffix_labels.len());
+            let below = labels.len() > suffix_labels.len()
+                && labels[n..] == suffix_labels[..]
+                && labels[..n].iter().all(|l| !l.is_empty());
+            proptest::prop_assert_eq!(wild.matches(&host), below, "host {:?}", h);
+        }
     }
 
     #[test]
