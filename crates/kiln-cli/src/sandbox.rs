@@ -66,6 +66,12 @@ pub(crate) struct RunArgs {
     /// Working directory inside the sandbox.
     #[arg(long)]
     cwd: Option<String>,
+    /// What the command may reach over HTTP(S), through kiln's egress proxy: `none` (its own
+    /// loopback only), `allowlist` (the package registries' preset), `allow:HOST,HOST`
+    /// (`*.example.org` wildcards) or `open`. Never this host, loopback, private or link-local
+    /// addresses, whatever the policy.
+    #[arg(long, default_value = "none")]
+    net: kiln_egress::EgressPolicy,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -159,6 +165,19 @@ async fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
         },
         ..SandboxSpec::default()
     };
+    let egress = match args.net {
+        kiln_egress::EgressPolicy::None => None,
+        policy => Some(AdHocEgress::start(&args.data.data_dir, policy)?),
+    };
+    let spec = SandboxSpec {
+        network: match &egress {
+            Some(egress) => kiln_sandbox::NetworkPolicy::Proxy {
+                socket: egress.socket.clone(),
+            },
+            None => kiln_sandbox::NetworkPolicy::Isolated,
+        },
+        ..spec
+    };
     let sandbox = provider
         .create(spec)
         .await
@@ -180,6 +199,41 @@ async fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("destroying the sandbox")?;
     result
+}
+
+/// The egress proxy of one `kiln sandbox run`, served by this process on a socket in the data
+/// dir for as long as the command runs.
+struct AdHocEgress {
+    socket: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdHocEgress {
+    fn start(data: &std::path::Path, policy: kiln_egress::EgressPolicy) -> anyhow::Result<Self> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = data.join("egress");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let socket = dir.join(format!("run-{}.sock", kiln_core::random_hex(8)));
+        let listener = tokio::net::UnixListener::bind(&socket)
+            .with_context(|| format!("binding {}", socket.display()))?;
+        // The sandbox's uid connects to it; the proxy decides what passes.
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+        let rules = std::sync::Arc::new(kiln_egress::AddressRules::new(Vec::new()));
+        let gate = kiln_egress::Gate::new(policy, kiln_egress::Phase::AdHoc, rules);
+        let task = tokio::spawn(kiln_egress::serve(listener, std::sync::Arc::new(gate)));
+        Ok(AdHocEgress { socket, task })
+    }
+}
+
+impl Drop for AdHocEgress {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.socket);
+    }
 }
 
 /// Streams the exec's output to ours and its stdin from ours; returns its exit code.

@@ -128,3 +128,56 @@ fn a_killed_kiln_leaves_a_sandbox_that_a_later_kiln_finds_and_removes() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&id));
 }
+
+/// `--net` puts the command behind kiln's egress proxy: the variables every HTTP client reads
+/// point at it, and a name the policy does not allow is refused by the proxy with a reason —
+/// before any lookup, so nothing leaves the machine.
+#[test]
+fn net_routes_http_through_the_egress_proxy_which_refuses_what_it_does_not_allow() {
+    let data = tempfile::tempdir().unwrap();
+    let run = |net: Option<&str>, script: &str| {
+        let mut cmd = kiln(data.path());
+        cmd.args(["sandbox", "run"]);
+        if let Some(net) = net {
+            cmd.args(["--net", net]);
+        }
+        let out = cmd.args(["--", "sh", "-c", script]).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(Some("allow:only.test"), "echo $HTTPS_PROXY $no_proxy");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "http://127.0.0.1:3128 localhost,127.0.0.1,::1\n");
+
+    let (code, out, err) = run(
+        Some("allow:only.test"),
+        "curl -s -w '\\n%{http_code}' http://other.test/",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.ends_with("\n403"), "{out}");
+    assert!(out.contains("other.test") && out.contains("allow"), "{out}");
+
+    // TLS goes through CONNECT, refused the same way.
+    let (_, out, _) = run(
+        Some("allow:only.test"),
+        "curl -s -o /dev/null -w '%{http_connect}' https://other.test/",
+    );
+    assert_eq!(out, "403", "{out}");
+
+    // Without --net: its own loopback only, and no proxy to ask.
+    let (code, out, err) = run(None, "echo ${HTTP_PROXY:-unset}");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "unset\n");
+
+    let (code, _, err) = run(Some("sometimes"), "true");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--net"), "{err}");
+    // The proxy's socket went with the command.
+    let sockets = std::fs::read_dir(data.path().join("egress"))
+        .unwrap()
+        .count();
+    assert_eq!(sockets, 0);
+}

@@ -15,6 +15,7 @@
 //! reads only until the guest answers; after that nobody reads it, so every log line is best
 //! effort and a failed write is never fatal (`eprintln!` would panic).
 
+mod bridge;
 mod conn;
 mod exec;
 mod files;
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let listener = listener(listen)?;
+        bridge::start_from_env().await?;
         accept_forever(listener).await;
         Ok::<(), String>(())
     });

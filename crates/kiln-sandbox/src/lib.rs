@@ -21,6 +21,6 @@ pub use kiln_protocol::guest::{
 pub use local::{LocalConfig, LocalProvider};
 pub use provider::{Provider, ResourceEvents, Sandbox};
 pub use spec::{
-    ImageSpec, Limits, NetworkPolicy, SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId,
-    SnapshotInfo,
+    EGRESS_PORT, EGRESS_SOCKET, ImageSpec, Limits, NetworkPolicy, SandboxId, SandboxInfo,
+    SandboxSpec, Snapshot, SnapshotId, SnapshotInfo, proxy_env,
 };

@@ -96,6 +96,28 @@ impl Default for Limits {
     }
 }
 
+/// Where a proxied sandbox sees the host's egress socket.
+pub const EGRESS_SOCKET: &str = "/.kiln/egress.sock";
+/// The loopback port in a proxied sandbox that the guest bridges to [`EGRESS_SOCKET`].
+pub const EGRESS_PORT: u16 = 3128;
+
+/// The environment a proxied sandbox's processes get: both cases, since tools disagree.
+pub fn proxy_env() -> Vec<(String, String)> {
+    let proxy = format!("http://127.0.0.1:{EGRESS_PORT}");
+    let none = "localhost,127.0.0.1,::1".to_string();
+    [
+        ("HTTP_PROXY", &proxy),
+        ("HTTPS_PROXY", &proxy),
+        ("http_proxy", &proxy),
+        ("https_proxy", &proxy),
+        ("NO_PROXY", &none),
+        ("no_proxy", &none),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.clone()))
+    .collect()
+}
+
 /// What the sandbox may reach over the network.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
@@ -103,9 +125,13 @@ pub enum NetworkPolicy {
     /// Its own loopback only. Nothing on the host (the kiln API, other services) is reachable.
     #[default]
     Isolated,
-    /// Outbound connections to the internet through a veth pair and NAT, never to the host's
-    /// addresses or private ranges. Not implemented by the local provider yet.
-    Egress,
+    /// Still no interface but loopback; outbound HTTP(S) goes through a proxy the caller
+    /// serves on the host Unix socket `socket` (e.g. `kiln_egress::serve`, which enforces the
+    /// policy). The socket appears in the sandbox at [`EGRESS_SOCKET`], the guest bridges
+    /// `127.0.0.1:`[`EGRESS_PORT`] to it, and every process gets `HTTP_PROXY`/`HTTPS_PROXY`
+    /// (both cases) pointing there and `NO_PROXY` for loopback. The socket and the directories
+    /// above it must be reachable by the sandbox uid.
+    Proxy { socket: std::path::PathBuf },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,6 +47,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) host_system: bool,
     pub(crate) hostname: &'a str,
     pub(crate) env: &'a BTreeMap<String, String>,
+    /// The host socket of the egress proxy, for a proxied sandbox.
+    pub(crate) egress: Option<&'a Path>,
     pub(crate) host_uid: u32,
     pub(crate) cgroup_procs: Vec<PathBuf>,
     pub(crate) listener: BorrowedFd<'a>,
@@ -106,6 +108,14 @@ impl Launch<'_> {
             }
         }
         args.extend(["--ro-bind".into(), self.guest.into(), GUEST_PATH.into()]);
+        if let Some(socket) = self.egress {
+            // Connecting needs no write access to the mount: a socket is not a file.
+            args.extend([
+                "--ro-bind".into(),
+                socket.into(),
+                crate::EGRESS_SOCKET.into(),
+            ]);
+        }
         for fd in SECCOMP_FDS {
             args.extend(["--add-seccomp-fd".into(), fd.to_string().into()]);
         }
@@ -123,6 +133,15 @@ impl Launch<'_> {
         );
         let mut env = base_env();
         env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if self.egress.is_some() {
+            // After the spec's env: a proxied sandbox's traffic goes through the proxy.
+            env.extend(crate::proxy_env());
+            env.insert("KILN_EGRESS_SOCKET".into(), crate::EGRESS_SOCKET.into());
+            env.insert(
+                "KILN_EGRESS_LISTEN".into(),
+                format!("127.0.0.1:{}", crate::EGRESS_PORT),
+            );
+        }
         for (key, value) in env {
             args.extend(["--setenv".into(), key.into(), value.into()]);
         }

@@ -14,7 +14,7 @@ use std::path::Path;
 pub(crate) const SANDBOX_USER_ID: u32 = 1000;
 
 /// Bumped when the skeleton's contents change, so old data dirs get a fresh one.
-const SKELETON_VERSION: u32 = 2;
+const SKELETON_VERSION: u32 = 3;
 
 /// The `/etc` entries bound from the host with `ImageSpec::host_system`: what `/usr` needs to work
 /// (alternatives symlinks, TLS roots, the linker cache) and nothing that names host users or secrets.
@@ -86,6 +86,8 @@ pub(crate) fn ensure_skeleton(layers_dir: &Path, host_uid: u32) -> Result<std::p
         ),
         ("etc/resolv.conf", ""),
         (".kiln/guest", ""),
+        // Where a proxied sandbox's egress socket is bound.
+        (".kiln/egress.sock", ""),
     ];
     for (path, contents) in files {
         fs::write(tmp.join(path), contents).map_err(io("creating the skeleton"))?;

@@ -4,7 +4,7 @@
 //! On disk, under the data directory:
 //! ```text
 //! bin/kiln-guest                 the guest binary, copied so the sandbox uid can read it
-//! layers/skeleton-v2-u<uid>/     bottom layer of every sandbox
+//! layers/skeleton-v3-u<uid>/     bottom layer of every sandbox
 //! layers/snap-<id>/              snapshot layers (immutable)
 //! sandboxes/sb-<id>/meta.json    the sandbox's info, for reattaching after a restart
 //!                  /guest.sock   the guest's listening socket (the guest holds it, not a path inside)
@@ -339,6 +339,10 @@ impl LocalProvider {
                 host_system: launch_info.spec.image.host_system,
                 hostname: "kiln",
                 env: &launch_info.spec.env,
+                egress: match &launch_info.spec.network {
+                    NetworkPolicy::Isolated => None,
+                    NetworkPolicy::Proxy { socket } => Some(socket.as_path()),
+                },
                 host_uid: config.sandbox_uid,
                 cgroup_procs: cgroup.procs_files(),
                 listener: listener.as_fd(),
@@ -382,10 +386,15 @@ impl LocalProvider {
     }
 
     fn validate(spec: &SandboxSpec) -> Result<()> {
-        if spec.network != NetworkPolicy::Isolated {
-            return Err(Error::Unsupported(
-                "the local provider supports only the isolated network policy so far".into(),
-            ));
+        if let NetworkPolicy::Proxy { socket } = &spec.network {
+            use std::os::unix::fs::FileTypeExt;
+            let is_socket = fs::metadata(socket).is_ok_and(|m| m.file_type().is_socket());
+            if !socket.is_absolute() || !is_socket {
+                return Err(Error::InvalidSpec(format!(
+                    "the egress proxy socket {} is not a listening Unix socket",
+                    socket.display()
+                )));
+            }
         }
         if spec.limits.disk_bytes < 1 << 20 {
             return Err(Error::InvalidSpec(

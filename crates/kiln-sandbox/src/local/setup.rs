@@ -107,4 +107,3 @@ fn install_guest(source: &Path, bin_dir: &Path) -> Result<PathBuf> {
     }
     Ok(dest)
 }
-

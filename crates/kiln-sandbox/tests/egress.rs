@@ -1,0 +1,115 @@
+//! A proxied sandbox (`NetworkPolicy::Proxy`): still no interface but loopback, yet an HTTP
+//! client inside reaches an allowed host through the egress proxy the host serves on a Unix
+//! socket (bridged by the guest), and is refused what the policy does not allow. The only
+//! upstream is a server on this machine's loopback, reachable through the proxy's test knob.
+
+mod common;
+
+use common::{Harness, host_spec, ok, run};
+use kiln_egress::{AddressRules, EgressPolicy, Gate, Phase, TestResolve};
+use kiln_sandbox::{NetworkPolicy, Provider, SandboxSpec};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An HTTP server on loopback that answers every request with `hello from upstream`.
+async fn upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let body = "hello from upstream";
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxied_sandbox_reaches_allowed_hosts_through_the_proxy_only() {
+    let harness = Harness::new().await;
+    let addr = upstream().await;
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let policy: EgressPolicy = "allow:pkg.test".parse().unwrap();
+    let gate = Gate::new(
+        policy,
+        Phase::Setup,
+        Arc::new(AddressRules::new(Vec::new())),
+    )
+    .with_test_resolve(TestResolve {
+        names: [("pkg.test".to_string(), addr)].into(),
+        allow_addresses: vec![addr],
+    })
+    .with_audit({
+        let records = records.clone();
+        move |record| records.lock().unwrap().push(record)
+    });
+    let socket = harness.data_dir().join("egress.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    tokio::spawn(kiln_egress::serve(listener, Arc::new(gate)));
+
+    let sandbox = harness
+        .provider
+        .create(SandboxSpec {
+            network: NetworkPolicy::Proxy {
+                socket: socket.clone(),
+            },
+            ..host_spec()
+        })
+        .await
+        .unwrap();
+    let port = addr.port();
+    let body = ok(
+        &sandbox,
+        &format!("curl -sS --max-time 10 http://pkg.test:{port}/"),
+    )
+    .await;
+    assert_eq!(body, "hello from upstream");
+    {
+        let records = records.lock().unwrap();
+        let record = records
+            .iter()
+            .find(|r| r.host == "pkg.test")
+            .expect("audited");
+        assert!(record.allowed, "{record:?}");
+        assert!(record.bytes_down > 0, "{record:?}");
+    }
+
+    // Not on the list: the proxy answers with the reason.
+    let refused = ok(&sandbox, "curl -sS --max-time 10 http://elsewhere.test/").await;
+    assert!(refused.contains("elsewhere.test"), "{refused}");
+    // And nothing bypasses it: the sandbox has no route out, only its loopback.
+    let direct = run(
+        &sandbox,
+        &format!("curl -sS --noproxy '*' --max-time 5 http://{addr}/"),
+    )
+    .await;
+    assert!(
+        !direct.status.success(),
+        "the host's loopback is not reachable"
+    );
+
+    // A socket that is not there is refused up front.
+    let missing = harness
+        .provider
+        .create(SandboxSpec {
+            network: NetworkPolicy::Proxy {
+                socket: harness.data_dir().join("nope.sock"),
+            },
+            ..host_spec()
+        })
+        .await;
+    assert!(
+        missing.is_err_and(|e| e.to_string().contains("not a listening Unix socket")),
+        "a missing proxy socket is an invalid spec"
+    );
+}
