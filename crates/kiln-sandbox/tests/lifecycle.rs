@@ -155,11 +155,12 @@ async fn bad_specs_are_refused_with_a_reason_and_leave_nothing_behind() {
     assert!(err.to_string().contains("/no/such/layer"), "{err}");
 
     let mut spec = host_spec();
-    spec.network = kiln_sandbox::NetworkPolicy::Egress;
-    assert!(matches!(
-        h.provider.create(spec).await,
-        Err(Error::Unsupported(_))
-    ));
+    spec.network = kiln_sandbox::NetworkPolicy::Proxy {
+        socket: "relative.sock".into(),
+    };
+    let err = h.provider.create(spec).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidSpec(_)), "{err}");
+    assert!(err.to_string().contains("relative.sock"), "{err}");
 
     assert!(
         std::fs::read_dir(h.data_dir().join("sandboxes"))
