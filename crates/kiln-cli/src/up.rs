@@ -65,6 +65,9 @@ struct FileConfig {
     /// Sessions one user may have active (working or holding a sandbox) at once (default 10;
     /// 0: no limit).
     max_active_sessions_per_user: Option<usize>,
+    /// Hosts no repo's steps may reach, whatever their policy (`*.example.org` wildcards).
+    #[serde(default)]
+    egress_deny: Vec<String>,
     /// How long a stop (SIGTERM, Ctrl-C) may take before kiln exits anyway (default 20).
     shutdown_timeout_secs: Option<u64>,
     /// The address browsers use, behind a reverse proxy (`https://kiln.example.com`);
@@ -158,6 +161,17 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         gc_every: Some(Duration::from_secs(10 * 60)),
         gc_grace: defaults.gc_grace,
         max_active_sessions_per_user: file.max_active_sessions_per_user.unwrap_or(10),
+        egress: kiln_engine::EgressSettings {
+            deny: file
+                .egress_deny
+                .iter()
+                .map(|host| {
+                    host.parse()
+                        .map_err(|e| anyhow::anyhow!("egress_deny {host:?}: {e}"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            ..Default::default()
+        },
     };
     let public_url = std::env::var("KILN_PUBLIC_URL")
         .ok()

@@ -56,6 +56,8 @@ pub struct EngineConfig {
     /// sandbox is stopped for idleness. Bounds the sandboxes (memory, processes) one user can
     /// hold: each active session has at most one.
     pub max_active_sessions_per_user: usize,
+    /// What every egress proxy enforces whatever the policy (the address rule, the deny list).
+    pub egress: kiln_fleet::EgressSettings,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +81,7 @@ impl Default for EngineConfig {
             idle_stop_after: None,
             snapshot_delay: Duration::from_secs(2),
             max_active_sessions_per_user: 0,
+            egress: kiln_fleet::EgressSettings::default(),
         }
     }
 }

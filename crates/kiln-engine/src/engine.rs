@@ -102,6 +102,7 @@ impl Engine {
                 gc_grace: config.gc_grace,
                 pool_size: config.pool_size,
                 pool_max: config.pool_max,
+                egress: config.egress.clone(),
             },
         );
         let shutdown = CancellationToken::new();

@@ -17,7 +17,9 @@ pub use config::{EngineConfig, PromptLimits};
 pub use engine::{Engine, Stopped};
 pub use error::{Error, Result};
 /// What sessions start from — mirrors, images, pools, the collector — from their own crate.
-pub use kiln_fleet::{Error as FleetError, RunningBuildInfo as RunningBuild, WORKDIR, images};
+pub use kiln_fleet::{
+    EgressSettings, Error as FleetError, RunningBuildInfo as RunningBuild, WORKDIR, images,
+};
 /// The sandbox errors inside [`Error::Sandbox`], for callers that map them (the server).
 pub use kiln_sandbox::Error as SandboxError;
 /// The tools and hooks the agent loop drives, from their own crate.

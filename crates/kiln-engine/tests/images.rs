@@ -317,3 +317,84 @@ async fn no_host_path_reaches_the_sandbox_through_the_repo() {
     );
     assert_eq!(fx.in_image(&image, &script).await, "");
 }
+
+/// A package server on loopback (what a registry is to a real build): every request gets
+/// `dependency v1`.
+async fn package_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let body = "dependency v1\n";
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_downloads_through_the_egress_proxy_under_the_repo_s_policy() {
+    let registry = package_server().await;
+    let fx = fixture_with(EngineConfig {
+        image_step_timeout: Duration::from_secs(60),
+        egress: kiln_engine::EgressSettings {
+            test_resolve: Some(kiln_egress::TestResolve {
+                names: [("pkg.test".to_string(), registry)].into(),
+                allow_addresses: vec![registry],
+            }),
+            ..Default::default()
+        },
+        ..EngineConfig::default()
+    })
+    .await;
+    let port = registry.port();
+    let allowed = format!(
+        "[network]\nsetup = \"allowlist\"\nallow = [\"pkg.test\"]\n\
+         [[setup]]\nrun = \"curl -sSf --max-time 20 http://pkg.test:{port}/dep.txt -o /home/kiln/dep.txt\"\n"
+    );
+    fx.push(&[(".kiln/environment.toml", &allowed)], "a dependency");
+    let image = fx.engine.build_image("app").await.unwrap();
+    assert!(image.is_ready(), "{}", image.log);
+    assert_eq!(
+        fx.in_image(&image, "cat /home/kiln/dep.txt").await,
+        "dependency v1\n"
+    );
+    assert!(
+        image.log.contains("== egress: pkg.test:") && image.log.contains("allowed"),
+        "{}",
+        image.log
+    );
+
+    // A host outside the policy: the step fails, and the log says what refused it and why.
+    let refused = allowed.replace("http://pkg.test", "http://elsewhere.test");
+    fx.push(
+        &[(".kiln/environment.toml", &refused), ("deps.lock", "a=2\n")],
+        "elsewhere",
+    );
+    let image = fx.engine.build_image("app").await.unwrap();
+    assert!(!image.is_ready(), "{}", image.log);
+    assert!(
+        image.log.contains("elsewhere.test:") && image.log.contains("refused"),
+        "{}",
+        image.log
+    );
+
+    // `none`: no proxy at all; the sandbox has only its loopback.
+    let none = allowed.replace("setup = \"allowlist\"", "setup = \"none\"");
+    fx.push(
+        &[(".kiln/environment.toml", &none), ("deps.lock", "a=3\n")],
+        "offline",
+    );
+    let image = fx.engine.build_image("app").await.unwrap();
+    assert!(!image.is_ready(), "{}", image.log);
+    assert!(!image.log.contains("== egress:"), "{}", image.log);
+}

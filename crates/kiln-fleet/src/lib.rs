@@ -12,6 +12,7 @@
 //! engine decides *when* (after a claim, on a cadence, at shutdown), the fleet knows *how*.
 
 mod builds;
+mod egress;
 mod error;
 mod gc;
 pub mod host;
@@ -20,6 +21,7 @@ pub mod pool;
 pub mod workspace;
 
 pub use builds::{BuildGuard, RunningBuildInfo};
+pub use egress::EgressSettings;
 pub use error::{Error, Result};
 pub use workspace::{SESSION_LABEL, WORKDIR};
 
@@ -50,6 +52,8 @@ pub struct FleetConfig {
     pub pool_size: usize,
     /// The most ready sandboxes per repo when demand is high.
     pub pool_max: usize,
+    /// The address rule, deny list (and, in tests, resolve table) of every egress proxy.
+    pub egress: EgressSettings,
 }
 
 /// Mirrors, checkouts, images, pools and the collector over one data dir and one provider.
@@ -185,6 +189,7 @@ impl Fleet {
             store: self.store.clone(),
             step_timeout: self.config.image_step_timeout,
             max_layers: self.config.image_max_layers,
+            egress: self.config.egress.clone(),
         };
         builder
             .build(repo, build.id(), build.log())

@@ -11,7 +11,8 @@ use crate::{Error, Result};
 use kiln_core::SessionId;
 use kiln_protocol::api::{ImageRuntime, Repo, ResourceLimits};
 use kiln_sandbox::{
-    CommandLine, ExecRequest, ImageSpec, Limits, Provider, Sandbox, SandboxId, SandboxSpec,
+    CommandLine, ExecRequest, ImageSpec, Limits, NetworkPolicy, Provider, Sandbox, SandboxId,
+    SandboxSpec,
 };
 use kiln_store::ImageRecord;
 use std::collections::BTreeMap;
@@ -162,6 +163,7 @@ impl Workspaces {
         layers: Vec<PathBuf>,
         runtime: &ImageRuntime,
         label: (&str, &str),
+        network: NetworkPolicy,
     ) -> Result<Sandbox> {
         let spec = SandboxSpec {
             image: ImageSpec {
@@ -171,7 +173,7 @@ impl Workspaces {
             env: runtime.env.clone(),
             limits: limits(&runtime.limits),
             labels: BTreeMap::from([(label.0.to_string(), label.1.to_string())]),
-            network: Default::default(),
+            network,
         };
         Ok(self.provider.create(spec).await?)
     }
@@ -191,6 +193,7 @@ impl Workspaces {
                 vec![layer],
                 &ImageRuntime::default(),
                 (SESSION_LABEL, session.as_str()),
+                NetworkPolicy::Isolated,
             )
             .await?;
         let branch = format!("kiln/{session}");
@@ -231,8 +234,13 @@ impl Workspaces {
         layers: &[PathBuf],
         runtime: &ImageRuntime,
     ) -> Result<Sandbox> {
-        self.create_labelled(layers.to_vec(), runtime, (SESSION_LABEL, session.as_str()))
-            .await
+        self.create_labelled(
+            layers.to_vec(),
+            runtime,
+            (SESSION_LABEL, session.as_str()),
+            NetworkPolicy::Isolated,
+        )
+        .await
     }
 
     /// Creates a warm pool sandbox of `repo` from its image.
@@ -241,6 +249,7 @@ impl Workspaces {
             image.layers.clone(),
             &image.runtime,
             (crate::pool::POOL_LABEL, repo),
+            NetworkPolicy::Isolated,
         )
         .await
     }

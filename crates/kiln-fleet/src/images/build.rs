@@ -32,6 +32,7 @@ pub(crate) struct ImageBuilder {
     pub(crate) step_timeout: Duration,
     /// The deepest layer stack an incremental build may make; past it, a full build.
     pub(crate) max_layers: usize,
+    pub(crate) egress: crate::EgressSettings,
 }
 
 /// How far a build got, known also when it fails.
@@ -132,9 +133,21 @@ impl ImageBuilder {
         let mut layers = previous.map(|p| p.layers.clone()).unwrap_or_default();
         layers.push(repo_layer);
         let runtime = environment.runtime();
+        let egress = crate::egress::BuildEgress::start(
+            &self.egress,
+            &self.workspaces.data_dir,
+            id,
+            environment.network.setup_policy(),
+        )?;
+        let network = match &egress {
+            Some(egress) => kiln_sandbox::NetworkPolicy::Proxy {
+                socket: egress.socket.clone(),
+            },
+            None => kiln_sandbox::NetworkPolicy::Isolated,
+        };
         let sandbox = self
             .workspaces
-            .create_labelled(layers, &runtime, (IMAGE_LABEL, id))
+            .create_labelled(layers, &runtime, (IMAGE_LABEL, id), network)
             .await?;
         let result = self
             .prepare(&sandbox, &environment, previous, progress, log)
@@ -156,6 +169,9 @@ impl ImageBuilder {
         };
         if let Err(e) = self.workspaces.provider.destroy(sandbox.id()).await {
             tracing::warn!(sandbox = %sandbox.id(), error = %e, "could not destroy a build sandbox");
+        }
+        if let Some(egress) = egress {
+            log.push_str(&egress.summary());
         }
         result
     }
@@ -250,6 +266,10 @@ impl ImageBuilder {
     /// sha256 over each manifest's path and contents (a missing one counts as missing).
     async fn lockfile_hash(&self, sandbox: &Sandbox, environment: &Environment) -> Result<String> {
         let mut hasher = Sha256::new();
+        // What setup does and what it runs with count as much as the manifests: a changed
+        // step, variable or network policy reruns it.
+        hasher.update(environment.setup_fingerprint().as_bytes());
+        hasher.update([0]);
         for manifest in &environment.manifests {
             hasher.update(manifest.as_bytes());
             hasher.update([0]);

@@ -19,6 +19,7 @@
 //!
 //! A command may also be a plain string: `setup = ["npm ci"]`.
 
+use kiln_egress::{EgressMode, EgressPolicy, HostPattern};
 use kiln_protocol::api::{ImageRuntime, ResourceLimits};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -53,6 +54,9 @@ pub struct Environment {
     /// Fill caches (run the tests, start the app once); rerun on every image build.
     #[serde(default)]
     pub warm: Vec<Step>,
+    /// What the steps may reach over HTTP(S), through kiln's egress proxy.
+    #[serde(default)]
+    pub network: Network,
 }
 
 /// One command, run by `/bin/sh -c` in the checkout.
@@ -105,6 +109,53 @@ impl Step {
     }
 }
 
+/// `[network]`: what an image build's steps (`setup`) and, once sessions are proxied, the
+/// agent (`agent`) may reach: `none`, `allowlist` (the package registries' preset plus `allow`)
+/// or `open`. Never this host, loopback or private addresses, whatever the mode.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    #[serde(default = "allowlist")]
+    pub setup: EgressMode,
+    #[serde(default = "allowlist")]
+    pub agent: EgressMode,
+    /// Hosts added to the preset (`registry.example.org`, `*.example.org`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+fn allowlist() -> EgressMode {
+    EgressMode::Allowlist
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            setup: EgressMode::Allowlist,
+            agent: EgressMode::Allowlist,
+            allow: Vec::new(),
+        }
+    }
+}
+
+impl Network {
+    fn hosts(&self) -> Result<Vec<HostPattern>, String> {
+        self.allow
+            .iter()
+            .map(|host| {
+                host.parse()
+                    .map_err(|e| format!("{ENVIRONMENT_FILE}: network.allow {host:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// The policy of an image build's steps.
+    pub fn setup_policy(&self) -> EgressPolicy {
+        let hosts = self.hosts().unwrap_or_default();
+        EgressPolicy::from_mode(self.setup, &hosts, false)
+    }
+}
+
 impl Environment {
     /// Parses and checks a definition; the error names the line or the field at fault.
     pub fn parse(text: &str) -> Result<Environment, String> {
@@ -131,6 +182,7 @@ impl Environment {
         if let Some(secs) = self.timeout_secs {
             check_timeout(secs)?;
         }
+        self.network.hosts()?;
         for manifest in &self.manifests {
             let escapes = manifest.starts_with('/')
                 || manifest.split('/').any(|part| part == "..")
@@ -164,6 +216,26 @@ impl Environment {
             }
         }
         Ok(())
+    }
+
+    /// Everything about setup other than the manifests' contents: its steps (and their
+    /// timeouts), the variables and the network policy. A change reruns setup.
+    pub fn setup_fingerprint(&self) -> String {
+        let mut text = String::new();
+        for step in &self.setup {
+            text.push_str(&format!("step\0{}\0{}\0", step.name(), step.script()));
+        }
+        for (key, value) in &self.env {
+            text.push_str(&format!("env\0{key}\0{value}\0"));
+        }
+        let n = &self.network;
+        text.push_str(&format!(
+            "network\0{:?}\0{:?}\0{}\0",
+            n.setup,
+            n.agent,
+            n.allow.join(",")
+        ));
+        text
     }
 
     /// What every sandbox made from an image built with this definition runs with.
