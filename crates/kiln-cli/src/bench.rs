@@ -44,6 +44,9 @@ struct SandboxReport {
     concurrent50_create_p99_ms: f64,
     idle_overhead_kib: u64,
     bwrap_floor_p50_ms: f64,
+    egress_connect_overhead_p50_ms: f64,
+    egress_throughput_ratio: f64,
+    create_ready_egress_p50_ms: f64,
     runs: usize,
     data_dir_fs: String,
 }
@@ -56,7 +59,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-fn spec() -> SandboxSpec {
+pub(crate) fn spec() -> SandboxSpec {
     SandboxSpec {
         image: ImageSpec::host(),
         ..SandboxSpec::default()
@@ -234,6 +237,8 @@ async fn sandbox(args: SandboxBenchArgs) -> anyhow::Result<()> {
         provider.destroy(sandbox.id()).await?;
     }
 
+    let egress = crate::bench_egress::measure(&provider, &args.data.data_dir, args.runs).await?;
+
     let report = SandboxReport {
         create_ready_p50_ms: create.p50,
         create_ready_p99_ms: create.p99,
@@ -244,6 +249,9 @@ async fn sandbox(args: SandboxBenchArgs) -> anyhow::Result<()> {
         concurrent50_create_p99_ms: concurrent.p99,
         idle_overhead_kib: per_sandbox,
         bwrap_floor_p50_ms: floor.p50,
+        egress_connect_overhead_p50_ms: egress.connect_overhead_p50_ms,
+        egress_throughput_ratio: egress.throughput_ratio,
+        create_ready_egress_p50_ms: egress.create_ready_p50_ms,
         runs: args.runs,
         data_dir_fs,
     };

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod bench_egress;
 mod bench_session;
 mod bench_start;
 mod remote;

@@ -1,0 +1,172 @@
+//! `kiln bench sandbox`'s egress numbers: what kiln's egress proxy costs a connection and a
+//! download, against the same loopback server reached directly in the same run, and what a
+//! proxied sandbox costs to create. The proxy reaches the benchmark's server through its test
+//! resolver (the only way it reaches loopback at all); nothing leaves the machine.
+
+use crate::bench::Stats;
+use kiln_egress::{AddressRules, EgressPolicy, Gate, Phase, TestResolve};
+use kiln_sandbox::{LocalProvider, NetworkPolicy, Provider, SandboxSpec};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The download compared through the proxy and directly.
+const BIG: u64 = 100 << 20;
+const NAME: &str = "bench.test";
+
+#[derive(Debug)]
+pub(crate) struct EgressReport {
+    pub(crate) connect_overhead_p50_ms: f64,
+    pub(crate) throughput_ratio: f64,
+    pub(crate) create_ready_p50_ms: f64,
+}
+
+/// An HTTP server on loopback: `/big` answers [`BIG`] bytes, anything else two.
+async fn upstream() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let size = if head.windows(4).any(|w| w == b"/big") {
+                    BIG
+                } else {
+                    2
+                };
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {size}\r\nconnection: close\r\n\r\n"
+                );
+                if stream.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![0u8; 64 << 10];
+                let mut left = size;
+                while left > 0 {
+                    let n = left.min(chunk.len() as u64) as usize;
+                    if stream.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n as u64;
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Sends `request` to `to` and reads the whole answer; returns how long that took.
+async fn fetch(to: SocketAddr, request: &str) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut stream = TcpStream::connect(to).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut total = 0u64;
+    loop {
+        match stream.read(&mut buf).await? {
+            0 => break,
+            n => total += n as u64,
+        }
+    }
+    anyhow::ensure!(total > 2, "an empty answer from {to}");
+    Ok(start.elapsed())
+}
+
+pub(crate) async fn measure(
+    provider: &LocalProvider,
+    data_dir: &Path,
+    runs: usize,
+) -> anyhow::Result<EgressReport> {
+    let server = upstream().await?;
+    let test = TestResolve {
+        names: [(NAME.to_string(), server)].into(),
+        allow_addresses: vec![server],
+    };
+    let gate = |test: TestResolve| {
+        let rules = Arc::new(AddressRules::new(Vec::new()));
+        Arc::new(Gate::new(EgressPolicy::Open, Phase::AdHoc, rules).with_test_resolve(test))
+    };
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let proxy = proxy_listener.local_addr()?;
+    let proxy_task = tokio::spawn(kiln_egress::serve(proxy_listener, gate(test.clone())));
+
+    let port = server.port();
+    let direct_small = format!("GET /small HTTP/1.1\r\nhost: {server}\r\n\r\n");
+    let proxied_small =
+        format!("GET http://{NAME}:{port}/small HTTP/1.1\r\nhost: {NAME}:{port}\r\n\r\n");
+    let (mut direct, mut proxied) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(10) {
+        direct.push(fetch(server, &direct_small).await?);
+        proxied.push(fetch(proxy, &proxied_small).await?);
+    }
+    let (direct, proxied) = (Stats::of(direct), Stats::of(proxied));
+    let connect_overhead_p50_ms = proxied.p50 - direct.p50;
+    println!(
+        "egress request           p50 {:7.2} ms through the proxy, {:.2} ms direct (+{connect_overhead_p50_ms:.2} ms)",
+        proxied.p50, direct.p50
+    );
+
+    let direct_big = format!("GET /big HTTP/1.1\r\nhost: {server}\r\n\r\n");
+    let proxied_big =
+        format!("GET http://{NAME}:{port}/big HTTP/1.1\r\nhost: {NAME}:{port}\r\n\r\n");
+    let (mut direct, mut proxied) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        direct.push(fetch(server, &direct_big).await?);
+        proxied.push(fetch(proxy, &proxied_big).await?);
+    }
+    let (direct, proxied) = (Stats::of(direct), Stats::of(proxied));
+    let throughput_ratio = direct.p50 / proxied.p50;
+    let mb_s = |ms: f64| (BIG as f64 / (1 << 20) as f64) / (ms / 1000.0);
+    println!(
+        "egress 100 MB download   {:7.0} MB/s through the proxy, {:.0} MB/s direct (ratio {throughput_ratio:.2})",
+        mb_s(proxied.p50),
+        mb_s(direct.p50)
+    );
+    proxy_task.abort();
+
+    // A proxied sandbox: its socket bound in, the guest's bridge listening.
+    let socket = data_dir.join(format!("bench-egress-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
+    }
+    let socket_task = tokio::spawn(kiln_egress::serve(listener, gate(test)));
+    let mut creates = Vec::new();
+    for _ in 0..runs.clamp(10, 100) {
+        let start = Instant::now();
+        let sandbox = provider
+            .create(SandboxSpec {
+                network: NetworkPolicy::Proxy {
+                    socket: socket.clone(),
+                },
+                ..crate::bench::spec()
+            })
+            .await?;
+        creates.push(start.elapsed());
+        provider.destroy(sandbox.id()).await?;
+    }
+    socket_task.abort();
+    let _ = std::fs::remove_file(&socket);
+    let create = Stats::of(creates);
+    println!(
+        "create→ready with egress p50 {:7.2} ms  p99 {:7.2} ms",
+        create.p50, create.p99
+    );
+    Ok(EgressReport {
+        connect_overhead_p50_ms: crate::bench::round2(connect_overhead_p50_ms),
+        throughput_ratio: crate::bench::round2(throughput_ratio),
+        create_ready_p50_ms: create.p50,
+    })
+}
