@@ -318,32 +318,9 @@ async fn no_host_path_reaches_the_sandbox_through_the_repo() {
     assert_eq!(fx.in_image(&image, &script).await, "");
 }
 
-/// A package server on loopback (what a registry is to a real build): every request gets
-/// `dependency v1`.
-async fn package_server() -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let body = "dependency v1\n";
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_downloads_through_the_egress_proxy_under_the_repo_s_policy() {
-    let registry = package_server().await;
+    let registry = kiln_testkit::http_upstream("dependency v1\n").await;
     let fx = fixture_with(EngineConfig {
         image_step_timeout: Duration::from_secs(60),
         egress: kiln_engine::EgressSettings {

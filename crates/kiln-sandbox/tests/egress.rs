@@ -10,33 +10,11 @@ use kiln_egress::{AddressRules, EgressPolicy, Gate, Phase, TestResolve};
 use kiln_sandbox::{NetworkPolicy, Provider, SandboxSpec};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// An HTTP server on loopback that answers every request with `hello from upstream`.
-async fn upstream() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let body = "hello from upstream";
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    addr
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxied_sandbox_reaches_allowed_hosts_through_the_proxy_only() {
     let harness = Harness::new().await;
-    let addr = upstream().await;
+    let addr = kiln_testkit::http_upstream("hello from upstream").await;
     let records = Arc::new(Mutex::new(Vec::new()));
     let policy: EgressPolicy = "allow:pkg.test".parse().unwrap();
     let gate = Gate::new(

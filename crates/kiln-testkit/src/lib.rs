@@ -6,7 +6,9 @@
 mod fake_model;
 mod git_http;
 mod repo;
+mod upstream;
 
 pub use fake_model::{FakeModel, FakeToolCall, RecordedRequest, Script, Turn};
 pub use git_http::GitHttpServer;
 pub use repo::{bare_repo, git};
+pub use upstream::http_upstream;
