@@ -168,14 +168,12 @@ pub(crate) async fn measure(
     proxy_task.abort();
 
     // A proxied sandbox: its socket bound in, the guest's bridge listening.
-    let socket = data_dir.join(format!("bench-egress-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&socket);
-    let listener = tokio::net::UnixListener::bind(&socket)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
-    }
-    let socket_task = tokio::spawn(kiln_egress::serve(listener, gate(test)));
+    let proxy = kiln_egress::SocketProxy::start(
+        data_dir,
+        &format!("bench-egress-{}.sock", std::process::id()),
+        gate(test),
+    )?;
+    let socket = proxy.path().to_path_buf();
     let mut creates = Vec::new();
     for _ in 0..runs.clamp(10, 100) {
         let start = Instant::now();
@@ -190,8 +188,7 @@ pub(crate) async fn measure(
         creates.push(start.elapsed());
         provider.destroy(sandbox.id()).await?;
     }
-    socket_task.abort();
-    let _ = std::fs::remove_file(&socket);
+    drop(proxy);
     let create = Stats::of(creates);
     println!(
         "create→ready with egress p50 {:7.2} ms  p99 {:7.2} ms",

@@ -167,12 +167,12 @@ async fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let egress = match args.net {
         kiln_egress::EgressPolicy::None => None,
-        policy => Some(AdHocEgress::start(&args.data.data_dir, policy)?),
+        policy => Some(ad_hoc_egress(&args.data.data_dir, policy)?),
     };
     let spec = SandboxSpec {
         network: match &egress {
             Some(egress) => kiln_sandbox::NetworkPolicy::Proxy {
-                socket: egress.socket.clone(),
+                socket: egress.path().to_path_buf(),
             },
             None => kiln_sandbox::NetworkPolicy::Isolated,
         },
@@ -203,37 +203,16 @@ async fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// The egress proxy of one `kiln sandbox run`, served by this process on a socket in the data
 /// dir for as long as the command runs.
-struct AdHocEgress {
-    socket: PathBuf,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl AdHocEgress {
-    fn start(data: &std::path::Path, policy: kiln_egress::EgressPolicy) -> anyhow::Result<Self> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        let dir = data.join("egress");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o711)
-            .create(&dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-        let socket = dir.join(format!("run-{}.sock", kiln_core::random_hex(8)));
-        let listener = tokio::net::UnixListener::bind(&socket)
-            .with_context(|| format!("binding {}", socket.display()))?;
-        // The sandbox's uid connects to it; the proxy decides what passes.
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))?;
-        let rules = std::sync::Arc::new(kiln_egress::AddressRules::new(Vec::new()));
-        let gate = kiln_egress::Gate::new(policy, kiln_egress::Phase::AdHoc, rules);
-        let task = tokio::spawn(kiln_egress::serve(listener, std::sync::Arc::new(gate)));
-        Ok(AdHocEgress { socket, task })
-    }
-}
-
-impl Drop for AdHocEgress {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.socket);
-    }
+fn ad_hoc_egress(
+    data: &std::path::Path,
+    policy: kiln_egress::EgressPolicy,
+) -> anyhow::Result<kiln_egress::SocketProxy> {
+    let rules = std::sync::Arc::new(kiln_egress::AddressRules::new(Vec::new()));
+    let gate = kiln_egress::Gate::new(policy, kiln_egress::Phase::AdHoc, rules);
+    let dir = data.join("egress");
+    let name = format!("run-{}.sock", kiln_core::random_hex(8));
+    kiln_egress::SocketProxy::start(&dir, &name, std::sync::Arc::new(gate))
+        .with_context(|| format!("serving the egress proxy in {}", dir.display()))
 }
 
 /// Streams the exec's output to ours and its stdin from ours; returns its exit code.

@@ -29,6 +29,7 @@ mod gate;
 mod io;
 mod policy;
 mod proxy;
+mod socket;
 
 pub use address::{AddressClass, AddressRules, DeniedAddr, classify, interface_addresses};
 pub use error::{Phase, PolicyError, Refusal};
@@ -36,3 +37,4 @@ pub use gate::{AuditSink, EgressRecord, Gate, Limits, Reason, TestResolve};
 pub use io::Listener;
 pub use policy::{EgressMode, EgressPolicy, HostPattern, REGISTRY_PRESET, preset};
 pub use proxy::serve;
+pub use socket::SocketProxy;

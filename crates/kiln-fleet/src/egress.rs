@@ -5,10 +5,10 @@
 
 use crate::{Error, Result};
 use kiln_egress::{
-    AddressRules, EgressPolicy, EgressRecord, Gate, HostPattern, Phase, TestResolve,
+    AddressRules, EgressPolicy, EgressRecord, Gate, HostPattern, Phase, SocketProxy, TestResolve,
 };
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Server-wide egress settings (from `kiln.toml`).
@@ -42,8 +42,7 @@ struct Tally {
 
 /// The proxy of one running build; stops and removes its socket when dropped.
 pub(crate) struct BuildEgress {
-    pub(crate) socket: PathBuf,
-    task: tokio::task::JoinHandle<()>,
+    proxy: SocketProxy,
     records: Arc<Mutex<Vec<EgressRecord>>>,
 }
 
@@ -58,20 +57,6 @@ impl BuildEgress {
         if policy == EgressPolicy::None {
             return Ok(None);
         }
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        let dir = data_dir.join("egress");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o711)
-            .create(&dir)
-            .map_err(Error::io(format!("creating {}", dir.display())))?;
-        let socket = dir.join(format!("{id}.sock"));
-        let _ = std::fs::remove_file(&socket);
-        let listener = tokio::net::UnixListener::bind(&socket)
-            .map_err(Error::io(format!("binding {}", socket.display())))?;
-        // The build sandbox's uid connects; the proxy decides what passes.
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
-            .map_err(Error::io(format!("opening {}", socket.display())))?;
         let records = Arc::new(Mutex::new(Vec::new()));
         let mut gate = Gate::new(policy, Phase::Setup, settings.rules.clone())
             .with_denied_hosts(settings.deny.clone())
@@ -88,12 +73,16 @@ impl BuildEgress {
         if let Some(test) = &settings.test_resolve {
             gate = gate.with_test_resolve(test.clone());
         }
-        let task = tokio::spawn(kiln_egress::serve(listener, Arc::new(gate)));
-        Ok(Some(BuildEgress {
-            socket,
-            task,
-            records,
-        }))
+        let dir = data_dir.join("egress");
+        let proxy =
+            SocketProxy::start(&dir, &format!("{id}.sock"), Arc::new(gate)).map_err(Error::io(
+                format!("serving the build's egress proxy in {}", dir.display()),
+            ))?;
+        Ok(Some(BuildEgress { proxy, records }))
+    }
+
+    pub(crate) fn socket(&self) -> &Path {
+        self.proxy.path()
     }
 
     /// One line per host and outcome: connections, bytes each way, and why.
@@ -116,12 +105,5 @@ impl BuildEgress {
                 )
             })
             .collect()
-    }
-}
-
-impl Drop for BuildEgress {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.socket);
     }
 }

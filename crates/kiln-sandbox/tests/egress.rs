@@ -8,7 +8,6 @@ mod common;
 use common::{Harness, host_spec, ok, run};
 use kiln_egress::{AddressRules, EgressPolicy, Gate, Phase, TestResolve};
 use kiln_sandbox::{NetworkPolicy, Provider, SandboxSpec};
-use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,10 +29,9 @@ async fn a_proxied_sandbox_reaches_allowed_hosts_through_the_proxy_only() {
         let records = records.clone();
         move |record| records.lock().unwrap().push(record)
     });
-    let socket = harness.data_dir().join("egress.sock");
-    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    tokio::spawn(kiln_egress::serve(listener, Arc::new(gate)));
+    let proxy =
+        kiln_egress::SocketProxy::start(harness.data_dir(), "egress.sock", Arc::new(gate)).unwrap();
+    let socket = proxy.path().to_path_buf();
 
     let sandbox = harness
         .provider

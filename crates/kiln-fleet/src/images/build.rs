@@ -141,7 +141,7 @@ impl ImageBuilder {
         )?;
         let network = match &egress {
             Some(egress) => kiln_sandbox::NetworkPolicy::Proxy {
-                socket: egress.socket.clone(),
+                socket: egress.socket().to_path_buf(),
             },
             None => kiln_sandbox::NetworkPolicy::Isolated,
         };
