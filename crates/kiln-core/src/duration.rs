@@ -1,7 +1,14 @@
-//! Durations as people read them in messages: `250 ms`, `1.5 s`, `2 min 5 s`, `1 h 10 min`
+//! The clock as kiln records it (`now_ms`) and durations as people read them in messages: `250 ms`, `1.5 s`, `2 min 5 s`, `1 h 10 min`
 //! (Rust's `{:?}` gives `1.500000123s`).
 
 use std::time::Duration;
+
+/// Unix time in milliseconds: the unit of every timestamp kiln stores and sends.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// `d` rounded to what a reader cares about at its scale.
 pub fn human_duration(d: Duration) -> String {

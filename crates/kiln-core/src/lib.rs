@@ -12,7 +12,7 @@ mod refname;
 mod role;
 mod secret;
 
-pub use duration::human_duration;
+pub use duration::{human_duration, now_ms};
 pub use id::{PromptId, SessionId, ShareId, TokenId, UserId, random_hex};
 pub use redact::redact_urls;
 pub use refname::{BadRefName, check_branch_name};

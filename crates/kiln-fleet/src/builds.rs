@@ -45,9 +45,7 @@ impl Builds {
             RunningBuild {
                 id: id.clone(),
                 log: log.clone(),
-                started_ms: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64),
+                started_ms: kiln_core::now_ms(),
             },
         );
         Ok(BuildGuard {

@@ -11,7 +11,7 @@ use crate::schema::Migration;
 use rusqlite::{Connection, OpenFlags};
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How long a statement waits for a lock held by another connection before failing. Within one
 /// process each DB has one connection behind a mutex, so this only matters for outside readers
@@ -76,12 +76,7 @@ fn migrate(conn: &mut Connection, path: &Path, migrations: &[Migration]) -> Resu
     Ok(())
 }
 
-/// Unix time in milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub(crate) use kiln_core::now_ms;
 
 /// SHA-256 of a secret (API token, share code). Secrets are 128+ random bits, so a plain hash
 /// (no salt, no slow KDF) is enough: nobody can brute-force them, and an equality lookup on the

@@ -9,7 +9,6 @@ use kiln_client::Client;
 use kiln_core::{Role, SessionId, ShareId};
 use kiln_protocol::api::{CreateSession, CreateShare, SessionDetail, SessionState, SessionSummary};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SessionCommand {
@@ -438,12 +437,7 @@ fn describe(detail: &SessionDetail, now_ms: i64) -> String {
     out
 }
 
-pub(crate) fn now_ms() -> i64 {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    since.as_millis() as i64
-}
+pub(crate) use kiln_core::now_ms;
 
 /// "3m ago"; exact enough for a listing, and free of time zones.
 pub(crate) fn ago(now_ms: i64, then_ms: i64) -> String {

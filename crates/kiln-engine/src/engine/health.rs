@@ -41,7 +41,7 @@ impl Engine {
             reachable: Some(checked.is_ok()),
             latency_ms: checked.as_ref().ok().map(|d| d.as_millis() as u64),
             error: checked.as_ref().err().map(ToString::to_string),
-            checked_at_ms: Some(now_ms()),
+            checked_at_ms: Some(kiln_core::now_ms()),
         };
         if let Err(e) = &checked {
             tracing::warn!(error = %e, "the model check failed");
@@ -68,10 +68,4 @@ impl Engine {
         }
         Ok(counts)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -123,9 +123,6 @@ pub(crate) async fn get_repo(
 /// others see which variables are set.
 /// A build that is running now, as an image in the making: no commit, size or runtime yet.
 pub(crate) fn running(repo: &str, build: kiln_engine::RunningBuild, with_log: bool) -> Image {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
     Image {
         id: build.id,
         repo: repo.to_string(),
@@ -134,7 +131,7 @@ pub(crate) fn running(repo: &str, build: kiln_engine::RunningBuild, with_log: bo
         status: ImageStatus::Building,
         error: None,
         setup_ran: false,
-        duration_ms: (now_ms - build.started_ms).max(0) as u64,
+        duration_ms: (kiln_core::now_ms() - build.started_ms).max(0) as u64,
         size_bytes: 0,
         created_at_ms: build.started_ms,
         runtime: Default::default(),
