@@ -168,27 +168,24 @@ pub(crate) async fn measure(
     proxy_task.abort();
 
     // A proxied sandbox: its socket bound in, the guest's bridge listening.
-    let proxy = kiln_egress::SocketProxy::start(
-        data_dir,
-        &format!("bench-egress-{}.sock", std::process::id()),
-        gate(test),
-    )?;
-    let socket = proxy.path().to_path_buf();
+    let dir = data_dir
+        .join("egress")
+        .join(format!("bench-{}", std::process::id()));
+    let proxy =
+        kiln_egress::SocketProxy::start(&dir, kiln_sandbox::EGRESS_SOCKET_NAME, gate(test))?;
     let mut creates = Vec::new();
     for _ in 0..runs.clamp(10, 100) {
         let start = Instant::now();
         let sandbox = provider
             .create(SandboxSpec {
-                network: NetworkPolicy::Proxy {
-                    socket: socket.clone(),
-                },
+                network: NetworkPolicy::Proxy { dir: dir.clone() },
                 ..crate::bench::spec()
             })
             .await?;
         creates.push(start.elapsed());
         provider.destroy(sandbox.id()).await?;
     }
-    drop(proxy);
+    proxy.close();
     let create = Stats::of(creates);
     println!(
         "create→ready with egress p50 {:7.2} ms  p99 {:7.2} ms",

@@ -172,7 +172,7 @@ async fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = SandboxSpec {
         network: match &egress {
             Some(egress) => kiln_sandbox::NetworkPolicy::Proxy {
-                socket: egress.path().to_path_buf(),
+                dir: egress.dir().to_path_buf(),
             },
             None => kiln_sandbox::NetworkPolicy::Isolated,
         },
@@ -198,6 +198,9 @@ async fn run_one(args: RunArgs) -> anyhow::Result<ExitCode> {
         .destroy(sandbox.id())
         .await
         .context("destroying the sandbox")?;
+    if let Some(egress) = egress {
+        egress.close();
+    }
     result
 }
 
@@ -209,9 +212,11 @@ fn ad_hoc_egress(
 ) -> anyhow::Result<kiln_egress::SocketProxy> {
     let rules = std::sync::Arc::new(kiln_egress::AddressRules::new(Vec::new()));
     let gate = kiln_egress::Gate::new(policy, kiln_egress::Phase::AdHoc, rules);
-    let dir = data.join("egress");
-    let name = format!("run-{}.sock", kiln_core::random_hex(8));
-    kiln_egress::SocketProxy::start(&dir, &name, std::sync::Arc::new(gate))
+    let dir = data
+        .join("egress")
+        .join(format!("run-{}", kiln_core::random_hex(8)));
+    let name = kiln_sandbox::EGRESS_SOCKET_NAME;
+    kiln_egress::SocketProxy::start(&dir, name, std::sync::Arc::new(gate))
         .with_context(|| format!("serving the egress proxy in {}", dir.display()))
 }
 

@@ -65,9 +65,12 @@ struct FileConfig {
     /// Sessions one user may have active (working or holding a sandbox) at once (default 10;
     /// 0: no limit).
     max_active_sessions_per_user: Option<usize>,
-    /// Hosts no repo's steps may reach, whatever their policy (`*.example.org` wildcards).
+    /// Hosts no sandbox may reach, whatever its repo's policy (`*.example.org` wildcards).
     #[serde(default)]
     egress_deny: Vec<String>,
+    /// Hosts added to every repo's allowlist, at setup and agent time (an internal mirror).
+    #[serde(default)]
+    egress_allow: Vec<String>,
     /// How long a stop (SIGTERM, Ctrl-C) may take before kiln exits anyway (default 20).
     shutdown_timeout_secs: Option<u64>,
     /// The address browsers use, behind a reverse proxy (`https://kiln.example.com`);
@@ -130,6 +133,22 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
             Err(e) => (None, Some(e.to_string())),
         };
     let defaults = EngineConfig::default();
+    let public_url = std::env::var("KILN_PUBLIC_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or(file.public_url.clone());
+    if let Some(url) = &public_url {
+        anyhow::ensure!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "public_url {url:?} must start with http:// or https://"
+        );
+    }
+    let egress = egress_settings(
+        &file.egress_deny,
+        &file.egress_allow,
+        listen,
+        public_url.as_deref(),
+    )?;
     let engine = EngineConfig {
         model,
         limits: PromptLimits {
@@ -161,28 +180,8 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         gc_every: Some(Duration::from_secs(10 * 60)),
         gc_grace: defaults.gc_grace,
         max_active_sessions_per_user: file.max_active_sessions_per_user.unwrap_or(10),
-        egress: kiln_engine::EgressSettings {
-            deny: file
-                .egress_deny
-                .iter()
-                .map(|host| {
-                    host.parse()
-                        .map_err(|e| anyhow::anyhow!("egress_deny {host:?}: {e}"))
-                })
-                .collect::<anyhow::Result<_>>()?,
-            ..Default::default()
-        },
+        egress,
     };
-    let public_url = std::env::var("KILN_PUBLIC_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .or(file.public_url);
-    if let Some(url) = &public_url {
-        anyhow::ensure!(
-            url.starts_with("http://") || url.starts_with("https://"),
-            "public_url {url:?} must start with http:// or https://"
-        );
-    }
     Ok(Resolved {
         public_url,
         data_dir,
@@ -202,6 +201,40 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         engine,
         shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(20)),
         model_problem,
+    })
+}
+
+/// The egress proxies' settings: `kiln.toml`'s deny and allow lists, and the kiln API itself
+/// refused whatever the policy — its listen address (already refused as this host's, unless
+/// the host is reached by another address, as through NAT) and the public URL's host by name.
+fn egress_settings(
+    deny: &[String],
+    allow: &[String],
+    listen: SocketAddr,
+    public_url: Option<&str>,
+) -> anyhow::Result<kiln_engine::EgressSettings> {
+    let patterns = |key: &str, hosts: &[String]| -> anyhow::Result<Vec<kiln_egress::HostPattern>> {
+        hosts
+            .iter()
+            .map(|host| {
+                host.parse()
+                    .map_err(|e| anyhow::anyhow!("{key} {host:?}: {e}"))
+            })
+            .collect()
+    };
+    let mut deny = patterns("egress_deny", deny)?;
+    let mut denied_addrs = vec![kiln_egress::DeniedAddr::Socket(listen)];
+    if let Some(host) = public_url.and_then(kiln_core::url_host) {
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => denied_addrs.push(kiln_egress::DeniedAddr::Ip(ip)),
+            Err(_) => deny.extend(host.parse().ok()),
+        }
+    }
+    Ok(kiln_engine::EgressSettings {
+        rules: std::sync::Arc::new(kiln_egress::AddressRules::new(denied_addrs)),
+        deny,
+        allow: patterns("egress_allow", allow)?,
+        test_resolve: None,
     })
 }
 

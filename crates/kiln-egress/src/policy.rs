@@ -134,14 +134,9 @@ pub(crate) fn normalize_host(host: &str) -> String {
 }
 
 /// The three modes as people write them (`setup = "allowlist"`); the hosts of an allowlist
-/// come from elsewhere (the preset, `allow = [...]`, `kiln.toml`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EgressMode {
-    None,
-    Allowlist,
-    Open,
-}
+/// come from elsewhere (the preset, `allow = [...]`, `kiln.toml`). Defined with the API's types,
+/// since images and repos report it.
+pub use kiln_protocol::api::EgressMode;
 
 /// What one listener lets through, by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,25 +208,12 @@ pub fn preset() -> Vec<HostPattern> {
         .collect()
 }
 
-impl fmt::Display for EgressMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::None => "none",
-            Self::Allowlist => "allowlist",
-            Self::Open => "open",
-        })
-    }
-}
-
-impl FromStr for EgressMode {
-    type Err = PolicyError;
-    fn from_str(s: &str) -> Result<Self, PolicyError> {
-        match s {
-            "none" => Ok(Self::None),
-            "allowlist" => Ok(Self::Allowlist),
-            "open" => Ok(Self::Open),
-            _ => Err(PolicyError::Mode(s.to_owned())),
-        }
+fn parse_mode(s: &str) -> Result<EgressMode, PolicyError> {
+    match s {
+        "none" => Ok(EgressMode::None),
+        "allowlist" => Ok(EgressMode::Allowlist),
+        "open" => Ok(EgressMode::Open),
+        _ => Err(PolicyError::Mode(s.to_owned())),
     }
 }
 
@@ -256,7 +238,7 @@ impl FromStr for EgressPolicy {
                 read_only: false,
             });
         }
-        Ok(Self::from_mode(s.parse()?, &[], false))
+        Ok(Self::from_mode(parse_mode(s)?, &[], false))
     }
 }
 

@@ -35,6 +35,20 @@ impl SocketProxy {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The directory the socket is in: what a sandbox is given.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().expect("the socket is in a directory")
+    }
+
+    /// Stops serving and removes the socket and, when nothing else is left in it, its
+    /// directory. (Dropping keeps the directory: a sandbox that outlives this process has it
+    /// bound, and a later proxy serves it on a new socket there.)
+    pub fn close(self) {
+        let dir = self.dir().to_path_buf();
+        drop(self);
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 impl Drop for SocketProxy {

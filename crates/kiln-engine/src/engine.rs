@@ -389,8 +389,10 @@ impl Engine {
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
         // Warm sandboxes are cheap to make again and belong to no session: they go with us.
-        // Sessions' sandboxes stay, to be reattached by the next start.
+        // Sessions' sandboxes stay, to be reattached by the next start, which serves their
+        // egress again; until then, nothing of ours answers them.
         self.inner.fleet.drain_pools().await;
+        self.inner.fleet.workspaces().egress.stop_all();
     }
 }
 

@@ -23,9 +23,13 @@ use std::time::{Duration, SystemTime};
 pub(crate) async fn collect(fleet: &Fleet) -> Result<GcReport> {
     let provider = &fleet.workspaces.provider;
     let mut used: HashSet<PathBuf> = HashSet::new();
+    let mut egress = HashSet::new();
     for sandbox in provider.list().await? {
+        egress.extend(crate::egress::token(&sandbox).map(str::to_string));
         used.extend(sandbox.spec.image.layers);
     }
+    // The proxies of sandboxes that are gone.
+    fleet.workspaces.egress.sweep(&egress);
     for id in fleet.store.all_session_ids().await? {
         let snapshot = match fleet.store.open_session(&id).await {
             Ok(log) => log.latest_snapshot().await,

@@ -21,7 +21,7 @@ pub mod pool;
 pub mod workspace;
 
 pub use builds::{BuildGuard, RunningBuildInfo};
-pub use egress::EgressSettings;
+pub use egress::{EGRESS_LABEL, EgressSettings, HostTally, SandboxEgress, TallyKey};
 pub use error::{Error, Result};
 pub use workspace::{SESSION_LABEL, WORKDIR};
 
@@ -77,6 +77,7 @@ impl Fleet {
     ) -> Fleet {
         Fleet {
             workspaces: Workspaces {
+                egress: Arc::new(egress::SandboxEgress::new(config.egress.clone(), &data_dir)),
                 data_dir,
                 provider,
                 git_timeout: config.git_timeout,

@@ -48,6 +48,8 @@ pub struct Workspaces {
     pub git_timeout: Duration,
     /// Where a repo's credentials are read, at the fetch and nowhere else.
     pub store: kiln_store::Store,
+    /// The egress proxies of the agent's sandboxes.
+    pub egress: Arc<crate::egress::SandboxEgress>,
 }
 
 impl Workspaces {
@@ -178,6 +180,30 @@ impl Workspaces {
         Ok(self.provider.create(spec).await?)
     }
 
+    /// Creates a sandbox the agent works in (a session's, a warm pool's): as
+    /// [`Workspaces::create_labelled`], with its own egress proxy under the image's agent-time
+    /// policy.
+    async fn create_for_agent(
+        &self,
+        layers: Vec<PathBuf>,
+        runtime: &ImageRuntime,
+        label: (&str, &str),
+    ) -> Result<Sandbox> {
+        let (network, egress) = self.egress.serve(&runtime.network)?;
+        let mut spec = SandboxSpec {
+            image: ImageSpec {
+                layers,
+                host_system: true,
+            },
+            env: runtime.env.clone(),
+            limits: limits(&runtime.limits),
+            labels: BTreeMap::from([(label.0.to_string(), label.1.to_string())]),
+            network,
+        };
+        spec.labels.insert(egress.0, egress.1);
+        Ok(self.provider.create(spec).await?)
+    }
+
     /// Creates the session's sandbox with a fresh checkout of `repo` on branch `kiln/<session>`.
     pub async fn create(
         &self,
@@ -188,13 +214,11 @@ impl Workspaces {
         let mirror = self.refresh_mirror(repo).await?;
         let layer = self.layer(session);
         self.repo_layer(&mirror, &layer).await?;
+        // No image yet: the default policy (the registry preset) and the repo's own git host.
+        let mut runtime = ImageRuntime::default();
+        runtime.network.allow.extend(kiln_core::url_host(&repo.url));
         let sandbox = self
-            .create_labelled(
-                vec![layer],
-                &ImageRuntime::default(),
-                (SESSION_LABEL, session.as_str()),
-                NetworkPolicy::Isolated,
-            )
+            .create_for_agent(vec![layer], &runtime, (SESSION_LABEL, session.as_str()))
             .await?;
         let branch = format!("kiln/{session}");
         let script = format!(
@@ -234,22 +258,16 @@ impl Workspaces {
         layers: &[PathBuf],
         runtime: &ImageRuntime,
     ) -> Result<Sandbox> {
-        self.create_labelled(
-            layers.to_vec(),
-            runtime,
-            (SESSION_LABEL, session.as_str()),
-            NetworkPolicy::Isolated,
-        )
-        .await
+        self.create_for_agent(layers.to_vec(), runtime, (SESSION_LABEL, session.as_str()))
+            .await
     }
 
     /// Creates a warm pool sandbox of `repo` from its image.
     pub async fn create_pooled(&self, repo: &str, image: &ImageRecord) -> Result<Sandbox> {
-        self.create_labelled(
+        self.create_for_agent(
             image.layers.clone(),
             &image.runtime,
             (crate::pool::POOL_LABEL, repo),
-            NetworkPolicy::Isolated,
         )
         .await
     }
@@ -361,8 +379,11 @@ impl Workspaces {
         Ok(self.provider.relabel(sandbox.id(), labels).await?)
     }
 
+    /// A sandbox found running after a restart, its egress proxy served again.
     pub async fn attach(&self, id: &SandboxId) -> Result<Sandbox> {
-        Ok(self.provider.attach(id).await?)
+        let sandbox = self.provider.attach(id).await?;
+        self.egress.resume(sandbox.info())?;
+        Ok(sandbox)
     }
 }
 

@@ -21,6 +21,6 @@ pub use kiln_protocol::guest::{
 pub use local::{LocalConfig, LocalProvider};
 pub use provider::{Provider, ResourceEvents, Sandbox};
 pub use spec::{
-    EGRESS_PORT, EGRESS_SOCKET, ImageSpec, Limits, NetworkPolicy, SandboxId, SandboxInfo,
-    SandboxSpec, Snapshot, SnapshotId, SnapshotInfo, proxy_env,
+    EGRESS_DIR, EGRESS_PORT, EGRESS_SOCKET, EGRESS_SOCKET_NAME, ImageSpec, Limits, NetworkPolicy,
+    SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId, SnapshotInfo, proxy_env,
 };

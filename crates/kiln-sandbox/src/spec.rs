@@ -96,8 +96,11 @@ impl Default for Limits {
     }
 }
 
-/// Where a proxied sandbox sees the host's egress socket.
-pub const EGRESS_SOCKET: &str = "/.kiln/egress.sock";
+/// The name of the egress proxy's socket in the directory a proxied sandbox is given.
+pub const EGRESS_SOCKET_NAME: &str = "proxy.sock";
+/// Where a proxied sandbox sees that directory, and the socket in it.
+pub const EGRESS_DIR: &str = "/.kiln/egress";
+pub const EGRESS_SOCKET: &str = "/.kiln/egress/proxy.sock";
 /// The loopback port in a proxied sandbox that the guest bridges to [`EGRESS_SOCKET`].
 pub const EGRESS_PORT: u16 = 3128;
 
@@ -126,12 +129,14 @@ pub enum NetworkPolicy {
     #[default]
     Isolated,
     /// Still no interface but loopback; outbound HTTP(S) goes through a proxy the caller
-    /// serves on the host Unix socket `socket` (e.g. `kiln_egress::serve`, which enforces the
-    /// policy). The socket appears in the sandbox at [`EGRESS_SOCKET`], the guest bridges
-    /// `127.0.0.1:`[`EGRESS_PORT`] to it, and every process gets `HTTP_PROXY`/`HTTPS_PROXY`
-    /// (both cases) pointing there and `NO_PROXY` for loopback. The socket and the directories
-    /// above it must be reachable by the sandbox uid.
-    Proxy { socket: std::path::PathBuf },
+    /// serves on the host Unix socket `dir/`[`EGRESS_SOCKET_NAME`] (e.g. `kiln_egress::serve`,
+    /// which enforces the policy). The directory appears read-only in the sandbox at
+    /// [`EGRESS_DIR`], the guest bridges `127.0.0.1:`[`EGRESS_PORT`] to the socket, and every
+    /// process gets `HTTP_PROXY`/`HTTPS_PROXY` (both cases) pointing there and `NO_PROXY` for
+    /// loopback. The directory, not the socket, is bound, so a proxy restarted after a crash
+    /// serves a sandbox that outlived it on a new socket at the same path. The socket and the
+    /// directories above it must be reachable by the sandbox uid.
+    Proxy { dir: std::path::PathBuf },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,16 +29,16 @@ async fn a_proxied_sandbox_reaches_allowed_hosts_through_the_proxy_only() {
         let records = records.clone();
         move |record| records.lock().unwrap().push(record)
     });
+    let dir = harness.data_dir().join("egress");
     let proxy =
-        kiln_egress::SocketProxy::start(harness.data_dir(), "egress.sock", Arc::new(gate)).unwrap();
-    let socket = proxy.path().to_path_buf();
+        kiln_egress::SocketProxy::start(&dir, kiln_sandbox::EGRESS_SOCKET_NAME, Arc::new(gate))
+            .unwrap();
+    assert_eq!(proxy.path(), dir.join(kiln_sandbox::EGRESS_SOCKET_NAME));
 
     let sandbox = harness
         .provider
         .create(SandboxSpec {
-            network: NetworkPolicy::Proxy {
-                socket: socket.clone(),
-            },
+            network: NetworkPolicy::Proxy { dir: dir.clone() },
             ..host_spec()
         })
         .await
@@ -79,7 +79,7 @@ async fn a_proxied_sandbox_reaches_allowed_hosts_through_the_proxy_only() {
         .provider
         .create(SandboxSpec {
             network: NetworkPolicy::Proxy {
-                socket: harness.data_dir().join("nope.sock"),
+                dir: harness.data_dir().join("nope"),
             },
             ..host_spec()
         })

@@ -156,11 +156,11 @@ async fn bad_specs_are_refused_with_a_reason_and_leave_nothing_behind() {
 
     let mut spec = host_spec();
     spec.network = kiln_sandbox::NetworkPolicy::Proxy {
-        socket: "relative.sock".into(),
+        dir: "relative".into(),
     };
     let err = h.provider.create(spec).await.unwrap_err();
     assert!(matches!(err, Error::InvalidSpec(_)), "{err}");
-    assert!(err.to_string().contains("relative.sock"), "{err}");
+    assert!(err.to_string().contains("relative/proxy.sock"), "{err}");
 
     assert!(
         std::fs::read_dir(h.data_dir().join("sandboxes"))

@@ -3,7 +3,9 @@
 //! API types in kiln-protocol) must not change what is on disk: these types change only with a
 //! migration, and the tests below pin their JSON.
 
-use kiln_protocol::api::{HookEventKind, HookSpec, ImageRuntime, ResourceLimits};
+use kiln_protocol::api::{
+    AgentNetwork, EgressMode, HookEventKind, HookSpec, ImageRuntime, ResourceLimits,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -71,6 +73,26 @@ pub(crate) struct StoredRuntime {
     env: BTreeMap<String, String>,
     #[serde(default)]
     limits: StoredLimits,
+    /// Absent for the default (the registry preset), as in rows written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    network: Option<StoredNetwork>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredNetwork {
+    mode: StoredMode,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StoredMode {
+    None,
+    Allowlist,
+    Open,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +115,15 @@ impl From<&ImageRuntime> for StoredRuntime {
                 pids: limits.pids,
                 disk_mb: limits.disk_mb,
             },
+            network: (runtime.network != AgentNetwork::default()).then(|| StoredNetwork {
+                mode: match runtime.network.mode {
+                    EgressMode::None => StoredMode::None,
+                    EgressMode::Allowlist => StoredMode::Allowlist,
+                    EgressMode::Open => StoredMode::Open,
+                },
+                allow: runtime.network.allow.clone(),
+                read_only: runtime.network.read_only,
+            }),
         }
     }
 }
@@ -106,6 +137,18 @@ impl From<StoredRuntime> for ImageRuntime {
                 pids: stored.limits.pids,
                 disk_mb: stored.limits.disk_mb,
             },
+            network: stored
+                .network
+                .map(|n| AgentNetwork {
+                    mode: match n.mode {
+                        StoredMode::None => EgressMode::None,
+                        StoredMode::Allowlist => EgressMode::Allowlist,
+                        StoredMode::Open => EgressMode::Open,
+                    },
+                    allow: n.allow,
+                    read_only: n.read_only,
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -136,5 +179,12 @@ mod tests {
         // An image recorded before runtimes existed has `{}`.
         let empty: StoredRuntime = serde_json::from_str("{}").unwrap();
         assert_eq!(ImageRuntime::from(empty), ImageRuntime::default());
+
+        let runtime = r#"{"env":{},"limits":{},"network":{"mode":"open","read_only":true}}"#;
+        let api = ImageRuntime::from(serde_json::from_str::<StoredRuntime>(runtime).unwrap());
+        assert_eq!(api.network.mode, EgressMode::Open);
+        assert!(api.network.read_only && api.network.allow.is_empty());
+        let back = serde_json::to_string(&StoredRuntime::from(&api)).unwrap();
+        assert_eq!(back, runtime);
     }
 }

@@ -246,6 +246,22 @@ impl<W: Write> Renderer<W> {
                 let text = format!("· prompts sent while working now {}", delivery.as_str());
                 self.note(p.dim(&text))?;
             }
+            Event::Egress {
+                host,
+                port,
+                allowed,
+                reason,
+                connections,
+                bytes_up,
+                bytes_down,
+                ..
+            } => {
+                let text = format!(
+                    "· egress {host}:{port} {} ({reason}): {connections} connection(s), {bytes_up} B up, {bytes_down} B down",
+                    if *allowed { "allowed" } else { "refused" }
+                );
+                self.note(if *allowed { p.dim(&text) } else { p.red(&text) })?;
+            }
             Event::Error { message, .. } => self.line(&p.red(&format!("error: {message}")))?,
             Event::ModelRequest { .. } => self.wait_for_model(),
         }

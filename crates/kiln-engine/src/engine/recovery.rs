@@ -59,6 +59,10 @@ impl Engine {
                 .or_else(|| claimed.get(info.id.as_str()).cloned());
             match owner {
                 Some(session) if ids.contains(&session) => {
+                    // Its processes may use the network before the session does.
+                    if let Err(e) = inner.fleet.workspaces().egress.resume(&info) {
+                        tracing::warn!(sandbox = %info.id, error = %e, "cannot serve a recovered sandbox's egress");
+                    }
                     inner
                         .recovered
                         .lock()

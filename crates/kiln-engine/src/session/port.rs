@@ -22,6 +22,35 @@ pub(super) struct Port<'a> {
     pub(super) inner: &'a Arc<Inner>,
 }
 
+impl Port<'_> {
+    /// The sandbox's connections since the last call, one event per host and outcome. Skipped
+    /// (they wait for the next call) while the sandbox slot is busy being filled.
+    fn egress_events(&self, prompt_id: Option<PromptId>, call_id: Option<String>) -> Vec<Event> {
+        let Ok(slot) = self.actor.sandbox.try_lock() else {
+            return Vec::new();
+        };
+        let Some(sandbox) = &slot.sandbox else {
+            return Vec::new();
+        };
+        let egress = &self.inner.fleet.workspaces().egress;
+        egress
+            .take(sandbox.info())
+            .into_iter()
+            .map(|((host, port, allowed, reason), tally)| Event::Egress {
+                prompt_id: prompt_id.clone(),
+                call_id: call_id.clone(),
+                host,
+                port,
+                allowed,
+                reason,
+                connections: tally.connections,
+                bytes_up: tally.bytes_up,
+                bytes_down: tally.bytes_down,
+            })
+            .collect()
+    }
+}
+
 #[async_trait]
 impl Session for Port<'_> {
     fn id(&self) -> &SessionId {
@@ -59,7 +88,21 @@ impl Session for Port<'_> {
     }
 
     async fn append(&self, event: Event) -> Result<(), SessionError> {
+        // What went through the egress proxy meanwhile: a tool call's connections when it ends,
+        // the rest when the prompt does.
+        let egress = match &event {
+            Event::ToolCallFinished { call_id, .. } => Some((None, Some(call_id.clone()))),
+            Event::PromptFinished { prompt_id, .. } | Event::PromptCancelled { prompt_id, .. } => {
+                Some((Some(prompt_id.clone()), None))
+            }
+            _ => None,
+        };
         self.actor.log.append(event).await?;
+        if let Some((prompt_id, call_id)) = egress {
+            for event in self.egress_events(prompt_id, call_id) {
+                self.actor.log.append(event).await?;
+            }
+        }
         Ok(())
     }
 

@@ -132,17 +132,16 @@ impl ImageBuilder {
         self.workspaces.repo_layer(&mirror, &repo_layer).await?;
         let mut layers = previous.map(|p| p.layers.clone()).unwrap_or_default();
         layers.push(repo_layer);
-        let runtime = environment.runtime();
+        let repo_host = kiln_core::url_host(&repo.url);
+        let runtime = environment.runtime(repo_host.as_deref());
         let egress = crate::egress::BuildEgress::start(
             &self.egress,
             &self.workspaces.data_dir,
             id,
-            environment.network.setup_policy(),
+            environment.network.setup_policy(repo_host.as_deref()),
         )?;
         let network = match &egress {
-            Some(egress) => kiln_sandbox::NetworkPolicy::Proxy {
-                socket: egress.socket().to_path_buf(),
-            },
+            Some(egress) => egress.network(),
             None => kiln_sandbox::NetworkPolicy::Isolated,
         };
         let sandbox = self

@@ -20,7 +20,7 @@
 //! A command may also be a plain string: `setup = ["npm ci"]`.
 
 use kiln_egress::{EgressMode, EgressPolicy, HostPattern};
-use kiln_protocol::api::{ImageRuntime, ResourceLimits};
+use kiln_protocol::api::{AgentNetwork, ImageRuntime, ResourceLimits};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -122,6 +122,9 @@ pub struct Network {
     /// Hosts added to the preset (`registry.example.org`, `*.example.org`).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// At agent time, refuse plain-HTTP requests other than GET, HEAD and OPTIONS.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 fn allowlist() -> EgressMode {
@@ -134,6 +137,7 @@ impl Default for Network {
             setup: EgressMode::Allowlist,
             agent: EgressMode::Allowlist,
             allow: Vec::new(),
+            read_only: false,
         }
     }
 }
@@ -149,10 +153,23 @@ impl Network {
             .collect()
     }
 
-    /// The policy of an image build's steps.
-    pub fn setup_policy(&self) -> EgressPolicy {
-        let hosts = self.hosts().unwrap_or_default();
+    /// The policy of an image build's steps; `repo_host` (the repo's own git host) joins the
+    /// allowlist.
+    pub fn setup_policy(&self, repo_host: Option<&str>) -> EgressPolicy {
+        let mut hosts = self.hosts().unwrap_or_default();
+        hosts.extend(repo_host.and_then(|h| h.parse().ok()));
         EgressPolicy::from_mode(self.setup, &hosts, false)
+    }
+
+    /// The agent-time policy of the sandboxes made from the image, as the image records it.
+    pub fn agent_network(&self, repo_host: Option<&str>) -> AgentNetwork {
+        let mut allow = self.allow.clone();
+        allow.extend(repo_host.map(str::to_string));
+        AgentNetwork {
+            mode: self.agent,
+            allow,
+            read_only: self.read_only,
+        }
     }
 }
 
@@ -218,8 +235,8 @@ impl Environment {
         Ok(())
     }
 
-    /// Everything about setup other than the manifests' contents: its steps (and their
-    /// timeouts), the variables and the network policy. A change reruns setup.
+    /// Everything about setup other than the manifests' contents: its steps, the variables and
+    /// the setup network policy. A change reruns setup.
     pub fn setup_fingerprint(&self) -> String {
         let mut text = String::new();
         for step in &self.setup {
@@ -228,21 +245,18 @@ impl Environment {
         for (key, value) in &self.env {
             text.push_str(&format!("env\0{key}\0{value}\0"));
         }
+        // The agent-time policy is not setup's business: the image records it on every build.
         let n = &self.network;
-        text.push_str(&format!(
-            "network\0{:?}\0{:?}\0{}\0",
-            n.setup,
-            n.agent,
-            n.allow.join(",")
-        ));
+        text.push_str(&format!("network\0{}\0{}\0", n.setup, n.allow.join(",")));
         text
     }
 
     /// What every sandbox made from an image built with this definition runs with.
-    pub fn runtime(&self) -> ImageRuntime {
+    pub fn runtime(&self, repo_host: Option<&str>) -> ImageRuntime {
         ImageRuntime {
             env: self.env.clone(),
             limits: self.limits,
+            network: self.network.agent_network(repo_host),
         }
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Bumped when an event's meaning changes or a variant is added.
-pub const EVENT_VERSION: u32 = 2;
+pub const EVENT_VERSION: u32 = 3;
 
 /// One event as stored and as sent: its place in the log, when it happened, what happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -133,6 +133,23 @@ pub enum Event {
     SettingsChanged {
         delivery: DeliveryMode,
     },
+    /// Connections the sandbox made through kiln's egress proxy, summed per host and outcome:
+    /// those of a tool call (`call_id`) when it finishes, the rest (processes left running
+    /// between calls) when the prompt ends. (Version 3.)
+    Egress {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt_id: Option<PromptId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+        host: String,
+        port: u16,
+        allowed: bool,
+        /// Why it was let through or refused, in words.
+        reason: String,
+        connections: u64,
+        bytes_up: u64,
+        bytes_down: u64,
+    },
     /// Something went wrong; `message` says what and what to do, `kind` lets a client act on
     /// it without reading the message (events of version 1 have none: `other`).
     Error {
@@ -181,7 +198,7 @@ impl Event {
             | Event::TextDelta { prompt_id, .. }
             | Event::ToolCallStarted { prompt_id, .. }
             | Event::FileChanged { prompt_id, .. } => Some(prompt_id),
-            Event::Error { prompt_id, .. } => prompt_id.as_ref(),
+            Event::Error { prompt_id, .. } | Event::Egress { prompt_id, .. } => prompt_id.as_ref(),
             _ => None,
         }
     }

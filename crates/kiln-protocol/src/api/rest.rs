@@ -366,6 +366,54 @@ pub struct ImageRuntime {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: ResourceLimits,
+    /// What the agent's sandboxes (sessions, warm pools) may reach.
+    #[serde(default)]
+    pub network: AgentNetwork,
+}
+
+/// What a sandbox may reach over HTTP(S) through kiln's egress proxy: nothing, the package
+/// registries' preset plus listed hosts, or any host. Never this host, loopback, private or
+/// link-local addresses, whatever the mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressMode {
+    None,
+    Allowlist,
+    Open,
+}
+
+impl std::fmt::Display for EgressMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Allowlist => "allowlist",
+            Self::Open => "open",
+        })
+    }
+}
+
+/// The agent-time network policy of the sandboxes made from an image (the environment
+/// definition's `[network] agent`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AgentNetwork {
+    pub mode: EgressMode,
+    /// Hosts added to the registry preset: the definition's `allow` and the repo's git host.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Plain-HTTP requests other than GET, HEAD and OPTIONS are refused.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl Default for AgentNetwork {
+    /// What a repo without a definition gets: the registry preset.
+    fn default() -> Self {
+        AgentNetwork {
+            mode: EgressMode::Allowlist,
+            allow: Vec::new(),
+            read_only: false,
+        }
+    }
 }
 
 /// Resource limits of a repo's sandboxes; unset ones keep the server's defaults.

@@ -47,7 +47,7 @@ pub(crate) struct Launch<'a> {
     pub(crate) host_system: bool,
     pub(crate) hostname: &'a str,
     pub(crate) env: &'a BTreeMap<String, String>,
-    /// The host socket of the egress proxy, for a proxied sandbox.
+    /// The host directory holding the egress proxy's socket, for a proxied sandbox.
     pub(crate) egress: Option<&'a Path>,
     pub(crate) host_uid: u32,
     pub(crate) cgroup_procs: Vec<PathBuf>,
@@ -108,13 +108,9 @@ impl Launch<'_> {
             }
         }
         args.extend(["--ro-bind".into(), self.guest.into(), GUEST_PATH.into()]);
-        if let Some(socket) = self.egress {
+        if let Some(dir) = self.egress {
             // Connecting needs no write access to the mount: a socket is not a file.
-            args.extend([
-                "--ro-bind".into(),
-                socket.into(),
-                crate::EGRESS_SOCKET.into(),
-            ]);
+            args.extend(["--ro-bind".into(), dir.into(), crate::EGRESS_DIR.into()]);
         }
         for fd in SECCOMP_FDS {
             args.extend(["--add-seccomp-fd".into(), fd.to_string().into()]);

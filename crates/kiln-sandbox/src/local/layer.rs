@@ -14,7 +14,7 @@ use std::path::Path;
 pub(crate) const SANDBOX_USER_ID: u32 = 1000;
 
 /// Bumped when the skeleton's contents change, so old data dirs get a fresh one.
-const SKELETON_VERSION: u32 = 3;
+const SKELETON_VERSION: u32 = 4;
 
 /// The `/etc` entries bound from the host with `ImageSpec::host_system`: what `/usr` needs to work
 /// (alternatives symlinks, TLS roots, the linker cache) and nothing that names host users or secrets.
@@ -49,6 +49,8 @@ pub(crate) fn ensure_skeleton(layers_dir: &Path, host_uid: u32) -> Result<std::p
         "home/kiln",
         "workspace",
         "tmp",
+        // Where a proxied sandbox's egress directory is bound.
+        ".kiln/egress",
     ] {
         fs::create_dir_all(tmp.join(d)).map_err(io("creating the skeleton"))?;
     }
@@ -86,8 +88,6 @@ pub(crate) fn ensure_skeleton(layers_dir: &Path, host_uid: u32) -> Result<std::p
         ),
         ("etc/resolv.conf", ""),
         (".kiln/guest", ""),
-        // Where a proxied sandbox's egress socket is bound.
-        (".kiln/egress.sock", ""),
     ];
     for (path, contents) in files {
         fs::write(tmp.join(path), contents).map_err(io("creating the skeleton"))?;

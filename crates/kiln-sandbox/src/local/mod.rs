@@ -341,7 +341,7 @@ impl LocalProvider {
                 env: &launch_info.spec.env,
                 egress: match &launch_info.spec.network {
                     NetworkPolicy::Isolated => None,
-                    NetworkPolicy::Proxy { socket } => Some(socket.as_path()),
+                    NetworkPolicy::Proxy { dir } => Some(dir.as_path()),
                 },
                 host_uid: config.sandbox_uid,
                 cgroup_procs: cgroup.procs_files(),
@@ -386,10 +386,11 @@ impl LocalProvider {
     }
 
     fn validate(spec: &SandboxSpec) -> Result<()> {
-        if let NetworkPolicy::Proxy { socket } = &spec.network {
+        if let NetworkPolicy::Proxy { dir } = &spec.network {
             use std::os::unix::fs::FileTypeExt;
-            let is_socket = fs::metadata(socket).is_ok_and(|m| m.file_type().is_socket());
-            if !socket.is_absolute() || !is_socket {
+            let socket = dir.join(crate::EGRESS_SOCKET_NAME);
+            let is_socket = fs::metadata(&socket).is_ok_and(|m| m.file_type().is_socket());
+            if !dir.is_absolute() || !is_socket {
                 return Err(Error::InvalidSpec(format!(
                     "the egress proxy socket {} is not a listening Unix socket",
                     socket.display()
