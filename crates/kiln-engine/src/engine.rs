@@ -218,7 +218,35 @@ impl Engine {
         Ok(SessionCreated {
             session: self.summary(&row, kiln_core::Role::Owner),
             prompt_id: accepted.prompt_id,
+            warnings: self.stale_image(&repo.name).await.into_iter().collect(),
         })
+    }
+
+    /// Says so when the repo's newest build failed: sessions start from an older image (or
+    /// none), and the person starting one should know why before wondering.
+    pub async fn stale_image(&self, repo: &str) -> Option<String> {
+        let (failed, error, at_ms) = match self.inner.store.failed_since_ready(repo).await {
+            Ok(failed) => failed?,
+            Err(e) => {
+                tracing::warn!(repo, error = %e, "cannot read the image registry");
+                return None;
+            }
+        };
+        let ago = kiln_core::human_duration(std::time::Duration::from_millis(
+            (kiln_core::now_ms() - at_ms).max(0) as u64,
+        ));
+        let using = match self.inner.store.latest_image(repo).await.ok().flatten() {
+            Some(image) => format!(
+                "this session starts from the older image {} (commit {})",
+                image.id,
+                &image.commit[..image.commit.len().min(12)]
+            ),
+            None => "this session starts from a plain checkout, without setup".to_string(),
+        };
+        Some(format!(
+            "the image of {repo} is stale: its newest build {failed} failed {ago} ago ({error}); \
+             {using}. The log: kiln image logs {repo} {failed}"
+        ))
     }
 
     /// Queues a prompt (or, in insert mode while the agent works, hands it to the next turn).

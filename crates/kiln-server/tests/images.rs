@@ -269,3 +269,58 @@ async fn an_image_build_log_is_streamed_while_the_build_runs() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_a_session_after_a_failed_build_says_the_image_is_stale_and_why() {
+    let model = FakeModel::start().await;
+    let app = TestApp::start(&model).await;
+    let good = app.engine.build_image("demo").await.unwrap();
+    assert!(good.is_ready(), "{}", good.log);
+    let token = app.admin_token.clone();
+    model.push(Script::Turn(Turn::text("ok")));
+    let (status, created) = app
+        .post(
+            &token,
+            "/api/sessions",
+            json!({"repo": "demo", "prompt": "hi"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert!(created.get("warnings").is_none(), "{created}");
+
+    // The next build fails in setup.
+    let work = app.dir.path().join("demo-work");
+    std::fs::create_dir_all(work.join(".kiln")).unwrap();
+    std::fs::write(
+        work.join(".kiln/environment.toml"),
+        "[[setup]]\nname = \"deps\"\nrun = \"exit 3\"\n",
+    )
+    .unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-qm", "a broken setup"]);
+    git(&work, &["push", "-q", &app.repo_url, "main"]);
+    let bad = app.engine.build_image("demo").await.unwrap();
+    assert!(!bad.is_ready());
+
+    model.push(Script::Turn(Turn::text("ok")));
+    let (status, created) = app
+        .post(
+            &token,
+            "/api/sessions",
+            json!({"repo": "demo", "prompt": "hi"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let warning = created["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("stale"), "{created}");
+    assert!(warning.contains(&bad.id), "{warning}");
+    assert!(
+        warning.contains("deps"),
+        "the failed step is named: {warning}"
+    );
+    assert!(
+        warning.contains(&good.id),
+        "the image used is named: {warning}"
+    );
+    app.stop().await;
+}

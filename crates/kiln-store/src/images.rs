@@ -133,6 +133,35 @@ impl Store {
         .await
     }
 
+    /// The repo's newest finished build when it failed after its newest ready image (or with no
+    /// ready image at all): its id, error and when it ended. Sessions then start from a stale
+    /// image (or none), and people should be told.
+    pub async fn failed_since_ready(&self, repo: &str) -> Result<Option<(String, String, i64)>> {
+        let repo = repo.to_string();
+        self.control(move |conn| {
+            let newest = conn
+                .query_row(
+                    "SELECT id, error, created_at_ms, status FROM images
+                     WHERE repo = ?1 AND status IN ('ready', 'failed')
+                     ORDER BY created_at_ms DESC, rowid DESC LIMIT 1",
+                    [repo],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, Option<String>>(1)?,
+                            row.get::<_, i64>(2)?,
+                            row.get::<_, String>(3)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            Ok(newest
+                .filter(|(.., status)| status == "failed")
+                .map(|(id, error, at, _)| (id, error.unwrap_or_default(), at)))
+        })
+        .await
+    }
+
     /// One build of the repo; `NotFound` when the repo has no such image.
     pub async fn image(&self, repo: &str, id: &str) -> Result<ImageRecord> {
         let (repo, id) = (repo.to_string(), id.to_string());

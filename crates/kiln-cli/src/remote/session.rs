@@ -207,6 +207,9 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
             };
             let created = client.create_session(&body).await?;
             let id = &created.session.id;
+            for warning in &created.warnings {
+                eprintln!("warning: {warning}");
+            }
             if detach {
                 if json {
                     println!("{}", serde_json::to_string(&created)?);

@@ -226,6 +226,10 @@ pub struct SessionDetail {
 pub struct SessionCreated {
     pub session: SessionSummary,
     pub prompt_id: PromptId,
+    /// What the person starting it should know, in words: the repo's image is stale because its
+    /// newest build failed (and why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
