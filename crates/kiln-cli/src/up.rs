@@ -172,6 +172,10 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
                 .collect::<anyhow::Result<_>>()?,
             ..Default::default()
         },
+        secret_key: std::env::var(kiln_vault::KEY_ENV)
+            .ok()
+            .filter(|key| !key.trim().is_empty())
+            .map(kiln_core::Secret::new),
     };
     let public_url = std::env::var("KILN_PUBLIC_URL")
         .ok()
@@ -236,6 +240,13 @@ fn print_config(resolved: &Resolved) {
             );
         }
         None => println!("# model: none — {}", model_hint(resolved)),
+    }
+    match &resolved.engine.secret_key {
+        Some(_) => println!("# secret key: KILN_SECRET_KEY (****)"),
+        None => println!(
+            "# secret key: {}",
+            resolved.data_dir.join(kiln_vault::KEY_FILE).display()
+        ),
     }
     println!(
         "bash_timeout_secs = {}",

@@ -183,7 +183,12 @@ impl Fleet {
     /// Runs the build `build` stands for and records it (a failed build too, with its error
     /// and log; the last good image stays the one in use). A build that cannot run says why in
     /// its live log.
-    pub async fn build_image(&self, repo: &Repo, build: &BuildGuard) -> Result<ImageRecord> {
+    pub async fn build_image(
+        &self,
+        repo: &Repo,
+        build: &BuildGuard,
+        secrets: &images::BuildSecrets,
+    ) -> Result<ImageRecord> {
         let builder = images::ImageBuilder {
             workspaces: self.workspaces.clone(),
             store: self.store.clone(),
@@ -192,7 +197,7 @@ impl Fleet {
             egress: self.config.egress.clone(),
         };
         builder
-            .build(repo, build.id(), build.log())
+            .build(repo, build.id(), build.log(), secrets)
             .await
             .inspect_err(|e| {
                 build
