@@ -8,8 +8,10 @@
 //! - [`gc`]: which image and snapshot layers are still needed, and removing the rest.
 //!
 //! [`Fleet`] owns the state these share (the pools, the running builds, the collector's lock)
-//! and is what the engine holds. It depends on the store and the sandbox provider only; the
-//! engine decides *when* (after a claim, on a cadence, at shutdown), the fleet knows *how*.
+//! and is what the engine holds. It depends on the store, the sandbox provider, the egress
+//! proxy and kiln-vault's masker (a build's log masks the repo's secrets, which the engine
+//! opens and hands over); the engine decides *when* (after a claim, on a cadence, at
+//! shutdown), the fleet knows *how*.
 
 mod builds;
 mod egress;
