@@ -313,3 +313,82 @@ run = "echo \"build: ${#TOKEN} characters\" >&2"
     assert!(!again.setup_ran, "{}", again.log);
     app.stop().await;
 }
+
+/// A secret sealed under another key (the key file was replaced, or `KILN_SECRET_KEY`
+/// changed) stops builds and prompts on the repo with a message saying so, never a garbled
+/// value; one sealed under the right key is picked up by the image cadence, which rebuilds
+/// when the newest image's secrets differ from the repo's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_key_is_a_clear_error_and_the_cadence_rebuilds_for_secrets() {
+    let model = FakeModel::start().await;
+    let app = TestApp::start(&model).await;
+    let admin = app.admin_token.clone();
+    let store = app.engine.store().clone();
+    let admin_id = store.user_by_name("admin").await.unwrap().unwrap().id;
+    let first = app.engine.build_image("demo").await.unwrap();
+    assert!(
+        first.is_ready() && first.secrets.is_empty(),
+        "{}",
+        first.log
+    );
+    assert!(app.engine.rebuild_moved_images().await.unwrap().is_empty());
+
+    // Sealed as kiln seals it, under the data dir's key, straight into the store: no build
+    // starts, so the cadence is what notices.
+    let vault = kiln_vault::Vault::open(&app.data_dir(), None).unwrap();
+    let sealed = |vault: &kiln_vault::Vault, value: &str| kiln_store::SealedSecret {
+        name: "TOKEN".into(),
+        ciphertext: vault.seal("repo-secret:demo:TOKEN", value.as_bytes()),
+        agent: true,
+        fingerprint: vault.fingerprint(value.as_bytes()),
+    };
+    store
+        .set_secret("demo", sealed(&vault, BUILD_ONLY), &admin_id)
+        .await
+        .unwrap();
+    let built = app.engine.rebuild_moved_images().await.unwrap();
+    assert_eq!(built.len(), 1, "{built:?}");
+    assert_eq!(built[0].secrets[0].name, "TOKEN");
+    assert!(app.engine.rebuild_moved_images().await.unwrap().is_empty());
+
+    let other = kiln_vault::Vault::from_key(&[9; 32], "another key".into());
+    store
+        .set_secret("demo", sealed(&other, BUILD_ONLY), &admin_id)
+        .await
+        .unwrap();
+    let error = app
+        .engine
+        .build_image("demo")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("repo-secret:demo:TOKEN")
+            && error.contains("not the one it was sealed with"),
+        "{error}"
+    );
+    let session = app.new_session(&admin, "hello").await;
+    let events = app
+        .wait_until(&admin, &session, |e| {
+            finished(e, PromptOutcome::Failed) == 1
+        })
+        .await;
+    let message = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::Error { message, kind, .. } => Some((message.clone(), *kind)),
+            _ => None,
+        })
+        .expect("an error event");
+    assert_eq!(message.1, kiln_protocol::api::ErrorKind::Storage);
+    assert!(
+        message.0.contains("secrets cannot be read")
+            && message.0.contains("not the one it was sealed with"),
+        "{message:?}"
+    );
+    assert!(
+        model.requests().is_empty(),
+        "the prompt must not reach the model"
+    );
+    app.stop().await;
+}
