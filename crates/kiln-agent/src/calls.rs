@@ -85,16 +85,18 @@ impl PromptRun<'_> {
                     return Err(gone);
                 }
             };
+            // Masked before anything reads it: the event, the hooks, the model.
+            let content = self.session.mask(result.content);
             let outcome = if result.cancelled {
                 ToolOutcome::Cancelled
             } else if result.is_error {
                 ToolOutcome::Error {
-                    message: first_line(&result.content),
+                    message: first_line(&content),
                 }
             } else {
                 ToolOutcome::Ok
             };
-            (result.content, result.is_error, outcome)
+            (content, result.is_error, outcome)
         };
         if let Some(context) = pre_context {
             content.push_str("\n\n");

@@ -49,8 +49,13 @@ pub trait Session: Send + Sync {
     fn prompt_env(&self, author: &UserRef) -> BTreeMap<String, String>;
     /// Who stopped the running prompt, if someone did.
     fn stopped_by(&self) -> Option<UserRef>;
-    /// Appends `event` to the session's log.
+    /// Appends `event` to the session's log (the session masks its secrets in it).
     async fn append(&self, event: Event) -> Result<(), SessionError>;
+    /// `text` with the session's secrets masked: what a tool call gives the model (and the
+    /// stored conversation) never carries a secret value. Unmasked by default.
+    fn mask(&self, text: String) -> String {
+        text
+    }
     /// The stored conversation, oldest message first.
     async fn conversation(&self) -> Result<Vec<serde_json::Value>, SessionError>;
     async fn push_message(

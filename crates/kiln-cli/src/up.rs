@@ -181,6 +181,10 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         gc_grace: defaults.gc_grace,
         max_active_sessions_per_user: file.max_active_sessions_per_user.unwrap_or(10),
         egress,
+        secret_key: std::env::var(kiln_vault::KEY_ENV)
+            .ok()
+            .filter(|key| !key.trim().is_empty())
+            .map(kiln_core::Secret::new),
     };
     Ok(Resolved {
         public_url,
@@ -269,6 +273,13 @@ fn print_config(resolved: &Resolved) {
             );
         }
         None => println!("# model: none — {}", model_hint(resolved)),
+    }
+    match &resolved.engine.secret_key {
+        Some(_) => println!("# secret key: KILN_SECRET_KEY (****)"),
+        None => println!(
+            "# secret key: {}",
+            resolved.data_dir.join(kiln_vault::KEY_FILE).display()
+        ),
     }
     println!(
         "bash_timeout_secs = {}",

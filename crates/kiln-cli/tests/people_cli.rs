@@ -338,3 +338,105 @@ async fn attach_says_when_it_reconnects_and_sandboxes_go_once_kiln_is_stopped() 
         .await;
     assert_eq!(text(&listed.stdout).trim(), "", "every sandbox is gone");
 }
+
+/// `kiln repo secret set|ls|rm`: the value comes from standard input (one trailing newline
+/// dropped) and is never printed; an empty input or a bad name is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repo_secrets_are_set_from_stdin_listed_and_removed() {
+    use tokio::io::AsyncWriteExt;
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+    server.add_repo().await;
+    let set = |args: &'static [&'static str], input: &'static str| {
+        let mut cmd = server.kiln(args);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        async move {
+            let mut child = cmd.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(input.as_bytes()).await.unwrap();
+            drop(stdin);
+            tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+                .await
+                .expect("kiln finishes")
+                .unwrap()
+        }
+    };
+    let out = set(
+        &["repo", "secret", "set", "web", "NPM_TOKEN"],
+        "npm-secret-value-42\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("set secret NPM_TOKEN of web: image builds get it, sessions do not"),
+        "{out:?}"
+    );
+    let out = set(
+        &["repo", "secret", "set", "web", "SHARED", "--agent"],
+        "shared-value-42",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for (args, input, says) in [
+        (
+            &["repo", "secret", "set", "web", "EMPTY"][..],
+            "\n",
+            "no value on standard input",
+        ),
+        (
+            &["repo", "secret", "set", "web", "HOME"][..],
+            "abcdefgh",
+            "kiln sets itself",
+        ),
+        (
+            &["repo", "secret", "set", "web", "SHORT"][..],
+            "ab1",
+            "at least 4 bytes",
+        ),
+    ] {
+        let out = set(args, input).await;
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(text(&out.stderr).contains(says), "{args:?}: {out:?}");
+    }
+
+    let out = server.run(&["repo", "secret", "ls", "web"]).await;
+    let listed = text(&out.stdout);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 3, "{listed}");
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("SESSIONS"),
+        "{listed}"
+    );
+    assert!(
+        lines[1].starts_with("NPM_TOKEN") && lines[1].contains(" no "),
+        "{listed}"
+    );
+    assert!(
+        lines[2].starts_with("SHARED") && lines[2].contains(" yes "),
+        "{listed}"
+    );
+    let out = server.run(&["repo", "secret", "ls", "web", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["name"], "NPM_TOKEN");
+    assert_eq!(json[1]["agent"], true);
+    for out in [&listed, &text(&out.stdout)] {
+        assert!(!out.contains("npm-secret-value-42") && !out.contains("shared-value-42"));
+    }
+    assert_eq!(server.client().secrets("web").await.unwrap().len(), 2);
+
+    let out = server
+        .run(&["repo", "secret", "rm", "web", "NPM_TOKEN"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = server
+        .run(&["repo", "secret", "rm", "web", "NPM_TOKEN"])
+        .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("not found"), "{out:?}");
+    let out = server.run(&["repo", "secret", "ls", "web", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
+}

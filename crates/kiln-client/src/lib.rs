@@ -8,6 +8,7 @@
 mod client;
 mod error;
 mod manage;
+mod secrets;
 mod stream;
 
 pub use client::{Client, ImageLog};

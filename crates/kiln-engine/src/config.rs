@@ -58,6 +58,9 @@ pub struct EngineConfig {
     pub max_active_sessions_per_user: usize,
     /// What every egress proxy enforces whatever the policy (the address rule, the deny list).
     pub egress: kiln_fleet::EgressSettings,
+    /// The key repo secrets are sealed under, from `KILN_SECRET_KEY` (base64 of 32 bytes);
+    /// `None`: the key file `DATA/secret.key`, made on first start.
+    pub secret_key: Option<kiln_core::Secret<String>>,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +85,7 @@ impl Default for EngineConfig {
             snapshot_delay: Duration::from_secs(2),
             max_active_sessions_per_user: 0,
             egress: kiln_fleet::EgressSettings::default(),
+            secret_key: None,
         }
     }
 }

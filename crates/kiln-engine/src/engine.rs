@@ -32,6 +32,7 @@ mod housekeeping;
 mod manage;
 mod recovery;
 mod remote_check;
+mod secrets;
 mod warm;
 
 use admission::Admission;
@@ -59,6 +60,10 @@ pub(crate) struct Inner {
     /// Sessions being created, per creator, not yet counted among the live actors: with them,
     /// concurrent creations cannot all slip under the per-user limit.
     admitting: Mutex<HashMap<kiln_core::UserId, usize>>,
+    /// Seals and opens repo secrets (see `secrets.rs`).
+    pub(crate) vault: kiln_vault::Vault,
+    /// Repos whose secrets changed while a build of theirs ran: its end starts another.
+    pub(crate) rebuilds_wanted: Mutex<std::collections::HashSet<String>>,
     /// The last check of the model's endpoint (see `health.rs`).
     model_check: health::ModelCheck,
     pub(crate) tracker: TaskTracker,
@@ -90,6 +95,7 @@ impl Engine {
             .into_iter()
             .chain(config.rust_hooks.iter().cloned())
             .collect();
+        let vault = kiln_vault::Vault::open(&data_dir, config.secret_key.as_ref())?;
         let fleet = Fleet::new(
             store.clone(),
             provider,
@@ -122,6 +128,8 @@ impl Engine {
                 sessions: Mutex::new(HashMap::new()),
                 recovered: Mutex::new(HashMap::new()),
                 admitting: Mutex::new(HashMap::new()),
+                vault,
+                rebuilds_wanted: Mutex::default(),
                 model_check: Default::default(),
                 tracker: TaskTracker::new(),
                 shutdown,

@@ -40,6 +40,9 @@ pub enum Error {
     /// Mirrors, checkouts, image builds, pools, the collector.
     #[error(transparent)]
     Fleet(#[from] kiln_fleet::Error),
+    /// The secret key or a sealed secret: the key file's mode, a key that changed.
+    #[error(transparent)]
+    Vault(#[from] kiln_vault::Error),
     /// A per-user limit is reached; the message names it and says what to do.
     #[error("{0}")]
     LimitReached(String),

@@ -24,3 +24,5 @@ pub use kiln_fleet::{
 pub use kiln_sandbox::Error as SandboxError;
 /// The tools and hooks the agent loop drives, from their own crate.
 pub use kiln_tools::{hooks, tools};
+/// The vault's errors inside [`Error::Vault`], for callers that map them (the server).
+pub use kiln_vault::Error as VaultError;

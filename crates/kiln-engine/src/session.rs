@@ -28,7 +28,10 @@ use tracing::Instrument;
 
 mod port;
 mod sandbox;
+mod secrets;
 mod snapshots;
+
+pub(crate) use secrets::SessionSecrets;
 
 #[derive(Debug)]
 pub(crate) struct SessionActor {
@@ -43,6 +46,9 @@ pub(crate) struct SessionActor {
     /// Commit identities (name, email) of the authors of prompts run here, looked up from
     /// their profiles when their prompt starts.
     identities: Mutex<std::collections::HashMap<kiln_core::UserId, (String, String)>>,
+    /// The running prompt's secrets (read when it starts): its commands' `agent = true`
+    /// variables and the masker of its events.
+    secrets: Mutex<Arc<SessionSecrets>>,
     /// Bumped by every scheduled snapshot; only the newest one runs.
     snapshot_generation: AtomicU64,
     state: Mutex<State>,
@@ -149,6 +155,7 @@ impl SessionActor {
             creator,
             sync: watch::channel(SyncState::Done).0,
             identities: Mutex::default(),
+            secrets: Mutex::default(),
             snapshot_generation: AtomicU64::new(0),
             state: Mutex::new(State::default()),
             sandbox: tokio::sync::Mutex::new(Slot {
@@ -267,6 +274,21 @@ impl SessionActor {
                 .lock()
                 .expect("identities lock")
                 .insert(prompt.author.id.clone(), identity);
+            // Secrets that cannot be opened (the key changed) cannot be masked either: the
+            // prompt does not run, and says why.
+            match engine.session_secrets(&self.repo.name).await {
+                Ok(secrets) => *self.secrets.lock().expect("secrets lock") = Arc::new(secrets),
+                Err(e) => {
+                    tracing::error!(session = %self.log.id(), error = %e, "cannot read the repo's secrets");
+                    self.fail_prompt(
+                        &prompt.id,
+                        ErrorKind::Storage,
+                        format!("this prompt cannot run: the repo's secrets cannot be read ({e})"),
+                    )
+                    .await;
+                    continue;
+                }
+            }
             let cancel = inner.shutdown.child_token();
             {
                 let mut state = self.state.lock().expect("state lock");
@@ -298,6 +320,18 @@ impl SessionActor {
     /// Records that `prompt`'s run panicked: it failed, and an error event says so.
     async fn record_crashed_prompt(&self, prompt: &PromptId, panic: String) {
         tracing::error!(session = %self.log.id(), prompt = %prompt, panic, "a prompt's run panicked");
+        self.fail_prompt(
+            prompt,
+            ErrorKind::Internal,
+            "the prompt stopped on an internal error in kiln (the server log has the details); \
+             the session goes on: send the prompt again"
+                .into(),
+        )
+        .await;
+    }
+
+    /// Marks the running `prompt` failed with an error event saying why, in one step.
+    async fn fail_prompt(&self, prompt: &PromptId, kind: ErrorKind, message: String) {
         let prompt_id = prompt.clone();
         let result = self
             .log
@@ -309,10 +343,8 @@ impl SessionActor {
                 w.set_prompt_status(&prompt_id, PromptStatus::Failed)?;
                 w.event(Event::Error {
                     prompt_id: Some(prompt_id.clone()),
-                    kind: ErrorKind::Internal,
-                    message: "the prompt stopped on an internal error in kiln (the server log \
-                              has the details); the session goes on: send the prompt again"
-                        .into(),
+                    kind,
+                    message,
                 })?;
                 w.event(Event::PromptFinished {
                     prompt_id,
@@ -323,7 +355,7 @@ impl SessionActor {
             })
             .await;
         if let Err(e) = result {
-            tracing::error!(session = %self.log.id(), error = %e, "cannot record a crashed prompt");
+            tracing::error!(session = %self.log.id(), error = %e, "cannot record a failed prompt");
         }
     }
 
@@ -431,16 +463,26 @@ impl SessionActor {
             .get(&author.id)
             .cloned()
             .unwrap_or_else(|| (author.name.clone(), commit_email(&author.id)));
-        [
-            ("GIT_AUTHOR_NAME", name.as_str()),
-            ("GIT_AUTHOR_EMAIL", email.as_str()),
-            ("GIT_COMMITTER_NAME", name.as_str()),
-            ("GIT_COMMITTER_EMAIL", email.as_str()),
-            ("KILN_SESSION", self.log.id().as_str()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        // The `agent = true` secrets first: their names never clash with these (kiln's own
+        // names are refused as secret names), and kiln's would win anyway.
+        let mut env = self.secrets().env().clone();
+        env.extend(
+            [
+                ("GIT_AUTHOR_NAME", name.as_str()),
+                ("GIT_AUTHOR_EMAIL", email.as_str()),
+                ("GIT_COMMITTER_NAME", name.as_str()),
+                ("GIT_COMMITTER_EMAIL", email.as_str()),
+                ("KILN_SESSION", self.log.id().as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        env
+    }
+
+    /// The running prompt's secrets.
+    pub(crate) fn secrets(&self) -> Arc<SessionSecrets> {
+        self.secrets.lock().expect("secrets lock").clone()
     }
 
     fn git_identity(&self) -> (&str, &str) {

@@ -93,6 +93,13 @@ impl BuildGuard {
     pub(crate) fn log(&self) -> &BuildLog {
         &self.log
     }
+
+    /// Ends the build before it started: its log says why (followers read it), nothing is
+    /// recorded. For what the caller could not prepare (the secrets did not decrypt).
+    pub fn could_not_run(&self, why: &str) {
+        self.log
+            .push_str(&format!("== the build could not run: {why}\n"));
+    }
 }
 
 impl Drop for BuildGuard {

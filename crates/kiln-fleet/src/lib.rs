@@ -8,8 +8,10 @@
 //! - [`gc`]: which image and snapshot layers are still needed, and removing the rest.
 //!
 //! [`Fleet`] owns the state these share (the pools, the running builds, the collector's lock)
-//! and is what the engine holds. It depends on the store and the sandbox provider only; the
-//! engine decides *when* (after a claim, on a cadence, at shutdown), the fleet knows *how*.
+//! and is what the engine holds. It depends on the store, the sandbox provider, the egress
+//! proxy and kiln-vault's masker (a build's log masks the repo's secrets, which the engine
+//! opens and hands over); the engine decides *when* (after a claim, on a cadence, at
+//! shutdown), the fleet knows *how*.
 
 mod builds;
 mod egress;
@@ -184,7 +186,12 @@ impl Fleet {
     /// Runs the build `build` stands for and records it (a failed build too, with its error
     /// and log; the last good image stays the one in use). A build that cannot run says why in
     /// its live log.
-    pub async fn build_image(&self, repo: &Repo, build: &BuildGuard) -> Result<ImageRecord> {
+    pub async fn build_image(
+        &self,
+        repo: &Repo,
+        build: &BuildGuard,
+        secrets: &images::BuildSecrets,
+    ) -> Result<ImageRecord> {
         let builder = images::ImageBuilder {
             workspaces: self.workspaces.clone(),
             store: self.store.clone(),
@@ -193,7 +200,7 @@ impl Fleet {
             egress: self.config.egress.clone(),
         };
         builder
-            .build(repo, build.id(), build.log())
+            .build(repo, build.id(), build.log(), secrets)
             .await
             .inspect_err(|e| {
                 build

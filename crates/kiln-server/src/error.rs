@@ -95,6 +95,8 @@ impl From<kiln_engine::Error> for Error {
             kiln_engine::Error::Sandbox(e) => e.into(),
             kiln_engine::Error::Fleet(e) => e.into(),
             kiln_engine::Error::Config(msg) => Error::Internal(msg),
+            // The key file or a sealed value: the operator's to fix, logged in full.
+            kiln_engine::Error::Vault(e) => Error::Internal(e.to_string()),
         }
     }
 }

@@ -68,7 +68,7 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Every route.
 pub fn router(state: AppState) -> Router {
     use axum::routing::{delete, put};
-    use routes::{access, manage, prompts, repos, sessions, status, users, ws};
+    use routes::{access, manage, prompts, repos, secrets, sessions, status, users, ws};
     let api = Router::new()
         .route("/health", get(status::health))
         .route("/status", get(status::status))
@@ -101,6 +101,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/repos/{name}/access",
             get(access::get_access).put(access::set_access),
+        )
+        .route("/repos/{name}/secrets", get(secrets::list_secrets))
+        .route(
+            "/repos/{name}/secrets/{secret}",
+            axum::routing::put(secrets::set_secret).delete(secrets::delete_secret),
         )
         .route("/admin/gc", post(repos::collect_garbage))
         .route(

@@ -155,6 +155,24 @@ async fn every_session_endpoint_checks_the_callers_role() {
             [404, 404, 404, 404, 401],
         ),
         (
+            Method::GET,
+            "/api/repos/demo/secrets".into(),
+            None,
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            Method::PUT,
+            "/api/repos/demo/secrets/TOKEN".into(),
+            Some(json!({"value": "guess-me-1234"})),
+            [403, 403, 403, 403, 401],
+        ),
+        (
+            Method::DELETE,
+            "/api/repos/demo/secrets/TOKEN".into(),
+            None,
+            [403, 403, 403, 403, 401],
+        ),
+        (
             Method::POST,
             "/api/admin/gc".into(),
             Some(json!({})),

@@ -5,8 +5,8 @@
 use crate::db::{json_col, now_ms};
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::stored::StoredRuntime;
-use kiln_protocol::api::ImageRuntime;
+use crate::stored::{StoredImageSecret, StoredRuntime};
+use kiln_protocol::api::{ImageRuntime, ImageSecret};
 use rusqlite::{OptionalExtension, params};
 use std::path::PathBuf;
 
@@ -37,6 +37,8 @@ pub struct ImageRecord {
     pub runtime: ImageRuntime,
     /// When the garbage collector removed the image's layers.
     pub collected_at_ms: Option<i64>,
+    /// The repo secrets the build's steps got (names and fingerprints, never values), by name.
+    pub secrets: Vec<ImageSecret>,
 }
 
 impl ImageRecord {
@@ -47,7 +49,7 @@ impl ImageRecord {
 }
 
 const COLUMNS: &str = "id, repo, commit_sha, parent, layers, lockfile_hash, setup_ran, error, \
-                       log, duration_ms, size_bytes, created_at_ms, runtime, collected_at_ms";
+                       log, duration_ms, size_bytes, created_at_ms, runtime, collected_at_ms, secrets";
 
 fn image_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRecord> {
     let layers: Vec<PathBuf> = json_col(row, 4)?;
@@ -66,6 +68,10 @@ fn image_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRecord> {
         created_at_ms: row.get(11)?,
         runtime: json_col::<StoredRuntime>(row, 12)?.into(),
         collected_at_ms: row.get(13)?,
+        secrets: json_col::<Vec<StoredImageSecret>>(row, 14)?
+            .into_iter()
+            .map(ImageSecret::from)
+            .collect(),
     })
 }
 
@@ -76,11 +82,18 @@ impl Store {
         image.created_at_ms = now_ms();
         let layers = serde_json::to_string(&image.layers)?;
         let runtime = serde_json::to_string(&StoredRuntime::from(&image.runtime))?;
+        let secrets = serde_json::to_string(
+            &image
+                .secrets
+                .iter()
+                .map(StoredImageSecret::from)
+                .collect::<Vec<_>>(),
+        )?;
         self.control(move |conn| {
             conn.execute(
                 &format!(
                     "INSERT INTO images ({COLUMNS}, status)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, ?14)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, NULL, ?15, ?14)"
                 ),
                 params![
                     image.id,
@@ -101,6 +114,7 @@ impl Store {
                     } else {
                         "failed"
                     },
+                    secrets,
                 ],
             )
             .map_err(|e| match Error::from(e) {

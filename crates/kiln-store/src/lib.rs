@@ -1,8 +1,9 @@
 //! SQLite state: the control database and one append-only event log per session.
 //!
 //! Layout of a data dir:
-//! - `control.db`: users, tokens, repos, the session index, session members, share links and a
-//!   small key/value `meta` table: everything that decides who may do what.
+//! - `control.db`: users, tokens, repos (with their secrets, sealed by the engine's vault), the
+//!   session index, session members, share links and a small key/value `meta` table:
+//!   everything that decides who may do what.
 //! - `sessions/<session-id>/session.db`: one per session: its event log, prompts, the model
 //!   conversation and its settings. One file per session keeps sessions independent (no global
 //!   write lock, a session can be copied or deleted as a directory).
@@ -29,6 +30,7 @@ mod logins;
 mod manage;
 mod repos;
 mod schema;
+mod secrets;
 mod sessions;
 mod store;
 mod stored;
@@ -41,6 +43,7 @@ pub use log::{SessionLog, SessionSnapshot, StoredEvent};
 pub use logins::{BROWSER_SESSION_TTL, BrowserSession, LOGIN_CODE_TTL, LoginCode};
 pub use manage::{SessionFilter, ShareOptions};
 pub use repos::{RepoRemote, check_repo_name, split_repo_url};
+pub use secrets::SealedSecret;
 pub use sessions::{Redeemed, SessionRow};
 pub use store::Store;
 pub use subscription::Subscription;

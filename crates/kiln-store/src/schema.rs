@@ -204,6 +204,27 @@ pub(crate) const CONTROL: &[Migration] = &[
         ALTER TABLE sessions ADD COLUMN archived_at_ms INTEGER;
     ",
     },
+    Migration {
+        name: "repo secrets",
+        sql: "
+        -- Values sealed by kiln-vault (XChaCha20-Poly1305, bound to `repo-secret:REPO:NAME`)
+        -- under a key kept outside this database: the store never sees a value in the clear.
+        -- fingerprint is the vault's keyed HMAC of the value (did it change?).
+        CREATE TABLE repo_secrets (
+            repo TEXT NOT NULL REFERENCES repos(name) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            ciphertext BLOB NOT NULL,
+            agent INTEGER NOT NULL CHECK (agent IN (0, 1)),
+            fingerprint TEXT NOT NULL,
+            updated_at_ms INTEGER NOT NULL,
+            updated_by TEXT NOT NULL REFERENCES users(id),
+            PRIMARY KEY (repo, name)
+        ) STRICT, WITHOUT ROWID;
+        -- JSON array of `stored::StoredImageSecret`: the secrets (name, fingerprint) a build
+        -- gave its steps.
+        ALTER TABLE images ADD COLUMN secrets TEXT NOT NULL DEFAULT '[]';
+    ",
+    },
 ];
 
 /// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it

@@ -1,10 +1,11 @@
-//! The shapes of the store's JSON columns (`repos.hooks`, `images.runtime`), owned here and
+//! The shapes of the store's JSON columns (`repos.hooks`, `images.runtime`, `images.secrets`),
+//! owned here and
 //! converted to and from the API types at the store's boundary. Changing the wire format (the
 //! API types in kiln-protocol) must not change what is on disk: these types change only with a
 //! migration, and the tests below pin their JSON.
 
 use kiln_protocol::api::{
-    AgentNetwork, EgressMode, HookEventKind, HookSpec, ImageRuntime, ResourceLimits,
+    AgentNetwork, EgressMode, HookEventKind, HookSpec, ImageRuntime, ImageSecret, ResourceLimits,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -153,6 +154,31 @@ impl From<StoredRuntime> for ImageRuntime {
     }
 }
 
+/// One entry of `images.secrets`: a secret the build's steps got, by name and fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StoredImageSecret {
+    name: String,
+    fingerprint: String,
+}
+
+impl From<&ImageSecret> for StoredImageSecret {
+    fn from(secret: &ImageSecret) -> StoredImageSecret {
+        StoredImageSecret {
+            name: secret.name.clone(),
+            fingerprint: secret.fingerprint.clone(),
+        }
+    }
+}
+
+impl From<StoredImageSecret> for ImageSecret {
+    fn from(stored: StoredImageSecret) -> ImageSecret {
+        ImageSecret {
+            name: stored.name,
+            fingerprint: stored.fingerprint,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +212,12 @@ mod tests {
         assert!(api.network.read_only && api.network.allow.is_empty());
         let back = serde_json::to_string(&StoredRuntime::from(&api)).unwrap();
         assert_eq!(back, runtime);
+
+        let secrets = r#"[{"name":"NPM_TOKEN","fingerprint":"00ff"}]"#;
+        let stored: Vec<StoredImageSecret> = serde_json::from_str(secrets).unwrap();
+        let api: Vec<ImageSecret> = stored.into_iter().map(ImageSecret::from).collect();
+        assert_eq!(api[0].name, "NPM_TOKEN");
+        let back: Vec<StoredImageSecret> = api.iter().map(StoredImageSecret::from).collect();
+        assert_eq!(serde_json::to_string(&back).unwrap(), secrets);
     }
 }

@@ -13,6 +13,7 @@ mod participants;
 mod people;
 mod render;
 mod retry;
+mod secrets;
 mod session;
 mod status;
 
@@ -138,6 +139,12 @@ enum RepoCommand {
         #[arg(long, value_name = "USERS", value_delimiter = ',')]
         members: Option<Vec<String>>,
     },
+    /// A repo's secrets (admins): values image builds (and, if chosen, sessions) get as
+    /// environment variables; stored encrypted, never shown, masked in logs.
+    Secret {
+        #[command(subcommand)]
+        command: secrets::SecretCommand,
+    },
 }
 
 pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
@@ -244,6 +251,7 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                     }
                 );
             }
+            RepoCommand::Secret { command } => return secrets::run(&client, command).await,
         }
         Ok(ExitCode::SUCCESS)
     })

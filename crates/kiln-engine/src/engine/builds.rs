@@ -1,6 +1,9 @@
 //! Image builds as the engine runs them: in the foreground or the background, the cadence's
 //! pass over repos whose branch moved, and a refill of the pool after a good build. How a
 //! build runs is `kiln_fleet::images`.
+//!
+//! A build reads the repo's secrets when it starts; a change of secrets meanwhile marks the
+//! repo in `rebuilds_wanted`, and the build's end starts another one.
 
 use super::Engine;
 use crate::Result;
@@ -14,8 +17,12 @@ impl Engine {
     /// the repo's last good image stays the one in use. `BuildRunning` while the repo builds.
     pub async fn build_image(&self, repo: &str) -> Result<kiln_store::ImageRecord> {
         let repo = self.repo(repo).await?;
-        let build = self.inner.fleet.begin_build(&repo.name)?;
-        self.run_image_build(&repo, &build).await
+        let image = {
+            let build = self.inner.fleet.begin_build(&repo.name)?;
+            self.run_image_build(&repo, &build).await
+        };
+        self.follow_up_build(&repo.name).await;
+        image
     }
 
     async fn run_image_build(
@@ -24,10 +31,23 @@ impl Engine {
         build: &BuildGuard,
     ) -> Result<kiln_store::ImageRecord> {
         let span = tracing::info_span!("image_build", repo = %repo.name, image = %build.id());
+        // Taken before the secrets are read: a change after this starts another build.
+        self.inner
+            .rebuilds_wanted
+            .lock()
+            .expect("rebuilds lock")
+            .remove(&repo.name);
+        let secrets = match self.build_secrets(&repo.name).await {
+            Ok(secrets) => secrets,
+            Err(e) => {
+                build.could_not_run(&format!("the repo's secrets cannot be read: {e}"));
+                return Err(e);
+            }
+        };
         let image = self
             .inner
             .fleet
-            .build_image(repo, build)
+            .build_image(repo, build, &secrets)
             .instrument(span)
             .await?;
         if image.is_ready() {
@@ -56,7 +76,10 @@ impl Engine {
                 .await?
                 .into_iter()
                 .next();
-            if last.is_some_and(|image| image.commit == head) {
+            // Secrets changed since the last build (one that was running then, or before a
+            // restart) rebuild it too; their fingerprints say so without opening them.
+            let secrets = self.inner.store.secret_fingerprints(&repo.name).await?;
+            if last.is_some_and(|image| image.commit == head && image.secrets == secrets) {
                 continue;
             }
             match self.build_image(&repo.name).await {
@@ -86,10 +109,41 @@ impl Engine {
                     Ok(image) => tracing::info!(repo = name, image = %image.id, ok = image.is_ready(), "image build ended"),
                     Err(e) => tracing::warn!(repo = name, error = %e, "image build could not run"),
                 },
-                _ = shutdown.cancelled() => {}
+                _ = shutdown.cancelled() => return,
             }
+            drop(build);
+            engine.follow_up_build(name).await;
         });
         Ok(id)
+    }
+
+    /// After a build ended (its guard dropped): starts another when the repo's secrets changed
+    /// while it ran.
+    ///
+    /// A boxed future of a named type: it is reached from the task `start_image_build` spawns,
+    /// and the compiler cannot see through that cycle to prove it `Send`.
+    fn follow_up_build<'a>(
+        &'a self,
+        repo: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let wanted = self
+                .inner
+                .rebuilds_wanted
+                .lock()
+                .expect("rebuilds lock")
+                .contains(repo);
+            if !wanted || self.inner.shutdown.is_cancelled() {
+                return;
+            }
+            match self.start_image_build(repo).await {
+                Ok(id) => tracing::info!(repo, image = %id, "image build for changed secrets"),
+                Err(crate::Error::Fleet(kiln_fleet::Error::BuildRunning { .. })) => {}
+                Err(e) => {
+                    tracing::warn!(repo, error = %e, "cannot start an image build for changed secrets")
+                }
+            }
+        })
     }
 
     /// The log of the repo's build `id` while it runs: what was written so far, then each new

@@ -1,5 +1,6 @@
 //! The session as the agent loop sees it ([`kiln_agent::Session`]): its log (events, the
-//! stored conversation, the queue), its sandbox, its write gate and its commit identity.
+//! stored conversation, the queue), its sandbox, its write gate, its commit identity and the
+//! masking of its repo's secrets.
 
 use super::SessionActor;
 use crate::engine::Inner;
@@ -87,6 +88,12 @@ impl Session for Port<'_> {
         self.actor.stopped_by()
     }
 
+    fn mask(&self, text: String) -> String {
+        self.actor.secrets().mask(text)
+    }
+
+    /// Every event of the agent's passes here: secrets are masked before it is stored or
+    /// streamed (tool output held back while a chunk may end in the start of a value).
     async fn append(&self, event: Event) -> Result<(), SessionError> {
         // What went through the egress proxy meanwhile: a tool call's connections when it ends,
         // the rest when the prompt does.
@@ -97,10 +104,14 @@ impl Session for Port<'_> {
             }
             _ => None,
         };
-        self.actor.log.append(event).await?;
+        for event in self.actor.secrets().mask_event(event) {
+            self.actor.log.append(event).await?;
+        }
         if let Some((prompt_id, call_id)) = egress {
             for event in self.egress_events(prompt_id, call_id) {
-                self.actor.log.append(event).await?;
+                for event in self.actor.secrets().mask_event(event) {
+                    self.actor.log.append(event).await?;
+                }
             }
         }
         Ok(())

@@ -5,13 +5,19 @@
 //! dependencies and caches are already there — fetches, checks out the new commit, and reruns
 //! setup only when a dependency manifest changed. A failed build is recorded with its log and
 //! error; the last good image stays the one sessions use. Every step has a timeout.
+//!
+//! The repo's secrets (decrypted by the engine) are added to the environment of the setup,
+//! build and warm steps — not the checkout's, and not the image's runtime, so no sandbox made
+//! from the image gets them from here. The log masks them; the record keeps their names and
+//! fingerprints, which also join the setup hash, so changing a secret reruns setup.
 
 use super::environment::{ENVIRONMENT_FILE, Environment, Step};
 use super::live::{BuildLog, Utf8Chunks};
 use crate::host::git;
 use crate::workspace::{WORKDIR, Workspaces};
 use crate::{Error, Result};
-use kiln_protocol::api::{ImageRuntime, Repo};
+use kiln_core::Secret;
+use kiln_protocol::api::{ImageRuntime, ImageSecret, Repo};
 use kiln_sandbox::{CommandLine, ExecEvent, ExecRequest, OutputStream, Sandbox};
 use kiln_store::{ImageRecord, Store};
 use sha2::{Digest, Sha256};
@@ -35,6 +41,26 @@ pub(crate) struct ImageBuilder {
     pub(crate) egress: crate::EgressSettings,
 }
 
+/// A repo secret as a build gets it: the value for the steps' environment, the fingerprint
+/// for the record and the setup hash.
+#[derive(Debug, Clone)]
+pub struct BuildSecret {
+    pub value: Secret<String>,
+    pub fingerprint: String,
+}
+
+/// A build's secrets, by name.
+pub type BuildSecrets = BTreeMap<String, BuildSecret>;
+
+/// What decides setup besides the definition and the manifests: the secrets' names and
+/// fingerprints. Empty without secrets, so a repo without any keeps the hash it had.
+fn secrets_fingerprint(secrets: &BuildSecrets) -> String {
+    secrets
+        .iter()
+        .map(|(name, secret)| format!("secret\0{name}\0{}\0", secret.fingerprint))
+        .collect()
+}
+
 /// How far a build got, known also when it fails.
 #[derive(Debug, Default)]
 struct Progress {
@@ -56,12 +82,21 @@ impl ImageBuilder {
     /// Builds and records image `id` of `repo`; the record says whether it is ready or why not.
     /// Every line goes to `log` as soon as it exists (followers see the build progress); the
     /// record keeps it capped.
-    pub(crate) async fn build(&self, repo: &Repo, id: &str, log: &BuildLog) -> Result<ImageRecord> {
+    pub(crate) async fn build(
+        &self,
+        repo: &Repo,
+        id: &str,
+        log: &BuildLog,
+        secrets: &BuildSecrets,
+    ) -> Result<ImageRecord> {
         let started = Instant::now();
+        log.mask_with(std::sync::Arc::new(kiln_vault::Masker::new(
+            secrets.iter().map(|(name, s)| (name, s.value.expose())),
+        )));
         let previous = self.store.latest_image(&repo.name).await?;
         let mut progress = Progress::default();
         let outcome = self
-            .run(id, repo, previous.as_ref(), &mut progress, log)
+            .run(id, repo, previous.as_ref(), &mut progress, log, secrets)
             .await;
         let mut record = ImageRecord {
             id: id.to_string(),
@@ -79,6 +114,13 @@ impl ImageBuilder {
             created_at_ms: 0,
             runtime: ImageRuntime::default(),
             collected_at_ms: None,
+            secrets: secrets
+                .iter()
+                .map(|(name, secret)| ImageSecret {
+                    name: name.clone(),
+                    fingerprint: secret.fingerprint.clone(),
+                })
+                .collect(),
         };
         match outcome {
             Ok(built) => {
@@ -88,7 +130,7 @@ impl ImageBuilder {
                 record.runtime = built.runtime;
             }
             Err(e) => {
-                let message = e.to_string();
+                let message = log.masker().mask(&e.to_string()).into_owned();
                 log.push_str(&format!("\n== build failed: {message}\n"));
                 record.error = Some(message);
             }
@@ -104,6 +146,7 @@ impl ImageBuilder {
         previous: Option<&ImageRecord>,
         progress: &mut Progress,
         log: &BuildLog,
+        secrets: &BuildSecrets,
     ) -> Result<Built> {
         let (mirror, commit) = self.workspaces.branch_head(repo).await?;
         progress.commit = commit.clone();
@@ -149,7 +192,7 @@ impl ImageBuilder {
             .create_labelled(layers, &runtime, (IMAGE_LABEL, id), network)
             .await?;
         let result = self
-            .prepare(&sandbox, &environment, previous, progress, log)
+            .prepare(&sandbox, &environment, previous, progress, log, secrets)
             .await;
         let result = match result {
             Ok(lockfile_hash) => self
@@ -184,6 +227,7 @@ impl ImageBuilder {
         previous: Option<&ImageRecord>,
         progress: &mut Progress,
         log: &BuildLog,
+        secrets: &BuildSecrets,
     ) -> Result<String> {
         let commit = &progress.commit;
         let checkout = match previous {
@@ -205,7 +249,9 @@ impl ImageBuilder {
             log,
         )
         .await?;
-        let lockfile_hash = self.lockfile_hash(sandbox, environment).await?;
+        let lockfile_hash = self
+            .lockfile_hash(sandbox, environment, &secrets_fingerprint(secrets))
+            .await?;
         let setup_ran = previous.is_none_or(|p| p.lockfile_hash != lockfile_hash);
         progress.setup_ran = setup_ran;
         let phases: [(&str, &[Step]); 3] = [
@@ -216,12 +262,23 @@ impl ImageBuilder {
         if !setup_ran {
             log.push_str("== setup skipped: the dependency manifests did not change\n");
         }
+        // A secret of the same name as an [env] variable wins: it is the admin's, and newer.
+        let mut env = environment.env.clone();
+        env.extend(
+            secrets
+                .iter()
+                .map(|(name, secret)| (name.clone(), secret.value.expose().clone())),
+        );
+        if !secrets.is_empty() {
+            let names: Vec<&str> = secrets.keys().map(String::as_str).collect();
+            log.push_str(&format!("== secrets: {}\n", names.join(", ")));
+        }
         for (phase, steps) in phases {
             for step in steps {
                 let timeout = step.timeout(environment, self.step_timeout);
                 let name = format!("{phase}: {}", step.name());
                 let script = format!("cd {WORKDIR} && {}", step.script());
-                self.step(sandbox, &name, &script, &environment.env, timeout, log)
+                self.step(sandbox, &name, &script, &env, timeout, log)
                     .await?;
             }
         }
@@ -263,11 +320,17 @@ impl ImageBuilder {
     }
 
     /// sha256 over each manifest's path and contents (a missing one counts as missing).
-    async fn lockfile_hash(&self, sandbox: &Sandbox, environment: &Environment) -> Result<String> {
+    async fn lockfile_hash(
+        &self,
+        sandbox: &Sandbox,
+        environment: &Environment,
+        secrets: &str,
+    ) -> Result<String> {
         let mut hasher = Sha256::new();
         // What setup does and what it runs with count as much as the manifests: a changed
-        // step, variable or network policy reruns it.
+        // step, variable, secret or network policy reruns it.
         hasher.update(environment.setup_fingerprint().as_bytes());
+        hasher.update(secrets.as_bytes());
         hasher.update([0]);
         for manifest in &environment.manifests {
             hasher.update(manifest.as_bytes());
@@ -314,13 +377,16 @@ impl ImageBuilder {
                 timeout_ms: Some(timeout.as_millis() as u64),
             })
             .await?;
-        // The output goes to the log as it comes, so that a long step shows its progress.
+        // The output goes to the log as it comes, so that a long step shows its progress;
+        // each stream is masked on its own, holding back only what may start a secret.
         let (mut stdout, mut stderr) = (Utf8Chunks::default(), Utf8Chunks::default());
+        let masker = log.masker();
+        let (mut out_masked, mut err_masked) = (masker.stream(), masker.stream());
         let status = loop {
             match exec.next().await? {
-                Some(ExecEvent::Output { stream, data }) => log.push_str(&match stream {
-                    OutputStream::Stdout => stdout.decode(&data),
-                    OutputStream::Stderr => stderr.decode(&data),
+                Some(ExecEvent::Output { stream, data }) => log.push_masked(&match stream {
+                    OutputStream::Stdout => out_masked.push(&stdout.decode(&data)),
+                    OutputStream::Stderr => err_masked.push(&stderr.decode(&data)),
                 }),
                 Some(ExecEvent::Started { .. }) => {}
                 Some(ExecEvent::Exited(status)) => break status,
@@ -332,8 +398,8 @@ impl ImageBuilder {
                 }
             }
         };
-        log.push_str(&stdout.finish());
-        log.push_str(&stderr.finish());
+        log.push_masked(&(out_masked.push(&stdout.finish()) + &out_masked.finish()));
+        log.push_masked(&(err_masked.push(&stderr.finish()) + &err_masked.finish()));
         let elapsed = started.elapsed();
         if status.timed_out {
             return Err(Error::Step {

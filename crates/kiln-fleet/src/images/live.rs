@@ -6,8 +6,14 @@
 //! `watch` channel for more. Readers never lag or lose text (unlike a broadcast of chunks), and
 //! the text is held once, however many people follow. It lives as long as the build (the
 //! stored log is capped; this one is not, like the builder's log always was).
+//!
+//! Secret values never reach the text: once the build knows its secrets
+//! ([`BuildLog::mask_with`]), everything appended is masked first, so followers and the stored
+//! record see `[secret NAME]`. Command output, which arrives in chunks that may split a value,
+//! goes through a [`kiln_vault::MaskStream`] per stream instead ([`BuildLog::push_masked`]).
 
-use std::sync::{Arc, Mutex};
+use kiln_vault::Masker;
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::watch;
 
 /// A running build's log: written by the builder, read by any number of [`BuildLogFollower`]s.
@@ -16,6 +22,8 @@ pub(crate) struct BuildLog {
     state: Mutex<State>,
     /// Bumped after every append and at the end; followers wait on it.
     changed: watch::Sender<()>,
+    /// The build's secrets, masked in everything appended; set once, before any step runs.
+    masker: OnceLock<Arc<Masker>>,
 }
 
 #[derive(Debug, Default)]
@@ -30,14 +38,34 @@ impl Default for BuildLog {
         BuildLog {
             state: Mutex::default(),
             changed: watch::Sender::new(()),
+            masker: OnceLock::new(),
         }
     }
 }
 
 impl BuildLog {
-    /// Appends text; followers see it at once. (Named like `String::push_str`, which the
-    /// builder's log used to be.)
+    /// Masks the build's secrets in everything appended from now on (the first call wins).
+    pub(crate) fn mask_with(&self, masker: Arc<Masker>) {
+        let _ = self.masker.set(masker);
+    }
+
+    /// The masker of this log's secrets (an empty one before [`BuildLog::mask_with`]).
+    pub(crate) fn masker(&self) -> Arc<Masker> {
+        self.masker.get().cloned().unwrap_or_default()
+    }
+
+    /// Appends text, with the build's secrets masked; followers see it at once. (Named like
+    /// `String::push_str`, which the builder's log used to be.)
     pub(crate) fn push_str(&self, text: &str) {
+        match self.masker.get() {
+            Some(masker) => self.push_masked(&masker.mask(text)),
+            None => self.push_masked(text),
+        }
+    }
+
+    /// Appends text that is masked already: a [`kiln_vault::MaskStream`]'s output over
+    /// [`BuildLog::masker`].
+    pub(crate) fn push_masked(&self, text: &str) {
         if text.is_empty() {
             return;
         }
@@ -189,5 +217,24 @@ mod tests {
         let mut late = log.follow();
         assert_eq!(late.next().await.as_deref(), Some("== one\ntwo\nthree\n"));
         assert_eq!(late.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn secrets_are_masked_before_followers_see_them() {
+        let log = Arc::new(BuildLog::default());
+        log.mask_with(Arc::new(Masker::new([("TOKEN", "tok-123456")])));
+        let mut follower = log.follow();
+        log.push_str("== step: echo tok-123456\n");
+        let mut stream = log.masker().stream();
+        log.push_masked(&stream.push("out: tok-12"));
+        log.push_masked(&stream.push("3456\n"));
+        log.push_masked(&stream.finish());
+        log.finish();
+        let mut seen = String::new();
+        while let Some(text) = follower.next().await {
+            seen.push_str(&text);
+        }
+        assert_eq!(seen, "== step: echo [secret TOKEN]\nout: [secret TOKEN]\n");
+        assert_eq!(log.text(), seen);
     }
 }

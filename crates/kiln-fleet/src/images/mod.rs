@@ -6,7 +6,7 @@ mod build;
 pub mod environment;
 mod live;
 
-pub use build::IMAGE_LABEL;
 pub(crate) use build::ImageBuilder;
+pub use build::{BuildSecret, BuildSecrets, IMAGE_LABEL};
 pub(crate) use live::BuildLog;
 pub use live::BuildLogFollower;

@@ -7,6 +7,7 @@ mod event;
 mod limits;
 mod people;
 mod rest;
+mod secrets;
 mod starts;
 mod status;
 mod ws;
@@ -19,6 +20,7 @@ pub use event::{
 pub use limits::*;
 pub use people::*;
 pub use rest::*;
+pub use secrets::*;
 pub use starts::{Percentiles, StartPhases, StartStats};
 pub use status::{Health, ModelHealth, RepoStatus, SandboxCounts, ServerStatus};
 pub use ws::{ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION};

@@ -345,6 +345,10 @@ pub struct Image {
     /// What every sandbox made from the image gets: the environment's variables and limits.
     #[serde(default)]
     pub runtime: ImageRuntime,
+    /// The repo secrets its setup, build and warm steps got, by name with a fingerprint of
+    /// each value (changing one rebuilds the image and reruns setup).
+    #[serde(default)]
+    pub secrets: Vec<super::ImageSecret>,
     /// The build log; only when one image is asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,

@@ -4,6 +4,7 @@ pub(crate) mod access;
 pub(crate) mod manage;
 pub(crate) mod prompts;
 pub(crate) mod repos;
+pub(crate) mod secrets;
 pub(crate) mod sessions;
 pub(crate) mod status;
 pub(crate) mod users;
@@ -47,6 +48,9 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         repos::collect_garbage,
         access::get_access,
         access::set_access,
+        secrets::list_secrets,
+        secrets::set_secret,
+        secrets::delete_secret,
         repos::build_image,
         repos::list_images,
         repos::get_image,

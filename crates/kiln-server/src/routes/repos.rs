@@ -135,6 +135,7 @@ pub(crate) fn running(repo: &str, build: kiln_engine::RunningBuild, with_log: bo
         size_bytes: 0,
         created_at_ms: build.started_ms,
         runtime: Default::default(),
+        secrets: Vec::new(),
         log: with_log.then_some(build.log),
     }
 }
@@ -154,6 +155,7 @@ pub(crate) fn image(mut record: kiln_store::ImageRecord, with_log: bool, caller:
             ImageStatus::Failed
         },
         runtime: record.runtime,
+        secrets: record.secrets,
         id: record.id,
         repo: record.repo,
         commit: record.commit,
