@@ -22,5 +22,5 @@ pub use local::{LocalConfig, LocalProvider};
 pub use provider::{Provider, ResourceEvents, Sandbox};
 pub use spec::{
     EGRESS_PORT, EGRESS_SOCKET, ImageSpec, Limits, NetworkPolicy, SandboxId, SandboxInfo,
-    SandboxSpec, Snapshot, SnapshotId, SnapshotInfo, proxy_env,
+    SandboxSpec, SandboxUser, Snapshot, SnapshotId, SnapshotInfo, proxy_env,
 };
