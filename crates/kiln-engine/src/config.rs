@@ -58,6 +58,10 @@ pub struct EngineConfig {
     pub max_active_sessions_per_user: usize,
     /// What every egress proxy enforces whatever the policy (the address rule, the deny list).
     pub egress: kiln_fleet::EgressSettings,
+    /// Where the Debian bases images are built on are kept; `None`: `DATA/bases`, collected
+    /// with unused images. A directory named here may be shared by several data dirs and is
+    /// never collected.
+    pub bases_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +86,7 @@ impl Default for EngineConfig {
             snapshot_delay: Duration::from_secs(2),
             max_active_sessions_per_user: 0,
             egress: kiln_fleet::EgressSettings::default(),
+            bases_dir: None,
         }
     }
 }

@@ -1,13 +1,16 @@
 //! Egress for image builds: a build's steps reach the network only through a kiln-egress proxy
 //! this process serves for the build's duration, on a socket of its own in the data dir, under
 //! the environment's `[network] setup` policy. What it let through or refused is summed up per
-//! host in the build log, so the person reading it sees why a download failed.
+//! host in the build log, so the person reading it sees why a download failed. A Debian base's
+//! downloads (mmdebstrap's apt, on the host) go through the same kind of proxy, on a loopback
+//! port, audited the same way.
 
 use crate::{Error, Result};
 use kiln_egress::{
     AddressRules, EgressPolicy, EgressRecord, Gate, HostPattern, Phase, SocketProxy, TestResolve,
 };
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -40,53 +43,33 @@ struct Tally {
     down: u64,
 }
 
-/// The proxy of one running build; stops and removes its socket when dropped.
-pub(crate) struct BuildEgress {
-    proxy: SocketProxy,
+/// What one proxy let through or refused, kept (bounded) for the build log's summary.
+#[derive(Debug, Clone, Default)]
+struct Audit {
     records: Arc<Mutex<Vec<EgressRecord>>>,
 }
 
-impl BuildEgress {
-    /// Serves `policy` for build `id`; `None` when the policy lets nothing out.
-    pub(crate) fn start(
-        settings: &EgressSettings,
-        data_dir: &Path,
-        id: &str,
-        policy: EgressPolicy,
-    ) -> Result<Option<BuildEgress>> {
-        if policy == EgressPolicy::None {
-            return Ok(None);
-        }
-        let records = Arc::new(Mutex::new(Vec::new()));
-        let mut gate = Gate::new(policy, Phase::Setup, settings.rules.clone())
+impl Audit {
+    /// The gate of a proxy serving `policy` for an image build, recording into this audit.
+    fn gate(&self, settings: &EgressSettings, policy: EgressPolicy) -> Gate {
+        let records = self.records.clone();
+        let gate = Gate::new(policy, Phase::Setup, settings.rules.clone())
             .with_denied_hosts(settings.deny.clone())
-            .with_audit({
-                let records = records.clone();
-                move |record| {
-                    let mut records = records.lock().expect("egress records lock");
-                    // Bounded: a build that opens millions of connections keeps the first ones.
-                    if records.len() < 10_000 {
-                        records.push(record);
-                    }
+            .with_audit(move |record| {
+                let mut records = records.lock().expect("egress records lock");
+                // Bounded: a build that opens millions of connections keeps the first ones.
+                if records.len() < 10_000 {
+                    records.push(record);
                 }
             });
-        if let Some(test) = &settings.test_resolve {
-            gate = gate.with_test_resolve(test.clone());
+        match &settings.test_resolve {
+            Some(test) => gate.with_test_resolve(test.clone()),
+            None => gate,
         }
-        let dir = data_dir.join("egress");
-        let proxy =
-            SocketProxy::start(&dir, &format!("{id}.sock"), Arc::new(gate)).map_err(Error::io(
-                format!("serving the build's egress proxy in {}", dir.display()),
-            ))?;
-        Ok(Some(BuildEgress { proxy, records }))
-    }
-
-    pub(crate) fn socket(&self) -> &Path {
-        self.proxy.path()
     }
 
     /// One line per host and outcome: connections, bytes each way, and why.
-    pub(crate) fn summary(&self) -> String {
+    fn summary(&self) -> String {
         let records = self.records.lock().expect("egress records lock");
         let mut hosts: BTreeMap<(String, u16, bool, String), Tally> = BTreeMap::new();
         for r in records.iter() {
@@ -105,5 +88,87 @@ impl BuildEgress {
                 )
             })
             .collect()
+    }
+}
+
+/// The proxy of one running build; stops and removes its socket when dropped.
+pub(crate) struct BuildEgress {
+    proxy: SocketProxy,
+    audit: Audit,
+}
+
+impl BuildEgress {
+    /// Serves `policy` for build `id`; `None` when the policy lets nothing out.
+    pub(crate) fn start(
+        settings: &EgressSettings,
+        data_dir: &Path,
+        id: &str,
+        policy: EgressPolicy,
+    ) -> Result<Option<BuildEgress>> {
+        if policy == EgressPolicy::None {
+            return Ok(None);
+        }
+        let audit = Audit::default();
+        let gate = audit.gate(settings, policy);
+        let dir = data_dir.join("egress");
+        let proxy =
+            SocketProxy::start(&dir, &format!("{id}.sock"), Arc::new(gate)).map_err(Error::io(
+                format!("serving the build's egress proxy in {}", dir.display()),
+            ))?;
+        Ok(Some(BuildEgress { proxy, audit }))
+    }
+
+    pub(crate) fn socket(&self) -> &Path {
+        self.proxy.path()
+    }
+
+    /// One line per host and outcome: connections, bytes each way, and why.
+    pub(crate) fn summary(&self) -> String {
+        self.audit.summary()
+    }
+}
+
+/// The same proxy for a program kiln runs on the host itself (mmdebstrap's apt, building a
+/// base): on a loopback port of its own for the program's lifetime, stopped when dropped.
+pub(crate) struct HostEgress {
+    address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    audit: Audit,
+}
+
+impl HostEgress {
+    pub(crate) async fn start(
+        settings: &EgressSettings,
+        policy: EgressPolicy,
+    ) -> Result<HostEgress> {
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(Error::io("serving an egress proxy on the loopback"))?;
+        let address = listener
+            .local_addr()
+            .map_err(Error::io("serving an egress proxy on the loopback"))?;
+        let audit = Audit::default();
+        let gate = Arc::new(audit.gate(settings, policy));
+        let task = tokio::spawn(kiln_egress::serve(listener, gate));
+        Ok(HostEgress {
+            address,
+            task,
+            audit,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, the proxy's URL.
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        self.audit.summary()
+    }
+}
+
+impl Drop for HostEgress {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -12,7 +12,7 @@ use kiln_core::SessionId;
 use kiln_protocol::api::{ImageRuntime, Repo, ResourceLimits};
 use kiln_sandbox::{
     CommandLine, ExecRequest, ImageSpec, Limits, NetworkPolicy, Provider, Sandbox, SandboxId,
-    SandboxSpec,
+    SandboxSpec, SandboxUser,
 };
 use kiln_store::ImageRecord;
 use std::collections::BTreeMap;
@@ -155,21 +155,27 @@ impl Workspaces {
         Ok(())
     }
 
-    /// Creates a sandbox from read-only layers (over the host system) with the env and limits
-    /// of the repo's environment, tagged with one label saying what it is for: a session, a
-    /// pool, an image build.
+    /// Creates a sandbox from read-only layers with the env and limits of the repo's
+    /// environment, tagged with one label saying what it is for: a session, a pool, an image
+    /// build. A stack whose bottom layer is a base brings its own system; any other runs over
+    /// the host's `/usr`.
     pub async fn create_labelled(
         &self,
         layers: Vec<PathBuf>,
         runtime: &ImageRuntime,
         label: (&str, &str),
         network: NetworkPolicy,
+        user: SandboxUser,
     ) -> Result<Sandbox> {
+        let host_system = !layers
+            .first()
+            .is_some_and(|bottom| crate::bases::is_base_layer(bottom));
         let spec = SandboxSpec {
             image: ImageSpec {
                 layers,
-                host_system: true,
+                host_system,
             },
+            user,
             env: runtime.env.clone(),
             limits: limits(&runtime.limits),
             labels: BTreeMap::from([(label.0.to_string(), label.1.to_string())]),
@@ -194,6 +200,7 @@ impl Workspaces {
                 &ImageRuntime::default(),
                 (SESSION_LABEL, session.as_str()),
                 NetworkPolicy::Isolated,
+                SandboxUser::Kiln,
             )
             .await?;
         let branch = format!("kiln/{session}");
@@ -239,6 +246,7 @@ impl Workspaces {
             runtime,
             (SESSION_LABEL, session.as_str()),
             NetworkPolicy::Isolated,
+            SandboxUser::Kiln,
         )
         .await
     }
@@ -250,6 +258,7 @@ impl Workspaces {
             &image.runtime,
             (crate::pool::POOL_LABEL, repo),
             NetworkPolicy::Isolated,
+            SandboxUser::Kiln,
         )
         .await
     }
