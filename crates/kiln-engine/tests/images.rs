@@ -173,7 +173,11 @@ async fn images_build_incrementally_and_setup_reruns_only_when_the_lockfile_chan
     let third = fx.engine.build_image("app").await.unwrap();
     assert!(third.is_ready(), "{}", third.log);
     assert!(third.setup_ran);
-    assert!(third.log.contains("setup reruns, from the clean base"), "{}", third.log);
+    assert!(
+        third.log.contains("setup reruns, from the clean base"),
+        "{}",
+        third.log
+    );
     assert_eq!(
         fx.in_image(&third, INSPECT).await,
         "v2\nv2\n1\n[('users',)]\n"
@@ -405,7 +409,8 @@ async fn a_changed_setup_reruns_from_the_clean_base_leaving_nothing_of_the_old_o
         second.layers
     );
     assert_eq!(
-        fx.in_image(&second, "ls /home/kiln; wc -l < /home/kiln/setup.log").await,
+        fx.in_image(&second, "ls /home/kiln; wc -l < /home/kiln/setup.log")
+            .await,
         "app.db\nsetup.log\nwarm.txt\n1\n"
     );
 

@@ -25,7 +25,6 @@ use crate::{EgressSettings, Error, Result};
 use kiln_egress::{EgressPolicy, HostPattern};
 use kiln_sandbox::Provider;
 use sha2::{Digest, Sha256};
-use std::collections::VecDeque;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,8 +44,6 @@ const ALWAYS: [&str; 3] = ["ca-certificates", "git", "procps"];
 const DESCRIPTION: &str = "description";
 /// The host's TLS roots, locally added CAs included (`update-ca-certificates` puts them there).
 const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-/// Lines of mmdebstrap's output a failure quotes in its error.
-const TAIL_LINES: usize = 5;
 
 /// Whether `layer` is a base's root filesystem: a stack that starts with one brings its own
 /// system and runs without the host's `/usr`. Told by the layer itself, so an image, a pool
@@ -254,7 +251,7 @@ impl Bases {
         ] {
             args.push(format!("deb http://{ARCHIVE_HOST}/{path} {suite} main"));
         }
-        let mut tail: VecDeque<String> = VecDeque::new();
+        let (mut first_error, mut last_line): (Option<String>, Option<String>) = (None, None);
         let ended = run_streamed(
             "unshare",
             &args,
@@ -263,11 +260,11 @@ impl Bases {
             BUILD_TIMEOUT,
             |line| {
                 log.push_str(&format!("{line}\n"));
+                if first_error.is_none() && line.starts_with("E: ") {
+                    first_error = Some(line.chars().take(500).collect());
+                }
                 if !line.trim().is_empty() {
-                    if tail.len() == TAIL_LINES {
-                        tail.pop_front();
-                    }
-                    tail.push_back(line.to_string());
+                    last_line = Some(line.chars().take(500).collect());
                 }
             },
         )
@@ -302,10 +299,14 @@ impl Bases {
                 kiln_core::human_duration(BUILD_TIMEOUT)
             ),
         };
-        let tail: Vec<String> = tail.into_iter().collect();
+        // apt's first error is the cause (a package that does not exist, a download that
+        // failed); mmdebstrap's own that follow only say that it stopped.
+        let reason = first_error
+            .or(last_line)
+            .unwrap_or_else(|| "it printed nothing".into());
         Err(Error::Base {
             base,
-            message: format!("{how}: {}", tail.join(" / ")),
+            message: format!("{how}: {reason}"),
         })
     }
 
@@ -379,6 +380,12 @@ fn write_sandbox_files(root: &Path) -> std::io::Result<()> {
         text.push('\n');
         std::fs::write(&path, text)
     };
+    // Every sandbox gets its own /dev; no device node belongs in a layer.
+    let dev = root.join("dev");
+    if dev.is_dir() {
+        std::fs::remove_dir_all(&dev)?;
+        std::fs::create_dir(&dev)?;
+    }
     // The host's name and resolver say nothing a sandbox (no DNS, hostname `kiln`) can use.
     write("etc/hostname", "kiln\n", 0o644)?;
     write(
@@ -496,7 +503,7 @@ mod tests {
     fn the_sandbox_files_name_the_user_and_keep_the_host_out() {
         let dir = tempfile_dir();
         let root = dir.join("rootfs");
-        for d in ["etc/apt/apt.conf.d", "usr/sbin"] {
+        for d in ["etc/apt/apt.conf.d", "usr/sbin", "dev/pts"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/bash").unwrap();
@@ -514,6 +521,7 @@ mod tests {
             ""
         );
         assert!(root.join("home/kiln").is_dir() && root.join("workspace").is_dir());
+        assert_eq!(std::fs::read_dir(root.join("dev")).unwrap().count(), 0);
         let apt = std::fs::read_to_string(root.join("etc/apt/apt.conf.d/90kiln")).unwrap();
         assert!(apt.contains("APT::Sandbox::User \"root\";"), "{apt}");
         assert!(!is_base_layer(&root));

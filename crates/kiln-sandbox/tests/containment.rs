@@ -437,7 +437,10 @@ print(json.dumps({
 "#,
     )
     .await;
-    assert_eq!(results["unshare_user"], serde_json::json!([-1, libc::EPERM]));
+    assert_eq!(
+        results["unshare_user"],
+        serde_json::json!([-1, libc::EPERM])
+    );
     assert_eq!(results["mount"], serde_json::json!([-1, libc::EPERM]));
     assert_eq!(results["setuid_other"][0], serde_json::json!(-1));
     // On the host, every process of it is the unprivileged sandbox uid.

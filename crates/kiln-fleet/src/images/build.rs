@@ -177,7 +177,16 @@ impl ImageBuilder {
             None => kiln_sandbox::NetworkPolicy::Isolated,
         };
         let ran = self
-            .run_steps(id, layers, &runtime, network, &steps, previous.is_none(), progress, log)
+            .run_steps(
+                id,
+                layers,
+                &runtime,
+                network,
+                &steps,
+                previous.is_none(),
+                progress,
+                log,
+            )
             .await;
         if let Some(egress) = egress {
             log.push_str(&egress.summary());
@@ -246,10 +255,7 @@ impl ImageBuilder {
             checkout: true,
         }];
         let phases: [(&str, &[Step]); 3] = [
-            (
-                "setup",
-                if incremental { &[] } else { &environment.setup },
-            ),
+            ("setup", if incremental { &[] } else { &environment.setup }),
             ("build", &environment.build),
             ("warm", &environment.warm),
         ];
