@@ -172,6 +172,8 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
                 .collect::<anyhow::Result<_>>()?,
             ..Default::default()
         },
+        // `DATA/bases`, collected with the images that use them.
+        bases_dir: None,
     };
     let public_url = std::env::var("KILN_PUBLIC_URL")
         .ok()
