@@ -424,3 +424,47 @@ async fn a_changed_setup_reruns_from_the_clean_base_leaving_nothing_of_the_old_o
     assert!(fourth.is_ready() && !fourth.setup_ran, "{}", fourth.log);
     assert!(fourth.layers.starts_with(&third.layers));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_removes_bases_nothing_stands_on() {
+    let fx = fixture_with(EngineConfig {
+        gc_grace: Duration::ZERO,
+        ..EngineConfig::default()
+    })
+    .await;
+    // Bases as the builder leaves them in DATA/bases (made by hand: no Debian needed here).
+    let bases = fx._dir.path().join("data").join("bases");
+    for name in ["debian-bookworm-unused", "debian-bookworm-used"] {
+        std::fs::create_dir_all(bases.join(name).join("rootfs/etc")).unwrap();
+        std::fs::write(
+            bases.join(name).join("description"),
+            "base = \"debian:bookworm\"\n",
+        )
+        .unwrap();
+    }
+    // A build that died half-way, its lock free.
+    std::fs::create_dir_all(bases.join(".debian-bookworm-dead.partial/rootfs/usr")).unwrap();
+    let used = bases.join("debian-bookworm-used").join("rootfs");
+    let sandbox = fx
+        .provider
+        .create(SandboxSpec {
+            image: ImageSpec {
+                layers: vec![used.clone()],
+                host_system: true,
+            },
+            ..SandboxSpec::default()
+        })
+        .await
+        .unwrap();
+    let report = fx.engine.collect_garbage().await.unwrap();
+    assert_eq!(report.bases_removed, 1, "{report:?}");
+    assert!(used.exists());
+    assert!(!bases.join("debian-bookworm-unused").exists());
+    assert!(!bases.join(".debian-bookworm-dead.partial").exists());
+
+    // Once nothing runs on it, it goes too.
+    fx.provider.destroy(sandbox.id()).await.unwrap();
+    let report = fx.engine.collect_garbage().await.unwrap();
+    assert_eq!(report.bases_removed, 1, "{report:?}");
+    assert!(!used.exists());
+}

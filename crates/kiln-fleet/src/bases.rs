@@ -96,6 +96,11 @@ impl Bases {
         let rootfs = dir.join("rootfs");
         // Cheap once done; redoes the ownership if the sandbox uid changed since.
         self.provider.adopt_system_layer(&rootfs).await?;
+        // Just used: the collector spares what changed within its grace time, so the build
+        // about to stand on it keeps it until its sandbox (and then its image) names it.
+        std::fs::File::open(&dir)
+            .and_then(|file| file.set_modified(std::time::SystemTime::now()))
+            .map_err(Error::io(format!("marking {} as used", dir.display())))?;
         log.push_str(&format!("== base {describe}: {name}\n"));
         Ok(rootfs)
     }
@@ -465,15 +470,20 @@ pub(crate) async fn collect(
             .strip_prefix('.')
             .and_then(|n| n.strip_suffix(".partial"))
         {
-            // A build in progress holds the lock; one that died left the partial behind.
-            if let Ok(lock) = std::fs::File::open(dir.join(format!(".{key}.lock"))) {
+            // A build in progress holds the lock; one that died left the partial behind. The
+            // lock is held (by this collection) while the partial goes.
+            let lock = match std::fs::File::open(dir.join(format!(".{key}.lock"))) {
+                Ok(lock) => Some(lock),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(_) => continue,
+            };
+            let free = lock.as_ref().is_none_or(|lock| {
                 use std::os::fd::AsRawFd;
                 // SAFETY: flock on a valid descriptor has no memory-safety preconditions.
-                let free =
-                    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-                if free && let Err(e) = remove_partial(&path).await {
-                    tracing::warn!(dir = %path.display(), error = %e, "cannot remove a partial base");
-                }
+                unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+            });
+            if free && let Err(e) = remove_partial(&path).await {
+                tracing::warn!(dir = %path.display(), error = %e, "cannot remove a partial base");
             }
             continue;
         }

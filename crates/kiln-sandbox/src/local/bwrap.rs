@@ -97,13 +97,25 @@ fn base_env(user: SandboxUser, ca_bundle: bool) -> BTreeMap<String, String> {
 
 impl Launch<'_> {
     /// Whether the sandbox will see a system CA bundle: the host's under `host_system`, else
-    /// the layers' (read through the mounted root, without following a link out of it).
+    /// the layers' (read through the mounted root; a symlink anywhere on the way counts as
+    /// none, since the host would resolve it against its own root).
     fn has_ca_bundle(&self) -> bool {
         if self.host_system {
             return Path::new(CA_BUNDLE).is_file();
         }
-        let path = self.root.join(CA_BUNDLE.trim_start_matches('/'));
-        std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+        let mut path = self.root.to_path_buf();
+        let parts: Vec<&str> = CA_BUNDLE.trim_start_matches('/').split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            path.push(part);
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                return false;
+            };
+            let last = i + 1 == parts.len();
+            if (last && !meta.is_file()) || (!last && !meta.is_dir()) {
+                return false;
+            }
+        }
+        true
     }
 
     fn args(&self) -> Vec<OsString> {
