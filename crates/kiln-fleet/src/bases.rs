@@ -85,13 +85,12 @@ impl Bases {
                 format!(" with {}", packages.join(", "))
             }
         );
+        // Held while the base is built, or looked at and marked used: a build of it elsewhere
+        // and the collector removing it both hold it too.
+        let _lock = self.lock(&name, &describe, log).await?;
         if !dir.join(DESCRIPTION).is_file() {
-            let _lock = self.lock(&name, &describe, log).await?;
-            // Another build may have made it while this one waited.
-            if !dir.join(DESCRIPTION).is_file() {
-                log.push_str(&format!("== base {describe}: building {name}\n"));
-                self.build(suite, packages, &name, log).await?;
-            }
+            log.push_str(&format!("== base {describe}: building {name}\n"));
+            self.build(suite, packages, &name, log).await?;
         }
         let rootfs = dir.join("rootfs");
         // Cheap once done; redoes the ownership if the sandbox uid changed since.
@@ -135,18 +134,12 @@ impl Bases {
             .await
             .map_err(Error::io(format!("creating {}", self.dir.display())))?;
         let path = self.dir.join(format!(".{name}.lock"));
-        let file = std::fs::File::options()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(Error::io(format!("opening {}", path.display())))?;
         let started = Instant::now();
         let mut said = false;
         loop {
-            use std::os::fd::AsRawFd;
-            // SAFETY: flock on a valid descriptor has no memory-safety preconditions.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            let locked =
+                try_lock(&path).map_err(Error::io(format!("opening {}", path.display())))?;
+            if let Some(file) = locked {
                 return Ok(file);
             }
             if started.elapsed() > BUILD_TIMEOUT {
@@ -158,7 +151,8 @@ impl Bases {
                     ),
                 });
             }
-            if !said {
+            // Others hold it for a moment to look at the base; long, it is being built.
+            if !said && started.elapsed() > Duration::from_secs(2) {
                 log.push_str(&format!(
                     "== base {describe}: waiting for another build of it\n"
                 ));
@@ -424,6 +418,20 @@ fn write_sandbox_files(root: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// An exclusive `flock` on `path` (made if missing), or `None` while another holder has it;
+/// released when the file is dropped.
+fn try_lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    // SAFETY: flock on a valid descriptor has no memory-safety preconditions.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    Ok(locked.then_some(file))
+}
+
 /// Removes a build's partial directory, unless something is mounted below it (mmdebstrap's
 /// mounts live in its own namespace and end with it; one here would be the host's).
 async fn remove_partial(partial: &Path) -> Result<()> {
@@ -472,17 +480,10 @@ pub(crate) async fn collect(
         {
             // A build in progress holds the lock; one that died left the partial behind. The
             // lock is held (by this collection) while the partial goes.
-            let lock = match std::fs::File::open(dir.join(format!(".{key}.lock"))) {
-                Ok(lock) => Some(lock),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(_) => continue,
+            let Ok(Some(_lock)) = try_lock(&dir.join(format!(".{key}.lock"))) else {
+                continue;
             };
-            let free = lock.as_ref().is_none_or(|lock| {
-                use std::os::fd::AsRawFd;
-                // SAFETY: flock on a valid descriptor has no memory-safety preconditions.
-                unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-            });
-            if free && let Err(e) = remove_partial(&path).await {
+            if let Err(e) = remove_partial(&path).await {
                 tracing::warn!(dir = %path.display(), error = %e, "cannot remove a partial base");
             }
             continue;
@@ -491,6 +492,13 @@ pub(crate) async fn collect(
             continue;
         }
         if used.contains(&path.join("rootfs")) || crate::gc::changed_within(&path, grace) {
+            continue;
+        }
+        // Not while a build takes it: it holds the lock, and marks the base used under it.
+        let Ok(Some(_lock)) = try_lock(&dir.join(format!(".{name}.lock"))) else {
+            continue;
+        };
+        if crate::gc::changed_within(&path, grace) {
             continue;
         }
         let target = path.clone();
