@@ -185,6 +185,8 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
             .ok()
             .filter(|key| !key.trim().is_empty())
             .map(kiln_core::Secret::new),
+        // `DATA/bases`, collected with the images that use them.
+        bases_dir: None,
     };
     Ok(Resolved {
         public_url,

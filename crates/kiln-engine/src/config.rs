@@ -61,6 +61,10 @@ pub struct EngineConfig {
     /// The key repo secrets are sealed under, from `KILN_SECRET_KEY` (base64 of 32 bytes);
     /// `None`: the key file `DATA/secret.key`, made on first start.
     pub secret_key: Option<kiln_core::Secret<String>>,
+    /// Where the Debian bases images are built on are kept; `None`: `DATA/bases`, collected
+    /// with unused images. A directory named here may be shared by several data dirs and is
+    /// never collected.
+    pub bases_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +90,7 @@ impl Default for EngineConfig {
             max_active_sessions_per_user: 0,
             egress: kiln_fleet::EgressSettings::default(),
             secret_key: None,
+            bases_dir: None,
         }
     }
 }

@@ -109,6 +109,7 @@ impl Engine {
                 pool_size: config.pool_size,
                 pool_max: config.pool_max,
                 egress: config.egress.clone(),
+                bases_dir: config.bases_dir.clone(),
             },
         );
         let shutdown = CancellationToken::new();

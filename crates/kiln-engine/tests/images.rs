@@ -1,6 +1,7 @@
 //! Image builds from a real local repo with real setup commands that work offline: a script that
 //! makes a SQLite schema, a build step, a warm step. Incremental rebuilds skip setup while the
-//! lockfile is unchanged and rerun it when it changes; a failed build keeps the last good image.
+//! lockfile and the setup are unchanged and rerun it, from the clean base, when either changes;
+//! a failed build keeps the last good image.
 
 use kiln_engine::{Engine, EngineConfig};
 use kiln_protocol::api::CreateRepo;
@@ -167,14 +168,19 @@ async fn images_build_incrementally_and_setup_reruns_only_when_the_lockfile_chan
         "v2\nv2\n1\n[('users',)]\n"
     );
 
-    // A dependency change: setup runs again, on top of the last image.
+    // A dependency change: setup runs again, from the clean base (its log starts over).
     fx.push(&[("deps.lock", "a=2\n")], "deps");
     let third = fx.engine.build_image("app").await.unwrap();
     assert!(third.is_ready(), "{}", third.log);
     assert!(third.setup_ran);
+    assert!(
+        third.log.contains("setup reruns, from the clean base"),
+        "{}",
+        third.log
+    );
     assert_eq!(
         fx.in_image(&third, INSPECT).await,
-        "v2\nv2\n2\n[('users',)]\n"
+        "v2\nv2\n1\n[('users',)]\n"
     );
 
     let store = fx.engine.store();
@@ -374,4 +380,91 @@ async fn setup_downloads_through_the_egress_proxy_under_the_repo_s_policy() {
     let image = fx.engine.build_image("app").await.unwrap();
     assert!(!image.is_ready(), "{}", image.log);
     assert!(!image.log.contains("== egress:"), "{}", image.log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_setup_reruns_from_the_clean_base_leaving_nothing_of_the_old_one() {
+    let fx = fixture().await;
+    let old = ENVIRONMENT.replace(
+        "echo setup >> /home/kiln/setup.log",
+        "echo setup >> /home/kiln/setup.log && touch /home/kiln/old-setup-was-here",
+    );
+    fx.push(&[(".kiln/environment.toml", &old)], "an older setup");
+    let first = fx.engine.build_image("app").await.unwrap();
+    assert!(first.is_ready(), "{}", first.log);
+    assert_eq!(
+        fx.in_image(&first, "ls /home/kiln").await,
+        "app.db\nold-setup-was-here\nsetup.log\nwarm.txt\n"
+    );
+
+    // Only the setup step changed, no manifest: setup reruns, not on the old image's layers.
+    fx.push(&[(".kiln/environment.toml", ENVIRONMENT)], "a newer setup");
+    let second = fx.engine.build_image("app").await.unwrap();
+    assert!(second.is_ready(), "{}", second.log);
+    assert!(second.setup_ran, "{}", second.log);
+    assert!(
+        !second.layers.iter().any(|l| first.layers.contains(l)),
+        "{:?} / {:?}",
+        first.layers,
+        second.layers
+    );
+    assert_eq!(
+        fx.in_image(&second, "ls /home/kiln; wc -l < /home/kiln/setup.log")
+            .await,
+        "app.db\nsetup.log\nwarm.txt\n1\n"
+    );
+
+    // So does a change of the variables setup runs with; the next code change does not.
+    let with_env = format!("{ENVIRONMENT}\n[env]\nGREETING = \"hello\"\n");
+    fx.push(&[(".kiln/environment.toml", &with_env)], "a variable");
+    let third = fx.engine.build_image("app").await.unwrap();
+    assert!(third.is_ready() && third.setup_ran, "{}", third.log);
+    fx.push(&[("src.txt", "v2\n")], "code");
+    let fourth = fx.engine.build_image("app").await.unwrap();
+    assert!(fourth.is_ready() && !fourth.setup_ran, "{}", fourth.log);
+    assert!(fourth.layers.starts_with(&third.layers));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_removes_bases_nothing_stands_on() {
+    let fx = fixture_with(EngineConfig {
+        gc_grace: Duration::ZERO,
+        ..EngineConfig::default()
+    })
+    .await;
+    // Bases as the builder leaves them in DATA/bases (made by hand: no Debian needed here).
+    let bases = fx._dir.path().join("data").join("bases");
+    for name in ["debian-bookworm-unused", "debian-bookworm-used"] {
+        std::fs::create_dir_all(bases.join(name).join("rootfs/etc")).unwrap();
+        std::fs::write(
+            bases.join(name).join("description"),
+            "base = \"debian:bookworm\"\n",
+        )
+        .unwrap();
+    }
+    // A build that died half-way, its lock free.
+    std::fs::create_dir_all(bases.join(".debian-bookworm-dead.partial/rootfs/usr")).unwrap();
+    let used = bases.join("debian-bookworm-used").join("rootfs");
+    let sandbox = fx
+        .provider
+        .create(SandboxSpec {
+            image: ImageSpec {
+                layers: vec![used.clone()],
+                host_system: true,
+            },
+            ..SandboxSpec::default()
+        })
+        .await
+        .unwrap();
+    let report = fx.engine.collect_garbage().await.unwrap();
+    assert_eq!(report.bases_removed, 1, "{report:?}");
+    assert!(used.exists());
+    assert!(!bases.join("debian-bookworm-unused").exists());
+    assert!(!bases.join(".debian-bookworm-dead.partial").exists());
+
+    // Once nothing runs on it, it goes too.
+    fx.provider.destroy(sandbox.id()).await.unwrap();
+    let report = fx.engine.collect_garbage().await.unwrap();
+    assert_eq!(report.bases_removed, 1, "{report:?}");
+    assert!(!used.exists());
 }

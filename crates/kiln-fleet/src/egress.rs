@@ -11,6 +11,9 @@
 //!   path. Its connections are tallied per host until the session takes them (after each tool
 //!   call) to record as events. One proxy per sandbox also means one connection cap per sandbox:
 //!   a sandbox that floods its proxy exhausts its own listener, not its neighbours'.
+//! - Programs kiln runs on the host for a build ([`HostEgress`]): a Debian base's downloads
+//!   (mmdebstrap's apt) go through the same kind of proxy, on a loopback port, audited the same
+//!   way.
 
 use crate::{Error, Result};
 use kiln_egress::{
@@ -19,6 +22,7 @@ use kiln_egress::{
 use kiln_protocol::api::AgentNetwork;
 use kiln_sandbox::{EGRESS_SOCKET_NAME, NetworkPolicy, SandboxInfo};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -179,10 +183,15 @@ impl BuildEgress {
         }
     }
 
-    /// One line per host and outcome: connections, bytes each way, and why.
     pub(crate) fn summary(&self) -> String {
-        self.tally
-            .take()
+        self.tally.summary()
+    }
+}
+
+impl Tally {
+    /// One build-log line per host and outcome: connections, bytes each way, and why.
+    fn summary(&self) -> String {
+        self.take()
             .into_iter()
             .map(|((host, port, allowed, reason), t)| {
                 let verdict = if allowed { "allowed" } else { "refused" };
@@ -192,6 +201,51 @@ impl BuildEgress {
                 )
             })
             .collect()
+    }
+}
+
+/// The same proxy for a program kiln runs on the host itself (mmdebstrap's apt, building a
+/// base): on a loopback port of its own for the program's lifetime, stopped when dropped.
+pub(crate) struct HostEgress {
+    address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    tally: Arc<Tally>,
+}
+
+impl HostEgress {
+    pub(crate) async fn start(
+        settings: &EgressSettings,
+        policy: EgressPolicy,
+    ) -> Result<HostEgress> {
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(Error::io("serving an egress proxy on the loopback"))?;
+        let address = listener
+            .local_addr()
+            .map_err(Error::io("serving an egress proxy on the loopback"))?;
+        let tally = Arc::new(Tally::default());
+        let gate = Arc::new(settings.gate(policy, Phase::Setup, &tally));
+        let task = tokio::spawn(kiln_egress::serve(listener, gate));
+        Ok(HostEgress {
+            address,
+            task,
+            tally,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, the proxy's URL.
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub(crate) fn summary(&self) -> String {
+        self.tally.summary()
+    }
+}
+
+impl Drop for HostEgress {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 

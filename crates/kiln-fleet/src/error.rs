@@ -1,5 +1,5 @@
 //! What can go wrong preparing what sessions start from. Each variant says whose problem it is:
-//! the repo's upstream (`Git*`), the repo's own environment (`Environment`, `Step`), a build
+//! the repo's upstream (`Git*`), the repo's own environment (`Environment`, `Step`, `Base`), a build
 //! already running (`BuildRunning`), or kiln's own host files (`Io`, `Snapshots`). The engine
 //! wraps it whole and the server maps every variant to a status.
 
@@ -23,6 +23,10 @@ pub enum Error {
     /// A setup, build or warm step of an image build failed.
     #[error("step {step:?} {ended}")]
     Step { step: String, ended: String },
+    /// A base (a Debian release with the repo's packages) could not be built; its output is in
+    /// the build log.
+    #[error("building the base {base} failed: {message}")]
+    Base { base: String, message: String },
     #[error("an image of {repo:?} is being built")]
     BuildRunning { repo: String },
     /// A file of kiln's own (its data dir) could not be made, read or moved.

@@ -8,8 +8,8 @@
 //! `EngineConfig::image_max_layers`) and nothing uses the old chain any more.
 //!
 //! Everything else goes: images are marked collected (the record stays, its log is dropped),
-//! snapshot layers are deleted through the provider, and the repo layers of collected and failed
-//! builds are removed. Layers younger than the grace time are never touched: they may belong to
+//! snapshot layers are deleted through the provider, the repo layers of collected and failed
+//! builds are removed, and so are the bases (`DATA/bases`) no kept image or snapshot stands on. Layers younger than the grace time are never touched: they may belong to
 //! a build or a snapshot that is not recorded yet.
 
 use crate::Fleet;
@@ -87,6 +87,13 @@ pub(crate) async fn collect(fleet: &Fleet) -> Result<GcReport> {
         }
     }
 
+    // Bases in a directory of their own (shared by several data dirs) are not this data dir's
+    // to collect: other images may stand on them.
+    if fleet.config.bases_dir.is_none() {
+        let dir = fleet.bases.dir.clone();
+        report.bases_removed = crate::bases::collect(&dir, &used, grace).await;
+    }
+
     let builds = fleet.workspaces.data_dir.join("images");
     let dirs = match std::fs::read_dir(&builds) {
         Ok(dirs) => dirs,
@@ -122,7 +129,7 @@ pub(crate) async fn collect(fleet: &Fleet) -> Result<GcReport> {
 }
 
 /// Whether `path`'s inode changed (was made or renamed) less than `grace` ago.
-fn changed_within(path: &Path, grace: Duration) -> bool {
+pub(crate) fn changed_within(path: &Path, grace: Duration) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return false;
     };

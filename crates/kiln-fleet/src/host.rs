@@ -1,16 +1,130 @@
 //! The one place kiln runs programs on the host (git, to fetch repositories with the
-//! control plane's credentials). Explicit cwd, a cleared environment, a timeout, killed on drop.
+//! control plane's credentials; mmdebstrap, to build Debian bases). Explicit cwd, a cleared
+//! environment, a timeout, killed on drop.
 
 use crate::{Error, Result};
 use kiln_core::Secret;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
+
+/// The `PATH` of every host program kiln runs.
+const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// A line of a program's output longer than this reaches the caller in pieces.
+const MAX_LINE: usize = 4096;
 
 /// Runs `git args...` in `cwd` and returns its stdout; a failure carries git's stderr.
 pub async fn git(cwd: &Path, args: &[&str], timeout: Duration) -> Result<String> {
     git_with_credentials(cwd, args, None, timeout).await
+}
+
+/// [`git`] for output that need not be text (a file's contents with `cat-file blob`).
+pub(crate) async fn git_bytes(cwd: &Path, args: &[&str], timeout: Duration) -> Result<Vec<u8>> {
+    run_git(cwd, args, None, timeout).await
+}
+
+/// How a program run by [`run_streamed`] ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    Exited(ExitStatus),
+    /// Killed at the timeout.
+    TimedOut,
+}
+
+/// Runs `program args...` in `cwd` with nothing of kiln's environment but `PATH` and `env`,
+/// handing each line it prints (stdout or stderr, as it comes) to `line`; killed at `timeout`
+/// or when the future is dropped.
+pub(crate) async fn run_streamed(
+    program: &str,
+    args: &[String],
+    cwd: &Path,
+    env: &[(&str, &str)],
+    timeout: Duration,
+    mut line: impl FnMut(&str),
+) -> Result<Ended> {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", HOST_PATH)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(Error::io(format!("running {program}")))?;
+    let (mut stdout, mut stderr) = (
+        Lines::new(child.stdout.take().expect("piped")),
+        Lines::new(child.stderr.take().expect("piped")),
+    );
+    let run = async {
+        loop {
+            let next = tokio::select! {
+                next = stdout.next(), if !stdout.done => next,
+                next = stderr.next(), if !stderr.done => next,
+                status = child.wait(), if stdout.done && stderr.done => return status,
+            };
+            if let Some(text) = next? {
+                line(&text);
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(status) => Ok(Ended::Exited(
+            status.map_err(Error::io(format!("running {program}")))?,
+        )),
+        Err(_) => {
+            let _ = child.kill().await;
+            Ok(Ended::TimedOut)
+        }
+    }
+}
+
+/// Lines of a pipe, each at most [`MAX_LINE`] bytes, decoded lossily.
+struct Lines<R> {
+    reader: R,
+    pending: Vec<u8>,
+    done: bool,
+}
+
+impl<R: AsyncRead + Unpin> Lines<R> {
+    fn new(reader: R) -> Self {
+        Lines {
+            reader,
+            pending: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The next whole line (or piece of a long one); `None` when the read ended none.
+    async fn next(&mut self) -> std::io::Result<Option<String>> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let rest = self.pending.split_off(end + 1);
+                let line = std::mem::replace(&mut self.pending, rest);
+                return Ok(Some(String::from_utf8_lossy(&line[..end]).into_owned()));
+            }
+            if self.pending.len() >= MAX_LINE {
+                let rest = self.pending.split_off(MAX_LINE);
+                let piece = std::mem::replace(&mut self.pending, rest);
+                return Ok(Some(String::from_utf8_lossy(&piece).into_owned()));
+            }
+            let mut buf = [0u8; 8192];
+            let n = self.reader.read(&mut buf).await?;
+            if n == 0 {
+                self.done = true;
+                if self.pending.is_empty() {
+                    return Ok(None);
+                }
+                let last = std::mem::take(&mut self.pending);
+                return Ok(Some(String::from_utf8_lossy(&last).into_owned()));
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+        }
+    }
 }
 
 /// [`git`] for a fetch or clone from a remote that needs credentials (`user:password` as they
@@ -23,6 +137,16 @@ pub async fn git_with_credentials(
     credentials: Option<&Secret<String>>,
     timeout: Duration,
 ) -> Result<String> {
+    let stdout = run_git(cwd, args, credentials, timeout).await?;
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+async fn run_git(
+    cwd: &Path,
+    args: &[&str],
+    credentials: Option<&Secret<String>>,
+    timeout: Duration,
+) -> Result<Vec<u8>> {
     let mut command = Command::new("git");
     command
         .args(args)
@@ -64,7 +188,7 @@ pub async fn git_with_credentials(
             message: stderr,
         });
     }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Ok(output.stdout)
 }
 
 /// `Authorization: Basic …` for url credentials: user and password percent-decoded, as git

@@ -1,7 +1,8 @@
 //! The fleet: everything sessions start from and leave behind, below the session actors.
 //!
 //! - [`host`]: the one place kiln runs programs on the host (git, with the control plane's
-//!   credentials).
+//!   credentials; mmdebstrap).
+//! - `bases`: the Debian root filesystems images are built on, built once per inputs.
 //! - [`workspace`]: per-repo mirrors, session checkouts, creating and syncing sandboxes.
 //! - [`images`]: a repo's environment file, image builds and their live logs.
 //! - [`pool`]: warm sandboxes per repo and reservations while a user types.
@@ -13,6 +14,7 @@
 //! opens and hands over); the engine decides *when* (after a claim, on a cadence, at
 //! shutdown), the fleet knows *how*.
 
+mod bases;
 mod builds;
 mod egress;
 mod error;
@@ -56,6 +58,10 @@ pub struct FleetConfig {
     pub pool_max: usize,
     /// The address rule, deny list (and, in tests, resolve table) of every egress proxy.
     pub egress: EgressSettings,
+    /// Where Debian bases are kept; `None`: `DATA/bases`, collected with the rest. A directory
+    /// given here may be shared by several data dirs (tests share one, so each base is built
+    /// once), so the collector leaves it alone.
+    pub bases_dir: Option<PathBuf>,
 }
 
 /// Mirrors, checkouts, images, pools and the collector over one data dir and one provider.
@@ -65,6 +71,7 @@ pub struct Fleet {
     workspaces: Workspaces,
     pools: Pools,
     builds: builds::Builds,
+    bases: bases::Bases,
     /// Held by a collection, so two never overlap.
     gc: tokio::sync::Mutex<()>,
     config: FleetConfig,
@@ -77,7 +84,16 @@ impl Fleet {
         data_dir: PathBuf,
         config: FleetConfig,
     ) -> Fleet {
+        let bases = bases::Bases {
+            dir: config
+                .bases_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("bases")),
+            provider: provider.clone(),
+            egress: config.egress.clone(),
+        };
         Fleet {
+            bases,
             workspaces: Workspaces {
                 egress: Arc::new(egress::SandboxEgress::new(config.egress.clone(), &data_dir)),
                 data_dir,
@@ -198,6 +214,7 @@ impl Fleet {
             step_timeout: self.config.image_step_timeout,
             max_layers: self.config.image_max_layers,
             egress: self.config.egress.clone(),
+            bases: self.bases.clone(),
         };
         builder
             .build(repo, build.id(), build.log(), secrets)

@@ -12,7 +12,7 @@ use kiln_core::SessionId;
 use kiln_protocol::api::{ImageRuntime, Repo, ResourceLimits};
 use kiln_sandbox::{
     CommandLine, ExecRequest, ImageSpec, Limits, NetworkPolicy, Provider, Sandbox, SandboxId,
-    SandboxSpec,
+    SandboxSpec, SandboxUser,
 };
 use kiln_store::ImageRecord;
 use std::collections::BTreeMap;
@@ -157,26 +157,19 @@ impl Workspaces {
         Ok(())
     }
 
-    /// Creates a sandbox from read-only layers (over the host system) with the env and limits
-    /// of the repo's environment, tagged with one label saying what it is for: a session, a
-    /// pool, an image build.
+    /// Creates a sandbox from read-only layers with the env and limits of the repo's
+    /// environment, tagged with one label saying what it is for: a session, a pool, an image
+    /// build. A stack whose bottom layer is a base brings its own system; any other runs over
+    /// the host's `/usr`.
     pub async fn create_labelled(
         &self,
         layers: Vec<PathBuf>,
         runtime: &ImageRuntime,
         label: (&str, &str),
         network: NetworkPolicy,
+        user: SandboxUser,
     ) -> Result<Sandbox> {
-        let spec = SandboxSpec {
-            image: ImageSpec {
-                layers,
-                host_system: true,
-            },
-            env: runtime.env.clone(),
-            limits: limits(&runtime.limits),
-            labels: BTreeMap::from([(label.0.to_string(), label.1.to_string())]),
-            network,
-        };
+        let spec = spec(layers, runtime, label, network, user);
         Ok(self.provider.create(spec).await?)
     }
 
@@ -190,16 +183,7 @@ impl Workspaces {
         label: (&str, &str),
     ) -> Result<Sandbox> {
         let (network, egress) = self.egress.serve(&runtime.network)?;
-        let mut spec = SandboxSpec {
-            image: ImageSpec {
-                layers,
-                host_system: true,
-            },
-            env: runtime.env.clone(),
-            limits: limits(&runtime.limits),
-            labels: BTreeMap::from([(label.0.to_string(), label.1.to_string())]),
-            network,
-        };
+        let mut spec = spec(layers, runtime, label, network, SandboxUser::Kiln);
         spec.labels.insert(egress.0, egress.1);
         Ok(self.provider.create(spec).await?)
     }
@@ -384,6 +368,32 @@ impl Workspaces {
         let sandbox = self.provider.attach(id).await?;
         self.egress.resume(sandbox.info())?;
         Ok(sandbox)
+    }
+}
+
+/// A sandbox from `layers` with the env and limits of the repo's environment and one label. A
+/// stack whose bottom layer is a base brings its own system; any other runs over the host's
+/// `/usr`.
+fn spec(
+    layers: Vec<PathBuf>,
+    runtime: &ImageRuntime,
+    label: (&str, &str),
+    network: NetworkPolicy,
+    user: SandboxUser,
+) -> SandboxSpec {
+    let host_system = !layers
+        .first()
+        .is_some_and(|bottom| crate::bases::is_base_layer(bottom));
+    SandboxSpec {
+        image: ImageSpec {
+            layers,
+            host_system,
+        },
+        user,
+        env: runtime.env.clone(),
+        limits: limits(&runtime.limits),
+        labels: BTreeMap::from([(label.0.to_string(), label.1.to_string())]),
+        network,
     }
 }
 

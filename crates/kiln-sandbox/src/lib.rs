@@ -22,5 +22,6 @@ pub use local::{LocalConfig, LocalProvider};
 pub use provider::{Provider, ResourceEvents, Sandbox};
 pub use spec::{
     EGRESS_DIR, EGRESS_PORT, EGRESS_SOCKET, EGRESS_SOCKET_NAME, ImageSpec, Limits, NetworkPolicy,
-    SandboxId, SandboxInfo, SandboxSpec, Snapshot, SnapshotId, SnapshotInfo, proxy_env,
+    SandboxId, SandboxInfo, SandboxSpec, SandboxUser, Snapshot, SnapshotId, SnapshotInfo,
+    proxy_env,
 };

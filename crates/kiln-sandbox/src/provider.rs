@@ -37,6 +37,13 @@ pub trait Provider: Send + Sync + Debug + 'static {
     async fn merge_snapshots(&self, layers: &[std::path::PathBuf]) -> Result<SnapshotInfo>;
     /// Every snapshot this provider holds, oldest first.
     async fn snapshots(&self) -> Result<Vec<SnapshotInfo>>;
+    /// Makes `dir`, a root filesystem that root built on the host (a Debian base), usable as
+    /// the bottom layer of sandboxes whose build steps run as [`crate::SandboxUser::Root`]:
+    /// every entry becomes owned by the host identity uid 0 has inside a sandbox, so that user
+    /// can install packages into it (through the writable layer; the layer itself stays
+    /// read-only). Set-id bits and file capabilities do not survive: nothing in a sandbox may
+    /// gain privileges anyway. Idempotent, and cheap on a layer already adopted.
+    async fn adopt_system_layer(&self, dir: &std::path::Path) -> Result<()>;
     /// Deletes a snapshot for good. [`crate::Error::InUse`] while a sandbox runs on it;
     /// [`crate::Error::SnapshotNotFound`] when there is no such snapshot.
     async fn delete_snapshot(&self, id: &SnapshotId) -> Result<()>;

@@ -139,9 +139,27 @@ pub enum NetworkPolicy {
     Proxy { dir: std::path::PathBuf },
 }
 
+/// Who the sandbox's processes are inside it. Either way they are the one unprivileged sandbox
+/// uid on the host, without capabilities, under the same seccomp filter: a user namespace maps
+/// a single uid, so `Root` only changes which uid inside that one is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxUser {
+    /// `kiln`, uid and gid 1000, home `/home/kiln`: sessions, pools, most build steps.
+    #[default]
+    Kiln,
+    /// uid and gid 0, home `/root`: an image build's steps that install system packages. It
+    /// owns the files of a layer the provider adopted ([`crate::Provider::adopt_system_layer`]),
+    /// so `apt-get install` works there; files of other layers stay out of its reach.
+    Root,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxSpec {
     pub image: ImageSpec,
+    /// Who runs inside; sandboxes recorded before this field existed ran as `kiln`.
+    #[serde(default)]
+    pub user: SandboxUser,
     /// Environment of every process in the sandbox; exec requests may add to it.
     pub env: BTreeMap<String, String>,
     pub limits: Limits,

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Harness, host_spec, ok, run};
-use kiln_sandbox::{Limits, Provider, SandboxSpec};
+use kiln_sandbox::{ImageSpec, Limits, Provider, SandboxSpec, SandboxUser};
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -377,5 +377,98 @@ async fn the_sandbox_learns_no_host_path_from_proc() {
     assert!(
         leaks.starts_with("bwrap --args 6 -- /.kiln/guest"),
         "{leaks}"
+    );
+}
+
+#[tokio::test]
+async fn root_inside_is_the_sandbox_uid_outside_without_capabilities_under_the_same_filter() {
+    let h = Harness::new().await;
+    // A layer host root made, as a base's installer does: nobody's inside until adopted.
+    let layer = h.data_dir().join("system-layer");
+    std::fs::create_dir_all(layer.join("opt/tool")).unwrap();
+    std::fs::write(layer.join("opt/tool/version"), "1\n").unwrap();
+    let spec = |user| SandboxSpec {
+        image: ImageSpec {
+            layers: vec![layer.clone()],
+            host_system: true,
+        },
+        user,
+        ..SandboxSpec::default()
+    };
+    let root = h.provider.create(spec(SandboxUser::Root)).await.unwrap();
+    assert_eq!(
+        ok(&root, "id -u; id -g; echo $HOME $USER").await,
+        "0\n0\n/root root\n"
+    );
+    let refused = run(&root, "echo 2 > /opt/tool/version").await;
+    assert!(!refused.status.success(), "{refused:?}");
+    h.provider.destroy(root.id()).await.unwrap();
+
+    h.provider.adopt_system_layer(&layer).await.unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(layer.join("opt/tool/version")).unwrap();
+    assert_eq!((owner.uid(), owner.gid()), (900_000, 900_000));
+    // Adopting again is a no-op.
+    h.provider.adopt_system_layer(&layer).await.unwrap();
+
+    let root = h.provider.create(spec(SandboxUser::Root)).await.unwrap();
+    assert_eq!(
+        ok(
+            &root,
+            "echo 2 > /opt/tool/version && stat -c %U /opt/tool/version && \
+             grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status"
+        )
+        .await,
+        "root\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\n"
+    );
+    // The layer itself is untouched: the write went to the sandbox's writable layer.
+    assert_eq!(
+        std::fs::read_to_string(layer.join("opt/tool/version")).unwrap(),
+        "1\n"
+    );
+    let results = probe(
+        &root,
+        r#"
+print(json.dumps({
+    "unshare_user": call(272, 0x10000000),
+    "mount": call(165, ctypes.addressof(ctypes.create_string_buffer(b"none")), ctypes.addressof(ctypes.create_string_buffer(b"/tmp")), ctypes.addressof(ctypes.create_string_buffer(b"tmpfs")), 0, 0),
+    "setuid_other": [libc.setuid(1000), ctypes.get_errno()],
+}))
+"#,
+    )
+    .await;
+    assert_eq!(
+        results["unshare_user"],
+        serde_json::json!([-1, libc::EPERM])
+    );
+    assert_eq!(results["mount"], serde_json::json!([-1, libc::EPERM]));
+    assert_eq!(results["setuid_other"][0], serde_json::json!(-1));
+    // On the host, every process of it is the unprivileged sandbox uid.
+    let procs = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/pids/kiln/{}/cgroup.procs",
+        root.id()
+    ))
+    .unwrap();
+    for pid in procs.split_whitespace() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert_eq!(
+            uids.split_whitespace().skip(1).collect::<Vec<_>>(),
+            ["900000"; 4],
+            "pid {pid}"
+        );
+    }
+
+    // The default user sees the same files as its own, and the system's TLS roots.
+    let kiln = h.provider.create(spec(SandboxUser::Kiln)).await.unwrap();
+    assert_eq!(
+        ok(
+            &kiln,
+            "id -u; stat -c %u /opt/tool/version; echo $HOME; \
+             test -r \"$SSL_CERT_FILE\" && echo $SSL_CERT_FILE $REQUESTS_CA_BUNDLE $NODE_EXTRA_CA_CERTS"
+        )
+        .await,
+        "1000\n1000\n/home/kiln\n/etc/ssl/certs/ca-certificates.crt \
+         /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt\n"
     );
 }

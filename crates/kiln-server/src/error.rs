@@ -102,7 +102,8 @@ impl From<kiln_engine::Error> for Error {
 }
 
 /// Errors of mirrors, checkouts, builds and the collector: the repo's upstream failing is a
-/// 503 with git's message (credentials already cut out), the repo's own environment a 400.
+/// 503 with git's message (credentials already cut out), the repo's own environment (its
+/// definition, a step, a base of its packages) a 400.
 impl From<kiln_engine::FleetError> for Error {
     fn from(e: kiln_engine::FleetError) -> Self {
         use kiln_engine::FleetError as Fleet;
@@ -113,7 +114,9 @@ impl From<kiln_engine::FleetError> for Error {
                      check the repo's URL and credentials: {e}"
                 ))
             }
-            Fleet::Environment(_) | Fleet::Step { .. } => Error::BadRequest(e.to_string()),
+            Fleet::Environment(_) | Fleet::Step { .. } | Fleet::Base { .. } => {
+                Error::BadRequest(e.to_string())
+            }
             Fleet::BuildRunning { .. } => Error::Conflict(e.to_string()),
             Fleet::Store(e) => e.into(),
             Fleet::Sandbox(e) => e.into(),

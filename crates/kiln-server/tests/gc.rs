@@ -101,7 +101,7 @@ async fn unused_images_go_and_a_deep_stack_starts_over() {
     assert_eq!(status, 200, "{again}");
     assert_eq!(
         again,
-        json!({"images_collected": [], "snapshots_deleted": 0, "repo_layers_removed": 0})
+        json!({"images_collected": [], "snapshots_deleted": 0, "repo_layers_removed": 0, "bases_removed": 0})
     );
 
     // Sessions still start from what is left.

@@ -11,4 +11,4 @@ mod upstream;
 pub use fake_model::{FakeModel, FakeToolCall, RecordedRequest, Script, Turn};
 pub use git_http::GitHttpServer;
 pub use repo::{bare_repo, git};
-pub use upstream::http_upstream;
+pub use upstream::{FileServer, ServedFile, http_upstream};

@@ -149,6 +149,9 @@ fn gc_summary(report: &GcReport) -> String {
     if report.repo_layers_removed > 0 {
         parts.push(format!("{} build layer(s)", report.repo_layers_removed));
     }
+    if report.bases_removed > 0 {
+        parts.push(format!("{} base(s)", report.bases_removed));
+    }
     if parts.is_empty() {
         "nothing to collect: every image and layer is in use or recent".into()
     } else {
@@ -259,6 +262,7 @@ mod tests {
             images_collected: vec!["i-1".into(), "i-2".into()],
             snapshots_deleted: 3,
             repo_layers_removed: 0,
+            bases_removed: 0,
         };
         assert_eq!(
             gc_summary(&report),

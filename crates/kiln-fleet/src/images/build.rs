@@ -2,23 +2,30 @@
 //! run its setup, build and warm commands in a sandbox, and freeze the writable layer.
 //!
 //! Builds are incremental: a repo with a ready image builds on top of it — the old checkout,
-//! dependencies and caches are already there — fetches, checks out the new commit, and reruns
-//! setup only when a dependency manifest changed. A failed build is recorded with its log and
-//! error; the last good image stays the one sessions use. Every step has a timeout.
+//! dependencies and caches are already there — fetches, checks out the new commit, and skips
+//! setup. When setup must rerun (a dependency manifest or the setup itself — steps, base,
+//! packages, env, network — changed, which the host tells from its mirror before any sandbox
+//! exists) the build starts from the clean base instead, so no file of an older setup survives.
+//! A clean build on a Debian base starts from that base's layer (see `crate::bases`).
+//!
+//! Steps run as the sandbox user or, with `user = "root"`, as root inside the sandbox: each run
+//! of steps with one user gets a sandbox, frozen into a layer the next one starts on. A failed
+//! build is recorded with its log and error; the last good image stays the one sessions use.
+//! Every step has a timeout.
 //!
 //! The repo's secrets (decrypted by the engine) are added to the environment of the setup,
 //! build and warm steps — not the checkout's, and not the image's runtime, so no sandbox made
 //! from the image gets them from here. The log masks them; the record keeps their names and
 //! fingerprints, which also join the setup hash, so changing a secret reruns setup.
 
-use super::environment::{ENVIRONMENT_FILE, Environment, Step};
+use super::environment::{Base, ENVIRONMENT_FILE, Environment, Step, StepUser};
 use super::live::{BuildLog, Utf8Chunks};
-use crate::host::git;
+use crate::host::{git, git_bytes};
 use crate::workspace::{WORKDIR, Workspaces};
 use crate::{Error, Result};
 use kiln_core::Secret;
 use kiln_protocol::api::{ImageRuntime, ImageSecret, Repo};
-use kiln_sandbox::{CommandLine, ExecEvent, ExecRequest, OutputStream, Sandbox};
+use kiln_sandbox::{CommandLine, ExecEvent, ExecRequest, OutputStream, Sandbox, SandboxUser};
 use kiln_store::{ImageRecord, Store};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -39,6 +46,8 @@ pub(crate) struct ImageBuilder {
     /// The deepest layer stack an incremental build may make; past it, a full build.
     pub(crate) max_layers: usize,
     pub(crate) egress: crate::EgressSettings,
+    /// Where the Debian bases clean builds start from are built and kept.
+    pub(crate) bases: crate::bases::Bases,
 }
 
 /// A repo secret as a build gets it: the value for the steps' environment, the fingerprint
@@ -68,6 +77,26 @@ struct Progress {
     commit: String,
     /// Whether setup started.
     setup_ran: bool,
+}
+
+/// One command of a build as it will run.
+struct Planned {
+    /// For the log and errors: `checkout`, `setup: cargo fetch`, `setup: … (as root)`.
+    name: String,
+    script: String,
+    user: StepUser,
+    timeout: Duration,
+    /// The first step: setup starts after it.
+    checkout: bool,
+}
+
+/// How many sandboxes `steps` take: one per run of steps with the same user.
+fn segments(steps: &[Planned]) -> usize {
+    steps
+        .iter()
+        .enumerate()
+        .filter(|(i, step)| *i == 0 || steps[i - 1].user != step.user)
+        .count()
 }
 
 /// What a successful build produced.
@@ -152,19 +181,28 @@ impl ImageBuilder {
         progress.commit = commit.clone();
         log.push_str(&format!("== {} at {commit}\n", repo.name));
         let environment = self.environment(repo, &mirror, &commit, log).await?;
-        // Squashing: a deep stack of incremental layers slows every mount and every lookup,
-        // so past a depth the build starts over from the bare system.
-        let previous = previous.filter(|p| {
-            let deep = p.layers.len() + 2 > self.max_layers;
-            if deep {
-                log.push_str(&format!(
-                    "== full build: image {} already has {} layers\n",
-                    p.id,
-                    p.layers.len()
-                ));
-            }
-            !deep
-        });
+        // Decided on the host, before any sandbox exists: when setup reruns, the build starts
+        // from the clean base, so nothing an older setup left survives into the new image.
+        let lockfile_hash = self
+            .lockfile_hash(
+                &mirror,
+                &commit,
+                &environment,
+                &secrets_fingerprint(secrets),
+            )
+            .await?;
+        let previous = self.reusable(previous, &lockfile_hash, &environment, &commit, log);
+        let mut layers = match previous {
+            Some(previous) => previous.layers.clone(),
+            None => match environment.base {
+                Base::Host => Vec::new(),
+                Base::Debian(suite) => vec![
+                    self.bases
+                        .debian(suite, &environment.base_packages(), log)
+                        .await?,
+                ],
+            },
+        };
         // The repo's objects as of now, as a read-only layer at /kiln/repo.git.
         let repo_layer = self
             .workspaces
@@ -173,8 +211,8 @@ impl ImageBuilder {
             .join(id)
             .join("repo");
         self.workspaces.repo_layer(&mirror, &repo_layer).await?;
-        let mut layers = previous.map(|p| p.layers.clone()).unwrap_or_default();
         layers.push(repo_layer);
+        let steps = self.plan(&environment, previous.is_some(), &commit);
         let repo_host = kiln_core::url_host(&repo.url);
         let runtime = environment.runtime(repo_host.as_deref());
         let egress = crate::egress::BuildEgress::start(
@@ -187,83 +225,8 @@ impl ImageBuilder {
             Some(egress) => egress.network(),
             None => kiln_sandbox::NetworkPolicy::Isolated,
         };
-        let sandbox = self
-            .workspaces
-            .create_labelled(layers, &runtime, (IMAGE_LABEL, id), network)
-            .await?;
-        let result = self
-            .prepare(&sandbox, &environment, previous, progress, log, secrets)
-            .await;
-        let result = match result {
-            Ok(lockfile_hash) => self
-                .workspaces
-                .provider
-                .snapshot(sandbox.id())
-                .await
-                .map(|snapshot| Built {
-                    layers: snapshot.image.layers,
-                    lockfile_hash,
-                    size_bytes: snapshot.size_bytes,
-                    runtime,
-                })
-                .map_err(Error::from),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = self.workspaces.provider.destroy(sandbox.id()).await {
-            tracing::warn!(sandbox = %sandbox.id(), error = %e, "could not destroy a build sandbox");
-        }
-        if let Some(egress) = egress {
-            log.push_str(&egress.summary());
-        }
-        result
-    }
-
-    /// Checks out the commit and runs the environment's steps, noting in `progress` whether
-    /// setup ran (before running it, so a failed setup still counts). Returns the lockfile hash.
-    async fn prepare(
-        &self,
-        sandbox: &Sandbox,
-        environment: &Environment,
-        previous: Option<&ImageRecord>,
-        progress: &mut Progress,
-        log: &BuildLog,
-        secrets: &BuildSecrets,
-    ) -> Result<String> {
-        let commit = &progress.commit;
-        let checkout = match previous {
-            Some(_) => format!(
-                "cd {WORKDIR} && git fetch --quiet /kiln/repo.git && git checkout --quiet --force --detach {commit}"
-            ),
-            None => format!(
-                "git config --global --add safe.directory /kiln/repo.git && \
-                 git clone --quiet --template= --shared --no-checkout /kiln/repo.git {WORKDIR} && \
-                 cd {WORKDIR} && git checkout --quiet --detach {commit}"
-            ),
-        };
-        self.step(
-            sandbox,
-            "checkout",
-            &checkout,
-            &BTreeMap::new(),
-            self.workspaces.git_timeout,
-            log,
-        )
-        .await?;
-        let lockfile_hash = self
-            .lockfile_hash(sandbox, environment, &secrets_fingerprint(secrets))
-            .await?;
-        let setup_ran = previous.is_none_or(|p| p.lockfile_hash != lockfile_hash);
-        progress.setup_ran = setup_ran;
-        let phases: [(&str, &[Step]); 3] = [
-            ("setup", if setup_ran { &environment.setup } else { &[] }),
-            ("build", &environment.build),
-            ("warm", &environment.warm),
-        ];
-        if !setup_ran {
-            log.push_str("== setup skipped: the dependency manifests did not change\n");
-        }
         // A secret of the same name as an [env] variable wins: it is the admin's, and newer.
-        let mut env = environment.env.clone();
+        let mut env = runtime.env.clone();
         env.extend(
             secrets
                 .iter()
@@ -273,16 +236,182 @@ impl ImageBuilder {
             let names: Vec<&str> = secrets.keys().map(String::as_str).collect();
             log.push_str(&format!("== secrets: {}\n", names.join(", ")));
         }
-        for (phase, steps) in phases {
-            for step in steps {
-                let timeout = step.timeout(environment, self.step_timeout);
-                let name = format!("{phase}: {}", step.name());
-                let script = format!("cd {WORKDIR} && {}", step.script());
-                self.step(sandbox, &name, &script, &env, timeout, log)
-                    .await?;
+        let ran = self
+            .run_steps(
+                id,
+                layers,
+                &runtime,
+                &env,
+                network,
+                &steps,
+                previous.is_none(),
+                progress,
+                log,
+            )
+            .await;
+        if let Some(egress) = egress {
+            log.push_str(&egress.summary());
+        }
+        let (layers, size_bytes) = ran?;
+        Ok(Built {
+            layers,
+            lockfile_hash,
+            size_bytes,
+            runtime,
+        })
+    }
+
+    /// The previous image when this build can go on from it: setup need not rerun (the same
+    /// lockfile hash) and its stack is not too deep yet. Says in the log which it is.
+    fn reusable<'a>(
+        &self,
+        previous: Option<&'a ImageRecord>,
+        lockfile_hash: &str,
+        environment: &Environment,
+        commit: &str,
+        log: &BuildLog,
+    ) -> Option<&'a ImageRecord> {
+        let previous = previous?;
+        if previous.lockfile_hash != lockfile_hash {
+            log.push_str(
+                "== setup reruns, from the clean base: the setup (its steps, base, packages, \
+                 env or network) or a dependency manifest changed\n",
+            );
+            return None;
+        }
+        // Squashing: a deep stack of incremental layers slows every mount and every lookup,
+        // so past a depth the build starts over from the base.
+        let added = 1 + segments(&self.plan(environment, true, commit));
+        if previous.layers.len() + added > self.max_layers {
+            log.push_str(&format!(
+                "== full build: image {} already has {} layers\n",
+                previous.id,
+                previous.layers.len()
+            ));
+            return None;
+        }
+        log.push_str("== setup skipped: the setup and the dependency manifests did not change\n");
+        Some(previous)
+    }
+
+    /// What the build runs, in order: the checkout (a fetch on top of the previous image, else a
+    /// clone), setup on a clean build, then build and warm.
+    fn plan(&self, environment: &Environment, incremental: bool, commit: &str) -> Vec<Planned> {
+        let checkout = if incremental {
+            format!(
+                "cd {WORKDIR} && git fetch --quiet /kiln/repo.git && git checkout --quiet --force --detach {commit}"
+            )
+        } else {
+            format!(
+                "git config --global --add safe.directory /kiln/repo.git && \
+                 git clone --quiet --template= --shared --no-checkout /kiln/repo.git {WORKDIR} && \
+                 cd {WORKDIR} && git checkout --quiet --detach {commit}"
+            )
+        };
+        let mut steps = vec![Planned {
+            name: "checkout".into(),
+            script: checkout,
+            user: StepUser::Kiln,
+            timeout: self.workspaces.git_timeout,
+            checkout: true,
+        }];
+        let phases: [(&str, &[Step]); 3] = [
+            ("setup", if incremental { &[] } else { &environment.setup }),
+            ("build", &environment.build),
+            ("warm", &environment.warm),
+        ];
+        for (phase, list) in phases {
+            for step in list {
+                let user = step.user();
+                steps.push(Planned {
+                    name: match user {
+                        StepUser::Kiln => format!("{phase}: {}", step.name()),
+                        StepUser::Root => format!("{phase}: {} (as root)", step.name()),
+                    },
+                    script: format!("cd {WORKDIR} && {}", step.script()),
+                    user,
+                    timeout: step.timeout(environment, self.step_timeout),
+                    checkout: false,
+                });
             }
         }
-        Ok(lockfile_hash)
+        steps
+    }
+
+    /// Runs `steps` on `layers`, one sandbox per run of steps with the same user: at a switch,
+    /// the sandbox's writable layer is frozen and the next sandbox starts on it. Returns the
+    /// layers of the image and the bytes its new layers hold.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_steps(
+        &self,
+        id: &str,
+        mut layers: Vec<PathBuf>,
+        runtime: &ImageRuntime,
+        env: &BTreeMap<String, String>,
+        network: kiln_sandbox::NetworkPolicy,
+        steps: &[Planned],
+        clean: bool,
+        progress: &mut Progress,
+        log: &BuildLog,
+    ) -> Result<(Vec<PathBuf>, u64)> {
+        let mut size_bytes = 0;
+        let mut rest = steps;
+        while let Some(user) = rest.first().map(|step| step.user) {
+            let run = rest.iter().take_while(|step| step.user == user).count();
+            let (segment, after) = rest.split_at(run);
+            rest = after;
+            let sandbox = self
+                .workspaces
+                .create_labelled(
+                    layers.clone(),
+                    runtime,
+                    (IMAGE_LABEL, id),
+                    network.clone(),
+                    match user {
+                        StepUser::Kiln => SandboxUser::Kiln,
+                        StepUser::Root => SandboxUser::Root,
+                    },
+                )
+                .await?;
+            let mut ran = Ok(());
+            for step in segment {
+                // The checkout runs without the secrets: it needs none.
+                let mut env = if step.checkout {
+                    runtime.env.clone()
+                } else {
+                    env.clone()
+                };
+                if step.user == StepUser::Root {
+                    env.insert("DEBIAN_FRONTEND".into(), "noninteractive".into());
+                }
+                ran = self
+                    .step(&sandbox, &step.name, &step.script, &env, step.timeout, log)
+                    .await;
+                if ran.is_err() {
+                    break;
+                }
+                if step.checkout {
+                    // Noted before setup starts, so a failed setup still counts as run.
+                    progress.setup_ran = clean;
+                }
+            }
+            let snapshot = match ran {
+                Ok(()) => self
+                    .workspaces
+                    .provider
+                    .snapshot(sandbox.id())
+                    .await
+                    .map_err(Error::from),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = self.workspaces.provider.destroy(sandbox.id()).await {
+                tracing::warn!(sandbox = %sandbox.id(), error = %e, "could not destroy a build sandbox");
+            }
+            let snapshot = snapshot?;
+            layers = snapshot.image.layers;
+            size_bytes += snapshot.size_bytes;
+        }
+        Ok((layers, size_bytes))
     }
 
     /// The repo's environment definition: the one set through the API, else the repo's file at
@@ -300,49 +429,62 @@ impl ImageBuilder {
                 log.push_str("== environment: set through the API\n");
                 text.clone()
             }
-            None => {
-                let timeout = self.workspaces.git_timeout;
-                let listed = git(
-                    mirror,
-                    &["ls-tree", "--name-only", commit, "--", ENVIRONMENT_FILE],
-                    timeout,
-                )
-                .await?;
-                if listed.trim().is_empty() {
+            None => match self.blob(mirror, commit, ENVIRONMENT_FILE).await? {
+                Some(bytes) => String::from_utf8(bytes).map_err(|_| {
+                    Error::Environment(format!("{ENVIRONMENT_FILE}: not UTF-8 text"))
+                })?,
+                None => {
                     log.push_str(&format!("== no {ENVIRONMENT_FILE}: nothing to set up\n"));
                     return Ok(Environment::default());
                 }
-                let spec = format!("{commit}:{ENVIRONMENT_FILE}");
-                git(mirror, &["cat-file", "blob", &spec], timeout).await?
-            }
+            },
         };
         Environment::parse(&text).map_err(Error::Environment)
     }
 
-    /// sha256 over each manifest's path and contents (a missing one counts as missing).
+    /// The contents of file `path` at `commit` in the host's mirror; `None` when there is no
+    /// such file (or it is a directory).
+    async fn blob(&self, mirror: &Path, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let timeout = self.workspaces.git_timeout;
+        let listed = git(mirror, &["ls-tree", "-z", commit, "--", path], timeout).await?;
+        // `<mode> <type> <object>\t<path>`, NUL-terminated.
+        let blob = listed
+            .split('\0')
+            .filter_map(|entry| entry.split_once('\t'))
+            .find(|(_, name)| *name == path)
+            .and_then(|(meta, _)| match meta.split(' ').collect::<Vec<_>>()[..] {
+                [_, "blob", object] => Some(object.to_string()),
+                _ => None,
+            });
+        match blob {
+            Some(object) => Ok(Some(
+                git_bytes(mirror, &["cat-file", "blob", &object], timeout).await?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// sha256 over what setup is ([`Environment::setup_fingerprint`]: a changed step, base,
+    /// package, variable or network policy reruns it), the secrets it gets (`secrets`, names
+    /// and fingerprints) and each manifest's path and contents at `commit` (a missing one counts
+    /// as missing), read from the host's mirror.
     async fn lockfile_hash(
         &self,
-        sandbox: &Sandbox,
+        mirror: &Path,
+        commit: &str,
         environment: &Environment,
         secrets: &str,
     ) -> Result<String> {
         let mut hasher = Sha256::new();
-        // What setup does and what it runs with count as much as the manifests: a changed
-        // step, variable, secret or network policy reruns it.
         hasher.update(environment.setup_fingerprint().as_bytes());
         hasher.update(secrets.as_bytes());
         hasher.update([0]);
         for manifest in &environment.manifests {
             hasher.update(manifest.as_bytes());
             hasher.update([0]);
-            match sandbox
-                .guest()
-                .read_file(&format!("{WORKDIR}/{manifest}"))
-                .await
-            {
-                Ok(bytes) => hasher.update(&bytes),
-                Err(e) if e.is_file_not_found() => hasher.update(b"\xffmissing"),
-                Err(e) => return Err(e.into()),
+            match self.blob(mirror, commit, manifest).await? {
+                Some(bytes) => hasher.update(&bytes),
+                None => hasher.update(b"\xffmissing"),
             }
             hasher.update([0]);
         }

@@ -2,12 +2,17 @@
 //! in the repo at `.kiln/environment.toml`, so it is versioned with the code it builds:
 //!
 //! ```toml
+//! base = "debian:bookworm"            # or "host" (default): this machine's /usr, read-only
+//! packages = ["cargo", "pkg-config"]  # Debian packages built into the base (needs a Debian base)
 //! manifests = ["Cargo.lock"]          # setup reruns only when these change
 //! timeout_secs = 600                  # default per command
 //! [env]
 //! RUST_LOG = "info"
 //! [limits]
 //! memory_mb = 4096
+//! [[setup]]                           # as root inside the sandbox (still unprivileged outside)
+//! run = "apt-get install -y jq"
+//! user = "root"
 //! [[setup]]                           # install dependencies, create schemas
 //! run = "cargo fetch"
 //! [[build]]
@@ -23,6 +28,8 @@ use kiln_egress::{EgressMode, EgressPolicy, HostPattern};
 use kiln_protocol::api::{AgentNetwork, ImageRuntime, ResourceLimits};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Where the definition lives, relative to the checkout.
@@ -30,10 +37,19 @@ pub const ENVIRONMENT_FILE: &str = ".kiln/environment.toml";
 
 /// Longest a single command may be given.
 const MAX_TIMEOUT_SECS: u64 = 3 * 3600;
+/// Most Debian packages a base may list, and the longest name.
+const MAX_PACKAGES: usize = 256;
+const MAX_PACKAGE_LEN: usize = 128;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Environment {
+    /// What the image's root filesystem is made from.
+    #[serde(default)]
+    pub base: Base,
+    /// Debian packages installed into the base when kiln builds it (a Debian base only).
+    #[serde(default)]
+    pub packages: Vec<String>,
     /// Dependency manifests (lockfiles), relative to the repo root.
     #[serde(default)]
     pub manifests: Vec<String>,
@@ -59,18 +75,138 @@ pub struct Environment {
     pub network: Network,
 }
 
-/// One command, run by `/bin/sh -c` in the checkout.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+/// What an image's root filesystem is made from: `"host"` or `"debian:<suite>"`.
+///
+/// Every base is a read-only bottom layer under the repo's layers. Further kinds (an OCI image
+/// from a tarball or a registry) would be further variants with a builder of their own keyed by
+/// their inputs, like [`crate::bases`]' Debian builder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Base {
+    /// The host's `/usr` (and a few `/etc` entries), bound read-only: nothing to build, and
+    /// nothing can be installed into it.
+    #[default]
+    Host,
+    /// A Debian release kiln builds with mmdebstrap, once per suite and package list, shared by
+    /// every repo that asks for the same.
+    Debian(DebianSuite),
+}
+
+/// The Debian releases a base can be: those whose C library is at least the host's (the guest
+/// agent is linked against the host's glibc), with the archive keys the host's mmdebstrap has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DebianSuite {
+    Bookworm,
+    Trixie,
+}
+
+impl DebianSuite {
+    pub fn codename(self) -> &'static str {
+        match self {
+            DebianSuite::Bookworm => "bookworm",
+            DebianSuite::Trixie => "trixie",
+        }
+    }
+}
+
+const BASES: &str = r#""host", "debian:bookworm" or "debian:trixie""#;
+
+impl FromStr for Base {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Base, String> {
+        match s {
+            "host" => Ok(Base::Host),
+            "debian:bookworm" => Ok(Base::Debian(DebianSuite::Bookworm)),
+            "debian:trixie" => Ok(Base::Debian(DebianSuite::Trixie)),
+            _ => Err(format!("base {s:?} is not one kiln builds: use {BASES}")),
+        }
+    }
+}
+
+impl TryFrom<String> for Base {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Base, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Base {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Base::Host => f.write_str("host"),
+            Base::Debian(suite) => write!(f, "debian:{}", suite.codename()),
+        }
+    }
+}
+
+/// Who a step runs as inside the build's sandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepUser {
+    /// The sandbox user (uid 1000), like every session.
+    #[default]
+    Kiln,
+    /// uid 0 inside the sandbox's user namespace (the unprivileged sandbox uid on the host,
+    /// without capabilities) owning the Debian base's files, so `apt-get install` works.
+    Root,
+}
+
+impl StepUser {
+    fn as_str(self) -> &'static str {
+        match self {
+            StepUser::Kiln => "kiln",
+            StepUser::Root => "root",
+        }
+    }
+}
+
+/// One command, run by `/bin/sh -c` in the checkout: a string, or a table with `run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Plain(String),
     Full {
         run: String,
-        #[serde(default)]
         name: Option<String>,
-        #[serde(default)]
         timeout_secs: Option<u64>,
+        user: Option<StepUser>,
     },
+}
+
+/// Read by hand rather than `#[serde(untagged)]`, whose only error is "did not match any
+/// variant": a table's mistakes (an unknown key, `user = "admin"`) are named.
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Step, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            run: String,
+            #[serde(default)]
+            name: Option<String>,
+            #[serde(default)]
+            timeout_secs: Option<u64>,
+            #[serde(default)]
+            user: Option<StepUser>,
+        }
+        use serde::de::Error as _;
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::String(run) => Ok(Step::Plain(run)),
+            toml::Value::Table(table) => {
+                let full: Full = table.try_into().map_err(D::Error::custom)?;
+                Ok(Step::Full {
+                    run: full.run,
+                    name: full.name,
+                    timeout_secs: full.timeout_secs,
+                    user: full.user,
+                })
+            }
+            other => Err(D::Error::custom(format!(
+                "a step is a command or a table with `run`, not a {}",
+                other.type_str()
+            ))),
+        }
+    }
 }
 
 impl Step {
@@ -94,6 +230,16 @@ impl Step {
                 .chars()
                 .take(80)
                 .collect(),
+        }
+    }
+
+    /// Who runs it.
+    pub fn user(&self) -> StepUser {
+        match self {
+            Step::Full {
+                user: Some(user), ..
+            } => *user,
+            _ => StepUser::Kiln,
         }
     }
 
@@ -183,10 +329,18 @@ impl Environment {
     }
 
     fn check(&self) -> Result<(), String> {
+        let read_only_host =
+            "the host base is this machine's /usr, read-only: add base = \"debian:bookworm\"";
         let steps = self.setup.iter().chain(&self.build).chain(&self.warm);
         for step in steps {
             if step.script().trim().is_empty() {
                 return Err(format!("{ENVIRONMENT_FILE}: a command is empty"));
+            }
+            if step.user() == StepUser::Root && self.base == Base::Host {
+                return Err(format!(
+                    "{ENVIRONMENT_FILE}: step {:?} runs as root, which needs a Debian base ({read_only_host})",
+                    step.name()
+                ));
             }
             if let Step::Full {
                 timeout_secs: Some(secs),
@@ -200,6 +354,25 @@ impl Environment {
             check_timeout(secs)?;
         }
         self.network.hosts()?;
+        if !self.packages.is_empty() && self.base == Base::Host {
+            return Err(format!(
+                "{ENVIRONMENT_FILE}: packages need a Debian base ({read_only_host})"
+            ));
+        }
+        if self.packages.len() > MAX_PACKAGES {
+            return Err(format!(
+                "{ENVIRONMENT_FILE}: at most {MAX_PACKAGES} packages, not {}",
+                self.packages.len()
+            ));
+        }
+        for package in &self.packages {
+            if !is_package_name(package) {
+                return Err(format!(
+                    "{ENVIRONMENT_FILE}: package {package:?} is not a Debian package name \
+                     (lowercase letters, digits, + - and ., at least two, starting with a letter or digit)"
+                ));
+            }
+        }
         for manifest in &self.manifests {
             let escapes = manifest.starts_with('/')
                 || manifest.split('/').any(|part| part == "..")
@@ -235,12 +408,30 @@ impl Environment {
         Ok(())
     }
 
-    /// Everything about setup other than the manifests' contents: its steps, the variables and
-    /// the setup network policy. A change reruns setup.
+    /// The packages sorted, each once: what the base is built with.
+    pub fn base_packages(&self) -> Vec<String> {
+        let mut packages = self.packages.clone();
+        packages.sort();
+        packages.dedup();
+        packages
+    }
+
+    /// Everything about setup other than the manifests' contents: the base and its packages,
+    /// the steps (and who runs them), the variables and the setup network policy. A change reruns
+    /// setup, from the clean base.
     pub fn setup_fingerprint(&self) -> String {
-        let mut text = String::new();
+        let mut text = format!(
+            "base\0{}\0packages\0{}\0",
+            self.base,
+            self.base_packages().join(",")
+        );
         for step in &self.setup {
-            text.push_str(&format!("step\0{}\0{}\0", step.name(), step.script()));
+            text.push_str(&format!(
+                "step\0{}\0{}\0{}\0",
+                step.name(),
+                step.script(),
+                step.user().as_str()
+            ));
         }
         for (key, value) in &self.env {
             text.push_str(&format!("env\0{key}\0{value}\0"));
@@ -265,6 +456,18 @@ impl Environment {
 const MIN_MEMORY_MB: u64 = 64;
 const MIN_PIDS: u64 = 16;
 const MIN_DISK_MB: u64 = 16;
+
+/// Debian policy's package name: lowercase letters, digits, `+`, `-` and `.`, at least two
+/// characters, starting with a letter or digit. No version or architecture: a base takes what
+/// its suite has.
+fn is_package_name(name: &str) -> bool {
+    name.len() >= 2
+        && name.len() <= MAX_PACKAGE_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+}
 
 fn check_timeout(secs: u64) -> Result<(), String> {
     if secs == 0 || secs > MAX_TIMEOUT_SECS {
@@ -316,6 +519,45 @@ mod tests {
     }
 
     #[test]
+    fn bases_packages_and_root_steps_parse_and_join_the_fingerprint() {
+        let text = r#"
+            base = "debian:bookworm"
+            packages = ["python3-pip", "nodejs", "python3-pip"]
+            [[setup]]
+            run = "apt-get install -y jq"
+            user = "root"
+            [[setup]]
+            run = "pip install -r requirements.txt"
+            "#;
+        let environment = Environment::parse(text).unwrap();
+        assert_eq!(environment.base, Base::Debian(DebianSuite::Bookworm));
+        assert_eq!(environment.base.to_string(), "debian:bookworm");
+        assert_eq!(environment.base_packages(), ["nodejs", "python3-pip"]);
+        assert_eq!(environment.setup[0].user(), StepUser::Root);
+        assert_eq!(environment.setup[1].user(), StepUser::Kiln);
+        assert_eq!(Environment::parse("").unwrap().base, Base::Host);
+        // Each of them changes what setup is, so each reruns it.
+        let fingerprint = environment.setup_fingerprint();
+        for changed in [
+            text.replace("debian:bookworm", "debian:trixie"),
+            text.replace("\"nodejs\", ", ""),
+            text.replace("user = \"root\"", ""),
+        ] {
+            let other = Environment::parse(&changed).unwrap();
+            assert_ne!(other.setup_fingerprint(), fingerprint, "{changed}");
+        }
+        // The order and repetition of packages do not.
+        let reordered = text.replace(
+            "[\"python3-pip\", \"nodejs\", \"python3-pip\"]",
+            "[\"nodejs\", \"python3-pip\"]",
+        );
+        assert_eq!(
+            Environment::parse(&reordered).unwrap().setup_fingerprint(),
+            fingerprint
+        );
+    }
+
+    #[test]
     fn mistakes_are_refused_with_the_reason() {
         let cases = [
             ("setup = [\"\"]", "empty"),
@@ -331,6 +573,27 @@ mod tests {
             ("[limits]\nmemory_mb = 1", "limits.memory_mb"),
             ("[limits]\ncpus = 1", "cpus"),
             ("setup = [", "environment.toml"),
+            ("base = \"ubuntu:noble\"", "debian:bookworm"),
+            ("base = \"debian:buster\"", "is not one kiln builds"),
+            ("packages = [\"jq\"]", "packages need a Debian base"),
+            (
+                "base = \"debian:bookworm\"\npackages = [\"jq; rm -rf /\"]",
+                "not a Debian package name",
+            ),
+            (
+                "base = \"debian:bookworm\"\npackages = [\"-o\"]",
+                "not a Debian package name",
+            ),
+            (
+                "[[setup]]\nrun = \"apt-get install -y jq\"\nuser = \"root\"",
+                "needs a Debian base",
+            ),
+            (
+                "base = \"debian:bookworm\"\n[[setup]]\nrun = \"x\"\nuser = \"admin\"",
+                "`kiln` or `root`",
+            ),
+            ("[[setup]]\nrun = \"x\"\ncolour = 1", "colour"),
+            ("setup = [1]", "a step is a command"),
         ];
         for (text, needle) in cases {
             let err = Environment::parse(text).unwrap_err();

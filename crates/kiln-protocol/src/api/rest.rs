@@ -463,6 +463,9 @@ pub struct GcReport {
     pub snapshots_deleted: usize,
     /// Repo layers of image builds removed.
     pub repo_layers_removed: usize,
+    /// Debian bases (root filesystems built for images) no image or snapshot used any more.
+    #[serde(default)]
+    pub bases_removed: usize,
 }
 
 /// A repo's warm pool right now (`GET /api/repos/{name}/pool`).

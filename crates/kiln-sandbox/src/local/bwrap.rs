@@ -17,7 +17,7 @@
 
 use super::layer::{HOST_ETC, SANDBOX_USER_ID};
 use super::seccomp::Programs;
-use crate::{Error, Result};
+use crate::{Error, Result, SandboxUser};
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -45,6 +45,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) root: &'a Path,
     pub(crate) guest: &'a Path,
     pub(crate) host_system: bool,
+    /// Who the guest (and so every command) is inside.
+    pub(crate) user: SandboxUser,
     pub(crate) hostname: &'a str,
     pub(crate) env: &'a BTreeMap<String, String>,
     /// The host directory holding the egress proxy's socket, for a proxied sandbox.
@@ -57,27 +59,71 @@ pub(crate) struct Launch<'a> {
     pub(crate) output: OwnedFd,
 }
 
+/// The system's TLS roots in every image kiln makes: the host's (bound with `host_system`) or a
+/// Debian base's, which holds the host's locally added CAs too.
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// The environment every sandbox starts with; the spec's `env` adds to it and wins.
-fn base_env() -> BTreeMap<String, String> {
-    [
+fn base_env(user: SandboxUser, ca_bundle: bool) -> BTreeMap<String, String> {
+    let (name, home) = match user {
+        SandboxUser::Kiln => ("kiln", "/home/kiln"),
+        SandboxUser::Root => ("root", "/root"),
+    };
+    let mut env: BTreeMap<String, String> = [
         (
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         ),
-        ("HOME", "/home/kiln"),
-        ("USER", "kiln"),
-        ("LOGNAME", "kiln"),
+        ("HOME", home),
+        ("USER", name),
+        ("LOGNAME", name),
         ("LANG", "C.UTF-8"),
         ("TERM", "xterm-256color"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    .collect();
+    if ca_bundle {
+        // Tools that bring roots of their own trust the system's instead (or as well): behind
+        // a TLS-inspecting proxy, only the system's bundle holds its CA. OpenSSL users (Python,
+        // curl, Go) read SSL_CERT_FILE, requests and pip REQUESTS_CA_BUNDLE, Node adds
+        // NODE_EXTRA_CA_CERTS to its own.
+        for key in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"] {
+            env.insert(key.into(), CA_BUNDLE.into());
+        }
+    }
+    env
 }
 
 impl Launch<'_> {
+    /// Whether the sandbox will see a system CA bundle: the host's under `host_system`, else
+    /// the layers' (read through the mounted root; a symlink anywhere on the way counts as
+    /// none, since the host would resolve it against its own root).
+    fn has_ca_bundle(&self) -> bool {
+        if self.host_system {
+            return Path::new(CA_BUNDLE).is_file();
+        }
+        let mut path = self.root.to_path_buf();
+        let parts: Vec<&str> = CA_BUNDLE.trim_start_matches('/').split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            path.push(part);
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                return false;
+            };
+            let last = i + 1 == parts.len();
+            if (last && !meta.is_file()) || (!last && !meta.is_dir()) {
+                return false;
+            }
+        }
+        true
+    }
+
     fn args(&self) -> Vec<OsString> {
-        let uid = SANDBOX_USER_ID.to_string();
+        let uid = match self.user {
+            SandboxUser::Kiln => SANDBOX_USER_ID,
+            SandboxUser::Root => 0,
+        }
+        .to_string();
         let mut args: Vec<OsString> = [
             "--unshare-user",
             "--unshare-pid",
@@ -127,7 +173,7 @@ impl Launch<'_> {
             ]
             .map(OsString::from),
         );
-        let mut env = base_env();
+        let mut env = base_env(self.user, self.has_ca_bundle());
         env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         if self.egress.is_some() {
             // After the spec's env: a proxied sandbox's traffic goes through the proxy.

@@ -111,6 +111,43 @@ pub(crate) fn ensure_skeleton(layers_dir: &Path, host_uid: u32) -> Result<std::p
     }
 }
 
+/// Gives every entry under `dir` to `uid` (owner and group): a sandbox's user namespace maps
+/// that one host uid, to 0 for a root build step and to 1000 otherwise, so files owned by host
+/// root would be nobody's inside and out of reach of the step that installs packages. Children
+/// before their directory and `dir` itself last, so a tree whose top already belongs to `uid`
+/// is done (an interrupted run is finished by the next). Never follows a symlink; `chown`
+/// clears set-id bits and file capabilities, which a sandbox could not use anyway.
+pub(crate) fn adopt_tree(dir: &Path, uid: u32) -> Result<()> {
+    let meta = fs::symlink_metadata(dir).map_err(Error::io("reading a layer", dir))?;
+    if !meta.is_dir() {
+        return Err(Error::InvalidSpec(format!(
+            "layer {} is not a directory",
+            dir.display()
+        )));
+    }
+    if meta.uid() == uid && meta.gid() == uid {
+        return Ok(());
+    }
+    adopt_entry(dir, &meta, uid)
+}
+
+fn adopt_entry(path: &Path, meta: &fs::Metadata, uid: u32) -> Result<()> {
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).map_err(Error::io("listing a layer directory", path))? {
+            let entry = entry.map_err(Error::io("listing a layer directory", path))?;
+            let child = entry.path();
+            let child_meta =
+                fs::symlink_metadata(&child).map_err(Error::io("reading a layer entry", &child))?;
+            adopt_entry(&child, &child_meta, uid)?;
+        }
+    }
+    if meta.uid() != uid || meta.gid() != uid {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid))
+            .map_err(Error::io("handing a layer entry to the sandbox uid", path))?;
+    }
+    Ok(())
+}
+
 /// Copies the tree at `src` to the new directory `dst`, preserving what overlayfs layers carry.
 /// Returns the bytes of regular-file contents copied. `std::fs::copy` uses `copy_file_range`, so
 /// on xfs and btrfs the data is reflinked rather than copied.

@@ -337,6 +337,7 @@ impl LocalProvider {
                 root: &this.sandbox_dir(launch_info.id.as_str()).join("root"),
                 guest: &this.inner.guest_bin,
                 host_system: launch_info.spec.image.host_system,
+                user: launch_info.spec.user,
                 hostname: "kiln",
                 env: &launch_info.spec.env,
                 egress: match &launch_info.spec.network {
@@ -534,6 +535,13 @@ impl Provider for LocalProvider {
 
     async fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         self.delete_snapshot_layer(id).await
+    }
+
+    async fn adopt_system_layer(&self, dir: &Path) -> Result<()> {
+        let (dir, uid) = (dir.to_path_buf(), self.inner.config.sandbox_uid);
+        tokio::task::spawn_blocking(move || layer::adopt_tree(&dir, uid))
+            .await
+            .expect("adopting a layer does not panic")
     }
 }
 
