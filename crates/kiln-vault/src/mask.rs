@@ -35,7 +35,8 @@ pub const MIN_MASKED_BYTES: usize = 4;
 const MIN_PART_CHARS: usize = 8;
 
 /// Masks a set of secret values in text. Built once per build or prompt from the values and
-/// their names; cheap to share behind an `Arc`.
+/// their names; cheap to share behind an `Arc`. The default masks nothing.
+#[derive(Default)]
 pub struct Masker {
     /// `None` when there is nothing to mask.
     matcher: Option<AhoCorasick>,
@@ -55,15 +56,6 @@ impl std::fmt::Debug for Masker {
         f.debug_struct("Masker")
             .field("patterns", &self.patterns.len())
             .finish()
-    }
-}
-
-impl Default for Masker {
-    fn default() -> Masker {
-        Masker {
-            matcher: None,
-            patterns: Vec::new(),
-        }
     }
 }
 

@@ -268,9 +268,10 @@ mod tests {
             [output("c1", "a ")]
         );
         assert!(s.mask_event(output("c2", "tok-01")).is_empty());
+        // (A chunk ending in a letter might be held back: it may start the value's base64.)
         assert_eq!(
-            s.mask_event(output("c1", "456789 b")),
-            [output("c1", "[secret TOKEN] b")]
+            s.mask_event(output("c1", "456789 !")),
+            [output("c1", "[secret TOKEN] !")]
         );
         let finished = s.mask_event(Event::ToolCallFinished {
             call_id: "c2".into(),
