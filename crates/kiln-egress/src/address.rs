@@ -49,7 +49,7 @@ impl fmt::Display for AddressClass {
             Self::LinkLocal => "a link-local address (cloud metadata lives there)",
             Self::Multicast => "a multicast address",
             Self::Broadcast => "the broadcast address",
-            Self::Reserved => "a reserved or documentation address",
+            Self::Reserved => "a reserved address",
             Self::HostAddress => "an address of the kiln host itself",
             Self::Denied => "on this server's list of denied addresses",
         })
@@ -79,10 +79,11 @@ fn classify_v4(ip: Ipv4Addr) -> Option<AddressClass> {
         (224..=239, _, _) => AddressClass::Multicast,
         _ if ip == Ipv4Addr::BROADCAST => AddressClass::Broadcast,
         (240..=255, _, _) => AddressClass::Reserved,
-        // IETF assignments, documentation, benchmarking.
-        (192, 0, 0) | (192, 0, 2) | (198, 51, 100) | (203, 0, 113) | (198, 18..=19, _) => {
-            AddressClass::Reserved
-        }
+        // IETF protocol assignments, benchmarking. Not the documentation ranges (192.0.2/24,
+        // 198.51.100/24, 203.0.113/24): never routed on the Internet, so where a name resolves to
+        // one, it is the network's own egress gateway (a TLS-inspecting proxy answering every
+        // outside name, as on kiln's own build machine) and refusing it would refuse everything.
+        (192, 0, 0) | (198, 18..=19, _) => AddressClass::Reserved,
         _ => return None,
     })
 }
@@ -97,7 +98,6 @@ fn classify_v6(ip: Ipv6Addr) -> Option<AddressClass> {
         // Deprecated site-local: private by intent.
         0xfec0..=0xfeff => AddressClass::Private,
         0xff00..=0xffff => AddressClass::Multicast,
-        0x2001 if seg[1] == 0x0db8 => AddressClass::Reserved,
         _ => return None,
     })
 }
@@ -295,7 +295,11 @@ mod tests {
             ("ff02::1", Some(Multicast)),
             ("255.255.255.255", Some(Broadcast)),
             ("240.0.0.1", Some(Reserved)),
-            ("2001:db8::1", Some(Reserved)),
+            ("192.0.0.8", Some(Reserved)),
+            ("198.18.0.1", Some(Reserved)),
+            // Documentation ranges: an egress gateway's, where a resolver answers with them.
+            ("203.0.113.80", None),
+            ("2001:db8::1", None),
             ("1.1.1.1", None),
             ("151.101.0.223", None),
             ("2606:4700::1111", None),

@@ -100,6 +100,7 @@ impl Fleet {
                 provider,
                 git_timeout: config.git_timeout,
                 store: store.clone(),
+                mirror_locks: Default::default(),
             },
             store,
             pools: Pools::default(),

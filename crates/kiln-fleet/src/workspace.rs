@@ -15,7 +15,7 @@ use kiln_sandbox::{
     SandboxSpec, SandboxUser,
 };
 use kiln_store::ImageRecord;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,27 @@ pub struct Workspaces {
     pub store: kiln_store::Store,
     /// The egress proxies of the agent's sandboxes.
     pub egress: Arc<crate::egress::SandboxEgress>,
+    /// One per repo, held while its mirror is fetched or written: two git processes updating
+    /// the same refs at once fail on git's ref locks.
+    pub mirror_locks: MirrorLocks,
+}
+
+/// Per-repo locks over the host's mirrors.
+#[derive(Debug, Clone, Default)]
+pub struct MirrorLocks(Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl MirrorLocks {
+    /// Waits for and holds `repo`'s mirror.
+    pub async fn lock(&self, repo: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .0
+            .lock()
+            .expect("mirror locks")
+            .entry(repo.to_string())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
 }
 
 impl Workspaces {
@@ -69,6 +90,7 @@ impl Workspaces {
     /// The url's credentials are kept apart from it (`Store::repo_remote`) and reach git only
     /// at the fetch, through its environment: the mirror's config holds the bare url.
     pub async fn refresh_mirror(&self, repo: &Repo) -> Result<PathBuf> {
+        let _held = self.mirror_locks.lock(&repo.name).await;
         let remote = self.store.repo_remote(&repo.name).await?;
         let credentials = remote.credentials.as_ref();
         let mirror = self.mirror(&repo.name);

@@ -22,11 +22,10 @@ pub fn bases_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-bases")
 }
 
-/// The Debian archive's address on port 80, for the egress proxy's resolve table. This
-/// machine's resolver answers every outside name with its egress gateway, in a documentation
-/// range (203.0.113.0/24) that the address rules refuse like any reserved address; the tests
-/// lift the rule for that one address and port, as they do for their loopback servers. The
-/// archive is a package registry: the one outside host these tests reach, by apt.
+/// The Debian archive's address on port 80, pinned in the egress proxy's resolve table so the
+/// tests name the one outside address they reach (this machine's resolver answers every outside
+/// name with its egress gateway). The archive is a package registry: the one outside host these
+/// tests reach, by apt.
 pub async fn debian_archive() -> SocketAddr {
     tokio::net::lookup_host(("deb.debian.org", 80))
         .await
