@@ -89,3 +89,62 @@ async fn a_proxied_sandbox_reaches_allowed_hosts_through_the_proxy_only() {
         "a missing proxy socket is an invalid spec"
     );
 }
+
+/// `git clone https://…` through the proxy: a CONNECT tunnel the proxy cannot read, to the test's
+/// own git server behind TLS, with credentials that travel inside the tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_clones_over_https_through_a_connect_tunnel() {
+    let harness = Harness::new().await;
+    let repos = tempfile::tempdir().unwrap();
+    kiln_testkit::bare_repo(repos.path(), "demo", &[("README.md", "over https\n")]);
+    let git = kiln_testkit::GitHttpServer::start(repos.path(), "kiln", "s3cret").await;
+    let front = kiln_testkit::TlsFront::start("git.test", git.addr()).await;
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let gate = Gate::new(
+        "allow:git.test".parse().unwrap(),
+        Phase::Setup,
+        Arc::new(AddressRules::new(Vec::new())),
+    )
+    .with_test_resolve(TestResolve {
+        names: [("git.test".to_string(), front.addr())].into(),
+        allow_addresses: vec![front.addr()],
+    })
+    .with_audit({
+        let records = records.clone();
+        move |record| records.lock().unwrap().push(record)
+    });
+    let dir = harness.data_dir().join("egress-git");
+    let proxy =
+        kiln_egress::SocketProxy::start(&dir, kiln_sandbox::EGRESS_SOCKET_NAME, Arc::new(gate))
+            .unwrap();
+    let sandbox = harness
+        .provider
+        .create(SandboxSpec {
+            network: NetworkPolicy::Proxy { dir: dir.clone() },
+            ..host_spec()
+        })
+        .await
+        .unwrap();
+    sandbox
+        .guest()
+        .write_file("/tmp/ca.pem", front.cert_pem().as_bytes(), None)
+        .await
+        .unwrap();
+    let readme = ok(
+        &sandbox,
+        "GIT_SSL_CAINFO=/tmp/ca.pem git clone -q https://kiln:s3cret@git.test/demo.git /tmp/demo \
+         && cat /tmp/demo/README.md",
+    )
+    .await;
+    assert_eq!(readme, "over https\n");
+    // The credentials reached the server through the tunnel (git asks without them first).
+    assert!(git.authorized_requests() > 0);
+    let records = records.lock().unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.host == "git.test" && r.port == 443 && r.allowed && r.bytes_down > 0),
+        "a CONNECT tunnel to git.test:443: {records:?}"
+    );
+    drop(proxy);
+}

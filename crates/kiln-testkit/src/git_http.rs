@@ -74,6 +74,11 @@ impl GitHttpServer {
         }
     }
 
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// `http://127.0.0.1:PORT/NAME.git`, without credentials.
     pub fn url(&self, repo: &str) -> String {
         format!("http://{}/{repo}.git", self.addr)

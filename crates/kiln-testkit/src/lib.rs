@@ -6,9 +6,11 @@
 mod fake_model;
 mod git_http;
 mod repo;
+mod tls;
 mod upstream;
 
 pub use fake_model::{FakeModel, FakeToolCall, RecordedRequest, Script, Turn};
 pub use git_http::GitHttpServer;
 pub use repo::{bare_repo, git};
+pub use tls::TlsFront;
 pub use upstream::{FileServer, ServedFile, http_upstream};
