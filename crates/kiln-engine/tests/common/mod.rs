@@ -113,16 +113,31 @@ impl Fixture {
     /// Runs `script` in the repo's warm pool sandbox (made from its newest image, as a session's
     /// is) and returns its stdout; it must succeed.
     pub async fn in_pool(&self, script: &str) -> String {
-        self.engine.refill_pool(&self.repo).await.unwrap();
-        let pooled = self
-            .provider
-            .list()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|info| info.spec.labels.contains_key("kiln.pool"))
-            .expect("a pooled sandbox");
-        let sandbox = self.provider.attach(&pooled.id).await.unwrap();
+        // A refill of its own (after a build) may replace an entry between the listing and
+        // the attach: take the newest, and look again if it went.
+        let mut tries = 0;
+        let sandbox = loop {
+            self.engine.refill_pool(&self.repo).await.unwrap();
+            let pooled = self
+                .provider
+                .list()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|info| info.spec.labels.contains_key("kiln.pool"))
+                .max_by_key(|info| info.created_ms)
+                .expect("a pooled sandbox");
+            match self.provider.attach(&pooled.id).await {
+                Ok(sandbox) => break sandbox,
+                Err(e) if tries < 20 => {
+                    tries += 1;
+                    eprintln!("pooled sandbox {} went ({e}); looking again", pooled.id);
+                    // Let the engine's own refill settle.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("no pooled sandbox stays: {e}"),
+            }
+        };
         let outcome = sandbox
             .run(ExecRequest {
                 command: CommandLine::Shell {
