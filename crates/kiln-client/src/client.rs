@@ -9,7 +9,7 @@ use kiln_core::{PromptId, Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
     CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, GcReport, Image,
     ImageBuildStarted, LoginLink, Me, PromptAccepted, Repo, RepoAccess, SendPrompt, SessionCreated,
-    SessionDetail, SessionSummary, SetRepoAccess, ShareCreated, StopReport, StopSession,
+    SessionDetail, SessionSummary, SetRepoAccess, SessionPushed, ShareCreated, StopReport, StopSession,
     TokenCreated, TokenInfo, UpdateRepo, UpdateSession, User,
 };
 use reqwest::{Method, Url, header};
@@ -247,6 +247,26 @@ impl Client {
         let body = StopSession { clear_queue };
         let path = ["sessions", id.as_str(), "stop"];
         self.call(Method::POST, &path, Some(&body)).await
+    }
+
+    /// Pushes the session's branch `kiln/<session>` to the repo's remote (collaborators and
+    /// owners).
+    pub async fn push(&self, id: &SessionId) -> Result<SessionPushed> {
+        let path = ["sessions", id.as_str(), "push"];
+        self.call(Method::POST, &path, NO_BODY).await
+    }
+
+    /// The session's branch against the default branch: a unified diff (`patch` false) or a
+    /// `format-patch` mbox (`patch` true).
+    pub async fn changes(&self, id: &SessionId, patch: bool) -> Result<String> {
+        let what = if patch { "patch" } else { "diff" };
+        let url = self.url(&["sessions", id.as_str(), what]);
+        tracing::debug!(%url, "kiln api request");
+        let response = self.send_request(self.http.get(url)).await?;
+        response
+            .text()
+            .await
+            .map_err(|e| Error::transport(self.base_url(), &e))
     }
 
     /// A share link with the default expiry; see [`Client::create_share_with`].
