@@ -128,21 +128,23 @@ async fn a_session_pushes_its_own_branch_with_kiln_s_credential_only() {
     assert!(!refused.contains("exit=0"), "{refused}");
 
     // Nothing in the sandbox holds the credential: its processes' environments and command
-    // lines, and its files (the control's grep finds the README, so the grep works).
+    // lines, and its files (the control's grep finds the README, so the grep works). The
+    // script names the secret in two halves, so its own command line does not hold it.
+    let (head, tail) = SECRET.split_at(8);
     let search = format!(
-        "cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' | grep -c -e {SECRET} -e {PUSHER}: ; \
-         grep -rIl -e {SECRET} -e 'the app' $HOME /workspace /tmp /kiln /etc 2>/dev/null; env"
+        "cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n'; echo '--- files'; \
+         grep -rIl -e \"$(printf %s%s {head} {tail})\" -e 'the app' $HOME /workspace /tmp /kiln /etc 2>/dev/null; \
+         echo '--- env'; env"
     );
     let found = app.sandbox_sh(&session, &search).await;
-    assert!(found.starts_with("0\n"), "{found}");
-    assert!(found.contains("/workspace/README.md"), "{found}");
-    assert!(!found.contains(SECRET), "{found}");
-    assert!(!found.contains(&format!("{PUSHER}:")), "{found}");
-    let listed: Vec<&str> = found.lines().filter(|l| l.starts_with('/')).collect();
-    assert!(
-        listed.iter().all(|l| l.ends_with("README.md")),
-        "only the README matches: {listed:?}"
-    );
+    let (procs, rest) = found.split_once("--- files\n").expect("the script ran");
+    let (files, env) = rest.split_once("--- env\n").expect("the script ran");
+    assert!(procs.contains("PATH="), "the processes were read: {procs}");
+    for (what, text) in [("processes", procs), ("env", env)] {
+        assert!(!text.contains(SECRET), "{what}: {text}");
+        assert!(!text.contains(&format!("{PUSHER}:")), "{what}: {text}");
+    }
+    assert_eq!(files.lines().collect::<Vec<_>>(), ["/workspace/README.md"], "only the README matches");
 
     // Bob (a collaborator) commits in the same session; a change he leaves uncommitted is
     // committed for him with the model's message; then he pushes through the API.
