@@ -108,12 +108,16 @@ async fn kiln_push(bench: &Bench, files: usize, run: usize) -> anyhow::Result<Du
         "mkdir -p change && for i in $(seq 1 {files}); do echo \"{run} $i\" > change/f$i.txt; done \
          && git add change && git commit -qm 'change {run}'"
     );
-    bench
-        .model
-        .push(Script::Turn(Turn::tool("bash", json!({ "command": command }))));
+    bench.model.push(Script::Turn(Turn::tool(
+        "bash",
+        json!({ "command": command }),
+    )));
     bench.model.push(Script::Turn(Turn::text("done")));
     let (status, body) = bench
-        .post("/api/sessions", json!({"repo": "remote", "prompt": "change"}))
+        .post(
+            "/api/sessions",
+            json!({"repo": "remote", "prompt": "change"}),
+        )
         .await?;
     if status != 201 {
         bail!("creating a session failed: {body}");

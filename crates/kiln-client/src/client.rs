@@ -9,8 +9,8 @@ use kiln_core::{PromptId, Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
     CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, GcReport, Image,
     ImageBuildStarted, LoginLink, Me, PromptAccepted, Repo, RepoAccess, SendPrompt, SessionCreated,
-    SessionDetail, SessionSummary, SetRepoAccess, SessionPushed, ShareCreated, StopReport, StopSession,
-    TokenCreated, TokenInfo, UpdateRepo, UpdateSession, User,
+    SessionDetail, SessionPushed, SessionSummary, SetRepoAccess, ShareCreated, StopReport,
+    StopSession, TokenCreated, TokenInfo, UpdateRepo, UpdateSession, User,
 };
 use reqwest::{Method, Url, header};
 use serde::Serialize;

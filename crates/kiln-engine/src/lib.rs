@@ -16,12 +16,12 @@ mod sync_gate;
 pub use config::{EngineConfig, PromptLimits};
 pub use engine::{Engine, Stopped};
 pub use error::{Error, Result};
+/// What `Engine::session_changes` gives: a diff or a patch.
+pub use kiln_fleet::push::Changes as SessionChanges;
 /// What sessions start from — mirrors, images, pools, the collector — from their own crate.
 pub use kiln_fleet::{
     EgressSettings, Error as FleetError, RunningBuildInfo as RunningBuild, WORKDIR, images,
 };
-/// What `Engine::session_changes` gives: a diff or a patch.
-pub use kiln_fleet::push::Changes as SessionChanges;
 /// The sandbox errors inside [`Error::Sandbox`], for callers that map them (the server).
 pub use kiln_sandbox::Error as SandboxError;
 /// The tools and hooks the agent loop drives, from their own crate.

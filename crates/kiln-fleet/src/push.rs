@@ -27,7 +27,14 @@ pub const MAX_PUSH_BUNDLE: u64 = 1 << 30;
 
 /// Branch names a push refuses whatever the session is called (besides the repo's default
 /// branch).
-const PROTECTED: &[&str] = &["main", "master", "trunk", "develop", "release", "production"];
+const PROTECTED: &[&str] = &[
+    "main",
+    "master",
+    "trunk",
+    "develop",
+    "release",
+    "production",
+];
 
 /// The largest diff or patch [`Workspaces::session_changes`] returns.
 pub const MAX_CHANGES: usize = 32 << 20;
@@ -143,11 +150,21 @@ impl Workspaces {
         let text = match kind {
             Changes::Diff => {
                 let range = format!("{base}...{commit}");
-                git(&mirror, &["diff", "--no-color", "--no-ext-diff", &range], self.git_timeout).await?
+                git(
+                    &mirror,
+                    &["diff", "--no-color", "--no-ext-diff", &range],
+                    self.git_timeout,
+                )
+                .await?
             }
             Changes::Patch => {
                 let range = format!("{base}..{commit}");
-                git(&mirror, &["format-patch", "--stdout", "--no-color", &range], self.git_timeout).await?
+                git(
+                    &mirror,
+                    &["format-patch", "--stdout", "--no-color", &range],
+                    self.git_timeout,
+                )
+                .await?
             }
         };
         if text.len() > MAX_CHANGES {
@@ -267,9 +284,13 @@ impl Workspaces {
         read?;
         let refspec = format!("+refs/heads/{branch}:refs/kiln/sessions/{session}");
         let bundle = bundle.to_string_lossy().into_owned();
-        git(mirror, &["fetch", "--quiet", &bundle, &refspec], self.git_timeout)
-            .await
-            .map(|_| ())
+        git(
+            mirror,
+            &["fetch", "--quiet", &bundle, &refspec],
+            self.git_timeout,
+        )
+        .await
+        .map(|_| ())
     }
 }
 

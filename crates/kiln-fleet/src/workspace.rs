@@ -426,8 +426,7 @@ fn limits(wanted: &ResourceLimits) -> Limits {
 
 /// What `git push` in a sandbox says: the sandbox holds no credential and no remote it may
 /// write to, and the agent has a tool for it.
-pub const PUSH_REFUSAL: &str =
-    "git push does not work inside the sandbox: use the `push` tool (kiln pushes the session branch for you)";
+pub const PUSH_REFUSAL: &str = "git push does not work inside the sandbox: use the `push` tool (kiln pushes the session branch for you)";
 
 /// Shell lines (run in the checkout) installing the session's git hooks: every commit gets a
 /// `Kiln-Session:` trailer (`prepare-commit-msg`, which `--no-verify` does not skip), and
@@ -492,7 +491,11 @@ mod tests {
             super::session_hooks(&session)
         );
         let out = sh(&dir, &setup);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let work = dir.join("work");
         let out = sh(
             &work,
@@ -501,7 +504,11 @@ mod tests {
              git commit -q --amend --no-edit && git log --format=%B%x00",
         );
         let log = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let trailer = format!("Kiln-Session: {session}");
         let commits: Vec<&str> = log.split('\0').filter(|c| !c.trim().is_empty()).collect();
         assert_eq!(commits.len(), 2, "{log}");

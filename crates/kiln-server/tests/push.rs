@@ -144,7 +144,11 @@ async fn a_session_pushes_its_own_branch_with_kiln_s_credential_only() {
         assert!(!text.contains(SECRET), "{what}: {text}");
         assert!(!text.contains(&format!("{PUSHER}:")), "{what}: {text}");
     }
-    assert_eq!(files.lines().collect::<Vec<_>>(), ["/workspace/README.md"], "only the README matches");
+    assert_eq!(
+        files.lines().collect::<Vec<_>>(),
+        ["/workspace/README.md"],
+        "only the README matches"
+    );
 
     // Bob (a collaborator) commits in the same session; a change he leaves uncommitted is
     // committed for him with the model's message; then he pushes through the API.
@@ -180,25 +184,42 @@ async fn a_session_pushes_its_own_branch_with_kiln_s_credential_only() {
     let log = remote_log(&bare, &remote_ref);
     assert_eq!(log.len(), 3, "{log:?}");
     assert!(
-        log[0].starts_with("bob|") && log[0].contains("|kiln|kiln@localhost\nAdd the left-over file"),
+        log[0].starts_with("bob|")
+            && log[0].contains("|kiln|kiln@localhost\nAdd the left-over file"),
         "{log:?}"
     );
-    assert!(log[1].starts_with("bob|") && log[1].contains("Extend hello"), "{log:?}");
+    assert!(
+        log[1].starts_with("bob|") && log[1].contains("Extend hello"),
+        "{log:?}"
+    );
     assert!(log[2].starts_with("alice|"), "{log:?}");
-    assert!(log.iter().all(|c| c.contains(&format!("Kiln-Session: {session}"))));
+    assert!(
+        log.iter()
+            .all(|c| c.contains(&format!("Kiln-Session: {session}")))
+    );
     let events = app.events(&bob, &session).await;
     assert_eq!(pushed(&events).last(), Some(&(tip, "bob".to_string())));
 
     // Where there is no forge: the branch as a diff and as a patch series.
-    let (status, diff) = app.get(&alice, &format!("/api/sessions/{session}/diff")).await;
+    let (status, diff) = app
+        .get(&alice, &format!("/api/sessions/{session}/diff"))
+        .await;
     assert_eq!(status, 200, "{diff}");
     let diff = diff.as_str().unwrap();
-    assert!(diff.contains("+++ b/left.txt") && diff.contains("+bob"), "{diff}");
-    let (status, patch) = app.get(&alice, &format!("/api/sessions/{session}/patch")).await;
+    assert!(
+        diff.contains("+++ b/left.txt") && diff.contains("+bob"),
+        "{diff}"
+    );
+    let (status, patch) = app
+        .get(&alice, &format!("/api/sessions/{session}/patch"))
+        .await;
     assert_eq!(status, 200, "{patch}");
     let patch = patch.as_str().unwrap();
     assert!(patch.contains("Subject: [PATCH 1/3] Add hello"), "{patch}");
-    assert!(patch.contains("Subject: [PATCH 3/3] Add the left-over file"), "{patch}");
+    assert!(
+        patch.contains("Subject: [PATCH 3/3] Add the left-over file"),
+        "{patch}"
+    );
 
     // A viewer may not push; a stranger does not see the session.
     let (_, share) = app
@@ -222,10 +243,16 @@ async fn a_session_pushes_its_own_branch_with_kiln_s_credential_only() {
 
     // A credential that may read but not push: the push fails with the remote's answer,
     // naming no credential.
-    model.push(bash("echo ro > ro.txt && git add ro.txt && git commit -qm ro"));
+    model.push(bash(
+        "echo ro > ro.txt && git add ro.txt && git commit -qm ro",
+    ));
     model.push(Script::Turn(Turn::text("done")));
     let (status, body) = app
-        .post(&admin, "/api/sessions", json!({"repo": "ro", "prompt": "commit"}))
+        .post(
+            &admin,
+            "/api/sessions",
+            json!({"repo": "ro", "prompt": "commit"}),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     let ro: kiln_core::SessionId = body["session"]["id"].as_str().unwrap().parse().unwrap();
@@ -238,14 +265,26 @@ async fn a_session_pushes_its_own_branch_with_kiln_s_credential_only() {
         .await;
     assert_eq!(status, 409, "{body}");
     let message = body["error"].as_str().unwrap();
-    assert!(message.contains("refused the push") && message.contains("403"), "{message}");
-    assert!(!message.contains(READ_ONLY) && !message.contains(SECRET), "{message}");
-    let heads = git(&bare, &["for-each-ref", "--format=%(refname)", "refs/heads"]);
+    assert!(
+        message.contains("refused the push") && message.contains("403"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(READ_ONLY) && !message.contains(SECRET),
+        "{message}"
+    );
+    let heads = git(
+        &bare,
+        &["for-each-ref", "--format=%(refname)", "refs/heads"],
+    );
     assert!(!heads.contains(ro.as_str()), "{heads}");
 
     // The default branch was never touched; the only new branch is the session's.
     assert_eq!(git(&bare, &["rev-parse", "refs/heads/main"]), main_before);
-    let expected = [format!("refs/heads/{branch}"), "refs/heads/main".to_string()];
+    let expected = [
+        format!("refs/heads/{branch}"),
+        "refs/heads/main".to_string(),
+    ];
     assert_eq!(heads.lines().collect::<Vec<_>>(), expected);
     app.stop().await;
 }

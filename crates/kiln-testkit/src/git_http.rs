@@ -60,7 +60,8 @@ impl GitHttpServer {
     ) -> GitHttpServer {
         use base64::Engine;
         let basic = |(user, password): (&str, &str)| {
-            let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            let pair =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             format!("Basic {pair}")
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -136,7 +137,9 @@ async fn serve(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let push = uri.path().ends_with("/git-receive-pack")
-        || uri.query().is_some_and(|q| q.contains("service=git-receive-pack"));
+        || uri
+            .query()
+            .is_some_and(|q| q.contains("service=git-receive-pack"));
     let pusher = authorization == Some(shared.pusher.as_str());
     if push && !pusher && authorization == Some(shared.expected.as_str()) {
         shared.refused.fetch_add(1, Ordering::SeqCst);

@@ -98,11 +98,11 @@ impl Port<'_> {
             }
             None
         };
-        let text = tokio::time::timeout(MESSAGE_TIMEOUT, answer)
-            .await
-            .ok()??;
+        let text = tokio::time::timeout(MESSAGE_TIMEOUT, answer).await.ok()??;
         let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
-        let line = line.trim_matches(|c| c == '"' || c == '`' || c == '\'').trim();
+        let line = line
+            .trim_matches(|c| c == '"' || c == '`' || c == '\'')
+            .trim();
         (!line.is_empty()).then(|| first_chars(line, SUBJECT_CHARS))
     }
 }
@@ -110,7 +110,10 @@ impl Port<'_> {
 /// The prompt's first line, as a subject.
 fn fallback_message(prompt: &str) -> String {
     let line = prompt.lines().map(str::trim).find(|l| !l.is_empty());
-    first_chars(line.unwrap_or("Changes made in a kiln session"), SUBJECT_CHARS)
+    first_chars(
+        line.unwrap_or("Changes made in a kiln session"),
+        SUBJECT_CHARS,
+    )
 }
 
 fn first_chars(text: &str, n: usize) -> String {

@@ -83,7 +83,9 @@ pub(crate) fn compare_url(repo: &Repo, branch: &str) -> Option<String> {
     let segments: Vec<&str> = path.split('/').collect();
     if host.is_empty()
         || segments.len() != 2
-        || segments.iter().any(|s| s.is_empty() || s.contains(['?', '#']))
+        || segments
+            .iter()
+            .any(|s| s.is_empty() || s.contains(['?', '#']))
     {
         return None;
     }
@@ -170,8 +172,17 @@ mod tests {
             compare_url(&repo("https://****@github.com/acme/app.git"), "kiln/s1").as_deref(),
             Some("https://github.com/acme/app/compare/main...kiln/s1")
         );
-        assert_eq!(compare_url(&repo("http://127.0.0.1:9/app.git"), "kiln/s1"), None);
-        assert_eq!(compare_url(&repo("https://git.example.org/app.git"), "kiln/s1"), None);
-        assert_eq!(compare_url(&repo("git@github.com:acme/app.git"), "kiln/s1"), None);
+        assert_eq!(
+            compare_url(&repo("http://127.0.0.1:9/app.git"), "kiln/s1"),
+            None
+        );
+        assert_eq!(
+            compare_url(&repo("https://git.example.org/app.git"), "kiln/s1"),
+            None
+        );
+        assert_eq!(
+            compare_url(&repo("git@github.com:acme/app.git"), "kiln/s1"),
+            None
+        );
     }
 }

@@ -12,8 +12,8 @@ use crate::extract::{Json, Path};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use kiln_engine::SessionChanges;
 use kiln_core::SessionId;
+use kiln_engine::SessionChanges;
 use kiln_protocol::api::SessionPushed;
 
 type ApiError = kiln_protocol::api::ApiError;
@@ -31,8 +31,7 @@ pub(crate) async fn push_session(
     let role = caller.role_in(&state, &id).await?;
     if !role.can_prompt() {
         return Err(Error::Forbidden(
-            "viewers cannot push a session's branch; ask an owner for the collaborator role"
-                .into(),
+            "viewers cannot push a session's branch; ask an owner for the collaborator role".into(),
         ));
     }
     let pushed = state.engine.push_session(&id, &caller.user_ref()).await?;
