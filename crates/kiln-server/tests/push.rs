@@ -288,3 +288,65 @@ async fn a_session_pushes_its_own_branch_with_kiln_s_credential_only() {
     assert_eq!(heads.lines().collect::<Vec<_>>(), expected);
     app.stop().await;
 }
+
+/// A session from the warm pool (an image, then the sync bringing the checkout to a default
+/// branch that moved since the image): its push carries only its own commits on top of the
+/// new head, to a plain remote (a path: push-only use without any forge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_session_pushes_on_top_of_the_synced_head() {
+    let model = FakeModel::start().await;
+    let app = TestApp::with_config(EngineConfig {
+        model: Some(fake_model_config(&model)),
+        pool_size: 1,
+        ..EngineConfig::default()
+    })
+    .await;
+    let image = app.engine.build_image("demo").await.unwrap();
+    assert!(image.is_ready(), "{}", image.log);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app.engine.pool_ready("demo") < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool did not fill"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The default branch moves after the image was built.
+    let upstream = Path::new(&app.repo_url).to_path_buf();
+    let work = app.dir.path().join("upstream-work");
+    git(
+        app.dir.path(),
+        &["clone", "-q", &app.repo_url, &work.to_string_lossy()],
+    );
+    std::fs::write(work.join("NEWS"), "moved\n").unwrap();
+    git(&work, &["add", "NEWS"]);
+    git(&work, &["commit", "-qm", "Move main"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let main = git(&upstream, &["rev-parse", "refs/heads/main"]);
+
+    model.push(bash(
+        "echo pooled > pooled.txt && git add pooled.txt && git commit -qm 'Add pooled'",
+    ));
+    model.push(Script::Turn(Turn::tool("push", json!({}))));
+    model.push(Script::Turn(Turn::text("pushed")));
+    let token = app.admin_token.clone();
+    let session = app.new_session(&token, "commit and push").await;
+    let events = app
+        .wait_until(&token, &session, |e| {
+            common::finished(e, PromptOutcome::Completed) == 1
+        })
+        .await;
+    let output = common::last_tool_output(&events);
+    assert!(output.contains("Pushed kiln/"), "{output}");
+    let remote_ref = format!("refs/heads/kiln/{session}");
+    let log = remote_log(&upstream, &remote_ref);
+    assert_eq!(log.len(), 1, "only the session's commit: {log:?}");
+    assert!(
+        log[0].contains("Add pooled") && log[0].contains(&format!("Kiln-Session: {session}")),
+        "{log:?}"
+    );
+    let parent = git(&upstream, &["rev-parse", &format!("{remote_ref}^")]);
+    assert_eq!(parent, main, "on top of the synced head");
+    assert_eq!(git(&upstream, &["rev-parse", "refs/heads/main"]), main);
+    app.stop().await;
+}
