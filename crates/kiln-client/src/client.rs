@@ -21,6 +21,9 @@ use std::time::Duration;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound for one whole request (a streamed build log sets its own); generous.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on a push, a diff or a patch: the server's git may take minutes on a large change
+/// (its own git timeout is 5 min).
+const GIT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A handle on one kiln server as one caller. Cheap to clone; clones share connections.
 #[derive(Debug, Clone)]
@@ -252,8 +255,14 @@ impl Client {
     /// Pushes the session's branch `kiln/<session>` to the repo's remote (collaborators and
     /// owners).
     pub async fn push(&self, id: &SessionId) -> Result<SessionPushed> {
-        let path = ["sessions", id.as_str(), "push"];
-        self.call(Method::POST, &path, NO_BODY).await
+        let url = self.url(&["sessions", id.as_str(), "push"]);
+        tracing::debug!(%url, "kiln api request");
+        let request = self.http.post(url).timeout(GIT_REQUEST_TIMEOUT);
+        let response = self.send_request(request).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| Error::transport(self.base_url(), &e))
     }
 
     /// The session's branch against the default branch: a unified diff (`patch` false) or a
@@ -262,7 +271,8 @@ impl Client {
         let what = if patch { "patch" } else { "diff" };
         let url = self.url(&["sessions", id.as_str(), what]);
         tracing::debug!(%url, "kiln api request");
-        let response = self.send_request(self.http.get(url)).await?;
+        let request = self.http.get(url).timeout(GIT_REQUEST_TIMEOUT);
+        let response = self.send_request(request).await?;
         response
             .text()
             .await

@@ -101,7 +101,9 @@ impl Workspaces {
             Some(mirror) => mirror,
             None => self.refresh_mirror(repo).await?,
         };
-        let commit = self.bring_out(sandbox, &mirror, session, &branch).await?;
+        let commit = self
+            .bring_out_or_fetch(sandbox, repo, &mirror, session, &branch)
+            .await?;
         let remote = self.store.repo_remote(&repo.name).await?;
         let credentials = match credential {
             PushCredential::Repo => remote.credentials.clone(),
@@ -145,7 +147,9 @@ impl Workspaces {
             Some(mirror) => mirror,
             None => self.refresh_mirror(repo).await?,
         };
-        let commit = self.bring_out(sandbox, &mirror, session, &branch).await?;
+        let commit = self
+            .bring_out_or_fetch(sandbox, repo, &mirror, session, &branch)
+            .await?;
         let base = format!("refs/heads/{}", repo.default_branch);
         let text = match kind {
             Changes::Diff => {
@@ -175,6 +179,26 @@ impl Workspaces {
             )));
         }
         Ok(text)
+    }
+
+    /// [`Workspaces::bring_out`]; when the mirror lacks a commit the bundle leaves out (the
+    /// mirror was made again since the checkout), fetches the mirror and tries once more.
+    async fn bring_out_or_fetch(
+        &self,
+        sandbox: &Sandbox,
+        repo: &Repo,
+        mirror: &Path,
+        session: &SessionId,
+        branch: &str,
+    ) -> Result<String> {
+        match self.bring_out(sandbox, mirror, session, branch).await {
+            Err(Error::Git { message, .. }) if message.contains("prerequisite") => {
+                tracing::info!(%session, "the mirror lacks the push bundle's base; fetching it");
+                self.refresh_mirror(repo).await?;
+                self.bring_out(sandbox, mirror, session, branch).await
+            }
+            other => other,
+        }
     }
 
     /// Brings the branch's commits from the sandbox into the mirror; returns the branch's
