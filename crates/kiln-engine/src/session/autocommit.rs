@@ -22,9 +22,9 @@ const SYSTEM: &str = "You write git commit messages. Reply with one line only: a
 summary of the change, at most 72 characters, no quotes, no trailing period.";
 
 impl Port<'_> {
-    /// Commits what `prompt` left uncommitted on the session's branch, if anything; a failure
-    /// is logged (the prompt's outcome stands).
-    pub(super) async fn auto_commit(&self, prompt: &PromptInfo) {
+    /// Commits what `prompt` left uncommitted on the session's branch, if anything, with the
+    /// model's message when `ask_model`; a failure is logged (the prompt's outcome stands).
+    pub(super) async fn auto_commit(&self, prompt: &PromptInfo, ask_model: bool) {
         if !self.inner.config.auto_commit {
             return;
         }
@@ -38,12 +38,17 @@ impl Port<'_> {
                 _ => return,
             }
         };
-        if let Err(e) = self.commit_leftovers(&sandbox, prompt).await {
+        if let Err(e) = self.commit_leftovers(&sandbox, prompt, ask_model).await {
             tracing::warn!(session = %self.actor.log.id(), error = %e, "cannot commit a prompt's uncommitted changes");
         }
     }
 
-    async fn commit_leftovers(&self, sandbox: &Sandbox, prompt: &PromptInfo) -> Result<(), String> {
+    async fn commit_leftovers(
+        &self,
+        sandbox: &Sandbox,
+        prompt: &PromptInfo,
+        ask_model: bool,
+    ) -> Result<(), String> {
         let branch = format!("refs/heads/kiln/{}", self.actor.log.id());
         // Staged in the sandbox's index, so the stat covers new files too.
         let stat = format!(
@@ -57,10 +62,11 @@ impl Port<'_> {
         if stat.trim().is_empty() {
             return Ok(());
         }
-        let message = match self.model_message(prompt, &stat).await {
-            Some(message) => message,
-            None => fallback_message(&prompt.text),
+        let asked = match ask_model {
+            true => self.model_message(prompt, &stat).await,
+            false => None,
         };
+        let message = asked.unwrap_or_else(|| fallback_message(&prompt.text));
         sandbox
             .guest()
             .write_file(MESSAGE_FILE, message.as_bytes(), Some(0o600))

@@ -183,8 +183,10 @@ impl Session for Port<'_> {
 
     async fn finish(&self, prompt: &PromptId, ending: Ending) -> Result<(), SessionError> {
         // Before the prompt is said to be over: whoever reads its end finds its work committed.
+        // A stopped prompt is committed without asking the model: a stop must end soon.
         if *prompt == self.prompt.id {
-            self.auto_commit(&self.prompt).await;
+            let ask_model = !matches!(ending, Ending::Cancelled { .. });
+            self.auto_commit(&self.prompt, ask_model).await;
         }
         let prompt_id = prompt.clone();
         self.actor
