@@ -47,6 +47,11 @@ pub trait Session: Send + Sync {
     fn write_gate(&self, cancel: CancellationToken, tools: Arc<ToolRegistry>) -> Arc<dyn Hook>;
     /// The environment commands of a prompt by `author` run with (their git identity).
     fn prompt_env(&self, author: &UserRef) -> BTreeMap<String, String>;
+    /// Tools of this session beside the built-ins, for `prompt` (the engine's `push`, which
+    /// acts for the prompt's author). None by default.
+    fn tools(&self, _prompt: &PromptInfo) -> Vec<Arc<dyn kiln_tools::tools::Tool>> {
+        Vec::new()
+    }
     /// Who stopped the running prompt, if someone did.
     fn stopped_by(&self) -> Option<UserRef>;
     /// Appends `event` to the session's log (the session masks its secrets in it).

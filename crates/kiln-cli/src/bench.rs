@@ -19,6 +19,9 @@ pub(crate) enum BenchCommand {
     Session(crate::bench_session::SessionBenchArgs),
     /// Session start: warm pool hit and miss, restore from a snapshot, the naive way.
     Start(crate::bench_start::StartBenchArgs),
+    /// A finished prompt's branch pushed to the repo's remote (1 and 1,000 files), against
+    /// `git push` of the same change from the host.
+    Push(crate::bench_push::PushBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +59,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Sandbox(args) => sandbox(args).await,
         BenchCommand::Session(args) => crate::bench_session::run(args).await,
         BenchCommand::Start(args) => crate::bench_start::run(args).await,
+        BenchCommand::Push(args) => crate::bench_push::run(args).await,
     }
 }
 

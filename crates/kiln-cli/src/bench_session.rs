@@ -226,6 +226,42 @@ impl Bench {
         ))
     }
 
+    /// Waits (up to two minutes) until the session's first prompt has finished.
+    pub(crate) async fn wait_finished(&self, session: &SessionId) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let page: Value = self
+                .http
+                .get(format!(
+                    "{}/api/sessions/{session}/events?limit=5000",
+                    self.url
+                ))
+                .bearer_auth(&self.token)
+                .send()
+                .await?
+                .json()
+                .await?;
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            if events
+                .iter()
+                .any(|e| e["event"]["type"] == "prompt_finished")
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("session {session} did not finish its prompt within 2 min");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Archives a session (its sandbox goes), ignoring failures.
+    pub(crate) async fn archive(&self, session: &SessionId) {
+        let _ = self
+            .post(&format!("/api/sessions/{session}/archive"), json!({}))
+            .await;
+    }
+
     pub(crate) async fn new_session(&self, prompt: &str) -> anyhow::Result<SessionId> {
         let (status, body) = self
             .post("/api/sessions", json!({"repo": "bench", "prompt": prompt}))

@@ -65,6 +65,11 @@ struct FileConfig {
     /// Sessions one user may have active (working or holding a sandbox) at once (default 10;
     /// 0: no limit).
     max_active_sessions_per_user: Option<usize>,
+    /// The committer of session commits (the author is the prompt's sender).
+    commit_name: Option<String>,
+    commit_email: Option<String>,
+    /// Commit what a prompt leaves uncommitted (default on).
+    auto_commit: Option<bool>,
     /// Hosts no sandbox may reach, whatever its repo's policy (`*.example.org` wildcards).
     #[serde(default)]
     egress_deny: Vec<String>,
@@ -187,6 +192,11 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
             .map(kiln_core::Secret::new),
         // `DATA/bases`, collected with the images that use them.
         bases_dir: None,
+        committer: (
+            file.commit_name.unwrap_or(defaults.committer.0),
+            file.commit_email.unwrap_or(defaults.committer.1),
+        ),
+        auto_commit: file.auto_commit.unwrap_or(true),
     };
     Ok(Resolved {
         public_url,
@@ -301,6 +311,9 @@ fn print_config(resolved: &Resolved) {
         "max_active_sessions_per_user = {}",
         engine.max_active_sessions_per_user
     );
+    println!("commit_name = {:?}", engine.committer.0);
+    println!("commit_email = {:?}", engine.committer.1);
+    println!("auto_commit = {}", engine.auto_commit);
     println!(
         "shutdown_timeout_secs = {}",
         resolved.shutdown_timeout.as_secs()

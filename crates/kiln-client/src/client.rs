@@ -9,8 +9,8 @@ use kiln_core::{PromptId, Role, Secret, SessionId, TokenId};
 use kiln_protocol::api::{
     CreateRepo, CreateSession, CreateShare, CreateToken, CreateUser, EventsPage, GcReport, Image,
     ImageBuildStarted, LoginLink, Me, PromptAccepted, Repo, RepoAccess, SendPrompt, SessionCreated,
-    SessionDetail, SessionSummary, SetRepoAccess, ShareCreated, StopReport, StopSession,
-    TokenCreated, TokenInfo, UpdateRepo, UpdateSession, User,
+    SessionDetail, SessionPushed, SessionSummary, SetRepoAccess, ShareCreated, StopReport,
+    StopSession, TokenCreated, TokenInfo, UpdateRepo, UpdateSession, User,
 };
 use reqwest::{Method, Url, header};
 use serde::Serialize;
@@ -21,6 +21,9 @@ use std::time::Duration;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound for one whole request (a streamed build log sets its own); generous.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on a push, a diff or a patch: the server's git may take minutes on a large change
+/// (its own git timeout is 5 min).
+const GIT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A handle on one kiln server as one caller. Cheap to clone; clones share connections.
 #[derive(Debug, Clone)]
@@ -247,6 +250,33 @@ impl Client {
         let body = StopSession { clear_queue };
         let path = ["sessions", id.as_str(), "stop"];
         self.call(Method::POST, &path, Some(&body)).await
+    }
+
+    /// Pushes the session's branch `kiln/<session>` to the repo's remote (collaborators and
+    /// owners).
+    pub async fn push(&self, id: &SessionId) -> Result<SessionPushed> {
+        let url = self.url(&["sessions", id.as_str(), "push"]);
+        tracing::debug!(%url, "kiln api request");
+        let request = self.http.post(url).timeout(GIT_REQUEST_TIMEOUT);
+        let response = self.send_request(request).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| Error::transport(self.base_url(), &e))
+    }
+
+    /// The session's branch against the default branch: a unified diff (`patch` false) or a
+    /// `format-patch` mbox (`patch` true).
+    pub async fn changes(&self, id: &SessionId, patch: bool) -> Result<String> {
+        let what = if patch { "patch" } else { "diff" };
+        let url = self.url(&["sessions", id.as_str(), what]);
+        tracing::debug!(%url, "kiln api request");
+        let request = self.http.get(url).timeout(GIT_REQUEST_TIMEOUT);
+        let response = self.send_request(request).await?;
+        response
+            .text()
+            .await
+            .map_err(|e| Error::transport(self.base_url(), &e))
     }
 
     /// A share link with the default expiry; see [`Client::create_share_with`].

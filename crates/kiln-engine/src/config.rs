@@ -65,6 +65,14 @@ pub struct EngineConfig {
     /// with unused images. A directory named here may be shared by several data dirs and is
     /// never collected.
     pub bases_dir: Option<std::path::PathBuf>,
+    /// The committer of every commit made in a session (`kiln.toml` `commit_name`,
+    /// `commit_email`); the author is whoever sent the prompt.
+    pub committer: (String, String),
+    /// Whether a prompt that leaves uncommitted changes has them committed for its author
+    /// (with a message the model writes). On in `kiln up` (`auto_commit` in kiln.toml); off
+    /// in this default, so an embedder (and a test scripting its model's every request) gets
+    /// no model request it did not ask for.
+    pub auto_commit: bool,
 }
 
 impl Default for EngineConfig {
@@ -91,6 +99,8 @@ impl Default for EngineConfig {
             egress: kiln_fleet::EgressSettings::default(),
             secret_key: None,
             bases_dir: None,
+            committer: ("kiln".to_string(), "kiln@localhost".to_string()),
+            auto_commit: false,
         }
     }
 }

@@ -30,6 +30,7 @@ mod builds;
 mod health;
 mod housekeeping;
 mod manage;
+mod push;
 mod recovery;
 mod remote_check;
 mod secrets;

@@ -16,6 +16,8 @@ mod sync_gate;
 pub use config::{EngineConfig, PromptLimits};
 pub use engine::{Engine, Stopped};
 pub use error::{Error, Result};
+/// What `Engine::session_changes` gives: a diff or a patch.
+pub use kiln_fleet::push::Changes as SessionChanges;
 /// What sessions start from — mirrors, images, pools, the collector — from their own crate.
 pub use kiln_fleet::{
     EgressSettings, Error as FleetError, RunningBuildInfo as RunningBuild, WORKDIR, images,

@@ -26,11 +26,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod autocommit;
 mod port;
+mod push;
 mod sandbox;
 mod secrets;
 mod snapshots;
 
+pub(crate) use sandbox::Need;
 pub(crate) use secrets::SessionSecrets;
 
 #[derive(Debug)]
@@ -300,6 +303,7 @@ impl SessionActor {
             let port = port::Port {
                 actor: &self,
                 inner,
+                prompt: prompt.clone(),
             };
             let run = inner.agent.run(&port, prompt, cancel).instrument(span);
             // A bug in one prompt's run must not take the session down with it: the prompt

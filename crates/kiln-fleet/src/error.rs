@@ -17,6 +17,10 @@ pub enum Error {
     /// git inside a sandbox (the checkout, a sync) failed.
     #[error("{action} in the sandbox failed: {message}")]
     Checkout { action: String, message: String },
+    /// A session's branch could not be pushed: refused by kiln (a protected ref, a bundle too
+    /// large) or by the remote (its message, credentials cut out).
+    #[error("{0}")]
+    Push(String),
     /// The repo's `.kiln/environment.toml` is not valid; the message says where.
     #[error("{0}")]
     Environment(String),

@@ -22,6 +22,7 @@ mod gc;
 pub mod host;
 pub mod images;
 pub mod pool;
+pub mod push;
 pub mod workspace;
 
 pub use builds::{BuildGuard, RunningBuildInfo};

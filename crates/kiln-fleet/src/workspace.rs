@@ -78,6 +78,12 @@ impl Workspaces {
         self.data_dir.join("repos").join(format!("{repo}.git"))
     }
 
+    /// The repo's mirror, if it has been made.
+    pub(crate) fn existing_mirror(&self, repo: &str) -> Option<PathBuf> {
+        let mirror = self.mirror(repo);
+        mirror.join("HEAD").is_file().then_some(mirror)
+    }
+
     fn layer(&self, session: &SessionId) -> PathBuf {
         self.data_dir
             .join("sessions")
@@ -234,10 +240,12 @@ impl Workspaces {
              cd {WORKDIR}\n\
              git checkout --quiet -b {branch}\n\
              git config user.name {name}\n\
-             git config user.email {email}\n",
+             git config user.email {email}\n\
+             {hooks}",
             default = shell_quote(&repo.default_branch),
             name = shell_quote(author.0),
             email = shell_quote(author.1),
+            hooks = session_hooks(session),
         );
         match self.run_script(&sandbox, script).await {
             Ok(o) if o.status.success() => Ok(sandbox),
@@ -323,7 +331,10 @@ impl Workspaces {
                 .write_file(SYNC_BUNDLE, &bytes?, Some(0o600))
                 .await?;
             script.push_str(&format!(
-                "git fetch --quiet {SYNC_BUNDLE} {branch}\nrm -f {SYNC_BUNDLE}\n"
+                // The remote-tracking ref follows, so a push's bundle leaves out what the
+                // mirror has (`push.rs`).
+                "git fetch --quiet {SYNC_BUNDLE} +{branch}:refs/remotes/origin/{default}\nrm -f {SYNC_BUNDLE}\n",
+                default = repo.default_branch,
             ));
         }
         match target {
@@ -336,9 +347,11 @@ impl Workspaces {
             SyncTarget::Branch { session, author } => script.push_str(&format!(
                 "git checkout --quiet -B kiln/{session} {head}\n\
                  git config user.name {name}\n\
-                 git config user.email {email}\n",
+                 git config user.email {email}\n\
+                 {hooks}",
                 name = shell_quote(author.0),
                 email = shell_quote(author.1),
+                hooks = session_hooks(session),
             )),
         }
         let outcome = self.run_script(sandbox, script).await?;
@@ -433,6 +446,31 @@ fn limits(wanted: &ResourceLimits) -> Limits {
     }
 }
 
+/// What `git push` in a sandbox says: the sandbox holds no credential and no remote it may
+/// write to, and the agent has a tool for it.
+pub const PUSH_REFUSAL: &str = "git push does not work inside the sandbox: use the `push` tool (kiln pushes the session branch for you)";
+
+/// Shell lines (run in the checkout) installing the session's git hooks: every commit gets a
+/// `Kiln-Session:` trailer (`prepare-commit-msg`, which `--no-verify` does not skip), and
+/// `git push` fails naming the `push` tool (`pre-push`; the remote is the read-only
+/// `/kiln/repo.git` and no credential is here, so a push could not succeed anyway).
+fn session_hooks(session: &SessionId) -> String {
+    let trailer = shell_quote(&format!("Kiln-Session: {session}"));
+    let refusal = shell_quote(PUSH_REFUSAL);
+    format!(
+        "hooks=$(git rev-parse --git-path hooks)\n\
+         mkdir -p \"$hooks\"\n\
+         printf '%s\\n' '#!/bin/sh' \
+           'case \"$2\" in merge|squash) exit 0;; esac' \
+           'exec git interpret-trailers --in-place --if-exists addIfDifferent --trailer '{trailer_q}' \"$1\"' \
+           > \"$hooks/prepare-commit-msg\"\n\
+         printf '%s\\n' '#!/bin/sh' 'echo '{refusal_q}' >&2' 'exit 1' > \"$hooks/pre-push\"\n\
+         chmod 755 \"$hooks/prepare-commit-msg\" \"$hooks/pre-push\"\n",
+        trailer_q = shell_quote(&trailer),
+        refusal_q = shell_quote(&refusal),
+    )
+}
+
 fn path_str(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
@@ -440,4 +478,69 @@ fn path_str(path: &Path) -> String {
 /// Quotes a value for `/bin/sh`: single quotes, with embedded ones closed and escaped.
 pub fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::Command;
+
+    fn sh(dir: &Path, script: &str) -> std::process::Output {
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "Ann")
+            .env("GIT_AUTHOR_EMAIL", "ann@example.org")
+            .env("GIT_COMMITTER_NAME", "kiln")
+            .env("GIT_COMMITTER_EMAIL", "kiln@localhost")
+            .output()
+            .expect("sh runs")
+    }
+
+    /// The checkout's hooks, on real git: every commit (`-m`, `--no-verify`, an amend) gets
+    /// the trailer once, and `git push` fails naming the tool.
+    #[test]
+    fn session_hooks_add_the_trailer_and_refuse_git_push() {
+        let dir = std::env::temp_dir().join(format!("kiln-hooks-{}", kiln_core::random_hex(6)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let session = kiln_core::SessionId::random();
+        let setup = format!(
+            "set -e\ngit init -q --bare remote.git\ngit init -q -b main work\ncd work\n\
+             git remote add origin ../remote.git\n{}",
+            super::session_hooks(&session)
+        );
+        let out = sh(&dir, &setup);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let work = dir.join("work");
+        let out = sh(
+            &work,
+            "echo a > a && git add a && git commit -qm 'Add a' && \
+             echo b > b && git add b && git commit -q --no-verify -m 'Add b' && \
+             git commit -q --amend --no-edit && git log --format=%B%x00",
+        );
+        let log = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let trailer = format!("Kiln-Session: {session}");
+        let commits: Vec<&str> = log.split('\0').filter(|c| !c.trim().is_empty()).collect();
+        assert_eq!(commits.len(), 2, "{log}");
+        for commit in commits {
+            assert_eq!(commit.matches(&trailer).count(), 1, "{log}");
+        }
+        let out = sh(&work, "git push -q origin main");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(super::PUSH_REFUSAL), "{stderr}");
+    }
 }

@@ -117,7 +117,7 @@ impl From<kiln_engine::FleetError> for Error {
             Fleet::Environment(_) | Fleet::Step { .. } | Fleet::Base { .. } => {
                 Error::BadRequest(e.to_string())
             }
-            Fleet::BuildRunning { .. } => Error::Conflict(e.to_string()),
+            Fleet::BuildRunning { .. } | Fleet::Push(_) => Error::Conflict(e.to_string()),
             Fleet::Store(e) => e.into(),
             Fleet::Sandbox(e) => e.into(),
             Fleet::Io { .. } | Fleet::Snapshots { .. } => Error::Internal(e.to_string()),

@@ -133,6 +133,9 @@ pub fn router(state: AppState) -> Router {
             post(prompts::retry_prompt),
         )
         .route("/sessions/{id}/stop", post(sessions::stop_session))
+        .route("/sessions/{id}/push", post(routes::push::push_session))
+        .route("/sessions/{id}/diff", get(routes::push::session_diff))
+        .route("/sessions/{id}/patch", get(routes::push::session_patch))
         .route(
             "/sessions/{id}/shares",
             post(sessions::create_share).get(manage::list_shares),

@@ -90,7 +90,7 @@ async fn names_and_emails_are_checked_and_commits_carry_them() {
     let output = last_tool_output(&events);
     assert_eq!(
         output.lines().next(),
-        Some("Bob Smith <bob.smith@example.org> / Bob Smith"),
+        Some("Bob Smith <bob.smith@example.org> / kiln"),
         "{output}"
     );
 }

@@ -561,7 +561,8 @@ async fn each_prompt_commits_as_its_author() {
     let output = common::last_tool_output(&events);
     assert_eq!(
         output.lines().next(),
-        Some(format!("admin <{admin}@users.kiln.local> / admin").as_str())
+        // The committer is kiln's identity; the author whoever sent the prompt.
+        Some(format!("admin <{admin}@users.kiln.local> / kiln").as_str())
     );
 
     // A collaborator's prompt in the same session commits as them.
@@ -586,7 +587,7 @@ async fn each_prompt_commits_as_its_author() {
     let output = common::last_tool_output(&events);
     assert_eq!(
         output.lines().next(),
-        Some(format!("alice <{alice}@users.kiln.local> / alice").as_str())
+        Some(format!("alice <{alice}@users.kiln.local> / kiln").as_str())
     );
     app.stop().await;
 }

@@ -1,6 +1,11 @@
 //! [`GitHttpServer`]: git's smart HTTP protocol on 127.0.0.1, served by the real `git
 //! http-backend` (as CGI) behind HTTP basic authentication, the way a forge serves private
 //! repositories. Tests of fetching with credentials talk to it instead of a real forge.
+//!
+//! Pushes (`git-receive-pack`) are served too, to a client with the pushing credential (by
+//! default the same as the reading one; [`GitHttpServer::start_with_pusher`] tells them apart,
+//! as a read-only deploy key and a writing token would be): a reader that may not push gets a
+//! 403, no credential at all a 401.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -27,8 +32,12 @@ pub struct GitHttpServer {
 #[derive(Debug)]
 struct Shared {
     root: PathBuf,
-    /// The whole `Authorization` header value a request must carry.
+    /// The whole `Authorization` header value a read must carry.
     expected: String,
+    /// The one a push must carry.
+    pusher: String,
+    /// Pushes served.
+    pushes: AtomicU64,
     /// Requests that carried the right credentials and were served.
     authorized: AtomicU64,
     /// Requests refused with 401 (none, or wrong credentials).
@@ -39,15 +48,31 @@ impl GitHttpServer {
     /// Serves the bare repositories under `root` (`root/NAME.git` at `/NAME.git`) to clients
     /// that authenticate as `user` with `password`.
     pub async fn start(root: &Path, user: &str, password: &str) -> GitHttpServer {
+        Self::start_with_pusher(root, (user, password), (user, password)).await
+    }
+
+    /// As [`GitHttpServer::start`], reads allowed to `reader` and `pusher`, pushes to `pusher`
+    /// only.
+    pub async fn start_with_pusher(
+        root: &Path,
+        reader: (&str, &str),
+        pusher: (&str, &str),
+    ) -> GitHttpServer {
         use base64::Engine;
+        let basic = |(user, password): (&str, &str)| {
+            let pair =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            format!("Basic {pair}")
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("GitHttpServer: bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("GitHttpServer: local address");
-        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         let shared = Arc::new(Shared {
             root: root.to_path_buf(),
-            expected: format!("Basic {pair}"),
+            expected: basic(reader),
+            pusher: basic(pusher),
+            pushes: AtomicU64::new(0),
             authorized: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         });
@@ -89,6 +114,11 @@ impl GitHttpServer {
         self.shared.authorized.load(Ordering::SeqCst)
     }
 
+    /// How many pushes (receive-pack requests, the ref advertisement included) were served.
+    pub fn pushes(&self) -> u64 {
+        self.shared.pushes.load(Ordering::SeqCst)
+    }
+
     /// How many requests were refused for missing or wrong credentials.
     pub fn refused_requests(&self) -> u64 {
         self.shared.refused.load(Ordering::SeqCst)
@@ -111,7 +141,16 @@ async fn serve(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if authorization != Some(shared.expected.as_str()) {
+    let push = uri.path().ends_with("/git-receive-pack")
+        || uri
+            .query()
+            .is_some_and(|q| q.contains("service=git-receive-pack"));
+    let pusher = authorization == Some(shared.pusher.as_str());
+    if push && !pusher && authorization == Some(shared.expected.as_str()) {
+        shared.refused.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::FORBIDDEN, "this credential may not push").into_response();
+    }
+    if !pusher && authorization != Some(shared.expected.as_str()) {
         shared.refused.fetch_add(1, Ordering::SeqCst);
         let challenge = HeaderValue::from_static("Basic realm=\"kiln-test\"");
         return (
@@ -121,6 +160,9 @@ async fn serve(
             .into_response();
     }
     shared.authorized.fetch_add(1, Ordering::SeqCst);
+    if push {
+        shared.pushes.fetch_add(1, Ordering::SeqCst);
+    }
     match cgi(&shared.root, &method, &uri, &headers, body).await {
         Ok(response) => response,
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),

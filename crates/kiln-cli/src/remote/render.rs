@@ -262,6 +262,13 @@ impl<W: Write> Renderer<W> {
                 );
                 self.note(if *allowed { p.dim(&text) } else { p.red(&text) })?;
             }
+            Event::Pushed {
+                branch, commit, by, ..
+            } => {
+                let short = commit.get(..12).unwrap_or(commit);
+                let text = format!("· pushed {branch} at {short} (for {})", by.name);
+                self.note(p.dim(&text))?;
+            }
             Event::Error { message, .. } => self.line(&p.red(&format!("error: {message}")))?,
             Event::ModelRequest { .. } => self.wait_for_model(),
         }

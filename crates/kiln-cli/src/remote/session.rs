@@ -70,6 +70,25 @@ pub(crate) enum SessionCommand {
         #[arg(long)]
         clear_queue: bool,
     },
+    /// Push the session's branch (`kiln/<session>`, and only it) to the repo's remote; prints
+    /// the branch, the commit and, for a forge, a compare URL.
+    Push {
+        /// The session's id (`s-…`).
+        id: SessionId,
+        /// Print `{"branch", "commit", "compare_url"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the session's branch against the default branch as a unified diff.
+    Diff {
+        /// The session's id (`s-…`).
+        id: SessionId,
+    },
+    /// Print the session's commits since the default branch as a patch mbox (for `git am`).
+    Patch {
+        /// The session's id (`s-…`).
+        id: SessionId,
+    },
     /// List the sessions you take part in (not archived ones unless asked).
     Ls {
         /// Every session on this kiln, not only yours (admins).
@@ -274,6 +293,26 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
                 Some(prompt) => eprintln!("stopping prompt {prompt} of {id}{queue}"),
                 None => eprintln!("nothing was running in {id}: nothing to stop{queue}"),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionCommand::Push { id, json } => {
+            let pushed = client.push(&id).await?;
+            if json {
+                println!("{}", serde_json::to_string(&pushed)?);
+            } else {
+                println!("pushed {} at {}", pushed.branch, pushed.commit);
+                if let Some(url) = &pushed.compare_url {
+                    println!("compare: {url}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionCommand::Diff { id } => {
+            print!("{}", client.changes(&id, false).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionCommand::Patch { id } => {
+            print!("{}", client.changes(&id, true).await?);
             Ok(ExitCode::SUCCESS)
         }
         SessionCommand::Ls {

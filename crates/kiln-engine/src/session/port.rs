@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 pub(super) struct Port<'a> {
     pub(super) actor: &'a Arc<SessionActor>,
     pub(super) inner: &'a Arc<Inner>,
+    /// The prompt being run: what it leaves uncommitted is committed for its author.
+    pub(super) prompt: PromptInfo,
 }
 
 impl Port<'_> {
@@ -80,8 +82,22 @@ impl Session for Port<'_> {
         )
     }
 
+    /// The author's identity, kiln's as the committer (`commit_name`/`commit_email`): a
+    /// commit says who asked for it and that kiln made it.
     fn prompt_env(&self, author: &UserRef) -> BTreeMap<String, String> {
-        self.actor.prompt_env(author)
+        let mut env = self.actor.prompt_env(author);
+        let (name, email) = &self.inner.config.committer;
+        env.insert("GIT_COMMITTER_NAME".into(), name.clone());
+        env.insert("GIT_COMMITTER_EMAIL".into(), email.clone());
+        env
+    }
+
+    fn tools(&self, prompt: &PromptInfo) -> Vec<Arc<dyn kiln_tools::tools::Tool>> {
+        vec![Arc::new(super::push::PushTool {
+            actor: self.actor.clone(),
+            inner: self.inner.clone(),
+            by: prompt.author.clone(),
+        })]
     }
 
     fn stopped_by(&self) -> Option<UserRef> {
@@ -166,6 +182,12 @@ impl Session for Port<'_> {
     }
 
     async fn finish(&self, prompt: &PromptId, ending: Ending) -> Result<(), SessionError> {
+        // Before the prompt is said to be over: whoever reads its end finds its work committed.
+        // A stopped prompt is committed without asking the model: a stop must end soon.
+        if *prompt == self.prompt.id {
+            let ask_model = !matches!(ending, Ending::Cancelled { .. });
+            self.auto_commit(&self.prompt, ask_model).await;
+        }
         let prompt_id = prompt.clone();
         self.actor
             .log

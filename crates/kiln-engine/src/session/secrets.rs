@@ -224,7 +224,8 @@ impl SessionSecrets {
             | Event::ParticipantJoined { .. }
             | Event::ParticipantLeft { .. }
             | Event::QueueCleared { .. }
-            | Event::SettingsChanged { .. }) => e,
+            | Event::SettingsChanged { .. }
+            | Event::Pushed { .. }) => e,
         }
     }
 

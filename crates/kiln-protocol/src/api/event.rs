@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Bumped when an event's meaning changes or a variant is added.
-pub const EVENT_VERSION: u32 = 3;
+pub const EVENT_VERSION: u32 = 4;
 
 /// One event as stored and as sent: its place in the log, when it happened, what happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -149,6 +149,17 @@ pub enum Event {
         connections: u64,
         bytes_up: u64,
         bytes_down: u64,
+    },
+    /// The session's branch was pushed to the repo's remote (by the agent's `push` tool or on
+    /// someone's request): `remote_ref` now points at `commit`. (Version 4.)
+    Pushed {
+        /// `kiln/<session>`.
+        branch: String,
+        commit: String,
+        /// `refs/heads/kiln/<session>`.
+        remote_ref: String,
+        /// Whose prompt or request caused the push.
+        by: UserRef,
     },
     /// Something went wrong; `message` says what and what to do, `kind` lets a client act on
     /// it without reading the message (events of version 1 have none: `other`).

@@ -254,6 +254,20 @@ pub struct StopSession {
     pub clear_queue: bool,
 }
 
+/// What `POST /api/sessions/{id}/push` left on the repo's remote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionPushed {
+    /// The session's branch, `kiln/<session>`: the only branch a session pushes.
+    pub branch: String,
+    /// The commit the remote branch points at now.
+    pub commit: String,
+    /// A page comparing the branch with the default branch, for remotes on a forge that has
+    /// one (GitHub-like `https://host/owner/name`); none for other remotes (see
+    /// `GET /api/sessions/{id}/diff`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare_url: Option<String>,
+}
+
 /// What `POST /api/sessions/{id}/stop` did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StopReport {

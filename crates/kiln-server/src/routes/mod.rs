@@ -3,6 +3,7 @@
 pub(crate) mod access;
 pub(crate) mod manage;
 pub(crate) mod prompts;
+pub(crate) mod push;
 pub(crate) mod repos;
 pub(crate) mod secrets;
 pub(crate) mod sessions;
@@ -62,6 +63,9 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         sessions::send_prompt,
         prompts::retry_prompt,
         sessions::stop_session,
+        push::push_session,
+        push::session_diff,
+        push::session_patch,
         sessions::create_share,
         sessions::join,
         sessions::events,
