@@ -49,6 +49,12 @@ pub trait Session: Send + Sync {
     fn prompt_env(&self, author: &UserRef) -> BTreeMap<String, String>;
     /// Who stopped the running prompt, if someone did.
     fn stopped_by(&self) -> Option<UserRef>;
+    /// Tools that act on the session rather than its sandbox (opening its pull request), for a
+    /// prompt by `author`, added to the built-ins. None by default.
+    fn session_tools(&self, author: &UserRef) -> Vec<Arc<dyn kiln_tools::tools::Tool>> {
+        let _ = author;
+        Vec::new()
+    }
     /// Appends `event` to the session's log (the session masks its secrets in it).
     async fn append(&self, event: Event) -> Result<(), SessionError>;
     /// `text` with the session's secrets masked: what a tool call gives the model (and the

@@ -49,6 +49,10 @@ impl<'a> PromptRun<'a> {
         prompt: PromptInfo,
         cancel: CancellationToken,
     ) -> Self {
+        let tools = session
+            .session_tools(&prompt.author)
+            .into_iter()
+            .fold(ToolRegistry::builtin(), ToolRegistry::with);
         PromptRun {
             agent,
             session,
@@ -56,7 +60,7 @@ impl<'a> PromptRun<'a> {
             cancel,
             usage: Usage::default(),
             hooks: Hooks::new(Vec::new()),
-            tools: Arc::new(ToolRegistry::builtin()),
+            tools: Arc::new(tools),
         }
     }
 

@@ -65,6 +65,9 @@ pub struct EngineConfig {
     /// with unused images. A directory named here may be shared by several data dirs and is
     /// never collected.
     pub bases_dir: Option<std::path::PathBuf>,
+    /// GitHub (`[github]`): pull requests in their requester's name, sign-in, the app's
+    /// installation tokens; `None`: no forge.
+    pub github: Option<kiln_forge::GitHubConfig>,
 }
 
 impl Default for EngineConfig {
@@ -91,6 +94,7 @@ impl Default for EngineConfig {
             egress: kiln_fleet::EgressSettings::default(),
             secret_key: None,
             bases_dir: None,
+            github: None,
         }
     }
 }

@@ -40,6 +40,18 @@ pub enum SyncTarget<'a> {
     },
 }
 
+/// Credentials for the host's git traffic to a url that carries none of its own: the
+/// engine plugs a forge's installation tokens in here, so no token is ever stored with a repo.
+/// The answer is `user:password` as in a url (`x-access-token:TOKEN`); `None`: fetch without.
+#[async_trait::async_trait]
+pub trait CredentialSource: Send + Sync + std::fmt::Debug {
+    /// The error is a message for people (never holding a token).
+    async fn credentials(
+        &self,
+        url: &str,
+    ) -> std::result::Result<Option<kiln_core::Secret<String>>, String>;
+}
+
 /// Prepares checkouts and creates session sandboxes.
 #[derive(Debug, Clone)]
 pub struct Workspaces {
@@ -50,6 +62,8 @@ pub struct Workspaces {
     pub store: kiln_store::Store,
     /// The egress proxies of the agent's sandboxes.
     pub egress: Arc<crate::egress::SandboxEgress>,
+    /// Credentials for urls that hold none (a forge's), asked at each fetch.
+    pub credentials: Option<Arc<dyn CredentialSource>>,
 }
 
 impl Workspaces {
@@ -70,7 +84,19 @@ impl Workspaces {
     /// at the fetch, through its environment: the mirror's config holds the bare url.
     pub async fn refresh_mirror(&self, repo: &Repo) -> Result<PathBuf> {
         let remote = self.store.repo_remote(&repo.name).await?;
-        let credentials = remote.credentials.as_ref();
+        let from_source = match (&remote.credentials, &self.credentials) {
+            (None, Some(source)) => {
+                source
+                    .credentials(&remote.url)
+                    .await
+                    .map_err(|message| Error::Git {
+                        command: "fetch".into(),
+                        message,
+                    })?
+            }
+            _ => None,
+        };
+        let credentials = remote.credentials.as_ref().or(from_source.as_ref());
         let mirror = self.mirror(&repo.name);
         let parent = mirror.parent().expect("mirror has a parent");
         tokio::fs::create_dir_all(parent)

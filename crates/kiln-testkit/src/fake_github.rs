@@ -6,6 +6,12 @@
 //! the Authorization header — so a test can assert whose token did what, and can be told to
 //! fail the next calls with 401, a 403 rate limit or 404.
 //!
+//! Repositories' git data is served too, when a test gives the fake a directory of bare
+//! repositories ([`FakeGitHub::serve_git`]): `/OWNER/NAME.git/…` through the real `git
+//! http-backend`, for HTTP basic authentication with a valid installation token of the
+//! repository's installation (`x-access-token:TOKEN`, as GitHub takes it) or a user token of
+//! someone who may read it.
+//!
 //! The web side (`/login/oauth/authorize`) stands in for a person who approves at once: it
 //! redirects to `redirect_uri` with a code for the login set by [`FakeGitHub::approve_as`].
 
@@ -41,6 +47,17 @@ pub struct GitHubRequest {
 }
 
 impl GitHubRequest {
+    /// The password of HTTP basic credentials (what git sends: `x-access-token:TOKEN`).
+    pub fn basic_password(&self) -> Option<String> {
+        use base64::Engine;
+        let basic = self.authorization.as_deref()?.strip_prefix("Basic ")?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic.trim())
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        decoded.split_once(':').map(|(_, p)| p.to_string())
+    }
+
     /// The token after `Bearer `/`token `, if any.
     pub fn token(&self) -> Option<&str> {
         let auth = self.authorization.as_deref()?;
@@ -105,6 +122,8 @@ struct St {
     user_token_ttl: Duration,
     install_token_ttl: Duration,
     counter: u64,
+    /// Where `OWNER/NAME.git` bare repositories are served from, if anywhere.
+    git_root: Option<std::path::PathBuf>,
 }
 
 type Shared = Arc<Mutex<St>>;
@@ -136,6 +155,7 @@ impl FakeGitHub {
             user_token_ttl: Duration::from_secs(8 * 3600),
             install_token_ttl: Duration::from_secs(3600),
             counter: 0,
+            git_root: None,
         }));
         let router = Router::new()
             .route("/app/installations/{id}/access_tokens", post(access_tokens))
@@ -153,6 +173,7 @@ impl FakeGitHub {
             .route("/login/oauth/access_token", post(access_token))
             .route("/user", get(user))
             .fallback(fallback)
+            .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
             .with_state(st.clone());
         tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, router).await {
@@ -193,6 +214,11 @@ impl FakeGitHub {
                     .collect(),
             },
         );
+    }
+
+    /// Serves the bare repositories under `root` (`root/OWNER/NAME.git`) as git smart HTTP.
+    pub fn serve_git(&self, root: &std::path::Path) {
+        self.lock().git_root = Some(root.to_path_buf());
     }
 
     /// The login the fake authorize page approves as.

@@ -62,6 +62,17 @@ impl Session for Port<'_> {
         &self.actor.repo
     }
 
+    fn session_tools(&self, author: &UserRef) -> Vec<Arc<dyn kiln_tools::tools::Tool>> {
+        if self.inner.forge.is_none() {
+            return Vec::new();
+        }
+        vec![Arc::new(crate::engine::OpenPrTool {
+            engine: crate::Engine::from_inner(self.inner.clone()),
+            session: self.actor.log.id().clone(),
+            author: author.clone(),
+        })]
+    }
+
     async fn sandbox(&self) -> Result<Sandbox, SessionError> {
         Ok(self
             .actor

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Bumped when an event's meaning changes or a variant is added.
-pub const EVENT_VERSION: u32 = 3;
+pub const EVENT_VERSION: u32 = 4;
 
 /// One event as stored and as sent: its place in the log, when it happened, what happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -149,6 +149,18 @@ pub enum Event {
         connections: u64,
         bytes_up: u64,
         bytes_down: u64,
+    },
+    /// The session's pull request was opened or updated on its forge, by `by` (with their own
+    /// forge account). (Version 4.)
+    PullRequest {
+        forge: String,
+        number: u64,
+        url: String,
+        state: String,
+        draft: bool,
+        /// False when one already open for the branch was updated.
+        created: bool,
+        by: UserRef,
     },
     /// Something went wrong; `message` says what and what to do, `kind` lets a client act on
     /// it without reading the message (events of version 1 have none: `other`).
