@@ -298,7 +298,10 @@ async fn a_pull_request_is_opened_in_the_asking_users_name() {
     );
 
     // The rate limit says when to retry.
-    fake.fail_next(Failure::RateLimited { reset_in_secs: 300 });
+    fake.fail_next_on(
+        "/repos/octo/hw/pulls",
+        Failure::RateLimited { reset_in_secs: 300 },
+    );
     let (status, body) = app.post(&alice, &path, json!({})).await;
     assert_eq!(status, 429, "{body}");
     let message = body["error"].as_str().unwrap();
@@ -364,4 +367,67 @@ async fn the_user_token_is_refreshed_before_it_expires() {
     let token = requests[created].token().unwrap();
     assert_eq!(fake.login_of(token).as_deref(), Some("alice-gh"));
     assert_eq!(fake.pulls()[0].author, "alice-gh");
+}
+
+#[tokio::test]
+async fn fetches_use_the_apps_installation_token_cached() {
+    let fake = FakeGitHub::start().await;
+    fake.add_repo("octo/hw", 7, &[]);
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("octo")).unwrap();
+    kiln_testkit::bare_repo(&root.path().join("octo"), "hw", &[("README.md", "# hw\n")]);
+    fake.serve_git(root.path());
+    let app = start(&fake).await;
+    let (_, alice) = app.user("alice").await;
+
+    // `owner/name` is the repository on GitHub; the check reads it with the app's token.
+    let (status, repo) = app
+        .post(
+            &app.admin_token,
+            "/api/repos",
+            json!({"name": "short", "url": "octo/hw"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{repo} {:?}", fake.requests());
+    assert_eq!(repo["url"], format!("{}/octo/hw.git", fake.url()));
+
+    // A session's mirror fetch reuses the cached token.
+    let (status, body) = app
+        .post(
+            &alice,
+            "/api/sessions",
+            json!({"repo": "short", "prompt": "hi"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mirror = app.data_dir().join("repos").join("short.git").join("HEAD");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !mirror.is_file() {
+        assert!(std::time::Instant::now() < deadline, "no mirror was made");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let requests = fake.requests();
+    let minted: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path == "/app/installations/7/access_tokens")
+        .collect();
+    assert_eq!(
+        minted.len(),
+        1,
+        "one token for the check and the fetch: {requests:?}"
+    );
+    let git: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path.starts_with("/octo/hw.git/"))
+        .collect();
+    let with_token: Vec<_> = git.iter().filter_map(|r| r.basic_password()).collect();
+    assert!(with_token.len() >= 2, "the check and the fetch: {git:?}");
+    assert!(
+        with_token.iter().all(|t| fake.is_installation_token(t, 7)),
+        "{with_token:?}"
+    );
+    // The token is never stored with the repo.
+    let (_, listed) = app.get(&app.admin_token, "/api/repos/short").await;
+    assert!(!listed.to_string().contains("ghs_"), "{listed}");
 }

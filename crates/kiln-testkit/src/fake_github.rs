@@ -110,7 +110,8 @@ struct Token {
 #[derive(Debug)]
 struct St {
     requests: Vec<GitHubRequest>,
-    failures: VecDeque<Failure>,
+    /// Failures to answer with, each for the next request whose path starts with its prefix.
+    failures: VecDeque<(String, Failure)>,
     repos: HashMap<String, Repo>,
     users: HashMap<String, u64>,
     user_tokens: HashMap<String, Token>,
@@ -246,7 +247,15 @@ impl FakeGitHub {
 
     /// The next request (of any kind but the web authorize page) fails this way.
     pub fn fail_next(&self, failure: Failure) {
-        self.lock().failures.push_back(failure);
+        self.fail_next_on("/", failure);
+    }
+
+    /// The next request whose path starts with `prefix` fails this way (others, such as git
+    /// traffic in the background, are served).
+    pub fn fail_next_on(&self, prefix: &str, failure: Failure) {
+        self.lock()
+            .failures
+            .push_back((prefix.to_string(), failure));
     }
 
     pub fn requests(&self) -> Vec<GitHubRequest> {
@@ -322,7 +331,12 @@ fn record(st: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: Va
             .map(str::to_string),
         body,
     });
-    St2(guard.failures.pop_front())
+    let path = uri.path();
+    let due = guard
+        .failures
+        .iter()
+        .position(|(prefix, _)| path.starts_with(prefix.as_str()));
+    St2(due.and_then(|i| guard.failures.remove(i)).map(|(_, f)| f))
 }
 
 /// The failure (if any) queued for this request.
@@ -374,6 +388,8 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The login behind a valid user token, or the 401 GitHub answers.
+// The error is the response the handler answers with at once.
+#[allow(clippy::result_large_err)]
 fn user_of(st: &St, headers: &HeaderMap) -> Result<String, Response> {
     let token = bearer(headers)
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "Requires authentication"))?;
@@ -386,6 +402,8 @@ fn user_of(st: &St, headers: &HeaderMap) -> Result<String, Response> {
 
 /// Verifies an app JWT as GitHub does: RS256 under the app's public key, `iss` the app id,
 /// unexpired, and living at most ten minutes.
+// The error is the response the handler answers with at once.
+#[allow(clippy::result_large_err)]
 fn check_app_jwt(headers: &HeaderMap) -> Result<(), Response> {
     #[derive(Deserialize)]
     struct Claims {
@@ -543,6 +561,8 @@ fn host_of(headers: &HeaderMap) -> String {
 }
 
 /// A user who may write to the repository, or the status GitHub answers.
+// The error is the response the handler answers with at once.
+#[allow(clippy::result_large_err)]
 fn writer(st: &St, headers: &HeaderMap, full: &str) -> Result<String, Response> {
     let login = user_of(st, headers)?;
     let repo = st
@@ -895,9 +915,74 @@ async fn fallback(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
-    record(&st, &method, &uri, &headers, Value::Null);
-    error(StatusCode::NOT_FOUND, "Not Found")
+    if let St2(Some(f)) = record(&st, &method, &uri, &headers, Value::Null) {
+        return fail(f);
+    }
+    let Some(full) = git_repo_of(uri.path()) else {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    };
+    let root = {
+        let st = st.lock().expect("state");
+        let Some(root) = st.git_root.clone() else {
+            return error(StatusCode::NOT_FOUND, "Not Found");
+        };
+        let Some(repo) = st.repos.get(&full) else {
+            return error(StatusCode::NOT_FOUND, "Not Found");
+        };
+        if !git_reader(&st, &headers, repo) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Basic realm=\"GitHub\"")],
+            )
+                .into_response();
+        }
+        root
+    };
+    match crate::git_http::cgi(&root, &method, &uri, &headers, body).await {
+        Ok(response) => response,
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
+}
+
+/// `OWNER/NAME` of a git path `/OWNER/NAME.git/…`.
+fn git_repo_of(path: &str) -> Option<String> {
+    let mut parts = path.trim_start_matches('/').splitn(3, '/');
+    let owner = parts.next()?;
+    let name = parts.next()?.strip_suffix(".git")?;
+    (!owner.is_empty() && !name.is_empty()).then(|| format!("{owner}/{name}"))
+}
+
+/// Whether basic credentials name an unexpired installation token of the repository's
+/// installation, or a user token of someone with a permission on it.
+fn git_reader(st: &St, headers: &HeaderMap, repo: &Repo) -> bool {
+    use base64::Engine;
+    let Some(basic) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
+        return false;
+    };
+    let decoded = String::from_utf8_lossy(&decoded);
+    let Some((_, password)) = decoded.split_once(':') else {
+        return false;
+    };
+    let now = SystemTime::now();
+    let installation = st
+        .install_tokens
+        .get(password)
+        .is_some_and(|(i, exp)| *i == repo.installation && *exp > now);
+    let user = st
+        .user_tokens
+        .get(password)
+        .filter(|t| t.expires_at > now)
+        .is_some_and(|t| repo.permissions.contains_key(&t.login));
+    installation || user
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a time (civil from days, Howard Hinnant's algorithm).
@@ -927,5 +1012,48 @@ mod tests {
     fn formats_timestamps() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_468_275_250);
         assert_eq!(super::rfc3339(t), "2016-07-11T22:14:10Z");
+    }
+}
+
+#[cfg(test)]
+mod git_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn git_is_served_to_an_installation_token_only() {
+        let fake = FakeGitHub::start().await;
+        fake.add_repo("octo/hw", 7, &[]);
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("octo")).unwrap();
+        crate::bare_repo(&root.path().join("octo"), "hw", &[("README.md", "# hw\n")]);
+        fake.serve_git(root.path());
+        let token = {
+            let mut st = fake.lock();
+            st.install_tokens.insert(
+                "ghs_t".into(),
+                (7, SystemTime::now() + Duration::from_secs(60)),
+            );
+            "ghs_t"
+        };
+        let url = format!(
+            "{}/octo/hw.git/info/refs?service=git-upload-pack",
+            fake.url()
+        );
+        let client = reqwest::Client::new();
+        let ok = client
+            .get(&url)
+            .basic_auth("x-access-token", Some(token))
+            .send()
+            .await
+            .unwrap();
+        let status = ok.status().as_u16();
+        assert_eq!(status, 200, "{}", ok.text().await.unwrap());
+        let refused = client
+            .get(&url)
+            .basic_auth("x-access-token", Some("ghs_wrong"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status().as_u16(), 401);
     }
 }

@@ -76,6 +76,23 @@ impl Engine {
         })
     }
 
+    /// A repo url as given to `kiln repo add`: `owner/name` names a repository on the
+    /// configured forge (its HTTPS clone URL; the host's fetches get the app's installation
+    /// token); anything else is kept as it is.
+    pub fn resolve_repo_url(&self, url: &str) -> String {
+        let short = !url.contains("://")
+            && !url.contains(':')
+            && !url.starts_with(['/', '.', '~'])
+            && url.matches('/').count() == 1;
+        match (&self.inner.forge, short) {
+            (Some(forge), true) => match kiln_forge::RepoRef::parse(url) {
+                Ok(repo) => forge.clone_url(&repo),
+                Err(_) => url.to_string(),
+            },
+            _ => url.to_string(),
+        }
+    }
+
     /// Starts a GitHub sign-in: a fresh `state`, remembered once for ten minutes (bound to
     /// `linking` when a signed-in user links their account), and the URL to send the browser to.
     pub async fn github_sign_in_url(
