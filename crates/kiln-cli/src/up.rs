@@ -81,6 +81,130 @@ struct FileConfig {
     /// The address browsers use, behind a reverse proxy (`https://kiln.example.com`);
     /// `KILN_PUBLIC_URL` overrides it. `https://` marks the session cookie `Secure`.
     public_url: Option<String>,
+    /// GitHub: pull requests in their requester's name, sign-in with GitHub, the app's access
+    /// to repositories. Every key can be set by `KILN_GITHUB_<KEY>` instead.
+    #[serde(default)]
+    github: FileGitHub,
+}
+
+/// `[github]`: a GitHub App (github.com or GitHub Enterprise Server).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGitHub {
+    /// `https://api.github.com` (default) or `https://HOST/api/v3` for GHES.
+    api_url: Option<String>,
+    app_id: Option<StringOrNumber>,
+    /// A path to the app's private key (PEM).
+    private_key: Option<PathBuf>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    webhook_secret: Option<String>,
+}
+
+/// An id written either way in TOML (`app_id = 123` or `app_id = "123"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrNumber {
+    String(String),
+    Number(u64),
+}
+
+/// `[github]` after the environment: what the forge gets, and the key's path to show.
+#[derive(Debug)]
+struct ResolvedGitHub {
+    config: kiln_forge::GitHubConfig,
+    private_key_path: Option<PathBuf>,
+}
+
+/// `[github]` with `KILN_GITHUB_*` over it; `None` when nothing of it is set. The private key
+/// is read here, once, so a wrong path fails `kiln up` with the path in the message.
+fn resolve_github(
+    file: FileGitHub,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<ResolvedGitHub>> {
+    let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let api_url = var("KILN_GITHUB_API_URL").or(file.api_url);
+    let app_id = var("KILN_GITHUB_APP_ID").or(file.app_id.map(|id| match id {
+        StringOrNumber::String(s) => s,
+        StringOrNumber::Number(n) => n.to_string(),
+    }));
+    let private_key_path = var("KILN_GITHUB_PRIVATE_KEY")
+        .map(PathBuf::from)
+        .or(file.private_key);
+    let client_id = var("KILN_GITHUB_CLIENT_ID").or(file.client_id);
+    let client_secret = var("KILN_GITHUB_CLIENT_SECRET").or(file.client_secret);
+    let webhook_secret = var("KILN_GITHUB_WEBHOOK_SECRET").or(file.webhook_secret);
+    let any = api_url.is_some()
+        || app_id.is_some()
+        || private_key_path.is_some()
+        || client_id.is_some()
+        || client_secret.is_some()
+        || webhook_secret.is_some();
+    if !any {
+        return Ok(None);
+    }
+    if let Some(url) = &api_url {
+        anyhow::ensure!(
+            url.starts_with("https://") || url.starts_with("http://"),
+            "[github] api_url {url:?} must start with https:// (http:// only for a local test server)"
+        );
+    }
+    anyhow::ensure!(
+        app_id.is_some() == private_key_path.is_some(),
+        "[github] app_id and private_key go together: set both (KILN_GITHUB_APP_ID, \
+         KILN_GITHUB_PRIVATE_KEY) or neither"
+    );
+    anyhow::ensure!(
+        client_id.is_some() == client_secret.is_some(),
+        "[github] client_id and client_secret go together: set both (KILN_GITHUB_CLIENT_ID, \
+         KILN_GITHUB_CLIENT_SECRET) or neither"
+    );
+    let private_key_pem = match &private_key_path {
+        Some(path) => Some(kiln_core::Secret::new(std::fs::read(path).with_context(
+            || format!("reading the GitHub App's private key {}", path.display()),
+        )?)),
+        None => None,
+    };
+    Ok(Some(ResolvedGitHub {
+        config: kiln_forge::GitHubConfig {
+            api_url: api_url.unwrap_or_default(),
+            app_id,
+            private_key_pem,
+            client_id,
+            client_secret: client_secret.map(kiln_core::Secret::new),
+            webhook_secret: webhook_secret.map(kiln_core::Secret::new),
+        },
+        private_key_path,
+    }))
+}
+
+fn print_github(github: Option<&ResolvedGitHub>) {
+    let Some(github) = github else {
+        println!("# github: not configured ([github] in kiln.toml or KILN_GITHUB_*)");
+        return;
+    };
+    let c = &github.config;
+    let set = |v: bool| if v { "****" } else { "(none)" };
+    println!("[github]");
+    println!(
+        "api_url = {:?}",
+        if c.api_url.is_empty() {
+            "https://api.github.com"
+        } else {
+            &c.api_url
+        }
+    );
+    println!("app_id = {:?}", c.app_id.as_deref().unwrap_or("(none)"));
+    match &github.private_key_path {
+        Some(path) => println!("private_key = {:?}", path.display().to_string()),
+        None => println!("private_key = \"(none)\""),
+    }
+    println!(
+        "client_id = {:?}",
+        c.client_id.as_deref().unwrap_or("(none)")
+    );
+    println!("client_secret = \"{}\"", set(c.client_secret.is_some()));
+    println!("webhook_secret = \"{}\"", set(c.webhook_secret.is_some()));
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,6 +230,7 @@ struct Resolved {
     /// Why there is no model, when there is none.
     model_problem: Option<String>,
     public_url: Option<String>,
+    github: Option<ResolvedGitHub>,
 }
 
 fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
@@ -114,7 +239,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         let default = data_dir.join("kiln.toml");
         default.is_file().then_some(default)
     });
-    let file: FileConfig = match &config_file {
+    let mut file: FileConfig = match &config_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading config file {}", path.display()))?;
@@ -148,6 +273,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
             "public_url {url:?} must start with http:// or https://"
         );
     }
+    let github = resolve_github(std::mem::take(&mut file.github), |k| std::env::var(k).ok())?;
     let egress = egress_settings(
         &file.egress_deny,
         &file.egress_allow,
@@ -197,9 +323,11 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
             file.commit_email.unwrap_or(defaults.committer.1),
         ),
         auto_commit: file.auto_commit.unwrap_or(true),
+        github: github.as_ref().map(|g| g.config.clone()),
     };
     Ok(Resolved {
         public_url,
+        github,
         data_dir,
         listen,
         config_file,
@@ -324,6 +452,7 @@ fn print_config(resolved: &Resolved) {
     for hook in &resolved.engine.hooks {
         println!("[[hooks]] # {hook:?}");
     }
+    print_github(resolved.github.as_ref());
 }
 
 fn model_hint(resolved: &Resolved) -> String {

@@ -11,6 +11,16 @@ fn kiln() -> Command {
         .env_remove("KILN_LISTEN")
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_API_KEY");
+    for key in [
+        "API_URL",
+        "APP_ID",
+        "PRIVATE_KEY",
+        "CLIENT_ID",
+        "CLIENT_SECRET",
+        "WEBHOOK_SECRET",
+    ] {
+        command.env_remove(format!("KILN_GITHUB_{key}"));
+    }
     command
 }
 
@@ -62,6 +72,78 @@ fn print_config_resolves_file_env_and_flags_and_hides_secrets() {
         "flags beat env: {text}"
     );
     assert!(text.contains("model: none"), "no key, no model: {text}");
+}
+
+#[test]
+fn github_configuration_comes_from_the_file_and_env_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("app.pem");
+    std::fs::write(&key, kiln_testkit::TEST_APP_PRIVATE_KEY_PEM).unwrap();
+    std::fs::write(
+        dir.path().join("kiln.toml"),
+        format!(
+            "[github]\napi_url = \"https://ghe.example/api/v3\"\napp_id = 123\n\
+             private_key = {:?}\nclient_id = \"Iv1.file\"\nclient_secret = \"file-secret-1\"\n",
+            key.display().to_string()
+        ),
+    )
+    .unwrap();
+    let output = kiln()
+        .args(["up", "--print-config", "--data-dir"])
+        .arg(dir.path())
+        .env("KILN_GITHUB_CLIENT_ID", "Iv1.env")
+        .env("KILN_GITHUB_WEBHOOK_SECRET", "hook-secret-2")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("[github]"), "{text}");
+    assert!(
+        text.contains("api_url = \"https://ghe.example/api/v3\""),
+        "{text}"
+    );
+    assert!(text.contains("app_id = \"123\""), "{text}");
+    assert!(
+        text.contains("client_id = \"Iv1.env\""),
+        "env beats the file: {text}"
+    );
+    assert!(text.contains("client_secret = \"****\""), "{text}");
+    assert!(text.contains("webhook_secret = \"****\""), "{text}");
+    assert!(
+        !text.contains("file-secret-1") && !text.contains("hook-secret-2"),
+        "{text}"
+    );
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+
+    // Half an app is refused, and so is a key that is not there.
+    let output = kiln()
+        .args(["up", "--print-config", "--data-dir"])
+        .arg(dir.path())
+        .env("KILN_CONFIG", "/dev/null")
+        .env("KILN_GITHUB_APP_ID", "5")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("app_id and private_key go together"),
+        "{stderr}"
+    );
+    let output = kiln()
+        .args(["up", "--print-config", "--data-dir"])
+        .arg(dir.path())
+        .env("KILN_CONFIG", "/dev/null")
+        .env("KILN_GITHUB_APP_ID", "5")
+        .env("KILN_GITHUB_PRIVATE_KEY", "/nonexistent/key.pem")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("/nonexistent/key.pem"), "{stderr}");
 }
 
 #[test]

@@ -279,6 +279,17 @@ impl Client {
             .map_err(|e| Error::transport(self.base_url(), &e))
     }
 
+    /// Opens (or updates) the session branch's pull request with the caller's own GitHub
+    /// account. Without a linked account the error (409) says so and carries the compare URL.
+    pub async fn open_pull_request(
+        &self,
+        id: &SessionId,
+        body: &kiln_protocol::api::OpenPullRequest,
+    ) -> Result<kiln_protocol::api::PullRequest> {
+        let path = ["sessions", id.as_str(), "pr"];
+        self.call(Method::POST, &path, Some(body)).await
+    }
+
     /// A share link with the default expiry; see [`Client::create_share_with`].
     pub async fn create_share(&self, id: &SessionId, role: Role) -> Result<ShareCreated> {
         let body = CreateShare {

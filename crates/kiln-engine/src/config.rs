@@ -73,6 +73,9 @@ pub struct EngineConfig {
     /// in this default, so an embedder (and a test scripting its model's every request) gets
     /// no model request it did not ask for.
     pub auto_commit: bool,
+    /// GitHub (`[github]`): pull requests in their requester's name, sign-in, the app's
+    /// installation tokens; `None`: no forge.
+    pub github: Option<kiln_forge::GitHubConfig>,
 }
 
 impl Default for EngineConfig {
@@ -101,6 +104,7 @@ impl Default for EngineConfig {
             bases_dir: None,
             committer: ("kiln".to_string(), "kiln@localhost".to_string()),
             auto_commit: false,
+            github: None,
         }
     }
 }

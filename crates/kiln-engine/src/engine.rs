@@ -27,9 +27,11 @@ use tokio_util::task::TaskTracker;
 
 mod admission;
 mod builds;
+mod forge;
 mod health;
 mod housekeeping;
 mod manage;
+mod pr_tool;
 mod push;
 mod recovery;
 mod remote_check;
@@ -37,7 +39,9 @@ mod secrets;
 mod warm;
 
 use admission::Admission;
+pub use forge::{GitHubSignIn, REFRESH_BEFORE_MS, session_branch};
 pub use manage::Stopped;
+pub(crate) use pr_tool::OpenPrTool;
 
 /// Runs sessions. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -63,6 +67,9 @@ pub(crate) struct Inner {
     admitting: Mutex<HashMap<kiln_core::UserId, usize>>,
     /// Seals and opens repo secrets (see `secrets.rs`).
     pub(crate) vault: kiln_vault::Vault,
+    /// The forge sessions open pull requests on and users sign in with (`[github]`), if
+    /// configured.
+    pub(crate) forge: Option<Arc<dyn kiln_forge::Forge>>,
     /// Repos whose secrets changed while a build of theirs ran: its end starts another.
     pub(crate) rebuilds_wanted: Mutex<std::collections::HashSet<String>>,
     /// The last check of the model's endpoint (see `health.rs`).
@@ -97,6 +104,13 @@ impl Engine {
             .chain(config.rust_hooks.iter().cloned())
             .collect();
         let vault = kiln_vault::Vault::open(&data_dir, config.secret_key.as_ref())?;
+        let forge = match &config.github {
+            Some(github) => Some(Arc::new(
+                kiln_forge::GitHub::new(github.clone())
+                    .map_err(|e| Error::Config(format!("[github] configuration: {e}")))?,
+            ) as Arc<dyn kiln_forge::Forge>),
+            None => None,
+        };
         let fleet = Fleet::new(
             store.clone(),
             provider,
@@ -111,6 +125,10 @@ impl Engine {
                 pool_max: config.pool_max,
                 egress: config.egress.clone(),
                 bases_dir: config.bases_dir.clone(),
+                credentials: forge.clone().map(|forge| {
+                    Arc::new(forge::ForgeCredentials { forge })
+                        as Arc<dyn kiln_fleet::CredentialSource>
+                }),
             },
         );
         let shutdown = CancellationToken::new();
@@ -131,6 +149,7 @@ impl Engine {
                 recovered: Mutex::new(HashMap::new()),
                 admitting: Mutex::new(HashMap::new()),
                 vault,
+                forge,
                 rebuilds_wanted: Mutex::default(),
                 model_check: Default::default(),
                 tracker: TaskTracker::new(),

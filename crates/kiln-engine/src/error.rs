@@ -46,6 +46,19 @@ pub enum Error {
     /// A per-user limit is reached; the message names it and says what to do.
     #[error("{0}")]
     LimitReached(String),
+    /// A forge call failed (GitHub refused, rate-limited, unreachable); the message says what
+    /// to do.
+    #[error(transparent)]
+    Forge(#[from] kiln_forge::ForgeError),
+    /// The user has no linked forge account to act with; `compare_url` opens the change by hand.
+    #[error(
+        "you have no linked {forge} account, so kiln cannot open the pull request in your name: \
+         sign in with GitHub (/api/auth/github/start), or open it yourself at {compare_url}"
+    )]
+    NoForgeAccount {
+        forge: &'static str,
+        compare_url: String,
+    },
     #[error("the engine is shutting down")]
     ShuttingDown,
 }

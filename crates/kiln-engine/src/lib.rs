@@ -14,7 +14,7 @@ mod session;
 mod sync_gate;
 
 pub use config::{EngineConfig, PromptLimits};
-pub use engine::{Engine, Stopped};
+pub use engine::{Engine, GitHubSignIn, REFRESH_BEFORE_MS, Stopped, session_branch};
 pub use error::{Error, Result};
 /// What `Engine::session_changes` gives: a diff or a patch.
 pub use kiln_fleet::push::Changes as SessionChanges;
@@ -22,6 +22,9 @@ pub use kiln_fleet::push::Changes as SessionChanges;
 pub use kiln_fleet::{
     EgressSettings, Error as FleetError, RunningBuildInfo as RunningBuild, WORKDIR, images,
 };
+/// Forges (GitHub) and their errors inside [`Error::Forge`], for callers that map them and
+/// configure them.
+pub use kiln_forge::{ForgeError, GitHubConfig};
 /// The sandbox errors inside [`Error::Sandbox`], for callers that map them (the server).
 pub use kiln_sandbox::Error as SandboxError;
 /// The tools and hooks the agent loop drives, from their own crate.

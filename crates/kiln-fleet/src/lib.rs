@@ -28,7 +28,7 @@ pub mod workspace;
 pub use builds::{BuildGuard, RunningBuildInfo};
 pub use egress::{EGRESS_LABEL, EgressSettings, HostTally, SandboxEgress, TallyKey};
 pub use error::{Error, Result};
-pub use workspace::{SESSION_LABEL, WORKDIR};
+pub use workspace::{CredentialSource, SESSION_LABEL, WORKDIR};
 
 use kiln_protocol::api::{GcReport, PoolStatus, Repo};
 use kiln_sandbox::Provider;
@@ -63,6 +63,9 @@ pub struct FleetConfig {
     /// given here may be shared by several data dirs (tests share one, so each base is built
     /// once), so the collector leaves it alone.
     pub bases_dir: Option<PathBuf>,
+    /// Where a fetch gets credentials for a repo whose url holds none (a forge's short-lived
+    /// token); `None`: only the url's.
+    pub credentials: Option<Arc<dyn CredentialSource>>,
 }
 
 /// Mirrors, checkouts, images, pools and the collector over one data dir and one provider.
@@ -102,6 +105,7 @@ impl Fleet {
                 git_timeout: config.git_timeout,
                 store: store.clone(),
                 mirror_locks: Default::default(),
+                credentials: config.credentials.clone(),
             },
             store,
             pools: Pools::default(),

@@ -40,6 +40,18 @@ pub enum SyncTarget<'a> {
     },
 }
 
+/// Credentials for the host's git traffic to a url that carries none of its own: the
+/// engine plugs a forge's installation tokens in here, so no token is ever stored with a repo.
+/// The answer is `user:password` as in a url (`x-access-token:TOKEN`); `None`: fetch without.
+#[async_trait::async_trait]
+pub trait CredentialSource: Send + Sync + std::fmt::Debug {
+    /// The error is a message for people (never holding a token).
+    async fn credentials(
+        &self,
+        url: &str,
+    ) -> std::result::Result<Option<kiln_core::Secret<String>>, String>;
+}
+
 /// Prepares checkouts and creates session sandboxes.
 #[derive(Debug, Clone)]
 pub struct Workspaces {
@@ -53,6 +65,8 @@ pub struct Workspaces {
     /// One per repo, held while its mirror is fetched or written: two git processes updating
     /// the same refs at once fail on git's ref locks.
     pub mirror_locks: MirrorLocks,
+    /// Credentials for urls that hold none (a forge's), asked at each fetch.
+    pub credentials: Option<Arc<dyn CredentialSource>>,
 }
 
 /// Per-repo locks over the host's mirrors.
@@ -98,7 +112,19 @@ impl Workspaces {
     pub async fn refresh_mirror(&self, repo: &Repo) -> Result<PathBuf> {
         let _held = self.mirror_locks.lock(&repo.name).await;
         let remote = self.store.repo_remote(&repo.name).await?;
-        let credentials = remote.credentials.as_ref();
+        let from_source = match (&remote.credentials, &self.credentials) {
+            (None, Some(source)) => {
+                source
+                    .credentials(&remote.url)
+                    .await
+                    .map_err(|message| Error::Git {
+                        command: "fetch".into(),
+                        message,
+                    })?
+            }
+            _ => None,
+        };
+        let credentials = remote.credentials.as_ref().or(from_source.as_ref());
         let mirror = self.mirror(&repo.name);
         let parent = mirror.parent().expect("mirror has a parent");
         tokio::fs::create_dir_all(parent)

@@ -25,6 +25,9 @@ pub enum Error {
     TooManyRequests(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A forge (GitHub) refused or failed a call made for the caller (502).
+    #[error("{0}")]
+    BadGateway(String),
     #[error("the request body is larger than the server takes ({} KiB)", crate::BODY_LIMIT / 1024)]
     PayloadTooLarge,
     #[error("send the request body as JSON, with `Content-Type: application/json`")]
@@ -49,6 +52,7 @@ impl IntoResponse for Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -97,6 +101,29 @@ impl From<kiln_engine::Error> for Error {
             kiln_engine::Error::Config(msg) => Error::Internal(msg),
             // The key file or a sealed value: the operator's to fix, logged in full.
             kiln_engine::Error::Vault(e) => Error::Internal(e.to_string()),
+            kiln_engine::Error::Forge(e) => e.into(),
+            e @ kiln_engine::Error::NoForgeAccount { .. } => Error::Conflict(e.to_string()),
+        }
+    }
+}
+
+/// Forge errors: a rate limit is a 429 saying when to retry, kiln's own configuration a 400
+/// (the message names the setting), anything GitHub refused or failed a 502 with its reason.
+/// No message holds a token.
+impl From<kiln_engine::ForgeError> for Error {
+    fn from(e: kiln_engine::ForgeError) -> Self {
+        use kiln_engine::ForgeError as F;
+        match e {
+            F::RateLimited { .. } => Error::TooManyRequests(e.to_string()),
+            F::NotConfigured { .. } | F::BadRepo(_) => Error::BadRequest(e.to_string()),
+            F::AppKey(_) => Error::Internal(e.to_string()),
+            F::Unauthorized { .. }
+            | F::Forbidden { .. }
+            | F::NotFound { .. }
+            | F::Invalid { .. }
+            | F::SignIn { .. }
+            | F::Unreachable { .. }
+            | F::Protocol { .. } => Error::BadGateway(e.to_string()),
         }
     }
 }

@@ -68,12 +68,15 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Every route.
 pub fn router(state: AppState) -> Router {
     use axum::routing::{delete, put};
-    use routes::{access, manage, prompts, repos, secrets, sessions, status, users, ws};
+    use routes::{access, github, manage, prompts, repos, secrets, sessions, status, users, ws};
     let api = Router::new()
         .route("/health", get(status::health))
         .route("/status", get(status::status))
         .route("/openapi.json", get(openapi))
         .route("/me", get(users::me))
+        .route("/me/github", delete(github::unlink))
+        .route("/auth/github/start", get(github::start))
+        .route("/auth/github/callback", get(github::callback))
         .route("/users", post(users::create_user).get(users::list_users))
         .route(
             "/users/{id}",
@@ -136,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions/{id}/push", post(routes::push::push_session))
         .route("/sessions/{id}/diff", get(routes::push::session_diff))
         .route("/sessions/{id}/patch", get(routes::push::session_patch))
+        .route("/sessions/{id}/pr", post(github::open_pr))
         .route(
             "/sessions/{id}/shares",
             post(sessions::create_share).get(manage::list_shares),

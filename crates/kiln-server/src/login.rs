@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 /// The address browsers use for this server: the configured public URL, else the scheme-less
 /// `Host` the request came to (plain HTTP; behind TLS, configure `public_url`).
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(public) = &state.public_url {
         return public.trim_end_matches('/').to_string();
     }
@@ -121,7 +121,7 @@ pub(crate) async fn login(
 
 /// The session cookie: HttpOnly (no script reads it), SameSite=Lax (other sites' subrequests
 /// do not carry it; the Origin check covers the rest), `Secure` when served over HTTPS.
-fn cookie_header(state: &AppState, secret: &str, max_age: u64) -> Result<HeaderValue> {
+pub(crate) fn cookie_header(state: &AppState, secret: &str, max_age: u64) -> Result<HeaderValue> {
     let secure = state
         .public_url
         .as_deref()
@@ -134,7 +134,7 @@ fn cookie_header(state: &AppState, secret: &str, max_age: u64) -> Result<HeaderV
 }
 
 /// A refused sign-in: a page for a browser, JSON for anything else.
-fn refusal(headers: &HeaderMap, message: &str) -> Response {
+pub(crate) fn refusal(headers: &HeaderMap, message: &str) -> Response {
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -225,6 +225,33 @@ pub(crate) const CONTROL: &[Migration] = &[
         ALTER TABLE images ADD COLUMN secrets TEXT NOT NULL DEFAULT '[]';
     ",
     },
+    Migration {
+        name: "github links and sign-in states",
+        sql: "
+        -- A kiln user's GitHub account (one each way): its tokens sealed by kiln-vault, bound
+        -- to `github-token:USER:access|refresh`, under the key kept outside this database.
+        CREATE TABLE github_links (
+            user_id TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+            login TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            github_id INTEGER NOT NULL,
+            access_ciphertext BLOB NOT NULL,
+            refresh_ciphertext BLOB,
+            -- NULL: the token does not expire.
+            expires_at_ms INTEGER,
+            refresh_expires_at_ms INTEGER,
+            linked_at_ms INTEGER NOT NULL
+        ) STRICT;
+
+        -- The `state` of a GitHub sign-in in progress: only its hash, used once, short-lived;
+        -- user_id is set when a signed-in user is linking their account.
+        CREATE TABLE oauth_states (
+            state_hash BLOB PRIMARY KEY,
+            user_id TEXT REFERENCES users(id) ON DELETE CASCADE,
+            created_at_ms INTEGER NOT NULL,
+            expires_at_ms INTEGER NOT NULL
+        ) STRICT;
+    ",
+    },
 ];
 
 /// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it

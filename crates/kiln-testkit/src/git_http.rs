@@ -171,7 +171,7 @@ async fn serve(
 
 /// Runs one request through `git http-backend` (RFC 3875 CGI) and turns its output into a
 /// response.
-async fn cgi(
+pub(crate) async fn cgi(
     root: &Path,
     method: &Method,
     uri: &Uri,

@@ -1,14 +1,19 @@
 //! Test helpers shared by kiln's crates: a fake model server speaking the Anthropic and OpenAI
-//! streaming formats over real HTTP, bare git repositories on disk, and a git smart-HTTP server
+//! streaming formats over real HTTP, a fake GitHub speaking its REST API, bare git repositories on disk, and a git smart-HTTP server
 //! with basic authentication. Tests use it as a
 //! dev-dependency; `kiln bench` uses it too, because a benchmark needs a model it can time.
 
+mod fake_github;
 mod fake_model;
 mod git_http;
 mod repo;
 mod tls;
 mod upstream;
 
+pub use fake_github::{
+    FAKE_APP_ID, FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, Failure, FakeGitHub, FakePull, GitHubRequest,
+    TEST_APP_PRIVATE_KEY_PEM,
+};
 pub use fake_model::{FakeModel, FakeToolCall, RecordedRequest, Script, Turn};
 pub use git_http::GitHttpServer;
 pub use repo::{bare_repo, git};

@@ -237,6 +237,19 @@ impl<W: Write> Renderer<W> {
             Event::ParticipantLeft { user } => {
                 self.note(p.dim(&format!("· {} left", user.name)))?;
             }
+            Event::PullRequest {
+                number,
+                url,
+                created,
+                by,
+                ..
+            } => {
+                let what = if *created { "opened" } else { "updated" };
+                self.note(p.dim(&format!(
+                    "· {} {what} pull request #{number}: {url}",
+                    by.name
+                )))?;
+            }
             Event::QueueCleared { by, cancelled } => {
                 let n = cancelled.len();
                 let text = format!("· {} cleared the queue ({n} prompt(s) cancelled)", by.name);

@@ -89,6 +89,18 @@ pub(crate) enum SessionCommand {
         /// The session's id (`s-…`).
         id: SessionId,
     },
+    /// Open the session branch's pull request on GitHub in your name, or update the open one
+    /// (the branch must be pushed). Without a linked GitHub account it prints the compare page.
+    Pr {
+        /// The session's id (`s-…`).
+        id: SessionId,
+        /// Open it as a draft.
+        #[arg(long)]
+        draft: bool,
+        /// The title (default: the session's title).
+        #[arg(long)]
+        title: Option<String>,
+    },
     /// List the sessions you take part in (not archived ones unless asked).
     Ls {
         /// Every session on this kiln, not only yours (admins).
@@ -282,6 +294,21 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
             wait,
             json,
         } => super::retry::run(client, &id, prompt, wait, json).await,
+        SessionCommand::Pr { id, draft, title } => {
+            let body = kiln_protocol::api::OpenPullRequest { draft, title };
+            let pr = client.open_pull_request(&id, &body).await?;
+            let what = match (pr.created, pr.draft) {
+                (true, true) => "opened draft",
+                (true, false) => "opened",
+                (false, _) => "updated",
+            };
+            eprintln!(
+                "{what} pull request #{} ({} → {})",
+                pr.number, pr.head, pr.base
+            );
+            println!("{}", pr.url);
+            Ok(ExitCode::SUCCESS)
+        }
         SessionCommand::Stop { id, clear_queue } => {
             let report = client.stop(&id, clear_queue).await?;
             let queue = match (clear_queue, report.cancelled) {

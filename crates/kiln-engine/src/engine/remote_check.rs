@@ -24,6 +24,17 @@ impl Engine {
                 "no such path: {path} does not exist on the kiln host"
             )));
         }
+        let credentials = match (credentials, &self.inner.forge) {
+            (None, Some(forge)) => {
+                let source = super::forge::ForgeCredentials {
+                    forge: forge.clone(),
+                };
+                kiln_fleet::CredentialSource::credentials(&source, &clean)
+                    .await
+                    .map_err(Error::Invalid)?
+            }
+            (credentials, _) => credentials,
+        };
         let cwd = std::env::temp_dir();
         let timeout = CHECK_TIMEOUT.min(self.inner.config.git_timeout);
         let args = ["ls-remote", "--quiet", "--", clean.as_str(), "HEAD"];

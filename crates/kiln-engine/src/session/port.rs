@@ -92,12 +92,23 @@ impl Session for Port<'_> {
         env
     }
 
+    /// The tools that act on the session rather than its sandbox: `push`, and `open_pr` where
+    /// a forge is configured; each acts for the prompt's author.
     fn tools(&self, prompt: &PromptInfo) -> Vec<Arc<dyn kiln_tools::tools::Tool>> {
-        vec![Arc::new(super::push::PushTool {
-            actor: self.actor.clone(),
-            inner: self.inner.clone(),
-            by: prompt.author.clone(),
-        })]
+        let mut tools: Vec<Arc<dyn kiln_tools::tools::Tool>> =
+            vec![Arc::new(super::push::PushTool {
+                actor: self.actor.clone(),
+                inner: self.inner.clone(),
+                by: prompt.author.clone(),
+            })];
+        if self.inner.forge.is_some() {
+            tools.push(Arc::new(crate::engine::OpenPrTool {
+                engine: crate::Engine::from_inner(self.inner.clone()),
+                session: self.actor.log.id().clone(),
+                author: prompt.author.clone(),
+            }));
+        }
+        tools
     }
 
     fn stopped_by(&self) -> Option<UserRef> {

@@ -223,6 +223,7 @@ impl SessionSecrets {
             | Event::ModelRequest { .. }
             | Event::ParticipantJoined { .. }
             | Event::ParticipantLeft { .. }
+            | Event::PullRequest { .. }
             | Event::QueueCleared { .. }
             | Event::SettingsChanged { .. }
             | Event::Pushed { .. }) => e,

@@ -161,6 +161,18 @@ pub enum Event {
         /// Whose prompt or request caused the push.
         by: UserRef,
     },
+    /// The session's pull request was opened or updated on its forge, by `by` (with their own
+    /// forge account). (Version 4.)
+    PullRequest {
+        forge: String,
+        number: u64,
+        url: String,
+        state: String,
+        draft: bool,
+        /// False when one already open for the branch was updated.
+        created: bool,
+        by: UserRef,
+    },
     /// Something went wrong; `message` says what and what to do, `kind` lets a client act on
     /// it without reading the message (events of version 1 have none: `other`).
     Error {

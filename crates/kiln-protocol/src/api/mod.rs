@@ -4,6 +4,7 @@
 
 mod access;
 mod event;
+mod forge;
 mod limits;
 mod people;
 mod rest;
@@ -17,6 +18,7 @@ pub use event::{
     DeliveryMode, EVENT_VERSION, Ephemeral, ErrorKind, Event, EventEnvelope, FileChangeKind,
     PromptOutcome, PromptStatus, SandboxState, ToolOutcome, ToolStream, Usage, UserRef,
 };
+pub use forge::{GitHubAccount, NoForgeAccount, OpenPullRequest, PR_TITLE_CHARS, PullRequest};
 pub use limits::*;
 pub use people::*;
 pub use rest::*;

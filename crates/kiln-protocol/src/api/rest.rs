@@ -327,6 +327,9 @@ pub struct EventsPage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Me {
     pub user: User,
+    /// The GitHub account the user signed in with or linked, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<super::GitHubAccount>,
 }
 
 /// A single-use sign-in link for a browser (`POST /api/login-links`): opening it once, before

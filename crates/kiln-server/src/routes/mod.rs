@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource, and the OpenAPI document built from them.
 
 pub(crate) mod access;
+pub(crate) mod github;
 pub(crate) mod manage;
 pub(crate) mod prompts;
 pub(crate) mod push;
@@ -31,6 +32,9 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         status::status,
         crate::openapi,
         users::me,
+        github::start,
+        github::unlink,
+        github::open_pr,
         users::create_user,
         users::list_users,
         users::create_token,

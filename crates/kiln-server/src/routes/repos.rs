@@ -26,9 +26,11 @@ use kiln_protocol::api::{
 pub(crate) async fn create_repo(
     State(state): State<AppState>,
     caller: Caller,
-    Json(body): Json<CreateRepo>,
+    Json(mut body): Json<CreateRepo>,
 ) -> Result<(StatusCode, Json<Repo>)> {
     caller.require_admin()?;
+    // `owner/name` is a repository on the configured forge.
+    body.url = state.engine.resolve_repo_url(&body.url);
     state.engine.check_hooks(&body.hooks)?;
     if let Some(environment) = &body.environment {
         state.engine.check_environment(environment)?;

@@ -11,8 +11,12 @@ use kiln_protocol::api::{CreateToken, CreateUser, Me, TokenCreated, TokenInfo, U
 
 #[utoipa::path(get, path = "/api/me", tag = "users",
     responses((status = 200, body = Me), (status = 401, body = kiln_protocol::api::ApiError)))]
-pub(crate) async fn me(caller: Caller) -> Json<Me> {
-    Json(Me { user: caller.0 })
+pub(crate) async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me>> {
+    let github = state.engine.github_account(&caller.0.id).await?;
+    Ok(Json(Me {
+        user: caller.0,
+        github,
+    }))
 }
 
 #[utoipa::path(post, path = "/api/users", tag = "users", request_body = CreateUser,

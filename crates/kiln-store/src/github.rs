@@ -1,0 +1,181 @@
+//! GitHub links and sign-in states. A link's tokens arrive sealed by the engine's vault: the
+//! store never sees a token in the clear. A sign-in `state` is kept as its hash, works once
+//! (deleted when taken) and only for [`OAUTH_STATE_TTL`].
+
+use crate::accounts::user_by_id;
+use crate::db::{now_ms, parse_col, secret_hash};
+use crate::error::{Error, Result};
+use crate::store::Store;
+use kiln_core::UserId;
+use rusqlite::{OptionalExtension, params};
+use std::time::Duration;
+
+/// How long a GitHub sign-in may take between leaving kiln and coming back.
+pub const OAUTH_STATE_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// A user's GitHub account as stored: tokens sealed. `Debug` leaves the ciphertexts out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedGitHubLink {
+    pub login: String,
+    pub github_id: u64,
+    pub access_ciphertext: Vec<u8>,
+    pub refresh_ciphertext: Option<Vec<u8>>,
+    pub expires_at_ms: Option<i64>,
+    pub refresh_expires_at_ms: Option<i64>,
+}
+
+impl std::fmt::Debug for SealedGitHubLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedGitHubLink")
+            .field("login", &self.login)
+            .field("github_id", &self.github_id)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Links `user` to a GitHub account, or replaces the tokens of their link. `Conflict` when
+    /// the GitHub login is linked to another kiln user.
+    pub async fn set_github_link(&self, user: &UserId, link: SealedGitHubLink) -> Result<()> {
+        let user = user.clone();
+        self.control(move |conn| {
+            let tx = conn.transaction()?;
+            user_by_id(&tx, &user)?;
+            let other: Option<String> = tx
+                .query_row(
+                    "SELECT user_id FROM github_links WHERE login = ?1 AND user_id != ?2",
+                    params![link.login, user.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if other.is_some() {
+                return Err(Error::Conflict(format!(
+                    "GitHub account {} is linked to another kiln user; unlink it there first",
+                    link.login
+                )));
+            }
+            tx.execute(
+                "INSERT INTO github_links (user_id, login, github_id, access_ciphertext,
+                     refresh_ciphertext, expires_at_ms, refresh_expires_at_ms, linked_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (user_id) DO UPDATE SET login = excluded.login,
+                     github_id = excluded.github_id,
+                     access_ciphertext = excluded.access_ciphertext,
+                     refresh_ciphertext = excluded.refresh_ciphertext,
+                     expires_at_ms = excluded.expires_at_ms,
+                     refresh_expires_at_ms = excluded.refresh_expires_at_ms",
+                params![
+                    user.as_str(),
+                    link.login,
+                    link.github_id as i64,
+                    link.access_ciphertext,
+                    link.refresh_ciphertext,
+                    link.expires_at_ms,
+                    link.refresh_expires_at_ms,
+                    now_ms()
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The GitHub link of `user`, if any.
+    pub async fn github_link(&self, user: &UserId) -> Result<Option<SealedGitHubLink>> {
+        let user = user.clone();
+        self.control(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT login, github_id, access_ciphertext, refresh_ciphertext,
+                            expires_at_ms, refresh_expires_at_ms
+                     FROM github_links WHERE user_id = ?1",
+                    [user.as_str()],
+                    |row| {
+                        Ok(SealedGitHubLink {
+                            login: row.get(0)?,
+                            github_id: row.get::<_, i64>(1)? as u64,
+                            access_ciphertext: row.get(2)?,
+                            refresh_ciphertext: row.get(3)?,
+                            expires_at_ms: row.get(4)?,
+                            refresh_expires_at_ms: row.get(5)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// The kiln user linked to a GitHub login (case-insensitive, as GitHub logins are).
+    pub async fn user_by_github_login(&self, login: &str) -> Result<Option<UserId>> {
+        let login = login.to_string();
+        self.control(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT user_id FROM github_links WHERE login = ?1",
+                    [login],
+                    |row| parse_col(row, 0, UserId::parse),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Removes the link of `user`; false when there was none.
+    pub async fn delete_github_link(&self, user: &UserId) -> Result<bool> {
+        let user = user.clone();
+        self.control(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM github_links WHERE user_id = ?1",
+                [user.as_str()],
+            )? > 0)
+        })
+        .await
+    }
+
+    /// Records a sign-in `state` (for `linking` when a signed-in user links their account),
+    /// deleting expired ones.
+    pub async fn add_oauth_state(&self, state: &str, linking: Option<&UserId>) -> Result<()> {
+        let hash = secret_hash(state);
+        let linking = linking.map(|u| u.as_str().to_string());
+        let now = now_ms();
+        let expires = now + OAUTH_STATE_TTL.as_millis() as i64;
+        self.control(move |conn| {
+            conn.execute("DELETE FROM oauth_states WHERE expires_at_ms <= ?1", [now])?;
+            conn.execute(
+                "INSERT INTO oauth_states (state_hash, user_id, created_at_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![hash, linking, now, expires],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Takes a sign-in `state` once: `None` when it is unknown, used or expired; else
+    /// `Some(the linking user, if any)`.
+    pub async fn take_oauth_state(&self, state: &str) -> Result<Option<Option<UserId>>> {
+        let hash = secret_hash(state);
+        let now = now_ms();
+        self.control(move |conn| {
+            let row: Option<Option<String>> = conn
+                .query_row(
+                    "DELETE FROM oauth_states WHERE state_hash = ?1 AND expires_at_ms > ?2
+                     RETURNING user_id",
+                    params![hash, now],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match row {
+                None => Ok(None),
+                Some(None) => Ok(Some(None)),
+                Some(Some(id)) => Ok(Some(Some(UserId::parse(&id).ok_or_else(|| {
+                    Error::Invalid(format!("a stored user id {id:?} is malformed"))
+                })?))),
+            }
+        })
+        .await
+    }
+}
