@@ -17,7 +17,7 @@ use kiln_protocol::api::Repo;
 use kiln_sandbox::{CommandLine, ExecRequest, Sandbox};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Where the push bundle is written inside the sandbox.
 const PUSH_BUNDLE: &str = "/tmp/.kiln-push.bundle";
@@ -95,14 +95,8 @@ impl Workspaces {
         credential: PushCredential,
     ) -> Result<Pushed> {
         let (branch, remote_ref) = session_ref(session, &repo.default_branch)?;
-        // The sandbox's checkout came from the mirror, so every commit the bundle leaves out is
-        // already there: no fetch is needed unless the mirror is gone.
-        let mirror = match self.existing_mirror(&repo.name) {
-            Some(mirror) => mirror,
-            None => self.refresh_mirror(repo).await?,
-        };
-        let commit = self
-            .bring_out_or_fetch(sandbox, repo, &mirror, session, &branch)
+        let (mirror, commit) = self
+            .branch_in_mirror(sandbox, repo, session, &branch)
             .await?;
         let remote = self.store.repo_remote(&repo.name).await?;
         let credentials = match credential {
@@ -143,12 +137,8 @@ impl Workspaces {
         kind: Changes,
     ) -> Result<String> {
         let (branch, _) = session_ref(session, &repo.default_branch)?;
-        let mirror = match self.existing_mirror(&repo.name) {
-            Some(mirror) => mirror,
-            None => self.refresh_mirror(repo).await?,
-        };
-        let commit = self
-            .bring_out_or_fetch(sandbox, repo, &mirror, session, &branch)
+        let (mirror, commit) = self
+            .branch_in_mirror(sandbox, repo, session, &branch)
             .await?;
         let base = format!("refs/heads/{}", repo.default_branch);
         let text = match kind {
@@ -183,6 +173,26 @@ impl Workspaces {
 
     /// [`Workspaces::bring_out`]; when the mirror lacks a commit the bundle leaves out (the
     /// mirror was made again since the checkout), fetches the mirror and tries once more.
+    /// The host's mirror holding the session branch's commits, and the branch's commit. The
+    /// sandbox's checkout came from the mirror, so every commit the bundle leaves out is already
+    /// there: no fetch is needed unless the mirror is gone.
+    async fn branch_in_mirror(
+        &self,
+        sandbox: &Sandbox,
+        repo: &Repo,
+        session: &SessionId,
+        branch: &str,
+    ) -> Result<(PathBuf, String)> {
+        let mirror = match self.existing_mirror(&repo.name) {
+            Some(mirror) => mirror,
+            None => self.refresh_mirror(repo).await?,
+        };
+        let commit = self
+            .bring_out_or_fetch(sandbox, repo, &mirror, session, branch)
+            .await?;
+        Ok((mirror, commit))
+    }
+
     async fn bring_out_or_fetch(
         &self,
         sandbox: &Sandbox,
