@@ -99,6 +99,11 @@ struct FileGitHub {
     client_id: Option<String>,
     client_secret: Option<String>,
     webhook_secret: Option<String>,
+    /// The issue label that starts a session (default `kiln`).
+    label: Option<String>,
+    /// The handle comments mention to ask kiln for work, without `@` (default `kiln`: the
+    /// app's slug).
+    mention: Option<String>,
 }
 
 /// An id written either way in TOML (`app_id = 123` or `app_id = "123"`).
@@ -134,6 +139,10 @@ fn resolve_github(
     let client_id = var("KILN_GITHUB_CLIENT_ID").or(file.client_id);
     let client_secret = var("KILN_GITHUB_CLIENT_SECRET").or(file.client_secret);
     let webhook_secret = var("KILN_GITHUB_WEBHOOK_SECRET").or(file.webhook_secret);
+    let label = var("KILN_GITHUB_LABEL").or(file.label);
+    let mention = var("KILN_GITHUB_MENTION")
+        .or(file.mention)
+        .map(|m| m.trim_start_matches('@').to_string());
     let any = api_url.is_some()
         || app_id.is_some()
         || private_key_path.is_some()
@@ -143,6 +152,19 @@ fn resolve_github(
     if !any {
         return Ok(None);
     }
+    if let Some(m) = &mention {
+        anyhow::ensure!(
+            !m.is_empty()
+                && m.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "[github] mention {m:?} must be a GitHub handle (letters, digits, `-`), without `@`"
+        );
+    }
+    let defaults = kiln_forge::Triggers::default();
+    let triggers = kiln_forge::Triggers {
+        label: label.unwrap_or(defaults.label),
+        mention: mention.unwrap_or(defaults.mention),
+    };
     if let Some(url) = &api_url {
         anyhow::ensure!(
             url.starts_with("https://") || url.starts_with("http://"),
@@ -173,6 +195,7 @@ fn resolve_github(
             client_id,
             client_secret: client_secret.map(kiln_core::Secret::new),
             webhook_secret: webhook_secret.map(kiln_core::Secret::new),
+            triggers,
         },
         private_key_path,
     }))
@@ -205,6 +228,8 @@ fn print_github(github: Option<&ResolvedGitHub>) {
     );
     println!("client_secret = \"{}\"", set(c.client_secret.is_some()));
     println!("webhook_secret = \"{}\"", set(c.webhook_secret.is_some()));
+    println!("label = {:?}", c.triggers.label);
+    println!("mention = {:?}", c.triggers.mention);
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -28,6 +28,8 @@ use tokio_util::task::TaskTracker;
 mod admission;
 mod builds;
 mod forge;
+mod forge_access;
+mod forge_events;
 mod health;
 mod housekeeping;
 mod manage;
@@ -40,6 +42,8 @@ mod warm;
 
 use admission::Admission;
 pub use forge::{GitHubSignIn, REFRESH_BEFORE_MS, session_branch};
+pub use forge_access::ACCESS_TTL;
+pub use forge_events::PromptEnd;
 pub use manage::Stopped;
 pub(crate) use pr_tool::OpenPrTool;
 
@@ -70,6 +74,8 @@ pub(crate) struct Inner {
     /// The forge sessions open pull requests on and users sign in with (`[github]`), if
     /// configured.
     pub(crate) forge: Option<Arc<dyn kiln_forge::Forge>>,
+    /// The forge's recent answers about users' access to repos (`forge_access.rs`).
+    pub(crate) access: forge_access::AccessCache,
     /// Repos whose secrets changed while a build of theirs ran: its end starts another.
     pub(crate) rebuilds_wanted: Mutex<std::collections::HashSet<String>>,
     /// The last check of the model's endpoint (see `health.rs`).
@@ -151,6 +157,7 @@ impl Engine {
                 vault,
                 forge,
                 rebuilds_wanted: Mutex::default(),
+                access: forge_access::AccessCache::default(),
                 model_check: Default::default(),
                 tracker: TaskTracker::new(),
                 shutdown,

@@ -59,6 +59,10 @@ pub enum Error {
         forge: &'static str,
         compare_url: String,
     },
+    /// The forge does not let the user do this (access follows the forge); the message says
+    /// what they lack.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the engine is shutting down")]
     ShuttingDown,
 }

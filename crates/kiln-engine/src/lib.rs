@@ -14,7 +14,9 @@ mod session;
 mod sync_gate;
 
 pub use config::{EngineConfig, PromptLimits};
-pub use engine::{Engine, GitHubSignIn, REFRESH_BEFORE_MS, Stopped, session_branch};
+pub use engine::{
+    ACCESS_TTL, Engine, GitHubSignIn, PromptEnd, REFRESH_BEFORE_MS, Stopped, session_branch,
+};
 pub use error::{Error, Result};
 /// What `Engine::session_changes` gives: a diff or a patch.
 pub use kiln_fleet::push::Changes as SessionChanges;

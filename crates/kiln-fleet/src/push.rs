@@ -51,7 +51,8 @@ pub enum Changes {
 /// The credential a push uses.
 #[derive(Debug, Clone)]
 pub enum PushCredential {
-    /// The one stored with the repo (its URL's user and password), as fetches use.
+    /// The host's, as fetches use: the one stored with the repo (its URL's user and password),
+    /// else the forge's short-lived installation token.
     Repo,
     /// A short-lived one (`user:password`, percent-encoded), e.g. a forge's installation token.
     Given(Secret<String>),
@@ -100,7 +101,7 @@ impl Workspaces {
             .await?;
         let remote = self.store.repo_remote(&repo.name).await?;
         let credentials = match credential {
-            PushCredential::Repo => remote.credentials.clone(),
+            PushCredential::Repo => self.host_credentials(&remote).await.map_err(Error::Push)?,
             PushCredential::Given(secret) => Some(secret),
             PushCredential::Anonymous => None,
         };

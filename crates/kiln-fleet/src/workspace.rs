@@ -105,6 +105,20 @@ impl Workspaces {
             .join("layer")
     }
 
+    /// The host's credentials for a remote: the ones stored with the repo, else the
+    /// [`CredentialSource`]'s (a forge's short-lived installation token), else none. The error
+    /// is a message for people.
+    pub(crate) async fn host_credentials(
+        &self,
+        remote: &kiln_store::RepoRemote,
+    ) -> std::result::Result<Option<kiln_core::Secret<String>>, String> {
+        match (&remote.credentials, &self.credentials) {
+            (Some(stored), _) => Ok(Some(stored.clone())),
+            (None, Some(source)) => source.credentials(&remote.url).await,
+            (None, None) => Ok(None),
+        }
+    }
+
     /// Clones or fetches the repo's mirror, so the session starts from the latest default branch.
     ///
     /// The url's credentials are kept apart from it (`Store::repo_remote`) and reach git only
@@ -112,19 +126,14 @@ impl Workspaces {
     pub async fn refresh_mirror(&self, repo: &Repo) -> Result<PathBuf> {
         let _held = self.mirror_locks.lock(&repo.name).await;
         let remote = self.store.repo_remote(&repo.name).await?;
-        let from_source = match (&remote.credentials, &self.credentials) {
-            (None, Some(source)) => {
-                source
-                    .credentials(&remote.url)
-                    .await
-                    .map_err(|message| Error::Git {
-                        command: "fetch".into(),
-                        message,
-                    })?
-            }
-            _ => None,
-        };
-        let credentials = remote.credentials.as_ref().or(from_source.as_ref());
+        let credentials = self
+            .host_credentials(&remote)
+            .await
+            .map_err(|message| Error::Git {
+                command: "fetch".into(),
+                message,
+            })?;
+        let credentials = credentials.as_ref();
         let mirror = self.mirror(&repo.name);
         let parent = mirror.parent().expect("mirror has a parent");
         tokio::fs::create_dir_all(parent)

@@ -10,20 +10,29 @@
 //!   [`Forge::installation_token`], short-lived and cached until shortly before it expires;
 //! - sign-in: [`Forge::authorize_url`], [`Forge::exchange_code`], [`Forge::refresh`] and
 //!   [`Forge::current_user`] (an OAuth web flow; the caller keeps `state` and the tokens);
-//! - checks: [`Forge::user_can_write`].
+//! - checks: [`Forge::permission`] (what a user may do to a repository, as the forge sees it);
+//! - webhooks: [`Forge::read_delivery`] checks a delivery's signature and reads it into a
+//!   forge-neutral [`ForgeEvent`]; [`Forge::reply`] answers in an issue's or a change request's
+//!   thread as the app.
 //!
 //! Tokens are [`Secret`]s; no message of this crate ever holds one.
 
 mod error;
+mod events;
 mod github;
 mod http;
 mod time;
 mod types;
 
 pub use error::{ForgeError, Result};
+pub use events::{
+    ChangeAction, ChangeRef, Delivery, ForgeEvent, IssueRef, ReviewVerdict, Thread, Triggers,
+    WebhookError,
+};
 pub use github::{GitHub, GitHubConfig};
 pub use types::{
-    ChangeRequest, ChangeState, ForgeUser, OpenedChange, RepoAccessToken, RepoRef, UserTokens,
+    ChangeRequest, ChangeState, ForgeUser, OpenedChange, Permission, RepoAccessToken, RepoRef,
+    UserTokens,
 };
 
 use async_trait::async_trait;
@@ -69,8 +78,25 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
     /// cached until shortly before it expires.
     async fn installation_token(&self, repo: &RepoRef) -> Result<RepoAccessToken>;
 
-    /// Whether the user may push to `repo`.
-    async fn user_can_write(&self, user_token: &Secret<String>, repo: &RepoRef) -> Result<bool>;
+    /// What the user may do to `repo` (none when the forge does not show it to them).
+    async fn permission(&self, user_token: &Secret<String>, repo: &RepoRef) -> Result<Permission>;
+
+    /// Forgets cached installation lookups and tokens of `repos` (the app's access changed).
+    async fn forget_installations(&self, repos: &[RepoRef]);
+
+    /// The label and mention that ask kiln for work.
+    fn triggers(&self) -> &Triggers;
+
+    /// Checks a webhook delivery's signature and reads it. `header` looks up a request header
+    /// (case-insensitive name).
+    fn read_delivery(
+        &self,
+        header: &dyn Fn(&str) -> Option<String>,
+        body: &[u8],
+    ) -> std::result::Result<Delivery, WebhookError>;
+
+    /// Comments in `thread` as the app (its installation's token); returns the comment's page.
+    async fn reply(&self, repo: &RepoRef, thread: &Thread, body: &str) -> Result<String>;
 
     /// Where to send a browser to sign in; `state` comes back with the code.
     fn authorize_url(&self, state: &str, redirect_uri: &str) -> Result<String>;

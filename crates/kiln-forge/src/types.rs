@@ -106,6 +106,15 @@ pub struct RepoAccessToken {
     pub username: &'static str,
 }
 
+/// What a user may do to a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Permission {
+    /// See it and clone it.
+    pub read: bool,
+    /// Push to it.
+    pub write: bool,
+}
+
 /// A forge account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForgeUser {

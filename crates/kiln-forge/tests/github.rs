@@ -17,6 +17,7 @@ fn forge(fake: &FakeGitHub) -> GitHub {
         client_id: Some(FAKE_CLIENT_ID.into()),
         client_secret: Some(Secret::new(FAKE_CLIENT_SECRET.into())),
         webhook_secret: None,
+        triggers: Default::default(),
     })
     .expect("the forge")
 }
@@ -131,7 +132,14 @@ async fn errors_say_what_happened_without_the_token() {
         .await
         .unwrap_err();
     assert!(matches!(e, ForgeError::Forbidden { .. }), "{e}");
-    assert!(!gh.user_can_write(&token, &repo).await.unwrap());
+    let seen = gh.permission(&token, &repo).await.unwrap();
+    assert!(seen.read && !seen.write, "{seen:?}");
+    // A repository GitHub hides from the user (404): no access at all, not an error.
+    let hidden = gh
+        .permission(&token, &RepoRef::parse("octo/nope").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(hidden, kiln_forge::Permission::default());
 
     let e = gh
         .open_or_update(&token, &RepoRef::parse("octo/nope").unwrap(), &change("x"))

@@ -96,6 +96,7 @@ impl From<kiln_engine::Error> for Error {
             kiln_engine::Error::Store(e) => e.into(),
             kiln_engine::Error::LimitReached(msg) => Error::TooManyRequests(msg),
             kiln_engine::Error::ShuttingDown => Error::Unavailable(e.to_string()),
+            kiln_engine::Error::Forbidden(msg) => Error::Forbidden(msg),
             kiln_engine::Error::Sandbox(e) => e.into(),
             kiln_engine::Error::Fleet(e) => e.into(),
             kiln_engine::Error::Config(msg) => Error::Internal(msg),

@@ -41,12 +41,15 @@ pub struct AppState {
     /// server listens on: sign-in links and the Origin check use it, and `https://` marks the
     /// session cookie `Secure`.
     public_url: Option<String>,
+    /// Forge webhooks in (`POST /api/github/webhook`).
+    intake: kiln_webhooks::Intake,
 }
 
 impl AppState {
     pub fn new(engine: Engine) -> AppState {
         AppState {
             store: engine.store().clone(),
+            intake: kiln_webhooks::Intake::new(engine.clone()),
             engine,
             presence: Presence::default(),
             closing: tokio_util::sync::CancellationToken::new(),
@@ -77,6 +80,12 @@ pub fn router(state: AppState) -> Router {
         .route("/me/github", delete(github::unlink))
         .route("/auth/github/start", get(github::start))
         .route("/auth/github/callback", get(github::callback))
+        .route(
+            "/github/webhook",
+            post(routes::webhook::webhook).layer(axum::extract::DefaultBodyLimit::max(
+                routes::webhook::WEBHOOK_BODY_LIMIT,
+            )),
+        )
         .route("/users", post(users::create_user).get(users::list_users))
         .route(
             "/users/{id}",

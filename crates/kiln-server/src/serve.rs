@@ -64,6 +64,7 @@ pub async fn serve_with(
     config: ServeConfig,
 ) -> std::io::Result<()> {
     let closing = state.closing.clone();
+    let state_intake = state.intake.clone();
     let app = tower_http::timeout::RequestBodyTimeout::new(router(state), config.body_idle_timeout);
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
@@ -121,6 +122,7 @@ pub async fn serve_with(
     }
     drop(listener);
     closing.cancel();
+    state_intake.close().await;
     tasks.close();
     if tokio::time::timeout(config.shutdown_grace, tasks.wait())
         .await

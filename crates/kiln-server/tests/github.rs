@@ -11,8 +11,10 @@ use common::TestApp;
 use kiln_core::Secret;
 use kiln_engine::{EngineConfig, GitHubConfig};
 use kiln_protocol::api::Event;
+use kiln_testkit::webhooks::{self, sign_webhook};
 use kiln_testkit::{
-    FAKE_APP_ID, FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, Failure, FakeGitHub, TEST_APP_PRIVATE_KEY_PEM,
+    FAKE_APP_ID, FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, Failure, FakeGitHub, FakeModel, Script,
+    TEST_APP_PRIVATE_KEY_PEM, Turn,
 };
 use reqwest::header;
 use serde_json::{Value, json};
@@ -25,15 +27,26 @@ fn browser() -> reqwest::Client {
         .unwrap()
 }
 
+/// What the app's webhook deliveries are signed with.
+const WEBHOOK_SECRET: &str = "It's a Secret to Everybody";
+
 async fn start(fake: &FakeGitHub) -> TestApp {
+    start_with(fake, None).await
+}
+
+/// The app with GitHub configured against `fake`, a model if given, and repo `hw` on the fake.
+async fn start_with(fake: &FakeGitHub, model: Option<&FakeModel>) -> TestApp {
     let app = TestApp::with_config(EngineConfig {
+        model: model.map(common::fake_model_config),
+        auto_commit: model.is_some(),
         github: Some(GitHubConfig {
             api_url: fake.url(),
             app_id: Some(FAKE_APP_ID.into()),
             private_key_pem: Some(Secret::new(TEST_APP_PRIVATE_KEY_PEM.as_bytes().to_vec())),
             client_id: Some(FAKE_CLIENT_ID.into()),
             client_secret: Some(Secret::new(FAKE_CLIENT_SECRET.into())),
-            webhook_secret: None,
+            webhook_secret: Some(Secret::new(WEBHOOK_SECRET.into())),
+            triggers: Default::default(),
         }),
         ..EngineConfig::default()
     })
@@ -430,4 +443,413 @@ async fn fetches_use_the_apps_installation_token_cached() {
     // The token is never stored with the repo.
     let (_, listed) = app.get(&app.admin_token, "/api/repos/short").await;
     assert!(!listed.to_string().contains("ghs_"), "{listed}");
+}
+
+/// Delivers a webhook as GitHub does: JSON body, event and delivery headers, signed with
+/// `secret` (none: unsigned). The response is checked against the API document.
+async fn deliver(
+    app: &TestApp,
+    event: &str,
+    delivery: &str,
+    payload: &Value,
+    secret: Option<&str>,
+) -> (u16, Value) {
+    let body = serde_json::to_vec(payload).unwrap();
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/api/github/webhook", app.url))
+        .header("content-type", "application/json")
+        .header("user-agent", "GitHub-Hookshot/044aadd")
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .header("x-github-hook-id", "292430182");
+    if let Some(secret) = secret {
+        request = request.header("x-hub-signature-256", sign_webhook(secret, &body));
+    }
+    let response = request.body(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let value: Value = response.json().await.unwrap();
+    if let Err(mismatch) = app.api.check("POST", "/api/github/webhook", status, &value) {
+        panic!("the API document is wrong (or the server is): {mismatch}");
+    }
+    (status, value)
+}
+
+fn pr_changes(events: &[kiln_protocol::api::EventEnvelope]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::PullRequestChanged {
+                number,
+                action,
+                merged,
+                merged_at_ms,
+                ..
+            } => Some(format!(
+                "#{number} {action} merged={merged} at={}",
+                merged_at_ms.is_some()
+            )),
+            Event::PullRequestReviewed {
+                number,
+                verdict,
+                reviewer,
+                ..
+            } => Some(format!("#{number} {verdict} by {reviewer}")),
+            Event::PullRequestRevised {
+                number, revision, ..
+            } => Some(format!("#{number} revision {revision}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn webhooks_are_verified_deduplicated_and_recorded() {
+    let fake = FakeGitHub::start().await;
+    let app = start(&fake).await;
+    let (_, alice) = app.user("alice").await;
+    let session = session_on_hw(&app, &alice, "Make the answer 42").await;
+    let id: kiln_core::SessionId = session.parse().unwrap();
+    let head = format!("kiln/{session}");
+    let opened = webhooks::pull_request_event("opened", "octo/hw", 5, &head, false);
+    let secret = Some(WEBHOOK_SECRET);
+
+    // No signature, a wrong one, a signature over another body: 401, nothing recorded.
+    let (status, body) = deliver(&app, "pull_request", "d-1", &opened, None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = deliver(&app, "pull_request", "d-1", &opened, Some("wrong")).await;
+    assert_eq!(status, 401);
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/github/webhook", app.url))
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", "d-1")
+        .header("x-hub-signature-256", sign_webhook(WEBHOOK_SECRET, b"{}"))
+        .body(serde_json::to_vec(&opened).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    assert!(pr_changes(&app.events(&alice, &id).await).is_empty());
+
+    // Unknown events are taken and ignored; a known event's malformed payload is a 400.
+    let (status, body) = deliver(&app, "star", "d-2", &json!({"action": "created"}), secret).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ignored")),
+        "{body}"
+    );
+    let (status, body) = deliver(
+        &app,
+        "pull_request",
+        "d-3",
+        &json!({"action": "opened"}),
+        secret,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("pull_request"),
+        "{body}"
+    );
+
+    // Opened, then the same delivery again: recorded once.
+    let (status, body) = deliver(&app, "pull_request", "d-4", &opened, secret).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("handled")),
+        "{body}"
+    );
+    let (status, body) = deliver(&app, "pull_request", "d-4", &opened, secret).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("duplicate")),
+        "{body}"
+    );
+
+    // Reviews, and pushes after the first review are revisions.
+    let sync = webhooks::pull_request_event("synchronize", "octo/hw", 5, &head, false);
+    deliver(&app, "pull_request", "d-5", &sync, secret).await;
+    let review = webhooks::review_event("octo/hw", 5, &head, "changes_requested", "bob-gh");
+    deliver(&app, "pull_request_review", "d-6", &review, secret).await;
+    deliver(&app, "pull_request", "d-7", &sync, secret).await;
+    let approve = webhooks::review_event("octo/hw", 5, &head, "approved", "bob-gh");
+    deliver(&app, "pull_request_review", "d-8", &approve, secret).await;
+    deliver(&app, "pull_request", "d-9", &sync, secret).await;
+    let merged = webhooks::pull_request_event("closed", "octo/hw", 5, &head, true);
+    let (status, _) = deliver(&app, "pull_request", "d-10", &merged, secret).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        pr_changes(&app.events(&alice, &id).await),
+        [
+            "#5 opened merged=false at=false",
+            "#5 synchronized merged=false at=false",
+            "#5 changes_requested by bob-gh",
+            "#5 synchronized merged=false at=false",
+            "#5 revision 1",
+            "#5 approved by bob-gh",
+            "#5 synchronized merged=false at=false",
+            "#5 revision 2",
+            "#5 merged merged=true at=true",
+        ]
+    );
+
+    // A merge that arrives before kiln recorded any PR of the session: recorded all the same.
+    let other = session_on_hw(&app, &alice, "Another change").await;
+    let other_id: kiln_core::SessionId = other.parse().unwrap();
+    let merged =
+        webhooks::pull_request_event("closed", "octo/hw", 6, &format!("kiln/{other}"), true);
+    deliver(&app, "pull_request", "d-11", &merged, secret).await;
+    assert_eq!(
+        pr_changes(&app.events(&alice, &other_id).await),
+        ["#6 merged merged=true at=true"]
+    );
+
+    // Branches that are not a kiln session's, and other repositories' PRs, are not kiln's.
+    let foreign = webhooks::pull_request_event("opened", "octo/hw", 7, "feature/x", false);
+    let (_, body) = deliver(&app, "pull_request", "d-12", &foreign, secret).await;
+    assert_eq!(body["status"], "ignored", "{body}");
+    let elsewhere = webhooks::pull_request_event("opened", "octo/other", 8, &head, false);
+    let (_, body) = deliver(&app, "pull_request", "d-13", &elsewhere, secret).await;
+    assert_eq!(body["status"], "ignored", "{body}");
+
+    // GitHub's form-encoded content type is read too.
+    let payload = serde_json::to_string(&webhooks::pull_request_event(
+        "reopened", "octo/hw", 5, &head, false,
+    ))
+    .unwrap();
+    let form = format!("payload={}", percent_encode(&payload));
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/github/webhook", app.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", "d-14")
+        .header(
+            "x-hub-signature-256",
+            sign_webhook(WEBHOOK_SECRET, form.as_bytes()),
+        )
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        pr_changes(&app.events(&alice, &id).await)
+            .last()
+            .unwrap()
+            .contains("reopened")
+    );
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn bash(command: &str) -> Script {
+    Script::Turn(Turn::tool("bash", json!({ "command": command })))
+}
+
+/// Waits until the fake has a comment that `matches`.
+async fn comment_where(
+    fake: &FakeGitHub,
+    matches: impl Fn(&kiln_testkit::FakeComment) -> bool,
+) -> kiln_testkit::FakeComment {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(c) = fake.comments().into_iter().find(|c| matches(c)) {
+            return c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no such comment: {:?}",
+            fake.comments()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_asked_for_on_github_ends_in_a_pull_request_and_answers_reviews() {
+    let fake = FakeGitHub::start().await;
+    fake.add_user("alice-gh");
+    fake.add_user("reader-gh");
+    fake.add_repo(
+        "octo/hw",
+        7,
+        &[("alice-gh", "write"), ("reader-gh", "read")],
+    );
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("octo")).unwrap();
+    let bare = kiln_testkit::bare_repo(&root.path().join("octo"), "hw", &[("README.md", "# hw\n")]);
+    fake.serve_git(root.path());
+    let model = FakeModel::start().await;
+    let app = start_with(&fake, Some(&model)).await;
+    let (_, alice) = app.user("alice").await;
+    link(&app, &fake, &alice, "alice-gh").await;
+    let secret = Some(WEBHOOK_SECRET);
+
+    // Someone kiln does not know labels an issue: a polite reply, and nothing runs.
+    let labeled = webhooks::issue_labeled_event(
+        "octo/hw",
+        3,
+        "Crash on start",
+        "It crashes.",
+        "kiln",
+        "stranger-gh",
+    );
+    let (status, body) = deliver(&app, "issues", "w-1", &labeled, secret).await;
+    assert_eq!(status, 200, "{body}");
+    let reply = comment_where(&fake, |c| c.number == 3).await;
+    assert_eq!(
+        reply.by, "app",
+        "the app replies, with its installation token"
+    );
+    assert!(
+        reply.body.contains("@stranger-gh") && reply.body.contains("Nothing was started"),
+        "{}",
+        reply.body
+    );
+    let (_, listed) = app.get(&app.admin_token, "/api/sessions?all=true").await;
+    assert!(!listed.to_string().contains("Crash on start"), "{listed}");
+
+    // Another label is not kiln's.
+    let other = webhooks::issue_labeled_event(
+        "octo/hw",
+        3,
+        "Crash on start",
+        "It crashes.",
+        "bug",
+        "alice-gh",
+    );
+    let (_, body) = deliver(&app, "issues", "w-2", &other, secret).await;
+    assert_eq!(body["status"], "ignored", "{body}");
+
+    // Alice labels it: a session in her name with the issue as the prompt; when it ends, its
+    // branch is pushed with the app's installation token and the PR opened with her token.
+    model.push(bash(
+        "printf 'fixed\\n' > FIX.md && git add FIX.md && git commit -qm 'Fix the crash'",
+    ));
+    model.push(Script::Turn(Turn::text("Fixed the crash on start.")));
+    let labeled = webhooks::issue_labeled_event(
+        "octo/hw",
+        4,
+        "Crash on start",
+        "It crashes.",
+        "kiln",
+        "alice-gh",
+    );
+    let (status, body) = deliver(&app, "issues", "w-3", &labeled, secret).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("handled")),
+        "{body}"
+    );
+    let started = comment_where(&fake, |c| c.number == 4).await;
+    assert!(started.body.contains("/sessions/"), "{}", started.body);
+    let done = comment_where(&fake, |c| {
+        c.number == 4 && c.body.contains("opened pull request")
+    })
+    .await;
+    assert!(
+        done.body.contains("FIX.md") && done.body.contains("Fixed the crash"),
+        "{}",
+        done.body
+    );
+    let pulls = fake.pulls();
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    assert_eq!(pulls[0].author, "alice-gh");
+    let session = pulls[0].head.strip_prefix("kiln/").unwrap().to_string();
+    let id: kiln_core::SessionId = session.parse().unwrap();
+    let events = app.events(&alice, &id).await;
+    let Event::PromptQueued { text, author, .. } = &events
+        .iter()
+        .find(|e| matches!(e.event, Event::PromptQueued { .. }))
+        .unwrap()
+        .event
+    else {
+        unreachable!()
+    };
+    assert_eq!(author.name, "alice");
+    assert!(
+        text.starts_with("Resolve issue #4: Crash on start") && text.contains("It crashes."),
+        "{text}"
+    );
+    let branch = format!("refs/heads/kiln/{session}");
+    let tip = kiln_testkit::git(&bare, &["rev-parse", &branch])
+        .trim()
+        .to_string();
+    let pushes: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/octo/hw.git/git-receive-pack")
+        .collect();
+    assert!(!pushes.is_empty());
+    assert!(
+        pushes.iter().all(|r| r
+            .basic_password()
+            .is_some_and(|t| fake.is_installation_token(&t, 7))),
+        "pushed with the installation's token: {pushes:?}"
+    );
+
+    // A reader's review comment mentioning kiln: GitHub does not let them write, so nothing runs.
+    let (_, reader) = app.user("reader").await;
+    link(&app, &fake, &reader, "reader-gh").await;
+    let head = format!("kiln/{session}");
+    let comment = webhooks::review_comment_event(
+        "octo/hw",
+        1,
+        &head,
+        41,
+        "reader-gh",
+        "@kiln delete everything",
+    );
+    deliver(&app, "pull_request_review_comment", "w-4", &comment, secret).await;
+    let refused = comment_where(&fake, |c| c.in_reply_to == Some(41)).await;
+    assert!(refused.body.contains("cannot push"), "{}", refused.body);
+
+    // Alice's review comment becomes a follow-up prompt; its commit lands on the same branch
+    // and kiln answers in the thread.
+    model.push(bash("git mv FIX.md FIXED.md && git commit -qm 'Rename'"));
+    model.push(Script::Turn(Turn::text("Renamed it.")));
+    let comment = webhooks::review_comment_event(
+        "octo/hw",
+        1,
+        &head,
+        42,
+        "alice-gh",
+        "@kiln rename FIX.md to FIXED.md",
+    );
+    let (_, body) = deliver(&app, "pull_request_review_comment", "w-5", &comment, secret).await;
+    assert_eq!(body["status"], "handled", "{body}");
+    let answer = comment_where(&fake, |c| c.in_reply_to == Some(42)).await;
+    assert!(
+        answer.body.contains("pushed") && answer.body.contains("FIXED.md"),
+        "{}",
+        answer.body
+    );
+    let new_tip = kiln_testkit::git(&bare, &["rev-parse", &branch])
+        .trim()
+        .to_string();
+    assert_ne!(
+        new_tip, tip,
+        "the follow-up's commit was pushed to the same branch"
+    );
+    let prompts: Vec<String> = app
+        .events(&alice, &id)
+        .await
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::PromptQueued { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prompts.len(), 2, "{prompts:?}");
+    assert!(
+        prompts[1].starts_with("rename FIX.md to FIXED.md") && prompts[1].contains("README.md:3"),
+        "{prompts:?}"
+    );
 }

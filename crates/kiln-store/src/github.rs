@@ -179,3 +179,79 @@ impl Store {
         .await
     }
 }
+
+/// How long a webhook delivery id is remembered (GitHub redelivers on request, within days).
+pub const DELIVERY_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl Store {
+    /// Records a webhook delivery; false when it was recorded before (a redelivery), which the
+    /// caller then ignores. Deliveries older than [`DELIVERY_MEMORY`] are forgotten.
+    pub async fn first_delivery(&self, delivery: &str, event: &str) -> Result<bool> {
+        let (delivery, event) = (delivery.to_string(), event.to_string());
+        let now = now_ms();
+        self.control(move |conn| {
+            conn.execute(
+                "DELETE FROM forge_deliveries WHERE at_ms < ?1",
+                [now - DELIVERY_MEMORY.as_millis() as i64],
+            )?;
+            Ok(conn.execute(
+                "INSERT INTO forge_deliveries (delivery, event, at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (delivery) DO NOTHING",
+                params![delivery, event, now],
+            )? == 1)
+        })
+        .await
+    }
+
+    /// Forgets a delivery recorded by [`Store::first_delivery`] whose handling failed, so that
+    /// its redelivery is handled.
+    pub async fn forget_delivery(&self, delivery: &str) -> Result<()> {
+        let delivery = delivery.to_string();
+        self.control(move |conn| {
+            conn.execute(
+                "DELETE FROM forge_deliveries WHERE delivery = ?1",
+                [delivery],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Remembers that change request `number` of `forge_repo` (`owner/name`) is `session`'s.
+    pub async fn set_forge_change(
+        &self,
+        forge_repo: &str,
+        number: u64,
+        session: &kiln_core::SessionId,
+    ) -> Result<()> {
+        let (forge_repo, session) = (forge_repo.to_string(), session.as_str().to_string());
+        self.control(move |conn| {
+            conn.execute(
+                "INSERT INTO forge_changes (forge_repo, number, session_id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (forge_repo, number) DO UPDATE SET session_id = excluded.session_id",
+                params![forge_repo, number as i64, session],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The session whose change request `number` of `forge_repo` is, if kiln knows it.
+    pub async fn forge_change_session(
+        &self,
+        forge_repo: &str,
+        number: u64,
+    ) -> Result<Option<kiln_core::SessionId>> {
+        let forge_repo = forge_repo.to_string();
+        self.control(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT session_id FROM forge_changes WHERE forge_repo = ?1 AND number = ?2",
+                    params![forge_repo, number as i64],
+                    |row| parse_col(row, 0, kiln_core::SessionId::parse),
+                )
+                .optional()?)
+        })
+        .await
+    }
+}

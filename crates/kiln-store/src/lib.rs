@@ -39,7 +39,7 @@ mod subscription;
 mod writer;
 
 pub use error::{Error, Result};
-pub use github::{OAUTH_STATE_TTL, SealedGitHubLink};
+pub use github::{DELIVERY_MEMORY, OAUTH_STATE_TTL, SealedGitHubLink};
 pub use images::ImageRecord;
 pub use log::{SessionLog, SessionSnapshot, StoredEvent};
 pub use logins::{BROWSER_SESSION_TTL, BrowserSession, LOGIN_CODE_TTL, LoginCode};

@@ -252,6 +252,28 @@ pub(crate) const CONTROL: &[Migration] = &[
         ) STRICT;
     ",
     },
+    Migration {
+        name: "forge webhook deliveries and change requests",
+        sql: "
+        -- Webhook deliveries already handled, by the forge's delivery id (GitHub's
+        -- X-GitHub-Delivery): a redelivery changes nothing twice. Pruned after a week.
+        CREATE TABLE forge_deliveries (
+            delivery TEXT PRIMARY KEY,
+            event TEXT NOT NULL,
+            at_ms INTEGER NOT NULL
+        ) STRICT, WITHOUT ROWID;
+        CREATE INDEX forge_deliveries_at ON forge_deliveries (at_ms);
+
+        -- A session's change request on its forge (`owner/name`, number), so a comment on it
+        -- finds the session.
+        CREATE TABLE forge_changes (
+            forge_repo TEXT NOT NULL COLLATE NOCASE,
+            number INTEGER NOT NULL,
+            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            PRIMARY KEY (forge_repo, number)
+        ) STRICT, WITHOUT ROWID;
+    ",
+    },
 ];
 
 /// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it

@@ -77,6 +77,19 @@ pub enum Failure {
     NotFound,
 }
 
+/// A comment made on the fake (an issue's or pull request's conversation, or a reply in a
+/// review comment's thread).
+#[derive(Debug, Clone)]
+pub struct FakeComment {
+    pub repo: String,
+    pub number: u64,
+    /// The review comment replied to, for a reply in a review thread.
+    pub in_reply_to: Option<u64>,
+    pub body: String,
+    /// `app` for the app's installation token, else the login of the user token.
+    pub by: String,
+}
+
 /// A pull request on the fake.
 #[derive(Debug, Clone)]
 pub struct FakePull {
@@ -119,6 +132,7 @@ struct St {
     codes: HashMap<String, String>,
     install_tokens: HashMap<String, (u64, SystemTime)>,
     pulls: Vec<FakePull>,
+    comments: Vec<FakeComment>,
     approve_as: Option<String>,
     user_token_ttl: Duration,
     install_token_ttl: Duration,
@@ -152,6 +166,7 @@ impl FakeGitHub {
             codes: HashMap::new(),
             install_tokens: HashMap::new(),
             pulls: Vec::new(),
+            comments: Vec::new(),
             approve_as: None,
             user_token_ttl: Duration::from_secs(8 * 3600),
             install_token_ttl: Duration::from_secs(3600),
@@ -169,6 +184,14 @@ impl FakeGitHub {
             .route(
                 "/repos/{owner}/{repo}/pulls/{number}",
                 get(get_pull).patch(update_pull),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                post(create_comment),
+            )
+            .route(
+                "/repos/{owner}/{repo}/pulls/{number}/comments/{comment}/replies",
+                post(create_reply),
             )
             .route("/login/oauth/authorize", get(authorize))
             .route("/login/oauth/access_token", post(access_token))
@@ -260,6 +283,11 @@ impl FakeGitHub {
 
     pub fn requests(&self) -> Vec<GitHubRequest> {
         self.lock().requests.clone()
+    }
+
+    /// Every comment made, oldest first.
+    pub fn comments(&self) -> Vec<FakeComment> {
+        self.lock().comments.clone()
     }
 
     pub fn pulls(&self) -> Vec<FakePull> {
@@ -629,6 +657,115 @@ async fn create_pull(
     (StatusCode::CREATED, axum::Json(json)).into_response()
 }
 
+/// Who may comment on the repository: the app with a valid installation token of its
+/// installation (`app`), or a user who may read it.
+// The error is the response the handler answers with at once.
+#[allow(clippy::result_large_err)]
+fn commenter(st: &St, headers: &HeaderMap, full: &str) -> Result<String, Response> {
+    let repo = st
+        .repos
+        .get(full)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "Not Found"))?;
+    if let Some(token) = bearer(headers)
+        && let Some((installation, expires)) = st.install_tokens.get(&token)
+    {
+        return if *installation == repo.installation && *expires > SystemTime::now() {
+            Ok("app".into())
+        } else {
+            Err(error(StatusCode::UNAUTHORIZED, "Bad credentials"))
+        };
+    }
+    let login = user_of(st, headers)?;
+    if repo.permissions.contains_key(&login) {
+        Ok(login)
+    } else {
+        Err(error(StatusCode::NOT_FOUND, "Not Found"))
+    }
+}
+
+async fn comment(
+    st: Shared,
+    full: String,
+    number: u64,
+    in_reply_to: Option<u64>,
+    (method, uri, headers, body): (Method, Uri, HeaderMap, axum::body::Bytes),
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if let St2(Some(f)) = record(&st, &method, &uri, &headers, body.clone()) {
+        return fail(f);
+    }
+    let mut st = st.lock().expect("state");
+    let by = match commenter(&st, &headers, &full) {
+        Ok(by) => by,
+        Err(r) => return r,
+    };
+    let Some(text) = body.get("body").and_then(Value::as_str) else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"message": "Invalid request.\n\n\"body\" wasn't supplied.",
+                "documentation_url": "https://docs.github.com/rest/issues/comments#create-an-issue-comment",
+                "status": "422"})),
+        )
+            .into_response();
+    };
+    st.counter += 1;
+    let id = st.counter;
+    st.comments.push(FakeComment {
+        repo: full.clone(),
+        number,
+        in_reply_to,
+        body: text.to_string(),
+        by: by.clone(),
+    });
+    let host = host_of(&headers);
+    let html_url = match in_reply_to {
+        Some(_) => format!("{host}/{full}/pull/{number}#discussion_r{id}"),
+        None => format!("{host}/{full}/issues/{number}#issuecomment-{id}"),
+    };
+    let login = if by == "app" {
+        "kiln[bot]".to_string()
+    } else {
+        by
+    };
+    (
+        StatusCode::CREATED,
+        axum::Json(json!({"id": id, "html_url": html_url, "body": text,
+            "user": {"login": login}})),
+    )
+        .into_response()
+}
+
+async fn create_comment(
+    State(st): State<Shared>,
+    Path((owner, name, number)): Path<(String, String, u64)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let full = format!("{owner}/{name}");
+    comment(st, full, number, None, (method, uri, headers, body)).await
+}
+
+async fn create_reply(
+    State(st): State<Shared>,
+    Path((owner, name, number, reply_to)): Path<(String, String, u64, u64)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let full = format!("{owner}/{name}");
+    comment(
+        st,
+        full,
+        number,
+        Some(reply_to),
+        (method, uri, headers, body),
+    )
+    .await
+}
+
 fn validation_failed(message: &str) -> Response {
     (
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -931,7 +1068,11 @@ async fn fallback(
         let Some(repo) = st.repos.get(&full) else {
             return error(StatusCode::NOT_FOUND, "Not Found");
         };
-        if !git_reader(&st, &headers, repo) {
+        let push = uri.path().ends_with("/git-receive-pack")
+            || uri
+                .query()
+                .is_some_and(|q| q.contains("service=git-receive-pack"));
+        if !git_allowed(&st, &headers, repo, push) {
             return (
                 StatusCode::UNAUTHORIZED,
                 [("www-authenticate", "Basic realm=\"GitHub\"")],
@@ -955,8 +1096,9 @@ fn git_repo_of(path: &str) -> Option<String> {
 }
 
 /// Whether basic credentials name an unexpired installation token of the repository's
-/// installation, or a user token of someone with a permission on it.
-fn git_reader(st: &St, headers: &HeaderMap, repo: &Repo) -> bool {
+/// installation, or a user token of someone with a permission on it (to push: `write` or
+/// `admin`).
+fn git_allowed(st: &St, headers: &HeaderMap, repo: &Repo, push: bool) -> bool {
     use base64::Engine;
     let Some(basic) = headers
         .get("authorization")
@@ -981,7 +1123,13 @@ fn git_reader(st: &St, headers: &HeaderMap, repo: &Repo) -> bool {
         .user_tokens
         .get(password)
         .filter(|t| t.expires_at > now)
-        .is_some_and(|t| repo.permissions.contains_key(&t.login));
+        .is_some_and(
+            |t| match repo.permissions.get(&t.login).map(String::as_str) {
+                Some("admin" | "write") => true,
+                Some(_) => !push,
+                None => false,
+            },
+        );
     installation || user
 }
 

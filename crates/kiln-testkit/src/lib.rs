@@ -9,10 +9,11 @@ mod git_http;
 mod repo;
 mod tls;
 mod upstream;
+pub mod webhooks;
 
 pub use fake_github::{
-    FAKE_APP_ID, FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, Failure, FakeGitHub, FakePull, GitHubRequest,
-    TEST_APP_PRIVATE_KEY_PEM,
+    FAKE_APP_ID, FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, Failure, FakeComment, FakeGitHub, FakePull,
+    GitHubRequest, TEST_APP_PRIVATE_KEY_PEM,
 };
 pub use fake_model::{FakeModel, FakeToolCall, RecordedRequest, Script, Turn};
 pub use git_http::GitHttpServer;

@@ -250,6 +250,38 @@ impl<W: Write> Renderer<W> {
                     by.name
                 )))?;
             }
+            Event::PullRequestChanged {
+                number,
+                action,
+                actor,
+                url,
+                ..
+            } => {
+                let line = format!("· pull request #{number} {action} by {actor}: {url}");
+                self.note(if action == "merged" {
+                    p.green(&line)
+                } else {
+                    p.dim(&line)
+                })?;
+            }
+            Event::PullRequestReviewed {
+                number,
+                verdict,
+                reviewer,
+                ..
+            } => {
+                let verdict = verdict.replace('_', " ");
+                self.note(p.dim(&format!(
+                    "· {reviewer} reviewed pull request #{number}: {verdict}"
+                )))?;
+            }
+            Event::PullRequestRevised {
+                number, revision, ..
+            } => {
+                self.note(p.dim(&format!(
+                    "· pull request #{number}: revision {revision} pushed after review"
+                )))?;
+            }
             Event::QueueCleared { by, cancelled } => {
                 let n = cancelled.len();
                 let text = format!("· {} cleared the queue ({n} prompt(s) cancelled)", by.name);

@@ -176,7 +176,9 @@ impl Engine {
             expires_at_ms: tokens.expires_at_ms,
             refresh_expires_at_ms: tokens.refresh_expires_at_ms,
         };
-        Ok(self.inner.store.set_github_link(user, link).await?)
+        self.inner.store.set_github_link(user, link).await?;
+        self.inner.access.forget_user(user);
+        Ok(())
     }
 
     fn unseal_token(&self, user: &UserId, which: &str, sealed: &[u8]) -> Result<Secret<String>> {
@@ -204,7 +206,9 @@ impl Engine {
     /// Unlinks `user`'s GitHub account; false when there was none. (The token is not revoked
     /// at GitHub: the user can do that in their settings.)
     pub async fn unlink_github(&self, user: &UserId) -> Result<bool> {
-        Ok(self.inner.store.delete_github_link(user).await?)
+        let unlinked = self.inner.store.delete_github_link(user).await?;
+        self.inner.access.forget_user(user);
+        Ok(unlinked)
     }
 
     /// `user`'s GitHub token, refreshed first when it expires within [`REFRESH_BEFORE_MS`];
@@ -264,6 +268,8 @@ impl Engine {
                 compare_url: forge.compare_url(&repo_ref, &base, &head),
             });
         };
+        self.check_forge_write_with(&by.id, &repo, Some(&token))
+            .await?;
         let actor = self.actor(session).await?;
         let prompts = actor.log.prompts().await?;
         let change = ChangeRequest {
@@ -285,6 +291,10 @@ impl Engine {
             by: by.clone(),
         };
         actor.log.append(event).await?;
+        self.inner
+            .store
+            .set_forge_change(&repo_ref.full_name(), c.number, session)
+            .await?;
         Ok(PullRequest {
             forge: forge.kind().to_string(),
             number: c.number,

@@ -22,6 +22,9 @@ impl SessionActor {
         sandbox: &Sandbox,
         by: &UserRef,
     ) -> Result<SessionPushed> {
+        crate::Engine::from_inner(inner.clone())
+            .check_forge_write(&by.id, &self.repo)
+            .await?;
         self.wait_for_branch(inner).await?;
         let pushed = inner
             .fleet

@@ -224,6 +224,9 @@ impl SessionSecrets {
             | Event::ParticipantJoined { .. }
             | Event::ParticipantLeft { .. }
             | Event::PullRequest { .. }
+            | Event::PullRequestChanged { .. }
+            | Event::PullRequestReviewed { .. }
+            | Event::PullRequestRevised { .. }
             | Event::QueueCleared { .. }
             | Event::SettingsChanged { .. }
             | Event::Pushed { .. }) => e,

@@ -120,6 +120,16 @@ impl App {
         })
     }
 
+    /// Forgets the installation lookups of `repos` and the tokens of their installations.
+    pub(crate) async fn forget(&self, repos: &[RepoRef]) {
+        let mut cache = self.cache.lock().await;
+        for repo in repos {
+            if let Some(installation) = cache.installations.remove(&repo.full_name()) {
+                cache.tokens.remove(&installation);
+            }
+        }
+    }
+
     async fn installation_of(&self, gh: &GitHub, repo: &RepoRef) -> Result<u64> {
         #[derive(Deserialize)]
         struct Installation {

@@ -5,12 +5,15 @@
 mod app;
 mod oauth;
 mod pulls;
+mod webhook;
 
 use crate::Forge;
 use crate::error::{ForgeError, Result};
+use crate::events::{Delivery, Thread, Triggers, WebhookError};
 use crate::http;
 use crate::types::{
-    ChangeRequest, ChangeState, ForgeUser, OpenedChange, RepoAccessToken, RepoRef, UserTokens,
+    ChangeRequest, ChangeState, ForgeUser, OpenedChange, Permission, RepoAccessToken, RepoRef,
+    UserTokens,
 };
 use async_trait::async_trait;
 use kiln_core::Secret;
@@ -35,6 +38,8 @@ pub struct GitHubConfig {
     /// What GitHub signs webhook deliveries with (`X-Hub-Signature-256`), for the webhook
     /// endpoint.
     pub webhook_secret: Option<Secret<String>>,
+    /// The label and the `@mention` that ask kiln for work (both `kiln` by default).
+    pub triggers: Triggers,
 }
 
 impl std::fmt::Debug for GitHubConfig {
@@ -49,6 +54,7 @@ impl std::fmt::Debug for GitHubConfig {
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret)
             .field("webhook_secret", &self.webhook_secret)
+            .field("triggers", &self.triggers)
             .finish()
     }
 }
@@ -74,6 +80,8 @@ pub struct GitHub {
     http: reqwest::Client,
     app: Option<app::App>,
     oauth: Option<oauth::OAuthApp>,
+    webhook_secret: Option<Secret<String>>,
+    triggers: Triggers,
 }
 
 impl GitHub {
@@ -91,11 +99,11 @@ impl GitHub {
             });
         }
         let web = web_url_for(&api);
-        let app = match (config.app_id, config.private_key_pem) {
+        let app = match (config.app_id.clone(), config.private_key_pem.clone()) {
             (Some(id), Some(pem)) => Some(app::App::new(id, &pem)?),
             _ => None,
         };
-        let oauth = match (config.client_id, config.client_secret) {
+        let oauth = match (config.client_id.clone(), config.client_secret.clone()) {
             (Some(client_id), Some(client_secret)) => Some(oauth::OAuthApp {
                 client_id,
                 client_secret,
@@ -108,6 +116,8 @@ impl GitHub {
             web,
             app,
             oauth,
+            webhook_secret: config.webhook_secret,
+            triggers: config.triggers,
         })
     }
 
@@ -233,7 +243,7 @@ impl Forge for GitHub {
         app.installation_token(self, repo).await
     }
 
-    async fn user_can_write(&self, user_token: &Secret<String>, repo: &RepoRef) -> Result<bool> {
+    async fn permission(&self, user_token: &Secret<String>, repo: &RepoRef) -> Result<Permission> {
         #[derive(Deserialize)]
         struct Repo {
             #[serde(default)]
@@ -247,15 +257,93 @@ impl Forge for GitHub {
             maintain: bool,
             #[serde(default)]
             push: bool,
+            #[serde(default)]
+            pull: bool,
         }
         let what = format!("repository {repo}");
         let path = format!("/repos/{}/{}", repo.owner, repo.name);
         let response =
-            http::send(FORGE, &what, self.request(Method::GET, &path, user_token)?).await?;
+            match http::send(FORGE, &what, self.request(Method::GET, &path, user_token)?).await {
+                Ok(r) => r,
+                // GitHub hides a private repository from those who may not see it.
+                Err(ForgeError::NotFound { .. }) => return Ok(Permission::default()),
+                Err(e) => return Err(e),
+            };
         let repo: Repo = Self::json(&what, response).await?;
-        Ok(repo
-            .permissions
-            .is_some_and(|p| p.admin || p.maintain || p.push))
+        let p = repo.permissions.unwrap_or(Permissions {
+            admin: false,
+            maintain: false,
+            push: false,
+            pull: true,
+        });
+        let write = p.admin || p.maintain || p.push;
+        Ok(Permission {
+            read: write || p.pull,
+            write,
+        })
+    }
+
+    async fn forget_installations(&self, repos: &[RepoRef]) {
+        if let Some(app) = &self.app {
+            app.forget(repos).await;
+        }
+    }
+
+    fn triggers(&self) -> &Triggers {
+        &self.triggers
+    }
+
+    fn read_delivery(
+        &self,
+        header: &dyn Fn(&str) -> Option<String>,
+        body: &[u8],
+    ) -> std::result::Result<Delivery, WebhookError> {
+        let Some(secret) = &self.webhook_secret else {
+            return Err(WebhookError::Unauthenticated(
+                "this server has no GitHub webhook secret to check deliveries with: an admin \
+                 sets [github] webhook_secret (or KILN_GITHUB_WEBHOOK_SECRET)"
+                    .into(),
+            ));
+        };
+        webhook::verify(
+            secret.expose().as_bytes(),
+            body,
+            header("x-hub-signature-256").as_deref(),
+        )?;
+        webhook::read(header, body)
+    }
+
+    async fn reply(&self, repo: &RepoRef, thread: &Thread, body: &str) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Created {
+            html_url: String,
+        }
+        let token = self.installation_token(repo).await?.token;
+        let (what, path) = match thread {
+            Thread::ReviewComment {
+                change, comment_id, ..
+            } => (
+                format!("a reply on pull request #{} of {repo}", change.number),
+                format!(
+                    "/repos/{}/{}/pulls/{}/comments/{comment_id}/replies",
+                    repo.owner, repo.name, change.number
+                ),
+            ),
+            other => (
+                format!("a comment on #{} of {repo}", other.number()),
+                format!(
+                    "/repos/{}/{}/issues/{}/comments",
+                    repo.owner,
+                    repo.name,
+                    other.number()
+                ),
+            ),
+        };
+        let request = self
+            .request(Method::POST, &path, &token)?
+            .json(&serde_json::json!({ "body": body }));
+        let response = http::send(FORGE, &what, request).await?;
+        Ok(Self::json::<Created>(&what, response).await?.html_url)
     }
 
     fn authorize_url(&self, state: &str, redirect_uri: &str) -> Result<String> {

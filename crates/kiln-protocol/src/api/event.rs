@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Bumped when an event's meaning changes or a variant is added.
-pub const EVENT_VERSION: u32 = 4;
+pub const EVENT_VERSION: u32 = 5;
 
 /// One event as stored and as sent: its place in the log, when it happened, what happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -172,6 +172,39 @@ pub enum Event {
         /// False when one already open for the branch was updated.
         created: bool,
         by: UserRef,
+    },
+    /// The forge said the session's pull request changed (its webhook): `action` is `opened`,
+    /// `reopened`, `closed` (without merging), `merged` or `synchronized` (new commits on its
+    /// branch); `actor` is the forge login of who did it. A merge may arrive before kiln
+    /// recorded the PR: this event alone says it. (Version 5.)
+    PullRequestChanged {
+        forge: String,
+        number: u64,
+        url: String,
+        action: String,
+        /// `open` or `closed`.
+        state: String,
+        merged: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        merged_at_ms: Option<i64>,
+        head_sha: String,
+        actor: String,
+    },
+    /// A review was submitted on the session's pull request: `verdict` is `approved`,
+    /// `changes_requested` or `commented`; `reviewer` a forge login. (Version 5.)
+    PullRequestReviewed {
+        forge: String,
+        number: u64,
+        verdict: String,
+        reviewer: String,
+    },
+    /// New commits reached the session's pull request after its first review: revision
+    /// `revision` (1 for the first push after a review). (Version 5.)
+    PullRequestRevised {
+        forge: String,
+        number: u64,
+        revision: u32,
+        head_sha: String,
     },
     /// Something went wrong; `message` says what and what to do, `kind` lets a client act on
     /// it without reading the message (events of version 1 have none: `other`).

@@ -66,3 +66,13 @@ pub struct NoForgeAccount {
     pub error: String,
     pub compare_url: String,
 }
+
+/// What became of a webhook delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookReceipt {
+    /// `handled`, `duplicate` (this delivery id was handled before: nothing done again) or
+    /// `ignored` (nothing for kiln to do).
+    pub status: String,
+    /// What was done, or why nothing was, in words.
+    pub detail: String,
+}

@@ -18,7 +18,9 @@ pub use event::{
     DeliveryMode, EVENT_VERSION, Ephemeral, ErrorKind, Event, EventEnvelope, FileChangeKind,
     PromptOutcome, PromptStatus, SandboxState, ToolOutcome, ToolStream, Usage, UserRef,
 };
-pub use forge::{GitHubAccount, NoForgeAccount, OpenPullRequest, PR_TITLE_CHARS, PullRequest};
+pub use forge::{
+    GitHubAccount, NoForgeAccount, OpenPullRequest, PR_TITLE_CHARS, PullRequest, WebhookReceipt,
+};
 pub use limits::*;
 pub use people::*;
 pub use rest::*;

@@ -10,6 +10,7 @@ pub(crate) mod secrets;
 pub(crate) mod sessions;
 pub(crate) mod status;
 pub(crate) mod users;
+pub(crate) mod webhook;
 pub(crate) mod ws;
 
 use utoipa::OpenApi;
@@ -35,6 +36,7 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         github::start,
         github::unlink,
         github::open_pr,
+        webhook::webhook,
         users::create_user,
         users::list_users,
         users::create_token,
