@@ -45,11 +45,20 @@ impl Caller {
         state: &AppState,
         session: &SessionId,
     ) -> Result<Role, Error> {
-        state
+        let role = state
             .store
             .role_of(session, &self.0.id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("session {session}")))
+            .ok_or_else(|| Error::NotFound(format!("session {session}")))?;
+        // Access follows the forge: a session on a repo it hides from the caller is a stranger's.
+        if state.engine.forge().is_ok() && !self.0.admin {
+            let repo = state.store.session_row(session).await?.repo;
+            let repo = state.store.repo(&repo).await?;
+            if !crate::routes::access::forge_shows(state, self, &repo).await? {
+                return Err(Error::NotFound(format!("session {session}")));
+            }
+        }
+        Ok(role)
     }
 }
 

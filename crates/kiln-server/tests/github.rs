@@ -360,18 +360,20 @@ async fn the_user_token_is_refreshed_before_it_expires() {
     let (_, alice) = app.user("alice").await;
     link(&app, &fake, &alice, "alice-gh").await;
     let session = session_on_hw(&app, &alice, "Refresh me").await;
+    // (Starting the session asked GitHub whether alice may read the repo: a refresh too.)
+    let before = fake.requests().len();
 
     let (status, pr) = app
         .post(&alice, &format!("/api/sessions/{session}/pr"), json!({}))
         .await;
     assert_eq!(status, 200, "{pr}");
-    let requests = fake.requests();
+    let requests = fake.requests().split_off(before);
     let exchanges: Vec<_> = requests
         .iter()
         .filter(|r| r.path == "/login/oauth/access_token")
         .collect();
-    assert_eq!(exchanges.len(), 2, "the code, then a refresh: {requests:?}");
-    assert_eq!(exchanges[1].body["grant_type"], "refresh_token");
+    assert_eq!(exchanges.len(), 1, "one refresh for the PR: {requests:?}");
+    assert_eq!(exchanges[0].body["grant_type"], "refresh_token");
     let position =
         |f: &dyn Fn(&kiln_testkit::GitHubRequest) -> bool| requests.iter().position(f).unwrap();
     let refreshed = position(&|r| r.body["grant_type"] == "refresh_token");
@@ -610,6 +612,42 @@ async fn webhooks_are_verified_deduplicated_and_recorded() {
     let elsewhere = webhooks::pull_request_event("opened", "octo/other", 8, &head, false);
     let (_, body) = deliver(&app, "pull_request", "d-13", &elsewhere, secret).await;
     assert_eq!(body["status"], "ignored", "{body}");
+
+    // A push to the default branch starts the image build at once; other branches do not.
+    let (_, body) = deliver(
+        &app,
+        "push",
+        "d-15",
+        &webhooks::push_event("octo/hw", "feature/x", "abc"),
+        secret,
+    )
+    .await;
+    assert_eq!(body["status"], "ignored", "{body}");
+    let (_, body) = deliver(
+        &app,
+        "push",
+        "d-16",
+        &webhooks::push_event("octo/hw", "main", "abc"),
+        secret,
+    )
+    .await;
+    assert_eq!(body["status"], "handled", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("hw"), "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, images) = app.get(&app.admin_token, "/api/repos/hw/images").await;
+        if !images.as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no image build was recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let added = webhooks::installation_repositories_event(&["octo/hw"]);
+    let (_, body) = deliver(&app, "installation_repositories", "d-17", &added, secret).await;
+    assert_eq!(body["status"], "handled", "{body}");
 
     // GitHub's form-encoded content type is read too.
     let payload = serde_json::to_string(&webhooks::pull_request_event(
@@ -852,4 +890,57 @@ async fn work_asked_for_on_github_ends_in_a_pull_request_and_answers_reviews() {
         prompts[1].starts_with("rename FIX.md to FIXED.md") && prompts[1].contains("README.md:3"),
         "{prompts:?}"
     );
+}
+
+#[tokio::test]
+async fn access_follows_github_for_linked_users() {
+    let fake = FakeGitHub::start().await;
+    fake.add_user("alice-gh");
+    fake.add_user("carol-gh");
+    fake.add_repo("octo/hw", 7, &[("alice-gh", "write")]);
+    let app = start(&fake).await;
+    let (_, alice) = app.user("alice").await;
+    let (_, carol) = app.user("carol").await;
+    link(&app, &fake, &alice, "alice-gh").await;
+    let listed = |v: &Value| v.as_array().unwrap().iter().any(|r| r["name"] == "hw");
+
+    // Before carol links GitHub, kiln's own rules decide: she sees hw and starts a session.
+    let (_, repos) = app.get(&carol, "/api/repos").await;
+    assert!(listed(&repos), "{repos}");
+    let carols = session_on_hw(&app, &carol, "Before linking").await;
+
+    // Linked, GitHub hides octo/hw from her: the repo, its sessions (even her own) and new
+    // sessions on it are gone for her, with the same 404 as for things that do not exist.
+    link(&app, &fake, &carol, "carol-gh").await;
+    let (_, repos) = app.get(&carol, "/api/repos").await;
+    assert!(!listed(&repos), "{repos}");
+    let (status, _) = app.get(&carol, "/api/repos/hw").await;
+    assert_eq!(status, 404);
+    let (status, body) = app
+        .post(
+            &carol,
+            "/api/sessions",
+            json!({"repo": "hw", "prompt": "x"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = app.get(&carol, &format!("/api/sessions/{carols}")).await;
+    assert_eq!(status, 404);
+    let (_, sessions) = app.get(&carol, "/api/sessions").await;
+    assert!(!sessions.to_string().contains(&carols), "{sessions}");
+
+    // Alice, who may write there, sees it all; the answer is asked once and cached.
+    let asked = || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.path == "/repos/octo/hw" && r.method == "GET")
+            .count()
+    };
+    let before = asked();
+    let (_, repos) = app.get(&alice, "/api/repos").await;
+    assert!(listed(&repos), "{repos}");
+    let alices = session_on_hw(&app, &alice, "Mine").await;
+    let (status, _) = app.get(&alice, &format!("/api/sessions/{alices}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(asked() - before, 1, "one permission check, then the cache");
 }

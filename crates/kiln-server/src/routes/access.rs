@@ -13,11 +13,37 @@ use kiln_protocol::api::{Repo, RepoAccess, SetRepoAccess};
 /// `NotFound` either way.
 pub(crate) async fn require_repo(state: &AppState, caller: &Caller, repo: &str) -> Result<Repo> {
     let found = state.store.repo(repo).await?;
-    if state.store.may_use_repo(repo, &caller.0).await? {
+    if state.store.may_use_repo(repo, &caller.0).await?
+        && forge_shows(state, caller, &found).await?
+    {
         Ok(found)
     } else {
         Err(Error::NotFound(format!("repo {repo:?}")))
     }
+}
+
+/// Access follows the forge: whether it lets the caller (linked to a forge account) read
+/// `repo`. Admins, who run kiln itself, and callers the forge has no say about see it.
+pub(crate) async fn forge_shows(state: &AppState, caller: &Caller, repo: &Repo) -> Result<bool> {
+    if caller.0.admin {
+        return Ok(true);
+    }
+    Ok(state.engine.forge_allows_read(&caller.0.id, repo).await?)
+}
+
+/// The names of the repos the forge hides from the caller, of those in `repos`.
+pub(crate) async fn forge_hidden(
+    state: &AppState,
+    caller: &Caller,
+    repos: &[Repo],
+) -> Result<std::collections::HashSet<String>> {
+    let mut hidden = std::collections::HashSet::new();
+    for repo in repos {
+        if !forge_shows(state, caller, repo).await? {
+            hidden.insert(repo.name.clone());
+        }
+    }
+    Ok(hidden)
 }
 
 #[utoipa::path(get, path = "/api/repos/{name}/access", tag = "repos",

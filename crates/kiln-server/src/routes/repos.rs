@@ -97,10 +97,11 @@ pub(crate) async fn list_repos(
 ) -> Result<Json<Vec<Repo>>> {
     let closed = state.store.repos_closed_to(&caller.0).await?;
     let repos = state.store.list_repos().await?;
+    let hidden = crate::routes::access::forge_hidden(&state, &caller, &repos).await?;
     Ok(Json(
         repos
             .into_iter()
-            .filter(|repo| !closed.contains(&repo.name))
+            .filter(|repo| !closed.contains(&repo.name) && !hidden.contains(&repo.name))
             .map(|r| shown(r, &caller))
             .collect(),
     ))

@@ -82,8 +82,17 @@ pub(crate) async fn list_sessions(
         .store
         .sessions_page(&caller.0.id, filter, query.after.as_ref(), limit)
         .await?;
+    // Sessions on repos the forge hides from the caller are left out (a page may come short).
+    let mut repos: Vec<kiln_protocol::api::Repo> = Vec::new();
+    for (row, _) in &rows {
+        if !repos.iter().any(|r| r.name == row.repo) {
+            repos.push(state.store.repo(&row.repo).await?);
+        }
+    }
+    let hidden = crate::routes::access::forge_hidden(&state, &caller, &repos).await?;
     Ok(Json(
         rows.iter()
+            .filter(|(row, _)| !hidden.contains(&row.repo))
             .map(|(row, role)| state.engine.summary(row, *role))
             .collect(),
     ))

@@ -101,16 +101,12 @@ pub(crate) async fn user_ws(
         .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| user_pump(socket, state.engine, caller, state.closing))
+        .on_upgrade(move |socket| user_pump(socket, state, caller))
 }
 
 /// The user socket: warm-up while typing for sessions that do not exist yet.
-async fn user_pump(
-    socket: WebSocket,
-    engine: kiln_engine::Engine,
-    caller: Caller,
-    closing: CancellationToken,
-) {
+async fn user_pump(socket: WebSocket, state: AppState, caller: Caller) {
+    let (engine, closing) = (state.engine.clone(), state.closing.clone());
     let user = caller.user_ref();
     let (mut tx, mut rx) = socket.split();
     let hello = UserServerFrame::Hello {
@@ -126,11 +122,10 @@ async fn user_pump(
             incoming = rx.next() => match incoming {
                 Some(Ok(Message::Text(text))) => match UserClientFrame::decode(text.as_str()) {
                     Ok(UserClientFrame::Typing { repo }) => {
-                        let allowed = engine.store().may_use_repo(&repo, &caller.0).await;
-                        let reserved = match allowed {
-                            Ok(true) => engine.reserve_sandbox(&user, &repo).await,
-                            Ok(false) => Err(kiln_engine::Error::NotFound(format!("repo {repo:?}"))),
-                            Err(e) => Err(e.into()),
+                        // The same check and the same 404 as the repo routes.
+                        let reserved = match crate::routes::access::require_repo(&state, &caller, &repo).await {
+                            Ok(_) => engine.reserve_sandbox(&user, &repo).await.map_err(crate::error::Error::from),
+                            Err(e) => Err(e),
                         };
                         match reserved {
                             Ok(reserved) => UserServerFrame::Warm { repo, reserved },
