@@ -44,10 +44,9 @@ impl Intake {
         if user.is_none() {
             let text = format!(
                 "Hi @{login}, kiln works only for people whose {forge} account is linked to a \
-                 kiln user, and yours is not yet. Sign in to kiln and link it ({link}), then \
-                 ask again. Nothing was started.",
+                 kiln user, and yours is not yet. Sign in to kiln and link it \
+                 ({base}/api/auth/github/start), then ask again. Nothing was started.",
                 forge = forge.name(),
-                link = format!("{base}/api/auth/github/start")
             );
             reply(forge, repo, thread, &text).await;
         }

@@ -18,19 +18,24 @@ pub const ACCESS_TTL: Duration = Duration::from_secs(60);
 /// The most answers kept; past it the oldest half is dropped.
 const MAX_ENTRIES: usize = 10_000;
 
-/// Recent answers, by user and forge repository (`owner/name`).
+/// A user and a forge repository (`owner/name`).
+type AccessKey = (UserId, String);
+/// The forge's answer (none: it has no say) and when it was given.
+type Answer = (Option<Permission>, Instant);
+
+/// Recent answers, by user and forge repository.
 #[derive(Debug, Default)]
-pub(crate) struct AccessCache(Mutex<HashMap<(UserId, String), (Option<Permission>, Instant)>>);
+pub(crate) struct AccessCache(Mutex<HashMap<AccessKey, Answer>>);
 
 impl AccessCache {
-    fn get(&self, key: &(UserId, String)) -> Option<Option<Permission>> {
+    fn get(&self, key: &AccessKey) -> Option<Option<Permission>> {
         let map = self.0.lock().expect("access cache");
         map.get(key)
             .filter(|(_, at)| at.elapsed() < ACCESS_TTL)
             .map(|(p, _)| *p)
     }
 
-    fn put(&self, key: (UserId, String), permission: Option<Permission>) {
+    fn put(&self, key: AccessKey, permission: Option<Permission>) {
         let mut map = self.0.lock().expect("access cache");
         if map.len() >= MAX_ENTRIES {
             map.retain(|_, (_, at)| at.elapsed() < ACCESS_TTL);
