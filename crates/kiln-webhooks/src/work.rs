@@ -237,17 +237,31 @@ pub(crate) async fn follow_up(
     };
     let row = engine.store().session_row(&session).await?;
     let kiln_repo = engine.store().repo(&row.repo).await?;
-    if let Err(Error::Forbidden(why)) = engine.check_forge_write(&user.id, &kiln_repo).await {
-        reply(
-            forge,
-            repo,
-            thread,
-            &format!("Hi @{login}, {why}. Nothing was changed."),
-        )
-        .await;
+    // kiln's own repo access first (a members-only repo stays so), then GitHub's word; a
+    // GitHub that cannot be asked is an error, not a yes.
+    if !engine.store().may_use_repo(&kiln_repo.name, &user).await? {
+        let text =
+            format!("Hi @{login}, your kiln user may not work on {repo}. Nothing was changed.");
+        reply(forge, repo, thread, &text).await;
         return Ok(Outcome::Handled(format!(
-            "{login} may not write to {repo}; replied"
+            "{login} may not use {repo}; replied"
         )));
+    }
+    match engine.check_forge_write(&user.id, &kiln_repo).await {
+        Ok(()) => {}
+        Err(Error::Forbidden(why)) => {
+            reply(
+                forge,
+                repo,
+                thread,
+                &format!("Hi @{login}, {why}. Nothing was changed."),
+            )
+            .await;
+            return Ok(Outcome::Handled(format!(
+                "{login} may not write to {repo}; replied"
+            )));
+        }
+        Err(e) => return Err(e),
     }
     let by = user_ref(&user);
     let role = engine.ensure_collaborator(&session, &by).await?;
@@ -270,7 +284,20 @@ pub(crate) async fn follow_up(
     if let Some(context) = context {
         text.push_str(&format!("\n\n(A review comment on {context})"));
     }
-    let accepted = engine.send_prompt(&session, &by, &text).await?;
+    let accepted = match engine.send_prompt(&session, &by, &text).await {
+        Ok(a) => a,
+        Err(e @ (Error::LimitReached(_) | Error::Invalid(_))) => {
+            reply(
+                forge,
+                repo,
+                thread,
+                &format!("Hi @{login}, kiln could not take this: {e}"),
+            )
+            .await;
+            return Ok(Outcome::Handled(format!("not taken: {e}")));
+        }
+        Err(e) => return Err(e),
+    };
     let link = format!("{base}/sessions/{session}");
     let (intake2, forge2, repo2, thread2) =
         (intake.clone(), forge.clone(), repo.clone(), thread.clone());
