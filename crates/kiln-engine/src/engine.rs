@@ -380,6 +380,7 @@ impl Engine {
             },
             role: role.into(),
             archived: row.archived,
+            pull_request: row.pull_request.clone(),
         }
     }
 

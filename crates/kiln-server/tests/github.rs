@@ -594,6 +594,14 @@ async fn webhooks_are_verified_deduplicated_and_recorded() {
         ]
     );
 
+    // Listings show the PR as GitHub last said.
+    let (_, summary) = app.get(&alice, &format!("/api/sessions/{session}")).await;
+    assert_eq!(
+        summary["pull_request"]["state"], "merged",
+        "{summary}"
+    );
+    assert_eq!(summary["pull_request"]["number"], 5, "{summary}");
+
     // A merge that arrives before kiln recorded any PR of the session: recorded all the same.
     let other = session_on_hw(&app, &alice, "Another change").await;
     let other_id: kiln_core::SessionId = other.parse().unwrap();

@@ -217,19 +217,26 @@ impl Store {
         .await
     }
 
-    /// Remembers that change request `number` of `forge_repo` (`owner/name`) is `session`'s.
+    /// Remembers that change request `number` of `forge_repo` (`owner/name`) is `session`'s,
+    /// with its page and state (`open`, `closed` or `merged`) as last heard.
     pub async fn set_forge_change(
         &self,
         forge_repo: &str,
         number: u64,
         session: &kiln_core::SessionId,
+        url: &str,
+        state: &str,
     ) -> Result<()> {
         let (forge_repo, session) = (forge_repo.to_string(), session.as_str().to_string());
+        let (url, state) = (url.to_string(), state.to_string());
         self.control(move |conn| {
             conn.execute(
-                "INSERT INTO forge_changes (forge_repo, number, session_id) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (forge_repo, number) DO UPDATE SET session_id = excluded.session_id",
-                params![forge_repo, number as i64, session],
+                "INSERT INTO forge_changes (forge_repo, number, session_id, url, state, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (forge_repo, number) DO UPDATE SET session_id = excluded.session_id,
+                     url = excluded.url, state = excluded.state,
+                     updated_at_ms = excluded.updated_at_ms",
+                params![forge_repo, number as i64, session, url, state, now_ms()],
             )?;
             Ok(())
         })

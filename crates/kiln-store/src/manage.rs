@@ -7,7 +7,8 @@
 use crate::db::{now_ms, parse_col, secret_hash};
 use crate::error::{Error, Result};
 use crate::sessions::{
-    SESSION_COLUMNS, SESSION_FROM, SessionRow, require_session, session_row, upsert_role,
+    SESSION_COLUMNS, SESSION_FROM, SESSION_WIDTH, SessionRow, require_session, session_row,
+    upsert_role,
 };
 use crate::store::Store;
 use kiln_core::{Role, SessionId, ShareId, UserId, random_hex};
@@ -120,9 +121,9 @@ impl Store {
                     filter.archived
                 ],
                 |row| {
-                    let role: Option<String> = row.get(8)?;
+                    let role: Option<String> = row.get(SESSION_WIDTH)?;
                     let role = match role {
-                        Some(_) => Some(parse_col(row, 8, Role::parse)?),
+                        Some(_) => Some(parse_col(row, SESSION_WIDTH, Role::parse)?),
                         None => None,
                     };
                     Ok((session_row(row)?, role))

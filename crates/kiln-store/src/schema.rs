@@ -265,13 +265,17 @@ pub(crate) const CONTROL: &[Migration] = &[
         CREATE INDEX forge_deliveries_at ON forge_deliveries (at_ms);
 
         -- A session's change request on its forge (`owner/name`, number), so a comment on it
-        -- finds the session.
+        -- finds the session, and its latest state and page, for session listings.
         CREATE TABLE forge_changes (
             forge_repo TEXT NOT NULL COLLATE NOCASE,
             number INTEGER NOT NULL,
             session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            url TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('open', 'closed', 'merged')),
+            updated_at_ms INTEGER NOT NULL,
             PRIMARY KEY (forge_repo, number)
         ) STRICT, WITHOUT ROWID;
+        CREATE INDEX forge_changes_session ON forge_changes (session_id, updated_at_ms);
     ",
     },
 ];

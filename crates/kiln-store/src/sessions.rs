@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::log::SessionLog;
 use crate::store::Store;
 use kiln_core::{Role, SessionId, UserId};
-use kiln_protocol::api::{Participant, UserRef};
+use kiln_protocol::api::{Participant, SessionPullRequest, UserRef};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// What redeeming a share link did.
@@ -34,11 +34,18 @@ pub struct SessionRow {
     pub closed: bool,
     /// Archived by an owner: left out of default listings.
     pub archived: bool,
+    /// Its latest change request on the forge, as last heard.
+    pub pull_request: Option<SessionPullRequest>,
 }
 
 /// What `session_row` reads, columns 0..=7; queries may select more after them.
 pub(crate) const SESSION_COLUMNS: &str =
-    "s.id, s.repo, s.title, s.created_by, u.name, s.created_at_ms, s.closed, s.archived_at_ms";
+    "s.id, s.repo, s.title, s.created_by, u.name, s.created_at_ms, s.closed, s.archived_at_ms,
+     (SELECT json_object('number', f.number, 'url', f.url, 'state', f.state)
+        FROM forge_changes f WHERE f.session_id = s.id
+        ORDER BY f.updated_at_ms DESC, f.number DESC LIMIT 1)";
+/// The number of columns [`SESSION_COLUMNS`] selects; queries' own columns come after.
+pub(crate) const SESSION_WIDTH: usize = 9;
 pub(crate) const SESSION_FROM: &str = "FROM sessions s JOIN users u ON u.id = s.created_by";
 
 pub(crate) fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
@@ -53,6 +60,16 @@ pub(crate) fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRo
         created_at_ms: row.get(5)?,
         closed: row.get(6)?,
         archived: row.get::<_, Option<i64>>(7)?.is_some(),
+        pull_request: match row.get::<_, Option<String>>(8)? {
+            Some(json) => Some(serde_json::from_str(&json).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    8,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?),
+            None => None,
+        },
     })
 }
 
@@ -191,7 +208,10 @@ impl Store {
             );
             let mut stmt = conn.prepare(&sql)?;
             let rows = stmt.query_map([user.as_str()], |row| {
-                Ok((session_row(row)?, parse_col(row, 8, Role::parse)?))
+                Ok((
+                    session_row(row)?,
+                    parse_col(row, SESSION_WIDTH, Role::parse)?,
+                ))
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })

@@ -293,7 +293,13 @@ impl Engine {
         actor.log.append(event).await?;
         self.inner
             .store
-            .set_forge_change(&repo_ref.full_name(), c.number, session)
+            .set_forge_change(
+                &repo_ref.full_name(),
+                c.number,
+                session,
+                &c.url,
+                if c.merged { "merged" } else { &c.state },
+            )
             .await?;
         Ok(PullRequest {
             forge: forge.kind().to_string(),

@@ -115,11 +115,22 @@ impl Engine {
                 merged_at_ms,
                 actor: who,
             } => {
+                let closed = matches!(action, ChangeAction::Closed | ChangeAction::Merged);
+                let state = match action {
+                    ChangeAction::Merged => "merged",
+                    ChangeAction::Closed => "closed",
+                    _ => "open",
+                };
                 self.inner
                     .store
-                    .set_forge_change(&repo.full_name(), change.number, session)
+                    .set_forge_change(
+                        &repo.full_name(),
+                        change.number,
+                        session,
+                        &change.url,
+                        state,
+                    )
                     .await?;
-                let closed = matches!(action, ChangeAction::Closed | ChangeAction::Merged);
                 actor
                     .log
                     .append(Event::PullRequestChanged {

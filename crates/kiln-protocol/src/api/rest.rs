@@ -173,6 +173,18 @@ pub struct SessionSummary {
     /// Archived by an owner: left out of the default listing (`?archived=true` lists it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub archived: bool,
+    /// The session's pull request, once it has one, as its forge last said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<SessionPullRequest>,
+}
+
+/// A session's pull request in listings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionPullRequest {
+    pub number: u64,
+    pub url: String,
+    /// `open`, `closed` (without merging) or `merged`.
+    pub state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
