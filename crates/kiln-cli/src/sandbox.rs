@@ -107,7 +107,7 @@ pub(crate) async fn run(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
             // Held while it runs, so a kiln up started meanwhile cannot hand out a sandbox that
             // is being destroyed.
             let _lock = if all {
-                Some(crate::up::lock_data_dir(&data.data_dir).map_err(|_| {
+                Some(lock_soon(&data.data_dir).await.map_err(|_| {
                     anyhow::anyhow!(
                         "kiln up is running on {}: stop it first (Ctrl-C, or SIGTERM to its \
                          process), then run this again",
@@ -252,6 +252,19 @@ async fn stream(sandbox: &kiln_sandbox::Sandbox, request: ExecRequest) -> anyhow
                 // The sandbox may have closed its stdin already; that is not our error.
                 let _ = exec.write_stdin(bytes::Bytes::copy_from_slice(&buf[..n]), n == 0).await;
             }
+        }
+    }
+}
+
+/// The data dir's lock, waiting a moment for it: a kiln that was just killed may leave it to a
+/// child in the middle of starting a program (fork, then exec closes it) for a few ms.
+async fn lock_soon(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match crate::up::lock_data_dir(data_dir) {
+            Ok(lock) => return Ok(lock),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
     }
 }

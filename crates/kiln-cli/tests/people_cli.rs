@@ -440,3 +440,35 @@ async fn repo_secrets_are_set_from_stdin_listed_and_removed() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_end_quietly_when_their_reader_is_gone() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+    for args in [
+        &["user", "ls"][..],
+        &["repo", "ls"],
+        &["session", "ls"],
+        &["token", "ls"],
+        &["status"],
+    ] {
+        // `kiln user ls | true`: the reader is gone before the first line is written.
+        let mut child = server
+            .kiln(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+            .await
+            .expect("the command ends")
+            .unwrap();
+        let mut stderr = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+            .await
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

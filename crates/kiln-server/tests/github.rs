@@ -596,10 +596,7 @@ async fn webhooks_are_verified_deduplicated_and_recorded() {
 
     // Listings show the PR as GitHub last said.
     let (_, summary) = app.get(&alice, &format!("/api/sessions/{session}")).await;
-    assert_eq!(
-        summary["pull_request"]["state"], "merged",
-        "{summary}"
-    );
+    assert_eq!(summary["pull_request"]["state"], "merged", "{summary}");
     assert_eq!(summary["pull_request"]["number"], 5, "{summary}");
 
     // A merge that arrives before kiln recorded any PR of the session: recorded all the same.

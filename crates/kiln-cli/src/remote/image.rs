@@ -107,7 +107,7 @@ pub(crate) async fn run(client: &Client, command: ImageCommand) -> Result<ExitCo
         ImageCommand::Ls { repo, json } => {
             let images = client.images(&repo).await?;
             if json {
-                println!("{}", serde_json::to_string(&images)?);
+                out!("{}", serde_json::to_string(&images)?)?;
             } else {
                 let mut rows = vec![row(["ID", "STATUS", "COMMIT", "SETUP", "SECONDS", "ERROR"])];
                 rows.extend(images.iter().map(|i| {
@@ -120,16 +120,16 @@ pub(crate) async fn run(client: &Client, command: ImageCommand) -> Result<ExitCo
                         i.error.as_deref().unwrap_or(""),
                     ])
                 }));
-                print!("{}", table(&rows));
+                out_text!("{}", table(&rows))?;
             }
             Ok(ExitCode::SUCCESS)
         }
         ImageCommand::Gc { json } => {
             let report = client.collect_garbage().await?;
             if json {
-                println!("{}", serde_json::to_string(&report)?);
+                out!("{}", serde_json::to_string(&report)?)?;
             } else {
-                println!("{}", gc_summary(&report));
+                out!("{}", gc_summary(&report))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -227,7 +227,7 @@ async fn build(client: &Client, repo: &str, no_wait: bool, json: bool) -> Result
         e => e.into(),
     })?;
     if json {
-        println!("{}", serde_json::to_string(&image)?);
+        out!("{}", serde_json::to_string(&image)?)?;
     } else {
         eprintln!(
             "image {} of {repo} at {}: {} in {:.1}s{}",

@@ -6,6 +6,23 @@
 //! configuration mistakes (clap uses 2 too), 3 when the server cannot be reached or refuses the
 //! token, and 130 when the user detached with Ctrl-C.
 
+/// `println!` that returns the write's error instead of panicking on it: when the reader went
+/// away (`kiln session ls | head -1`) the command ends quietly ([`closed_pipe`]).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` as [`out!`] is `println!`.
+macro_rules! out_text {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod config;
 mod follow;
 mod image;
@@ -168,10 +185,12 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                     check: !no_check,
                 };
                 let repo = client.create_repo(&body).await?;
-                println!(
+                out!(
                     "added repo {} ({}, default branch {})",
-                    repo.name, repo.url, repo.default_branch
-                );
+                    repo.name,
+                    repo.url,
+                    repo.default_branch
+                )?;
             }
             RepoCommand::Rm { name, force } => {
                 client.delete_repo(&name, force).await?;
@@ -180,7 +199,7 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
             RepoCommand::Ls { json } => {
                 let repos = client.repos().await?;
                 if json {
-                    println!("{}", serde_json::to_string(&repos)?);
+                    out!("{}", serde_json::to_string(&repos)?)?;
                 } else {
                     let mut rows = vec![row(["NAME", "DEFAULT BRANCH", "URL", "DESCRIPTION"])];
                     rows.extend(
@@ -188,7 +207,7 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                             .iter()
                             .map(|r| row([&r.name, &r.default_branch, &r.url, &r.description])),
                     );
-                    print!("{}", table(&rows));
+                    out_text!("{}", table(&rows))?;
                 }
             }
             RepoCommand::Env { name, set, clear } => {
@@ -208,7 +227,7 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                     None => client.repo(&name).await?,
                 };
                 match repo.environment {
-                    Some(text) => print!("{text}"),
+                    Some(text) => out_text!("{text}")?,
                     None => eprintln!(
                         "{}: no environment set through the API (only admins see one); builds \
                          read .kiln/environment.toml",
@@ -240,16 +259,16 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                     AccessMode::Everyone => "every user",
                     AccessMode::Members => "its members and admins only",
                 };
-                println!("{name}: sessions may be started by {who}");
+                out!("{name}: sessions may be started by {who}")?;
                 let names: Vec<&str> = access.members.iter().map(|m| m.name.as_str()).collect();
-                println!(
+                out!(
                     "members: {}",
                     if names.is_empty() {
                         "(none)".to_string()
                     } else {
                         names.join(", ")
                     }
-                );
+                )?;
             }
             RepoCommand::Secret { command } => return secrets::run(&client, command).await,
         }
@@ -296,7 +315,7 @@ pub(crate) async fn login_link(args: LoginLinkArgs) -> ExitCode {
     report(async {
         let client = connect(&args.server)?;
         let link = client.create_login_link().await?;
-        println!("{}", link.url);
+        out!("{}", link.url)?;
         if std::io::stderr().is_terminal() {
             eprintln!("open it in a browser within 10 minutes; it works once");
         }

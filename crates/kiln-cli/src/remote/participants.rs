@@ -14,7 +14,7 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
         SessionCommand::Shares { id, json } => {
             let shares = client.shares(&id).await?;
             if json {
-                println!("{}", serde_json::to_string(&shares)?);
+                out!("{}", serde_json::to_string(&shares)?)?;
             } else {
                 let now = now_ms();
                 let mut rows = vec![row(["ID", "ROLE", "BY", "CREATED", "EXPIRES", "USES"])];
@@ -31,7 +31,7 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
                         if s.single_use { "once" } else { "many" },
                     ])
                 }));
-                print!("{}", table(&rows));
+                out_text!("{}", table(&rows))?;
             }
         }
         SessionCommand::Unshare { id, share } => {

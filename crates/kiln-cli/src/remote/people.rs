@@ -111,9 +111,9 @@ pub(crate) async fn user(client: &Client, command: UserCommand) -> Result<ExitCo
                 .await?;
             if json {
                 let out = serde_json::json!({"user": user, "token": token});
-                println!("{out}");
+                out!("{out}")?;
             } else {
-                println!("{}", token.token);
+                out!("{}", token.token)?;
                 eprintln!(
                     "added {} ({}){}; the line above is their API token, shown this once: give \
                      it to them for KILN_TOKEN",
@@ -126,9 +126,9 @@ pub(crate) async fn user(client: &Client, command: UserCommand) -> Result<ExitCo
         UserCommand::Ls { json } => {
             let users = client.users().await?;
             if json {
-                println!("{}", serde_json::to_string(&users)?);
+                out!("{}", serde_json::to_string(&users)?)?;
             } else {
-                print!("{}", users_table(&users, super::session::now_ms()));
+                out_text!("{}", users_table(&users, super::session::now_ms()))?;
             }
         }
         UserCommand::Set {
@@ -146,7 +146,7 @@ pub(crate) async fn user(client: &Client, command: UserCommand) -> Result<ExitCo
             body.validate()?;
             let id = resolve_user(client, &user).await?;
             let user = client.update_user(&id, &body).await?;
-            println!("{}: commits as {}", user.name, identity(&user));
+            out!("{}: commits as {}", user.name, identity(&user))?;
         }
         UserCommand::Rm { user } => {
             let id = resolve_user(client, &user).await?;
@@ -180,9 +180,9 @@ pub(crate) async fn token(client: &Client, command: TokenCommand) -> Result<Exit
             body.validate()?;
             let created = client.create_token(&body).await?;
             if json {
-                println!("{}", serde_json::to_string(&created)?);
+                out!("{}", serde_json::to_string(&created)?)?;
             } else {
-                println!("{}", created.token);
+                out!("{}", created.token)?;
                 let until = match created.info.expires_at_ms {
                     Some(_) => format!(" for {} days", expires_in_days.unwrap_or_default()),
                     None => String::new(),
@@ -196,7 +196,7 @@ pub(crate) async fn token(client: &Client, command: TokenCommand) -> Result<Exit
         TokenCommand::Ls { json } => {
             let tokens = client.tokens().await?;
             if json {
-                println!("{}", serde_json::to_string(&tokens)?);
+                out!("{}", serde_json::to_string(&tokens)?)?;
             } else {
                 let now = super::session::now_ms();
                 let mut rows = vec![row(["ID", "NAME", "CREATED", "LAST USED", "EXPIRES"])];
@@ -211,7 +211,7 @@ pub(crate) async fn token(client: &Client, command: TokenCommand) -> Result<Exit
                         &expires,
                     ])
                 }));
-                print!("{}", table(&rows));
+                out_text!("{}", table(&rows))?;
             }
         }
         TokenCommand::Revoke { id } => {

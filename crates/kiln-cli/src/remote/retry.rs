@@ -36,7 +36,7 @@ pub(crate) async fn run(
     };
     let accepted = client.retry_prompt(id, &prompt).await?;
     if json {
-        println!("{}", serde_json::to_string(&accepted)?);
+        out!("{}", serde_json::to_string(&accepted)?)?;
     } else {
         eprintln!(
             "sent {prompt} again as prompt {}; follow it with: kiln session attach {id}",

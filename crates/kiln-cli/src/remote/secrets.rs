@@ -93,7 +93,7 @@ pub(crate) async fn run(client: &Client, command: SecretCommand) -> Result<ExitC
         SecretCommand::Ls { repo, json } => {
             let secrets = client.secrets(&repo).await?;
             if json {
-                println!("{}", serde_json::to_string(&secrets)?);
+                out!("{}", serde_json::to_string(&secrets)?)?;
             } else {
                 let now = now_ms();
                 let mut rows = vec![row(["NAME", "SESSIONS", "UPDATED", "BY"])];
@@ -105,7 +105,7 @@ pub(crate) async fn run(client: &Client, command: SecretCommand) -> Result<ExitC
                         &s.updated_by.name,
                     ])
                 }));
-                print!("{}", table(&rows));
+                out_text!("{}", table(&rows))?;
             }
         }
         SecretCommand::Rm { repo, name } => {

@@ -243,9 +243,9 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
             }
             if detach {
                 if json {
-                    println!("{}", serde_json::to_string(&created)?);
+                    out!("{}", serde_json::to_string(&created)?)?;
                 } else {
-                    println!("{id}");
+                    out!("{id}")?;
                     eprintln!("started; watch it with: kiln session attach {id}");
                 }
                 return Ok(ExitCode::SUCCESS);
@@ -271,9 +271,9 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
             let accepted = client.send_prompt(&id, &text).await?;
             if !wait {
                 if json {
-                    println!("{}", serde_json::to_string(&accepted)?);
+                    out!("{}", serde_json::to_string(&accepted)?)?;
                 } else {
-                    println!("{}", accepted.prompt_id);
+                    out!("{}", accepted.prompt_id)?;
                     eprintln!(
                         "queued prompt {} (event {}); follow it with:\n  kiln session attach \
                          {id} --after-seq {}",
@@ -306,7 +306,7 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
                 "{what} pull request #{} ({} → {})",
                 pr.number, pr.head, pr.base
             );
-            println!("{}", pr.url);
+            out!("{}", pr.url)?;
             Ok(ExitCode::SUCCESS)
         }
         SessionCommand::Stop { id, clear_queue } => {
@@ -325,21 +325,21 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
         SessionCommand::Push { id, json } => {
             let pushed = client.push(&id).await?;
             if json {
-                println!("{}", serde_json::to_string(&pushed)?);
+                out!("{}", serde_json::to_string(&pushed)?)?;
             } else {
-                println!("pushed {} at {}", pushed.branch, pushed.commit);
+                out!("pushed {} at {}", pushed.branch, pushed.commit)?;
                 if let Some(url) = &pushed.compare_url {
-                    println!("compare: {url}");
+                    out!("compare: {url}")?;
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         SessionCommand::Diff { id } => {
-            print!("{}", client.changes(&id, false).await?);
+            out_text!("{}", client.changes(&id, false).await?)?;
             Ok(ExitCode::SUCCESS)
         }
         SessionCommand::Patch { id } => {
-            print!("{}", client.changes(&id, true).await?);
+            out_text!("{}", client.changes(&id, true).await?)?;
             Ok(ExitCode::SUCCESS)
         }
         SessionCommand::Ls {
@@ -350,9 +350,9 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
             let listing = kiln_client::Listing { all, archived };
             let sessions = client.sessions_with(listing).await?;
             if json {
-                println!("{}", serde_json::to_string(&sessions)?);
+                out!("{}", serde_json::to_string(&sessions)?)?;
             } else {
-                print!("{}", sessions_table(&sessions, now_ms()));
+                out_text!("{}", sessions_table(&sessions, now_ms()))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -375,9 +375,9 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
             kiln_protocol::api::Validate::validate(&body)?;
             let share = client.create_share_with(&id, &body).await?;
             if json {
-                println!("{}", serde_json::to_string(&share)?);
+                out!("{}", serde_json::to_string(&share)?)?;
             } else {
-                println!("{}", share.code);
+                out!("{}", share.code)?;
                 let hours = expires_in_hours.unwrap_or(kiln_protocol::api::SHARE_TTL_HOURS);
                 let once = if single_use { ", once" } else { "" };
                 eprintln!(
@@ -402,21 +402,21 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
         | SessionCommand::Rm { .. } => super::participants::run(client, command).await,
         SessionCommand::Join { code } => {
             let session = client.join(share_code(&code)).await?;
-            println!(
+            out!(
                 "joined {} as {}: {} ({})",
                 session.id,
                 session.role.map_or("-", Role::as_str),
                 session.title,
                 session.repo
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         SessionCommand::Show { id, json } => {
             let detail = client.session(&id).await?;
             if json {
-                println!("{}", serde_json::to_string(&detail)?);
+                out!("{}", serde_json::to_string(&detail)?)?;
             } else {
-                print!("{}", describe(&detail, now_ms()));
+                out_text!("{}", describe(&detail, now_ms()))?;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -21,9 +21,9 @@ pub(crate) async fn status(args: StatusArgs) -> ExitCode {
         let client = connect(&args.server)?;
         let status = client.status().await?;
         if args.json {
-            println!("{}", serde_json::to_string(&status)?);
+            out!("{}", serde_json::to_string(&status)?)?;
         } else {
-            print!("{}", render(&status, client.base_url()));
+            out_text!("{}", render(&status, client.base_url()))?;
         }
         Ok(match status.model.reachable {
             Some(true) => ExitCode::SUCCESS,
