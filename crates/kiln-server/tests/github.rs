@@ -3,7 +3,10 @@
 //! the browser and used once), a session's pull request opened with the asking user's own
 //! token (the fake records the Authorization header), the 422 "already exists" path, a user
 //! without a linked account told so with the compare URL, the rate limit's message, and the
-//! user token refreshed before it expires.
+//! user token refreshed before it expires. The agent's `push` and `open_pr` tools end to end:
+//! the branch pushed with the app's installation token, the PR created with the prompting
+//! user's, neither ever in the sandbox, and a push GitHub refuses told as such. (Two users'
+//! commits in one session keep their authors: push.rs.)
 
 mod common;
 
