@@ -80,7 +80,11 @@ async fn measure(args: &PrBenchArgs, root: &Path) -> anyhow::Result<PrReport> {
     let bare = kiln_testkit::bare_repo(&served.join(OWNER), NAME, &[("README.md", "bench\n")]);
     let fake = FakeGitHub::start().await;
     let user_token = fake.add_user(LOGIN);
-    fake.add_repo(&format!("{OWNER}/{NAME}"), INSTALLATION, &[(LOGIN, "write")]);
+    fake.add_repo(
+        &format!("{OWNER}/{NAME}"),
+        INSTALLATION,
+        &[(LOGIN, "write")],
+    );
     fake.serve_git(&served);
     let config = EngineConfig {
         github: Some(GitHubConfig {
@@ -189,9 +193,6 @@ async fn link(bench: &Bench, fake: &FakeGitHub) -> anyhow::Result<()> {
         .find_map(|pair| pair.strip_prefix("state="))
         .context("the sign-in URL's state")?;
     let code = fake.code_for(LOGIN);
-    bench
-        .engine
-        .github_sign_in(&code, state, &redirect)
-        .await?;
+    bench.engine.github_sign_in(&code, state, &redirect).await?;
     Ok(())
 }

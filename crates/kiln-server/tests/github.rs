@@ -908,11 +908,11 @@ async fn the_agent_pushes_with_the_apps_token_and_opens_the_pr_with_the_users() 
     let outputs = tool_outputs(&events);
     assert_eq!(outputs.len(), 3, "{outputs:?}");
     let branch = format!("kiln/{session}");
-    assert!(outputs[1].contains(&format!("Pushed {branch}")), "{outputs:?}");
     assert!(
-        outputs[2].contains("opened pull request #1"),
+        outputs[1].contains(&format!("Pushed {branch}")),
         "{outputs:?}"
     );
+    assert!(outputs[2].contains("opened pull request #1"), "{outputs:?}");
 
     // The branch on the remote: alice's commit, pushed with the app's installation token only
     // (the repo was added without any credential of its own).
@@ -934,7 +934,11 @@ async fn the_agent_pushes_with_the_apps_token_and_opens_the_pr_with_the_users() 
     let pulls = fake.pulls();
     assert_eq!(pulls.len(), 1, "{pulls:?}");
     assert_eq!(
-        (pulls[0].author.as_str(), pulls[0].head.as_str(), pulls[0].draft),
+        (
+            pulls[0].author.as_str(),
+            pulls[0].head.as_str(),
+            pulls[0].draft
+        ),
         ("alice-gh", branch.as_str(), true)
     );
     let requests = fake.requests();
@@ -957,7 +961,10 @@ async fn the_agent_pushes_with_the_apps_token_and_opens_the_pr_with_the_users() 
     tokens.sort();
     tokens.dedup();
     assert!(tokens.contains(&user_token), "{tokens:?}");
-    assert!(tokens.len() >= 2, "the installation's and alice's: {tokens:?}");
+    assert!(
+        tokens.len() >= 2,
+        "the installation's and alice's: {tokens:?}"
+    );
     let patterns: String = tokens
         .iter()
         .map(|t| {
