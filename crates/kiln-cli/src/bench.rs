@@ -22,6 +22,9 @@ pub(crate) enum BenchCommand {
     /// A finished prompt's branch pushed to the repo's remote (1 and 1,000 files), against
     /// `git push` of the same change from the host.
     Push(crate::bench_push::PushBenchArgs),
+    /// A finished prompt → its branch pushed → its pull request open on (a fake) GitHub, in
+    /// the user's name (1 and 1,000 files); the push against `git push` from the host.
+    Pr(crate::bench_pr::PrBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -60,6 +63,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Session(args) => crate::bench_session::run(args).await,
         BenchCommand::Start(args) => crate::bench_start::run(args).await,
         BenchCommand::Push(args) => crate::bench_push::run(args).await,
+        BenchCommand::Pr(args) => crate::bench_pr::run(args).await,
     }
 }
 

@@ -2,8 +2,8 @@
 //! and a 1,000-file change, against `git push` of the same change from the host. The remote is
 //! a bare repo served over smart HTTP by `git http-backend` behind basic auth on 127.0.0.1
 //! (kiln-testkit's `GitHttpServer`), so both pushes pay the same protocol and credential check.
-//! The push half of `kiln bench pr` (the PR half is the forge's). Prints readable lines, then one
-//! JSON object as the last line.
+//! `kiln bench pr` (bench_pr.rs) uses its parts for the same push to the fake GitHub, then the
+//! pull request. Prints readable lines, then one JSON object as the last line.
 
 use crate::DataDirArg;
 use crate::bench::{Stats, round2};
@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use kiln_core::SessionId;
 use kiln_testkit::{GitHttpServer, Script, Turn};
 use serde::Serialize;
-use serde_json::json;
-use std::path::Path;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
@@ -67,7 +67,7 @@ async fn measure(args: &PushBenchArgs, root: &Path) -> anyhow::Result<PushReport
         if status != 201 {
             bail!("adding the served repo failed: {body}");
         }
-        let host = host_clone(root, &server)?;
+        let host = host_clone(root, &url);
         let mut report = Vec::new();
         for files in [1usize, 1000] {
             let mut kiln = Vec::new();
@@ -104,6 +104,20 @@ async fn measure(args: &PushBenchArgs, root: &Path) -> anyhow::Result<PushReport
 /// A session whose prompt committed `files` new files; the time from its end to the branch
 /// being on the remote (`POST /api/sessions/{id}/push`).
 async fn kiln_push(bench: &Bench, files: usize, run: usize) -> anyhow::Result<Duration> {
+    let session = session_with_change(bench, "remote", files, run).await?;
+    let (took, _) = timed_post(bench, &format!("/api/sessions/{session}/push")).await?;
+    bench.archive(&session).await;
+    Ok(took)
+}
+
+/// A new session on `repo` whose prompt committed `files` new files (`change/f<i>.txt`, their
+/// text naming `run`), once that prompt has finished.
+pub(crate) async fn session_with_change(
+    bench: &Bench,
+    repo: &str,
+    files: usize,
+    run: usize,
+) -> anyhow::Result<SessionId> {
     let command = format!(
         "mkdir -p change && for i in $(seq 1 {files}); do echo \"{run} $i\" > change/f$i.txt; done \
          && git add change && git commit -qm 'change {run}'"
@@ -114,10 +128,7 @@ async fn kiln_push(bench: &Bench, files: usize, run: usize) -> anyhow::Result<Du
     )));
     bench.model.push(Script::Turn(Turn::text("done")));
     let (status, body) = bench
-        .post(
-            "/api/sessions",
-            json!({"repo": "remote", "prompt": "change"}),
-        )
+        .post("/api/sessions", json!({"repo": repo, "prompt": "change"}))
         .await?;
     if status != 201 {
         bail!("creating a session failed: {body}");
@@ -128,30 +139,30 @@ async fn kiln_push(bench: &Bench, files: usize, run: usize) -> anyhow::Result<Du
         .parse()
         .map_err(anyhow::Error::msg)?;
     bench.wait_finished(&session).await?;
+    Ok(session)
+}
+
+/// POSTs `{}` to `path`, which must answer 200: how long it took, and the answer.
+pub(crate) async fn timed_post(bench: &Bench, path: &str) -> anyhow::Result<(Duration, Value)> {
     let started = Instant::now();
-    let (status, body) = bench
-        .post(&format!("/api/sessions/{session}/push"), json!({}))
-        .await?;
+    let (status, body) = bench.post(path, json!({})).await?;
     let took = started.elapsed();
     if status != 200 {
-        bail!("the push failed: {body}");
+        bail!("POST {path} failed ({status}): {body}");
     }
-    bench.archive(&session).await;
-    Ok(took)
+    Ok((took, body))
 }
 
-/// A clone of the served repo on the host, pushing with the same credential in its url.
-fn host_clone(root: &Path, server: &GitHttpServer) -> anyhow::Result<std::path::PathBuf> {
-    let url = server
-        .url("app")
-        .replace("http://", &format!("http://{USER}:{PASSWORD}@"));
+/// A clone on the host of the repository at `url` (credentials in it), in `root/host-clone`.
+pub(crate) fn host_clone(root: &Path, url: &str) -> PathBuf {
     let dir = root.join("host-clone");
-    kiln_testkit::git(root, &["clone", "-q", &url, &dir.to_string_lossy()]);
-    Ok(dir)
+    kiln_testkit::git(root, &["clone", "-q", url, &dir.to_string_lossy()]);
+    dir
 }
 
-/// `git push` from the host of the same change as [`kiln_push`]'s, to a branch of its own.
-fn git_push(clone: &Path, files: usize, run: usize) -> anyhow::Result<Duration> {
+/// `git push` from the host of the same change as [`session_with_change`]'s, to a branch of
+/// its own; the time of the push alone.
+pub(crate) fn git_push(clone: &Path, files: usize, run: usize) -> anyhow::Result<Duration> {
     let branch = format!("host-{files}-{run}");
     kiln_testkit::git(clone, &["checkout", "-q", "-B", &branch, "origin/main"]);
     let dir = clone.join("change");

@@ -60,7 +60,7 @@ struct SessionReport {
 const TTFT: Duration = Duration::from_millis(100);
 
 pub(crate) struct Bench {
-    url: String,
+    pub(crate) url: String,
     token: String,
     http: reqwest::Client,
     pub(crate) engine: Engine,
@@ -129,6 +129,19 @@ async fn measure(args: &SessionBenchArgs, root: &Path) -> anyhow::Result<Session
 /// A kiln in this process on `data`: store, engine (with `pool_size` warm sandboxes per repo),
 /// the API on port 0, the fake model, and `repo` registered as `bench`.
 pub(crate) async fn start(data: PathBuf, repo: &Path, pool_size: usize) -> anyhow::Result<Bench> {
+    let config = EngineConfig {
+        pool_size,
+        ..EngineConfig::default()
+    };
+    start_with(data, repo, config).await
+}
+
+/// [`start`] with an engine configured as `config` says (its model is the fake's).
+pub(crate) async fn start_with(
+    data: PathBuf,
+    repo: &Path,
+    config: EngineConfig,
+) -> anyhow::Result<Bench> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(&data)?;
     std::fs::set_permissions(
@@ -148,8 +161,7 @@ pub(crate) async fn start(data: PathBuf, repo: &Path, pool_size: usize) -> anyho
     };
     let config = EngineConfig {
         model: ModelConfig::resolve(Some("anthropic/bench"), env)?,
-        pool_size,
-        ..EngineConfig::default()
+        ..config
     };
     let engine = Engine::start(store, Arc::new(provider.clone()), data, config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -218,6 +230,19 @@ impl Bench {
             .post(format!("{}{path}", self.url))
             .bearer_auth(&self.token)
             .json(&body)
+            .send()
+            .await?;
+        Ok((
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        ))
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
             .send()
             .await?;
         Ok((

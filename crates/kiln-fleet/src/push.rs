@@ -117,7 +117,8 @@ impl Workspaces {
         .await
         .map_err(|e| match e {
             Error::Git { message, .. } => Error::Push(format!(
-                "the remote refused the push of {branch}: {message}"
+                "the remote refused the push of {branch}: {}",
+                refusal(&message, credentials.is_some())
             )),
             other => other,
         })?;
@@ -335,9 +336,44 @@ impl Workspaces {
     }
 }
 
+/// What git's error says, for people. A remote that answers 401 makes git ask for a user
+/// name, which it may not (no terminal), so git speaks of prompts; say what happened instead.
+fn refusal(message: &str, had_credentials: bool) -> String {
+    let asked = message.contains("could not read Username")
+        || message.contains("could not read Password")
+        || message.contains("Authentication failed");
+    if !asked {
+        return message.to_string();
+    }
+    if had_credentials {
+        "it answered 401 (authentication required) to the credential kiln holds for it: the \
+         credential is wrong or expired, or (on GitHub) the app is not installed on the \
+         repository"
+            .into()
+    } else {
+        "it answered 401 (authentication required) and kiln holds no credential for it: add \
+         one to the repo's URL, or configure the forge's app"
+            .into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_401_is_told_as_such_not_as_a_prompt() {
+        let git = "fatal: could not read Username for 'http://127.0.0.1:1': terminal prompts \
+                   disabled";
+        let told = refusal(git, true);
+        assert!(
+            told.contains("401") && told.contains("credential kiln holds"),
+            "{told}"
+        );
+        assert!(refusal(git, false).contains("holds no credential"));
+        let other = "error: RPC failed; HTTP 403 curl 22 The requested URL returned error: 403";
+        assert_eq!(refusal(other, true), other);
+    }
 
     #[test]
     fn a_session_pushes_to_its_own_branch_only() {

@@ -3,7 +3,10 @@
 //! the browser and used once), a session's pull request opened with the asking user's own
 //! token (the fake records the Authorization header), the 422 "already exists" path, a user
 //! without a linked account told so with the compare URL, the rate limit's message, and the
-//! user token refreshed before it expires.
+//! user token refreshed before it expires. The agent's `push` and `open_pr` tools end to end:
+//! the branch pushed with the app's installation token, the PR created with the prompting
+//! user's, neither ever in the sandbox, and a push GitHub refuses told as such. (Two users'
+//! commits in one session keep their authors: push.rs.)
 
 mod common;
 
@@ -948,4 +951,167 @@ async fn access_follows_github_for_linked_users() {
     let (status, _) = app.get(&alice, &format!("/api/sessions/{alices}")).await;
     assert_eq!(status, 200);
     assert_eq!(asked() - before, 1, "one permission check, then the cache");
+}
+
+/// The output the model was given by each tool call, in order.
+fn tool_outputs(events: &[kiln_protocol::api::EventEnvelope]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::ToolCallFinished { output, .. } => Some(output.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The passwords of the git requests to `/octo/hw.git/…` that pushed (receive-pack).
+fn push_passwords(fake: &FakeGitHub) -> Vec<Option<String>> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.path == "/octo/hw.git/git-receive-pack")
+        .map(|r| r.basic_password())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_pushes_with_the_apps_token_and_opens_the_pr_with_the_users() {
+    let fake = FakeGitHub::start().await;
+    fake.add_user("alice-gh");
+    fake.add_repo("octo/hw", 7, &[("alice-gh", "write")]);
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("octo")).unwrap();
+    let bare = kiln_testkit::bare_repo(&root.path().join("octo"), "hw", &[("README.md", "# hw\n")]);
+    fake.serve_git(root.path());
+    let model = FakeModel::start().await;
+    let app = start_with(&fake, Some(&model)).await;
+    let (_, alice) = app.user("alice").await;
+    link(&app, &fake, &alice, "alice-gh").await;
+
+    // One prompt: a commit, then the agent's `push` and `open_pr` tools.
+    model.push(bash(
+        "printf 'answer = 42\\n' > ANSWER && git add ANSWER && git commit -qm 'Answer'",
+    ));
+    model.push(Script::Turn(Turn::tool("push", json!({}))));
+    model.push(Script::Turn(Turn::tool("open_pr", json!({"draft": true}))));
+    model.push(Script::Turn(Turn::text("Opened the pull request.")));
+    let session = session_on_hw(&app, &alice, "Make the answer 42").await;
+    let id: kiln_core::SessionId = session.parse().unwrap();
+    let events = app
+        .wait_until(&alice, &id, |e| {
+            common::finished(e, kiln_protocol::api::PromptOutcome::Completed) == 1
+        })
+        .await;
+    let outputs = tool_outputs(&events);
+    assert_eq!(outputs.len(), 3, "{outputs:?}");
+    let branch = format!("kiln/{session}");
+    assert!(
+        outputs[1].contains(&format!("Pushed {branch}")),
+        "{outputs:?}"
+    );
+    assert!(outputs[2].contains("opened pull request #1"), "{outputs:?}");
+
+    // The branch on the remote: alice's commit, pushed with the app's installation token only
+    // (the repo was added without any credential of its own).
+    let tip = kiln_testkit::git(&bare, &["rev-parse", &format!("refs/heads/{branch}")])
+        .trim()
+        .to_string();
+    let author = kiln_testkit::git(&bare, &["log", "-1", "--format=%an|%cn", &tip]);
+    assert_eq!(author.trim(), "alice|kiln");
+    let pushes = push_passwords(&fake);
+    assert!(!pushes.is_empty(), "{:?}", fake.requests());
+    assert!(
+        pushes
+            .iter()
+            .all(|p| p.as_ref().is_some_and(|t| fake.is_installation_token(t, 7))),
+        "pushed with the installation's token: {pushes:?}"
+    );
+
+    // The PR: created with alice's own token, as a draft of the session's branch.
+    let pulls = fake.pulls();
+    assert_eq!(pulls.len(), 1, "{pulls:?}");
+    assert_eq!(
+        (
+            pulls[0].author.as_str(),
+            pulls[0].head.as_str(),
+            pulls[0].draft
+        ),
+        ("alice-gh", branch.as_str(), true)
+    );
+    let requests = fake.requests();
+    let create = requests
+        .iter()
+        .find(|r| r.method == "POST" && r.path == "/repos/octo/hw/pulls")
+        .expect("the create request");
+    let user_token = create.token().expect("a token").to_string();
+    assert_eq!(fake.login_of(&user_token).as_deref(), Some("alice-gh"));
+
+    // None of the tokens kiln used (the installation's, alice's) is anywhere in the sandbox:
+    // its processes' environments and command lines, its files (the control pattern finds the
+    // README, so the search works). The script names each token in two halves, so its own
+    // command line does not hold it.
+    let mut tokens: Vec<String> = requests
+        .iter()
+        .filter_map(|r| r.basic_password().or_else(|| r.token().map(str::to_string)))
+        .filter(|t| t.starts_with("gh"))
+        .collect();
+    tokens.sort();
+    tokens.dedup();
+    assert!(tokens.contains(&user_token), "{tokens:?}");
+    assert!(
+        tokens.len() >= 2,
+        "the installation's and alice's: {tokens:?}"
+    );
+    let patterns: String = tokens
+        .iter()
+        .map(|t| {
+            let (head, tail) = t.split_at(4);
+            format!("-e \"$(printf %s%s {head} {tail})\" ")
+        })
+        .collect();
+    let search = format!(
+        "cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n'; echo '--- files'; \
+         grep -rIl {patterns} -e '# hw' $HOME /workspace /tmp /kiln /etc 2>/dev/null; \
+         echo '--- env'; env"
+    );
+    let found = app.sandbox_sh(&id, &search).await;
+    let (procs, rest) = found.split_once("--- files\n").expect("the script ran");
+    let (files, env) = rest.split_once("--- env\n").expect("the script ran");
+    assert!(procs.contains("PATH="), "the processes were read: {procs}");
+    for token in &tokens {
+        for (what, text) in [("processes", procs), ("env", env)] {
+            assert!(!text.contains(token.as_str()), "{what}: {text}");
+        }
+    }
+    assert_eq!(
+        files.lines().collect::<Vec<_>>(),
+        ["/workspace/README.md"],
+        "only the README matches"
+    );
+
+    // GitHub refuses the next push's credential: the caller is told the remote refused it,
+    // with its status, and no credential; the branch stays where it was.
+    model.push(bash("echo more >> ANSWER && git commit -qam 'More'"));
+    model.push(Script::Turn(Turn::text("done")));
+    app.send(&alice, &id, "more").await;
+    app.wait_until(&alice, &id, |e| {
+        common::finished(e, kiln_protocol::api::PromptOutcome::Completed) == 2
+    })
+    .await;
+    fake.fail_next_on("/octo/hw.git/git-receive-pack", Failure::Unauthorized);
+    let (status, body) = app
+        .post(&alice, &format!("/api/sessions/{session}/push"), json!({}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("refused the push") && message.contains("401"),
+        "{message}"
+    );
+    let pushes = push_passwords(&fake);
+    for token in tokens.iter().chain(pushes.iter().flatten()) {
+        assert!(!message.contains(token.as_str()), "{message}");
+    }
+    let after = kiln_testkit::git(&bare, &["rev-parse", &format!("refs/heads/{branch}")]);
+    assert_eq!(after.trim(), tip, "the refused push changed nothing");
+    app.stop().await;
 }
