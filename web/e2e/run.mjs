@@ -1,0 +1,364 @@
+// The web UI's browser tests: Debian's Chromium driven by playwright-core (no browser
+// download) against a real `kiln up` with real sandboxes and the fake model, started by
+// crates/kiln-cli/tests/web.rs, which also answers this script's requests (host.mjs). Each
+// scenario throws on failure; the process exits non-zero if any did. Screenshots of every
+// main page (desktop and phone) go to $SCREENSHOTS; measurements to $BENCH_OUT.
+import assert from "node:assert/strict";
+import { readFileSync, writeFileSync, mkdirSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { host, close } from "./host.mjs";
+
+const URL_ = process.env.KILN_URL;
+const SHOTS = process.env.SCREENSHOTS;
+const BENCH_OUT = process.env.BENCH_OUT;
+const DIST = new URL("../dist/", import.meta.url).pathname;
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 375, height: 740 };
+const bench = {};
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+  timeout: 60_000,
+});
+
+/** A browser context signed in as `user` through a real sign-in link. */
+async function signedIn(user, viewport = DESKTOP, extra = {}) {
+  const context = await browser.newContext({ viewport, ...extra });
+  context.setDefaultTimeout(30_000);
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.log(`[${user}] page error: ${e.message}`));
+  const { url } = await host({ cmd: "login", user });
+  await page.goto(url);
+  await page.waitForURL(`${URL_}/`);
+  await page.getByRole("heading", { name: "Sessions" }).waitFor();
+  return { context, page };
+}
+
+async function shot(page, name) {
+  if (!SHOTS) return;
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: join(SHOTS, `${name}.png`) });
+}
+
+const promptsBy = (page, author) =>
+  page.locator('[data-testid="prompt"]').filter({ has: page.locator('[data-testid="author"]', { hasText: author }) });
+
+const results = [];
+async function scenario(name, fn) {
+  const started = Date.now();
+  try {
+    await fn();
+    results.push([name, true]);
+    console.log(`ok - ${name} (${Date.now() - started} ms)`);
+  } catch (e) {
+    results.push([name, false]);
+    console.log(`not ok - ${name}: ${e.stack || e}`);
+  }
+}
+
+let admin; // { context, page }
+let bob;
+let sessionPath = "";
+
+await scenario("a stranger gets the sign-in page, with the security headers", async () => {
+  const context = await browser.newContext({ viewport: DESKTOP });
+  const page = await context.newPage();
+  for (const path of ["/", "/sessions/s_nonexistent", "/repos/web", "/new"]) {
+    const response = await page.goto(URL_ + path);
+    assert.equal(response.status(), 200, path);
+    const headers = response.headers();
+    assert.match(headers["content-security-policy"], /script-src 'self'/);
+    assert.match(headers["content-security-policy"], /frame-ancestors 'none'/);
+    assert.doesNotMatch(headers["content-security-policy"], /unsafe-inline/);
+    assert.equal(headers["x-content-type-options"], "nosniff");
+    assert.equal(headers["cache-control"], "no-cache");
+    await page.getByRole("heading", { name: "Sign in to kiln" }).waitFor();
+  }
+  const script = await page.locator("script[src]").first().getAttribute("src");
+  const asset = await page.request.get(URL_ + script);
+  assert.match(asset.headers()["cache-control"], /immutable/);
+  await shot(page, "signin-desktop");
+  await page.setViewportSize(PHONE);
+  await shot(page, "signin-phone");
+  // A used or wrong code says why.
+  await page.goto(`${URL_}/login?code=not-a-real-code`, { waitUntil: "domcontentloaded" });
+  await page.getByText("already used, has expired").waitFor();
+  await context.close();
+});
+
+await scenario("typing on the new-session page warms a sandbox, and the session starts", async () => {
+  admin = await signedIn("admin");
+  const { page } = admin;
+  await page.getByRole("link", { name: "New session" }).first().click();
+  await page.getByRole("heading", { name: "New session" }).waitFor();
+  await page.getByRole("radio", { name: /web/ }).check();
+  const prompt = page.getByLabel("What should the agent do?");
+  await prompt.pressSequentially("Say hello in **Markdown**", { delay: 20 });
+  await page.locator('[data-testid="warm"][data-state="warm"]').waitFor();
+  // The pool shows the sandbox held for the typist.
+  const pool = await admin.context.newPage();
+  await pool.goto(`${URL_}/repos/web`);
+  await pool.locator('[data-testid="pool-reserved"]', { hasText: /^[1-9]/ }).waitFor();
+  await shot(pool, "repo-desktop");
+  await pool.close();
+  await shot(page, "new-session-desktop");
+  await host({ cmd: "model", turns: [{ text: ["Hello! This is **bold** and `code`.\n\n", "```rust\nfn main() { let x = 1; }\n```\n"] }] });
+  await prompt.press("Enter");
+  await page.waitForURL(/\/sessions\/[^/]+$/);
+  sessionPath = new URL(page.url()).pathname;
+  await page.locator('[data-testid="model-text"] strong', { hasText: "bold" }).waitFor();
+  await page.locator('[data-testid="model-text"] .tok-keyword', { hasText: "let" }).first().waitFor();
+  await page.locator('[data-testid="agent-state"]', { hasText: "idle" }).waitFor();
+});
+
+await scenario("two people in one session see each other's prompts with their authors, live", async () => {
+  const { page } = admin;
+  await page.getByLabel("Role for the link").selectOption("collaborator");
+  await page.getByRole("button", { name: "Make link" }).click();
+  const link = await page.locator('[data-testid="share-url"]').inputValue();
+  assert.match(link, /\/join\//);
+  bob = await signedIn("bob");
+  await bob.page.goto(link);
+  await bob.page.waitForURL(`${URL_}${sessionPath}`);
+  // Bob is present for the admin.
+  await page.locator('[data-testid="participant"].here', { hasText: "bob" }).waitFor();
+  // Bob types: the admin sees it.
+  const bobBox = bob.page.getByLabel("Prompt", { exact: true });
+  await bobBox.pressSequentially("hi from bob", { delay: 15 });
+  await page.locator('[data-testid="typing"]', { hasText: "bob is typing" }).waitFor();
+  await bobBox.press("Enter");
+  await promptsBy(page, "bob").filter({ hasText: "hi from bob" }).waitFor({ timeout: 5000 });
+  const adminBox = page.getByLabel("Prompt", { exact: true });
+  await adminBox.fill("and hello from admin");
+  await adminBox.press("Enter");
+  await promptsBy(bob.page, "admin").filter({ hasText: "hello from admin" }).waitFor({ timeout: 5000 });
+  await page.locator('[data-testid="agent-state"]', { hasText: "idle" }).waitFor();
+  await shot(page, "session-desktop");
+});
+
+await scenario("queue, insert and stop", async () => {
+  const { page } = admin;
+  await host({ cmd: "model", turns: [{ text: ["Working on it"], hang: true }] });
+  const adminBox = page.getByLabel("Prompt", { exact: true });
+  await adminBox.fill("a long task");
+  await adminBox.press("Enter");
+  await page.locator('[data-testid="agent-state"]', { hasText: "working" }).waitFor();
+  await page.locator('[data-testid="model-text"]', { hasText: "Working on it" }).waitFor();
+  const bobBox = bob.page.getByLabel("Prompt", { exact: true });
+  await bobBox.fill("queued by bob");
+  await bobBox.press("Enter");
+  await page.locator('[data-testid="queue"] li', { hasText: "queued by bob" }).filter({ hasText: "bob" }).waitFor();
+  // The switch is the session's: bob's page follows the admin's change.
+  await page.getByRole("radio", { name: "Insert" }).check();
+  await bob.page.getByRole("radio", { name: "Insert" }).and(bob.page.locator(":checked")).waitFor();
+  await page.getByRole("radio", { name: "Queue" }).check();
+  await bob.page.getByRole("radio", { name: "Queue" }).and(bob.page.locator(":checked")).waitFor();
+  // Esc in the prompt box stops the agent; the queued prompt runs next.
+  await adminBox.focus();
+  await adminBox.press("Escape");
+  await page.getByText("admin stopped the agent").waitFor();
+  await page.locator('[data-testid="queue"]').waitFor({ state: "detached" });
+  await page.locator('[data-testid="agent-state"]', { hasText: "idle" }).waitFor();
+});
+
+await scenario("a viewer joined by a share link cannot prompt and is told why", async () => {
+  const { page } = admin;
+  await page.getByLabel("Role for the link").selectOption("viewer");
+  await page.getByRole("button", { name: "Make link" }).click();
+  const link = await page.locator('[data-testid="share-url"]').inputValue();
+  const carol = await signedIn("carol");
+  await carol.page.goto(link);
+  await carol.page.waitForURL(`${URL_}${sessionPath}`);
+  await carol.page.locator('[data-testid="readonly"]', { hasText: "You are a viewer" }).waitFor();
+  assert.equal(await carol.page.getByLabel("Prompt", { exact: true }).count(), 0);
+  assert.equal(await carol.page.getByRole("button", { name: "Stop" }).count(), 0);
+  // Everything is visible to the viewer.
+  await promptsBy(carol.page, "bob").first().waitFor();
+  // The API refuses too (the page is not the only guard).
+  const status = await carol.page.evaluate(async (path) => {
+    const id = path.split("/").pop();
+    const r = await fetch(`/api/sessions/${id}/prompts`, {
+      method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text: "sneaky" }),
+    });
+    return r.status;
+  }, sessionPath);
+  assert.equal(status, 403);
+  await carol.context.close();
+});
+
+await scenario("XSS in a prompt, a model reply, a file name and tool output renders as text", async () => {
+  const { page } = admin;
+  const evil = `<img src=x onerror="window.__xss=1">`;
+  await host({
+    cmd: "model",
+    turns: [
+      {
+        text: [`Reply ${evil} <script>window.__xss=2</script> [click](javascript:window.__xss=3)`],
+        tools: [
+          { name: "write_file", input: { path: `${evil}.txt`, content: "x\n" } },
+          { name: "bash", input: { command: `echo '<script>window.__xss=4</script><b>bold?</b>'` } },
+        ],
+      },
+      { text: ["done"] },
+    ],
+  });
+  const box = page.getByLabel("Prompt", { exact: true });
+  await box.fill(`prompt ${evil}<script>window.__xss=5</script>`);
+  await box.press("Enter");
+  await page.locator('[data-testid="file-change"]', { hasText: "onerror" }).waitFor();
+  const lastTool = page.locator('[data-testid="tool"]').last();
+  await lastTool.locator("summary").click();
+  await lastTool.locator('[data-testid="tool-output"]', { hasText: "<b>bold?</b>" }).waitFor();
+  await page.locator('[data-testid="model-text"]', { hasText: "done" }).waitFor();
+  await page.locator('[data-testid="prompt-text"]', { hasText: "<script>window.__xss=5</script>" }).waitFor();
+  await page.locator('[data-testid="model-text"]', { hasText: "<script>window.__xss=2</script>" }).waitFor();
+  const found = await page.evaluate(() => ({
+    xss: window.__xss,
+    imgs: document.querySelectorAll('[data-testid="transcript"] img, aside img').length,
+    scripts: document.querySelectorAll("body script").length,
+    jsLinks: document.querySelectorAll('a[href^="javascript"]').length,
+    bold: document.querySelectorAll('[data-testid="tool-output"] b').length,
+  }));
+  assert.deepEqual(found, { xss: undefined, imgs: 0, scripts: 0, jsLinks: 0, bold: 0 });
+  // The diff view shows the file name as text too.
+  await page.getByRole("button", { name: "Show diff" }).click();
+  await page.locator(".diff-file summary", { hasText: "onerror" }).waitFor();
+  assert.equal(await page.evaluate(() => window.__xss), undefined);
+});
+
+await scenario("after the server restarts the page reconnects and resumes without duplicates", async () => {
+  const { page } = admin;
+  const before = await page.locator('[data-testid="prompt"]').count();
+  const seqBefore = Number(await page.locator('[data-testid="transcript"]').getAttribute("data-seq"));
+  const restarted = host({ cmd: "restart" });
+  await page.locator('[data-testid="link"][data-state="reconnecting"]').waitFor();
+  await page.getByText("disconnected").first().waitFor();
+  await restarted;
+  await page.locator('[data-testid="link"][data-state="live"]').waitFor({ timeout: 60_000 });
+  const box = page.getByLabel("Prompt", { exact: true });
+  await box.fill("after the restart");
+  await box.press("Enter");
+  await promptsBy(bob.page, "admin").filter({ hasText: "after the restart" }).waitFor({ timeout: 30_000 });
+  await page.locator('[data-testid="agent-state"]', { hasText: "idle" }).waitFor();
+  const id = sessionPath.split("/").pop();
+  const { head_seq, prompts } = await host({ cmd: "events", session: id });
+  for (const p of [page, bob.page]) {
+    await p.locator(`[data-testid="transcript"][data-seq="${head_seq}"]`).waitFor();
+    assert.equal(await p.locator('[data-testid="prompt"]').count(), prompts, "each prompt shown once");
+  }
+  assert.equal(prompts, before + 1);
+  assert.ok(head_seq > seqBefore);
+  await shot(page, "session-reconnected-desktop");
+});
+
+await scenario("the pages on a 375 px phone, and every main page's screenshot", async () => {
+  const phone = await signedIn("admin", PHONE, { isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+  const { page } = phone;
+  for (const [path, name] of [["/", "sessions"], ["/new", "new-session"], [sessionPath, "session"], ["/repos", "repos"], ["/repos/web", "repo"]]) {
+    await page.goto(URL_ + path);
+    await page.locator("main h1").first().waitFor();
+    if (name === "session") await page.locator('[data-testid="model-text"]').first().waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `${path} is wider than the phone by ${overflow} px`);
+    await shot(page, `${name}-phone`);
+  }
+  // Desktop screenshots of the pages not taken yet.
+  for (const [path, name] of [["/", "sessions"], ["/repos", "repos"]]) {
+    await admin.page.goto(URL_ + path);
+    await admin.page.locator("main h1").first().waitFor();
+    await admin.page.locator(".cards").waitFor();
+    await shot(admin.page, `${name}-desktop`);
+  }
+  await phone.context.close();
+});
+
+await scenario("the initial JavaScript is at most 150 KB gzipped", async () => {
+  const html = readFileSync(join(DIST, "index.html"), "utf8");
+  let total = 0;
+  for (const [, src] of html.matchAll(/<script[^>]+src="([^"]+)"/g)) {
+    const gz = join(DIST, `${src}.gz`);
+    total += statSync(gz).size;
+  }
+  for (const [, href] of html.matchAll(/<link[^>]+rel="modulepreload"[^>]+href="([^"]+)"/g)) {
+    total += statSync(join(DIST, `${href}.gz`)).size;
+  }
+  let css = 0;
+  for (const name of readdirSync(join(DIST, "assets"))) if (name.endsWith(".css.gz")) css += statSync(join(DIST, "assets", name)).size;
+  bench.initial_js_gzip_bytes = total;
+  bench.css_gzip_bytes = css;
+  assert.ok(total > 0 && total <= 150 * 1024, `initial JS is ${total} bytes gzipped`);
+});
+
+await scenario("a session of 10,000 events is interactive in under a second", async () => {
+  const { session, head_seq } = await host({ cmd: "big_session", events: 10_000 }, 600_000);
+  assert.ok(head_seq >= 10_000, `only ${head_seq} events`);
+  const { page } = admin;
+  await page.goto(`${URL_}/`);
+  await page.getByRole("heading", { name: "Sessions" }).waitFor();
+  const runs = [];
+  for (let run = 0; run < 3; run++) {
+    await page.goto(`${URL_}/`);
+    await page.getByRole("heading", { name: "Sessions" }).waitFor();
+    const started = await page.evaluate(() => performance.now());
+    await page.evaluate((path) => {
+      history.pushState(null, "", path);
+      dispatchEvent(new PopStateEvent("popstate"));
+    }, `/sessions/${session}`);
+    await page.waitForFunction(
+      (head) => document.querySelector('[data-testid="transcript"]')?.getAttribute("data-seq") === String(head) &&
+        !document.querySelector("#composer-text")?.disabled,
+      head_seq, { polling: "raf", timeout: 30_000 },
+    );
+    // Interactive: the prompt box takes a key at once.
+    const ready = await page.evaluate(() => {
+      const box = document.querySelector("#composer-text");
+      box.focus();
+      return new Promise((resolve) => requestAnimationFrame(() => resolve(performance.now())));
+    });
+    runs.push(ready - started);
+  }
+  runs.sort((a, b) => a - b);
+  bench.session_10k_events = head_seq;
+  bench.session_10k_interactive_ms = runs.map((r) => Math.round(r));
+  bench.session_10k_interactive_median_ms = Math.round(runs[1]);
+  await shot(page, "session-10k-desktop");
+  assert.ok(runs[1] < 1000, `interactive after ${runs[1]} ms`);
+});
+
+await scenario("streaming 200 tokens/s causes no long main-thread task", async () => {
+  const { page } = admin;
+  await page.goto(URL_ + sessionPath);
+  await page.locator('[data-testid="link"][data-state="live"]').waitFor();
+  await page.evaluate(() => {
+    window.__long = [];
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) window.__long.push(entry.duration);
+    }).observe({ type: "longtask" });
+  });
+  // 1,000 chunks, 5 ms apart: 200 a second for 5 s, with Markdown to re-render.
+  const chunks = Array.from({ length: 1000 }, (_, i) => (i % 50 === 49 ? `word${i}\n\n- item **${i}**\n` : `word${i} `));
+  await host({ cmd: "model", turns: [{ text: chunks, chunk_delay_ms: 5 }] });
+  const box = page.getByLabel("Prompt", { exact: true });
+  await box.fill("stream a lot");
+  await box.press("Enter");
+  await page.locator('[data-testid="model-text"]', { hasText: "word999" }).waitFor({ timeout: 60_000 });
+  await page.locator('[data-testid="agent-state"]', { hasText: "idle" }).waitFor();
+  const long = await page.evaluate(() => window.__long);
+  bench.streaming_tokens = 1000;
+  bench.streaming_long_tasks = long.length;
+  bench.streaming_longest_task_ms = Math.round(Math.max(0, ...long));
+  assert.ok(bench.streaming_longest_task_ms <= 50, `a ${bench.streaming_longest_task_ms} ms task while streaming`);
+});
+
+await browser.close();
+if (BENCH_OUT) writeFileSync(BENCH_OUT, `${JSON.stringify(bench)}\n`);
+console.log(`bench ${JSON.stringify(bench)}`);
+const failed = results.filter(([, ok]) => !ok).length;
+console.log(`browser scenarios: ${results.length - failed} ok, ${failed} failed`);
+close();
+process.exit(failed ? 1 : 0);
