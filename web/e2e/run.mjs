@@ -58,6 +58,17 @@ async function scenario(name, fn) {
   } catch (e) {
     results.push([name, false]);
     console.log(`not ok - ${name}: ${e.stack || e}`);
+    // What each open page showed, for the person reading the failure.
+    const dir = new URL("../../target/e2e-failures/", import.meta.url).pathname;
+    mkdirSync(dir, { recursive: true });
+    let n = 0;
+    for (const context of browser.contexts()) {
+      for (const page of context.pages()) {
+        const path = join(dir, `${name.replace(/[^a-z0-9]+/gi, "-").slice(0, 40)}-${n++}.png`);
+        await page.screenshot({ path }).catch(() => undefined);
+        console.log(`  screenshot: ${path} (${page.url()})`);
+      }
+    }
   }
 }
 
@@ -120,6 +131,7 @@ await scenario("two people in one session see each other's prompts with their au
   const { page } = admin;
   await page.getByLabel("Role for the link").selectOption("collaborator");
   await page.getByRole("button", { name: "Make link" }).click();
+  await page.getByText("A collaborator link").waitFor();
   const link = await page.locator('[data-testid="share-url"]').inputValue();
   assert.match(link, /\/join\//);
   bob = await signedIn("bob");
@@ -170,6 +182,7 @@ await scenario("a viewer joined by a share link cannot prompt and is told why", 
   const { page } = admin;
   await page.getByLabel("Role for the link").selectOption("viewer");
   await page.getByRole("button", { name: "Make link" }).click();
+  await page.getByText("A viewer link").waitFor();
   const link = await page.locator('[data-testid="share-url"]').inputValue();
   const carol = await signedIn("carol");
   await carol.page.goto(link);
@@ -193,32 +206,32 @@ await scenario("a viewer joined by a share link cannot prompt and is told why", 
 
 await scenario("XSS in a prompt, a model reply, a file name and tool output renders as text", async () => {
   const { page } = admin;
-  const evil = `<img src=x onerror="window.__xss=1">`;
+  const evil = `<img src=x onerror="window.pwned=1">`;
   await host({
     cmd: "model",
     turns: [
       {
-        text: [`Reply ${evil} <script>window.__xss=2</script> [click](javascript:window.__xss=3)`],
+        text: [`Reply ${evil} <script>window.pwned=2</script> [click](javascript:window.pwned=3)`],
         tools: [
           { name: "write_file", input: { path: `${evil}.txt`, content: "x\n" } },
-          { name: "bash", input: { command: `echo '<script>window.__xss=4</script><b>bold?</b>'` } },
+          { name: "bash", input: { command: `echo '<script>window.pwned=4</script><b>bold?</b>'` } },
         ],
       },
       { text: ["done"] },
     ],
   });
   const box = page.getByLabel("Prompt", { exact: true });
-  await box.fill(`prompt ${evil}<script>window.__xss=5</script>`);
+  await box.fill(`prompt ${evil}<script>window.pwned=5</script>`);
   await box.press("Enter");
   await page.locator('[data-testid="file-change"]', { hasText: "onerror" }).waitFor();
   const lastTool = page.locator('[data-testid="tool"]').last();
   await lastTool.locator("summary").click();
   await lastTool.locator('[data-testid="tool-output"]', { hasText: "<b>bold?</b>" }).waitFor();
   await page.locator('[data-testid="model-text"]', { hasText: "done" }).waitFor();
-  await page.locator('[data-testid="prompt-text"]', { hasText: "<script>window.__xss=5</script>" }).waitFor();
-  await page.locator('[data-testid="model-text"]', { hasText: "<script>window.__xss=2</script>" }).waitFor();
+  await page.locator('[data-testid="prompt-text"]', { hasText: "<script>window.pwned=5</script>" }).waitFor();
+  await page.locator('[data-testid="model-text"]', { hasText: "<script>window.pwned=2</script>" }).waitFor();
   const found = await page.evaluate(() => ({
-    xss: window.__xss,
+    xss: window.pwned,
     imgs: document.querySelectorAll('[data-testid="transcript"] img, aside img').length,
     scripts: document.querySelectorAll("body script").length,
     jsLinks: document.querySelectorAll('a[href^="javascript"]').length,
@@ -228,7 +241,7 @@ await scenario("XSS in a prompt, a model reply, a file name and tool output rend
   // The diff view shows the file name as text too.
   await page.getByRole("button", { name: "Show diff" }).click();
   await page.locator(".diff-file summary", { hasText: "onerror" }).waitFor();
-  assert.equal(await page.evaluate(() => window.__xss), undefined);
+  assert.equal(await page.evaluate(() => window.pwned), undefined);
 });
 
 await scenario("after the server restarts the page reconnects and resumes without duplicates", async () => {

@@ -79,6 +79,8 @@ export const api = {
     call<T.ShareCreated>("POST", `/api/sessions/${enc(id)}/shares`, body),
   join: (code: string) => call<T.SessionSummary>("POST", `/api/join/${enc(code)}`),
   diff: (id: string) => call<string>("GET", `/api/sessions/${enc(id)}/diff`),
+  events: (id: string, afterSeq: number, limit: number) =>
+    call<T.EventsPage>("GET", `/api/sessions/${enc(id)}/events?after_seq=${afterSeq}&limit=${limit}`),
 };
 
 /**

@@ -22,6 +22,7 @@ export type ShareCreated = S["ShareCreated"];
 export type Role = S["Role"];
 export type DeliveryMode = S["DeliveryMode"];
 export type EventEnvelope = S["EventEnvelope"];
+export type EventsPage = S["EventsPage"];
 export type Event = S["Event"];
 export type ServerFrame = S["ServerFrame"];
 export type ClientFrame = S["ClientFrame"];

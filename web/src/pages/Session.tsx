@@ -4,7 +4,7 @@
 // and their diff, the branch and the pull request. Viewers see all of it and change nothing.
 import { useEffect, useMemo, useReducer, useRef, useState } from "preact/hooks";
 import { api } from "../api/client";
-import { type Link, SessionSocket } from "../api/socket";
+import { type Link, type SessionHandlers, SessionSocket } from "../api/socket";
 import type { Me, SessionDetail, ShareCreated, UserRef } from "../api/types";
 import { ItemView } from "../components/Items";
 import { DiffView } from "../components/Diff";
@@ -14,6 +14,8 @@ import { message, useTitle } from "../lib/util";
 
 /** Items drawn at first; older ones come on request, so a long session opens at once. */
 const WINDOW = 200;
+/** Events per history request (the API's largest page). */
+const HISTORY_PAGE = 5000;
 const TYPING_SHOWN_MS = 4000;
 const TYPING_EVERY_MS = 2000;
 
@@ -34,7 +36,8 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
   useEffect(() => {
     api.session(id).then(setDetail, (e: unknown) => setError(message(e)));
     let wasRunning = false;
-    const s = new SessionSocket(id, {
+    let closed = false;
+    const handlers: SessionHandlers = {
       events: (batch) => {
         transcript.apply(batch);
         const running = transcript.running !== undefined;
@@ -57,12 +60,32 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
         setLink(state);
         if (state === "reconnecting") announce("Disconnected from kiln; reconnecting.");
         if (state === "live") {
-          // Presence is not replayed: a reconnect starts it afresh.
+          // Presence is not replayed: a (re)connected socket is told who is here afresh.
           setPresent(new Map([[me.user.id, { id: me.user.id, name: me.user.name }]]));
         }
       },
-    });
-    socket.current = s;
+    };
+    // The history comes in large REST pages (one parse per page, one render at the end),
+    // then the socket follows from the last seq: a long session opens at once.
+    const history = async () => {
+      let after = 0;
+      for (let pages = 0; pages < 1000; pages++) {
+        const page = await api.events(id, after, HISTORY_PAGE);
+        if (closed) return after;
+        transcript.apply(page.events);
+        after = Math.max(after, page.next_after_seq);
+        if (page.events.length === 0 || after >= page.head_seq) break;
+      }
+      return after;
+    };
+    history()
+      .catch(() => transcript.lastSeq)
+      .then((after) => {
+        if (closed) return;
+        wasRunning = transcript.running !== undefined;
+        rerender(0);
+        socket.current = new SessionSocket(id, handlers, after);
+      });
     const expire = setInterval(() => {
       setTyping((m) => {
         const now = Date.now();
@@ -71,7 +94,8 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
       });
     }, 1000);
     return () => {
-      s.close();
+      closed = true;
+      socket.current?.close();
       clearInterval(expire);
     };
   }, [id]);
@@ -238,6 +262,7 @@ function Share({ id, role }: { id: string; role: string }) {
   const make = async () => {
     setError("");
     setCopied(false);
+    setCreated(null);
     try {
       setCreated(await api.share(id, { role: shareRole }));
     } catch (e) {
