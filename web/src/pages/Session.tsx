@@ -132,6 +132,7 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
             </span>
           )}
           {role && <span class="badge">you: {role}</span>}
+          <StartLine detail={detail} />
           {transcript.branch && <span>branch <code>{transcript.branch}</code></span>}
           {transcript.pr && (
             <a href={transcript.pr.url} target="_blank" rel="noopener noreferrer" data-testid="pr">
@@ -217,11 +218,12 @@ function Queue({ queue, running }: { queue: { id: string; author: UserRef; text:
 function Files({ id, transcript }: { id: string; transcript: Transcript }) {
   const [diff, setDiff] = useState<string | null>(null);
   const [error, setError] = useState("");
-  const [open, setOpen] = useState(false);
+  const dialog = useRef<HTMLDialogElement>(null);
   const files = [...transcript.files.values()];
   const load = async () => {
-    setOpen(true);
     setError("");
+    setDiff(null);
+    dialog.current?.showModal();
     try {
       setDiff(await api.diff(id));
     } catch (e) {
@@ -242,14 +244,33 @@ function Files({ id, transcript }: { id: string; transcript: Transcript }) {
           ))}
         </ul>
       )}
-      <button type="button" onClick={load}>{open ? "Refresh diff" : "Show diff"}</button>
-      {error && <p class="error" role="alert">{error}</p>}
-      {open && diff !== null && (
-        <div class="diff-dialog">
-          <DiffView text={diff} />
+      <button type="button" onClick={load}>Show diff</button>
+      <dialog ref={dialog} class="diff-dialog" aria-labelledby="diff-h">
+        <div class="row between">
+          <h2 id="diff-h">Changes against the default branch</h2>
+          <button type="button" onClick={() => dialog.current?.close()}>Close</button>
         </div>
-      )}
+        {error && <p class="error" role="alert">{error}</p>}
+        {diff === null && !error ? <p class="muted">Loading…</p> : diff !== null && <DiffView text={diff} />}
+      </dialog>
     </section>
+  );
+}
+
+/** How the session started: where its sandbox came from and how long each phase took. */
+function StartLine({ detail }: { detail: SessionDetail | null }) {
+  const start = detail?.start;
+  if (!start?.source) return null;
+  const parts = [
+    start.sandbox_ms != null && `sandbox ${start.sandbox_ms} ms`,
+    start.sync_ms != null && `sync ${start.sync_ms} ms`,
+    start.first_model_request_ms != null && `first model request ${start.first_model_request_ms} ms`,
+    start.model_ttft_ms != null && `first token ${start.model_ttft_ms} ms`,
+  ].filter(Boolean);
+  return (
+    <span class="small" data-testid="start">
+      started from {start.source}{parts.length ? `: ${parts.join(", ")}` : ""}
+    </span>
   );
 }
 
