@@ -256,6 +256,16 @@ await scenario("XSS in a prompt, a model reply, a file name and tool output rend
   await page.getByRole("button", { name: "Close" }).click();
 });
 
+await scenario("push the branch; a pull request without a forge says why", async () => {
+  const { page } = admin;
+  await page.getByRole("button", { name: "Push branch" }).click();
+  await page.locator(".panel .good", { hasText: /^Pushed kiln\// }).waitFor({ timeout: 60_000 });
+  // Everyone sees the push, from the log.
+  await bob.page.locator(".note", { hasText: /^Pushed kiln\// }).waitFor();
+  await page.getByRole("button", { name: "Open pull request" }).click();
+  await page.locator(".panel .error[role=alert]").waitFor({ timeout: 60_000 });
+});
+
 await scenario("after the server restarts the page reconnects and resumes without duplicates", async () => {
   const { page } = admin;
   const before = await page.locator('[data-testid="prompt"]').count();
@@ -292,7 +302,7 @@ await scenario("a repo: environment errors at the editor, a build's live log, se
   assert.equal(await editor.getAttribute("aria-describedby"), "env-error");
   await editor.fill("");
   await page.getByRole("button", { name: "Save environment" }).click();
-  await page.getByText("Saved.").waitFor();
+  await page.locator("p.good", { hasText: "Saved." }).waitFor();
   assert.equal(await editor.getAttribute("aria-invalid"), null);
   await page.getByRole("button", { name: "Build now" }).click();
   const log = page.locator('[data-testid="build-log"]');
@@ -304,7 +314,7 @@ await scenario("a repo: environment errors at the editor, a build's live log, se
   await page.getByRole("button", { name: "Set secret" }).click();
   await page.locator(".secrets li", { hasText: "WEB_TOKEN" }).waitFor();
   assert.equal(await page.getByText("s3cret-value-1").count(), 0, "a secret's value is never shown");
-  await page.screenshot({ path: join(SHOTS, "repo-admin-desktop.png"), fullPage: true });
+  if (SHOTS) await page.screenshot({ path: join(SHOTS, "repo-admin-desktop.png"), fullPage: true });
 });
 
 await scenario("light and dark themes have readable contrast and visible focus", async () => {

@@ -7,6 +7,8 @@ export class ApiFailure extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** The error body as JSON, for errors that say more than a message (a compare URL). */
+    readonly body: Record<string, unknown> = {},
   ) {
     super(message);
   }
@@ -32,12 +34,14 @@ async function call<R>(method: string, path: string, body?: unknown): Promise<R>
   const text = await response.text();
   if (!response.ok) {
     let message = text || response.statusText;
+    let body: Record<string, unknown> = {};
     try {
-      message = (JSON.parse(text) as T.ApiError).error;
+      body = JSON.parse(text) as Record<string, unknown>;
+      message = (body as T.ApiError).error;
     } catch {
       // Not JSON: keep the text.
     }
-    throw new ApiFailure(response.status, message);
+    throw new ApiFailure(response.status, message, body);
   }
   if (!text) return undefined as R;
   const type = response.headers.get("content-type") ?? "";
@@ -78,6 +82,9 @@ export const api = {
   share: (id: string, body: T.CreateShare) =>
     call<T.ShareCreated>("POST", `/api/sessions/${enc(id)}/shares`, body),
   join: (code: string) => call<T.SessionSummary>("POST", `/api/join/${enc(code)}`),
+  push: (id: string) => call<T.SessionPushed>("POST", `/api/sessions/${enc(id)}/push`),
+  openPr: (id: string, body: T.OpenPullRequest) =>
+    call<T.PullRequest>("POST", `/api/sessions/${enc(id)}/pr`, body),
   diff: (id: string) => call<string>("GET", `/api/sessions/${enc(id)}/diff`),
   events: (id: string, afterSeq: number, limit: number) =>
     call<T.EventsPage>("GET", `/api/sessions/${enc(id)}/events?after_seq=${afterSeq}&limit=${limit}`),

@@ -35,6 +35,9 @@ export type PoolStatus = S["PoolStatus"];
 export type RepoSecret = S["RepoSecret"];
 export type SetSecret = S["SetSecret"];
 export type ApiError = S["ApiError"];
+export type SessionPushed = S["SessionPushed"];
+export type OpenPullRequest = S["OpenPullRequest"];
+export type PullRequest = S["PullRequest"];
 
 /** One event of the log, by its `type`. */
 export type EventOf<T extends Event["type"]> = Extract<Event, { type: T }>;

@@ -3,7 +3,7 @@
 // with each prompt's author, stop, the queue/insert switch, share links, the changed files
 // and their diff, the branch and the pull request. Viewers see all of it and change nothing.
 import { useEffect, useMemo, useReducer, useRef, useState } from "preact/hooks";
-import { api } from "../api/client";
+import { ApiFailure, api } from "../api/client";
 import { type Link, type SessionHandlers, SessionSocket } from "../api/socket";
 import type { Me, SessionDetail, ShareCreated, UserRef } from "../api/types";
 import { ItemView } from "../components/Items";
@@ -161,6 +161,7 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
         <aside class="side">
           <Queue queue={queue} running={running?.author} />
           <Files id={id} transcript={transcript} />
+          {canPrompt && <Publish id={id} />}
           {role === "owner" || role === "collaborator" ? <Share id={id} role={role} /> : null}
         </aside>
       </div>
@@ -253,6 +254,45 @@ function Files({ id, transcript }: { id: string; transcript: Transcript }) {
         {error && <p class="error" role="alert">{error}</p>}
         {diff === null && !error ? <p class="muted">Loading…</p> : diff !== null && <DiffView text={diff} />}
       </dialog>
+    </section>
+  );
+}
+
+/** Push the session's branch, open its pull request (in the asker's name, on a forge). */
+function Publish({ id }: { id: string }) {
+  const [busy, setBusy] = useState(false);
+  const [result, setResult] = useState<{ text: string; url?: string; error?: boolean } | null>(null);
+  const run = async (what: "push" | "pr") => {
+    setBusy(true);
+    setResult(null);
+    try {
+      if (what === "push") {
+        const pushed = await api.push(id);
+        setResult({ text: `Pushed ${pushed.branch} at ${pushed.commit.slice(0, 10)}.`, url: pushed.compare_url ?? undefined });
+      } else {
+        const pr = await api.openPr(id, { draft: false });
+        setResult({ text: `Pull request #${pr.number} ${pr.created ? "opened" : "updated"}.`, url: pr.url });
+      }
+    } catch (e) {
+      const url = e instanceof ApiFailure && typeof e.body.compare_url === "string" ? e.body.compare_url : undefined;
+      setResult({ text: message(e), url, error: true });
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <section aria-labelledby="publish-h" class="panel">
+      <h2 id="publish-h">Branch</h2>
+      <div class="row">
+        <button type="button" disabled={busy} onClick={() => run("push")}>Push branch</button>
+        <button type="button" disabled={busy} onClick={() => run("pr")}>Open pull request</button>
+      </div>
+      {result && (
+        <p class={result.error ? "error" : "good"} role={result.error ? "alert" : "status"}>
+          {result.text}{" "}
+          {result.url && <a href={result.url} target="_blank" rel="noopener noreferrer">{result.error ? "Open it by hand" : "Open"}</a>}
+        </p>
+      )}
     </section>
   );
 }
