@@ -26,6 +26,7 @@ export function RepoPage({ name, me }: { name: string; me: Me }) {
       {repo.description && <p>{repo.description}</p>}
       <div class="grid">
         <Pool name={name} />
+        <Network name={name} />
         {admin && <Builds name={name} />}
       </div>
       {admin && <Environment repo={repo} onSaved={setRepo} />}
@@ -50,6 +51,32 @@ function Pool({ name }: { name: string }) {
           <dt>Image</dt><dd>{pool.image ? <code>{pool.image}</code> : "none yet (sessions start from the repo)"}</dd>
         </dl>
       )}
+    </section>
+  );
+}
+
+/** What the agent's sandboxes may reach: the newest ready image's `[network] agent` policy. */
+function Network({ name }: { name: string }) {
+  const [image, setImage] = useState<Image | null | undefined>(undefined);
+  usePoll(() => api.images(name).then((list) => setImage(list.find((i) => i.status === "ready") ?? null), () => setImage(null)), 15_000, [name]);
+  const network = image?.runtime?.network;
+  const allow = network?.allow ?? [];
+  return (
+    <section class="panel" aria-labelledby="network-h">
+      <h2 id="network-h">Network</h2>
+      {image === undefined ? (
+        <p class="muted small">Loading…</p>
+      ) : !network ? (
+        <p class="small">No image yet: sandboxes get the package registries (the default allowlist).</p>
+      ) : (
+        <dl class="facts" data-testid="network">
+          <dt>Agent sandboxes</dt>
+          <dd>{network.mode === "none" ? "no network" : network.mode === "open" ? "any public host" : "package registries and listed hosts"}</dd>
+          {allow.length > 0 && (<><dt>Also allowed</dt><dd>{allow.map((h) => <code key={h}>{h} </code>)}</dd></>)}
+          {network.read_only && (<><dt>Plain HTTP</dt><dd>read-only (GET, HEAD, OPTIONS)</dd></>)}
+        </dl>
+      )}
+      <p class="small muted">Set in the environment's <code>[network]</code> section; never this host or private addresses.</p>
     </section>
   );
 }
