@@ -16,6 +16,14 @@ const DIST = new URL("../dist/", import.meta.url).pathname;
 const DESKTOP = { width: 1280, height: 800 };
 const PHONE = { width: 375, height: 740 };
 const bench = {};
+/** Console messages of any page that report a Content-Security-Policy violation. */
+const violations = [];
+function watch(page, who) {
+  page.on("console", (message) => {
+    if (/Content[- ]Security[- ]Policy/i.test(message.text())) violations.push(`[${who}] ${message.text()}`);
+  });
+  page.on("pageerror", (e) => console.log(`[${who}] page error: ${e.message}`));
+}
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -30,8 +38,8 @@ const browser = await chromium.launch({
 async function signedIn(user, viewport = DESKTOP, extra = {}) {
   const context = await browser.newContext({ viewport, ...extra });
   context.setDefaultTimeout(30_000);
+  context.on("page", (p) => watch(p, user));
   const page = await context.newPage();
-  page.on("pageerror", (e) => console.log(`[${user}] page error: ${e.message}`));
   const { url } = await host({ cmd: "login", user });
   await page.goto(url);
   await page.waitForURL(`${URL_}/`);
@@ -79,6 +87,7 @@ let sessionPath = "";
 await scenario("a stranger gets the sign-in page, with the security headers", async () => {
   const context = await browser.newContext({ viewport: DESKTOP });
   const page = await context.newPage();
+  watch(page, "stranger");
   for (const path of ["/", "/sessions/s_nonexistent", "/repos/web", "/new"]) {
     const response = await page.goto(URL_ + path);
     assert.equal(response.status(), 200, path);
@@ -377,6 +386,10 @@ await scenario("the pages on a 375 px phone, and every main page's screenshot", 
     await admin.page.goto(URL_ + path);
     await admin.page.locator("main h1").first().waitFor();
     await admin.page.locator(".cards").waitFor();
+    if (name === "sessions") {
+      // The list shows each session's participants (from its detail).
+      await admin.page.locator('[data-testid="participants"]', { hasText: "bob" }).first().waitFor();
+    }
     await shot(admin.page, `${name}-desktop`);
   }
   await phone.context.close();
@@ -471,6 +484,10 @@ await scenario("streaming 200 tokens/s causes no long main-thread task", async (
   bench.streaming_long_tasks = long.length;
   bench.streaming_longest_task_ms = Math.round(Math.max(0, ...long));
   assert.ok(bench.streaming_longest_task_ms <= 50, `a ${bench.streaming_longest_task_ms} ms task while streaming`);
+});
+
+await scenario("no page broke the Content-Security-Policy", async () => {
+  assert.deepEqual(violations, []);
 });
 
 await browser.close();

@@ -1,9 +1,22 @@
 // The sessions list: mine, shared with me, and (admins) all; search and filter; refreshed
 // while the page is open, so it is live without a reload.
-import { useState } from "preact/hooks";
+import { useRef, useState } from "preact/hooks";
 import { api } from "../api/client";
-import type { Me, SessionSummary } from "../api/types";
+import type { Me, SessionDetail, SessionSummary } from "../api/types";
 import { ago, message, usePoll, useTitle } from "../lib/util";
+
+const DETAILS = 30;
+
+function Activity({ detail }: { detail?: SessionDetail }) {
+  if (!detail) return null;
+  const last = detail.prompts.length ? detail.prompts[detail.prompts.length - 1] : undefined;
+  return (
+    <>
+      {last && <span>last prompt {ago(last.created_at_ms)} by {last.author.name}</span>}
+      <span data-testid="participants">with {detail.participants.map((p) => p.user.name).join(", ")}</span>
+    </>
+  );
+}
 
 type Filter = "all-mine" | "mine" | "shared" | "everyone";
 
@@ -27,6 +40,22 @@ export function Sessions({ me }: { me: Me }) {
     4000,
     [filter],
   );
+  // Participants and last activity come with each session's detail: fetched for the sessions
+  // on screen (at most DETAILS of them), less often than the list.
+  const [details, setDetails] = useState<Map<string, SessionDetail>>(new Map());
+  const visible = useRef<string[]>([]);
+  usePoll(
+    () => {
+      for (const id of visible.current.slice(0, DETAILS)) {
+        api.session(id).then(
+          (d) => setDetails((m) => new Map(m).set(id, d)),
+          () => undefined,
+        );
+      }
+    },
+    20_000,
+    [sessions === null],
+  );
   const needle = search.trim().toLowerCase();
   const shown = (sessions ?? [])
     .filter((s) => archived || !s.archived)
@@ -43,6 +72,7 @@ export function Sessions({ me }: { me: Me }) {
         s.created_by.name.toLowerCase().includes(needle),
     )
     .sort((a, b) => b.created_at_ms - a.created_at_ms);
+  visible.current = shown.map((s) => s.id);
   return (
     <section>
       <div class="row between">
@@ -85,7 +115,8 @@ export function Sessions({ me }: { me: Me }) {
                 <span>by {s.created_by.name}</span>
                 {s.role && <span>you: {s.role}</span>}
                 {s.archived && <span class="badge">archived</span>}
-                <span>{ago(s.created_at_ms)}</span>
+                <span>started {ago(s.created_at_ms)}</span>
+                <Activity detail={details.get(s.id)} />
               </div>
             </li>
           ))}
