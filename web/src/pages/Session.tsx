@@ -67,16 +67,28 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
     };
     // The history comes in large REST pages (one parse per page, one render at the end),
     // then the socket follows from the last seq: a long session opens at once.
+    // The first page says how long the log is; the rest are asked for at once (seqs have no
+    // gaps, so page k starts after k × HISTORY_PAGE), and folded in order. A page cut short by
+    // the server's size cap leaves a gap, which the loop after fills.
     const history = async () => {
-      let after = 0;
-      for (let pages = 0; pages < 1000; pages++) {
-        const page = await api.events(id, after, HISTORY_PAGE);
-        if (closed) return after;
+      performance.mark("kiln:history:start");
+      const first = await api.events(id, 0, HISTORY_PAGE);
+      const starts: number[] = [];
+      for (let from = HISTORY_PAGE; from < first.head_seq; from += HISTORY_PAGE) starts.push(from);
+      const rest = Promise.all(starts.map((from) => api.events(id, from, HISTORY_PAGE)));
+      transcript.apply(first.events);
+      for (const page of await rest) {
+        if (closed) return transcript.lastSeq;
+        if (page.events.length && page.events[0].seq !== transcript.lastSeq + 1) break;
         transcript.apply(page.events);
-        after = Math.max(after, page.next_after_seq);
-        if (page.events.length === 0 || after >= page.head_seq) break;
       }
-      return after;
+      for (let pages = 0; pages < 1000 && transcript.lastSeq < first.head_seq; pages++) {
+        const page = await api.events(id, transcript.lastSeq, HISTORY_PAGE);
+        if (closed || page.events.length === 0) break;
+        transcript.apply(page.events);
+      }
+      performance.mark("kiln:history:end");
+      return transcript.lastSeq;
     };
     history()
       .catch(() => transcript.lastSeq)
