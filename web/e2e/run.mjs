@@ -102,6 +102,9 @@ await scenario("a stranger gets the sign-in page, with the security headers", as
   const script = await page.locator("script[src]").first().getAttribute("src");
   const asset = await page.request.get(URL_ + script);
   assert.match(asset.headers()["cache-control"], /immutable/);
+  // Without GitHub configured, the page offers sign-in links only.
+  await page.waitForLoadState("networkidle");
+  assert.equal(await page.locator('[data-testid="github-sign-in"]').count(), 0);
   await shot(page, "signin-desktop");
   await page.setViewportSize(PHONE);
   await shot(page, "signin-phone");

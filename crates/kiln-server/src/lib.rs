@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/me", get(users::me))
         .route("/me/github", delete(github::unlink))
+        .route("/auth/methods", get(login::sign_in_methods))
         .route("/auth/github/start", get(github::start))
         .route("/auth/github/callback", get(github::callback))
         .route("/users", post(users::create_user).get(users::list_users))

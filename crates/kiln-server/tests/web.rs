@@ -80,6 +80,10 @@ async fn pages_and_files_are_served_with_strict_headers() {
         assert_eq!(response.status(), 404, "{path}");
     }
     let index = index.unwrap();
+    // The sign-in page asks, before anyone signs in, what it may offer.
+    let (status, methods) = app.get("", "/api/auth/methods").await;
+    assert_eq!(status, 200, "{methods}");
+    assert_eq!(methods, serde_json::json!({"github": false}));
     if kiln_server::web_ui_built() {
         // The bundle: immutable, gzipped for browsers that take it, with its type.
         let script = index
@@ -105,5 +109,31 @@ async fn pages_and_files_are_served_with_strict_headers() {
     } else {
         assert!(index.contains("scripts/build-web"), "{index}");
     }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sign_in_page_learns_that_github_is_configured() {
+    use kiln_core::Secret;
+    use kiln_engine::{EngineConfig, GitHubConfig};
+    use kiln_testkit::{
+        FAKE_APP_ID, FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FakeGitHub, TEST_APP_PRIVATE_KEY_PEM,
+    };
+    let fake = FakeGitHub::start().await;
+    let app = TestApp::with_config(EngineConfig {
+        github: Some(GitHubConfig {
+            api_url: fake.url(),
+            app_id: Some(FAKE_APP_ID.into()),
+            private_key_pem: Some(Secret::new(TEST_APP_PRIVATE_KEY_PEM.as_bytes().to_vec())),
+            client_id: Some(FAKE_CLIENT_ID.into()),
+            client_secret: Some(Secret::new(FAKE_CLIENT_SECRET.into())),
+            webhook_secret: None,
+        }),
+        ..EngineConfig::default()
+    })
+    .await;
+    let (status, methods) = app.get("", "/api/auth/methods").await;
+    assert_eq!(status, 200, "{methods}");
+    assert_eq!(methods, serde_json::json!({"github": true}));
     app.stop().await;
 }

@@ -52,6 +52,7 @@ const enc = encodeURIComponent;
 
 export const api = {
   me: () => call<T.Me>("GET", "/api/me"),
+  signInMethods: () => call<T.SignInMethods>("GET", "/api/auth/methods"),
   logout: () => call<void>("POST", "/api/logout"),
 
   repos: () => call<T.Repo[]>("GET", "/api/repos"),

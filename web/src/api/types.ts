@@ -4,6 +4,7 @@ import type { components } from "./schema";
 
 type S = components["schemas"];
 export type Me = S["Me"];
+export type SignInMethods = S["SignInMethods"];
 export type User = S["User"];
 export type UserRef = S["UserRef"];
 export type Repo = S["Repo"];

@@ -1,11 +1,16 @@
 // Signing in: kiln has no passwords. A sign-in link (`kiln login-link`, or the one `kiln up`
 // prints) works once, within ten minutes, and sets the browser session cookie; this page says
 // so and takes a pasted link or code.
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
+import { api } from "../api/client";
 
 export function SignIn() {
   const [value, setValue] = useState("");
   const [error, setError] = useState("");
+  const [github, setGithub] = useState(false);
+  useEffect(() => {
+    api.signInMethods().then((m) => setGithub(m.github), () => undefined);
+  }, []);
   const submit = (e: Event) => {
     e.preventDefault();
     const text = value.trim();
@@ -44,6 +49,12 @@ export function SignIn() {
         {error && <p id="signin-error" class="error" role="alert">{error}</p>}
         <button type="submit">Sign in</button>
       </form>
+      {github && (
+        <p>
+          Or <a class="button" href="/api/auth/github/start" data-testid="github-sign-in">Sign in with GitHub</a>{" "}
+          <span class="muted small">(for accounts already linked to a kiln user)</span>
+        </p>
+      )}
     </main>
   );
 }
