@@ -193,6 +193,11 @@ await scenario("queue, insert and stop", async () => {
   await page.getByText("admin stopped the agent").waitFor();
   await page.locator('[data-testid="queue"]').waitFor({ state: "detached" });
   await page.locator('[data-testid="agent-state"]', { hasText: "idle" }).waitFor();
+  // The stopped prompt can be sent again.
+  const stopped = page.locator('[data-testid="prompt"]', { hasText: "a long task" });
+  await stopped.getByRole("button", { name: "Send again" }).click();
+  await page.locator('[data-testid="prompt"]', { hasText: "a long task" }).nth(1).waitFor();
+  await page.locator('[data-testid="agent-state"]', { hasText: "idle" }).waitFor();
 });
 
 await scenario("a viewer joined by a share link cannot prompt and is told why", async () => {
@@ -207,6 +212,8 @@ await scenario("a viewer joined by a share link cannot prompt and is told why", 
   await carol.page.locator('[data-testid="readonly"]', { hasText: "You are a viewer" }).waitFor();
   assert.equal(await carol.page.getByLabel("Prompt", { exact: true }).count(), 0);
   assert.equal(await carol.page.getByRole("button", { name: "Stop" }).count(), 0);
+  assert.equal(await carol.page.getByRole("button", { name: "Send again" }).count(), 0);
+  assert.equal(await carol.page.getByRole("button", { name: "Make link" }).count(), 0);
   // Everything is visible to the viewer.
   await promptsBy(carol.page, "bob").first().waitFor();
   // The API refuses too (the page is not the only guard).
@@ -325,6 +332,16 @@ await scenario("a repo: environment errors at the editor, a build's live log, se
   await page.getByLabel("Value", { exact: true }).fill("s3cret-value-1");
   await page.getByRole("button", { name: "Set secret" }).click();
   await page.locator(".secrets li", { hasText: "WEB_TOKEN" }).waitFor();
+  // Members-only access, kept across a reload, then open again.
+  await page.getByRole("radio", { name: /Members only/ }).check();
+  await page.getByRole("checkbox", { name: /bob/ }).check();
+  await page.getByRole("button", { name: "Save access" }).click();
+  await page.getByText("Access saved.").waitFor();
+  await page.reload();
+  await page.getByRole("checkbox", { name: /bob/ }).and(page.locator(":checked")).waitFor();
+  await page.getByRole("radio", { name: "Everyone" }).check();
+  await page.getByRole("button", { name: "Save access" }).click();
+  await page.getByText("Access saved.").waitFor();
   assert.equal(await page.getByText("s3cret-value-1").count(), 0, "a secret's value is never shown");
   if (SHOTS) await page.screenshot({ path: join(SHOTS, "repo-admin-desktop.png"), fullPage: true });
 });

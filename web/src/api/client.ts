@@ -70,6 +70,12 @@ export const api = {
   deleteSecret: (name: string, secret: string) =>
     call<void>("DELETE", `/api/repos/${enc(name)}/secrets/${enc(secret)}`),
 
+  users: () => call<T.User[]>("GET", "/api/users"),
+  access: (name: string) => call<T.RepoAccess>("GET", `/api/repos/${enc(name)}/access`),
+  setAccess: (name: string, body: T.SetRepoAccess) =>
+    call<T.RepoAccess>("PUT", `/api/repos/${enc(name)}/access`, body),
+  retry: (id: string, prompt: string) =>
+    call<T.PromptAccepted>("POST", `/api/sessions/${enc(id)}/prompts/${enc(prompt)}/retry`),
   sessions: (all: boolean) =>
     call<T.SessionSummary[]>("GET", all ? "/api/sessions?all=true" : "/api/sessions"),
   session: (id: string) => call<T.SessionDetail>("GET", `/api/sessions/${enc(id)}`),

@@ -4,7 +4,11 @@ import { memo } from "preact/compat";
 import type { FileItem, Item, NoteItem, PromptItem, TextItem, ToolItem } from "../lib/transcript";
 import { Markdown } from "../lib/markdown";
 
-function PromptView({ item }: { item: PromptItem }) {
+/** Set by the session page for people who may prompt: sends a prompt that did not finish again. */
+export type Retry = ((promptId: string) => void) | undefined;
+
+function PromptView({ item, retry }: { item: PromptItem; retry: Retry }) {
+  const again = retry && (item.status === "interrupted" || item.status === "failed" || item.status === "cancelled");
   return (
     <article class={`item prompt status-${item.status}`} data-testid="prompt" aria-label={`Prompt by ${item.author.name}`}>
       <header>
@@ -13,6 +17,9 @@ function PromptView({ item }: { item: PromptItem }) {
         <span class={`badge status`}>{item.status}</span>
       </header>
       <div class="prompt-text" data-testid="prompt-text">{item.text}</div>
+      {again && (
+        <button type="button" class="link" onClick={() => retry(item.id)}>Send again</button>
+      )}
     </article>
   );
 }
@@ -78,10 +85,10 @@ function NoteView({ item }: { item: NoteItem }) {
   );
 }
 
-function ItemViewInner({ item }: { item: Item; rev: number }) {
+function ItemViewInner({ item, retry }: { item: Item; rev: number; retry: Retry }) {
   switch (item.kind) {
     case "prompt":
-      return <PromptView item={item} />;
+      return <PromptView item={item} retry={retry} />;
     case "text":
       return <TextView item={item} />;
     case "tool":
@@ -93,4 +100,4 @@ function ItemViewInner({ item }: { item: Item; rev: number }) {
   }
 }
 
-export const ItemView = memo(ItemViewInner, (a, b) => a.item === b.item && a.rev === b.rev);
+export const ItemView = memo(ItemViewInner, (a, b) => a.item === b.item && a.rev === b.rev && a.retry === b.retry);

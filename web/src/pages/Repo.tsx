@@ -2,7 +2,7 @@
 // shown at the editor), image builds with a live log, the warm pool, and its secrets.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { api, followLog } from "../api/client";
-import type { Image, Me, PoolStatus, Repo, RepoSecret } from "../api/types";
+import type { Image, Me, PoolStatus, Repo, RepoAccess, RepoSecret, User } from "../api/types";
 import { announce } from "../lib/announce";
 import { ago, message, usePoll, useTitle } from "../lib/util";
 
@@ -31,6 +31,7 @@ export function RepoPage({ name, me }: { name: string; me: Me }) {
       </div>
       {admin && <Environment repo={repo} onSaved={setRepo} />}
       {admin && <Secrets name={name} />}
+      {admin && <Access name={name} />}
     </section>
   );
 }
@@ -240,5 +241,65 @@ function Secrets({ name }: { name: string }) {
         <button type="submit">Set secret</button>
       </form>
     </section>
+  );
+}
+
+/** Who may start sessions on the repo: everyone, or its members (and admins) only. */
+function Access({ name }: { name: string }) {
+  const [access, setAccess] = useState<RepoAccess | null>(null);
+  const [users, setUsers] = useState<User[]>([]);
+  const [members, setMembers] = useState<Set<string>>(new Set());
+  const [mode, setMode] = useState<"everyone" | "members">("everyone");
+  const [error, setError] = useState("");
+  const [saved, setSaved] = useState(false);
+  useEffect(() => {
+    api.access(name).then((a) => {
+      setAccess(a);
+      setMode(a.mode);
+      setMembers(new Set(a.members.map((m) => m.id)));
+    }, (e: unknown) => setError(message(e)));
+    api.users().then((list) => setUsers(list.filter((u) => !u.deactivated)), () => undefined);
+  }, [name]);
+  const save = async (e: Event) => {
+    e.preventDefault();
+    setError("");
+    setSaved(false);
+    try {
+      setAccess(await api.setAccess(name, { mode, members: [...members] }));
+      setSaved(true);
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+  if (!access) return error ? <p class="error">{error}</p> : null;
+  return (
+    <form class="panel stack" onSubmit={save} aria-labelledby="access-h">
+      <h2 id="access-h">Access</h2>
+      <fieldset class="stack">
+        <legend>Who may start sessions</legend>
+        <label class="check"><input type="radio" name="access" checked={mode === "everyone"} onChange={() => setMode("everyone")} /> Everyone</label>
+        <label class="check"><input type="radio" name="access" checked={mode === "members"} onChange={() => setMode("members")} /> Members only (and admins); to others the repo does not exist</label>
+      </fieldset>
+      {mode === "members" && (
+        <fieldset class="stack">
+          <legend>Members</legend>
+          {users.map((u) => (
+            <label key={u.id} class="check">
+              <input type="checkbox" checked={members.has(u.id)}
+                onChange={(e) => {
+                  const next = new Set(members);
+                  if ((e.target as HTMLInputElement).checked) next.add(u.id);
+                  else next.delete(u.id);
+                  setMembers(next);
+                }} />
+              {u.display_name || u.name} <span class="muted small">{u.name}</span>
+            </label>
+          ))}
+        </fieldset>
+      )}
+      {error && <p class="error" role="alert">{error}</p>}
+      {saved && <p class="good" role="status">Access saved.</p>}
+      <button type="submit">Save access</button>
+    </form>
   );
 }

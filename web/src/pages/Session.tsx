@@ -120,6 +120,13 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
 
   const role = detail?.role ?? null;
   const canPrompt = role === "owner" || role === "collaborator";
+  const retry = useMemo(
+    () =>
+      canPrompt
+        ? (promptId: string) => void api.retry(id, promptId).catch((e: unknown) => announce(message(e)))
+        : undefined,
+    [id, canPrompt],
+  );
   const running = transcript.running;
   const queue = transcript.queue;
   const items = transcript.items;
@@ -167,7 +174,7 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
               Show {Math.min(1000, from)} earlier of {from}
             </button>
           )}
-          {items.slice(from).map((item) => <ItemView key={item.key} item={item} rev={item.rev} />)}
+          {items.slice(from).map((item) => <ItemView key={item.key} item={item} rev={item.rev} retry={retry} />)}
         </div>
 
         <aside class="side">
