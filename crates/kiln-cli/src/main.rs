@@ -61,6 +61,10 @@ enum Command {
     /// Administer the kiln on this machine through its data dir (recovery).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Print the API's OpenAPI document (what `/api/openapi.json` serves), without a server:
+    /// the web UI's types are generated from it (`web/openapi.json`).
+    #[command(hide = true)]
+    Openapi,
 }
 
 /// Where kiln keeps its state: `--data-dir`, else `$KILN_DATA_DIR`, else `/var/lib/kiln`.
@@ -108,6 +112,10 @@ fn main() -> ExitCode {
             Command::LoginLink(args) => Ok(remote::login_link(args).await),
             Command::Status(args) => Ok(remote::status(args).await),
             Command::Admin(cmd) => admin::run(cmd).await.map(|()| ExitCode::SUCCESS),
+            Command::Openapi => {
+                print!("{}", kiln_server::openapi_json());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

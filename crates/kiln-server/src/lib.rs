@@ -12,14 +12,15 @@ mod login;
 mod presence;
 mod routes;
 mod serve;
+mod web;
 
 pub use bootstrap::{ADMIN_TOKEN_FILE, admin_login_link, bootstrap, recover_admin_token};
 pub use error::Error;
 pub use serve::{ServeConfig, serve_with};
+pub use web::built as web_ui_built;
 
 use axum::Router;
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use kiln_engine::Engine;
 use kiln_store::Store;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/me", get(users::me))
         .route("/me/github", delete(github::unlink))
+        .route("/auth/methods", get(login::sign_in_methods))
         .route("/auth/github/start", get(github::start))
         .route("/auth/github/callback", get(github::callback))
         .route(
@@ -162,7 +164,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api", api)
         .route("/login", get(login::login))
-        .route("/", get(index))
+        .merge(web::routes())
         .fallback(|| async { Error::NotFound("page".into()) })
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
@@ -187,15 +189,14 @@ async fn openapi() -> impl IntoResponse {
     axum::Json(routes::ApiDoc::openapi())
 }
 
-async fn index() -> (StatusCode, Html<&'static str>) {
-    (
-        StatusCode::OK,
-        Html(
-            "<!doctype html><title>kiln</title><h1>kiln is running</h1>\
-             <p>The API is at <a href=\"/api/openapi.json\">/api/openapi.json</a>; \
-             use the <code>kiln</code> CLI as a client.</p>",
-        ),
-    )
+/// The OpenAPI document as pretty JSON, without a running server: what `kiln openapi` prints
+/// and the web UI's types are generated from (`web/openapi.json`).
+pub fn openapi_json() -> String {
+    let mut json = routes::ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes");
+    json.push('\n');
+    json
 }
 
 type TraceLayer = tower_http::trace::TraceLayer<

@@ -14,7 +14,7 @@ use crate::extract::Query;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use kiln_protocol::api::{ApiError, LoginLink};
+use kiln_protocol::api::{ApiError, LoginLink, SignInMethods};
 use serde::Deserialize;
 
 /// The address browsers use for this server: the configured public URL, else the scheme-less
@@ -28,6 +28,16 @@ pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("127.0.0.1");
     format!("http://{host}")
+}
+
+/// How a browser can sign in here: what the sign-in page offers. Open to anyone (the page is
+/// shown before signing in); it says only whether GitHub is configured.
+#[utoipa::path(get, path = "/api/auth/methods", tag = "users", security(()),
+    responses((status = 200, body = SignInMethods)))]
+pub(crate) async fn sign_in_methods(State(state): State<AppState>) -> axum::Json<SignInMethods> {
+    axum::Json(SignInMethods {
+        github: state.engine.forge().is_ok(),
+    })
 }
 
 /// Mints a sign-in link for the caller, valid once, for ten minutes.

@@ -71,11 +71,13 @@ async fn the_document_describes_the_server() {
             s.iter()
                 .any(|r| r.as_object().is_some_and(|o| o.is_empty()))
         });
-        // Signing in with GitHub starts before anyone is signed in; GitHub's webhook
-        // deliveries are authenticated by their signature, not a kiln credential.
+        // Signing in (with GitHub; the sign-in page asking what it may offer) starts before
+        // anyone is signed in; GitHub's webhook deliveries are authenticated by their
+        // signature, not a kiln credential.
         let should_be_open = path == "/api/health"
             || path == "/api/openapi.json"
             || path == "/api/auth/github/start"
+            || path == "/api/auth/methods"
             || path == "/api/github/webhook";
         if open != should_be_open {
             problems.push(format!("{name}: open is {open}"));

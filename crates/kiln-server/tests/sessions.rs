@@ -511,16 +511,22 @@ async fn watchers_see_who_is_present_and_who_is_typing() {
         seen.iter()
             .any(|e| matches!(e, Ephemeral::Present { user } if user.name == "bob"))
     );
-    // A bad frame gets an error frame; the socket stays open.
+    // A bad frame gets an error frame; the socket stays open. Before it, bob's socket was
+    // told who was already here (the admin, present before bob came).
+    let mut told_of_admin = false;
     loop {
         match bob.frame().await {
             ServerFrame::Error { message } => {
                 assert!(message.contains("shout"), "{message}");
                 break;
             }
+            ServerFrame::Ephemeral {
+                event: Ephemeral::Present { user },
+            } if user.name != "bob" => told_of_admin = true,
             _ => continue,
         }
     }
+    assert!(told_of_admin, "a new socket is told who is already present");
     bob.close().await;
     loop {
         if let ServerFrame::Ephemeral {

@@ -264,7 +264,8 @@ impl Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Ephemeral {
-    /// A client of this user connected to the session.
+    /// A client of this user connected to the session; also sent to a socket that just
+    /// opened, once for each other user already there.
     Present {
         user: UserRef,
     },

@@ -354,6 +354,14 @@ pub struct LoginLink {
     pub expires_at_ms: i64,
 }
 
+/// How a browser can sign in to this server (`GET /api/auth/methods`, open to anyone), so a
+/// sign-in page offers only what works: a sign-in link always; GitHub when the server has it
+/// configured (`/api/auth/github/start`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SignInMethods {
+    pub github: bool,
+}
+
 /// One image build of a repo, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Image {

@@ -44,6 +44,7 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         users::revoke_token,
         users::update_user,
         users::deactivate_user,
+        crate::login::sign_in_methods,
         crate::login::create_login_link,
         crate::login::logout,
         repos::create_repo,

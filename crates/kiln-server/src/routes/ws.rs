@@ -173,9 +173,18 @@ async fn pump(
         head_seq: log.head_seq().await,
     };
     let mut subscription = log.subscribe(after_seq);
-    let (_guard, mut ephemeral) = presence.join(&session, &user);
+    let (_guard, mut ephemeral, here) = presence.join(&session, &user);
     if send(&mut tx, frame_text(&hello)).await.is_err() {
         return;
+    }
+    // Who was here before this socket: each once, as if they had just come.
+    for user in here {
+        let present = ServerFrame::Ephemeral {
+            event: Ephemeral::Present { user },
+        };
+        if send(&mut tx, frame_text(&present)).await.is_err() {
+            return;
+        }
     }
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.reset();

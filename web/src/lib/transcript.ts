@@ -1,0 +1,293 @@
+// A session's state as the fold of its events: the transcript's items in order, the prompts
+// and their queue, the sandbox, who takes part, the branch and the pull request. Folding is
+// incremental and in place (a 10,000-event replay folds in a few milliseconds); an item that
+// changes gets a new `rev`, so the view re-renders that item only.
+import type { DeliveryMode, EventEnvelope, Role, UserRef } from "../api/types";
+
+export interface PromptItem {
+  kind: "prompt";
+  key: string;
+  rev: number;
+  id: string;
+  author: UserRef;
+  text: string;
+  delivery: DeliveryMode;
+  status: "queued" | "running" | "inserted" | "completed" | "failed" | "cancelled" | "interrupted";
+  atMs: number;
+}
+
+export interface TextItem {
+  kind: "text";
+  key: string;
+  rev: number;
+  promptId: string;
+  text: string;
+}
+
+export interface ToolItem {
+  kind: "tool";
+  key: string;
+  rev: number;
+  callId: string;
+  tool: string;
+  input: unknown;
+  /** Live output while it runs (bash), capped; then what the model was given. */
+  output: string;
+  outcome: "running" | "ok" | "error" | "blocked" | "cancelled";
+  message?: string;
+  durationMs?: number;
+}
+
+export interface FileItem {
+  kind: "file";
+  key: string;
+  rev: number;
+  path: string;
+  change: "added" | "modified" | "deleted";
+  added: number;
+  removed: number;
+  author: UserRef;
+}
+
+export interface NoteItem {
+  kind: "note";
+  key: string;
+  rev: number;
+  text: string;
+  tone: "info" | "error" | "good";
+  url?: string;
+}
+
+export type Item = PromptItem | TextItem | ToolItem | FileItem | NoteItem;
+
+/** Live tool output kept per call; the rest is in the log (and the finished call's output). */
+const TOOL_OUTPUT_CAP = 64 * 1024;
+
+export interface FileTotal {
+  path: string;
+  change: "added" | "modified" | "deleted";
+  added: number;
+  removed: number;
+}
+
+export class Transcript {
+  items: Item[] = [];
+  prompts = new Map<string, PromptItem>();
+  participants = new Map<string, { user: UserRef; role: Role }>();
+  files = new Map<string, FileTotal>();
+  repo = "";
+  title = "";
+  delivery: DeliveryMode = "queue";
+  sandbox: string | null = null;
+  sandboxDetail: string | null = null;
+  branch: string | null = null;
+  pr: { url: string; number: number; state: string; draft: boolean } | null = null;
+  lastSeq = 0;
+  lastAtMs = 0;
+  /** Bumped on every change: the view's cue to render. */
+  version = 0;
+
+  private tools = new Map<string, ToolItem>();
+  /** The text item model text streams into, per prompt; a tool call starts a new one. */
+  private openText = new Map<string, TextItem>();
+  private nextKey = 0;
+
+  get running(): PromptItem | undefined {
+    for (const p of this.prompts.values()) if (p.status === "running") return p;
+    return undefined;
+  }
+
+  get queue(): PromptItem[] {
+    return [...this.prompts.values()].filter((p) => p.status === "queued");
+  }
+
+  apply(batch: EventEnvelope[]): void {
+    for (const envelope of batch) {
+      if (envelope.seq <= this.lastSeq) continue;
+      this.lastSeq = envelope.seq;
+      this.lastAtMs = envelope.at_ms;
+      this.one(envelope);
+    }
+    this.version++;
+  }
+
+  private key(): string {
+    return `i${this.nextKey++}`;
+  }
+
+  private note(text: string, tone: NoteItem["tone"] = "info", url?: string): void {
+    this.items.push({ kind: "note", key: this.key(), rev: 0, text, tone, url });
+  }
+
+  private setPrompt(id: string, status: PromptItem["status"]): void {
+    const prompt = this.prompts.get(id);
+    if (prompt) {
+      prompt.status = status;
+      prompt.rev++;
+    }
+    if (status !== "running") this.openText.delete(id);
+  }
+
+  private one({ event, at_ms }: EventEnvelope): void {
+    switch (event.type) {
+      case "session_created":
+        this.repo = event.repo;
+        this.title = event.title;
+        break;
+      case "prompt_queued": {
+        const item: PromptItem = {
+          kind: "prompt",
+          key: this.key(),
+          rev: 0,
+          id: event.prompt_id,
+          author: event.author,
+          text: event.text,
+          delivery: event.delivery,
+          status: "queued",
+          atMs: at_ms,
+        };
+        this.prompts.set(item.id, item);
+        this.items.push(item);
+        break;
+      }
+      case "prompt_started":
+        this.setPrompt(event.prompt_id, "running");
+        break;
+      case "prompt_inserted":
+        this.setPrompt(event.prompt_id, "inserted");
+        break;
+      case "prompt_finished":
+        this.setPrompt(event.prompt_id, event.outcome === "completed" ? "completed" : "failed");
+        if (event.outcome === "turn_limit") this.note("Stopped: the prompt used all its model turns.", "error");
+        if (event.outcome === "token_limit") this.note("Stopped: the prompt used all its tokens.", "error");
+        break;
+      case "prompt_cancelled": {
+        const wasQueued = this.prompts.get(event.prompt_id)?.status === "queued";
+        this.setPrompt(event.prompt_id, "cancelled");
+        this.note(`${event.by.name} ${wasQueued ? "removed a queued prompt" : "stopped the agent"}.`);
+        break;
+      }
+      case "prompt_interrupted":
+        this.setPrompt(event.prompt_id, "interrupted");
+        this.note("The server stopped while this prompt ran; it was interrupted.", "error");
+        break;
+      case "model_request":
+        break;
+      case "text_delta": {
+        let item = this.openText.get(event.prompt_id);
+        if (!item) {
+          item = { kind: "text", key: this.key(), rev: 0, promptId: event.prompt_id, text: "" };
+          this.openText.set(event.prompt_id, item);
+          this.items.push(item);
+        }
+        item.text += event.text;
+        item.rev++;
+        break;
+      }
+      case "tool_call_started": {
+        this.openText.delete(event.prompt_id);
+        const item: ToolItem = {
+          kind: "tool",
+          key: this.key(),
+          rev: 0,
+          callId: event.call_id,
+          tool: event.tool,
+          input: event.input,
+          output: "",
+          outcome: "running",
+        };
+        this.tools.set(item.callId, item);
+        this.items.push(item);
+        break;
+      }
+      case "tool_output": {
+        const item = this.tools.get(event.call_id);
+        if (item && item.output.length < TOOL_OUTPUT_CAP) {
+          item.output += event.chunk;
+          item.rev++;
+        }
+        break;
+      }
+      case "tool_call_finished": {
+        const item = this.tools.get(event.call_id);
+        if (item) {
+          item.outcome = event.outcome.status;
+          item.message =
+            event.outcome.status === "error"
+              ? event.outcome.message
+              : event.outcome.status === "blocked"
+                ? event.outcome.reason
+                : undefined;
+          item.output = event.output;
+          item.durationMs = event.duration_ms;
+          item.rev++;
+          this.tools.delete(event.call_id);
+        }
+        break;
+      }
+      case "file_changed": {
+        this.items.push({
+          kind: "file",
+          key: this.key(),
+          rev: 0,
+          path: event.path,
+          change: event.kind,
+          added: event.added,
+          removed: event.removed,
+          author: event.author,
+        });
+        const total = this.files.get(event.path);
+        if (total) {
+          total.change = event.kind === "deleted" ? "deleted" : total.change === "added" ? "added" : event.kind;
+          total.added += event.added;
+          total.removed += event.removed;
+        } else {
+          this.files.set(event.path, {
+            path: event.path,
+            change: event.kind,
+            added: event.added,
+            removed: event.removed,
+          });
+        }
+        break;
+      }
+      case "sandbox_status":
+        this.sandbox = event.state;
+        this.sandboxDetail = event.detail ?? null;
+        if (event.state === "failed") this.note(`The sandbox failed${event.detail ? `: ${event.detail}` : "."}`, "error");
+        break;
+      case "participant_joined":
+        this.participants.set(event.user.id, { user: event.user, role: event.role });
+        break;
+      case "participant_left":
+        this.participants.delete(event.user.id);
+        break;
+      case "queue_cleared":
+        for (const id of event.cancelled) this.setPrompt(id, "cancelled");
+        this.note(`${event.by.name} cleared the queue.`);
+        break;
+      case "settings_changed":
+        this.delivery = event.delivery;
+        break;
+      case "egress":
+        if (!event.allowed) this.note(`Network: ${event.host}:${event.port} refused (${event.reason}).`, "error");
+        break;
+      case "pushed":
+        this.branch = event.branch;
+        this.note(`Pushed ${event.branch} at ${event.commit.slice(0, 10)}.`, "good");
+        break;
+      case "pull_request":
+        this.pr = { url: event.url, number: event.number, state: event.state, draft: event.draft };
+        this.note(`${event.by.name} ${event.created ? "opened" : "updated"} pull request #${event.number}.`, "good", event.url);
+        break;
+      case "error":
+        this.note(event.message, "error");
+        break;
+      default: {
+        // A newer server's event: shown, never fatal.
+        const unknown: { type: string } = event;
+        this.note(`(an event this page does not know: ${unknown.type})`);
+      }
+    }
+  }
+}

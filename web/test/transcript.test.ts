@@ -1,0 +1,75 @@
+// The session fold: events in seq order, each applied once, whatever arrives twice.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { EventEnvelope } from "../src/api/types";
+import { Transcript } from "../src/lib/transcript";
+
+const alice = { id: "u_alice", name: "alice" };
+const bob = { id: "u_bob", name: "bob" };
+let seq = 0;
+const ev = (event: EventEnvelope["event"]): EventEnvelope => ({ seq: ++seq, at_ms: seq, event });
+
+test("prompts, queue, streamed text and tools fold; replays are ignored", () => {
+  seq = 0;
+  const log = [
+    ev({ type: "session_created", repo: "web", title: "t", by: alice }),
+    ev({ type: "participant_joined", user: alice, role: "owner" }),
+    ev({ type: "prompt_queued", prompt_id: "p1", author: alice, text: "first", delivery: "queue" }),
+    ev({ type: "prompt_started", prompt_id: "p1", author: alice }),
+    ev({ type: "text_delta", prompt_id: "p1", text: "Hel" }),
+    ev({ type: "text_delta", prompt_id: "p1", text: "lo" }),
+    ev({ type: "prompt_queued", prompt_id: "p2", author: bob, text: "second", delivery: "queue" }),
+    ev({ type: "tool_call_started", prompt_id: "p1", call_id: "c1", tool: "bash", input: { command: "ls" } }),
+    ev({ type: "tool_output", call_id: "c1", stream: "stdout", chunk: "a\n" }),
+    ev({ type: "tool_call_finished", call_id: "c1", outcome: { status: "ok" }, output: "a\n", duration_ms: 5 }),
+    ev({ type: "text_delta", prompt_id: "p1", text: "Done" }),
+    ev({ type: "file_changed", prompt_id: "p1", author: alice, path: "x.rs", kind: "modified", added: 2, removed: 1 }),
+  ];
+  const t = new Transcript();
+  t.apply(log.slice(0, 8));
+  // A reconnect replays some of what was seen: nothing doubles.
+  t.apply(log.slice(5));
+  assert.equal(t.lastSeq, log.length);
+  assert.deepEqual(t.items.map((i) => i.kind), ["prompt", "text", "prompt", "tool", "text", "file"]);
+  assert.equal(t.running?.id, "p1");
+  assert.deepEqual(t.queue.map((p) => [p.id, p.author.name]), [["p2", "bob"]]);
+  const [, first, , tool, second] = t.items;
+  assert.equal(first.kind === "text" && first.text, "Hello");
+  assert.equal(second.kind === "text" && second.text, "Done");
+  assert.equal(tool.kind === "tool" && tool.outcome, "ok");
+  assert.deepEqual([...t.files.values()], [{ path: "x.rs", change: "modified", added: 2, removed: 1 }]);
+  t.apply([ev({ type: "prompt_finished", prompt_id: "p1", outcome: "completed", usage: { input_tokens: 1, output_tokens: 1 } })]);
+  assert.equal(t.running, undefined);
+});
+
+test("an item's revision changes only when it does", () => {
+  seq = 0;
+  const t = new Transcript();
+  t.apply([
+    ev({ type: "prompt_queued", prompt_id: "p1", author: alice, text: "x", delivery: "insert" }),
+    ev({ type: "prompt_started", prompt_id: "p1", author: alice }),
+    ev({ type: "text_delta", prompt_id: "p1", text: "a" }),
+  ]);
+  const [prompt, text] = t.items;
+  const before = [prompt.rev, text.rev];
+  t.apply([ev({ type: "text_delta", prompt_id: "p1", text: "b" })]);
+  assert.equal(prompt.rev, before[0]);
+  assert.ok(text.rev > before[1]);
+});
+
+test("stop, clear and the pull request", () => {
+  seq = 0;
+  const t = new Transcript();
+  t.apply([
+    ev({ type: "prompt_queued", prompt_id: "p1", author: alice, text: "x", delivery: "queue" }),
+    ev({ type: "prompt_queued", prompt_id: "p2", author: bob, text: "y", delivery: "queue" }),
+    ev({ type: "prompt_started", prompt_id: "p1", author: alice }),
+    ev({ type: "prompt_cancelled", prompt_id: "p1", by: bob }),
+    ev({ type: "queue_cleared", by: alice, cancelled: ["p2"] }),
+    ev({ type: "pull_request", forge: "github", number: 7, url: "https://example.com/pr/7", state: "open", draft: false, created: true, by: alice }),
+  ]);
+  assert.equal(t.queue.length, 0);
+  assert.equal(t.prompts.get("p1")?.status, "cancelled");
+  assert.equal(t.pr?.number, 7);
+  assert.ok(t.items.some((i) => i.kind === "note" && i.text === "bob stopped the agent."));
+});
