@@ -54,6 +54,54 @@ impl Intake {
     }
 }
 
+/// What to do once the prompt asked for on the forge ends.
+enum Then {
+    /// Push the branch and open the pull request in the asker's name (work from an issue).
+    OpenPullRequest,
+    /// Push the new commits to the pull request's branch (a follow-up).
+    Push,
+}
+
+/// A prompt someone asked for on the forge, and where to answer them.
+struct Asked {
+    forge: Arc<dyn Forge>,
+    repo: RepoRef,
+    thread: Thread,
+    session: SessionId,
+    prompt: kiln_core::PromptId,
+    by: UserRef,
+    link: String,
+    then: Then,
+}
+
+impl Intake {
+    /// Waits (bounded, holding one of the waiting permits) for the prompt to end, finishes the
+    /// work and replies in the thread; stopped by [`Intake::close`].
+    fn answer_when_done(&self, permit: tokio::sync::OwnedSemaphorePermit, ask: Asked) {
+        let intake = self.clone();
+        self.inner.tracker.spawn(async move {
+            let _permit = permit;
+            let engine = &intake.inner.engine;
+            let wait = engine.wait_for_prompt(&ask.session, &ask.prompt, intake.inner.prompt_wait);
+            let end = tokio::select! {
+                _ = intake.inner.closing.cancelled() => return,
+                end = wait => end,
+            };
+            let text = match (end, &ask.then) {
+                (Ok(end), Then::OpenPullRequest) => {
+                    finish_issue(engine, &ask.session, &ask.by, &end, &ask.link).await
+                }
+                (Ok(end), Then::Push) => {
+                    finish_follow_up(engine, &ask.session, &ask.by, &end, &ask.link).await
+                }
+                (Err(e), _) => format!("kiln could not follow the session: {e}"),
+            };
+            let text = format!("@{}: {text}", ask.by.name);
+            reply(&ask.forge, &ask.repo, &ask.thread, &text).await;
+        });
+    }
+}
+
 /// The prompt of a session started from an issue.
 fn issue_prompt(issue: &IssueRef, ask: Option<&str>) -> String {
     let mut prompt = format!("Resolve issue #{}: {}\n", issue.number, issue.title);
@@ -146,23 +194,18 @@ pub(crate) async fn from_issue(
         &format!("@{login} is on it with kiln: [session]({link}). I will open a pull request here when it is done."),
     )
     .await;
-    let (intake2, forge2, repo2) = (intake.clone(), forge.clone(), repo.clone());
-    let prompt = created.prompt_id.clone();
     let outcome = Outcome::Handled(format!("session {session} started"));
-    intake.inner.tracker.spawn(async move {
-        let _permit = permit;
-        let engine = &intake2.inner.engine;
-        tokio::select! {
-            _ = intake2.inner.closing.cancelled() => {}
-            end = engine.wait_for_prompt(&session, &prompt, intake2.inner.prompt_wait) => {
-                let text = match end {
-                    Ok(end) => finish_issue(engine, &session, &by, &end, &link).await,
-                    Err(e) => format!("kiln could not follow the session: {e}"),
-                };
-                reply(&forge2, &repo2, &thread, &format!("@{}: {text}", by.name)).await;
-            }
-        }
-    });
+    let ask = Asked {
+        forge: forge.clone(),
+        repo: repo.clone(),
+        thread,
+        session,
+        prompt: created.prompt_id.clone(),
+        by,
+        link,
+        then: Then::OpenPullRequest,
+    };
+    intake.answer_when_done(permit, ask);
     Ok(outcome)
 }
 
@@ -298,24 +341,18 @@ pub(crate) async fn follow_up(
         }
         Err(e) => return Err(e),
     };
-    let link = format!("{base}/sessions/{session}");
-    let (intake2, forge2, repo2, thread2) =
-        (intake.clone(), forge.clone(), repo.clone(), thread.clone());
     let outcome = Outcome::Handled(format!("follow-up prompt in session {session}"));
-    intake.inner.tracker.spawn(async move {
-        let _permit = permit;
-        let engine = &intake2.inner.engine;
-        tokio::select! {
-            _ = intake2.inner.closing.cancelled() => {}
-            end = engine.wait_for_prompt(&session, &accepted.prompt_id, intake2.inner.prompt_wait) => {
-                let text = match end {
-                    Ok(end) => finish_follow_up(engine, &session, &by, &end, &link).await,
-                    Err(e) => format!("kiln could not follow the session: {e}"),
-                };
-                reply(&forge2, &repo2, &thread2, &format!("@{}: {text}", by.name)).await;
-            }
-        }
-    });
+    let ask = Asked {
+        forge: forge.clone(),
+        repo: repo.clone(),
+        thread: thread.clone(),
+        link: format!("{base}/sessions/{session}"),
+        session,
+        prompt: accepted.prompt_id,
+        by,
+        then: Then::Push,
+    };
+    intake.answer_when_done(permit, ask);
     Ok(outcome)
 }
 
