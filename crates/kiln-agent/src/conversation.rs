@@ -6,7 +6,7 @@ use crate::run::{Failure, PromptRun};
 use kiln_core::WORKDIR;
 use kiln_model::{ContentBlock, Message, MessageRole};
 use kiln_protocol::api::ErrorKind;
-use kiln_sandbox::Sandbox;
+use kiln_sandbox::{DOCS_DIR, Sandbox};
 
 impl PromptRun<'_> {
     /// Hands prompts queued in insert mode to the model as part of this prompt.
@@ -49,6 +49,15 @@ impl PromptRun<'_> {
         );
         if !repo.description.is_empty() {
             system.push_str(&format!("\n\nAbout the repository: {}", repo.description));
+        }
+        if sandbox.info().spec.docs.is_some() {
+            system.push_str(&format!(
+                "\n\n{DOCS_DIR}/environment.md describes this sandbox's environment (its image, \
+                 how it was built and how long each step took, the network policy, the limits), \
+                 and {DOCS_DIR}/kiln/ holds kiln's documentation (the environment definition, \
+                 secrets, GitHub). Both are read-only. Read them when asked about kiln, the \
+                 environment, or how to make this repository's setup faster."
+            ));
         }
         let agents = format!("{WORKDIR}/AGENTS.md");
         if let Ok(bytes) = sandbox.guest().read_file(&agents).await {

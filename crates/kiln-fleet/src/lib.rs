@@ -14,6 +14,7 @@
 //! opens and hands over); the engine decides *when* (after a claim, on a cadence, at
 //! shutdown), the fleet knows *how*.
 
+pub mod about;
 mod bases;
 mod builds;
 mod egress;
@@ -100,6 +101,7 @@ impl Fleet {
             bases,
             workspaces: Workspaces {
                 egress: Arc::new(egress::SandboxEgress::new(config.egress.clone(), &data_dir)),
+                about: Arc::new(about::About::new(&data_dir)),
                 data_dir,
                 provider,
                 git_timeout: config.git_timeout,

@@ -62,6 +62,8 @@ pub struct Workspaces {
     pub store: kiln_store::Store,
     /// The egress proxies of the agent's sandboxes.
     pub egress: Arc<crate::egress::SandboxEgress>,
+    /// What the agent's sandboxes read about kiln and their repo's environment.
+    pub about: Arc<crate::about::About>,
     /// One per repo, held while its mirror is fetched or written: two git processes updating
     /// the same refs at once fail on git's ref locks.
     pub mirror_locks: MirrorLocks,
@@ -238,16 +240,18 @@ impl Workspaces {
 
     /// Creates a sandbox the agent works in (a session's, a warm pool's): as
     /// [`Workspaces::create_labelled`], with its own egress proxy under the image's agent-time
-    /// policy.
+    /// policy, and the repo's docs directory (see [`crate::about`]) read-only.
     async fn create_for_agent(
         &self,
         layers: Vec<PathBuf>,
         runtime: &ImageRuntime,
         label: (&str, &str),
+        docs: PathBuf,
     ) -> Result<Sandbox> {
         let (network, egress) = self.egress.serve(&runtime.network)?;
         let mut spec = spec(layers, runtime, label, network, SandboxUser::Kiln);
         spec.labels.insert(egress.0, egress.1);
+        spec.docs = Some(docs);
         Ok(self.provider.create(spec).await?)
     }
 
@@ -264,8 +268,14 @@ impl Workspaces {
         // No image yet: the default policy (the registry preset) and the repo's own git host.
         let mut runtime = ImageRuntime::default();
         runtime.network.allow.extend(kiln_core::url_host(&repo.url));
+        let docs = self.about.dir(&repo.name, None)?;
         let sandbox = self
-            .create_for_agent(vec![layer], &runtime, (SESSION_LABEL, session.as_str()))
+            .create_for_agent(
+                vec![layer],
+                &runtime,
+                (SESSION_LABEL, session.as_str()),
+                docs,
+            )
             .await?;
         let branch = format!("kiln/{session}");
         let script = format!(
@@ -298,25 +308,36 @@ impl Workspaces {
         }
     }
 
-    /// Creates the session's sandbox from read-only layers: the repo's image (the checkout is
-    /// the image's commit until [`Workspaces::sync`] brings it to the branch head) or a session
-    /// snapshot (the files exactly as they were).
+    /// Creates the session's sandbox of `repo` from read-only layers: its newest `image`'s (the
+    /// checkout is the image's commit until [`Workspaces::sync`] brings it to the branch head)
+    /// or a session snapshot's (the files exactly as they were; the env and limits are the
+    /// image's, the repo's as of now).
     pub async fn create_from_layers(
         &self,
         session: &SessionId,
+        repo: &str,
         layers: &[PathBuf],
-        runtime: &ImageRuntime,
+        image: Option<&ImageRecord>,
     ) -> Result<Sandbox> {
-        self.create_for_agent(layers.to_vec(), runtime, (SESSION_LABEL, session.as_str()))
-            .await
+        let docs = self.about.dir(repo, image)?;
+        let runtime = image.map(|i| i.runtime.clone()).unwrap_or_default();
+        self.create_for_agent(
+            layers.to_vec(),
+            &runtime,
+            (SESSION_LABEL, session.as_str()),
+            docs,
+        )
+        .await
     }
 
     /// Creates a warm pool sandbox of `repo` from its image.
     pub async fn create_pooled(&self, repo: &str, image: &ImageRecord) -> Result<Sandbox> {
+        let docs = self.about.dir(repo, Some(image))?;
         self.create_for_agent(
             image.layers.clone(),
             &image.runtime,
             (crate::pool::POOL_LABEL, repo),
+            docs,
         )
         .await
     }
@@ -418,6 +439,7 @@ impl Workspaces {
 
     /// Removes the repo's mirror (the repo is going away); a failure is logged.
     pub async fn remove_mirror(&self, repo: &str) {
+        self.about.remove(repo);
         let mirror = self.mirror(repo);
         if let Err(e) = tokio::fs::remove_dir_all(&mirror).await
             && e.kind() != std::io::ErrorKind::NotFound
@@ -464,6 +486,7 @@ fn spec(
         limits: limits(&runtime.limits),
         labels: BTreeMap::from([(label.0.to_string(), label.1.to_string())]),
         network,
+        docs: None,
     }
 }
 

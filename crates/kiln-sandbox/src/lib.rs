@@ -21,7 +21,7 @@ pub use kiln_protocol::guest::{
 pub use local::{LocalConfig, LocalProvider};
 pub use provider::{Provider, ResourceEvents, Sandbox};
 pub use spec::{
-    EGRESS_DIR, EGRESS_PORT, EGRESS_SOCKET, EGRESS_SOCKET_NAME, ImageSpec, Limits, NetworkPolicy,
-    SandboxId, SandboxInfo, SandboxSpec, SandboxUser, Snapshot, SnapshotId, SnapshotInfo,
-    proxy_env,
+    DOCS_DIR, EGRESS_DIR, EGRESS_PORT, EGRESS_SOCKET, EGRESS_SOCKET_NAME, ImageSpec, Limits,
+    NetworkPolicy, SandboxId, SandboxInfo, SandboxSpec, SandboxUser, Snapshot, SnapshotId,
+    SnapshotInfo, proxy_env,
 };

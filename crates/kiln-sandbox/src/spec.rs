@@ -166,7 +166,14 @@ pub struct SandboxSpec {
     /// Free-form tags (session, repo, pool) for listing and cleanup.
     pub labels: BTreeMap<String, String>,
     pub network: NetworkPolicy,
+    /// A host directory shown read-only at [`DOCS_DIR`]: what the agent may read about kiln and
+    /// about the environment it works in. Sandboxes recorded before this field had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docs: Option<PathBuf>,
 }
+
+/// Where a sandbox sees its [`SandboxSpec::docs`] directory.
+pub const DOCS_DIR: &str = "/.kiln/docs";
 
 /// A sandbox as listed by its provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

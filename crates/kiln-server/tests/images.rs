@@ -324,3 +324,47 @@ async fn starting_a_session_after_a_failed_build_says_the_image_is_stale_and_why
     );
     app.stop().await;
 }
+
+/// Every agent sandbox shows kiln's docs and a description of its repo's environment,
+/// read-only, at /.kiln/docs, and the system prompt names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_can_read_kiln_s_docs_and_a_description_of_its_environment() {
+    let model = FakeModel::start().await;
+    let app = TestApp::start(&model).await;
+    let token = app.admin_token.clone();
+
+    // No image yet: the description says so and how to get one.
+    model.push(Script::Turn(Turn::text("ok")));
+    let session = app.new_session(&token, "how do I make setup faster?").await;
+    let events = app.wait_for(&token, &session, is_finished).await;
+    let requests = model.requests();
+    assert_eq!(requests.len(), 1, "{events:?}");
+    let system = requests[0].body["system"].to_string();
+    assert!(system.contains("/.kiln/docs/environment.md"), "{system}");
+    let seen = app
+        .sandbox_sh(
+            &session,
+            "head -1 /.kiln/docs/environment.md; grep -c 'No environment image' /.kiln/docs/environment.md; \
+             test -s /.kiln/docs/kiln/README.md && test -s /.kiln/docs/kiln/environment.md && echo docs; \
+             touch /.kiln/docs/x 2>/dev/null || echo read-only",
+        )
+        .await;
+    assert_eq!(
+        seen,
+        "# The environment of this sandbox\n1\ndocs\nread-only\n"
+    );
+
+    // With an image, sessions (and the pool's sandboxes) read how it was built.
+    let image = app.engine.build_image("demo").await.unwrap();
+    assert!(image.is_ready(), "{}", image.log);
+    model.push(Script::Turn(Turn::text("ok")));
+    let session = app.new_session(&token, "again").await;
+    app.wait_for(&token, &session, is_finished).await;
+    let about = app
+        .sandbox_sh(&session, "cat /.kiln/docs/environment.md")
+        .await;
+    assert!(about.contains(&image.id), "{about}");
+    assert!(about.contains("## Network and resources"), "{about}");
+    assert!(!about.contains("No environment image"), "{about}");
+    app.stop().await;
+}

@@ -73,12 +73,13 @@ impl SessionActor {
             Ok(Some(snapshot)) => {
                 self.status(SandboxState::Starting, None, None).await;
                 // The files are the session's; the env and limits are the repo's as of now.
-                let runtime = self.latest_image(inner).await.map(|i| i.runtime);
+                let image = self.latest_image(inner).await;
                 return match workspaces
                     .create_from_layers(
                         self.log.id(),
+                        &self.repo.name,
                         &snapshot.layers,
-                        &runtime.unwrap_or_default(),
+                        image.as_ref(),
                     )
                     .await
                 {
@@ -138,7 +139,7 @@ impl SessionActor {
         let created = match &image {
             Some(image) => {
                 workspaces
-                    .create_from_layers(self.log.id(), &image.layers, &image.runtime)
+                    .create_from_layers(self.log.id(), &self.repo.name, &image.layers, Some(image))
                     .await
             }
             None => {

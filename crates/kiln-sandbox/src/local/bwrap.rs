@@ -51,6 +51,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) env: &'a BTreeMap<String, String>,
     /// The host directory holding the egress proxy's socket, for a proxied sandbox.
     pub(crate) egress: Option<&'a Path>,
+    /// The host directory shown read-only at [`crate::DOCS_DIR`].
+    pub(crate) docs: Option<&'a Path>,
     pub(crate) host_uid: u32,
     pub(crate) cgroup_procs: Vec<PathBuf>,
     pub(crate) listener: BorrowedFd<'a>,
@@ -154,6 +156,9 @@ impl Launch<'_> {
             }
         }
         args.extend(["--ro-bind".into(), self.guest.into(), GUEST_PATH.into()]);
+        if let Some(dir) = self.docs {
+            args.extend(["--ro-bind".into(), dir.into(), crate::DOCS_DIR.into()]);
+        }
         if let Some(dir) = self.egress {
             // Connecting needs no write access to the mount: a socket is not a file.
             args.extend(["--ro-bind".into(), dir.into(), crate::EGRESS_DIR.into()]);

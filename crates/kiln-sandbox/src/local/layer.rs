@@ -14,7 +14,7 @@ use std::path::Path;
 pub(crate) const SANDBOX_USER_ID: u32 = 1000;
 
 /// Bumped when the skeleton's contents change, so old data dirs get a fresh one.
-const SKELETON_VERSION: u32 = 4;
+const SKELETON_VERSION: u32 = 5;
 
 /// The `/etc` entries bound from the host with `ImageSpec::host_system`: what `/usr` needs to work
 /// (alternatives symlinks, TLS roots, the linker cache) and nothing that names host users or secrets.
@@ -49,8 +49,9 @@ pub(crate) fn ensure_skeleton(layers_dir: &Path, host_uid: u32) -> Result<std::p
         "home/kiln",
         "workspace",
         "tmp",
-        // Where a proxied sandbox's egress directory is bound.
+        // Where a proxied sandbox's egress directory is bound, and an agent sandbox's docs.
         ".kiln/egress",
+        ".kiln/docs",
     ] {
         fs::create_dir_all(tmp.join(d)).map_err(io("creating the skeleton"))?;
     }

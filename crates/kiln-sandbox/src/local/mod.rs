@@ -4,7 +4,7 @@
 //! On disk, under the data directory:
 //! ```text
 //! bin/kiln-guest                 the guest binary, copied so the sandbox uid can read it
-//! layers/skeleton-v3-u<uid>/     bottom layer of every sandbox
+//! layers/skeleton-v5-u<uid>/     bottom layer of every sandbox
 //! layers/snap-<id>/              snapshot layers (immutable)
 //! sandboxes/sb-<id>/meta.json    the sandbox's info, for reattaching after a restart
 //!                  /guest.sock   the guest's listening socket (the guest holds it, not a path inside)
@@ -344,6 +344,7 @@ impl LocalProvider {
                     NetworkPolicy::Isolated => None,
                     NetworkPolicy::Proxy { dir } => Some(dir.as_path()),
                 },
+                docs: launch_info.spec.docs.as_deref(),
                 host_uid: config.sandbox_uid,
                 cgroup_procs: cgroup.procs_files(),
                 listener: listener.as_fd(),
