@@ -21,6 +21,54 @@ pub(crate) enum AdminCommand {
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct BackupArgs {
+    /// A new (or empty) directory for the copy.
+    dir: std::path::PathBuf,
+    #[command(flatten)]
+    data_dir: DataDirArg,
+}
+
+/// `kiln backup DIR`: a consistent copy of the databases, taken beside a running `kiln up`.
+pub(crate) async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let (data_dir, dest) = (args.data_dir.data_dir, args.dir);
+    let started = std::time::Instant::now();
+    let report = {
+        let (data_dir, dest) = (data_dir.clone(), dest.clone());
+        tokio::task::spawn_blocking(move || kiln_store::backup(&data_dir, &dest)).await?
+    }
+    .with_context(|| format!("backing up {} into {}", data_dir.display(), dest.display()))?;
+    println!(
+        "backed up {} session(s) and the control DB into {} ({:.1} MB, {})",
+        report.sessions,
+        dest.display(),
+        report.bytes as f64 / 1e6,
+        kiln_core::human_duration(started.elapsed()),
+    );
+    if report.missing > 0 {
+        println!(
+            "{} session(s) deleted during the backup are not in it",
+            report.missing
+        );
+    }
+    if report.secret_key {
+        println!(
+            "secret.key is in the copy (it opens the repo secrets): keep the copy as private as \
+             the data dir"
+        );
+    } else {
+        println!(
+            "no secret.key in the data dir: keep KILN_SECRET_KEY with the copy, or its repo \
+             secrets cannot be opened"
+        );
+    }
+    println!(
+        "not copied: sandboxes, image layers and snapshots; a kiln started on the copy builds \
+         images again and continues each session from a fresh checkout"
+    );
+    Ok(())
+}
+
 pub(crate) async fn run(command: AdminCommand) -> anyhow::Result<()> {
     match command {
         AdminCommand::Token { data_dir, user } => {

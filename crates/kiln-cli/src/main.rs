@@ -61,6 +61,9 @@ enum Command {
     /// Administer the kiln on this machine through its data dir (recovery).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Copy the control DB and every session DB into DIR while kiln runs (SQLite's online
+    /// backup): `kiln up --data-dir DIR` on the copy serves every session's history.
+    Backup(admin::BackupArgs),
     /// Print the API's OpenAPI document (what `/api/openapi.json` serves), without a server:
     /// the web UI's types are generated from it (`web/openapi.json`).
     #[command(hide = true)]
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
             Command::LoginLink(args) => Ok(remote::login_link(args).await),
             Command::Status(args) => Ok(remote::status(args).await),
             Command::Admin(cmd) => admin::run(cmd).await.map(|()| ExitCode::SUCCESS),
+            Command::Backup(args) => admin::backup(args).await.map(|()| ExitCode::SUCCESS),
             Command::Openapi => {
                 print!("{}", kiln_server::openapi_json());
                 Ok(ExitCode::SUCCESS)

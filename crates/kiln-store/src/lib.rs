@@ -22,6 +22,7 @@
 
 mod access;
 mod accounts;
+mod backup;
 mod db;
 mod error;
 mod github;
@@ -38,6 +39,7 @@ mod stored;
 mod subscription;
 mod writer;
 
+pub use backup::{BackupReport, backup};
 pub use error::{Error, Result};
 pub use github::{DELIVERY_MEMORY, OAUTH_STATE_TTL, SealedGitHubLink};
 pub use images::ImageRecord;
