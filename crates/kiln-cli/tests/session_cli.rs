@@ -147,6 +147,7 @@ async fn repos_are_added_and_listed() {
         name: "cli".into(),
         user_id: Some(ben.id),
         expires_in_days: None,
+        scope: Default::default(),
     };
     let ben_token = client.create_token(&body).await.unwrap().token;
     let out = server
@@ -335,6 +336,7 @@ async fn prompts_are_sent_stopped_and_sessions_shared() {
             name: "test".into(),
             user_id: Some(bob.id),
             expires_in_days: None,
+            scope: Default::default(),
         })
         .await
         .unwrap()

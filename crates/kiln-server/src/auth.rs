@@ -16,13 +16,28 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use kiln_core::{Role, SessionId};
-use kiln_protocol::api::{User, UserRef};
+use kiln_protocol::api::{TokenScope, User, UserRef};
 
-/// The authenticated user of a request.
+/// The authenticated user of a request, and what its credential may do (a browser session's
+/// is always full).
 #[derive(Debug, Clone)]
-pub(crate) struct Caller(pub User);
+pub(crate) struct Caller(pub User, pub TokenScope);
+
+/// What a read-only token gets for anything but reading.
+pub(crate) fn read_only_refusal() -> Error {
+    Error::Forbidden(
+        "this token is read-only: it can read but not change anything (make a full one with \
+         `kiln token create NAME`)"
+            .into(),
+    )
+}
 
 impl Caller {
+    /// A read-only token: the request may only read.
+    pub(crate) fn read_only(&self) -> bool {
+        self.1 == TokenScope::ReadOnly
+    }
+
     pub(crate) fn user_ref(&self) -> UserRef {
         UserRef {
             id: self.0.id.clone(),
@@ -69,14 +84,22 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let user = match credential(parts).ok_or(Error::Unauthorized)? {
-            Credential::Token(token) => state.store.authenticate(&token).await?,
+        let caller = match credential(parts).ok_or(Error::Unauthorized)? {
+            Credential::Token(token) => state.store.authenticate_scoped(&token).await?,
             Credential::Cookie(secret) => {
                 check_origin(parts, state.public_url.as_deref())?;
-                state.store.authenticate_browser(&secret).await?
+                let user = state.store.authenticate_browser(&secret).await?;
+                user.map(|user| (user, TokenScope::Full))
             }
         };
-        user.map(Caller).ok_or(Error::Unauthorized)
+        let (user, scope) = caller.ok_or(Error::Unauthorized)?;
+        // Every route takes a `Caller`: this one check holds a read-only token to reading
+        // everywhere. Sockets are GETs; their pumps refuse what acts (warm-ups).
+        let reads = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if scope == TokenScope::ReadOnly && !reads {
+            return Err(read_only_refusal());
+        }
+        Ok(Caller(user, scope))
     }
 }
 

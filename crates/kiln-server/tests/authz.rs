@@ -398,3 +398,108 @@ async fn malformed_requests_get_a_4xx_that_says_what_is_wrong() {
     );
     app.stop().await;
 }
+
+/// A read-only token reads what its user may read and changes nothing: every route of the
+/// OpenAPI document that is not a read answers 403 saying so (walked from the document, so a
+/// route added later is covered), sockets follow but do not warm sandboxes, and a read-only
+/// token cannot make a full one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_token_reads_and_changes_nothing() {
+    let model = FakeModel::start().await;
+    model.set_default(kiln_testkit::Turn::text("done"));
+    let app = TestApp::start(&model).await;
+    let admin = app.admin_token.clone();
+    let session = app.new_session(&admin, "hello").await;
+    let (status, created) = app
+        .post(
+            &admin,
+            "/api/tokens",
+            json!({"name": "dashboard", "scope": "read_only"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["info"]["scope"], "read_only");
+    let reader = created["token"].as_str().unwrap().to_string();
+
+    // Reads work, as the admin it belongs to.
+    for path in ["/api/me", "/api/sessions", "/api/repos", "/api/users"] {
+        let (status, body) = app.get(&reader, path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, _) = app
+        .get(&reader, &format!("/api/sessions/{session}/events"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        ws_status(&app, &reader, session.as_str()).await,
+        101,
+        "a read-only token follows a session"
+    );
+
+    // Everything else is refused, whatever the route.
+    let document: Value = reqwest::get(format!("{}/api/openapi.json", app.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let me = app.get(&admin, "/api/me").await.1;
+    let admin_id = me["user"]["id"].as_str().unwrap().to_string();
+    let mut refused = 0;
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            if matches!(method.as_str(), "get" | "head" | "options" | "parameters") {
+                continue;
+            }
+            // Routes authenticated otherwise (a webhook's signature) take no token at all.
+            if operation["security"] == json!([{}]) {
+                continue;
+            }
+            let concrete = path
+                .replace("{id}", session.as_str())
+                .replace("{name}", "demo")
+                .replace("{user}", &admin_id)
+                .replace("{secret}", "TOKEN")
+                .replace("{code}", "c0de")
+                .replace("{prompt_id}", "p-0000000000000000")
+                .replace("{share}", "sh-0000000000000000");
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = reqwest::Client::new()
+                .request(method.clone(), format!("{}{concrete}", app.url))
+                .bearer_auth(&reader)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert_eq!(status, 403, "{method} {path}: {body}");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("read-only"),
+                "{method} {path}: {body}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused > 25, "only {refused} routes walked");
+
+    // The user socket: no warm-ups for a read-only token.
+    let mut ws = app.user_ws(&reader).await;
+    ws.send_text(r#"{"type":"typing","repo":"demo"}"#).await;
+    let reply = ws.json().await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("read-only"),
+        "{reply}"
+    );
+
+    // Nothing changed: still one session, one prompt, the same tokens.
+    let (_, sessions) = app.get(&admin, "/api/sessions").await;
+    assert_eq!(sessions.as_array().map(Vec::len), Some(1), "{sessions}");
+    let (_, tokens) = app.get(&admin, "/api/tokens").await;
+    assert_eq!(tokens.as_array().unwrap().len(), 2, "{tokens}");
+    app.stop().await;
+}

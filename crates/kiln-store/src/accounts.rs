@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use kiln_core::{TokenId, UserId, random_hex};
 use kiln_protocol::api::{
-    TokenCreated, TokenInfo, User, check_display_name, check_email, check_user_name,
+    TokenCreated, TokenInfo, TokenScope, User, check_display_name, check_email, check_user_name,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -210,7 +210,7 @@ impl Store {
 
     /// Issues a token for `user` that does not expire; see [`Store::issue_token`].
     pub async fn create_token(&self, user: &UserId, name: &str) -> Result<TokenCreated> {
-        self.issue_token(user, name, None).await
+        self.issue_token(user, name, None, TokenScope::Full).await
     }
 
     /// Issues a token for `user`, working for `expires_in_days` (or for good). The token is
@@ -220,6 +220,7 @@ impl Store {
         user: &UserId,
         name: &str,
         expires_in_days: Option<u32>,
+        scope: TokenScope,
     ) -> Result<TokenCreated> {
         let created_at_ms = now_ms();
         let info = TokenInfo {
@@ -229,6 +230,7 @@ impl Store {
             created_at_ms,
             expires_at_ms: expires_in_days.map(|days| created_at_ms + i64::from(days) * 86_400_000),
             last_used_ms: None,
+            scope,
         };
         let token = format!("{TOKEN_PREFIX}{}", random_hex(32));
         let hash = secret_hash(&token);
@@ -241,15 +243,16 @@ impl Store {
                 )));
             }
             conn.execute(
-                "INSERT INTO tokens (id, user_id, name, hash, created_at_ms, expires_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO tokens (id, user_id, name, hash, created_at_ms, expires_at_ms, scope)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     info.id.as_str(),
                     info.user_id.as_str(),
                     info.name,
                     hash,
                     info.created_at_ms,
-                    info.expires_at_ms
+                    info.expires_at_ms,
+                    scope_col(info.scope)
                 ],
             )?;
             Ok(TokenCreated { info, token })
@@ -263,6 +266,11 @@ impl Store {
     /// depends on the hash, which an attacker cannot steer towards a real token's hash, so the
     /// timing says nothing useful about stored tokens.
     pub async fn authenticate(&self, token: &str) -> Result<Option<User>> {
+        Ok(self.authenticate_scoped(token).await?.map(|(user, _)| user))
+    }
+
+    /// The user a token acts as and what it may do, as [`Store::authenticate`].
+    pub async fn authenticate_scoped(&self, token: &str) -> Result<Option<(User, TokenScope)>> {
         let well_formed = token
             .strip_prefix(TOKEN_PREFIX)
             .is_some_and(|hex| is_lower_hex(hex, 64));
@@ -274,7 +282,7 @@ impl Store {
             let found = conn
                 .query_row(
                     &format!(
-                        "SELECT {USER_COLUMNS}, t.id, t.last_used_ms
+                        "SELECT {USER_COLUMNS}, t.id, t.last_used_ms, t.scope
                          FROM tokens t JOIN users u ON u.id = t.user_id
                          WHERE t.hash = ?1 AND u.deactivated_at_ms IS NULL
                            AND (t.expires_at_ms IS NULL OR t.expires_at_ms > ?2)"
@@ -284,7 +292,8 @@ impl Store {
                         let user = user_row(row)?;
                         let token_id: String = row.get(7)?;
                         let last_used: Option<i64> = row.get(8)?;
-                        Ok((token_id, last_used, user))
+                        let scope: String = row.get(9)?;
+                        Ok((token_id, last_used, (user, scope_of(&scope))))
                     },
                 )
                 .optional()?;
@@ -308,8 +317,8 @@ impl Store {
         let user = user.clone();
         self.control(move |conn| {
             let mut stmt = conn.prepare(
-                "SELECT id, user_id, name, created_at_ms, expires_at_ms, last_used_ms FROM tokens
-                 WHERE user_id = ?1 ORDER BY created_at_ms, rowid",
+                "SELECT id, user_id, name, created_at_ms, expires_at_ms, last_used_ms, scope
+                 FROM tokens WHERE user_id = ?1 ORDER BY created_at_ms, rowid",
             )?;
             let rows = stmt.query_map([user.as_str()], |row| {
                 Ok(TokenInfo {
@@ -319,6 +328,7 @@ impl Store {
                     created_at_ms: row.get(3)?,
                     expires_at_ms: row.get(4)?,
                     last_used_ms: row.get(5)?,
+                    scope: scope_of(&row.get::<_, String>(6)?),
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -391,5 +401,22 @@ impl Store {
             Ok(())
         })
         .await
+    }
+}
+
+/// A token scope as `tokens.scope` stores it.
+fn scope_col(scope: TokenScope) -> &'static str {
+    match scope {
+        TokenScope::Full => "full",
+        TokenScope::ReadOnly => "read",
+    }
+}
+
+fn scope_of(column: &str) -> TokenScope {
+    // The column's CHECK allows only these two; anything else would fail closed.
+    if column == "full" {
+        TokenScope::Full
+    } else {
+        TokenScope::ReadOnly
     }
 }

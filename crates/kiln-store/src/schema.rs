@@ -278,6 +278,12 @@ pub(crate) const CONTROL: &[Migration] = &[
         CREATE INDEX forge_changes_session ON forge_changes (session_id, updated_at_ms);
     ",
     },
+    Migration {
+        name: "token scopes",
+        // `read`: the token only reads (dashboards, bots); the server refuses everything else.
+        sql: "ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'full' \
+              CHECK (scope IN ('full', 'read'));",
+    },
 ];
 
 /// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it

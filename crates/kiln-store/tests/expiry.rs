@@ -23,7 +23,10 @@ async fn tokens_stop_at_their_expiry_and_with_their_user() {
     let (dir, store) = store().await;
     let ada = store.create_user("ada", true).await.unwrap();
     let spare = store.create_token(&ada.id, "for good").await.unwrap();
-    let expiring = store.issue_token(&ada.id, "ci", Some(1)).await.unwrap();
+    let expiring = store
+        .issue_token(&ada.id, "ci", Some(1), kiln_protocol::api::TokenScope::Full)
+        .await
+        .unwrap();
     assert!(store.authenticate(&expiring.token).await.unwrap().is_some());
     expire_all(dir.path(), "tokens");
     assert!(store.authenticate(&expiring.token).await.unwrap().is_none());

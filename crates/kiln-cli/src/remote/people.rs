@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use kiln_client::Client;
 use kiln_core::{TokenId, UserId};
-use kiln_protocol::api::{CreateToken, CreateUser, UpdateUser, User, Validate};
+use kiln_protocol::api::{CreateToken, CreateUser, TokenScope, UpdateUser, User, Validate};
 use std::process::ExitCode;
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +67,10 @@ pub(crate) enum TokenCommand {
         /// Make it for this user instead of yourself (admins), by handle or id.
         #[arg(long, value_name = "USER")]
         user: Option<String>,
+        /// A read-only token (dashboards, bots): it reads what the user may read and changes
+        /// nothing.
+        #[arg(long)]
+        read_only: bool,
         /// Print the token and its details as one JSON object.
         #[arg(long)]
         json: bool,
@@ -107,6 +111,7 @@ pub(crate) async fn user(client: &Client, command: UserCommand) -> Result<ExitCo
                     name: "first token (kiln user add)".into(),
                     user_id: Some(user.id.clone()),
                     expires_in_days: None,
+                    scope: TokenScope::Full,
                 })
                 .await?;
             if json {
@@ -166,6 +171,7 @@ pub(crate) async fn token(client: &Client, command: TokenCommand) -> Result<Exit
             name,
             expires_in_days,
             user,
+            read_only,
             json,
         } => {
             let user_id = match user {
@@ -176,6 +182,11 @@ pub(crate) async fn token(client: &Client, command: TokenCommand) -> Result<Exit
                 name,
                 user_id,
                 expires_in_days,
+                scope: if read_only {
+                    TokenScope::ReadOnly
+                } else {
+                    TokenScope::Full
+                },
             };
             body.validate()?;
             let created = client.create_token(&body).await?;
@@ -187,8 +198,12 @@ pub(crate) async fn token(client: &Client, command: TokenCommand) -> Result<Exit
                     Some(_) => format!(" for {} days", expires_in_days.unwrap_or_default()),
                     None => String::new(),
                 };
+                let reads = match created.info.scope {
+                    TokenScope::ReadOnly => " (read-only)",
+                    TokenScope::Full => "",
+                };
                 eprintln!(
-                    "token {} ({}) works{until}; it is shown this once: put it in KILN_TOKEN",
+                    "token {} ({}){reads} works{until}; it is shown this once: put it in KILN_TOKEN",
                     created.info.id, created.info.name
                 );
             }
@@ -199,13 +214,24 @@ pub(crate) async fn token(client: &Client, command: TokenCommand) -> Result<Exit
                 out!("{}", serde_json::to_string(&tokens)?)?;
             } else {
                 let now = super::session::now_ms();
-                let mut rows = vec![row(["ID", "NAME", "CREATED", "LAST USED", "EXPIRES"])];
+                let mut rows = vec![row([
+                    "ID",
+                    "NAME",
+                    "SCOPE",
+                    "CREATED",
+                    "LAST USED",
+                    "EXPIRES",
+                ])];
                 rows.extend(tokens.iter().map(|t| {
                     let used = t.last_used_ms.map_or("never".into(), |at| ago(now, at));
                     let expires = t.expires_at_ms.map_or("never".into(), |at| until(now, at));
                     row([
                         t.id.as_str(),
                         &t.name,
+                        match t.scope {
+                            TokenScope::Full => "full",
+                            TokenScope::ReadOnly => "read-only",
+                        },
                         &ago(now, t.created_at_ms),
                         &used,
                         &expires,

@@ -75,6 +75,21 @@ pub struct CreateToken {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
+    /// `read_only`: for dashboards and bots — it reads what its user may read and changes
+    /// nothing. Default `full`.
+    #[serde(default)]
+    pub scope: TokenScope,
+}
+
+/// What a token may do: everything its user may, or only read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    #[default]
+    Full,
+    /// Only `GET`/`HEAD` requests, and sockets that follow without acting (no typing, no
+    /// warm-ups); anything else is refused with 403.
+    ReadOnly,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -89,6 +104,8 @@ pub struct TokenInfo {
     /// When it was last used (to the minute); none: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_ms: Option<i64>,
+    #[serde(default)]
+    pub scope: TokenScope,
 }
 
 /// The only time a token is shown; kiln keeps only its hash.
@@ -298,6 +315,7 @@ mod tests {
     #[test]
     fn expiries_are_bounded() {
         let token = |days| CreateToken {
+            scope: TokenScope::Full,
             name: "ci".into(),
             user_id: None,
             expires_in_days: days,

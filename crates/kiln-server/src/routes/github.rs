@@ -55,6 +55,10 @@ fn set_state_cookie(state: &AppState, value: &str, max_age: u64) -> Result<Heade
         (status = 500, body = ApiError, description = "GitHub is not configured")))]
 pub(crate) async fn start(State(state): State<AppState>, mut parts: Parts) -> Result<Response> {
     let linking = Caller::from_request_parts(&mut parts, &state).await.ok();
+    // Linking an account changes the user: a read-only token may not start it.
+    if linking.as_ref().is_some_and(Caller::read_only) {
+        return Err(crate::auth::read_only_refusal());
+    }
     let redirect_uri = format!("{}{CALLBACK}", base_url(&state, &parts.headers));
     let url = state
         .engine

@@ -115,7 +115,7 @@ pub(crate) async fn create_token(
     }
     let created = state
         .store
-        .issue_token(&user, name, body.expires_in_days)
+        .issue_token(&user, name, body.expires_in_days, body.scope)
         .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }

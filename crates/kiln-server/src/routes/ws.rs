@@ -66,7 +66,7 @@ pub(crate) async fn ws(
     let presence = state.presence.clone();
     let user = caller.user_ref();
     // Someone who may prompt is typing: a sandbox that was stopped starts coming back now.
-    let engine = role.can_prompt().then(|| state.engine.clone());
+    let engine = (role.can_prompt() && !caller.read_only()).then(|| state.engine.clone());
     let closing = state.closing.clone();
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
@@ -124,6 +124,7 @@ async fn user_pump(socket: WebSocket, state: AppState, caller: Caller) {
                     Ok(UserClientFrame::Typing { repo }) => {
                         // The same check and the same 404 as the repo routes.
                         let reserved = match crate::routes::access::require_repo(&state, &caller, &repo).await {
+                            Ok(_) if caller.read_only() => Err(crate::auth::read_only_refusal()),
                             Ok(_) => engine.reserve_sandbox(&user, &repo).await.map_err(crate::error::Error::from),
                             Err(e) => Err(e),
                         };
