@@ -58,6 +58,9 @@ enum Command {
     Token(remote::TokenArgs),
     /// Print a single-use sign-in link for a browser, as yourself (talks to a kiln server).
     LoginLink(remote::LoginLinkArgs),
+    /// Read the audit log: sign-ins, tokens, roles, shares, repo, secret and hook changes
+    /// (admins; talks to a kiln server). `--jsonl` exports every entry.
+    Audit(remote::AuditArgs),
     /// Administer the kiln on this machine through its data dir (recovery).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             Command::User(args) => Ok(remote::user(args).await),
             Command::Token(args) => Ok(remote::token(args).await),
             Command::LoginLink(args) => Ok(remote::login_link(args).await),
+            Command::Audit(args) => Ok(remote::audit(args).await),
             Command::Status(args) => Ok(remote::status(args).await),
             Command::Admin(cmd) => admin::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Backup(args) => admin::backup(args).await.map(|()| ExitCode::SUCCESS),

@@ -104,11 +104,38 @@ async fn users_and_tokens_are_managed_from_the_cli() {
         "a revoked token is refused: {out:?}"
     );
 
+    // A read-only token reads, and is told plainly when it tries more.
+    let out = server
+        .run(&["token", "create", "dashboard", "--read-only"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("(read-only)"), "{out:?}");
+    let reader = text(&out.stdout).trim().to_string();
+    let out = run_as(&reader, &["user", "ls"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = run_as(&reader, &["user", "add", "eve"]).await.unwrap();
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(text(&out.stderr).contains("read-only"), "{out:?}");
+
     // Deactivated: bob's token stops working.
     let out = server.run(&["user", "rm", "bob.smith"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = run_as(&bob, &["session", "ls"]).await.unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
+
+    // The audit log says who did all that, as a table and as JSON lines.
+    let out = server.run(&["audit"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("user_deactivated"), "{table}");
+    assert!(table.contains("token_revoked"), "{table}");
+    let out = server.run(&["audit", "--jsonl"]).await;
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let revoked = lines.iter().find(|e| e["action"] == "token_revoked").unwrap();
+    assert_eq!(revoked["actor"]["name"], "bob.smith", "{revoked}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,6 +126,16 @@ impl Client {
         self.call(Method::POST, &["admin", "gc"], NO_BODY).await
     }
 
+    /// The audit log after `after`, oldest first, at most `limit` entries (admins).
+    pub async fn audit(&self, after: i64, limit: u32) -> Result<kiln_protocol::api::AuditPage> {
+        let mut url = self.url(&["admin", "audit"]);
+        url.query_pairs_mut()
+            .append_pair("after", &after.to_string())
+            .append_pair("limit", &limit.to_string());
+        let response = self.send(Method::GET, url, NO_BODY).await?;
+        decode(self.base_url(), response).await
+    }
+
     /// Changes what `body` names (admins).
     pub async fn update_repo(&self, name: &str, body: &UpdateRepo) -> Result<Repo> {
         self.call(Method::PATCH, &["repos", name], Some(body)).await

@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(secrets::set_secret).delete(secrets::delete_secret),
         )
         .route("/admin/gc", post(repos::collect_garbage))
+        .route("/admin/audit", get(routes::audit::audit))
         .route(
             "/sessions",
             post(sessions::create_session).get(sessions::list_sessions),

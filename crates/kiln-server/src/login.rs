@@ -11,10 +11,11 @@ use crate::AppState;
 use crate::auth::{COOKIE, Caller, origin_of, session_cookie};
 use crate::error::{Error, Result};
 use crate::extract::Query;
+use crate::routes::audit;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use kiln_protocol::api::{ApiError, LoginLink, SignInMethods};
+use kiln_protocol::api::{ApiError, AuditAction, LoginLink, SignInMethods, UserRef};
 use serde::Deserialize;
 
 /// The address browsers use for this server: the configured public URL, else the scheme-less
@@ -50,6 +51,16 @@ pub(crate) async fn create_login_link(
     headers: HeaderMap,
 ) -> Result<(StatusCode, axum::Json<LoginLink>)> {
     let code = state.store.create_login_code(&caller.0.id).await?;
+    let detail = serde_json::json!({"expires_at_ms": code.expires_at_ms});
+    let target = caller.0.id.to_string();
+    audit::by(
+        &state,
+        &caller,
+        AuditAction::LoginLinkCreated,
+        target,
+        detail,
+    )
+    .await;
     let url = format!(
         "{}/login?code={}",
         base_url(&state, &headers),
@@ -70,11 +81,20 @@ pub(crate) async fn create_login_link(
     responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError)))]
 pub(crate) async fn logout(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response> {
     if let Some(secret) = session_cookie(&headers) {
         state.store.end_browser_session(&secret).await?;
+        let target = caller.0.id.to_string();
+        audit::by(
+            &state,
+            &caller,
+            AuditAction::SignOut,
+            target,
+            serde_json::json!({}),
+        )
+        .await;
     }
     let cookie = cookie_header(&state, "", 0)?;
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
@@ -118,6 +138,19 @@ pub(crate) async fn login(
         Err(e) => return e.into_response(),
     };
     tracing::info!(user = %session.user.name, "a browser signed in");
+    let user = UserRef {
+        id: session.user.id.clone(),
+        name: session.user.name.clone(),
+    };
+    let detail = serde_json::json!({"method": "login_link"});
+    crate::routes::audit::record(
+        &state,
+        Some(user),
+        AuditAction::SignIn,
+        session.user.id.as_str(),
+        detail,
+    )
+    .await;
     let mut response = Redirect::to("/").into_response();
     let headers = response.headers_mut();
     headers.insert(header::SET_COOKIE, cookie);

@@ -22,6 +22,7 @@
 
 mod access;
 mod accounts;
+mod audit;
 mod backup;
 mod db;
 mod error;

@@ -279,6 +279,26 @@ pub(crate) const CONTROL: &[Migration] = &[
     ",
     },
     Migration {
+        name: "audit log",
+        sql: "
+        -- Security-relevant actions, append-only: the triggers refuse changes and deletes, so
+        -- nothing short of editing the file rewrites history.
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            at_ms INTEGER NOT NULL,
+            actor_id TEXT,
+            actor_name TEXT,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            detail TEXT NOT NULL
+        ) STRICT;
+        CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    ",
+    },
+    Migration {
         name: "token scopes",
         // `read`: the token only reads (dashboards, bots); the server refuses everything else.
         sql: "ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'full' \

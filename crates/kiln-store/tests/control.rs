@@ -375,3 +375,23 @@ async fn a_session_whose_db_cannot_be_created_leaves_no_index_row() {
         .unwrap();
     assert_eq!(store.all_session_ids().await.unwrap(), [id]);
 }
+
+#[tokio::test]
+async fn the_audit_log_is_append_only() {
+    let (dir, store) = common::store().await;
+    let action = kiln_protocol::api::AuditAction::GarbageCollected;
+    store
+        .audit(None, action, "gc", serde_json::json!({"n": 1}))
+        .await
+        .unwrap();
+    let page = store.audit_page(0, 10).await.unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].action, action);
+    assert_eq!(page.next_after, page.entries[0].seq);
+    let conn = rusqlite::Connection::open(dir.path().join("control.db")).unwrap();
+    for change in ["UPDATE audit SET target = 'x'", "DELETE FROM audit"] {
+        let error = conn.execute(change, []).unwrap_err().to_string();
+        assert!(error.contains("append-only"), "{change}: {error}");
+    }
+    assert_eq!(store.audit_page(0, 10).await.unwrap().entries, page.entries);
+}

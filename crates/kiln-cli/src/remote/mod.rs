@@ -96,6 +96,18 @@ pub(crate) struct LoginLinkArgs {
     server: config::ServerArgs,
 }
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct AuditArgs {
+    /// Only entries after this sequence number.
+    #[arg(long, value_name = "SEQ", default_value_t = 0)]
+    after: i64,
+    /// Every entry as one JSON object per line (to export), instead of a table of the newest.
+    #[arg(long)]
+    jsonl: bool,
+    #[command(flatten)]
+    server: config::ServerArgs,
+}
+
 #[derive(Debug, Subcommand)]
 enum RepoCommand {
     /// Register a repository that sessions can work on (admins). The server checks first that
@@ -318,6 +330,42 @@ pub(crate) async fn login_link(args: LoginLinkArgs) -> ExitCode {
         out!("{}", link.url)?;
         if std::io::stderr().is_terminal() {
             eprintln!("open it in a browser within 10 minutes; it works once");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+/// `kiln audit`: the audit log (admins) — a table, or every entry as JSON lines.
+pub(crate) async fn audit(args: AuditArgs) -> ExitCode {
+    report(async {
+        let client = connect(&args.server)?;
+        let mut after = args.after;
+        let mut rows = vec![row(["SEQ", "WHEN", "ACTOR", "ACTION", "TARGET"])];
+        let now = session::now_ms();
+        loop {
+            let page = client.audit(after, 1000).await?;
+            for entry in &page.entries {
+                if args.jsonl {
+                    out!("{}", serde_json::to_string(entry)?)?;
+                } else {
+                    let action = serde_json::to_value(entry.action)?;
+                    rows.push(row([
+                        &entry.seq.to_string(),
+                        &session::ago(now, entry.at_ms),
+                        entry.actor.as_ref().map_or("kiln", |a| a.name.as_str()),
+                        action.as_str().unwrap_or_default(),
+                        &entry.target,
+                    ]));
+                }
+            }
+            if page.entries.is_empty() || page.next_after == after {
+                break;
+            }
+            after = page.next_after;
+        }
+        if !args.jsonl {
+            out_text!("{}", table(&rows))?;
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -3,6 +3,7 @@
 //! definitions, and the OpenAPI document is generated from them.
 
 mod access;
+mod audit;
 mod event;
 mod forge;
 mod limits;
@@ -14,6 +15,7 @@ mod status;
 mod ws;
 
 pub use access::{AccessMode, RepoAccess, SetRepoAccess};
+pub use audit::{AuditAction, AuditEntry, AuditPage};
 pub use event::{
     DeliveryMode, EVENT_VERSION, Ephemeral, ErrorKind, Event, EventEnvelope, FileChangeKind,
     PromptOutcome, PromptStatus, SandboxState, ToolOutcome, ToolStream, Usage, UserRef,

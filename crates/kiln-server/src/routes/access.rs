@@ -7,7 +7,7 @@ use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::extract::{Json, Path};
 use axum::extract::State;
-use kiln_protocol::api::{Repo, RepoAccess, SetRepoAccess};
+use kiln_protocol::api::{AuditAction, Repo, RepoAccess, SetRepoAccess};
 
 /// The repo, if it exists and the caller may see it and start sessions on it; else the same
 /// `NotFound` either way.
@@ -73,10 +73,18 @@ pub(crate) async fn set_access(
     Json(body): Json<SetRepoAccess>,
 ) -> Result<Json<RepoAccess>> {
     caller.require_admin()?;
-    Ok(Json(
-        state
-            .store
-            .set_repo_access(&name, body.mode, &body.members)
-            .await?,
-    ))
+    let access = state
+        .store
+        .set_repo_access(&name, body.mode, &body.members)
+        .await?;
+    let detail = serde_json::to_value(&access).unwrap_or_default();
+    crate::routes::audit::by(
+        &state,
+        &caller,
+        AuditAction::RepoAccessChanged,
+        &name,
+        detail,
+    )
+    .await;
+    Ok(Json(access))
 }

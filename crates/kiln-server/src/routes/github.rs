@@ -11,11 +11,14 @@ use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::extract::{OptionalJson, Path, Query};
 use crate::login::{base_url, cookie_header, refusal};
+use crate::routes::audit;
 use axum::extract::{FromRequestParts, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Redirect, Response};
 use kiln_core::SessionId;
-use kiln_protocol::api::{ApiError, NoForgeAccount, OpenPullRequest, PullRequest};
+use kiln_protocol::api::{
+    ApiError, AuditAction, NoForgeAccount, OpenPullRequest, PullRequest, UserRef,
+};
 use serde::Deserialize;
 
 /// The cookie holding the `state` of this browser's sign-in in progress.
@@ -118,6 +121,22 @@ pub(crate) async fn callback(
         }
         Err(e) => return Error::from(e).into_response(),
     };
+    let actor = state
+        .store
+        .user(&signed_in.user)
+        .await
+        .ok()
+        .map(|u| UserRef {
+            id: u.id,
+            name: u.name,
+        });
+    let action = if signed_in.linked {
+        AuditAction::GithubLinked
+    } else {
+        AuditAction::SignIn
+    };
+    let detail = serde_json::json!({"method": "github", "login": signed_in.login});
+    audit::record(&state, actor, action, signed_in.user.as_str(), detail).await;
     let mut response = Redirect::to("/").into_response();
     let out = response.headers_mut();
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -161,6 +180,15 @@ async fn new_browser_session(
     responses((status = 204), (status = 404, body = ApiError)))]
 pub(crate) async fn unlink(State(state): State<AppState>, caller: Caller) -> Result<StatusCode> {
     if state.engine.unlink_github(&caller.0.id).await? {
+        let target = caller.0.id.to_string();
+        audit::by(
+            &state,
+            &caller,
+            AuditAction::GithubUnlinked,
+            target,
+            serde_json::json!({}),
+        )
+        .await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Error::NotFound("linked GitHub account".into()))

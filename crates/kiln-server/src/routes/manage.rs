@@ -9,11 +9,13 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::extract::{Json, Path, Query};
+use crate::routes::audit;
 use axum::extract::State;
 use axum::http::StatusCode;
 use kiln_core::{Role, SessionId, ShareId, UserId};
-use kiln_protocol::api::{SetRole, ShareInfo};
+use kiln_protocol::api::{AuditAction, SetRole, ShareInfo};
 use serde::Deserialize;
+use serde_json::json;
 
 type ApiError = kiln_protocol::api::ApiError;
 
@@ -49,6 +51,14 @@ pub(crate) async fn archive_session(
         .engine
         .archive_session(&id, &caller.user_ref())
         .await?;
+    audit::by(
+        &state,
+        &caller,
+        AuditAction::SessionArchived,
+        id.as_str(),
+        json!({}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -65,6 +75,14 @@ pub(crate) async fn delete_session(
 ) -> Result<StatusCode> {
     require_owner(&state, &caller, &id, "delete it").await?;
     state.engine.delete_session(&id, &caller.user_ref()).await?;
+    audit::by(
+        &state,
+        &caller,
+        AuditAction::SessionDeleted,
+        id.as_str(),
+        json!({}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -94,6 +112,15 @@ pub(crate) async fn revoke_share(
 ) -> Result<StatusCode> {
     require_owner(&state, &caller, &id, "revoke its share links").await?;
     state.store.revoke_share(&id, &share).await?;
+    let detail = json!({"share": share});
+    audit::by(
+        &state,
+        &caller,
+        AuditAction::ShareRevoked,
+        id.as_str(),
+        detail,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -114,6 +141,15 @@ pub(crate) async fn set_role(
     let (who, changed) = state.store.change_role(&id, &user, body.role).await?;
     if changed {
         state.engine.role_changed(&id, &who, body.role).await?;
+        let detail = json!({"user": who, "role": body.role});
+        audit::by(
+            &state,
+            &caller,
+            AuditAction::RoleChanged,
+            id.as_str(),
+            detail,
+        )
+        .await;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -137,6 +173,15 @@ pub(crate) async fn remove_participant(
     }
     let who = state.store.remove_member(&id, &user).await?;
     state.engine.participant_left(&id, &who).await?;
+    let detail = json!({"user": who});
+    audit::by(
+        &state,
+        &caller,
+        AuditAction::ParticipantRemoved,
+        id.as_str(),
+        detail,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -168,5 +213,7 @@ pub(crate) async fn delete_repo(
         .engine
         .delete_repo(&name, &caller.user_ref(), query.force)
         .await?;
+    let detail = json!({"force": query.force});
+    audit::by(&state, &caller, AuditAction::RepoDeleted, &name, detail).await;
     Ok(StatusCode::NO_CONTENT)
 }

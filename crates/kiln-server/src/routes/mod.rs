@@ -1,6 +1,7 @@
 //! Route handlers, one module per resource, and the OpenAPI document built from them.
 
 pub(crate) mod access;
+pub(crate) mod audit;
 pub(crate) mod github;
 pub(crate) mod manage;
 pub(crate) mod prompts;
@@ -54,6 +55,7 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         repos::warm,
         repos::pool,
         repos::collect_garbage,
+        audit::audit,
         access::get_access,
         access::set_access,
         secrets::list_secrets,

@@ -8,15 +8,17 @@ use crate::auth::Caller;
 use crate::error::Result;
 use crate::extract::{Json, Path, Query};
 use crate::routes::access::require_repo;
+use crate::routes::audit;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use kiln_protocol::api::{
-    CreateRepo, GcReport, Image, ImageBuildStarted, ImageStatus, PoolStatus, Repo, UpdateRepo,
-    WarmReply,
+    AuditAction, CreateRepo, GcReport, Image, ImageBuildStarted, ImageStatus, PoolStatus, Repo,
+    UpdateRepo, WarmReply,
 };
+use serde_json::json;
 
 /// Registers a repo (admins), after checking that the kiln host can read its url (unless
 /// `check` is false): a url it cannot read is a 400 saying why.
@@ -50,10 +52,21 @@ pub(crate) async fn create_repo(
         }
         state.engine.check_remote(&body.url).await?;
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.create_repo(&body).await?),
-    ))
+    let repo = state.store.create_repo(&body).await?;
+    let detail = json!({
+        "url": kiln_core::redact_urls(&body.url),
+        "hooks": body.hooks.len(),
+        "environment": body.environment.is_some(),
+    });
+    audit::by(
+        &state,
+        &caller,
+        AuditAction::RepoCreated,
+        &repo.name,
+        detail,
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(repo)))
 }
 
 /// Repo hooks run on the kiln host for every session on the repo: only admins set them.
@@ -74,7 +87,37 @@ pub(crate) async fn update_repo(
     if let Some(environment) = &body.environment {
         state.engine.check_environment(environment)?;
     }
-    Ok(Json(state.store.update_repo(&name, &body).await?))
+    let repo = state.store.update_repo(&name, &body).await?;
+    // Hooks run on the host and the environment decides what sandboxes run: each is an entry
+    // of its own; the other settings share one.
+    if let Some(hooks) = &body.hooks {
+        // How many, not the commands: an argument may hold something private.
+        let detail = json!({"hooks": hooks.len()});
+        audit::by(&state, &caller, AuditAction::HooksChanged, &name, detail).await;
+    }
+    if let Some(environment) = &body.environment {
+        let detail = json!({"removed": environment.is_empty()});
+        audit::by(
+            &state,
+            &caller,
+            AuditAction::EnvironmentChanged,
+            &name,
+            detail,
+        )
+        .await;
+    }
+    let fields: Vec<&str> = [
+        body.default_branch.as_ref().map(|_| "default_branch"),
+        body.description.as_ref().map(|_| "description"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !fields.is_empty() {
+        let detail = json!({"fields": fields});
+        audit::by(&state, &caller, AuditAction::RepoUpdated, &name, detail).await;
+    }
+    Ok(Json(repo))
 }
 
 /// A repo as `caller` may see it. The url never carries credentials (the store shows them as
@@ -281,7 +324,10 @@ pub(crate) async fn collect_garbage(
     caller: Caller,
 ) -> Result<Json<GcReport>> {
     caller.require_admin()?;
-    Ok(Json(state.engine.collect_garbage().await?))
+    let report = state.engine.collect_garbage().await?;
+    let detail = serde_json::to_value(&report).unwrap_or_default();
+    audit::by(&state, &caller, AuditAction::GarbageCollected, "gc", detail).await;
+    Ok(Json(report))
 }
 
 #[utoipa::path(get, path = "/api/repos/{name}/pool", tag = "repos", params(("name" = String, Path)),

@@ -11,10 +11,11 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::Result;
 use crate::extract::{Json, Path};
+use crate::routes::audit;
 use axum::extract::State;
 use axum::http::StatusCode;
 use kiln_core::Secret;
-use kiln_protocol::api::{ApiError, RepoSecret, SetSecret};
+use kiln_protocol::api::{ApiError, AuditAction, RepoSecret, SetSecret};
 
 /// The repo's secrets by name, with who set each and when; never a value.
 #[utoipa::path(get, path = "/api/repos/{name}/secrets", tag = "repos",
@@ -47,18 +48,27 @@ pub(crate) async fn set_secret(
 ) -> Result<Json<RepoSecret>> {
     caller.require_admin()?;
     let SetSecret { value, agent } = body;
-    Ok(Json(
-        state
-            .engine
-            .set_secret(
-                &caller.user_ref(),
-                &name,
-                &secret,
-                Secret::new(value),
-                agent,
-            )
-            .await?,
-    ))
+    let set = state
+        .engine
+        .set_secret(
+            &caller.user_ref(),
+            &name,
+            &secret,
+            Secret::new(value),
+            agent,
+        )
+        .await?;
+    // By name only: the value is never in the log.
+    let detail = serde_json::json!({"repo": name, "secret": secret, "agent": agent});
+    audit::by(
+        &state,
+        &caller,
+        AuditAction::SecretSet,
+        format!("{name}/{secret}"),
+        detail,
+    )
+    .await;
+    Ok(Json(set))
 }
 
 /// Removes a secret; the repo's image is rebuilt without it.
@@ -76,5 +86,8 @@ pub(crate) async fn delete_secret(
         .engine
         .delete_secret(&caller.user_ref(), &name, &secret)
         .await?;
+    let detail = serde_json::json!({"repo": name, "secret": secret});
+    let target = format!("{name}/{secret}");
+    audit::by(&state, &caller, AuditAction::SecretDeleted, target, detail).await;
     Ok(StatusCode::NO_CONTENT)
 }

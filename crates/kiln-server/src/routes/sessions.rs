@@ -224,6 +224,11 @@ pub(crate) async fn create_share(
         .store
         .create_share_with(&id, body.role, &caller.0.id, options)
         .await?;
+    // Never the code: whoever holds it joins.
+    let detail = serde_json::json!({"share": share.id, "role": share.role,
+        "expires_at_ms": share.expires_at_ms, "single_use": share.single_use});
+    let audit = kiln_protocol::api::AuditAction::ShareCreated;
+    crate::routes::audit::by(&state, &caller, audit, id.as_str(), detail).await;
     Ok((StatusCode::CREATED, Json(share)))
 }
 
@@ -243,6 +248,9 @@ pub(crate) async fn join(
             .engine
             .participant_joined(&id, &caller.user_ref(), role)
             .await?;
+        let detail = serde_json::json!({"role": role});
+        let audit = kiln_protocol::api::AuditAction::SessionJoined;
+        crate::routes::audit::by(&state, &caller, audit, id.as_str(), detail).await;
     }
     let row = state.store.session_row(&id).await?;
     Ok(Json(state.engine.summary(&row, role)))

@@ -4,10 +4,14 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{Error, Result};
 use crate::extract::{Json, Path};
+use crate::routes::audit;
 use axum::extract::State;
 use axum::http::StatusCode;
 use kiln_core::{TokenId, UserId};
-use kiln_protocol::api::{CreateToken, CreateUser, Me, TokenCreated, TokenInfo, UpdateUser, User};
+use kiln_protocol::api::{
+    AuditAction, CreateToken, CreateUser, Me, TokenCreated, TokenInfo, UpdateUser, User,
+};
+use serde_json::json;
 
 #[utoipa::path(get, path = "/api/me", tag = "users",
     responses((status = 200, body = Me), (status = 401, body = kiln_protocol::api::ApiError)))]
@@ -38,6 +42,15 @@ pub(crate) async fn create_user(
             body.email.as_deref(),
         )
         .await?;
+    let detail = json!({"name": user.name, "admin": user.admin});
+    audit::by(
+        &state,
+        &caller,
+        AuditAction::UserCreated,
+        user.id.as_str(),
+        detail,
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -61,6 +74,22 @@ pub(crate) async fn update_user(
         .store
         .update_profile(&id, body.display_name.as_deref(), body.email.as_deref())
         .await?;
+    let fields: Vec<&str> = [
+        body.display_name.as_ref().map(|_| "display_name"),
+        body.email.as_ref().map(|_| "email"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let detail = json!({"name": user.name, "fields": fields});
+    audit::by(
+        &state,
+        &caller,
+        AuditAction::UserUpdated,
+        id.as_str(),
+        detail,
+    )
+    .await;
     Ok(Json(user))
 }
 
@@ -77,7 +106,17 @@ pub(crate) async fn deactivate_user(
     Path(id): Path<UserId>,
 ) -> Result<Json<User>> {
     caller.require_admin()?;
-    Ok(Json(state.store.deactivate_user(&id).await?))
+    let user = state.store.deactivate_user(&id).await?;
+    let detail = json!({"name": user.name});
+    audit::by(
+        &state,
+        &caller,
+        AuditAction::UserDeactivated,
+        id.as_str(),
+        detail,
+    )
+    .await;
+    Ok(Json(user))
 }
 
 #[utoipa::path(get, path = "/api/users", tag = "users",
@@ -117,6 +156,17 @@ pub(crate) async fn create_token(
         .store
         .issue_token(&user, name, body.expires_in_days, body.scope)
         .await?;
+    let info = &created.info;
+    let detail = json!({"name": info.name, "user": info.user_id, "scope": info.scope,
+        "expires_at_ms": info.expires_at_ms});
+    audit::by(
+        &state,
+        &caller,
+        AuditAction::TokenCreated,
+        info.id.as_str(),
+        detail,
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -141,5 +191,13 @@ pub(crate) async fn revoke_token(
     Path(id): Path<TokenId>,
 ) -> Result<StatusCode> {
     state.store.revoke_token(&caller.0.id, &id).await?;
+    audit::by(
+        &state,
+        &caller,
+        AuditAction::TokenRevoked,
+        id.as_str(),
+        json!({}),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
