@@ -13,7 +13,8 @@ mod error;
 mod session;
 mod sync_gate;
 
-pub use config::{EngineConfig, PromptLimits};
+pub use config::{Budgets, EngineConfig, Prices, PromptLimits};
+pub use kiln_agent::{CACHE_READ_FACTOR, CACHE_WRITE_FACTOR, Price};
 pub use engine::{
     ACCESS_TTL, Engine, GitHubSignIn, PromptEnd, REFRESH_BEFORE_MS, Stopped, session_branch,
 };
