@@ -62,6 +62,7 @@ pub(crate) fn cut(text: &str, lines: usize, chars: usize) -> String {
     if all.len() <= 2 * lines && text.len() <= chars {
         return text.to_string();
     }
+    let half = chars / 2;
     let (head, tail, dropped) = if all.len() > 2 * lines {
         (
             all[..lines].join("\n"),
@@ -69,9 +70,14 @@ pub(crate) fn cut(text: &str, lines: usize, chars: usize) -> String {
             all.len() - 2 * lines,
         )
     } else {
-        (all.join("\n"), String::new(), 0)
+        // Few but long lines: the first and last characters.
+        let n = text.chars().count();
+        (
+            text.chars().take(half).collect(),
+            text.chars().skip(n.saturating_sub(half)).collect(),
+            0,
+        )
     };
-    let half = chars / 2;
     let head: String = head.chars().take(half).collect();
     let tail: String = {
         let n = tail.chars().count();
@@ -364,8 +370,8 @@ mod tests {
         assert!(short.starts_with("line 0\nline 1\nline 2\n[… 94 lines"), "{short}");
         assert!(short.ends_with("line 97\nline 98\nline 99"), "{short}");
         assert_eq!(cut("a\nb", 3, 100), "a\nb");
-        let wide = cut(&"x".repeat(10_000), 3, 100);
-        assert!(wide.len() < 300, "{}", wide.len());
+        let wide = cut(&format!("a{}z", "x".repeat(10_000)), 3, 100);
+        assert!(wide.len() < 300 && wide.starts_with('a') && wide.ends_with('z'), "{wide}");
     }
 
     #[test]
