@@ -367,11 +367,17 @@ mod tests {
     fn cut_keeps_first_and_last_lines() {
         let long: String = (0..100).map(|i| format!("line {i}\n")).collect();
         let short = cut(&long, 3, 10_000);
-        assert!(short.starts_with("line 0\nline 1\nline 2\n[… 94 lines"), "{short}");
+        assert!(
+            short.starts_with("line 0\nline 1\nline 2\n[… 94 lines"),
+            "{short}"
+        );
         assert!(short.ends_with("line 97\nline 98\nline 99"), "{short}");
         assert_eq!(cut("a\nb", 3, 100), "a\nb");
         let wide = cut(&format!("a{}z", "x".repeat(10_000)), 3, 100);
-        assert!(wide.len() < 300 && wide.starts_with('a') && wide.ends_with('z'), "{wide}");
+        assert!(
+            wide.len() < 300 && wide.starts_with('a') && wide.ends_with('z'),
+            "{wide}"
+        );
     }
 
     #[test]
@@ -392,7 +398,9 @@ mod tests {
         assert_eq!(k, 3);
         let kept = kept_from(&messages, k);
         assert!(conversation_chars(&kept) <= 4000);
-        assert!(matches!(&kept[1].content[0], ContentBlock::ToolResult { content, .. } if content.contains("cut when")));
+        assert!(
+            matches!(&kept[1].content[0], ContentBlock::ToolResult { content, .. } if content.contains("cut when"))
+        );
         assert_eq!(kept.last(), messages.last());
         // Nothing to summarise without an assistant turn.
         assert_eq!(split_point(&[user("x")], 10), None);
@@ -401,7 +409,12 @@ mod tests {
     #[test]
     fn the_transcript_is_bounded() {
         let messages: Vec<Message> = (0..200)
-            .flat_map(|i| [call(&i.to_string()), result(&i.to_string(), &"z".repeat(500))])
+            .flat_map(|i| {
+                [
+                    call(&i.to_string()),
+                    result(&i.to_string(), &"z".repeat(500)),
+                ]
+            })
             .collect();
         let text = transcript(&messages, 5000);
         assert!(text.chars().count() < 5200, "{}", text.len());

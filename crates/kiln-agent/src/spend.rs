@@ -213,8 +213,14 @@ mod tests {
             price("claude-sonnet-*", 3.0),
             price("claude-sonnet-4-5", 4.0),
         ]);
-        assert_eq!(prices.find("claude-sonnet-4-5").unwrap().input_usd_per_mtok, 4.0);
-        assert_eq!(prices.find("claude-sonnet-4").unwrap().input_usd_per_mtok, 3.0);
+        assert_eq!(
+            prices.find("claude-sonnet-4-5").unwrap().input_usd_per_mtok,
+            4.0
+        );
+        assert_eq!(
+            prices.find("claude-sonnet-4").unwrap().input_usd_per_mtok,
+            3.0
+        );
         assert_eq!(prices.find("claude-haiku").unwrap().input_usd_per_mtok, 1.0);
         assert!(prices.find("gpt-4.1").is_none());
     }
@@ -254,9 +260,16 @@ mod tests {
         assert_eq!(limits.check(&spent(0.1, 10), &spent(0.1, 10)), None);
         let hit = limits.check(&spent(0.5, 10), &spent(0.5, 10)).unwrap();
         assert_eq!(hit.limit, "max_cost_usd_per_prompt");
-        assert!(hit.message.contains("max_cost_usd_per_prompt"), "{}", hit.message);
+        assert!(
+            hit.message.contains("max_cost_usd_per_prompt"),
+            "{}",
+            hit.message
+        );
         let hit = limits.check(&spent(0.1, 10), &spent(2.1, 10)).unwrap();
-        assert_eq!((hit.limit, hit.value, hit.spent), ("max_cost_usd_per_session", 2.0, 2.1));
+        assert_eq!(
+            (hit.limit, hit.value, hit.spent),
+            ("max_cost_usd_per_session", 2.0, 2.1)
+        );
         let hit = limits.check(&spent(0.1, 10), &spent(0.1, 1000)).unwrap();
         assert!(hit.is_tokens());
     }

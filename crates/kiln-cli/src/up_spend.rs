@@ -92,11 +92,28 @@ pub(crate) fn resolve(
 /// The `[limits]` lines of `--print-config` for this part (after `max_tokens`).
 pub(crate) fn print_limits(limits: &PromptLimits, budgets: &Budgets) {
     let opt = |v: Option<f64>| v.map_or("# none".to_string(), |v| v.to_string());
-    println!("max_tokens_per_session = {}", limits.max_tokens_per_session.map_or("# none".to_string(), |v| v.to_string()));
-    println!("max_cost_usd_per_prompt = {}", opt(limits.max_cost_usd_per_prompt));
-    println!("max_cost_usd_per_session = {}", opt(limits.max_cost_usd_per_session));
-    println!("daily_budget_usd_per_user = {}", opt(budgets.daily_usd_per_user));
-    println!("daily_budget_usd_per_repo = {}", opt(budgets.daily_usd_per_repo));
+    println!(
+        "max_tokens_per_session = {}",
+        limits
+            .max_tokens_per_session
+            .map_or("# none".to_string(), |v| v.to_string())
+    );
+    println!(
+        "max_cost_usd_per_prompt = {}",
+        opt(limits.max_cost_usd_per_prompt)
+    );
+    println!(
+        "max_cost_usd_per_session = {}",
+        opt(limits.max_cost_usd_per_session)
+    );
+    println!(
+        "daily_budget_usd_per_user = {}",
+        opt(budgets.daily_usd_per_user)
+    );
+    println!(
+        "daily_budget_usd_per_repo = {}",
+        opt(budgets.daily_usd_per_repo)
+    );
     println!("context_tokens = {}", limits.context_tokens);
 }
 

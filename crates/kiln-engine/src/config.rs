@@ -1,8 +1,8 @@
 //! How the engine runs prompts: the model, the limits, the hooks. Resolved once by the binary
 //! (file < env < flags) and handed over whole.
 
-use crate::hooks::{Hook, HookConfig};
 pub use crate::engine::Budgets;
+use crate::hooks::{Hook, HookConfig};
 pub use kiln_agent::{Prices, PromptLimits};
 use kiln_model::ModelConfig;
 use std::sync::Arc;

@@ -14,11 +14,11 @@ mod session;
 mod sync_gate;
 
 pub use config::{Budgets, EngineConfig, Prices, PromptLimits};
-pub use kiln_agent::{CACHE_READ_FACTOR, CACHE_WRITE_FACTOR, Price};
 pub use engine::{
     ACCESS_TTL, Engine, GitHubSignIn, PromptEnd, REFRESH_BEFORE_MS, Stopped, session_branch,
 };
 pub use error::{Error, Result};
+pub use kiln_agent::{CACHE_READ_FACTOR, CACHE_WRITE_FACTOR, Price};
 /// What `Engine::session_changes` gives: a diff or a patch.
 pub use kiln_fleet::push::Changes as SessionChanges;
 /// What sessions start from — mirrors, images, pools, the collector — from their own crate.

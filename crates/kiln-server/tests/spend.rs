@@ -123,7 +123,11 @@ async fn usage_events_carry_cache_tokens_and_cost_from_both_provider_formats() {
         let seen = usages(&events);
         assert_eq!(seen.len(), 2, "{wire}: {seen:?}");
         let (turn, input, output, read, write, cost) = seen[0];
-        assert_eq!((turn, input, output, read), (1, 100_000, 1_000, 60_000), "{wire}");
+        assert_eq!(
+            (turn, input, output, read),
+            (1, 100_000, 1_000, 60_000),
+            "{wire}"
+        );
         // OpenAI reports no cache writes: its 20k count as plain input.
         let (write_expected, cost_expected) = match wire {
             // 20k uncached × $1 + 60k reads × $0.10 + 20k writes × $1.25 + 1k out × $10.
@@ -146,7 +150,10 @@ async fn usage_events_carry_cache_tokens_and_cost_from_both_provider_formats() {
             "{wire}"
         );
         let second = seen[1].5.unwrap();
-        assert!(close(usage.cost_usd.unwrap(), cost_expected + second), "{wire}");
+        assert!(
+            close(usage.cost_usd.unwrap(), cost_expected + second),
+            "{wire}"
+        );
         app.stop().await;
     }
 }
@@ -171,7 +178,11 @@ async fn a_cost_cap_ends_the_run_with_a_valid_conversation_and_the_next_prompt_w
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "spend a lot").await;
     let events = app.wait_for(&token, &session, is_finished).await;
-    assert_eq!(finished(&events, PromptOutcome::CostLimit), 1, "{events:#?}");
+    assert_eq!(
+        finished(&events, PromptOutcome::CostLimit),
+        1,
+        "{events:#?}"
+    );
     let hits = limits_reached(&events);
     assert_eq!(hits.len(), 1, "{hits:?}");
     let (limit, value, spent, message) = &hits[0];
@@ -248,7 +259,11 @@ async fn a_session_cap_ends_the_prompt_that_reaches_it_and_stops_later_ones_befo
         })
         .await;
     assert_eq!(limits_reached(&events).len(), 2);
-    assert_eq!(model.requests().len(), asked, "no model request past the cap");
+    assert_eq!(
+        model.requests().len(),
+        asked,
+        "no model request past the cap"
+    );
     app.stop().await;
 }
 
@@ -269,7 +284,11 @@ async fn a_daily_budget_ends_the_run_that_uses_it_up_and_refuses_new_prompts() {
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "spend the day").await;
     let events = app.wait_for(&token, &session, is_finished).await;
-    assert_eq!(finished(&events, PromptOutcome::CostLimit), 1, "{events:#?}");
+    assert_eq!(
+        finished(&events, PromptOutcome::CostLimit),
+        1,
+        "{events:#?}"
+    );
     assert_eq!(limits_reached(&events)[0].0, "daily_budget_usd_per_user");
     let asked = model.requests().len();
 
@@ -319,7 +338,7 @@ async fn a_long_conversation_is_compacted_and_the_next_request_fits() {
                 "bash",
                 json!({"command": format!("echo step {i}; seq -s ' ' 100000 101400")}),
             )
-                .with_text(&format!("step {i}: counted")),
+            .with_text(&format!("step {i}: counted")),
         ));
     }
     model.set_default(Turn::text("all done"));
@@ -359,7 +378,12 @@ async fn a_long_conversation_is_compacted_and_the_next_request_fits() {
     let requests = model.requests();
     let summary = requests
         .iter()
-        .position(|r| r.body["system"].as_str().unwrap_or("").starts_with("You compact"))
+        .position(|r| {
+            r.body["system"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("You compact")
+        })
         .expect("a summary request");
     // Every request, the summary's included, stays within the window (chars / 4).
     for r in &requests {
@@ -370,7 +394,9 @@ async fn a_long_conversation_is_compacted_and_the_next_request_fits() {
     let messages = next.body["messages"].clone();
     assert_roles_alternate(&messages);
     assert!(
-        messages[0].to_string().contains("A summary of the earlier conversation")
+        messages[0]
+            .to_string()
+            .contains("A summary of the earlier conversation")
             && messages[0].to_string().contains("step"),
         "{:#}",
         messages[0]
@@ -378,7 +404,12 @@ async fn a_long_conversation_is_compacted_and_the_next_request_fits() {
     // One summary request per compaction.
     let summaries = requests
         .iter()
-        .filter(|r| r.body["system"].as_str().unwrap_or("").starts_with("You compact"))
+        .filter(|r| {
+            r.body["system"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("You compact")
+        })
         .count();
     assert_eq!(summaries, compactions.len());
     // The log keeps everything: every tool call's whole output is still there.
@@ -394,6 +425,10 @@ async fn a_long_conversation_is_compacted_and_the_next_request_fits() {
     })
     .await;
     let last = model.requests().last().unwrap().body["messages"].clone();
-    assert!(last[0].to_string().contains("A summary of the earlier conversation"));
+    assert!(
+        last[0]
+            .to_string()
+            .contains("A summary of the earlier conversation")
+    );
     app.stop().await;
 }

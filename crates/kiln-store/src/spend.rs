@@ -25,9 +25,11 @@ struct StoredSpend {
 
 fn read_spend(conn: &Connection) -> Result<Usage> {
     let value: Option<String> = conn
-        .query_row("SELECT value FROM settings WHERE key = 'spend'", [], |row| {
-            row.get(0)
-        })
+        .query_row(
+            "SELECT value FROM settings WHERE key = 'spend'",
+            [],
+            |row| row.get(0),
+        )
         .optional()?;
     let stored: StoredSpend = match value {
         Some(json) => serde_json::from_str(&json)?,
@@ -175,6 +177,7 @@ impl Store {
     /// What `user` and `repo` spent on `day` (`YYYY-MM-DD`, UTC).
     pub async fn daily_spend(&self, day: &str, user: &UserId, repo: &str) -> Result<DailySpend> {
         let (day, user, repo) = (day.to_string(), user.clone(), repo.to_string());
-        self.control(move |conn| daily(conn, &day, &user, &repo)).await
+        self.control(move |conn| daily(conn, &day, &user, &repo))
+            .await
     }
 }

@@ -15,14 +15,35 @@ async fn daily_spend_adds_up_per_user_and_repo_and_starts_again_each_day() {
     let (_dir, store, ada, _log) = session().await;
     let bob = store.create_user("bob", false).await.unwrap().id;
     let day = "2026-12-02";
-    store.add_daily_spend(day, &ada, "kiln", 0.25).await.unwrap();
+    store
+        .add_daily_spend(day, &ada, "kiln", 0.25)
+        .await
+        .unwrap();
     let spent = store.add_daily_spend(day, &ada, "kiln", 0.5).await.unwrap();
-    assert_eq!(spent, DailySpend { user_usd: 0.75, repo_usd: 0.75 });
-    let spent = store.add_daily_spend(day, &bob, "kiln", 0.25).await.unwrap();
-    assert_eq!(spent, DailySpend { user_usd: 0.25, repo_usd: 1.0 });
+    assert_eq!(
+        spent,
+        DailySpend {
+            user_usd: 0.75,
+            repo_usd: 0.75
+        }
+    );
+    let spent = store
+        .add_daily_spend(day, &bob, "kiln", 0.25)
+        .await
+        .unwrap();
+    assert_eq!(
+        spent,
+        DailySpend {
+            user_usd: 0.25,
+            repo_usd: 1.0
+        }
+    );
     assert_eq!(
         store.daily_spend(day, &ada, "other").await.unwrap(),
-        DailySpend { user_usd: 0.75, repo_usd: 0.0 }
+        DailySpend {
+            user_usd: 0.75,
+            repo_usd: 0.0
+        }
     );
     // The next UTC day starts from nothing: a budget resets.
     let next = "2026-12-03";
@@ -30,9 +51,15 @@ async fn daily_spend_adds_up_per_user_and_repo_and_starts_again_each_day() {
         store.daily_spend(next, &ada, "kiln").await.unwrap(),
         DailySpend::default()
     );
-    store.add_daily_spend(next, &ada, "kiln", 0.1).await.unwrap();
+    store
+        .add_daily_spend(next, &ada, "kiln", 0.1)
+        .await
+        .unwrap();
     // Days more than a week old are dropped as new ones are written.
-    store.add_daily_spend("2026-12-20", &ada, "kiln", 0.1).await.unwrap();
+    store
+        .add_daily_spend("2026-12-20", &ada, "kiln", 0.1)
+        .await
+        .unwrap();
     assert_eq!(
         store.daily_spend(day, &ada, "kiln").await.unwrap(),
         DailySpend::default()
@@ -44,7 +71,10 @@ async fn a_session_keeps_a_running_total_and_its_conversation_can_be_compacted()
     let (_dir, _store, ada, log) = session().await;
     assert_eq!(log.spend().await.unwrap(), Usage::default());
     let prompt = PromptId::random();
-    let author = UserRef { id: ada, name: "ada".into() };
+    let author = UserRef {
+        id: ada,
+        name: "ada".into(),
+    };
     let usage = Usage {
         input_tokens: 100,
         output_tokens: 10,
@@ -83,10 +113,16 @@ async fn a_session_keeps_a_running_total_and_its_conversation_can_be_compacted()
             })
         })
     };
-    compact(4, vec![json!({"n": "a"}), json!({"n": "b"})]).await.unwrap();
+    compact(4, vec![json!({"n": "a"}), json!({"n": "b"})])
+        .await
+        .unwrap();
     assert_eq!(
         log.messages().await.unwrap(),
-        [json!({"summary": true}), json!({"n": "a"}), json!({"n": "b"})]
+        [
+            json!({"summary": true}),
+            json!({"n": "a"}),
+            json!({"n": "b"})
+        ]
     );
     // A conversation that changed meanwhile is not overwritten.
     assert!(matches!(

@@ -217,7 +217,9 @@ impl<W: Write> Renderer<W> {
                 } else {
                     String::new()
                 };
-                let cost = cost_usd.map(|c| format!(" · {}", usd(c))).unwrap_or_default();
+                let cost = cost_usd
+                    .map(|c| format!(" · {}", usd(c)))
+                    .unwrap_or_default();
                 self.note(p.dim(&format!(
                     "· turn {turn}: {} in{cached} / {} out tokens{cost}",
                     human_count(*input_tokens),
