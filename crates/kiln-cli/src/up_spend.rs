@@ -89,36 +89,43 @@ pub(crate) fn resolve(
     Ok((limits, Prices(prices), budgets))
 }
 
-/// The `[limits]` lines of `--print-config` for this part (after `max_tokens`).
+/// The `[limits]` lines of `--print-config` for this part (after `max_tokens`); a key that is
+/// not set is a comment.
 pub(crate) fn print_limits(limits: &PromptLimits, budgets: &Budgets) {
-    let opt = |v: Option<f64>| v.map_or("# none".to_string(), |v| v.to_string());
-    println!(
-        "max_tokens_per_session = {}",
-        limits
-            .max_tokens_per_session
-            .map_or("# none".to_string(), |v| v.to_string())
+    fn line(key: &str, value: Option<String>) {
+        match value {
+            Some(value) => println!("{key} = {value}"),
+            None => println!("# {key}: none"),
+        }
+    }
+    let text = |v: Option<f64>| v.map(|v| v.to_string());
+    line(
+        "max_tokens_per_session",
+        limits.max_tokens_per_session.map(|v| v.to_string()),
     );
-    println!(
-        "max_cost_usd_per_prompt = {}",
-        opt(limits.max_cost_usd_per_prompt)
+    line(
+        "max_cost_usd_per_prompt",
+        text(limits.max_cost_usd_per_prompt),
     );
-    println!(
-        "max_cost_usd_per_session = {}",
-        opt(limits.max_cost_usd_per_session)
+    line(
+        "max_cost_usd_per_session",
+        text(limits.max_cost_usd_per_session),
     );
-    println!(
-        "daily_budget_usd_per_user = {}",
-        opt(budgets.daily_usd_per_user)
+    line(
+        "daily_budget_usd_per_user",
+        text(budgets.daily_usd_per_user),
     );
-    println!(
-        "daily_budget_usd_per_repo = {}",
-        opt(budgets.daily_usd_per_repo)
+    line(
+        "daily_budget_usd_per_repo",
+        text(budgets.daily_usd_per_repo),
     );
-    println!("context_tokens = {}", limits.context_tokens);
+    line("context_tokens", Some(limits.context_tokens.to_string()));
 }
 
 /// The `[[prices]]` tables of `--print-config`.
 pub(crate) fn print_prices(prices: &Prices) {
+    // Six decimals: 3.0 × 0.1 prints as 0.3, not 0.30000000000000004.
+    let round = |v: f64| (v * 1e6).round() / 1e6;
     for p in &prices.0 {
         println!("[[prices]]");
         println!("model = {:?}", p.model);
@@ -126,13 +133,17 @@ pub(crate) fn print_prices(prices: &Prices) {
         println!("output_usd_per_mtok = {}", p.output_usd_per_mtok);
         println!(
             "cache_read_usd_per_mtok = {}",
-            p.cache_read_usd_per_mtok
-                .unwrap_or(p.input_usd_per_mtok * kiln_engine::CACHE_READ_FACTOR)
+            round(
+                p.cache_read_usd_per_mtok
+                    .unwrap_or(p.input_usd_per_mtok * kiln_engine::CACHE_READ_FACTOR)
+            )
         );
         println!(
             "cache_write_usd_per_mtok = {}",
-            p.cache_write_usd_per_mtok
-                .unwrap_or(p.input_usd_per_mtok * kiln_engine::CACHE_WRITE_FACTOR)
+            round(
+                p.cache_write_usd_per_mtok
+                    .unwrap_or(p.input_usd_per_mtok * kiln_engine::CACHE_WRITE_FACTOR)
+            )
         );
     }
 }
