@@ -82,6 +82,9 @@ pub trait Session: Send + Sync {
     async fn finish(&self, prompt: &PromptId, ending: Ending) -> Result<(), SessionError>;
     /// The session's usage so far (its running total, read in O(1)).
     async fn spent(&self) -> Result<Usage, SessionError>;
+    /// A daily budget of the prompt's author or of the repo that is used up already (a prompt
+    /// queued before it was stops before asking the model).
+    async fn budget_used_up(&self) -> Result<Option<LimitHit>, SessionError>;
     /// Records one model response: appends `event` (its `model_usage`), adds `usage` to the
     /// session's running total and to today's spend of the prompt's author and of the repo.
     /// Returns the session's total after it, and a daily budget it used up, if any.

@@ -145,14 +145,20 @@ impl<'a> PromptRun<'a> {
         }
         let mut conversation = self.load_conversation().await?;
         self.close_unanswered_calls(&mut conversation).await?;
-        // A session at its cap stops before it asks the model anything.
-        self.session_usage = self.session.spent().await.map_err(|e| {
+        // A session at its cap, or a budget used up since the prompt was queued, stops it
+        // before it asks the model anything.
+        let storage = |e: crate::SessionError| {
             Failure(
                 ErrorKind::Storage,
                 format!("cannot read the session's usage: {e}"),
             )
-        })?;
-        if let Some(hit) = self.agent.limits.check(&self.usage, &self.session_usage) {
+        };
+        self.session_usage = self.session.spent().await.map_err(storage)?;
+        let hit = match self.session.budget_used_up().await.map_err(storage)? {
+            Some(hit) => Some(hit),
+            None => self.agent.limits.check(&self.usage, &self.session_usage),
+        };
+        if let Some(hit) = hit {
             return Ok(self.limit_end(hit).await);
         }
         let sandbox = tokio::select! {
@@ -195,6 +201,14 @@ impl<'a> PromptRun<'a> {
                 .await?
             {
                 return Ok(self.cancelled_end());
+            }
+            // The summary request of a compaction costs too.
+            if let Some(hit) = self
+                .budget_hit
+                .take()
+                .or_else(|| limits.check(&self.usage, &self.session_usage))
+            {
+                return Ok(self.limit_end(hit).await);
             }
             let (blocks, stop_reason) = match self
                 .model_turn(&model, &system, &conversation, turn)

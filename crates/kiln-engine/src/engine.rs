@@ -43,7 +43,9 @@ mod warm;
 
 use admission::Admission;
 pub use budget::Budgets;
-pub(crate) use budget::{admit as admit_budget, record as record_budget};
+pub(crate) use budget::{
+    admit as admit_budget, record as record_budget, used_up as budget_used_up,
+};
 pub use forge::{GitHubSignIn, REFRESH_BEFORE_MS, session_branch};
 pub use forge_access::ACCESS_TTL;
 pub use forge_events::PromptEnd;

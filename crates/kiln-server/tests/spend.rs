@@ -270,8 +270,12 @@ async fn a_session_cap_ends_the_prompt_that_reaches_it_and_stops_later_ones_befo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daily_budget_ends_the_run_that_uses_it_up_and_refuses_new_prompts() {
     let model = FakeModel::start().await;
+    // $0.03, then a tool call long enough to queue a follow-up, then $0.03 more: past $0.05.
     model.push(Script::Turn(
-        Turn::tool("bash", json!({"command": "true"})).with_usage(60_000, 0),
+        Turn::tool("bash", json!({"command": "sleep 2"})).with_usage(30_000, 0),
+    ));
+    model.push(Script::Turn(
+        Turn::tool("bash", json!({"command": "true"})).with_usage(30_000, 0),
     ));
     let app = TestApp::with_config(EngineConfig {
         budgets: Budgets {
@@ -283,14 +287,25 @@ async fn a_daily_budget_ends_the_run_that_uses_it_up_and_refuses_new_prompts() {
     .await;
     let token = app.admin_token.clone();
     let session = app.new_session(&token, "spend the day").await;
-    let events = app.wait_for(&token, &session, is_finished).await;
-    assert_eq!(
-        finished(&events, PromptOutcome::CostLimit),
-        1,
-        "{events:#?}"
-    );
-    assert_eq!(limits_reached(&events)[0].0, "daily_budget_usd_per_user");
+    app.wait_for(&token, &session, |e| {
+        matches!(e, Event::ToolCallStarted { .. })
+    })
+    .await;
+    // Under the budget still: accepted, and queued behind the running prompt.
+    app.send(&token, &session, "queued before the budget ran out")
+        .await;
+    let events = app
+        .wait_until(&token, &session, |e| {
+            finished(e, PromptOutcome::CostLimit) == 2
+        })
+        .await;
+    let hits = limits_reached(&events);
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert!(hits.iter().all(|h| h.0 == "daily_budget_usd_per_user"));
+    assert!(close(hits[0].2, 0.06), "{hits:?}");
+    // The queued prompt stopped before asking the model.
     let asked = model.requests().len();
+    assert_eq!(asked, 2);
 
     // Refused at every way in: a follow-up, a new session.
     let (status, body) = app

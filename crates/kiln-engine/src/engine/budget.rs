@@ -86,15 +86,24 @@ impl Budgets {
     }
 }
 
-/// Refuses a new prompt by `user` on `repo` while a daily budget is used up.
-pub(crate) async fn admit(inner: &Arc<Inner>, user: &UserId, repo: &str) -> Result<()> {
+/// The daily budget `user` or `repo` has used up today, if any.
+pub(crate) async fn used_up(
+    inner: &Arc<Inner>,
+    user: &UserId,
+    repo: &str,
+) -> Result<Option<LimitHit>> {
     let budgets = inner.config.budgets;
     if !budgets.any() {
-        return Ok(());
+        return Ok(None);
     }
     let now = kiln_core::now_ms();
     let spent = inner.store.daily_spend(&utc_day(now), user, repo).await?;
-    match budgets.over(&spent, now) {
+    Ok(budgets.over(&spent, now))
+}
+
+/// Refuses a new prompt by `user` on `repo` while a daily budget is used up.
+pub(crate) async fn admit(inner: &Arc<Inner>, user: &UserId, repo: &str) -> Result<()> {
+    match used_up(inner, user, repo).await? {
         Some(hit) => Err(Error::LimitReached(hit.message)),
         None => Ok(()),
     }

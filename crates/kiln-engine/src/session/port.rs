@@ -228,6 +228,17 @@ impl Session for Port<'_> {
         Ok(self.actor.log.spend().await?)
     }
 
+    async fn budget_used_up(&self) -> Result<Option<kiln_agent::LimitHit>, SessionError> {
+        Ok(
+            crate::engine::budget_used_up(
+                self.inner,
+                &self.prompt.author.id,
+                &self.actor.repo.name,
+            )
+            .await?,
+        )
+    }
+
     /// The event and the session's running total in one transaction; then today's spend of
     /// the prompt's author and of the repo (control.db).
     async fn record_usage(&self, event: Event, usage: &Usage) -> Result<Recorded, SessionError> {
