@@ -447,3 +447,34 @@ async fn a_long_conversation_is_compacted_and_the_next_request_fits() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_that_cannot_be_compacted_ends_the_prompt_before_an_oversized_request() {
+    let model = FakeModel::start().await;
+    let app = TestApp::with_config(EngineConfig {
+        limits: PromptLimits {
+            // Smaller than the system prompt and the tools alone.
+            context_tokens: 500,
+            ..PromptLimits::default()
+        },
+        ..config(&model)
+    })
+    .await;
+    let token = app.admin_token.clone();
+    let session = app.new_session(&token, "hello").await;
+    let events = app.wait_for(&token, &session, is_finished).await;
+    assert_eq!(finished(&events, PromptOutcome::Failed), 1);
+    let error = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::Error { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .expect("an error event");
+    assert!(
+        error.contains("could not be compacted") && error.contains("context_tokens"),
+        "{error}"
+    );
+    assert!(model.requests().is_empty(), "no request was sent");
+    app.stop().await;
+}
