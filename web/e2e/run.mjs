@@ -137,6 +137,9 @@ await scenario("typing on the new-session page warms a sandbox, and the session 
   await page.locator('[data-testid="model-text"] strong', { hasText: "bold" }).waitFor();
   await page.locator('[data-testid="model-text"] .tok-keyword', { hasText: "let" }).first().waitFor();
   await page.locator('[data-testid="agent-state"]', { hasText: "idle" }).waitFor();
+  // The prompt's model usage (the fake model reports some; no price is configured).
+  await page.locator('[data-testid="prompt-usage"]', { hasText: "in / 5 out tokens" }).first().waitFor();
+  await page.locator('[data-testid="session-spend"]', { hasText: "tokens" }).waitFor();
 });
 
 await scenario("two people in one session see each other's prompts with their authors, live", async () => {

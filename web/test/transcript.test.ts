@@ -73,3 +73,26 @@ test("stop, clear and the pull request", () => {
   assert.equal(t.pr?.number, 7);
   assert.ok(t.items.some((i) => i.kind === "note" && i.text === "bob stopped the agent."));
 });
+
+test("usage sums per prompt and session; caps and compaction are notes", () => {
+  seq = 0;
+  const t = new Transcript();
+  t.apply([
+    ev({ type: "prompt_queued", prompt_id: "p1", author: alice, text: "x", delivery: "queue" }),
+    ev({ type: "prompt_started", prompt_id: "p1", author: alice }),
+    ev({ type: "model_usage", prompt_id: "p1", turn: 1, model: "m", input_tokens: 1000, output_tokens: 10, cache_read_tokens: 800, cache_write_tokens: 0, cost_usd: 0.01 }),
+    ev({ type: "compacted", prompt_id: "p1", before_tokens: 170000, after_tokens: 40000, messages_summarised: 12 }),
+    ev({ type: "model_usage", prompt_id: "p1", turn: 2, model: "m", input_tokens: 500, output_tokens: 5, cache_read_tokens: 0, cache_write_tokens: 0, cost_usd: 0.02 }),
+    ev({ type: "limit_reached", prompt_id: "p1", limit: "max_cost_usd_per_prompt", value: 0.02, spent: 0.03, message: "raise max_cost_usd_per_prompt" }),
+  ]);
+  const [prompt, compacted, limit] = t.items;
+  assert.ok(prompt.kind === "prompt" && prompt.usage);
+  assert.deepEqual(
+    prompt.kind === "prompt" && prompt.usage && [prompt.usage.input, prompt.usage.output, prompt.usage.cacheRead],
+    [1500, 15, 800],
+  );
+  assert.ok(prompt.kind === "prompt" && Math.abs((prompt.usage?.cost ?? 0) - 0.03) < 1e-9);
+  assert.ok(compacted.kind === "note" && compacted.text.includes("12 older messages summarised"));
+  assert.ok(limit.kind === "note" && limit.tone === "error" && limit.text.includes("max_cost_usd_per_prompt"));
+  assert.equal(t.spend?.input, 1500);
+});

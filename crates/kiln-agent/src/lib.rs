@@ -9,9 +9,15 @@
 //! model, the limits, the server's hooks.
 
 mod calls;
+mod compact;
 mod conversation;
 mod run;
+mod spend;
 mod turn;
+
+pub use spend::{
+    CACHE_READ_FACTOR, CACHE_WRITE_FACTOR, COMPACT_AT, LimitHit, Price, Prices, PromptLimits,
+};
 
 use async_trait::async_trait;
 use kiln_core::{PromptId, SessionId};
@@ -74,6 +80,35 @@ pub trait Session: Send + Sync {
     async fn take_inserted(&self, into: &PromptId) -> Result<Vec<PromptInfo>, SessionError>;
     /// Records how `prompt` ended: its status and its last event, in one step.
     async fn finish(&self, prompt: &PromptId, ending: Ending) -> Result<(), SessionError>;
+    /// The session's usage so far (its running total, read in O(1)).
+    async fn spent(&self) -> Result<Usage, SessionError>;
+    /// A daily budget of the prompt's author or of the repo that is used up already (a prompt
+    /// queued before it was stops before asking the model).
+    async fn budget_used_up(&self) -> Result<Option<LimitHit>, SessionError>;
+    /// Records one model response: appends `event` (its `model_usage`), adds `usage` to the
+    /// session's running total and to today's spend of the prompt's author and of the repo.
+    /// Returns the session's total after it, and a daily budget it used up, if any.
+    async fn record_usage(&self, event: Event, usage: &Usage) -> Result<Recorded, SessionError>;
+    /// Replaces the oldest `summarised` messages of the stored conversation by `summary`, and
+    /// the ones after them by `kept` (the same messages, tool outputs possibly cut), and
+    /// appends `event` (its `compacted`), in one step.
+    async fn compact(
+        &self,
+        prompt: &PromptId,
+        summarised: usize,
+        summary: serde_json::Value,
+        kept: Vec<serde_json::Value>,
+        event: Event,
+    ) -> Result<(), SessionError>;
+}
+
+/// What [`Session::record_usage`] reports back.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    /// The session's usage so far, this response included.
+    pub session: Usage,
+    /// A daily budget (per user or per repo) this response used up.
+    pub budget: Option<LimitHit>,
 }
 
 /// How a prompt ended, as the session records it.
@@ -88,30 +123,14 @@ pub enum Ending {
     },
 }
 
-/// Bounds on the work one prompt may cause.
-#[derive(Debug, Clone, Copy)]
-pub struct PromptLimits {
-    /// Model requests per prompt.
-    pub max_turns: u32,
-    /// Input plus output tokens per prompt, summed over its turns.
-    pub max_tokens: u64,
-}
-
-impl Default for PromptLimits {
-    fn default() -> Self {
-        PromptLimits {
-            max_turns: 50,
-            max_tokens: 2_000_000,
-        }
-    }
-}
-
 /// What every prompt on the server runs with.
 #[derive(Debug)]
 pub struct Agent {
     /// `None`: no model configured; prompts fail with [`NO_MODEL`].
     pub model: Option<ModelClient>,
     pub limits: PromptLimits,
+    /// What each model's tokens cost (for `model_usage` events and the cost caps).
+    pub prices: Prices,
     /// Default timeout of one `bash` call.
     pub bash_timeout: Duration,
     /// The server's hooks, run for every tool call after the write gate and before the repo's.

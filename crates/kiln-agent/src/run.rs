@@ -9,7 +9,7 @@
 //! This file is the loop and how a prompt ends; a model turn is `turn.rs`, a tool call
 //! `calls.rs`, the stored conversation and the system prompt `conversation.rs`.
 
-use crate::{Agent, Ending, NO_MODEL, Session};
+use crate::{Agent, Ending, LimitHit, NO_MODEL, Session};
 use kiln_model::{ContentBlock, Message, MessageRole, StopReason};
 use kiln_protocol::api::{ErrorKind, Event, PromptInfo, PromptOutcome, Usage};
 use kiln_tools::hooks::{Hook, HookConfig, HookContext, HookEvent, Hooks};
@@ -24,6 +24,15 @@ pub(crate) struct PromptRun<'a> {
     pub(crate) prompt: PromptInfo,
     pub(crate) cancel: CancellationToken,
     pub(crate) usage: Usage,
+    /// The session's usage, this prompt's so far included.
+    pub(crate) session_usage: Usage,
+    /// A daily budget a response of this prompt used up (the session reports it).
+    pub(crate) budget_hit: Option<LimitHit>,
+    /// The request size the provider last reported, and the conversation's size in chars
+    /// then: what compaction estimates from.
+    pub(crate) reported: Option<(u64, usize)>,
+    /// Input plus output tokens of the last model response.
+    pub(crate) last_tokens: u64,
     /// The server's hooks, then the repo's (read when the prompt starts).
     pub(crate) hooks: Hooks,
     /// The tools the model is offered and its calls run through; the sync gate asks it which
@@ -59,6 +68,10 @@ impl<'a> PromptRun<'a> {
             prompt,
             cancel,
             usage: Usage::default(),
+            session_usage: Usage::default(),
+            budget_hit: None,
+            reported: None,
+            last_tokens: 0,
             hooks: Hooks::new(Vec::new()),
             tools: Arc::new(tools),
         }
@@ -132,6 +145,22 @@ impl<'a> PromptRun<'a> {
         }
         let mut conversation = self.load_conversation().await?;
         self.close_unanswered_calls(&mut conversation).await?;
+        // A session at its cap, or a budget used up since the prompt was queued, stops it
+        // before it asks the model anything.
+        let storage = |e: crate::SessionError| {
+            Failure(
+                ErrorKind::Storage,
+                format!("cannot read the session's usage: {e}"),
+            )
+        };
+        self.session_usage = self.session.spent().await.map_err(storage)?;
+        let hit = match self.session.budget_used_up().await.map_err(storage)? {
+            Some(hit) => Some(hit),
+            None => self.agent.limits.check(&self.usage, &self.session_usage),
+        };
+        if let Some(hit) = hit {
+            return Ok(self.limit_end(hit).await);
+        }
         let sandbox = tokio::select! {
             sandbox = self.session.sandbox() => sandbox.map_err(|e| Failure(ErrorKind::Sandbox, format!("this prompt cannot run: the sandbox is not available ({e}); the next prompt tries again")))?,
             _ = self.cancel.cancelled() => return Ok(self.cancelled_end()),
@@ -156,9 +185,31 @@ impl<'a> PromptRun<'a> {
             }
         }
         let limits = self.agent.limits;
+        // What every request carries beside the conversation, for the size estimate.
+        let fixed_chars = system.len()
+            + self
+                .tools
+                .specs()
+                .iter()
+                .map(|s| s.name.len() + s.description.len() + s.input_schema.to_string().len())
+                .sum::<usize>();
         let mut stop_hook_active = false;
         for turn in 1..=limits.max_turns {
             self.deliver_inserted(&mut conversation).await?;
+            if !self
+                .compact_if_needed(&model, fixed_chars, &mut conversation, turn)
+                .await?
+            {
+                return Ok(self.cancelled_end());
+            }
+            // The summary request of a compaction costs too.
+            if let Some(hit) = self
+                .budget_hit
+                .take()
+                .or_else(|| limits.check(&self.usage, &self.session_usage))
+            {
+                return Ok(self.limit_end(hit).await);
+            }
             let (blocks, stop_reason) = match self
                 .model_turn(&model, &system, &conversation, turn)
                 .await?
@@ -185,10 +236,39 @@ impl<'a> PromptRun<'a> {
                 },
             )
             .await?;
-            let over_budget =
-                self.usage.input_tokens + self.usage.output_tokens > limits.max_tokens;
+            self.reported = Some((
+                self.last_tokens,
+                crate::compact::conversation_chars(&conversation),
+            ));
+            // A cap or budget reached ends the run here; the calls the model made get results
+            // saying they did not run, so the stored conversation stays one the API accepts.
+            let hit = self
+                .budget_hit
+                .take()
+                .or_else(|| limits.check(&self.usage, &self.session_usage));
+            if let Some(hit) = hit {
+                if !calls.is_empty() {
+                    let results = calls
+                        .iter()
+                        .map(|c| ContentBlock::ToolResult {
+                            tool_use_id: c.id.clone(),
+                            content: format!("not run: {} was reached", hit.limit),
+                            is_error: true,
+                        })
+                        .collect();
+                    self.push(
+                        &mut conversation,
+                        Message {
+                            role: MessageRole::User,
+                            content: results,
+                        },
+                    )
+                    .await?;
+                }
+                return Ok(self.limit_end(hit).await);
+            }
             if calls.is_empty() {
-                if over_budget || stop_reason == StopReason::MaxTokens {
+                if stop_reason == StopReason::MaxTokens {
                     return Ok(End::Finished(PromptOutcome::TokenLimit));
                 }
                 // Stop hooks may send the agent back to work with a reason.
@@ -262,10 +342,6 @@ impl<'a> PromptRun<'a> {
             if self.cancel.is_cancelled() {
                 return Ok(self.cancelled_end());
             }
-            // Checked only now, so every tool call the model made has its result stored.
-            if over_budget {
-                return Ok(End::Finished(PromptOutcome::TokenLimit));
-            }
         }
         Ok(End::Finished(PromptOutcome::TurnLimit))
     }
@@ -294,6 +370,24 @@ impl<'a> PromptRun<'a> {
             chain.push(hook);
         }
         Ok(Hooks::new(chain))
+    }
+
+    /// Says which cap or budget stopped the prompt, and how it ends.
+    async fn limit_end(&self, hit: LimitHit) -> End {
+        let outcome = if hit.is_tokens() {
+            PromptOutcome::TokenLimit
+        } else {
+            PromptOutcome::CostLimit
+        };
+        self.emit(Event::LimitReached {
+            prompt_id: self.prompt.id.clone(),
+            limit: hit.limit.to_string(),
+            value: hit.value,
+            spent: hit.spent,
+            message: hit.message,
+        })
+        .await;
+        End::Finished(outcome)
     }
 
     pub(crate) fn cancelled_end(&self) -> End {

@@ -67,8 +67,8 @@ impl PromptRun<'_> {
                     blocks.push(ContentBlock::ToolUse { id, name, input });
                 }
                 Some(Ok(StreamEvent::Finished { stop_reason, usage })) => {
-                    self.usage.input_tokens += usage.input_tokens;
-                    self.usage.output_tokens += usage.output_tokens;
+                    self.last_tokens = usage.input_tokens + usage.output_tokens;
+                    self.record_usage(model, turn, &usage).await?;
                     if blocks.is_empty() {
                         blocks.push(ContentBlock::Text {
                             text: String::new(),
@@ -92,6 +92,39 @@ impl PromptRun<'_> {
                 }
             }
         }
+    }
+
+    /// Adds one response's usage to the prompt's and the session's sums, as a `model_usage`
+    /// event; a daily budget it used up is kept for the loop to act on.
+    pub(crate) async fn record_usage(
+        &mut self,
+        model: &ModelClient,
+        turn: u32,
+        usage: &kiln_model::Usage,
+    ) -> Result<(), Failure> {
+        let name = &model.config().model;
+        let usage = self.agent.prices.usage(name, usage);
+        self.usage.add(&usage);
+        let event = Event::ModelUsage {
+            prompt_id: self.prompt.id.clone(),
+            turn,
+            model: model.config().display_name(),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cache_read_tokens: usage.cache_read_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
+            cost_usd: usage.cost_usd,
+        };
+        let recorded = self
+            .session
+            .record_usage(event, &usage)
+            .await
+            .map_err(|e| Failure(ErrorKind::Storage, format!("cannot record usage: {e}")))?;
+        self.session_usage = recorded.session;
+        if self.budget_hit.is_none() {
+            self.budget_hit = recorded.budget;
+        }
+        Ok(())
     }
 
     /// Records the text of an unfinished turn (tool calls dropped: they never ran), so the

@@ -11,6 +11,7 @@ mod bench_start;
 mod remote;
 mod sandbox;
 mod up;
+mod up_spend;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

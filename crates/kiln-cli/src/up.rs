@@ -41,6 +41,9 @@ struct FileConfig {
     model: Option<String>,
     #[serde(default)]
     limits: FileLimits,
+    /// What each model's tokens cost (`[[prices]]`, docs/spend.md).
+    #[serde(default)]
+    prices: Vec<crate::up_spend::FilePrice>,
     bash_timeout_secs: Option<u64>,
     #[serde(default)]
     hooks: Vec<HookConfig>,
@@ -237,6 +240,13 @@ fn print_github(github: Option<&ResolvedGitHub>) {
 struct FileLimits {
     max_turns: Option<u32>,
     max_tokens: Option<u64>,
+    // Spend (docs/spend.md): caps per prompt and session, daily budgets, the context window.
+    max_tokens_per_session: Option<u64>,
+    max_cost_usd_per_prompt: Option<f64>,
+    max_cost_usd_per_session: Option<f64>,
+    daily_budget_usd_per_user: Option<f64>,
+    daily_budget_usd_per_repo: Option<f64>,
+    context_tokens: Option<u64>,
 }
 
 /// Everything `kiln up` runs with.
@@ -305,12 +315,27 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         listen,
         public_url.as_deref(),
     )?;
-    let engine = EngineConfig {
-        model,
-        limits: PromptLimits {
+    let (limits, prices, budgets) = crate::up_spend::resolve(
+        PromptLimits {
             max_turns: file.limits.max_turns.unwrap_or(defaults.limits.max_turns),
             max_tokens: file.limits.max_tokens.unwrap_or(defaults.limits.max_tokens),
+            ..defaults.limits
         },
+        crate::up_spend::SpendLimits {
+            max_cost_usd_per_prompt: file.limits.max_cost_usd_per_prompt,
+            max_cost_usd_per_session: file.limits.max_cost_usd_per_session,
+            max_tokens_per_session: file.limits.max_tokens_per_session,
+            daily_budget_usd_per_user: file.limits.daily_budget_usd_per_user,
+            daily_budget_usd_per_repo: file.limits.daily_budget_usd_per_repo,
+            context_tokens: file.limits.context_tokens,
+        },
+        std::mem::take(&mut file.prices),
+    )?;
+    let engine = EngineConfig {
+        model,
+        limits,
+        prices,
+        budgets,
         bash_timeout: file
             .bash_timeout_secs
             .map(Duration::from_secs)
@@ -474,6 +499,8 @@ fn print_config(resolved: &Resolved) {
     println!("[limits]");
     println!("max_turns = {}", resolved.engine.limits.max_turns);
     println!("max_tokens = {}", resolved.engine.limits.max_tokens);
+    crate::up_spend::print_limits(&resolved.engine.limits, &resolved.engine.budgets);
+    crate::up_spend::print_prices(&resolved.engine.prices);
     for hook in &resolved.engine.hooks {
         println!("[[hooks]] # {hook:?}");
     }

@@ -75,6 +75,55 @@ fn print_config_resolves_file_env_and_flags_and_hides_secrets() {
 }
 
 #[test]
+fn spend_keys_are_read_checked_and_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kiln.toml"),
+        "[limits]\nmax_cost_usd_per_prompt = 2.5\ndaily_budget_usd_per_repo = 40\n\
+         context_tokens = 100000\n\
+         [[prices]]\nmodel = \"claude-sonnet-*\"\ninput_usd_per_mtok = 3.0\noutput_usd_per_mtok = 15.0\n",
+    )
+    .unwrap();
+    let output = kiln()
+        .args(["up", "--print-config", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in [
+        "max_cost_usd_per_prompt = 2.5",
+        "# max_cost_usd_per_session: none",
+        "daily_budget_usd_per_repo = 40",
+        "context_tokens = 100000",
+        "model = \"claude-sonnet-*\"",
+        // The documented cache defaults: input × 0.1 and × 1.25.
+        "cache_read_usd_per_mtok = 0.3\n",
+        "cache_write_usd_per_mtok = 3.75",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    // A negative cap is refused, naming the key.
+    std::fs::write(
+        dir.path().join("kiln.toml"),
+        "[limits]\nmax_cost_usd_per_session = -1\n",
+    )
+    .unwrap();
+    let output = kiln()
+        .args(["up", "--print-config", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("max_cost_usd_per_session"), "{stderr}");
+}
+
+#[test]
 fn github_configuration_comes_from_the_file_and_env_with_secrets_masked() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("app.pem");

@@ -1,8 +1,9 @@
 //! How the engine runs prompts: the model, the limits, the hooks. Resolved once by the binary
 //! (file < env < flags) and handed over whole.
 
+pub use crate::engine::Budgets;
 use crate::hooks::{Hook, HookConfig};
-pub use kiln_agent::PromptLimits;
+pub use kiln_agent::{Prices, PromptLimits};
 use kiln_model::ModelConfig;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,10 @@ pub struct EngineConfig {
     /// saying what to set.
     pub model: Option<ModelConfig>,
     pub limits: PromptLimits,
+    /// What each model's tokens cost (`[[prices]]`): `model_usage` events, cost caps, budgets.
+    pub prices: Prices,
+    /// Daily budgets per user and per repo (`[limits] daily_budget_usd_per_*`).
+    pub budgets: Budgets,
     /// Default timeout of one `bash` tool call.
     pub bash_timeout: Duration,
     /// Hooks of every session on this server, before the repo's own.
@@ -83,6 +88,8 @@ impl Default for EngineConfig {
         EngineConfig {
             model: None,
             limits: PromptLimits::default(),
+            prices: Prices::default(),
+            budgets: Budgets::default(),
             bash_timeout: Duration::from_secs(120),
             hooks: Vec::new(),
             rust_hooks: Vec::new(),

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod admission;
+mod budget;
 mod builds;
 mod forge;
 mod forge_access;
@@ -41,6 +42,10 @@ mod secrets;
 mod warm;
 
 use admission::Admission;
+pub use budget::Budgets;
+pub(crate) use budget::{
+    admit as admit_budget, record as record_budget, used_up as budget_used_up,
+};
 pub use forge::{GitHubSignIn, REFRESH_BEFORE_MS, session_branch};
 pub use forge_access::ACCESS_TTL;
 pub use forge_events::PromptEnd;
@@ -141,6 +146,7 @@ impl Engine {
         let agent = kiln_agent::Agent {
             model,
             limits: config.limits,
+            prices: config.prices.clone(),
             bash_timeout: config.bash_timeout,
             hooks,
             shutdown: shutdown.clone(),
@@ -208,6 +214,8 @@ impl Engine {
     ) -> Result<SessionCreated> {
         kiln_protocol::api::Validate::validate(request).map_err(|e| Error::Invalid(e.0))?;
         let prompt = validate_prompt(&request.prompt)?;
+        // Before the session exists: a refused prompt leaves nothing behind.
+        admit_budget(&self.inner, &creator.id, &request.repo).await?;
         let _admitted = Admission::take(&self.inner, &creator.id, None)?;
         let repo = self
             .inner

@@ -13,11 +13,12 @@ mod error;
 mod session;
 mod sync_gate;
 
-pub use config::{EngineConfig, PromptLimits};
+pub use config::{Budgets, EngineConfig, Prices, PromptLimits};
 pub use engine::{
     ACCESS_TTL, Engine, GitHubSignIn, PromptEnd, REFRESH_BEFORE_MS, Stopped, session_branch,
 };
 pub use error::{Error, Result};
+pub use kiln_agent::{CACHE_READ_FACTOR, CACHE_WRITE_FACTOR, Price};
 /// What `Engine::session_changes` gives: a diff or a patch.
 pub use kiln_fleet::push::Changes as SessionChanges;
 /// What sessions start from — mirrors, images, pools, the collector — from their own crate.

@@ -207,6 +207,8 @@ impl SessionActor {
         if inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
+        // Every way in (the API, follow-ups, retries, webhooks) passes here.
+        crate::engine::admit_budget(inner, &author.id, &self.repo.name).await?;
         let prompt_id = PromptId::random();
         let (seq, _) = self
             .log

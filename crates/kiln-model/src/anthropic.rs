@@ -91,6 +91,8 @@ enum Block {
 #[derive(Default)]
 pub(crate) struct Decoder {
     blocks: HashMap<u64, Block>,
+    /// Anthropic's own counts: `input_tokens` without the cached parts.
+    uncached_input: u64,
     usage: Usage,
     stop_reason: Option<String>,
     finished: bool,
@@ -106,8 +108,9 @@ impl Decoder {
         match kind {
             "message_start" => {
                 let usage = &value["message"]["usage"];
-                self.usage.input_tokens = usage["input_tokens"].as_u64().unwrap_or(0);
+                self.uncached_input = usage["input_tokens"].as_u64().unwrap_or(0);
                 self.usage.output_tokens = usage["output_tokens"].as_u64().unwrap_or(0);
+                self.read_cache_fields(usage);
             }
             "content_block_start" => {
                 let index = index(&value)?;
@@ -165,11 +168,16 @@ impl Decoder {
                 }
                 // Gateways that report 0 in message_start send the real count here.
                 if let Some(input) = usage["input_tokens"].as_u64().filter(|n| *n > 0) {
-                    self.usage.input_tokens = input;
+                    self.uncached_input = input;
                 }
+                self.read_cache_fields(usage);
             }
             "message_stop" => {
                 self.finished = true;
+                // kiln's `input_tokens` is the whole prompt, as OpenAI counts it.
+                self.usage.input_tokens = self.uncached_input
+                    + self.usage.cache_read_tokens
+                    + self.usage.cache_write_tokens;
                 out.push(StreamEvent::Finished {
                     stop_reason: stop_reason(self.stop_reason.take()),
                     usage: self.usage,
@@ -188,6 +196,17 @@ impl Decoder {
             _ => {} // `ping` and event types added after this was written
         }
         Ok(out)
+    }
+
+    /// `cache_read_input_tokens` and `cache_creation_input_tokens`, where a usage object has
+    /// them (`message_start` always; `message_delta` in newer API versions, cumulative).
+    fn read_cache_fields(&mut self, usage: &Value) {
+        if let Some(read) = usage["cache_read_input_tokens"].as_u64() {
+            self.usage.cache_read_tokens = read;
+        }
+        if let Some(write) = usage["cache_creation_input_tokens"].as_u64() {
+            self.usage.cache_write_tokens = write;
+        }
     }
 
     /// The body ended: fine only after `message_stop`.

@@ -192,6 +192,10 @@ impl Decoder {
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
             self.usage.input_tokens = usage["prompt_tokens"].as_u64().unwrap_or(0);
             self.usage.output_tokens = usage["completion_tokens"].as_u64().unwrap_or(0);
+            // Part of prompt_tokens; OpenAI reports no cache writes.
+            self.usage.cache_read_tokens = usage["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or(0);
         }
         let mut out = Vec::new();
         let choices = chunk["choices"]

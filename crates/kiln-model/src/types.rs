@@ -99,11 +99,29 @@ pub enum StopReason {
     Other(String),
 }
 
-/// Token counts of one response: `input_tokens` is the prompt, `output_tokens` the completion.
+/// Token counts of one response, normalised across providers.
+///
+/// `input_tokens` is the whole prompt, cached parts included (OpenAI's `prompt_tokens`;
+/// Anthropic's `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`), so it
+/// is the size of the request whichever provider answered. `cache_read_tokens` and
+/// `cache_write_tokens` are the parts of it read from and written to the provider's prompt
+/// cache (Anthropic `cache_read_input_tokens` / `cache_creation_input_tokens`; OpenAI
+/// `prompt_tokens_details.cached_tokens`, and no writes: OpenAI does not report them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    /// Prompt tokens neither read from nor written to the cache (billed at the input price).
+    pub fn uncached_input_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_sub(self.cache_read_tokens)
+            .saturating_sub(self.cache_write_tokens)
+    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,8 @@ async fn text_streams_in_chunks_and_finishes_with_usage() {
                 stop_reason: StopReason::EndTurn,
                 usage: Usage {
                     input_tokens: 42,
-                    output_tokens: 7
+                    output_tokens: 7,
+                    ..Default::default()
                 }
             }),
             "{provider}"

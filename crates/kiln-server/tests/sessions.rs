@@ -445,6 +445,7 @@ async fn turn_and_token_limits_end_a_prompt_and_the_session_goes_on() {
         limits: kiln_engine::PromptLimits {
             max_turns: 2,
             max_tokens: 1_000_000,
+            ..kiln_engine::PromptLimits::default()
         },
         ..kiln_engine::EngineConfig::default()
     })

@@ -279,6 +279,21 @@ pub(crate) const CONTROL: &[Migration] = &[
     ",
     },
     Migration {
+        name: "daily spend",
+        sql: "
+        -- Dollars spent on model requests per UTC day (YYYY-MM-DD), per user (kind 'user', key
+        -- a user id) and per repo (kind 'repo', key a repo name): what daily budgets are
+        -- checked against. Added to as usage is recorded.
+        CREATE TABLE daily_spend (
+            day TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('user', 'repo')),
+            key TEXT NOT NULL,
+            cost_usd REAL NOT NULL,
+            PRIMARY KEY (day, kind, key)
+        ) STRICT, WITHOUT ROWID;
+    ",
+    },
+    Migration {
         name: "audit log",
         sql: "
         -- Security-relevant actions, append-only: the triggers refuse changes and deletes, so

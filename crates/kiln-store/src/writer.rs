@@ -40,6 +40,11 @@ impl<'a> SessionWriter<'a> {
         }
     }
 
+    /// The transaction, for the writer's methods kept in other files (`spend.rs`).
+    pub(crate) fn tx(&self) -> &Transaction<'a> {
+        &self.tx
+    }
+
     /// Commits and returns the events pushed, in seq order.
     pub(crate) fn commit(self) -> Result<Vec<Arc<StoredEvent>>> {
         self.tx.commit()?;

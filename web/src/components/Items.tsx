@@ -2,6 +2,7 @@
 // it streams into renders again.
 import { memo } from "preact/compat";
 import type { FileItem, Item, NoteItem, PromptItem, TextItem, ToolItem } from "../lib/transcript";
+import { dollars, tokens } from "../lib/transcript";
 import { Markdown } from "../lib/markdown";
 
 /** Set by the session page for people who may prompt: sends a prompt that did not finish again. */
@@ -17,6 +18,12 @@ function PromptView({ item, retry }: { item: PromptItem; retry: Retry }) {
         <span class={`badge status`}>{item.status}</span>
       </header>
       <div class="prompt-text" data-testid="prompt-text">{item.text}</div>
+      {item.usage && (
+        <div class="prompt-usage" data-testid="prompt-usage">
+          {tokens(item.usage.input)} in{item.usage.cacheRead > 0 ? ` (${tokens(item.usage.cacheRead)} cached)` : ""} /{" "}
+          {tokens(item.usage.output)} out tokens{item.usage.cost != null ? ` · ${dollars(item.usage.cost)}` : ""}
+        </div>
+      )}
       {again && (
         <button type="button" class="link" onClick={() => retry(item.id)}>Send again</button>
       )}

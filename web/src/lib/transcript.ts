@@ -14,6 +14,35 @@ export interface PromptItem {
   delivery: DeliveryMode;
   status: "queued" | "running" | "inserted" | "completed" | "failed" | "cancelled" | "interrupted";
   atMs: number;
+  /** Summed over the prompt's model requests (`model_usage` events); none before the first. */
+  usage?: Spend;
+}
+
+/** Tokens and dollars (null: no price configured for the model). */
+export interface Spend {
+  input: number;
+  output: number;
+  cacheRead: number;
+  cost: number | null;
+}
+
+function addSpend(to: Spend | undefined, input: number, output: number, cacheRead: number, cost: number | null | undefined): Spend {
+  const sum = to ?? { input: 0, output: 0, cacheRead: 0, cost: null };
+  sum.input += input;
+  sum.output += output;
+  sum.cacheRead += cacheRead;
+  if (cost != null) sum.cost = (sum.cost ?? 0) + cost;
+  return sum;
+}
+
+/** "12.3k" for people. */
+export function tokens(n: number): string {
+  return n >= 1_000_000 ? `${(n / 1_000_000).toFixed(1)}M` : n >= 1000 ? `${(n / 1000).toFixed(1)}k` : `${n}`;
+}
+
+/** "$0.0123", "$1.25". */
+export function dollars(n: number): string {
+  return n >= 1 ? `$${n.toFixed(2)}` : `$${n.toFixed(4)}`;
 }
 
 export interface TextItem {
@@ -82,6 +111,8 @@ export class Transcript {
   sandboxDetail: string | null = null;
   branch: string | null = null;
   pr: { url: string; number: number; state: string; draft: boolean } | null = null;
+  /** The session's usage so far, summed from its `model_usage` events. */
+  spend: Spend | undefined = undefined;
   lastSeq = 0;
   lastAtMs = 0;
   /** Bumped on every change: the view's cue to render. */
@@ -172,6 +203,25 @@ export class Transcript {
         this.note("The server stopped while this prompt ran; it was interrupted.", "error");
         break;
       case "model_request":
+        break;
+      // spend (issue 15)
+      case "model_usage": {
+        const { input_tokens, output_tokens, cache_read_tokens, cost_usd } = event;
+        this.spend = addSpend(this.spend, input_tokens, output_tokens, cache_read_tokens ?? 0, cost_usd);
+        const prompt = this.prompts.get(event.prompt_id);
+        if (prompt) {
+          prompt.usage = addSpend(prompt.usage, input_tokens, output_tokens, cache_read_tokens ?? 0, cost_usd);
+          prompt.rev++;
+        }
+        break;
+      }
+      case "limit_reached":
+        this.note(`Stopped: ${event.message}`, "error");
+        break;
+      case "compacted":
+        this.note(
+          `The conversation was compacted to fit the model's context window: ${event.messages_summarised} older messages summarised (about ${tokens(event.before_tokens)} → ${tokens(event.after_tokens)} tokens). The log keeps everything.`,
+        );
         break;
       case "text_delta": {
         let item = this.openText.get(event.prompt_id);

@@ -10,7 +10,7 @@ import { ItemView } from "../components/Items";
 import { Files, People, Queue, StartLine } from "../components/SessionPanels";
 import { Composer, Publish, Share } from "../components/SessionActions";
 import { announce } from "../lib/announce";
-import { Transcript } from "../lib/transcript";
+import { Transcript, dollars, tokens } from "../lib/transcript";
 import { message, useTitle } from "../lib/util";
 
 /** Items drawn at first; older ones come on request, so a long session opens at once. */
@@ -152,6 +152,12 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
           )}
           {role && <span class="badge">you: {role}</span>}
           <StartLine detail={detail} />
+          {transcript.spend && (
+            <span class="small" data-testid="session-spend" title="This session's model usage so far">
+              {tokens(transcript.spend.input + transcript.spend.output)} tokens
+              {transcript.spend.cost != null ? ` · ${dollars(transcript.spend.cost)}` : ""}
+            </span>
+          )}
           {transcript.branch && <span>branch <code>{transcript.branch}</code></span>}
           {transcript.pr && (
             <a href={transcript.pr.url} target="_blank" rel="noopener noreferrer" data-testid="pr">

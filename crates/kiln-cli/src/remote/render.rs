@@ -186,19 +186,61 @@ impl<W: Write> Renderer<W> {
                 usage,
             } => {
                 let whose = self.whose(prompt_id.as_str());
-                let tokens = format!(
+                let mut tokens = format!(
                     "{} in / {} out tokens",
                     human_count(usage.input_tokens),
                     human_count(usage.output_tokens)
                 );
+                if let Some(cost) = usage.cost_usd {
+                    tokens.push_str(&format!(" · {}", usd(cost)));
+                }
                 let (done, word) = match outcome {
                     PromptOutcome::Completed => (true, "completed"),
                     PromptOutcome::Failed => (false, "failed"),
                     PromptOutcome::TurnLimit => (false, "stopped at the turn limit"),
                     PromptOutcome::TokenLimit => (false, "stopped at the token limit"),
+                    PromptOutcome::CostLimit => (false, "stopped at a cost limit"),
                 };
                 let text = format!("■ {whose} {word} · {tokens}");
                 self.line(&if done { p.bold(&text) } else { p.red(&text) })?;
+            }
+            Event::ModelUsage {
+                turn,
+                input_tokens,
+                output_tokens,
+                cache_read_tokens,
+                cost_usd,
+                ..
+            } => {
+                let cached = if *cache_read_tokens > 0 {
+                    format!(" ({} cached)", human_count(*cache_read_tokens))
+                } else {
+                    String::new()
+                };
+                let cost = cost_usd
+                    .map(|c| format!(" · {}", usd(c)))
+                    .unwrap_or_default();
+                self.note(p.dim(&format!(
+                    "· turn {turn}: {} in{cached} / {} out tokens{cost}",
+                    human_count(*input_tokens),
+                    human_count(*output_tokens)
+                )))?;
+            }
+            Event::LimitReached { limit, message, .. } => {
+                self.line(&p.red(&format!("■ {limit} reached: {message}")))?;
+            }
+            Event::Compacted {
+                before_tokens,
+                after_tokens,
+                messages_summarised,
+                ..
+            } => {
+                self.note(p.dim(&format!(
+                    "· conversation compacted: {messages_summarised} messages summarised, \
+                     ~{} → ~{} tokens",
+                    human_count(*before_tokens),
+                    human_count(*after_tokens)
+                )))?;
             }
             Event::PromptCancelled { prompt_id, by } => {
                 let whose = self.whose(prompt_id.as_str());
@@ -503,3 +545,12 @@ mod progress;
 #[cfg(test)]
 #[path = "render_tests.rs"]
 mod tests;
+
+/// Dollars for people: cents when it is at least one, else four decimals.
+fn usd(cost: f64) -> String {
+    if cost >= 1.0 {
+        format!("${cost:.2}")
+    } else {
+        format!("${cost:.4}")
+    }
+}

@@ -101,6 +101,7 @@ fn a_prompt() -> Vec<EventEnvelope> {
             usage: Usage {
                 input_tokens: 12_345,
                 output_tokens: 678,
+                ..Usage::default()
             },
         },
     ];

@@ -5,10 +5,10 @@
 use super::SessionActor;
 use crate::engine::Inner;
 use async_trait::async_trait;
-use kiln_agent::{Ending, Session, SessionError};
+use kiln_agent::{Ending, Recorded, Session, SessionError};
 use kiln_core::{PromptId, SessionId};
 use kiln_protocol::api::{
-    DeliveryMode, Event, HookSpec, PromptInfo, PromptOutcome, PromptStatus, Repo, UserRef,
+    DeliveryMode, Event, HookSpec, PromptInfo, PromptOutcome, PromptStatus, Repo, Usage, UserRef,
 };
 use kiln_sandbox::Sandbox;
 use kiln_tools::hooks::Hook;
@@ -219,6 +219,62 @@ impl Session for Port<'_> {
                         usage,
                     })
                 }
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn spent(&self) -> Result<Usage, SessionError> {
+        Ok(self.actor.log.spend().await?)
+    }
+
+    async fn budget_used_up(&self) -> Result<Option<kiln_agent::LimitHit>, SessionError> {
+        Ok(
+            crate::engine::budget_used_up(
+                self.inner,
+                &self.prompt.author.id,
+                &self.actor.repo.name,
+            )
+            .await?,
+        )
+    }
+
+    /// The event and the session's running total in one transaction; then today's spend of
+    /// the prompt's author and of the repo (control.db).
+    async fn record_usage(&self, event: Event, usage: &Usage) -> Result<Recorded, SessionError> {
+        let add = *usage;
+        let (session, _) = self
+            .actor
+            .log
+            .write(move |w| {
+                w.event(event)?;
+                w.add_spend(&add)
+            })
+            .await?;
+        let budget = crate::engine::record_budget(
+            self.inner,
+            &self.prompt.author.id,
+            &self.actor.repo.name,
+            usage.cost(),
+        )
+        .await?;
+        Ok(Recorded { session, budget })
+    }
+
+    async fn compact(
+        &self,
+        prompt: &PromptId,
+        summarised: usize,
+        summary: serde_json::Value,
+        kept: Vec<serde_json::Value>,
+        event: Event,
+    ) -> Result<(), SessionError> {
+        let prompt = prompt.clone();
+        self.actor
+            .log
+            .write(move |w| {
+                w.compact_messages(&prompt, summarised, &summary, &kept)?;
+                w.event(event)
             })
             .await?;
         Ok(())

@@ -229,7 +229,11 @@ impl SessionSecrets {
             | Event::PullRequestRevised { .. }
             | Event::QueueCleared { .. }
             | Event::SettingsChanged { .. }
-            | Event::Pushed { .. }) => e,
+            | Event::Pushed { .. }
+            // Numbers, and a message kiln wrote from numbers and config keys.
+            | Event::ModelUsage { .. }
+            | Event::LimitReached { .. }
+            | Event::Compacted { .. }) => e,
         }
     }
 

@@ -99,7 +99,8 @@ fn text_and_tool_use_stream() {
                 stop_reason: StopReason::ToolUse,
                 usage: Usage {
                     input_tokens: 25,
-                    output_tokens: 89
+                    output_tokens: 89,
+                    ..Default::default()
                 }
             },
         ]
@@ -212,7 +213,8 @@ fn unknown_events_and_thinking_blocks_are_skipped() {
             stop_reason: StopReason::MaxTokens,
             usage: Usage {
                 input_tokens: 25,
-                output_tokens: 3
+                output_tokens: 3,
+                ..Default::default()
             }
         }]
     );
@@ -277,4 +279,40 @@ fn request_body_shape() {
         },
     );
     assert!(bare.get("system").is_none() && bare.get("tools").is_none());
+}
+
+/// Anthropic counts cached prompt tokens apart from `input_tokens`; kiln's `input_tokens` is the
+/// whole prompt, with the cached parts broken out.
+#[test]
+fn cache_reads_and_writes_are_part_of_the_prompt() {
+    let (events, err) = decode(&[
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                "content": [], "model": "claude-sonnet-4-5", "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 25, "cache_creation_input_tokens": 1000,
+                          "cache_read_input_tokens": 3000, "output_tokens": 1}}}),
+        ),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                "usage": {"output_tokens": 7}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ]);
+    assert_eq!(err, None);
+    let usage = Usage {
+        input_tokens: 4025,
+        output_tokens: 7,
+        cache_read_tokens: 3000,
+        cache_write_tokens: 1000,
+    };
+    assert_eq!(
+        events,
+        [StreamEvent::Finished {
+            stop_reason: StopReason::EndTurn,
+            usage
+        }]
+    );
+    assert_eq!(usage.uncached_input_tokens(), 25);
 }

@@ -87,7 +87,8 @@ fn text_then_tool_calls_accumulated_by_index() {
                 stop_reason: StopReason::ToolUse,
                 usage: Usage {
                     input_tokens: 40,
-                    output_tokens: 12
+                    output_tokens: 12,
+                    ..Default::default()
                 }
             },
         ]
@@ -225,4 +226,33 @@ fn request_body_shape() {
     let official = request_body("gpt-4.1", 100, true, &request);
     assert_eq!(official["max_completion_tokens"], 100);
     assert!(official.get("max_tokens").is_none());
+}
+
+/// OpenAI's `prompt_tokens` already holds the cached part (`prompt_tokens_details.cached_tokens`).
+#[test]
+fn cached_tokens_are_part_of_prompt_tokens() {
+    let (events, err) = decode(&[
+        chunk(json!({"content": "hi"}), Value::Null),
+        chunk(json!({}), json!("stop")),
+        json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4.1", "choices": [],
+            "usage": {"prompt_tokens": 2006, "completion_tokens": 300, "total_tokens": 2306,
+                      "prompt_tokens_details": {"cached_tokens": 1920, "audio_tokens": 0},
+                      "completion_tokens_details": {"reasoning_tokens": 0}}}),
+        json!("[DONE]"),
+    ]);
+    assert_eq!(err, None);
+    let usage = Usage {
+        input_tokens: 2006,
+        output_tokens: 300,
+        cache_read_tokens: 1920,
+        cache_write_tokens: 0,
+    };
+    assert_eq!(
+        events.last(),
+        Some(&StreamEvent::Finished {
+            stop_reason: StopReason::EndTurn,
+            usage
+        })
+    );
+    assert_eq!(usage.uncached_input_tokens(), 86);
 }

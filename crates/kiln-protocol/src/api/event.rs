@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Bumped when an event's meaning changes or a variant is added.
-pub const EVENT_VERSION: u32 = 5;
+///
+/// 6 (spend): `model_usage`, `limit_reached`, `compacted`; `Usage` gains cache tokens and
+/// `cost_usd`; the `cost_limit` outcome.
+pub const EVENT_VERSION: u32 = 6;
 
 /// One event as stored and as sent: its place in the log, when it happened, what happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -215,6 +218,48 @@ pub enum Event {
         kind: ErrorKind,
         message: String,
     },
+    // --- spend (issue 15): usage, caps and budgets, compaction. (Version 6.) ---
+    /// What one model response used, as the provider reported it, and what it cost by the
+    /// server's price table (`[[prices]]` in kiln.toml; `null` when the model has no price).
+    /// A compaction's summary request is reported under the turn it came before.
+    ModelUsage {
+        prompt_id: PromptId,
+        turn: u32,
+        model: String,
+        /// The whole prompt, cached parts included.
+        input_tokens: u64,
+        output_tokens: u64,
+        /// Part of `input_tokens` read from the provider's prompt cache.
+        #[serde(default)]
+        cache_read_tokens: u64,
+        /// Part of `input_tokens` written to the provider's prompt cache.
+        #[serde(default)]
+        cache_write_tokens: u64,
+        #[serde(default)]
+        cost_usd: Option<f64>,
+    },
+    /// A cap or budget ended the prompt: `limit` is the kiln.toml `[limits]` key
+    /// (`max_cost_usd_per_prompt`, `max_cost_usd_per_session`, `max_tokens`,
+    /// `max_tokens_per_session`, `daily_budget_usd_per_user`, `daily_budget_usd_per_repo`),
+    /// `value` its setting, `spent` what was used (dollars or tokens, like `value`); `message`
+    /// says how to go on.
+    LimitReached {
+        prompt_id: PromptId,
+        limit: String,
+        value: f64,
+        spent: f64,
+        message: String,
+    },
+    /// The conversation neared the model's context window and was compacted: the oldest
+    /// `messages_summarised` messages were replaced by a summary the model wrote, old tool
+    /// outputs cut to their first and last lines. Estimated tokens before and after; the log
+    /// keeps everything.
+    Compacted {
+        prompt_id: PromptId,
+        before_tokens: u64,
+        after_tokens: u64,
+        messages_summarised: u64,
+    },
 }
 
 /// What kind of failure an [`Event::Error`] reports.
@@ -253,7 +298,10 @@ impl Event {
             | Event::ModelRequest { prompt_id, .. }
             | Event::TextDelta { prompt_id, .. }
             | Event::ToolCallStarted { prompt_id, .. }
-            | Event::FileChanged { prompt_id, .. } => Some(prompt_id),
+            | Event::FileChanged { prompt_id, .. }
+            | Event::ModelUsage { prompt_id, .. }
+            | Event::LimitReached { prompt_id, .. }
+            | Event::Compacted { prompt_id, .. } => Some(prompt_id),
             Event::Error { prompt_id, .. } | Event::Egress { prompt_id, .. } => prompt_id.as_ref(),
             _ => None,
         }
@@ -314,8 +362,11 @@ pub enum PromptOutcome {
     Failed,
     /// The prompt used all the model turns it may.
     TurnLimit,
-    /// The prompt used all the tokens it may.
+    /// The prompt used all the tokens it (or its session) may.
     TokenLimit,
+    /// A cost cap or a daily budget was reached; a `limit_reached` event says which.
+    /// (Version 6.)
+    CostLimit,
 }
 
 /// Where a prompt is in its life; derived from the log, kept in the session DB for queries.
@@ -360,10 +411,46 @@ impl PromptStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+/// Tokens (and their cost) summed over a prompt's model requests (or a session's).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
+    /// Prompt tokens, cached parts included.
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Part of `input_tokens` read from the provider's prompt cache. (Version 6.)
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    /// Part of `input_tokens` written to the provider's prompt cache. (Version 6.)
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    /// In US dollars by the server's price table; `null` when no request had a price (a
+    /// request without one adds nothing). (Version 6.)
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
+}
+
+impl Usage {
+    /// Input plus output tokens.
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+
+    /// The dollars spent, 0 when nothing had a price.
+    pub fn cost(&self) -> f64 {
+        self.cost_usd.unwrap_or(0.0)
+    }
+
+    /// Adds `other` to this sum.
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.cost_usd = match (self.cost_usd, other.cost_usd) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+        };
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -18,7 +18,7 @@ type ApiError = kiln_protocol::api::ApiError;
     responses((status = 202, body = PromptAccepted), (status = 403, body = ApiError),
         (status = 404, body = ApiError, description = "No such session, or no such prompt in it"),
         (status = 409, body = ApiError, description = "The prompt is queued, running or completed: nothing to retry"),
-        (status = 429, body = ApiError, description = "The session's creator has too many active sessions")))]
+        (status = 429, body = ApiError, description = "The session's creator has too many active sessions, or a daily spend budget (the caller's or the repo's) is used up")))]
 pub(crate) async fn retry_prompt(
     State(state): State<AppState>,
     caller: Caller,

@@ -21,7 +21,7 @@ type ApiError = kiln_protocol::api::ApiError;
 
 #[utoipa::path(post, path = "/api/sessions", tag = "sessions", request_body = CreateSession,
     responses((status = 201, body = SessionCreated), (status = 400, body = ApiError), (status = 404, body = ApiError),
-        (status = 429, body = ApiError, description = "Too many sessions of the caller's at once")))]
+        (status = 429, body = ApiError, description = "Too many sessions of the caller's at once, or a daily spend budget (the caller's or the repo's) is used up: the message names it, what was spent and when it resets")))]
 pub(crate) async fn create_session(
     State(state): State<AppState>,
     caller: Caller,
@@ -155,7 +155,8 @@ pub(crate) async fn update_session(
 #[utoipa::path(post, path = "/api/sessions/{id}/prompts", tag = "sessions", params(("id" = String, Path)),
     request_body = SendPrompt,
     responses((status = 202, body = PromptAccepted), (status = 400, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError),
-        (status = 409, body = ApiError, description = "The session is closed")))]
+        (status = 409, body = ApiError, description = "The session is closed"),
+        (status = 429, body = ApiError, description = "The session's creator has too many active sessions, or a daily spend budget (the caller's or the repo's) is used up: the message names it, what was spent and when it resets")))]
 pub(crate) async fn send_prompt(
     State(state): State<AppState>,
     caller: Caller,

@@ -288,6 +288,9 @@ fn event(kind: FrameKind, name: &str, data: Value) -> Frame {
 /// its input split over several `input_json_delta`s.
 pub(crate) fn render(turn: &Turn, reply: &Reply) -> Vec<Frame> {
     let (input_tokens, output_tokens) = turn.usage;
+    let (cache_read, cache_write) = turn.cache;
+    // Anthropic's `input_tokens` leaves out what was read from or written to the cache.
+    let input_tokens = input_tokens.saturating_sub(cache_read + cache_write);
     let mut frames = vec![
         event(
             FrameKind::Opening,
@@ -295,7 +298,8 @@ pub(crate) fn render(turn: &Turn, reply: &Reply) -> Vec<Frame> {
             json!({"type": "message_start", "message": {
             "id": format!("msg_fake_{}", reply.id), "type": "message", "role": "assistant", "content": [],
             "model": reply.model, "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
+            "usage": {"input_tokens": input_tokens, "cache_creation_input_tokens": cache_write,
+                "cache_read_input_tokens": cache_read, "output_tokens": 1}}}),
         ),
         event(FrameKind::Opening, "ping", json!({"type": "ping"})),
     ];

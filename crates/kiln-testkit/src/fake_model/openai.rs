@@ -350,7 +350,9 @@ pub(crate) fn render(turn: &Turn, reply: &Reply) -> Vec<Frame> {
     ));
     if reply.include_usage {
         let (prompt, completion) = turn.usage;
-        let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion});
+        // OpenAI counts cached tokens inside prompt_tokens and reports no cache writes.
+        let usage = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": turn.cache.0, "audio_tokens": 0}});
         frames.push(chunk(FrameKind::Closing, reply, json!([]), Some(usage)));
     }
     frames.push(Frame {

@@ -46,8 +46,13 @@ pub struct Turn {
     pub ttft: Duration,
     /// Delay before each later content event.
     pub chunk_delay: Duration,
-    /// (input tokens, output tokens) reported in the usage fields.
+    /// (input tokens, output tokens) reported in the usage fields; input tokens are the whole
+    /// prompt, the cached parts included (as kiln counts them).
     pub usage: (u64, u64),
+    /// (cache read, cache write) tokens, part of the input tokens: Anthropic reports them as
+    /// `cache_read_input_tokens` / `cache_creation_input_tokens` (its `input_tokens` is the
+    /// rest); OpenAI as `prompt_tokens_details.cached_tokens` (writes are not reported).
+    pub cache: (u64, u64),
 }
 
 /// A tool call the fake model makes; its input is streamed in several JSON fragments.
@@ -79,6 +84,7 @@ impl Turn {
             ttft: Duration::ZERO,
             chunk_delay: Duration::ZERO,
             usage: (10, 5),
+            cache: (0, 0),
         }
     }
 
@@ -111,6 +117,12 @@ impl Turn {
 
     pub fn with_usage(mut self, input_tokens: u64, output_tokens: u64) -> Turn {
         self.usage = (input_tokens, output_tokens);
+        self
+    }
+
+    /// Cache read and write tokens, counted within the input tokens of [`Turn::with_usage`].
+    pub fn with_cache(mut self, read: u64, write: u64) -> Turn {
+        self.cache = (read, write);
         self
     }
 
