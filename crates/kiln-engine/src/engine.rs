@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 mod admission;
 mod builds;
+mod children;
 mod forge;
 mod forge_access;
 mod forge_events;
@@ -45,6 +46,7 @@ pub use forge::{GitHubSignIn, REFRESH_BEFORE_MS, session_branch};
 pub use forge_access::ACCESS_TTL;
 pub use forge_events::PromptEnd;
 pub use manage::Stopped;
+pub(crate) use children::{prompt_ended, session_tools};
 pub(crate) use pr_tool::OpenPrTool;
 
 /// Runs sessions. Cheap to clone.
@@ -337,7 +339,9 @@ impl Engine {
     /// Cancels the running prompt (model stream and tool) and, if asked, the queue.
     pub async fn stop(&self, session: &SessionId, by: &UserRef, clear_queue: bool) -> Result<()> {
         let actor = self.actor(session).await?;
-        actor.stop(by, clear_queue).await
+        actor.stop(by, clear_queue).await?;
+        // A stop reaches the sub-sessions this one spawned, and theirs.
+        self.stop_descendants(session, by).await
     }
 
     pub async fn set_delivery(&self, session: &SessionId, delivery: DeliveryMode) -> Result<()> {
@@ -381,6 +385,7 @@ impl Engine {
             role: role.into(),
             archived: row.archived,
             pull_request: row.pull_request.clone(),
+            parent: row.parent.clone(),
         }
     }
 

@@ -13,7 +13,7 @@ mod error;
 mod session;
 mod sync_gate;
 
-pub use config::{EngineConfig, PromptLimits};
+pub use config::{EngineConfig, PromptLimits, SubsessionConfig, SubsessionLimits};
 pub use engine::{
     ACCESS_TTL, Engine, GitHubSignIn, PromptEnd, REFRESH_BEFORE_MS, Stopped, session_branch,
 };

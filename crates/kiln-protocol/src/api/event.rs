@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Bumped when an event's meaning changes or a variant is added.
-pub const EVENT_VERSION: u32 = 5;
+///
+/// 6 (sub-sessions): `session_spawned`, `child_finished`.
+pub const EVENT_VERSION: u32 = 6;
 
 /// One event as stored and as sent: its place in the log, when it happened, what happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -215,6 +217,25 @@ pub enum Event {
         kind: ErrorKind,
         message: String,
     },
+    // Sub-sessions (issue 15, part "subs"; version 6).
+    /// The agent spawned a sub-session `child` on `repo` from this session's prompt
+    /// `prompt_id` (the `spawn_session` tool). (Version 6.)
+    SessionSpawned {
+        child: kiln_core::SessionId,
+        repo: String,
+        title: String,
+        prompt_id: PromptId,
+    },
+    /// A prompt of the sub-session `child` ended (`status`: completed, failed, cancelled);
+    /// `summary` is the end of what its agent said, `pull_request` its PR if it has one.
+    /// (Version 6.)
+    ChildFinished {
+        child: kiln_core::SessionId,
+        status: PromptStatus,
+        summary: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pull_request: Option<crate::api::SessionPullRequest>,
+    },
 }
 
 /// What kind of failure an [`Event::Error`] reports.
@@ -253,7 +274,8 @@ impl Event {
             | Event::ModelRequest { prompt_id, .. }
             | Event::TextDelta { prompt_id, .. }
             | Event::ToolCallStarted { prompt_id, .. }
-            | Event::FileChanged { prompt_id, .. } => Some(prompt_id),
+            | Event::FileChanged { prompt_id, .. }
+            | Event::SessionSpawned { prompt_id, .. } => Some(prompt_id),
             Event::Error { prompt_id, .. } | Event::Egress { prompt_id, .. } => prompt_id.as_ref(),
             _ => None,
         }

@@ -11,6 +11,7 @@ mod rest;
 mod secrets;
 mod starts;
 mod status;
+mod subsessions;
 mod ws;
 
 pub use access::{AccessMode, RepoAccess, SetRepoAccess};
@@ -26,5 +27,6 @@ pub use people::*;
 pub use rest::*;
 pub use secrets::*;
 pub use starts::{Percentiles, StartPhases, StartStats};
+pub use subsessions::{SessionTree, SessionTreeNode};
 pub use status::{Health, ModelHealth, RepoStatus, SandboxCounts, ServerStatus};
 pub use ws::{ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION};
