@@ -502,3 +502,37 @@ async fn a_crash_mid_spawn_loses_no_child_and_orphans_no_sandbox() {
     }
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_working_parent_hears_of_a_finished_child_at_its_next_turn() {
+    let model = FakeModel::start().await;
+    let app = TestApp::with_config(config(&model, SubsessionLimits::default())).await;
+    let token = app.admin_token.clone();
+    // The parent's short wait ends while the child's answer is still coming; the parent then
+    // works (a bash sleep) while the child finishes, and its next request carries the news.
+    model.push(
+        Turn::tool("spawn_session", json!({"repo": "demo", "prompt": "slow"}))
+            .with_tool("wait_sessions", json!({"timeout_s": 5})),
+    );
+    model.push(Turn::text("Slow but done.").with_ttft(Duration::from_secs(6)));
+    model.push(Turn::tool("bash", json!({"command": "sleep 9"})));
+    let parent = app.new_session(&token, "Delegate and keep busy.").await;
+    let events = app
+        .wait_until(&token, &parent, |events| finished_count(events) >= 1)
+        .await;
+    let outs = outputs(&events);
+    assert!(outs[1].contains("still working"), "{outs:?}");
+    let told = model
+        .requests()
+        .iter()
+        .any(|r| r.body["messages"].to_string().contains("[kiln] Sub-session")
+            && r.body["messages"].to_string().contains("Slow but done."));
+    assert!(told, "no request carried the child's end");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.event, Event::ChildFinished { status: PromptStatus::Completed, .. })),
+        "{events:#?}"
+    );
+    app.stop().await;
+}
