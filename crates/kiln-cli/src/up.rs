@@ -121,7 +121,9 @@ impl FileSubsessionLimits {
             max_concurrent_per_parent: self
                 .max_concurrent_per_parent
                 .unwrap_or(base.max_concurrent_per_parent),
-            max_total_per_parent: self.max_total_per_parent.unwrap_or(base.max_total_per_parent),
+            max_total_per_parent: self
+                .max_total_per_parent
+                .unwrap_or(base.max_total_per_parent),
         }
     }
 }
@@ -537,11 +539,17 @@ fn print_config(resolved: &Resolved) {
         "max_concurrent_per_parent = {}",
         subs.limits.max_concurrent_per_parent
     );
-    println!("max_total_per_parent = {}", subs.limits.max_total_per_parent);
+    println!(
+        "max_total_per_parent = {}",
+        subs.limits.max_total_per_parent
+    );
     for (repo, l) in &subs.repos {
         println!("[subsessions.repos.{repo:?}]");
         println!("max_depth = {}", l.max_depth);
-        println!("max_concurrent_per_parent = {}", l.max_concurrent_per_parent);
+        println!(
+            "max_concurrent_per_parent = {}",
+            l.max_concurrent_per_parent
+        );
         println!("max_total_per_parent = {}", l.max_total_per_parent);
     }
     for hook in &resolved.engine.hooks {

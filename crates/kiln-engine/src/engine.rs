@@ -42,11 +42,11 @@ mod secrets;
 mod warm;
 
 use admission::Admission;
+pub(crate) use children::{prompt_ended, session_tools};
 pub use forge::{GitHubSignIn, REFRESH_BEFORE_MS, session_branch};
 pub use forge_access::ACCESS_TTL;
 pub use forge_events::PromptEnd;
 pub use manage::Stopped;
-pub(crate) use children::{prompt_ended, session_tools};
 pub(crate) use pr_tool::OpenPrTool;
 
 /// Runs sessions. Cheap to clone.

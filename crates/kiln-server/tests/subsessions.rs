@@ -62,11 +62,13 @@ async fn spawn_wait_status_send_stop_and_the_tree() {
     let (alice_id, alice) = app.user("alice").await;
 
     // Alice's prompt spawns a child and waits for it: only the child asks the model meanwhile.
-    model.push(Turn::tool(
-        "spawn_session",
-        json!({"repo": "demo", "prompt": "Find the answer.", "title": "research"}),
-    )
-    .with_tool("wait_sessions", json!({"timeout_s": 60})));
+    model.push(
+        Turn::tool(
+            "spawn_session",
+            json!({"repo": "demo", "prompt": "Find the answer.", "title": "research"}),
+        )
+        .with_tool("wait_sessions", json!({"timeout_s": 60})),
+    );
     model.push(Turn::text("The answer is 41."));
     let parent = app.new_session(&alice, "Split this up.").await;
     let events = app
@@ -117,13 +119,17 @@ async fn spawn_wait_status_send_stop_and_the_tree() {
     assert_eq!(detail["title"], json!("research"));
 
     // The tree from either end.
-    let (status, tree) = app.get(&alice, &format!("/api/sessions/{parent}/tree")).await;
+    let (status, tree) = app
+        .get(&alice, &format!("/api/sessions/{parent}/tree"))
+        .await;
     assert_eq!(status, 200, "{tree}");
     assert_eq!(tree["nodes"].as_array().unwrap().len(), 2, "{tree}");
     assert_eq!(tree["nodes"][1]["id"], json!(child.as_str()));
     assert_eq!(tree["nodes"][1]["parent"], json!(parent.as_str()));
     assert_eq!(tree["nodes"][1]["depth"], json!(1));
-    let (_, tree) = app.get(&alice, &format!("/api/sessions/{child}/tree")).await;
+    let (_, tree) = app
+        .get(&alice, &format!("/api/sessions/{child}/tree"))
+        .await;
     assert_eq!(tree["ancestors"], json!([parent.as_str()]));
     // A stranger sees neither.
     let (_, bob) = app.user("bob").await;
@@ -132,9 +138,12 @@ async fn spawn_wait_status_send_stop_and_the_tree() {
 
     // A follow-up by another prompt: sent, waited for, its status read.
     model.push(
-        Turn::tool("send_to_session", json!({"id": child, "text": "Now double it."}))
-            .with_tool("wait_sessions", json!({"ids": [child], "timeout_s": 60}))
-            .with_tool("session_status", json!({"id": child})),
+        Turn::tool(
+            "send_to_session",
+            json!({"id": child, "text": "Now double it."}),
+        )
+        .with_tool("wait_sessions", json!({"ids": [child], "timeout_s": 60}))
+        .with_tool("session_status", json!({"id": child})),
     );
     model.push(Turn::text("82."));
     app.send(&alice, &parent, "Ask it for more.").await;
@@ -162,10 +171,10 @@ async fn spawn_wait_status_send_stop_and_the_tree() {
     // A session it did not spawn is refused, by the same words as a made-up id.
     let other = app.new_session(&alice, "unrelated").await;
     app.wait_for(&alice, &other, common::is_finished).await;
-    model.push(Turn::tool("session_status", json!({"id": other})).with_tool(
-        "stop_session",
-        json!({"id": "s-notachild"}),
-    ));
+    model.push(
+        Turn::tool("session_status", json!({"id": other}))
+            .with_tool("stop_session", json!({"id": "s-notachild"})),
+    );
     app.send(&alice, &parent, "Peek at another.").await;
     let events = app
         .wait_until(&alice, &parent, |events| finished_count(events) >= 3)
@@ -184,8 +193,11 @@ async fn spawn_wait_status_send_stop_and_the_tree() {
     // stop_session: the child hangs on its model request; the parent's short wait ends, then
     // it stops the child and waits for it.
     model.push(
-        Turn::tool("send_to_session", json!({"id": child, "text": "Think hard."}))
-            .with_tool("wait_sessions", json!({"ids": [child], "timeout_s": 2})),
+        Turn::tool(
+            "send_to_session",
+            json!({"id": child, "text": "Think hard."}),
+        )
+        .with_tool("wait_sessions", json!({"ids": [child], "timeout_s": 2})),
     );
     model.push(Script::Hang {
         turn: Turn::text("thinking"),
@@ -298,8 +310,11 @@ async fn stopping_a_parent_stops_its_children() {
     let app = TestApp::with_config(config(&model, SubsessionLimits::default())).await;
     let token = app.admin_token.clone();
     model.push(
-        Turn::tool("spawn_session", json!({"repo": "demo", "prompt": "work long"}))
-            .with_tool("wait_sessions", json!({"timeout_s": 600})),
+        Turn::tool(
+            "spawn_session",
+            json!({"repo": "demo", "prompt": "work long"}),
+        )
+        .with_tool("wait_sessions", json!({"timeout_s": 600})),
     );
     model.push(Script::Hang {
         turn: Turn::text("working"),
@@ -318,10 +333,14 @@ async fn stopping_a_parent_stops_its_children() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    app.wait_for(&token, &child, |e| matches!(e, Event::PromptCancelled { .. }))
-        .await;
+    app.wait_for(&token, &child, |e| {
+        matches!(e, Event::PromptCancelled { .. })
+    })
+    .await;
     let events = app
-        .wait_for(&token, &parent, |e| matches!(e, Event::PromptCancelled { .. }))
+        .wait_for(&token, &parent, |e| {
+            matches!(e, Event::PromptCancelled { .. })
+        })
         .await;
     // The wait was cancelled with the parent's prompt, not left to its 10 minutes.
     assert!(
@@ -362,8 +381,11 @@ async fn a_crash_mid_spawn_loses_no_child_and_orphans_no_sandbox() {
     let _cleanup = Cleanup(provider.clone());
 
     model.push(
-        Turn::tool("spawn_session", json!({"repo": "demo", "prompt": "survive"}))
-            .with_tool("wait_sessions", json!({"timeout_s": 600})),
+        Turn::tool(
+            "spawn_session",
+            json!({"repo": "demo", "prompt": "survive"}),
+        )
+        .with_tool("wait_sessions", json!({"timeout_s": 600})),
     );
     // The first kiln, on its own runtime.
     let first = tokio::runtime::Builder::new_multi_thread()
@@ -423,7 +445,10 @@ async fn a_crash_mid_spawn_loses_no_child_and_orphans_no_sandbox() {
         if let Some(row) = store.children(&parent).await.unwrap().pop() {
             break row.id;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no child was spawned");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no child was spawned"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     // The crash: every task of the first kiln stops where it is.
@@ -464,7 +489,10 @@ async fn a_crash_mid_spawn_loses_no_child_and_orphans_no_sandbox() {
         if done {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the child never ran");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the child never ran"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The parent still hears of its child.
@@ -484,7 +512,14 @@ async fn a_crash_mid_spawn_loses_no_child_and_orphans_no_sandbox() {
     let sessions = store.all_session_ids().await.unwrap();
     let mut claimed = Vec::new();
     for id in &sessions {
-        if let Some(sandbox) = store.open_session(id).await.unwrap().claimed_sandbox().await.unwrap() {
+        if let Some(sandbox) = store
+            .open_session(id)
+            .await
+            .unwrap()
+            .claimed_sandbox()
+            .await
+            .unwrap()
+        {
             claimed.push(sandbox);
         }
     }
@@ -496,7 +531,8 @@ async fn a_crash_mid_spawn_loses_no_child_and_orphans_no_sandbox() {
             .get("kiln.session")
             .and_then(|s| SessionId::parse(s));
         assert!(
-            owner.is_some_and(|o| sessions.contains(&o)) || claimed.iter().any(|c| c == info.id.as_str()),
+            owner.is_some_and(|o| sessions.contains(&o))
+                || claimed.iter().any(|c| c == info.id.as_str()),
             "an orphan sandbox: {info:?}"
         );
     }
@@ -522,16 +558,21 @@ async fn a_working_parent_hears_of_a_finished_child_at_its_next_turn() {
         .await;
     let outs = outputs(&events);
     assert!(outs[1].contains("still working"), "{outs:?}");
-    let told = model
-        .requests()
-        .iter()
-        .any(|r| r.body["messages"].to_string().contains("[kiln] Sub-session")
-            && r.body["messages"].to_string().contains("Slow but done."));
+    let told = model.requests().iter().any(|r| {
+        r.body["messages"]
+            .to_string()
+            .contains("[kiln] Sub-session")
+            && r.body["messages"].to_string().contains("Slow but done.")
+    });
     assert!(told, "no request carried the child's end");
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e.event, Event::ChildFinished { status: PromptStatus::Completed, .. })),
+        events.iter().any(|e| matches!(
+            e.event,
+            Event::ChildFinished {
+                status: PromptStatus::Completed,
+                ..
+            }
+        )),
         "{events:#?}"
     );
     app.stop().await;

@@ -109,7 +109,11 @@ impl Session for Port<'_> {
             }));
         }
         // Sub-sessions, unless the repo's limits allow none.
-        let limits = self.inner.config.subsessions.for_repo(&self.actor.repo.name);
+        let limits = self
+            .inner
+            .config
+            .subsessions
+            .for_repo(&self.actor.repo.name);
         if limits.max_depth > 0 {
             tools.extend(crate::engine::session_tools(
                 crate::Engine::from_inner(self.inner.clone()),

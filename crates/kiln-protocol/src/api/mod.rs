@@ -27,6 +27,6 @@ pub use people::*;
 pub use rest::*;
 pub use secrets::*;
 pub use starts::{Percentiles, StartPhases, StartStats};
-pub use subsessions::{SessionTree, SessionTreeNode};
 pub use status::{Health, ModelHealth, RepoStatus, SandboxCounts, ServerStatus};
+pub use subsessions::{SessionTree, SessionTreeNode};
 pub use ws::{ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION};

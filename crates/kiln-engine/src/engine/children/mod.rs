@@ -15,9 +15,7 @@ use super::admission::Admission;
 use crate::session::SessionActor;
 use crate::{Error, Result};
 use kiln_core::{PromptId, SessionId};
-use kiln_protocol::api::{
-    Event, PromptStatus, SessionTree, SessionTreeNode, UserRef,
-};
+use kiln_protocol::api::{Event, PromptStatus, SessionTree, SessionTreeNode, UserRef};
 use std::sync::Arc;
 
 mod status;
@@ -284,9 +282,9 @@ async fn tell_parent(engine: &Engine, actor: &Arc<SessionActor>, prompt: &Prompt
         parent_actor.notice(
             child.clone(),
             format!(
-            "Sub-session {child} ({title}) finished a prompt: {status}.{pr} It said: {summary}",
-            title = row.title,
-            status = status.as_str(),
+                "Sub-session {child} ({title}) finished a prompt: {status}.{pr} It said: {summary}",
+                title = row.title,
+                status = status.as_str(),
             ),
         );
     }

@@ -57,15 +57,21 @@ pub(crate) fn session_tools(
         prompt,
         author,
     });
-    [Kind::Spawn, Kind::Status, Kind::Send, Kind::Stop, Kind::Wait]
-        .into_iter()
-        .map(|kind| {
-            Arc::new(ChildTool {
-                kind,
-                context: context.clone(),
-            }) as Arc<dyn Tool>
-        })
-        .collect()
+    [
+        Kind::Spawn,
+        Kind::Status,
+        Kind::Send,
+        Kind::Stop,
+        Kind::Wait,
+    ]
+    .into_iter()
+    .map(|kind| {
+        Arc::new(ChildTool {
+            kind,
+            context: context.clone(),
+        }) as Arc<dyn Tool>
+    })
+    .collect()
 }
 
 #[derive(Deserialize)]
@@ -136,9 +142,17 @@ impl ChildTool {
     async fn describe(&self, id: &SessionId, account: bool) -> Result<String, ToolError> {
         let engine = &self.context.engine;
         let failed = |e: crate::Error| ToolError::Failed(e.to_string());
-        let row = engine.store().session_row(id).await.map_err(|e| failed(e.into()))?;
+        let row = engine
+            .store()
+            .session_row(id)
+            .await
+            .map_err(|e| failed(e.into()))?;
         let working = engine.has_work(id).await.map_err(failed)?;
-        let log = engine.store().open_session(id).await.map_err(|e| failed(e.into()))?;
+        let log = engine
+            .store()
+            .open_session(id)
+            .await
+            .map_err(|e| failed(e.into()))?;
         let prompts = log.prompts().await.map_err(|e| failed(e.into()))?;
         let mut out = format!(
             "{id} \"{}\" on {}: {}\n",
@@ -207,7 +221,9 @@ impl ChildTool {
                 .collect(),
         };
         if ids.is_empty() {
-            return Ok(ToolResult::ok("this session has no sub-sessions to wait for"));
+            return Ok(ToolResult::ok(
+                "this session has no sub-sessions to wait for",
+            ));
         }
         let timeout = input
             .timeout_s
