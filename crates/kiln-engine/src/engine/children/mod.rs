@@ -238,7 +238,7 @@ impl Engine {
         session: &SessionId,
     ) -> Result<Vec<SessionId>> {
         let mut all = self.descendants(session).await?;
-        all.sort_by(|a, b| b.1.cmp(&a.1));
+        all.sort_by_key(|(_, depth)| std::cmp::Reverse(*depth));
         Ok(all.into_iter().map(|(row, _)| row.id).collect())
     }
 }
