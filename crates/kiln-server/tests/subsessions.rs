@@ -349,6 +349,26 @@ async fn stopping_a_parent_stops_its_children() {
             .any(|e| matches!(&e.event, Event::ToolCallFinished { outcome, .. } if *outcome == kiln_protocol::api::ToolOutcome::Cancelled)),
         "{events:#?}"
     );
+    // Deleting the parent deletes the child with it.
+    let (status, body) = app
+        .request(
+            reqwest::Method::DELETE,
+            &token,
+            &format!("/api/sessions/{parent}"),
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let (status, _) = app.get(&token, &format!("/api/sessions/{child}")).await;
+    assert_eq!(status, 404);
+    assert!(
+        app.engine
+            .store()
+            .all_session_ids()
+            .await
+            .unwrap()
+            .is_empty()
+    );
     app.stop().await;
 }
 
@@ -575,5 +595,47 @@ async fn a_working_parent_hears_of_a_finished_child_at_its_next_turn() {
         )),
         "{events:#?}"
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_needs_its_author_to_be_allowed_on_its_repo() {
+    let model = FakeModel::start().await;
+    let app = TestApp::with_config(config(&model, SubsessionLimits::default())).await;
+    let (_, alice) = app.user("alice").await;
+    let (status, body) = app
+        .post(
+            &app.admin_token,
+            "/api/repos",
+            json!({"name": "private", "url": app.repo_url}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .request(
+            reqwest::Method::PUT,
+            &app.admin_token,
+            "/api/repos/private/access",
+            Some(json!({"mode": "members", "members": []})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    model.push(
+        Turn::tool(
+            "spawn_session",
+            json!({"repo": "private", "prompt": "sneak in"}),
+        )
+        .with_tool("spawn_session", json!({"repo": "nowhere", "prompt": "x"})),
+    );
+    let parent = app.new_session(&alice, "Try the private repo.").await;
+    let events = app.wait_for(&alice, &parent, common::is_finished).await;
+    let outs = outputs(&events);
+    assert!(
+        outs[0].contains("\"private\"") && outs[0].contains("may not start sessions"),
+        "{outs:?}"
+    );
+    assert!(outs[1].contains("\"nowhere\""), "{outs:?}");
+    assert!(spawned(&events).is_empty());
+    assert_eq!(app.engine.store().all_session_ids().await.unwrap().len(), 1);
     app.stop().await;
 }
