@@ -575,6 +575,50 @@ mod tests {
     }
 
     #[test]
+    fn a_tree_is_indented_under_its_ancestors() {
+        use kiln_protocol::api::{SessionPullRequest, SessionTree, SessionTreeNode};
+        let id = |s: &str| SessionId::parse(s).unwrap();
+        let node =
+            |s: &str, parent: Option<&str>, depth: u32, state: SessionState| SessionTreeNode {
+                id: id(s),
+                parent: parent.map(id),
+                depth,
+                repo: "web".into(),
+                title: format!("t{depth}"),
+                state,
+                pull_request: None,
+            };
+        let mut child = node(
+            "s-000000000000000b",
+            Some("s-000000000000000a"),
+            1,
+            SessionState::Working,
+        );
+        child.pull_request = Some(SessionPullRequest {
+            number: 7,
+            url: "https://example.test/pr/7".into(),
+            state: "open".into(),
+        });
+        let tree = SessionTree {
+            id: id("s-000000000000000a"),
+            ancestors: vec![id("s-0000000000000001")],
+            nodes: vec![
+                node(
+                    "s-000000000000000a",
+                    Some("s-0000000000000001"),
+                    0,
+                    SessionState::Idle,
+                ),
+                child,
+            ],
+        };
+        assert_eq!(
+            tree_text(&tree),
+            "s-0000000000000001\n  s-000000000000000a  idle  web  t0  ←\n    s-000000000000000b  working  web  t1  PR #7 open"
+        );
+    }
+
+    #[test]
     fn ages_are_coarse() {
         assert_eq!(ago(61_000, 0), "1m ago");
         assert_eq!(ago(0, 5_000), "0s ago");
