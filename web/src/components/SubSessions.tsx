@@ -34,7 +34,8 @@ export function SubSessions({ id, seen }: { id: string; seen: number }) {
       {below.length > 0 && (
         <ul class="queue">
           {below.map((n) => (
-            <li key={n.id} style={{ marginLeft: `${(n.depth - 1) * 1}em` }} data-testid="child">
+            <li key={n.id} data-testid="child" data-depth={n.depth}>
+              {n.depth > 1 ? `${"\u00a0\u00a0".repeat(n.depth - 1)}↳ ` : ""}
               <a href={`/sessions/${encodeURIComponent(n.id)}`}>{n.title || n.id}</a>{" "}
               <span class={`badge state-${n.state}`}>{n.state}</span>{" "}
               <span class="muted small">{n.repo}</span>

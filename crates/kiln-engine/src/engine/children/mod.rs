@@ -227,7 +227,14 @@ impl Engine {
             if row.closed {
                 continue;
             }
-            self.actor(&row.id).await?.stop(by, true).await?;
+            // One that cannot be stopped (deleted meanwhile) does not keep the rest going.
+            let stopped = match self.actor(&row.id).await {
+                Ok(actor) => actor.stop(by, true).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = stopped {
+                tracing::warn!(session = %row.id, error = %e, "cannot stop a sub-session");
+            }
         }
         Ok(())
     }
