@@ -288,6 +288,37 @@ await scenario("push the branch; a pull request without a forge says why", async
   await page.locator(".panel .error[role=alert]").waitFor({ timeout: 60_000 });
 });
 
+await scenario("a sub-session: spawned from the transcript, listed with its state, linked both ways", async () => {
+  const { page } = admin;
+  const parentUrl = page.url();
+  // The parent spawns and waits, so only the child asks the model meanwhile.
+  await host({
+    cmd: "model",
+    turns: [
+      { text: [], tools: [
+        { name: "spawn_session", input: { repo: "web", prompt: "Help out.", title: "helper" } },
+        { name: "wait_sessions", input: { timeout_s: 60 } },
+      ] },
+      { text: ["helped"] },
+      { text: ["all done"] },
+    ],
+  });
+  const box = page.getByLabel("Prompt", { exact: true });
+  await box.fill("Split the work.");
+  await box.press("Enter");
+  await page.locator(".note", { hasText: "Spawned sub-session “helper” on web." }).waitFor({ timeout: 60_000 });
+  await page.locator(".note", { hasText: /finished: helped/ }).waitFor({ timeout: 60_000 });
+  const child = page.locator('[data-testid="sub-sessions"] [data-testid="child"]', { hasText: "helper" });
+  await child.waitFor();
+  await child.locator("a").first().click();
+  await page.locator('[data-testid="parent-link"]').waitFor();
+  await page.locator('[data-testid="model-text"]', { hasText: "helped" }).waitFor();
+  await shot(page, "sub-session-desktop");
+  await page.locator('[data-testid="parent-link"]').click();
+  await page.waitForURL(parentUrl);
+  await page.locator('[data-testid="model-text"]', { hasText: "all done" }).waitFor();
+});
+
 await scenario("after the server restarts the page reconnects and resumes without duplicates", async () => {
   const { page } = admin;
   const before = await page.locator('[data-testid="prompt"]').count();

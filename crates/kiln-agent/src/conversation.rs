@@ -20,7 +20,8 @@ impl PromptRun<'_> {
             .take_inserted(&into)
             .await
             .map_err(|e| Failure(ErrorKind::Storage, format!("cannot read the queue: {e}")))?;
-        if inserted.is_empty() {
+        let notices = self.session.take_notices();
+        if inserted.is_empty() && notices.is_empty() {
             return Ok(());
         }
         // The last message is the user's (the prompt or tool results): add to it, so the
@@ -31,6 +32,11 @@ impl PromptRun<'_> {
         for prompt in inserted {
             last.content.push(ContentBlock::Text {
                 text: format!("[{} adds] {}", prompt.author.name, prompt.text),
+            });
+        }
+        for notice in notices {
+            last.content.push(ContentBlock::Text {
+                text: format!("[kiln] {notice}"),
             });
         }
         self.replace_last(last).await
@@ -58,6 +64,9 @@ impl PromptRun<'_> {
                  secrets, GitHub). Both are read-only. Read them when asked about kiln, the \
                  environment, or how to make this repository's setup faster."
             ));
+        }
+        if self.tools.get("spawn_session").is_some() {
+            system.push_str(SUBSESSIONS);
         }
         let agents = format!("{WORKDIR}/AGENTS.md");
         if let Ok(bytes) = sandbox.guest().read_file(&agents).await {
@@ -161,3 +170,12 @@ impl PromptRun<'_> {
         })
     }
 }
+
+/// The system prompt's word on sub-sessions, when their tools are offered.
+const SUBSESSIONS: &str = "\n\nYou can start sub-sessions (spawn_session): other agents, each \
+    with its own sandbox and branch, working in parallel. They help with research across several \
+    repositories, with one large change split into several independent pull requests, and with \
+    trying competing approaches side by side. They do not help with small changes or with steps \
+    that build on each other or touch the same files: do those yourself. A sub-session does not \
+    see this conversation, so give it a complete prompt; follow it with wait_sessions or \
+    session_status, and you are told when one finishes.";

@@ -58,6 +58,11 @@ pub trait Session: Send + Sync {
     fn tools(&self, _prompt: &PromptInfo) -> Vec<Arc<dyn kiln_tools::tools::Tool>> {
         Vec::new()
     }
+    /// What kiln has to tell the running prompt at its next turn (a sub-session finished),
+    /// taken. None by default.
+    fn take_notices(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Who stopped the running prompt, if someone did.
     fn stopped_by(&self) -> Option<UserRef>;
     /// Appends `event` to the session's log (the session masks its secrets in it).

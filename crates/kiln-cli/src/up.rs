@@ -88,6 +88,47 @@ struct FileConfig {
     /// to repositories. Every key can be set by `KILN_GITHUB_<KEY>` instead.
     #[serde(default)]
     github: FileGitHub,
+    /// `[subsessions]`: how far agents may spawn sub-sessions, with per-repo replacements
+    /// (`[subsessions.repos.NAME]`).
+    #[serde(default)]
+    subsessions: FileSubsessions,
+}
+
+/// `[subsessions]` limits; a key left out keeps its default (2, 4, 16).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSubsessions {
+    max_depth: Option<u32>,
+    max_concurrent_per_parent: Option<usize>,
+    max_total_per_parent: Option<usize>,
+    /// Per repo: its keys replace the ones above for sessions on that repo.
+    #[serde(default)]
+    repos: std::collections::BTreeMap<String, FileSubsessionLimits>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSubsessionLimits {
+    /// How deep sub-sessions nest (0: no sub-session tools).
+    max_depth: Option<u32>,
+    /// Children of one session working at once.
+    max_concurrent_per_parent: Option<usize>,
+    /// Children one session may spawn in all.
+    max_total_per_parent: Option<usize>,
+}
+
+impl FileSubsessionLimits {
+    fn over(&self, base: kiln_engine::SubsessionLimits) -> kiln_engine::SubsessionLimits {
+        kiln_engine::SubsessionLimits {
+            max_depth: self.max_depth.unwrap_or(base.max_depth),
+            max_concurrent_per_parent: self
+                .max_concurrent_per_parent
+                .unwrap_or(base.max_concurrent_per_parent),
+            max_total_per_parent: self
+                .max_total_per_parent
+                .unwrap_or(base.max_total_per_parent),
+        }
+    }
 }
 
 /// `[github]`: a GitHub App (github.com or GitHub Enterprise Server).
@@ -374,6 +415,23 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         ),
         auto_commit: file.auto_commit.unwrap_or(true),
         github: github.as_ref().map(|g| g.config.clone()),
+        subsessions: {
+            let limits = FileSubsessionLimits {
+                max_depth: file.subsessions.max_depth,
+                max_concurrent_per_parent: file.subsessions.max_concurrent_per_parent,
+                max_total_per_parent: file.subsessions.max_total_per_parent,
+            }
+            .over(defaults.subsessions.limits);
+            kiln_engine::SubsessionConfig {
+                limits,
+                repos: file
+                    .subsessions
+                    .repos
+                    .iter()
+                    .map(|(repo, l)| (repo.clone(), l.over(limits)))
+                    .collect(),
+            }
+        },
     };
     Ok(Resolved {
         public_url,
@@ -501,6 +559,26 @@ fn print_config(resolved: &Resolved) {
     println!("max_tokens = {}", resolved.engine.limits.max_tokens);
     crate::up_spend::print_limits(&resolved.engine.limits, &resolved.engine.budgets);
     crate::up_spend::print_prices(&resolved.engine.prices);
+    let subs = &resolved.engine.subsessions;
+    println!("[subsessions]");
+    println!("max_depth = {}", subs.limits.max_depth);
+    println!(
+        "max_concurrent_per_parent = {}",
+        subs.limits.max_concurrent_per_parent
+    );
+    println!(
+        "max_total_per_parent = {}",
+        subs.limits.max_total_per_parent
+    );
+    for (repo, l) in &subs.repos {
+        println!("[subsessions.repos.{repo:?}]");
+        println!("max_depth = {}", l.max_depth);
+        println!(
+            "max_concurrent_per_parent = {}",
+            l.max_concurrent_per_parent
+        );
+        println!("max_total_per_parent = {}", l.max_total_per_parent);
+    }
     for hook in &resolved.engine.hooks {
         println!("[[hooks]] # {hook:?}");
     }

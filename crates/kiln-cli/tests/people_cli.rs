@@ -134,7 +134,10 @@ async fn users_and_tokens_are_managed_from_the_cli() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let revoked = lines.iter().find(|e| e["action"] == "token_revoked").unwrap();
+    let revoked = lines
+        .iter()
+        .find(|e| e["action"] == "token_revoked")
+        .unwrap();
     assert_eq!(revoked["actor"]["name"], "bob.smith", "{revoked}");
 }
 

@@ -386,3 +386,41 @@ fn debug_logs_trace_requests_without_credentials() {
         "a token reached the log:\n{log}"
     );
 }
+
+#[test]
+fn subsession_limits_come_from_the_file_with_per_repo_replacements() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kiln.toml"),
+        "[subsessions]\nmax_depth = 3\n[subsessions.repos.big]\nmax_concurrent_per_parent = 8\n",
+    )
+    .unwrap();
+    let output = kiln()
+        .args(["up", "--print-config", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected = "[subsessions]\nmax_depth = 3\nmax_concurrent_per_parent = 4\nmax_total_per_parent = 16\n\
+                    [subsessions.repos.\"big\"]\nmax_depth = 3\nmax_concurrent_per_parent = 8\nmax_total_per_parent = 16\n";
+    assert!(text.contains(expected), "{text}");
+
+    std::fs::write(
+        dir.path().join("kiln.toml"),
+        "[subsessions]\nmax_children = 3\n",
+    )
+    .unwrap();
+    let output = kiln()
+        .args(["up", "--print-config", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("max_children"), "{err}");
+}

@@ -231,6 +231,12 @@ impl Client {
             .await
     }
 
+    /// The session's place among sub-sessions (`GET /api/sessions/{id}/tree`).
+    pub async fn session_tree(&self, id: &SessionId) -> Result<kiln_protocol::api::SessionTree> {
+        self.call(Method::GET, &["sessions", id.as_str(), "tree"], NO_BODY)
+            .await
+    }
+
     pub async fn update_session(
         &self,
         id: &SessionId,

@@ -81,6 +81,46 @@ pub struct EngineConfig {
     /// GitHub (`[github]`): pull requests in their requester's name, sign-in, the app's
     /// installation tokens; `None`: no forge.
     pub github: Option<kiln_forge::GitHubConfig>,
+    /// How far agents may spawn sub-sessions (`[subsessions]`), with per-repo overrides.
+    pub subsessions: SubsessionConfig,
+}
+
+/// The bounds on the sub-sessions one session's agent may spawn (`kiln.toml` `[subsessions]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubsessionLimits {
+    /// How deep sessions may nest: 1 lets a session spawn children that spawn nothing; 0
+    /// offers no sub-session tools at all.
+    pub max_depth: u32,
+    /// Children of one session working (or with prompts queued) at once.
+    pub max_concurrent_per_parent: usize,
+    /// Children one session may spawn in its life.
+    pub max_total_per_parent: usize,
+}
+
+impl Default for SubsessionLimits {
+    fn default() -> Self {
+        SubsessionLimits {
+            max_depth: 2,
+            max_concurrent_per_parent: 4,
+            max_total_per_parent: 16,
+        }
+    }
+}
+
+/// [`SubsessionLimits`] for every repo, and whole replacements for some (`kiln.toml`
+/// `[subsessions.repos.NAME]`, resolved against the defaults by the binary). The limits that
+/// apply are those of the spawning session's repo.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubsessionConfig {
+    pub limits: SubsessionLimits,
+    pub repos: std::collections::BTreeMap<String, SubsessionLimits>,
+}
+
+impl SubsessionConfig {
+    /// The limits of sessions on `repo`.
+    pub fn for_repo(&self, repo: &str) -> SubsessionLimits {
+        self.repos.get(repo).copied().unwrap_or(self.limits)
+    }
 }
 
 impl Default for EngineConfig {
@@ -112,6 +152,7 @@ impl Default for EngineConfig {
             committer: ("kiln".to_string(), "kiln@localhost".to_string()),
             auto_commit: false,
             github: None,
+            subsessions: SubsessionConfig::default(),
         }
     }
 }

@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 mod admission;
 mod budget;
 mod builds;
+mod children;
 mod forge;
 mod forge_access;
 mod forge_events;
@@ -46,6 +47,7 @@ pub use budget::Budgets;
 pub(crate) use budget::{
     admit as admit_budget, record as record_budget, used_up as budget_used_up,
 };
+pub(crate) use children::{prompt_ended, session_tools};
 pub use forge::{GitHubSignIn, REFRESH_BEFORE_MS, session_branch};
 pub use forge_access::ACCESS_TTL;
 pub use forge_events::PromptEnd;
@@ -345,7 +347,9 @@ impl Engine {
     /// Cancels the running prompt (model stream and tool) and, if asked, the queue.
     pub async fn stop(&self, session: &SessionId, by: &UserRef, clear_queue: bool) -> Result<()> {
         let actor = self.actor(session).await?;
-        actor.stop(by, clear_queue).await
+        actor.stop(by, clear_queue).await?;
+        // A stop reaches the sub-sessions this one spawned, and theirs.
+        self.stop_descendants(session, by).await
     }
 
     pub async fn set_delivery(&self, session: &SessionId, delivery: DeliveryMode) -> Result<()> {
@@ -389,6 +393,7 @@ impl Engine {
             role: role.into(),
             archived: row.archived,
             pull_request: row.pull_request.clone(),
+            parent: row.parent.clone(),
         }
     }
 

@@ -13,7 +13,7 @@ mod error;
 mod session;
 mod sync_gate;
 
-pub use config::{Budgets, EngineConfig, Prices, PromptLimits};
+pub use config::{Budgets, EngineConfig, Prices, PromptLimits, SubsessionConfig, SubsessionLimits};
 pub use engine::{
     ACCESS_TTL, Engine, GitHubSignIn, PromptEnd, REFRESH_BEFORE_MS, Stopped, session_branch,
 };

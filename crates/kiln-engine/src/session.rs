@@ -55,6 +55,9 @@ pub(crate) struct SessionActor {
     /// Bumped by every scheduled snapshot; only the newest one runs.
     snapshot_generation: AtomicU64,
     state: Mutex<State>,
+    /// What kiln tells the running prompt at its next turn: a sub-session's prompt ended
+    /// (child, text). Bounded by [`NOTICES_MAX`].
+    notices: Mutex<Vec<(kiln_core::SessionId, String)>>,
     /// The sandbox, created on first need. An async mutex: whoever creates it holds the slot
     /// while the sandbox starts, and everyone else waits for that sandbox instead of starting
     /// another.
@@ -141,6 +144,9 @@ fn commit_email(user: &kiln_core::UserId) -> String {
 /// How long a start lets its claim settle before the pool makes a replacement.
 const REFILL_DELAY: Duration = Duration::from_millis(100);
 
+/// Notices kept for the running prompt; the oldest go first.
+const NOTICES_MAX: usize = 32;
+
 /// A session's own snapshot layers above what it started from, before they are merged.
 const MAX_OWN_LAYERS: usize = 4;
 
@@ -160,6 +166,7 @@ impl SessionActor {
             identities: Mutex::default(),
             secrets: Mutex::default(),
             snapshot_generation: AtomicU64::new(0),
+            notices: Mutex::default(),
             state: Mutex::new(State::default()),
             sandbox: tokio::sync::Mutex::new(Slot {
                 sandbox: None,
@@ -167,6 +174,29 @@ impl SessionActor {
                 recovered,
             }),
         }
+    }
+
+    /// Keeps a notice about `child` for the running prompt's next turn.
+    pub(crate) fn notice(&self, child: kiln_core::SessionId, text: String) {
+        let mut notices = self.notices.lock().expect("notices lock");
+        if notices.len() >= NOTICES_MAX {
+            notices.remove(0);
+        }
+        notices.push((child, text));
+    }
+
+    /// The notices kept so far, taken.
+    pub(crate) fn take_notices(&self) -> Vec<String> {
+        let taken = std::mem::take(&mut *self.notices.lock().expect("notices lock"));
+        taken.into_iter().map(|(_, text)| text).collect()
+    }
+
+    /// Drops the notices about `children` (a `wait_sessions` result told them already).
+    pub(crate) fn forget_notices(&self, children: &[kiln_core::SessionId]) {
+        self.notices
+            .lock()
+            .expect("notices lock")
+            .retain(|(child, _)| !children.contains(child));
     }
 
     /// Who created the session: its active time counts against their limit.
@@ -315,6 +345,7 @@ impl SessionActor {
                     .await;
             }
             if !inner.shutdown.is_cancelled() {
+                crate::engine::prompt_ended(&engine, &self, &prompt_id).await;
                 self.schedule_snapshot(inner, prompt_id);
             }
             let mut state = self.state.lock().expect("state lock");

@@ -157,6 +157,7 @@ pub fn router(state: AppState) -> Router {
             post(sessions::create_share).get(manage::list_shares),
         )
         .route("/sessions/{id}/events", get(sessions::events))
+        .route("/sessions/{id}/tree", get(routes::tree::session_tree))
         .route("/sessions/{id}/ws", get(ws::ws))
         .route("/ws", get(ws::user_ws))
         .route("/join/{code}", post(sessions::join))

@@ -140,26 +140,16 @@ impl SessionLog {
         F: FnOnce(&mut SessionWriter<'_>) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        blocking(move || {
-            let mut conn = lock(&inner.conn);
-            let head = inner.head.load(Ordering::SeqCst);
-            // IMMEDIATE takes the write lock up front, so an outside reader (a backup) cannot
-            // make the commit fail with a lock upgrade error half-way through `f`.
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut w = SessionWriter::new(tx, head);
-            let value = f(&mut w)?;
-            let events = w.commit()?;
-            if let Some(last) = events.last() {
-                inner.head.store(last.seq(), Ordering::SeqCst);
-            }
-            // Still under the connection lock: the next write cannot broadcast before these.
-            // A send error only means nobody listens right now.
-            for event in &events {
-                let _ = inner.live.send(event.clone());
-            }
-            Ok((value, events))
-        })
-        .await
+        blocking(move || write_now(&inner, f)).await
+    }
+
+    /// [`SessionLog::write`] on this thread: for a caller already on the blocking pool (a
+    /// session's first events, written before its index row commits).
+    pub(crate) fn write_now<T, F>(&self, f: F) -> Result<(T, Vec<Arc<StoredEvent>>)>
+    where
+        F: FnOnce(&mut SessionWriter<'_>) -> Result<T>,
+    {
+        write_now(&self.inner, f)
     }
 
     /// Appends one event; shorthand for a `write` that does nothing else.
@@ -360,4 +350,28 @@ pub(crate) fn read_stored(
         });
     }
     Ok(events)
+}
+
+/// One write transaction on the session's connection (see [`SessionLog::write`]).
+fn write_now<T, F>(inner: &LogInner, f: F) -> Result<(T, Vec<Arc<StoredEvent>>)>
+where
+    F: FnOnce(&mut SessionWriter<'_>) -> Result<T>,
+{
+    let mut conn = lock(&inner.conn);
+    let head = inner.head.load(Ordering::SeqCst);
+    // IMMEDIATE takes the write lock up front, so an outside reader (a backup) cannot
+    // make the commit fail with a lock upgrade error half-way through `f`.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut w = SessionWriter::new(tx, head);
+    let value = f(&mut w)?;
+    let events = w.commit()?;
+    if let Some(last) = events.last() {
+        inner.head.store(last.seq(), Ordering::SeqCst);
+    }
+    // Still under the connection lock: the next write cannot broadcast before these.
+    // A send error only means nobody listens right now.
+    for event in &events {
+        let _ = inner.live.send(event.clone());
+    }
+    Ok((value, events))
 }

@@ -319,6 +319,15 @@ pub(crate) const CONTROL: &[Migration] = &[
         sql: "ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'full' \
               CHECK (scope IN ('full', 'read'));",
     },
+    Migration {
+        name: "sub-sessions: a session's parent",
+        sql: "
+        -- The session whose agent spawned this one (`spawn_session`); NULL for the rest. The
+        -- engine deletes children before their parent; SET NULL only guards the invariant.
+        ALTER TABLE sessions ADD COLUMN parent TEXT REFERENCES sessions(id) ON DELETE SET NULL;
+        CREATE INDEX sessions_by_parent ON sessions (parent) WHERE parent IS NOT NULL;
+    ",
+    },
 ];
 
 /// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it

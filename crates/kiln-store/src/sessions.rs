@@ -7,6 +7,7 @@ use crate::db::{is_lower_hex, now_ms, parse_col, secret_hash};
 use crate::error::{Error, Result};
 use crate::log::SessionLog;
 use crate::store::Store;
+use crate::writer::SessionWriter;
 use kiln_core::{Role, SessionId, UserId};
 use kiln_protocol::api::{Participant, SessionPullRequest, UserRef};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -36,16 +37,19 @@ pub struct SessionRow {
     pub archived: bool,
     /// Its latest change request on the forge, as last heard.
     pub pull_request: Option<SessionPullRequest>,
+    /// The session whose agent spawned this one, if any.
+    pub parent: Option<SessionId>,
 }
 
-/// What `session_row` reads, columns 0..=7; queries may select more after them.
+/// What `session_row` reads, columns 0..=9; queries may select more after them.
 pub(crate) const SESSION_COLUMNS: &str =
     "s.id, s.repo, s.title, s.created_by, u.name, s.created_at_ms, s.closed, s.archived_at_ms,
      (SELECT json_object('number', f.number, 'url', f.url, 'state', f.state)
         FROM forge_changes f WHERE f.session_id = s.id
-        ORDER BY f.updated_at_ms DESC, f.number DESC LIMIT 1)";
+        ORDER BY f.updated_at_ms DESC, f.number DESC LIMIT 1),
+     s.parent";
 /// The number of columns [`SESSION_COLUMNS`] selects; queries' own columns come after.
-pub(crate) const SESSION_WIDTH: usize = 9;
+pub(crate) const SESSION_WIDTH: usize = 10;
 pub(crate) const SESSION_FROM: &str = "FROM sessions s JOIN users u ON u.id = s.created_by";
 
 pub(crate) fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
@@ -68,6 +72,10 @@ pub(crate) fn session_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRo
                     Box::new(e),
                 )
             })?),
+            None => None,
+        },
+        parent: match row.get::<_, Option<String>>(9)? {
+            Some(_) => Some(parse_col(row, 9, SessionId::parse)?),
             None => None,
         },
     })
@@ -123,6 +131,43 @@ impl Store {
         title: &str,
         creator: &UserId,
     ) -> Result<SessionLog> {
+        self.create_session_with(id, repo, title, creator, None, |_| Ok(()))
+            .await
+    }
+
+    /// [`Store::create_session`] for a sub-session of `parent` (which must exist): the child
+    /// gets the parent's members with their roles instead of an owner of its own, and `first`
+    /// writes its first events (its queued prompt) into its log before the index row commits,
+    /// so a child the index lists always has its work queued, whenever the process dies.
+    pub async fn create_child_session<F>(
+        &self,
+        id: &SessionId,
+        repo: &str,
+        title: &str,
+        creator: &UserId,
+        parent: &SessionId,
+        first: F,
+    ) -> Result<SessionLog>
+    where
+        F: FnOnce(&mut SessionWriter<'_>) -> Result<()> + Send + 'static,
+    {
+        self.create_session_with(id, repo, title, creator, Some(parent), first)
+            .await
+    }
+
+    async fn create_session_with<F>(
+        &self,
+        id: &SessionId,
+        repo: &str,
+        title: &str,
+        creator: &UserId,
+        parent: Option<&SessionId>,
+        first: F,
+    ) -> Result<SessionLog>
+    where
+        F: FnOnce(&mut SessionWriter<'_>) -> Result<()> + Send + 'static,
+    {
+        let parent = parent.cloned();
         let store = self.clone();
         let (id, repo, title, creator) = (
             id.clone(),
@@ -142,17 +187,37 @@ impl Store {
             }
             user_by_id(&tx, &creator)?;
             let now = now_ms();
+            if let Some(parent) = &parent {
+                require_session(&tx, parent)?;
+            }
             tx.execute(
-                "INSERT INTO sessions (id, repo, title, created_by, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id.as_str(), repo, title, creator.as_str(), now],
+                "INSERT INTO sessions (id, repo, title, created_by, created_at_ms, parent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    id.as_str(),
+                    repo,
+                    title,
+                    creator.as_str(),
+                    now,
+                    parent.as_ref().map(SessionId::as_str)
+                ],
             )
             .map_err(Error::from)
             .map_err(|e| match e {
                 e if e.is_unique_violation() => Error::Conflict(format!("session {id} exists")),
                 e => e,
             })?;
-            upsert_role(&tx, &id, &creator, Role::Owner)?;
+            match &parent {
+                // A sub-session has the people of its parent, each with the same role.
+                Some(parent) => {
+                    tx.execute(
+                        "INSERT INTO members (session_id, user_id, role, joined_at_ms)
+                         SELECT ?1, user_id, role, ?3 FROM members WHERE session_id = ?2",
+                        params![id.as_str(), parent.as_str(), now],
+                    )?;
+                }
+                None => upsert_role(&tx, &id, &creator, Role::Owner)?,
+            }
 
             let dir = store.session_dir(&id);
             if let Err(e) = std::fs::create_dir(&dir) {
@@ -165,7 +230,9 @@ impl Store {
                     _ => e.into(),
                 });
             }
-            let log = match SessionLog::open(&dir.join("session.db"), &id, true) {
+            let log = match SessionLog::open(&dir.join("session.db"), &id, true)
+                .and_then(|log| log.write_now(first).map(|_| log))
+            {
                 Ok(log) => log,
                 Err(e) => {
                     remove_dir(&dir);
@@ -213,6 +280,20 @@ impl Store {
                     parse_col(row, SESSION_WIDTH, Role::parse)?,
                 ))
             })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// The sessions `parent` spawned, oldest first.
+    pub async fn children(&self, parent: &SessionId) -> Result<Vec<SessionRow>> {
+        let parent = parent.clone();
+        self.control(move |conn| {
+            let sql = format!(
+                "SELECT {SESSION_COLUMNS} {SESSION_FROM} WHERE s.parent = ?1 ORDER BY s.rowid"
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map([parent.as_str()], session_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
         .await

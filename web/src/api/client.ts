@@ -79,6 +79,7 @@ export const api = {
   sessions: (all: boolean) =>
     call<T.SessionSummary[]>("GET", all ? "/api/sessions?all=true" : "/api/sessions"),
   session: (id: string) => call<T.SessionDetail>("GET", `/api/sessions/${enc(id)}`),
+  sessionTree: (id: string) => call<T.SessionTree>("GET", `/api/sessions/${enc(id)}/tree`),
   createSession: (body: T.CreateSession) =>
     call<T.SessionCreated>("POST", "/api/sessions", body),
   send: (id: string, body: T.SendPrompt) =>

@@ -114,6 +114,8 @@ export class Transcript {
   /** The session's usage so far, summed from its `model_usage` events. */
   spend: Spend | undefined = undefined;
   lastSeq = 0;
+  /** Bumped by each sub-session event: the children panel's cue to reload. */
+  childrenSeen = 0;
   lastAtMs = 0;
   /** Bumped on every change: the view's cue to render. */
   version = 0;
@@ -332,6 +334,19 @@ export class Transcript {
         break;
       case "error":
         this.note(event.message, "error");
+        break;
+      // Sub-sessions: links to the child's page.
+      case "session_spawned":
+        this.childrenSeen++;
+        this.note(`Spawned sub-session “${event.title}” on ${event.repo}.`, "info", `/sessions/${encodeURIComponent(event.child)}`);
+        break;
+      case "child_finished":
+        this.childrenSeen++;
+        this.note(
+          `Sub-session ${event.child} ${event.status === "completed" ? "finished" : event.status}: ${event.summary}`,
+          event.status === "completed" ? "good" : "error",
+          `/sessions/${encodeURIComponent(event.child)}`,
+        );
         break;
       default: {
         // A newer server's event: shown, never fatal.

@@ -8,6 +8,7 @@ import { type Link, type SessionHandlers, SessionSocket } from "../api/socket";
 import type { Me, SessionDetail, UserRef } from "../api/types";
 import { ItemView } from "../components/Items";
 import { Files, People, Queue, StartLine } from "../components/SessionPanels";
+import { SubSessions } from "../components/SubSessions";
 import { Composer, Publish, Share } from "../components/SessionActions";
 import { announce } from "../lib/announce";
 import { Transcript, dollars, tokens } from "../lib/transcript";
@@ -186,6 +187,7 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
         <aside class="side">
           <Queue queue={queue} running={running?.author} />
           <Files id={id} transcript={transcript} />
+          <SubSessions id={id} seen={transcript.childrenSeen} />
           {canPrompt && <Publish id={id} />}
           {role === "owner" || role === "collaborator" ? <Share id={id} role={role} /> : null}
         </aside>

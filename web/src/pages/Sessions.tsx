@@ -115,6 +115,7 @@ export function Sessions({ me }: { me: Me }) {
                 <span>by {s.created_by.name}</span>
                 {s.role && <span>you: {s.role}</span>}
                 {s.archived && <span class="badge">archived</span>}
+                {s.parent && <a class="badge" href={`/sessions/${encodeURIComponent(s.parent)}`} data-testid="sub-session">sub-session</a>}
                 {s.pull_request && (
                   <a class={`badge pr-${s.pull_request.state}`} href={/^https?:\/\//.test(s.pull_request.url) ? s.pull_request.url : undefined} rel="noreferrer noopener">
                     PR #{s.pull_request.number} {s.pull_request.state}

@@ -357,6 +357,25 @@ impl<W: Write> Renderer<W> {
                 self.note(p.dim(&text))?;
             }
             Event::Error { message, .. } => self.line(&p.red(&format!("error: {message}")))?,
+            Event::SessionSpawned {
+                child, repo, title, ..
+            } => {
+                let text = format!("· spawned sub-session {child} on {repo}: {title}");
+                self.note(p.dim(&text))?;
+            }
+            Event::ChildFinished {
+                child,
+                status,
+                pull_request,
+                ..
+            } => {
+                let pr = pull_request
+                    .as_ref()
+                    .map(|pr| format!(", pull request #{} {}", pr.number, pr.url))
+                    .unwrap_or_default();
+                let text = format!("· sub-session {child}: prompt {}{pr}", status.as_str());
+                self.note(p.dim(&text))?;
+            }
             Event::ModelRequest { .. } => self.wait_for_model(),
         }
         Ok(())

@@ -247,3 +247,39 @@ fn a_spinner_waits_for_the_model_on_a_terminal_only() {
     piped.event(&request[0]).unwrap();
     assert!(!piped.is_waiting());
 }
+
+#[test]
+fn sub_session_events_get_a_line_each() {
+    let p = PromptId::parse("p-0000000000000001").unwrap();
+    let child = kiln_core::SessionId::parse("s-00000000000000c1").unwrap();
+    let events = envelopes(vec![
+        Event::SessionSpawned {
+            child: child.clone(),
+            repo: "web".into(),
+            title: "research".into(),
+            prompt_id: p,
+        },
+        Event::ChildFinished {
+            child,
+            status: kiln_protocol::api::PromptStatus::Completed,
+            summary: "done".into(),
+            pull_request: Some(kiln_protocol::api::SessionPullRequest {
+                number: 4,
+                url: "https://example.test/pr/4".into(),
+                state: "open".into(),
+            }),
+        },
+    ]);
+    let mut out = Vec::new();
+    let mut renderer = Renderer::new(&mut out, false, false, Paint(false));
+    for envelope in &events {
+        renderer.event(envelope).unwrap();
+    }
+    renderer.finish().unwrap();
+    drop(renderer);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "· spawned sub-session s-00000000000000c1 on web: research\n\
+         · sub-session s-00000000000000c1: prompt completed, pull request #4 https://example.test/pr/4\n"
+    );
+}

@@ -191,6 +191,15 @@ pub(crate) enum SessionCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show the sub-sessions a session spawned (and theirs), indented under it, with the
+    /// sessions above it.
+    Tree {
+        /// The session's id (`s-…`).
+        id: SessionId,
+        /// One JSON object instead of a tree.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send an interrupted, failed or stopped prompt again (by default the newest such one).
     Retry {
         /// The session.
@@ -411,6 +420,15 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
             )?;
             Ok(ExitCode::SUCCESS)
         }
+        SessionCommand::Tree { id, json } => {
+            let tree = client.session_tree(&id).await?;
+            if json {
+                out!("{}", serde_json::to_string(&tree)?)?;
+            } else {
+                out_text!("{}", tree_text(&tree))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         SessionCommand::Show { id, json } => {
             let detail = client.session(&id).await?;
             if json {
@@ -427,6 +445,32 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
 fn share_code(text: &str) -> &str {
     let text = text.trim().trim_end_matches('/');
     text.rsplit_once("/join/").map_or(text, |(_, code)| code)
+}
+
+/// A session tree as indented lines: the ancestors' ids, then the session and its descendants.
+fn tree_text(tree: &kiln_protocol::api::SessionTree) -> String {
+    let mut out = String::new();
+    for (i, ancestor) in tree.ancestors.iter().rev().enumerate() {
+        out.push_str(&format!("{}{ancestor}\n", "  ".repeat(i)));
+    }
+    let base = tree.ancestors.len();
+    for node in &tree.nodes {
+        let pr = node
+            .pull_request
+            .as_ref()
+            .map(|pr| format!("  PR #{} {}", pr.number, pr.state))
+            .unwrap_or_default();
+        let here = if node.id == tree.id { "  ←" } else { "" };
+        out.push_str(&format!(
+            "{}{}  {}  {}  {}{pr}{here}\n",
+            "  ".repeat(base + node.depth as usize),
+            node.id,
+            state_word(&node.state),
+            node.repo,
+            node.title,
+        ));
+    }
+    out.trim_end().to_string()
 }
 
 fn state_word(state: &SessionState) -> &'static str {
@@ -528,6 +572,50 @@ mod tests {
         assert_eq!(share_code("abc123"), "abc123");
         assert_eq!(share_code("/api/join/abc123"), "abc123");
         assert_eq!(share_code(" http://kiln:7800/api/join/abc123/ "), "abc123");
+    }
+
+    #[test]
+    fn a_tree_is_indented_under_its_ancestors() {
+        use kiln_protocol::api::{SessionPullRequest, SessionTree, SessionTreeNode};
+        let id = |s: &str| SessionId::parse(s).unwrap();
+        let node =
+            |s: &str, parent: Option<&str>, depth: u32, state: SessionState| SessionTreeNode {
+                id: id(s),
+                parent: parent.map(id),
+                depth,
+                repo: "web".into(),
+                title: format!("t{depth}"),
+                state,
+                pull_request: None,
+            };
+        let mut child = node(
+            "s-000000000000000b",
+            Some("s-000000000000000a"),
+            1,
+            SessionState::Working,
+        );
+        child.pull_request = Some(SessionPullRequest {
+            number: 7,
+            url: "https://example.test/pr/7".into(),
+            state: "open".into(),
+        });
+        let tree = SessionTree {
+            id: id("s-000000000000000a"),
+            ancestors: vec![id("s-0000000000000001")],
+            nodes: vec![
+                node(
+                    "s-000000000000000a",
+                    Some("s-0000000000000001"),
+                    0,
+                    SessionState::Idle,
+                ),
+                child,
+            ],
+        };
+        assert_eq!(
+            tree_text(&tree),
+            "s-0000000000000001\n  s-000000000000000a  idle  web  t0  ←\n    s-000000000000000b  working  web  t1  PR #7 open"
+        );
     }
 
     #[test]

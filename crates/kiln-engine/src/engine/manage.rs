@@ -62,6 +62,7 @@ impl Engine {
             0
         };
         actor.stop(by, clear_queue).await?;
+        self.stop_descendants(session, by).await?;
         Ok(Stopped { prompt, cancelled })
     }
 
@@ -86,7 +87,15 @@ impl Engine {
 
     /// Archives a session: its work stops, its sandbox is snapshotted and stopped (the next
     /// prompt restores it), and it leaves the default listing.
+    /// Its sub-sessions are archived with it, deepest first.
     pub async fn archive_session(&self, session: &SessionId, by: &UserRef) -> Result<()> {
+        for child in self.descendants_deepest_first(session).await? {
+            self.archive_one(&child, by).await?;
+        }
+        self.archive_one(session, by).await
+    }
+
+    async fn archive_one(&self, session: &SessionId, by: &UserRef) -> Result<()> {
         self.quiesce(session, by).await?;
         self.inner.store.set_session_archived(session, true).await?;
         let actor = self.actor(session).await?;
@@ -102,7 +111,15 @@ impl Engine {
 
     /// Deletes a session: stops its work, destroys its sandbox, deletes its newest snapshot
     /// (older ones were already unused; the GC removes them) and its directory and index row.
+    /// Its sub-sessions are deleted with it, deepest first.
     pub async fn delete_session(&self, session: &SessionId, by: &UserRef) -> Result<()> {
+        for child in self.descendants_deepest_first(session).await? {
+            self.delete_one(&child, by).await?;
+        }
+        self.delete_one(session, by).await
+    }
+
+    async fn delete_one(&self, session: &SessionId, by: &UserRef) -> Result<()> {
         self.quiesce(session, by).await?;
         let log = self.inner.store.open_session(session).await?;
         let claimed = log.claimed_sandbox().await?;
@@ -160,7 +177,11 @@ impl Engine {
             });
         }
         for id in &sessions {
-            self.delete_session(id, by).await?;
+            match self.delete_session(id, by).await {
+                // Gone already: a sub-session deleted with its parent.
+                Ok(()) | Err(Error::Store(kiln_store::Error::NotFound(_))) => {}
+                Err(e) => return Err(e),
+            }
         }
         self.inner.fleet.drain_pool(name).await;
         self.inner.store.delete_repo(name).await?;

@@ -108,7 +108,25 @@ impl Session for Port<'_> {
                 author: prompt.author.clone(),
             }));
         }
+        // Sub-sessions, unless the repo's limits allow none.
+        let limits = self
+            .inner
+            .config
+            .subsessions
+            .for_repo(&self.actor.repo.name);
+        if limits.max_depth > 0 {
+            tools.extend(crate::engine::session_tools(
+                crate::Engine::from_inner(self.inner.clone()),
+                self.actor.log.id().clone(),
+                prompt.id.clone(),
+                prompt.author.clone(),
+            ));
+        }
         tools
+    }
+
+    fn take_notices(&self) -> Vec<String> {
+        self.actor.take_notices()
     }
 
     fn stopped_by(&self) -> Option<UserRef> {

@@ -128,6 +128,28 @@ impl SessionSecrets {
                 title: self.mask(title),
                 by,
             },
+            Event::SessionSpawned {
+                child,
+                repo,
+                title,
+                prompt_id,
+            } => Event::SessionSpawned {
+                child,
+                repo,
+                title: self.mask(title),
+                prompt_id,
+            },
+            Event::ChildFinished {
+                child,
+                status,
+                summary,
+                pull_request,
+            } => Event::ChildFinished {
+                child,
+                status,
+                summary: self.mask(summary),
+                pull_request,
+            },
             Event::PromptQueued {
                 prompt_id,
                 author,

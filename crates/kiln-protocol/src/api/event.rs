@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 
 /// Bumped when an event's meaning changes or a variant is added.
 ///
-/// 6 (spend): `model_usage`, `limit_reached`, `compacted`; `Usage` gains cache tokens and
-/// `cost_usd`; the `cost_limit` outcome.
+/// 6: spend — `model_usage`, `limit_reached`, `compacted`; `Usage` gains cache tokens and
+/// `cost_usd`; the `cost_limit` outcome — and sub-sessions — `session_spawned`, `child_finished`.
 pub const EVENT_VERSION: u32 = 6;
 
 /// One event as stored and as sent: its place in the log, when it happened, what happened.
@@ -260,6 +260,25 @@ pub enum Event {
         after_tokens: u64,
         messages_summarised: u64,
     },
+    // Sub-sessions (issue 15, part "subs"; version 6).
+    /// The agent spawned a sub-session `child` on `repo` from this session's prompt
+    /// `prompt_id` (the `spawn_session` tool). (Version 6.)
+    SessionSpawned {
+        child: kiln_core::SessionId,
+        repo: String,
+        title: String,
+        prompt_id: PromptId,
+    },
+    /// A prompt of the sub-session `child` ended (`status`: completed, failed, cancelled);
+    /// `summary` is the end of what its agent said, `pull_request` its PR if it has one.
+    /// (Version 6.)
+    ChildFinished {
+        child: kiln_core::SessionId,
+        status: PromptStatus,
+        summary: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pull_request: Option<crate::api::SessionPullRequest>,
+    },
 }
 
 /// What kind of failure an [`Event::Error`] reports.
@@ -301,7 +320,8 @@ impl Event {
             | Event::FileChanged { prompt_id, .. }
             | Event::ModelUsage { prompt_id, .. }
             | Event::LimitReached { prompt_id, .. }
-            | Event::Compacted { prompt_id, .. } => Some(prompt_id),
+            | Event::Compacted { prompt_id, .. }
+            | Event::SessionSpawned { prompt_id, .. } => Some(prompt_id),
             Event::Error { prompt_id, .. } | Event::Egress { prompt_id, .. } => prompt_id.as_ref(),
             _ => None,
         }

@@ -12,6 +12,7 @@ mod rest;
 mod secrets;
 mod starts;
 mod status;
+mod subsessions;
 mod ws;
 
 pub use access::{AccessMode, RepoAccess, SetRepoAccess};
@@ -29,4 +30,5 @@ pub use rest::*;
 pub use secrets::*;
 pub use starts::{Percentiles, StartPhases, StartStats};
 pub use status::{Health, ModelHealth, RepoStatus, SandboxCounts, ServerStatus};
+pub use subsessions::{SessionTree, SessionTreeNode};
 pub use ws::{ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION};

@@ -176,6 +176,9 @@ pub struct SessionSummary {
     /// The session's pull request, once it has one, as its forge last said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<SessionPullRequest>,
+    /// The session that spawned this one (a sub-session), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<SessionId>,
 }
 
 /// A session's pull request in listings.

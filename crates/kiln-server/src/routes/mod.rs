@@ -10,6 +10,7 @@ pub(crate) mod repos;
 pub(crate) mod secrets;
 pub(crate) mod sessions;
 pub(crate) mod status;
+pub(crate) mod tree;
 pub(crate) mod users;
 pub(crate) mod webhook;
 pub(crate) mod ws;
@@ -79,6 +80,7 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         sessions::join,
         sessions::events,
         sessions::start_stats,
+        tree::session_tree,
         manage::archive_session,
         manage::delete_session,
         manage::list_shares,
