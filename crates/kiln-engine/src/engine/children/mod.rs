@@ -88,6 +88,8 @@ impl Engine {
                 repo.name, author.name
             )));
         }
+        // A daily budget used up refuses a child as it refuses any new session.
+        super::admit_budget(&self.inner, &author.id, &repo.name).await?;
         let _admitted = Admission::take(&self.inner, &author.id, None)?;
         let title = title
             .map(str::trim)
