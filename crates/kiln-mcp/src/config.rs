@@ -4,10 +4,6 @@
 use kiln_core::Secret;
 use std::collections::BTreeMap;
 
-/// Longest server name: `mcp__<server>__<tool>` must stay within the 64 characters model
-/// providers accept for a tool name.
-const MAX_NAME: usize = 24;
-
 /// One MCP server of a repo.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -55,23 +51,4 @@ pub struct McpSettings {
     /// `host:port` pairs a remote server may be at although the address rules refuse their
     /// address (loopback, private, link-local, the host's own): an operator's explicit choice.
     pub allow_hosts: Vec<String>,
-}
-
-/// Checks a server name; the error says what a name may be.
-pub fn check_server_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        && !name.contains("__")
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "MCP server name {name:?} must be 1 to {MAX_NAME} of a-z, 0-9, _ and -, start with a \
-             letter or digit and not contain \"__\""
-        ))
-    }
 }

@@ -15,7 +15,8 @@ mod local;
 mod remote;
 mod tool;
 
-pub use config::{McpSettings, ServerConfig, ServerKind, check_server_name};
+pub use config::{McpSettings, ServerConfig, ServerKind};
+pub use kiln_protocol::api::check_mcp_server_name;
 pub use connection::{Connection, ToolListing, connect};
 pub use tool::{Report, tool_name};
 

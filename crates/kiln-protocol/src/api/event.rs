@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Bumped when an event's meaning changes or a variant is added.
-pub const EVENT_VERSION: u32 = 5;
+///
+/// 6 (mcp): the `mcp` error kind, for a repo's MCP server that failed.
+pub const EVENT_VERSION: u32 = 6;
 
 /// One event as stored and as sent: its place in the log, when it happened, what happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -235,6 +237,9 @@ pub enum ErrorKind {
     Storage,
     /// A bug in kiln: the server log has the details.
     Internal,
+    /// A repo's MCP server failed to start, crashed or timed out (mcp, event version 6); the
+    /// prompt goes on without it.
+    Mcp,
     /// Anything else (and every error recorded before kinds existed).
     #[default]
     Other,
