@@ -76,6 +76,8 @@ pub struct EngineConfig {
     /// GitHub (`[github]`): pull requests in their requester's name, sign-in, the app's
     /// installation tokens; `None`: no forge.
     pub github: Option<kiln_forge::GitHubConfig>,
+    /// `[mcp]`: which otherwise refused hosts a repo's remote MCP servers may be at.
+    pub mcp: kiln_mcp::McpSettings,
 }
 
 impl Default for EngineConfig {
@@ -105,6 +107,7 @@ impl Default for EngineConfig {
             committer: ("kiln".to_string(), "kiln@localhost".to_string()),
             auto_commit: false,
             github: None,
+            mcp: kiln_mcp::McpSettings::default(),
         }
     }
 }

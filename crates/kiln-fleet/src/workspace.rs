@@ -88,7 +88,7 @@ impl MirrorLocks {
 }
 
 impl Workspaces {
-    fn mirror(&self, repo: &str) -> PathBuf {
+    pub(crate) fn mirror(&self, repo: &str) -> PathBuf {
         self.data_dir.join("repos").join(format!("{repo}.git"))
     }
 

@@ -5,12 +5,12 @@ use crate::config::{McpSettings, ServerConfig, ServerKind};
 use crate::local::{self, Local};
 use crate::tool::{McpTool, Report};
 use crate::{CONNECT_TIMEOUT, Error, remote};
+use kiln_sandbox::Sandbox;
+use kiln_tools::tools::Tool;
+use rmcp::ServiceExt;
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::ServiceExt;
-use kiln_sandbox::Sandbox;
-use kiln_tools::tools::Tool;
 use std::sync::Arc;
 
 /// A tool a server offers, for listings.
@@ -93,7 +93,11 @@ async fn connect_inner(
                 Err(e) => {
                     // The process may have died first: its exit and stderr say why.
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    let ended = local.ended.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let ended = local
+                        .ended
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
                     return Err(handshake(match ended {
                         Some(ended) => ended,
                         None => init_message(&e),
@@ -168,7 +172,12 @@ impl Connection {
     /// `None` while it runs.
     pub fn ended(&self) -> Option<String> {
         if let Some(local) = &self.local {
-            if let Some(ended) = local.ended.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            if let Some(ended) = local
+                .ended
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
                 return Some(ended);
             }
         }

@@ -16,8 +16,8 @@ mod remote;
 mod tool;
 
 pub use config::{McpSettings, ServerConfig, ServerKind};
-pub use kiln_protocol::api::check_mcp_server_name;
 pub use connection::{Connection, ToolListing, connect};
+pub use kiln_protocol::api::check_mcp_server_name;
 pub use tool::{Report, tool_name};
 
 use std::time::Duration;

@@ -56,11 +56,21 @@ pub(crate) async fn start(
         stop: CancellationToken::new(),
         ended: Arc::default(),
     };
-    tokio::spawn(drive(stream, theirs, local.stop.clone(), local.ended.clone()));
+    tokio::spawn(drive(
+        stream,
+        theirs,
+        local.stop.clone(),
+        local.ended.clone(),
+    ));
     Ok((local, ours))
 }
 
-async fn drive(mut stream: ExecStream, mut pipe: DuplexStream, stop: CancellationToken, ended: Ended) {
+async fn drive(
+    mut stream: ExecStream,
+    mut pipe: DuplexStream,
+    stop: CancellationToken,
+    ended: Ended,
+) {
     let mut stderr = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     let mut stdin_open = true;

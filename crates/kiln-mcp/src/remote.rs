@@ -36,22 +36,30 @@ pub(crate) async fn client(
         .port_or_known_default()
         .ok_or_else(|| config(format!("url {url:?} has no port")))?;
     // `[::1]` in a URL, `::1` to the resolver.
-    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let host_port = format!("{host}:{port}");
-    let resolved: Vec<SocketAddr> =
-        tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((bare.as_str(), port)))
-            .await
-            .map_err(|_| Error::Resolve {
-                server: server.to_string(),
-                host: host.clone(),
-                message: format!("no answer within {}", kiln_core::human_duration(RESOLVE_TIMEOUT)),
-            })?
-            .map_err(|e| Error::Resolve {
-                server: server.to_string(),
-                host: host.clone(),
-                message: e.to_string(),
-            })?
-            .collect();
+    let resolved: Vec<SocketAddr> = tokio::time::timeout(
+        RESOLVE_TIMEOUT,
+        tokio::net::lookup_host((bare.as_str(), port)),
+    )
+    .await
+    .map_err(|_| Error::Resolve {
+        server: server.to_string(),
+        host: host.clone(),
+        message: format!(
+            "no answer within {}",
+            kiln_core::human_duration(RESOLVE_TIMEOUT)
+        ),
+    })?
+    .map_err(|e| Error::Resolve {
+        server: server.to_string(),
+        host: host.clone(),
+        message: e.to_string(),
+    })?
+    .collect();
     let Some(first) = resolved.first().copied() else {
         return Err(Error::Resolve {
             server: server.to_string(),

@@ -118,16 +118,31 @@ async fn a_stdio_server_runs_in_the_sandbox_behind_its_allowlist() {
     let hidden = listing.iter().find(|t| t.name == "hidden").unwrap();
     assert!(!hidden.allowed);
     assert_eq!(hidden.description, "Not for the agent");
-    assert!(listing.iter().filter(|t| t.name != "hidden").all(|t| t.allowed));
+    assert!(
+        listing
+            .iter()
+            .filter(|t| t.name != "hidden")
+            .all(|t| t.allowed)
+    );
 
     let reports = Arc::new(Reports::default());
     let registry = connection
         .agent_tools(reports.clone())
         .into_iter()
         .fold(ToolRegistry::builtin(), ToolRegistry::with);
-    let names: Vec<_> = registry.specs().iter().map(|s| s.name.to_string()).collect();
-    assert!(names.contains(&"mcp__fixture__echo".to_string()), "{names:?}");
-    assert!(!names.iter().any(|n| n == "mcp__fixture__hidden"), "{names:?}");
+    let names: Vec<_> = registry
+        .specs()
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert!(
+        names.contains(&"mcp__fixture__echo".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "mcp__fixture__hidden"),
+        "{names:?}"
+    );
     let echo = registry.get("mcp__fixture__echo").unwrap().spec();
     assert!(echo.description.starts_with("Echo text back"));
     assert_eq!(echo.input_schema["required"], json!(["text"]));
@@ -136,16 +151,43 @@ async fn a_stdio_server_runs_in_the_sandbox_behind_its_allowlist() {
     assert!(registry.writes("mcp__fixture__env"));
 
     let cancel = CancellationToken::new();
-    let result = call(&registry, &sandbox, &cancel, "mcp__fixture__echo", json!({"text": "hi"})).await;
+    let result = call(
+        &registry,
+        &sandbox,
+        &cancel,
+        "mcp__fixture__echo",
+        json!({"text": "hi"}),
+    )
+    .await;
     assert!(!result.is_error, "{}", result.content);
     assert_eq!(result.content, "echo: hi");
     // The server runs with the prompt's variables.
-    let result = call(&registry, &sandbox, &cancel, "mcp__fixture__env", json!({"name": "KILN_SESSION"})).await;
+    let result = call(
+        &registry,
+        &sandbox,
+        &cancel,
+        "mcp__fixture__env",
+        json!({"name": "KILN_SESSION"}),
+    )
+    .await;
     assert_eq!(result.content, "ses_test");
     // Not on the allowlist: not a tool at all.
-    let result = call(&registry, &sandbox, &cancel, "mcp__fixture__hidden", json!({})).await;
+    let result = call(
+        &registry,
+        &sandbox,
+        &cancel,
+        "mcp__fixture__hidden",
+        json!({}),
+    )
+    .await;
     assert!(result.is_error);
-    assert!(result.content.contains("unknown tool `mcp__fixture__hidden`"), "{}", result.content);
+    assert!(
+        result
+            .content
+            .contains("unknown tool `mcp__fixture__hidden`"),
+        "{}",
+        result.content
+    );
 
     // Stopping the prompt ends a call the server never answers.
     let stop = CancellationToken::new();
@@ -164,17 +206,46 @@ async fn a_stdio_server_runs_in_the_sandbox_behind_its_allowlist() {
     assert!(result.cancelled, "{}", result.content);
     assert!(started.elapsed() < Duration::from_secs(5));
     // The server still serves after a cancelled call.
-    let result = call(&registry, &sandbox, &cancel, "mcp__fixture__echo", json!({"text": "again"})).await;
+    let result = call(
+        &registry,
+        &sandbox,
+        &cancel,
+        "mcp__fixture__echo",
+        json!({"text": "again"}),
+    )
+    .await;
     assert_eq!(result.content, "echo: again");
     assert!(reports.0.lock().unwrap().is_empty());
 
     // A crash is a tool error the model reads, with the server's last words, and a report.
-    let result = call(&registry, &sandbox, &cancel, "mcp__fixture__crash", json!({})).await;
+    let result = call(
+        &registry,
+        &sandbox,
+        &cancel,
+        "mcp__fixture__crash",
+        json!({}),
+    )
+    .await;
     assert!(result.is_error);
-    assert!(result.content.contains("MCP server \"fixture\" failed"), "{}", result.content);
-    assert!(result.content.contains("crashing on purpose"), "{}", result.content);
+    assert!(
+        result.content.contains("MCP server \"fixture\" failed"),
+        "{}",
+        result.content
+    );
+    assert!(
+        result.content.contains("crashing on purpose"),
+        "{}",
+        result.content
+    );
     assert_eq!(reports.0.lock().unwrap().len(), 1);
-    let result = call(&registry, &sandbox, &cancel, "mcp__fixture__echo", json!({"text": "x"})).await;
+    let result = call(
+        &registry,
+        &sandbox,
+        &cancel,
+        "mcp__fixture__echo",
+        json!({"text": "x"}),
+    )
+    .await;
     assert!(result.is_error);
     assert!(result.content.contains("exited"), "{}", result.content);
 }
@@ -195,9 +266,13 @@ async fn a_server_that_cannot_start_says_why() {
     assert!(message.contains("MCP server \"fixture\""), "{message}");
     assert!(message.contains("missing DB_URL"), "{message}");
 
-    let err = connect(local(&["no-such-mcp-server"], None), Some(&sandbox), &settings)
-        .await
-        .unwrap_err();
+    let err = connect(
+        local(&["no-such-mcp-server"], None),
+        Some(&sandbox),
+        &settings,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("MCP server \"fixture\""), "{err}");
 }
 
@@ -282,21 +357,22 @@ mod http {
         );
         let auth = Arc::new(Mutex::new(Vec::new()));
         let seen = auth.clone();
-        let app = axum::Router::new()
-            .nest_service("/mcp", service)
-            .layer(axum::middleware::from_fn(
-                move |request: axum::extract::Request, next: axum::middleware::Next| {
-                    let seen = seen.clone();
-                    async move {
-                        if let Some(value) = request.headers().get("authorization") {
-                            seen.lock()
-                                .unwrap()
-                                .push(value.to_str().unwrap_or("").to_string());
+        let app =
+            axum::Router::new()
+                .nest_service("/mcp", service)
+                .layer(axum::middleware::from_fn(
+                    move |request: axum::extract::Request, next: axum::middleware::Next| {
+                        let seen = seen.clone();
+                        async move {
+                            if let Some(value) = request.headers().get("authorization") {
+                                seen.lock()
+                                    .unwrap()
+                                    .push(value.to_str().unwrap_or("").to_string());
+                            }
+                            next.run(request).await
                         }
-                        next.run(request).await
-                    }
-                },
-            ));
+                    },
+                ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
@@ -349,7 +425,9 @@ async fn a_remote_server_gets_the_bearer_secret_and_its_allowlist_holds() {
     let settings = McpSettings {
         allow_hosts: vec![server.addr.to_string()],
     };
-    let connection = connect(remote(url), None, &settings).await.expect("connect");
+    let connection = connect(remote(url), None, &settings)
+        .await
+        .expect("connect");
     assert_eq!(connection.kind_name(), "remote");
     let listing = connection.listing();
     assert_eq!(
@@ -377,7 +455,10 @@ async fn a_remote_server_gets_the_bearer_secret_and_its_allowlist_holds() {
     )
     .await;
     assert!(!result.is_error, "{}", result.content);
-    assert_eq!(result.content, "search_issues: found 2 issues for \"crash\"");
+    assert_eq!(
+        result.content,
+        "search_issues: found 2 issues for \"crash\""
+    );
     let auth = server.auth.lock().unwrap().clone();
     assert!(!auth.is_empty());
     assert!(auth.iter().all(|a| a == "Bearer s3cret-token"), "{auth:?}");

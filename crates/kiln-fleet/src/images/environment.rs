@@ -119,7 +119,9 @@ impl McpEntry {
             }
             (Some(url), None) => {
                 if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(at(format!("url {url:?} must start with https:// or http://")));
+                    return Err(at(format!(
+                        "url {url:?} must start with https:// or http://"
+                    )));
                 }
             }
             (None, Some(command)) => {
@@ -709,20 +711,34 @@ mod tests {
         assert_eq!(environment.mcp[0].secret.as_deref(), Some("TRACKER_TOKEN"));
         assert_eq!(environment.mcp[1].tools, None);
         let refused = [
-            ("name = \"x\"\nurl = \"https://a\"\ncommand = [\"a\"]", "exactly one of url"),
+            (
+                "name = \"x\"\nurl = \"https://a\"\ncommand = [\"a\"]",
+                "exactly one of url",
+            ),
             ("name = \"x\"", "exactly one of url"),
             ("name = \"Bad Name\"\nurl = \"https://a\"", "must be 1 to"),
             ("name = \"a__b\"\nurl = \"https://a\"", "__"),
             ("name = \"x\"\nurl = \"ftp://a\"", "https://"),
             ("name = \"x\"\ncommand = []", "command is empty"),
-            ("name = \"x\"\ncommand = [\"a\"]\nsecret = \"TOKEN\"", "secret is for remote"),
-            ("name = \"x\"\nurl = \"https://a\"\nheaders = 1", "unknown field"),
+            (
+                "name = \"x\"\ncommand = [\"a\"]\nsecret = \"TOKEN\"",
+                "secret is for remote",
+            ),
+            (
+                "name = \"x\"\nurl = \"https://a\"\nheaders = 1",
+                "unknown field",
+            ),
         ];
         for (entry, expected) in refused {
             let err = Environment::parse(&format!("[[mcp]]\n{entry}")).unwrap_err();
             assert!(err.contains(expected), "{entry}: {err}");
         }
-        let twice = "[[mcp]]\nname = \"a\"\nurl = \"https://a\"\n[[mcp]]\nname = \"a\"\ncommand = [\"b\"]";
-        assert!(Environment::parse(twice).unwrap_err().contains("two [[mcp]] servers"));
+        let twice =
+            "[[mcp]]\nname = \"a\"\nurl = \"https://a\"\n[[mcp]]\nname = \"a\"\ncommand = [\"b\"]";
+        assert!(
+            Environment::parse(twice)
+                .unwrap_err()
+                .contains("two [[mcp]] servers")
+        );
     }
 }

@@ -23,7 +23,9 @@ pub use forge::{
     GitHubAccount, NoForgeAccount, OpenPullRequest, PR_TITLE_CHARS, PullRequest, WebhookReceipt,
 };
 pub use limits::*;
-pub use mcp::{MCP_SERVER_NAME_CHARS, McpKind, McpServer, McpState, McpTool, check_mcp_server_name};
+pub use mcp::{
+    MCP_SERVER_NAME_CHARS, McpKind, McpServer, McpState, McpTool, check_mcp_server_name,
+};
 pub use people::*;
 pub use rest::*;
 pub use secrets::*;
