@@ -171,15 +171,12 @@ impl Connection {
     /// Why the server can no longer be used, once it died (a local one's exit and stderr), or
     /// `None` while it runs.
     pub fn ended(&self) -> Option<String> {
-        if let Some(local) = &self.local {
-            if let Some(ended) = local
-                .ended
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-            {
-                return Some(ended);
-            }
+        let ended = self
+            .local
+            .as_ref()
+            .and_then(|l| l.ended.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        if ended.is_some() {
+            return ended;
         }
         self.service
             .is_closed()

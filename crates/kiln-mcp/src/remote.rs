@@ -67,7 +67,7 @@ pub(crate) async fn client(
             message: "no addresses".into(),
         });
     };
-    if !settings.allow_hosts.iter().any(|h| *h == host_port) {
+    if !settings.allow_hosts.contains(&host_port) {
         let rules = AddressRules::new(Vec::new());
         for addr in &resolved {
             if let Err(class) = rules.check(*addr, &[]) {

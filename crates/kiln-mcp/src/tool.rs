@@ -161,10 +161,10 @@ impl Tool for McpTool {
                 None => text.push("[non-text content omitted]".to_string()),
             }
         }
-        if text.is_empty() {
-            if let Some(structured) = &result.structured_content {
-                text.push(structured.to_string());
-            }
+        if text.is_empty()
+            && let Some(structured) = &result.structured_content
+        {
+            text.push(structured.to_string());
         }
         let content = text.join("\n");
         Ok(if result.is_error.unwrap_or(false) {

@@ -141,10 +141,10 @@ impl McpEntry {
             kiln_protocol::api::check_secret_name(secret)
                 .map_err(|e| at(format!("secret: {}", e.0)))?;
         }
-        if let Some(tools) = &self.tools {
-            if tools.iter().any(|t| t.trim().is_empty()) {
-                return Err(at("a name in tools is empty".into()));
-            }
+        if let Some(tools) = &self.tools
+            && tools.iter().any(|t| t.trim().is_empty())
+        {
+            return Err(at("a name in tools is empty".into()));
         }
         Ok(())
     }
