@@ -363,7 +363,10 @@ fn mcp_allow_hosts_come_from_the_file_or_the_environment_and_are_checked() {
     };
     let (ok, text) = run(None);
     assert!(ok, "{text}");
-    assert!(text.contains("allow_hosts = [\"127.0.0.1:3011\"]"), "{text}");
+    assert!(
+        text.contains("allow_hosts = [\"127.0.0.1:3011\"]"),
+        "{text}"
+    );
     let (ok, text) = run(Some("mcp.internal:443, 10.0.0.5:80"));
     assert!(ok, "{text}");
     assert!(

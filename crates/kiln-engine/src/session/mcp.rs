@@ -36,8 +36,14 @@ pub(super) async fn tools(
     let inner = port.inner;
     let entries = match entries(inner, &actor.repo.name).await {
         Ok(entries) => entries,
-        Err(message) => {
+        // A definition that does not parse fails the image build too, with its own message:
+        // only a mistake in the MCP entries is this prompt's news.
+        Err(message) if message.contains("mcp") => {
             error(actor, &prompt.id, message).await;
+            return Vec::new();
+        }
+        Err(message) => {
+            tracing::warn!(session = %actor.log.id(), "{message}");
             return Vec::new();
         }
     };
