@@ -74,3 +74,49 @@ pub struct McpServer {
     /// What the server listed (empty unless `state` is `ok`).
     pub tools: Vec<McpTool>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_fit_a_tool_name() {
+        for good in ["db", "tracker", "my-db_2", "0x"] {
+            assert_eq!(check_mcp_server_name(good), Ok(()), "{good}");
+        }
+        let long = "a".repeat(MCP_SERVER_NAME_CHARS + 1);
+        for bad in [
+            "",
+            "Tracker",
+            "a__b",
+            "_a",
+            "-a",
+            "a.b",
+            "a b",
+            long.as_str(),
+        ] {
+            let err = check_mcp_server_name(bad).unwrap_err();
+            assert!(err.contains("must be 1 to 24"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_server_reads_as_the_api_documents_it() {
+        let server = McpServer {
+            name: "tracker".into(),
+            kind: McpKind::Remote,
+            state: McpState::Error {
+                message: "refused".into(),
+            },
+            allow: None,
+            tools: Vec::new(),
+        };
+        let json = serde_json::to_value(&server).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"name": "tracker", "kind": "remote", "state": "error",
+                "message": "refused", "tools": []})
+        );
+        assert_eq!(serde_json::from_value::<McpServer>(json).unwrap(), server);
+    }
+}
