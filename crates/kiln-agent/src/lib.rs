@@ -63,6 +63,15 @@ pub trait Session: Send + Sync {
     fn take_notices(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Tools that need the prompt's sandbox (a repo's MCP servers), asked once the prompt has
+    /// it; the session reports its own failures. None by default.
+    async fn sandbox_tools(
+        &self,
+        _prompt: &PromptInfo,
+        _sandbox: &Sandbox,
+    ) -> Vec<Arc<dyn kiln_tools::tools::Tool>> {
+        Vec::new()
+    }
     /// Who stopped the running prompt, if someone did.
     fn stopped_by(&self) -> Option<UserRef>;
     /// Appends `event` to the session's log (the session masks its secrets in it).

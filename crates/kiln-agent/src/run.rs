@@ -165,6 +165,18 @@ impl<'a> PromptRun<'a> {
             sandbox = self.session.sandbox() => sandbox.map_err(|e| Failure(ErrorKind::Sandbox, format!("this prompt cannot run: the sandbox is not available ({e}); the next prompt tries again")))?,
             _ = self.cancel.cancelled() => return Ok(self.cancelled_end()),
         };
+        let more = tokio::select! {
+            tools = self.session.sandbox_tools(&self.prompt, &sandbox) => tools,
+            _ = self.cancel.cancelled() => return Ok(self.cancelled_end()),
+        };
+        if !more.is_empty() {
+            let tools = more
+                .into_iter()
+                .fold((*self.tools).clone(), ToolRegistry::with);
+            self.tools = Arc::new(tools);
+            // The write gate asks the registry which calls write: it gets the new one.
+            self.hooks = self.load_hooks().await?;
+        }
         let system = self.system_prompt(&sandbox).await;
         // A conversation whose last turn failed or hit a limit ends with the user's side; the
         // new prompt joins that message so user and assistant keep alternating.

@@ -88,6 +88,9 @@ struct FileConfig {
     /// to repositories. Every key can be set by `KILN_GITHUB_<KEY>` instead.
     #[serde(default)]
     github: FileGitHub,
+    /// `[mcp]`: repos' remote MCP servers (called from this host).
+    #[serde(default)]
+    mcp: FileMcp,
     /// `[subsessions]`: how far agents may spawn sub-sessions, with per-repo replacements
     /// (`[subsessions.repos.NAME]`).
     #[serde(default)]
@@ -129,6 +132,35 @@ impl FileSubsessionLimits {
                 .unwrap_or(base.max_total_per_parent),
         }
     }
+}
+
+/// `[mcp]`: what repos' remote MCP servers may be.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMcp {
+    /// `host:port` pairs a remote MCP server may be at although its address is loopback,
+    /// private, link-local or this host's (refused otherwise); `KILN_MCP_ALLOW_HOSTS`
+    /// (comma-separated) overrides it.
+    #[serde(default)]
+    allow_hosts: Vec<String>,
+}
+
+/// `[mcp] allow_hosts` with `KILN_MCP_ALLOW_HOSTS` over it, each checked to be `host:port`.
+fn resolve_mcp(file: &FileMcp, env: Option<String>) -> anyhow::Result<kiln_engine::McpSettings> {
+    let allow_hosts: Vec<String> = match env.filter(|v| !v.trim().is_empty()) {
+        Some(list) => list.split(',').map(|h| h.trim().to_string()).collect(),
+        None => file.allow_hosts.clone(),
+    };
+    for entry in &allow_hosts {
+        let valid = entry
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        anyhow::ensure!(
+            valid,
+            "[mcp] allow_hosts {entry:?} must be host:port, e.g. \"127.0.0.1:3011\" or \"mcp.internal:443\""
+        );
+    }
+    Ok(kiln_engine::McpSettings { allow_hosts })
 }
 
 /// `[github]`: a GitHub App (github.com or GitHub Enterprise Server).
@@ -350,6 +382,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         );
     }
     let github = resolve_github(std::mem::take(&mut file.github), |k| std::env::var(k).ok())?;
+    let mcp = resolve_mcp(&file.mcp, std::env::var("KILN_MCP_ALLOW_HOSTS").ok())?;
     let egress = egress_settings(
         &file.egress_deny,
         &file.egress_allow,
@@ -432,6 +465,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
                     .collect(),
             }
         },
+        mcp,
     };
     Ok(Resolved {
         public_url,
@@ -583,6 +617,8 @@ fn print_config(resolved: &Resolved) {
         println!("[[hooks]] # {hook:?}");
     }
     print_github(resolved.github.as_ref());
+    println!("[mcp]");
+    println!("allow_hosts = {:?}", resolved.engine.mcp.allow_hosts);
 }
 
 fn model_hint(resolved: &Resolved) -> String {

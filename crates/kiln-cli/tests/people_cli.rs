@@ -502,3 +502,49 @@ async fn listings_end_quietly_when_their_reader_is_gone() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// `kiln repo mcp ls`: a table of the repo's MCP servers (a remote one on a refused address says
+/// how to allow it) and the same as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repo_mcp_ls_shows_servers_and_their_state() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+    server.add_repo().await;
+    let out = server.run(&["repo", "mcp", "ls", "web"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("web has no MCP servers"),
+        "{out:?}"
+    );
+
+    let environment = "[[mcp]]\nname = \"db\"\ncommand = [\"node\", \"db.js\"]\n\
+                       [[mcp]]\nname = \"inside\"\nurl = \"http://127.0.0.2:9/mcp\"\n";
+    let body = kiln_protocol::api::UpdateRepo {
+        environment: Some(environment.into()),
+        ..Default::default()
+    };
+    server.client().update_repo("web", &body).await.unwrap();
+    let out = server.run(&["repo", "mcp", "ls", "web"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.starts_with("SERVER"), "{table}");
+    assert!(
+        table.contains("db") && table.contains("local") && table.contains("not checked"),
+        "{table}"
+    );
+    assert!(
+        table.contains("inside") && table.contains("remote"),
+        "{table}"
+    );
+    assert!(table.contains("error: MCP server \"inside\""), "{table}");
+    assert!(table.contains("allow_hosts = [\"127.0.0.2:9\"]"), "{table}");
+
+    let out = server.run(&["repo", "mcp", "ls", "web", "--json"]).await;
+    let servers: Vec<kiln_protocol::api::McpServer> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(servers.len(), 2);
+    assert_eq!(servers[1].kind, kiln_protocol::api::McpKind::Remote);
+    assert!(matches!(
+        servers[1].state,
+        kiln_protocol::api::McpState::Error { .. }
+    ));
+}

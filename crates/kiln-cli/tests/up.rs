@@ -9,6 +9,7 @@ fn kiln() -> Command {
         .env_remove("KILN_MODEL")
         .env_remove("KILN_CONFIG")
         .env_remove("KILN_LISTEN")
+        .env_remove("KILN_MCP_ALLOW_HOSTS")
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_API_KEY");
     for key in [
@@ -423,4 +424,43 @@ fn subsession_limits_come_from_the_file_with_per_repo_replacements() {
     assert!(!output.status.success());
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("max_children"), "{err}");
+}
+
+#[test]
+fn mcp_allow_hosts_come_from_the_file_or_the_environment_and_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiln.toml");
+    std::fs::write(&config, "[mcp]\nallow_hosts = [\"127.0.0.1:3011\"]\n").unwrap();
+    let run = |env: Option<&str>| {
+        let mut command = kiln();
+        command
+            .args(["up", "--print-config", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path());
+        if let Some(env) = env {
+            command.env("KILN_MCP_ALLOW_HOSTS", env);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (ok, text) = run(None);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("allow_hosts = [\"127.0.0.1:3011\"]"),
+        "{text}"
+    );
+    let (ok, text) = run(Some("mcp.internal:443, 10.0.0.5:80"));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("allow_hosts = [\"mcp.internal:443\", \"10.0.0.5:80\"]"),
+        "{text}"
+    );
+    let (ok, text) = run(Some("mcp.internal"));
+    assert!(!ok);
+    assert!(text.contains("must be host:port"), "{text}");
 }

@@ -8,6 +8,7 @@
 mod client;
 mod error;
 mod manage;
+mod mcp;
 mod secrets;
 mod stream;
 

@@ -83,6 +83,8 @@ pub struct EngineConfig {
     pub github: Option<kiln_forge::GitHubConfig>,
     /// How far agents may spawn sub-sessions (`[subsessions]`), with per-repo overrides.
     pub subsessions: SubsessionConfig,
+    /// `[mcp]`: which otherwise refused hosts a repo's remote MCP servers may be at.
+    pub mcp: kiln_mcp::McpSettings,
 }
 
 /// The bounds on the sub-sessions one session's agent may spawn (`kiln.toml` `[subsessions]`).
@@ -153,6 +155,7 @@ impl Default for EngineConfig {
             auto_commit: false,
             github: None,
             subsessions: SubsessionConfig::default(),
+            mcp: kiln_mcp::McpSettings::default(),
         }
     }
 }

@@ -35,6 +35,7 @@ mod forge_events;
 mod health;
 mod housekeeping;
 mod manage;
+mod mcp;
 mod pr_tool;
 mod push;
 mod recovery;

@@ -28,6 +28,7 @@ pub use kiln_fleet::{
 /// Forges (GitHub) and their errors inside [`Error::Forge`], for callers that map them and
 /// configure them.
 pub use kiln_forge::{ForgeError, GitHubConfig};
+pub use kiln_mcp::McpSettings;
 /// The sandbox errors inside [`Error::Sandbox`], for callers that map them (the server).
 pub use kiln_sandbox::Error as SandboxError;
 /// The tools and hooks the agent loop drives, from their own crate.

@@ -27,12 +27,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 mod autocommit;
+mod mcp;
 mod port;
 mod push;
 mod sandbox;
 mod secrets;
 mod snapshots;
 
+pub(crate) use mcp::{entries as mcp_entries, server_config as mcp_server_config};
 pub(crate) use sandbox::Need;
 pub(crate) use secrets::SessionSecrets;
 
@@ -62,6 +64,8 @@ pub(crate) struct SessionActor {
     /// while the sandbox starts, and everyone else waits for that sandbox instead of starting
     /// another.
     sandbox: tokio::sync::Mutex<Slot>,
+    /// The MCP servers connected for the current sandbox (see `session/mcp.rs`).
+    mcp: tokio::sync::Mutex<Option<mcp::McpSlot>>,
 }
 
 #[derive(Debug, Default)]
@@ -173,6 +177,7 @@ impl SessionActor {
                 checkout: None,
                 recovered,
             }),
+            mcp: tokio::sync::Mutex::new(None),
         }
     }
 

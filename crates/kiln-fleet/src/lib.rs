@@ -102,6 +102,7 @@ impl Fleet {
             workspaces: Workspaces {
                 egress: Arc::new(egress::SandboxEgress::new(config.egress.clone(), &data_dir)),
                 about: Arc::new(about::About::new(&data_dir)),
+                environments: Default::default(),
                 data_dir,
                 provider,
                 git_timeout: config.git_timeout,

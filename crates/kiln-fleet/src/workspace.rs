@@ -64,6 +64,8 @@ pub struct Workspaces {
     pub egress: Arc<crate::egress::SandboxEgress>,
     /// What the agent's sandboxes read about kiln and their repo's environment.
     pub about: Arc<crate::about::About>,
+    /// Repos' definitions as read from their mirrors, for prompts (their MCP servers).
+    pub environments: Arc<crate::images::current::EnvironmentCache>,
     /// One per repo, held while its mirror is fetched or written: two git processes updating
     /// the same refs at once fail on git's ref locks.
     pub mirror_locks: MirrorLocks,
@@ -90,7 +92,7 @@ impl MirrorLocks {
 }
 
 impl Workspaces {
-    fn mirror(&self, repo: &str) -> PathBuf {
+    pub(crate) fn mirror(&self, repo: &str) -> PathBuf {
         self.data_dir.join("repos").join(format!("{repo}.git"))
     }
 

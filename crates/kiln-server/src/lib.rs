@@ -72,7 +72,9 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// Every route.
 pub fn router(state: AppState) -> Router {
     use axum::routing::{delete, put};
-    use routes::{access, github, manage, prompts, repos, secrets, sessions, status, users, ws};
+    use routes::{
+        access, github, manage, mcp, prompts, repos, secrets, sessions, status, users, ws,
+    };
     let api = Router::new()
         .route("/health", get(status::health))
         .route("/status", get(status::status))
@@ -117,6 +119,7 @@ pub fn router(state: AppState) -> Router {
             get(access::get_access).put(access::set_access),
         )
         .route("/repos/{name}/secrets", get(secrets::list_secrets))
+        .route("/repos/{name}/mcp", get(mcp::list_mcp))
         .route(
             "/repos/{name}/secrets/{secret}",
             axum::routing::put(secrets::set_secret).delete(secrets::delete_secret),

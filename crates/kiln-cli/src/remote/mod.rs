@@ -26,6 +26,7 @@ macro_rules! out_text {
 mod config;
 mod follow;
 mod image;
+mod mcp;
 mod participants;
 mod people;
 mod render;
@@ -174,6 +175,11 @@ enum RepoCommand {
         #[command(subcommand)]
         command: secrets::SecretCommand,
     },
+    /// A repo's MCP servers ([[mcp]] in its environment definition): state and tools.
+    Mcp {
+        #[command(subcommand)]
+        command: mcp::McpCommand,
+    },
 }
 
 pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
@@ -283,6 +289,7 @@ pub(crate) async fn repo(args: RepoArgs) -> ExitCode {
                 )?;
             }
             RepoCommand::Secret { command } => return secrets::run(&client, command).await,
+            RepoCommand::Mcp { command } => return mcp::run(&client, command).await,
         }
         Ok(ExitCode::SUCCESS)
     })

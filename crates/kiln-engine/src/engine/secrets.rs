@@ -108,6 +108,21 @@ impl Engine {
         Ok(SessionSecrets::new(env, masker))
     }
 
+    /// One secret of the repo, opened (a remote MCP server's bearer token); `None` when the
+    /// repo has no secret of that name.
+    pub(crate) async fn secret_value(
+        &self,
+        repo: &str,
+        name: &str,
+    ) -> Result<Option<Secret<String>>> {
+        for sealed in self.inner.store.sealed_secrets(repo).await? {
+            if sealed.name == name {
+                return Ok(Some(self.unseal(repo, &sealed)?));
+            }
+        }
+        Ok(None)
+    }
+
     fn unseal(&self, repo: &str, sealed: &SealedSecret) -> Result<Secret<String>> {
         let context = context(repo, &sealed.name);
         let bytes = self.inner.vault.unseal(&context, &sealed.ciphertext)?;

@@ -26,6 +26,11 @@ pub(super) struct Port<'a> {
 }
 
 impl Port<'_> {
+    /// The environment commands of a prompt by `author` run with (a local MCP server too).
+    pub(super) fn prompt_env_for(&self, author: &UserRef) -> BTreeMap<String, String> {
+        Session::prompt_env(self, author)
+    }
+
     /// The sandbox's connections since the last call, one event per host and outcome. Skipped
     /// (they wait for the next call) while the sandbox slot is busy being filled.
     fn egress_events(&self, prompt_id: Option<PromptId>, call_id: Option<String>) -> Vec<Event> {
@@ -127,6 +132,15 @@ impl Session for Port<'_> {
 
     fn take_notices(&self) -> Vec<String> {
         self.actor.take_notices()
+    }
+
+    /// The repo's MCP servers' allowed tools (`session/mcp.rs`).
+    async fn sandbox_tools(
+        &self,
+        prompt: &PromptInfo,
+        sandbox: &Sandbox,
+    ) -> Vec<Arc<dyn kiln_tools::tools::Tool>> {
+        super::mcp::tools(self, prompt, sandbox).await
     }
 
     fn stopped_by(&self) -> Option<UserRef> {

@@ -23,6 +23,11 @@
 //! ```
 //!
 //! A command may also be a plain string: `setup = ["npm ci"]`.
+//!
+//! `[[mcp]]` entries name the MCP servers the agent may use (see docs/mcp.md): a remote one by
+//! `url` (called from the control plane, `secret` naming a repo secret sent as its bearer
+//! token), a local one by `command` (run over stdio inside the session's sandbox), each with an
+//! optional `tools` allowlist. They are read here with the rest and used by the engine.
 
 use kiln_egress::{EgressMode, EgressPolicy, HostPattern};
 use kiln_protocol::api::{AgentNetwork, ImageRuntime, ResourceLimits};
@@ -73,6 +78,76 @@ pub struct Environment {
     /// What the steps may reach over HTTP(S), through kiln's egress proxy.
     #[serde(default)]
     pub network: Network,
+    /// MCP servers the agent may use.
+    #[serde(default)]
+    pub mcp: Vec<McpEntry>,
+}
+
+/// Most MCP servers one repo may give its agent.
+const MAX_MCP_SERVERS: usize = 16;
+
+/// One `[[mcp]]` entry: exactly one of `url` (remote) and `command` (local).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpEntry {
+    pub name: String,
+    /// A Streamable HTTP endpoint, called from the control plane.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A repo secret sent to `url` as `Authorization: Bearer …`; never enters a sandbox.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The tools the agent may use; absent: all the server lists.
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+    /// argv of a stdio server run inside the session's sandbox.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+}
+
+impl McpEntry {
+    fn check(&self) -> Result<(), String> {
+        let name = &self.name;
+        kiln_protocol::api::check_mcp_server_name(name)
+            .map_err(|e| format!("{ENVIRONMENT_FILE}: [[mcp]]: {e}"))?;
+        let at = |problem: String| format!("{ENVIRONMENT_FILE}: [[mcp]] {name:?}: {problem}");
+        match (&self.url, &self.command) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(at(
+                    "give exactly one of url (a remote server) and command (a local one)".into(),
+                ));
+            }
+            (Some(url), None) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(at(format!(
+                        "url {url:?} must start with https:// or http://"
+                    )));
+                }
+            }
+            (None, Some(command)) => {
+                if command.first().is_none_or(|c| c.trim().is_empty()) {
+                    return Err(at("command is empty".into()));
+                }
+                if self.secret.is_some() {
+                    return Err(at(
+                        "secret is for remote servers (url); a local server's command gets the \
+                         agent's secrets like any command"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if let Some(secret) = &self.secret {
+            kiln_protocol::api::check_secret_name(secret)
+                .map_err(|e| at(format!("secret: {}", e.0)))?;
+        }
+        if let Some(tools) = &self.tools
+            && tools.iter().any(|t| t.trim().is_empty())
+        {
+            return Err(at("a name in tools is empty".into()));
+        }
+        Ok(())
+    }
 }
 
 /// What an image's root filesystem is made from: `"host"` or `"debian:<suite>"`.
@@ -354,6 +429,21 @@ impl Environment {
             check_timeout(secs)?;
         }
         self.network.hosts()?;
+        if self.mcp.len() > MAX_MCP_SERVERS {
+            return Err(format!(
+                "{ENVIRONMENT_FILE}: at most {MAX_MCP_SERVERS} [[mcp]] servers, not {}",
+                self.mcp.len()
+            ));
+        }
+        for (i, entry) in self.mcp.iter().enumerate() {
+            entry.check()?;
+            if self.mcp[..i].iter().any(|e| e.name == entry.name) {
+                return Err(format!(
+                    "{ENVIRONMENT_FILE}: two [[mcp]] servers are named {:?}",
+                    entry.name
+                ));
+            }
+        }
         if !self.packages.is_empty() && self.base == Base::Host {
             return Err(format!(
                 "{ENVIRONMENT_FILE}: packages need a Debian base ({read_only_host})"
@@ -600,5 +690,55 @@ mod tests {
             assert!(err.contains(needle), "{text:?}: {err}");
         }
         assert_eq!(Environment::parse("").unwrap(), Environment::default());
+    }
+
+    #[test]
+    fn mcp_servers_parse_and_are_checked() {
+        let environment = Environment::parse(
+            r#"
+            [[mcp]]
+            name = "tracker"
+            url = "https://mcp.example.com/mcp"
+            secret = "TRACKER_TOKEN"
+            tools = ["search_issues", "get_issue"]
+            [[mcp]]
+            name = "db"
+            command = ["node", "tools/db-mcp.js"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(environment.mcp.len(), 2);
+        assert_eq!(environment.mcp[0].secret.as_deref(), Some("TRACKER_TOKEN"));
+        assert_eq!(environment.mcp[1].tools, None);
+        let refused = [
+            (
+                "name = \"x\"\nurl = \"https://a\"\ncommand = [\"a\"]",
+                "exactly one of url",
+            ),
+            ("name = \"x\"", "exactly one of url"),
+            ("name = \"Bad Name\"\nurl = \"https://a\"", "must be 1 to"),
+            ("name = \"a__b\"\nurl = \"https://a\"", "__"),
+            ("name = \"x\"\nurl = \"ftp://a\"", "https://"),
+            ("name = \"x\"\ncommand = []", "command is empty"),
+            (
+                "name = \"x\"\ncommand = [\"a\"]\nsecret = \"TOKEN\"",
+                "secret is for remote",
+            ),
+            (
+                "name = \"x\"\nurl = \"https://a\"\nheaders = 1",
+                "unknown field",
+            ),
+        ];
+        for (entry, expected) in refused {
+            let err = Environment::parse(&format!("[[mcp]]\n{entry}")).unwrap_err();
+            assert!(err.contains(expected), "{entry}: {err}");
+        }
+        let twice =
+            "[[mcp]]\nname = \"a\"\nurl = \"https://a\"\n[[mcp]]\nname = \"a\"\ncommand = [\"b\"]";
+        assert!(
+            Environment::parse(twice)
+                .unwrap_err()
+                .contains("two [[mcp]] servers")
+        );
     }
 }

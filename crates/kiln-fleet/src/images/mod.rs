@@ -3,6 +3,7 @@
 //! [`environment`] for what a repo declares.
 
 mod build;
+pub mod current;
 pub mod environment;
 mod live;
 

@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 /// Bumped when an event's meaning changes or a variant is added.
 ///
 /// 6: spend — `model_usage`, `limit_reached`, `compacted`; `Usage` gains cache tokens and
-/// `cost_usd`; the `cost_limit` outcome — and sub-sessions — `session_spawned`, `child_finished`.
+/// `cost_usd`; the `cost_limit` outcome — sub-sessions — `session_spawned`, `child_finished` —
+/// and mcp: the `mcp` error kind, for a repo's MCP server that failed.
 pub const EVENT_VERSION: u32 = 6;
 
 /// One event as stored and as sent: its place in the log, when it happened, what happened.
@@ -299,6 +300,9 @@ pub enum ErrorKind {
     Storage,
     /// A bug in kiln: the server log has the details.
     Internal,
+    /// A repo's MCP server failed to start, crashed or timed out (mcp, event version 6); the
+    /// prompt goes on without it.
+    Mcp,
     /// Anything else (and every error recorded before kinds existed).
     #[default]
     Other,

@@ -7,6 +7,7 @@ mod audit;
 mod event;
 mod forge;
 mod limits;
+mod mcp;
 mod people;
 mod rest;
 mod secrets;
@@ -25,6 +26,9 @@ pub use forge::{
     GitHubAccount, NoForgeAccount, OpenPullRequest, PR_TITLE_CHARS, PullRequest, WebhookReceipt,
 };
 pub use limits::*;
+pub use mcp::{
+    MCP_SERVER_NAME_CHARS, McpKind, McpServer, McpState, McpTool, check_mcp_server_name,
+};
 pub use people::*;
 pub use rest::*;
 pub use secrets::*;

@@ -4,6 +4,7 @@ pub(crate) mod access;
 pub(crate) mod audit;
 pub(crate) mod github;
 pub(crate) mod manage;
+pub(crate) mod mcp;
 pub(crate) mod prompts;
 pub(crate) mod push;
 pub(crate) mod repos;
@@ -62,6 +63,7 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         secrets::list_secrets,
         secrets::set_secret,
         secrets::delete_secret,
+        mcp::list_mcp,
         repos::build_image,
         repos::list_images,
         repos::get_image,
