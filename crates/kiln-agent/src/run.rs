@@ -29,6 +29,8 @@ pub(crate) struct PromptRun<'a> {
     /// The tools the model is offered and its calls run through; the sync gate asks it which
     /// calls write.
     pub(crate) tools: Arc<ToolRegistry>,
+    /// A plan-first prompt: where `propose_plan` leaves the plan (see `plan.rs`).
+    pub(crate) plan: Option<crate::plan::ProposalSlot>,
 }
 
 /// How a prompt ended, before it is recorded.
@@ -53,6 +55,12 @@ impl<'a> PromptRun<'a> {
             .tools(&prompt)
             .into_iter()
             .fold(ToolRegistry::builtin(), ToolRegistry::with);
+        // Plan first: nothing that writes until people approved a plan.
+        let plan = prompt.plan.then(crate::plan::ProposalSlot::default);
+        let tools = match &plan {
+            Some(slot) => crate::plan::plan_tools(tools, slot),
+            None => tools,
+        };
         PromptRun {
             agent,
             session,
@@ -61,6 +69,7 @@ impl<'a> PromptRun<'a> {
             usage: Usage::default(),
             hooks: Hooks::new(Vec::new()),
             tools: Arc::new(tools),
+            plan,
         }
     }
 
@@ -261,6 +270,9 @@ impl<'a> PromptRun<'a> {
             .await?;
             if self.cancel.is_cancelled() {
                 return Ok(self.cancelled_end());
+            }
+            if let Some(end) = self.finish_with_plan().await? {
+                return Ok(end);
             }
             // Checked only now, so every tool call the model made has its result stored.
             if over_budget {

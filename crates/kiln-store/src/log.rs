@@ -118,7 +118,7 @@ impl SessionLog {
     }
 
     /// Runs `f` with the session's connection on the blocking pool.
-    async fn read<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,

@@ -28,6 +28,7 @@ mod follow;
 mod image;
 mod participants;
 mod people;
+mod plan;
 mod render;
 mod retry;
 mod secrets;

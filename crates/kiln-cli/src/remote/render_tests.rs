@@ -29,6 +29,7 @@ fn a_prompt() -> Vec<EventEnvelope> {
             author: ada(),
             text: "make the tests pass\nplease".into(),
             delivery: DeliveryMode::Queue,
+            plan: false,
         },
         Event::SandboxStatus {
             state: SandboxState::Ready,

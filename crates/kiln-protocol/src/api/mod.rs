@@ -7,6 +7,7 @@ mod event;
 mod forge;
 mod limits;
 mod people;
+mod plan;
 mod rest;
 mod secrets;
 mod starts;
@@ -23,6 +24,7 @@ pub use forge::{
 };
 pub use limits::*;
 pub use people::*;
+pub use plan::{PLAN_REASON_CHARS, PlanDecided, PlanDecision, PlanVerdict};
 pub use rest::*;
 pub use secrets::*;
 pub use starts::{Percentiles, StartPhases, StartStats};

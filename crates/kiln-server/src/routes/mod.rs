@@ -3,6 +3,7 @@
 pub(crate) mod access;
 pub(crate) mod github;
 pub(crate) mod manage;
+pub(crate) mod plan;
 pub(crate) mod prompts;
 pub(crate) mod push;
 pub(crate) mod repos;
@@ -69,6 +70,7 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         sessions::update_session,
         sessions::send_prompt,
         prompts::retry_prompt,
+        plan::decide_plan,
         sessions::stop_session,
         push::push_session,
         push::session_diff,
