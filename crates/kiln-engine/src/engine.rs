@@ -346,7 +346,9 @@ impl Engine {
                 });
             }
         }
-        self.send_prompt(session, by, &original.text).await
+        // A plan-first prompt is retried plan-first.
+        self.send_prompt_with(session, by, &original.text, original.plan)
+            .await
     }
 
     /// Cancels the running prompt (model stream and tool) and, if asked, the queue.

@@ -479,6 +479,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn settings_and_prompts_of_version_5_decode_without_plan_mode() {
+        let old = r#"{"type":"settings_changed","delivery":"insert"}"#;
+        assert_eq!(
+            serde_json::from_str::<Event>(old).unwrap(),
+            Event::SettingsChanged {
+                delivery: DeliveryMode::Insert,
+                plan_mode: false,
+            }
+        );
+        let queued = Event::PromptQueued {
+            prompt_id: PromptId::random(),
+            author: UserRef {
+                id: UserId::random(),
+                name: "ada".into(),
+            },
+            text: "hi".into(),
+            delivery: DeliveryMode::Queue,
+            plan: false,
+        };
+        // Not plan-first: written as before version 6.
+        let json = serde_json::to_value(&queued).unwrap();
+        assert!(json.get("plan").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), queued);
+        let proposed = serde_json::to_value(Event::PlanProposed {
+            prompt_id: PromptId::random(),
+            plan_id: PlanId::random(),
+            title: None,
+            plan: "1. x".into(),
+            by_agent: true,
+        })
+        .unwrap();
+        assert_eq!(proposed["type"], "plan_proposed");
+    }
+
+    #[test]
     fn events_are_tagged_snake_case() {
         let prompt_id = PromptId::random();
         let envelope = EventEnvelope {
