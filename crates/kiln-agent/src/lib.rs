@@ -17,12 +17,12 @@ mod turn;
 use async_trait::async_trait;
 use kiln_core::{PlanId, PromptId, SessionId};
 
-pub use plan::PROPOSE_PLAN;
 use kiln_model::ModelClient;
 use kiln_protocol::api::{Event, HookSpec, PromptInfo, PromptOutcome, Repo, Usage, UserRef};
 use kiln_sandbox::Sandbox;
 use kiln_tools::hooks::Hook;
 use kiln_tools::tools::ToolRegistry;
+pub use plan::PROPOSE_PLAN;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

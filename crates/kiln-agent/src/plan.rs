@@ -6,7 +6,9 @@
 use crate::run::{End, Failure, PromptRun};
 use async_trait::async_trait;
 use kiln_protocol::api::{ErrorKind, PromptOutcome};
-use kiln_tools::tools::{Tool, ToolContext, ToolError, ToolRegistry, ToolResult, ToolSpec, ToolUpdate};
+use kiln_tools::tools::{
+    Tool, ToolContext, ToolError, ToolRegistry, ToolResult, ToolSpec, ToolUpdate,
+};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;

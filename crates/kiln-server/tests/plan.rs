@@ -58,7 +58,9 @@ async fn planned_session(app: &TestApp, token: &str) -> (SessionId, Vec<EventEnv
     assert_eq!(status, 201, "{body}");
     let session: SessionId = body["session"]["id"].as_str().unwrap().parse().unwrap();
     let events = app
-        .wait_for(token, &session, |e| matches!(e, Event::PromptFinished { .. }))
+        .wait_for(token, &session, |e| {
+            matches!(e, Event::PromptFinished { .. })
+        })
         .await;
     (session, events)
 }
@@ -106,10 +108,11 @@ async fn a_plan_is_proposed_read_only_and_an_edited_approval_is_implemented_by_i
     }
     let (plan_id, plan) = proposed(&events);
     assert_eq!(plan, "1. Change `answer` in src/lib.rs to return 42.");
-    assert!(events.iter().any(|e| matches!(
-        &e.event,
-        Event::PromptQueued { plan: true, .. }
-    )));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.event, Event::PromptQueued { plan: true, .. }))
+    );
     assert_eq!(common::finished(&events, PromptOutcome::Completed), 1);
     assert!(
         !events
@@ -125,7 +128,10 @@ async fn a_plan_is_proposed_read_only_and_an_edited_approval_is_implemented_by_i
         .post(&viewer, &path, json!({"decision": "approve"}))
         .await;
     assert_eq!(status, 403, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("viewers"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("viewers"),
+        "{body}"
+    );
     let (status, body) = app
         .post(&stranger, &path, json!({"decision": "approve"}))
         .await;
@@ -182,7 +188,12 @@ async fn a_plan_is_proposed_read_only_and_an_edited_approval_is_implemented_by_i
         .expect("plan_approved");
     assert_eq!(
         approved,
-        (collaborator_id, true, edited.to_string(), implementation.clone())
+        (
+            collaborator_id,
+            true,
+            edited.to_string(),
+            implementation.clone()
+        )
     );
     let started_by = events
         .iter()
@@ -214,7 +225,10 @@ async fn a_plan_is_proposed_read_only_and_an_edited_approval_is_implemented_by_i
         .last()
         .unwrap()
         .to_string();
-    assert!(last_user.contains("EDITED: keep the signature"), "{last_user}");
+    assert!(
+        last_user.contains("EDITED: keep the signature"),
+        "{last_user}"
+    );
     assert!(last_user.contains("fine with one addition"), "{last_user}");
     common::assert_roles_alternate(&implementing["messages"]);
     assert_eq!(
@@ -224,9 +238,7 @@ async fn a_plan_is_proposed_read_only_and_an_edited_approval_is_implemented_by_i
 
     // Deciding twice is a conflict, whichever way.
     for decision in ["approve", "reject"] {
-        let (status, body) = app
-            .post(&owner, &path, json!({"decision": decision}))
-            .await;
+        let (status, body) = app.post(&owner, &path, json!({"decision": decision})).await;
         assert_eq!(status, 409, "{body}");
         assert!(
             body["error"].as_str().unwrap().contains("already approved"),
@@ -254,7 +266,9 @@ async fn a_rejected_plan_runs_nothing_and_a_new_prompt_supersedes_a_pending_one(
     assert_eq!(status, 200, "{decided}");
     assert!(decided.get("prompt_id").is_none(), "{decided}");
     let events = app
-        .wait_for(&owner, &session, |e| matches!(e, Event::PlanRejected { .. }))
+        .wait_for(&owner, &session, |e| {
+            matches!(e, Event::PlanRejected { .. })
+        })
         .await;
     let rejected = events.iter().find_map(|e| match &e.event {
         Event::PlanRejected {

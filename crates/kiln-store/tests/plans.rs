@@ -37,7 +37,11 @@ async fn a_plan_is_decided_once_and_survives_a_reopen() {
     let pending = log.pending_plans().await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(
-        (pending[0].title.as_deref(), pending[0].plan.as_str(), pending[0].state),
+        (
+            pending[0].title.as_deref(),
+            pending[0].plan.as_str(),
+            pending[0].state
+        ),
         (Some("Title"), "1. do it", PlanState::Pending)
     );
     let pl = plan.clone();
@@ -59,7 +63,8 @@ async fn a_plan_is_decided_once_and_survives_a_reopen() {
     assert!(log.pending_plans().await.unwrap().is_empty());
     let unknown = PlanId::random();
     assert!(matches!(
-        log.write(move |w| w.decide_plan(&unknown, PlanState::Approved)).await,
+        log.write(move |w| w.decide_plan(&unknown, PlanState::Approved))
+            .await,
         Err(Error::NotFound(_))
     ));
 }

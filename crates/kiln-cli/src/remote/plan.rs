@@ -104,7 +104,11 @@ pub(crate) async fn run(client: &Client, command: PlanCommand) -> Result<ExitCod
             client.update_session(&id, &body).await?;
             eprintln!(
                 "plan mode is {} for {id}",
-                if on { "on: every prompt proposes a plan first" } else { "off" }
+                if on {
+                    "on: every prompt proposes a plan first"
+                } else {
+                    "off"
+                }
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -304,7 +304,10 @@ impl<W: Write> Renderer<W> {
                 plan,
                 ..
             } => {
-                let title = title.as_deref().map(|t| format!(": {t}")).unwrap_or_default();
+                let title = title
+                    .as_deref()
+                    .map(|t| format!(": {t}"))
+                    .unwrap_or_default();
                 self.line(&p.bold(&format!("◆ plan {plan_id} proposed{title}")))?;
                 for line in plan.lines() {
                     self.line(&format!("  {line}"))?;
@@ -320,10 +323,7 @@ impl<W: Write> Renderer<W> {
                 ..
             } => {
                 let edited = if *edited { " with edits" } else { "" };
-                self.line(&p.green(&format!(
-                    "✓ {} approved plan {plan_id}{edited}",
-                    by.name
-                )))?;
+                self.line(&p.green(&format!("✓ {} approved plan {plan_id}{edited}", by.name)))?;
             }
             Event::PlanRejected {
                 plan_id,
@@ -334,7 +334,10 @@ impl<W: Write> Renderer<W> {
                 let text = if *superseded {
                     format!("✗ plan {plan_id} superseded by {}'s new prompt", by.name)
                 } else {
-                    let reason = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+                    let reason = reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default();
                     format!("✗ {} rejected plan {plan_id}{reason}", by.name)
                 };
                 self.line(&p.red(&text))?;

@@ -17,8 +17,7 @@ impl Engine {
         by: &UserRef,
         decision: &PlanDecision,
     ) -> Result<PlanDecided> {
-        kiln_protocol::api::Validate::validate(decision)
-            .map_err(|e| crate::Error::Invalid(e.0))?;
+        kiln_protocol::api::Validate::validate(decision).map_err(|e| crate::Error::Invalid(e.0))?;
         let actor = self.actor(session).await?;
         let _admitted = if decision.decision == PlanVerdict::Reject || actor.is_active() {
             None

@@ -13,9 +13,7 @@ use super::SessionActor;
 use crate::engine::Inner;
 use crate::{Error, Result};
 use kiln_core::{PlanId, PromptId};
-use kiln_protocol::api::{
-    Event, PlanDecided, PlanDecision, PlanVerdict, PromptStatus, UserRef,
-};
+use kiln_protocol::api::{Event, PlanDecided, PlanDecision, PlanVerdict, PromptStatus, UserRef};
 use kiln_store::{PlanState, SessionWriter};
 use std::sync::Arc;
 
@@ -41,7 +39,11 @@ fn implementation_text(by: &UserRef, edited: bool, reason: Option<&str>, plan: &
     let mut text = format!(
         "{} approved your plan{}. Implement it now; every tool is available again.",
         by.name,
-        if edited { ", with edits: follow the plan below, not the one you proposed" } else { "" },
+        if edited {
+            ", with edits: follow the plan below, not the one you proposed"
+        } else {
+            ""
+        },
     );
     if let Some(reason) = reason.filter(|r| !r.trim().is_empty()) {
         text.push_str(&format!("\n\nTheir note: {reason}"));
@@ -131,8 +133,7 @@ impl SessionActor {
                         Some(edit) if edited => edit,
                         _ => record.plan,
                     };
-                    let text =
-                        implementation_text(&by, edited, decision.reason.as_deref(), &plan);
+                    let text = implementation_text(&by, edited, decision.reason.as_deref(), &plan);
                     let prompt_id = PromptId::random();
                     let seq = w.event(Event::PlanApproved {
                         plan_id: id,

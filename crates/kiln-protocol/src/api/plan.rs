@@ -85,13 +85,25 @@ mod tests {
     #[test]
     fn an_edited_plan_goes_with_approval_only_and_is_not_empty() {
         assert!(decision(PlanVerdict::Approve, None).validate().is_ok());
-        assert!(decision(PlanVerdict::Approve, Some("1. x")).validate().is_ok());
+        assert!(
+            decision(PlanVerdict::Approve, Some("1. x"))
+                .validate()
+                .is_ok()
+        );
         assert!(decision(PlanVerdict::Reject, None).validate().is_ok());
         let error = decision(PlanVerdict::Reject, Some("1. x")).validate();
         assert!(error.unwrap_err().0.contains("approve"));
-        assert!(decision(PlanVerdict::Approve, Some("  ")).validate().is_err());
+        assert!(
+            decision(PlanVerdict::Approve, Some("  "))
+                .validate()
+                .is_err()
+        );
         let long = "x".repeat(PROMPT_CHARS + 1);
-        assert!(decision(PlanVerdict::Approve, Some(&long)).validate().is_err());
+        assert!(
+            decision(PlanVerdict::Approve, Some(&long))
+                .validate()
+                .is_err()
+        );
         let body: PlanDecision =
             serde_json::from_str(r#"{"decision":"reject","reason":"too broad"}"#).unwrap();
         assert_eq!(body.reason.as_deref(), Some("too broad"));

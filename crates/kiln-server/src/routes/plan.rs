@@ -31,8 +31,7 @@ pub(crate) async fn decide_plan(
     let role = caller.role_in(&state, &id).await?;
     if !role.can_decide_plans() {
         return Err(Error::Forbidden(
-            "viewers cannot approve or reject plans; ask an owner for the collaborator role"
-                .into(),
+            "viewers cannot approve or reject plans; ask an owner for the collaborator role".into(),
         ));
     }
     let decided = state
