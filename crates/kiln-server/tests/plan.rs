@@ -429,3 +429,64 @@ async fn a_pending_plan_survives_a_restart_and_can_still_be_approved() {
     engine.shutdown().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_insert_mode_a_plan_first_prompt_waits_for_a_read_only_run_of_its_own() {
+    let model = FakeModel::start().await;
+    let app = TestApp::start(&model).await;
+    let (_, owner) = app.user("alice").await;
+    // The first prompt's model turn is slow, so the next prompt arrives while it runs.
+    model.push(Script::Turn(
+        Turn::tool("bash", json!({"command": "true"})).with_ttft(Duration::from_secs(2)),
+    ));
+    model.push(Script::Turn(Turn::text("first done")));
+    script_plan(&model, "3. Only a plan.");
+    let session = app.new_session(&owner, "do something").await;
+    let (status, body) = app
+        .request(
+            reqwest::Method::PATCH,
+            &owner,
+            &format!("/api/sessions/{session}"),
+            Some(json!({"delivery": "insert"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_for(&owner, &session, |e| {
+        matches!(e, Event::ModelRequest { .. })
+    })
+    .await;
+    let (status, body) = app
+        .post(
+            &owner,
+            &format!("/api/sessions/{session}/prompts"),
+            json!({"text": "plan the next step", "plan": true}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let events = app
+        .wait_until(&owner, &session, |events| {
+            common::finished(events, PromptOutcome::Completed) == 2
+        })
+        .await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(&e.event, Event::PromptInserted { .. })),
+        "a plan-first prompt is never inserted: {events:#?}"
+    );
+    let requests = model.requests();
+    assert_eq!(requests.len(), 4, "{requests:#?}");
+    assert!(tool_names(&requests[1].body).contains(&"bash".to_string()));
+    assert!(
+        !requests[1].body["messages"]
+            .to_string()
+            .contains("plan the next step"),
+        "the running prompt was not given the plan-first prompt"
+    );
+    assert_eq!(
+        tool_names(&requests[2].body),
+        ["read_file", "list_files", "grep", "propose_plan"]
+    );
+    proposed(&events);
+    app.stop().await;
+}
