@@ -40,6 +40,7 @@ pub(crate) enum PlanCommand {
     Mode {
         /// The session's id (`s-…`).
         id: SessionId,
+        /// `on`: every prompt plans first; `off`: only prompts sent with --plan.
         #[arg(value_enum)]
         mode: OnOff,
     },
