@@ -203,6 +203,39 @@ await scenario("queue, insert and stop", async () => {
   await page.locator('[data-testid="agent-state"]', { hasText: "idle" }).waitFor();
 });
 
+await scenario("a plan asked for from the composer is approved by a collaborator, then implemented", async () => {
+  const { page } = admin;
+  // The prompt sent again above must be done first, or it would get this scenario's turns.
+  await page.locator('[data-testid="prompt"]', { hasText: "a long task" }).nth(1)
+    .locator(".badge.status", { hasText: "completed" }).waitFor();
+  await page.locator('[data-testid="agent-state"]', { hasText: "idle" }).waitFor();
+  await host({
+    cmd: "model",
+    turns: [
+      { tools: [{ name: "propose_plan", input: { title: "Greeting", plan: "## Steps\n\n1. Add a **greeting** file" } }] },
+      { text: ["Implemented the plan."] },
+    ],
+  });
+  const planFirst = bob.page.getByTestId("plan-first");
+  await planFirst.check();
+  const bobBox = bob.page.getByLabel("Prompt", { exact: true });
+  await bobBox.fill("plan a greeting");
+  await bobBox.press("Enter");
+  await planFirst.uncheck();
+  // The plan is drawn as Markdown for everyone, with the decision buttons for collaborators.
+  const plan = page.locator('[data-testid="plan"]', { hasText: "Greeting" });
+  await plan.locator("strong", { hasText: /^greeting$/ }).waitFor();
+  await plan.locator('[data-testid="plan-status"]', { hasText: "pending" }).waitFor();
+  await plan.getByRole("button", { name: "Edit" }).waitFor();
+  await plan.getByRole("button", { name: "Reject" }).waitFor();
+  const bobPlan = bob.page.locator('[data-testid="plan"]', { hasText: "Greeting" });
+  await bobPlan.getByRole("button", { name: "Approve" }).click();
+  await plan.locator('[data-testid="plan-decision"]', { hasText: "Approved by bob" }).waitFor();
+  assert.equal(await plan.getByRole("button", { name: "Approve" }).count(), 0);
+  await page.locator('[data-testid="model-text"]', { hasText: "Implemented the plan." }).waitFor();
+  await page.locator('[data-testid="agent-state"]', { hasText: "idle" }).waitFor();
+});
+
 await scenario("a viewer joined by a share link cannot prompt and is told why", async () => {
   const { page } = admin;
   await page.getByLabel("Role for the link").selectOption("viewer");
@@ -217,8 +250,10 @@ await scenario("a viewer joined by a share link cannot prompt and is told why", 
   assert.equal(await carol.page.getByRole("button", { name: "Stop" }).count(), 0);
   assert.equal(await carol.page.getByRole("button", { name: "Send again" }).count(), 0);
   assert.equal(await carol.page.getByRole("button", { name: "Make link" }).count(), 0);
-  // Everything is visible to the viewer.
+  // Everything is visible to the viewer, plans too, but not the buttons that decide them.
   await promptsBy(carol.page, "bob").first().waitFor();
+  await carol.page.locator('[data-testid="plan"]', { hasText: "Approved by bob" }).waitFor();
+  assert.equal(await carol.page.getByRole("button", { name: "Approve" }).count(), 0);
   // The API refuses too (the page is not the only guard).
   const status = await carol.page.evaluate(async (path) => {
     const id = path.split("/").pop();

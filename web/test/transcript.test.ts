@@ -96,3 +96,31 @@ test("usage sums per prompt and session; caps and compaction are notes", () => {
   assert.ok(limit.kind === "note" && limit.tone === "error" && limit.text.includes("max_cost_usd_per_prompt"));
   assert.equal(t.spend?.input, 1500);
 });
+
+test("plans: proposed, then approved (edited) or rejected; plan mode follows the settings", () => {
+  seq = 0;
+  const t = new Transcript();
+  t.apply([
+    ev({ type: "prompt_queued", prompt_id: "p1", author: alice, text: "plan it", delivery: "queue", plan: true }),
+    ev({ type: "prompt_started", prompt_id: "p1", author: alice }),
+    ev({ type: "plan_proposed", prompt_id: "p1", plan_id: "pl1", title: "Fix", plan: "1. do it", by_agent: true }),
+    ev({ type: "prompt_finished", prompt_id: "p1", outcome: "completed", usage: { input_tokens: 1, output_tokens: 1 } }),
+    ev({ type: "settings_changed", delivery: "queue", plan_mode: true }),
+  ]);
+  const [prompt, plan] = t.items;
+  assert.equal(prompt.kind === "prompt" && prompt.plan, true);
+  assert.equal(plan.kind === "plan" && plan.status, "pending");
+  assert.equal(t.planMode, true);
+  const rev = plan.rev;
+  t.apply([ev({ type: "plan_approved", plan_id: "pl1", by: bob, edited: true, plan: "1. do it well", prompt_id: "p2" })]);
+  assert.ok(plan.rev > rev);
+  assert.ok(plan.kind === "plan");
+  assert.deepEqual([plan.status, plan.by?.name, plan.edited, plan.plan], ["approved", "bob", true, "1. do it well"]);
+  t.apply([
+    ev({ type: "plan_proposed", prompt_id: "p3", plan_id: "pl2", plan: "2. again", by_agent: true }),
+    ev({ type: "plan_rejected", plan_id: "pl2", by: alice, superseded: true, reason: "superseded" }),
+  ]);
+  const last = t.items[t.items.length - 1];
+  assert.ok(last.kind === "plan");
+  assert.deepEqual([last.status, last.superseded], ["rejected", true]);
+});

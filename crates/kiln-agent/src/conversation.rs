@@ -76,6 +76,10 @@ impl PromptRun<'_> {
                 "\n\nThe repository's AGENTS.md says:\n<agents_md>\n{text}\n</agents_md>"
             ));
         }
+        if self.plan.is_some() {
+            system.push_str("\n\n");
+            system.push_str(crate::plan::PLAN_MODE_SYSTEM);
+        }
         system
     }
 

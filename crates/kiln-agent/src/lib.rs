@@ -11,6 +11,7 @@
 mod calls;
 mod compact;
 mod conversation;
+mod plan;
 mod run;
 mod spend;
 mod turn;
@@ -20,12 +21,14 @@ pub use spend::{
 };
 
 use async_trait::async_trait;
-use kiln_core::{PromptId, SessionId};
+use kiln_core::{PlanId, PromptId, SessionId};
+
 use kiln_model::ModelClient;
 use kiln_protocol::api::{Event, HookSpec, PromptInfo, PromptOutcome, Repo, Usage, UserRef};
 use kiln_sandbox::Sandbox;
 use kiln_tools::hooks::Hook;
 use kiln_tools::tools::ToolRegistry;
+pub use plan::PROPOSE_PLAN;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +95,14 @@ pub trait Session: Send + Sync {
     /// In insert mode, the queued prompts, marked as delivered into `into` (with their events);
     /// otherwise none.
     async fn take_inserted(&self, into: &PromptId) -> Result<Vec<PromptInfo>, SessionError>;
+    /// Records the plan a plan-first `prompt` proposed, pending a decision, with its
+    /// `plan_proposed` event, in one step.
+    async fn propose_plan(
+        &self,
+        prompt: &PromptId,
+        title: Option<String>,
+        plan: String,
+    ) -> Result<PlanId, SessionError>;
     /// Records how `prompt` ended: its status and its last event, in one step.
     async fn finish(&self, prompt: &PromptId, ending: Ending) -> Result<(), SessionError>;
     /// The session's usage so far (its running total, read in O(1)).

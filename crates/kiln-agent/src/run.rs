@@ -38,6 +38,8 @@ pub(crate) struct PromptRun<'a> {
     /// The tools the model is offered and its calls run through; the sync gate asks it which
     /// calls write.
     pub(crate) tools: Arc<ToolRegistry>,
+    /// A plan-first prompt: where `propose_plan` leaves the plan (see `plan.rs`).
+    pub(crate) plan: Option<crate::plan::ProposalSlot>,
 }
 
 /// How a prompt ended, before it is recorded.
@@ -62,6 +64,12 @@ impl<'a> PromptRun<'a> {
             .tools(&prompt)
             .into_iter()
             .fold(ToolRegistry::builtin(), ToolRegistry::with);
+        // Plan first: nothing that writes until people approved a plan.
+        let plan = prompt.plan.then(crate::plan::ProposalSlot::default);
+        let tools = match &plan {
+            Some(slot) => crate::plan::plan_tools(tools, slot),
+            None => tools,
+        };
         PromptRun {
             agent,
             session,
@@ -74,6 +82,7 @@ impl<'a> PromptRun<'a> {
             last_tokens: 0,
             hooks: Hooks::new(Vec::new()),
             tools: Arc::new(tools),
+            plan,
         }
     }
 
@@ -169,6 +178,11 @@ impl<'a> PromptRun<'a> {
             tools = self.session.sandbox_tools(&self.prompt, &sandbox) => tools,
             _ = self.cancel.cancelled() => return Ok(self.cancelled_end()),
         };
+        // Planning, only those that do not write: nothing changes before a plan is approved.
+        let more: Vec<_> = more
+            .into_iter()
+            .filter(|tool| self.plan.is_none() || !tool.writes())
+            .collect();
         if !more.is_empty() {
             let tools = more
                 .into_iter()
@@ -353,6 +367,9 @@ impl<'a> PromptRun<'a> {
             .await?;
             if self.cancel.is_cancelled() {
                 return Ok(self.cancelled_end());
+            }
+            if let Some(end) = self.finish_with_plan().await? {
+                return Ok(end);
             }
         }
         Ok(End::Finished(PromptOutcome::TurnLimit))

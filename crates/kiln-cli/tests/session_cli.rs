@@ -609,3 +609,92 @@ async fn status_shows_the_server_model_and_repos_at_a_glance() {
     assert_eq!(status.model.reachable, Some(true));
     assert_eq!(status.repos.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_is_asked_for_approved_with_edits_and_decided_once() {
+    let model = FakeModel::start().await;
+    let server = start(&model).await;
+    server.add_repo().await;
+    model.push(Turn::tool(
+        "propose_plan",
+        serde_json::json!({"plan": "1. Add hello.txt", "title": "Hello"}),
+    ));
+    let out = server
+        .run(&[
+            "session",
+            "new",
+            "--repo",
+            "web",
+            "--plan",
+            "say hello",
+            "--json",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let events = envelopes(&out);
+    let plan = events
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::PlanProposed { plan_id, .. } => Some(plan_id.to_string()),
+            _ => None,
+        })
+        .expect("a plan_proposed event");
+    let id = announced_id(&out);
+
+    let dir = tempfile::tempdir().unwrap();
+    let edited = dir.path().join("plan.md");
+    std::fs::write(&edited, "1. Add hello.txt saying EDITED\n").unwrap();
+    model.push(Turn::text("Implemented."));
+    let edit = edited.to_str().unwrap();
+    let args = [
+        "session", "plan", "approve", &id, &plan, "--edit", edit, "--reason", "ok",
+    ];
+    let out = server.run(&args).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("approved plan {plan}")),
+        "{}",
+        text(&out.stderr)
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let client = server.client();
+    let session: kiln_core::SessionId = id.parse().unwrap();
+    loop {
+        let detail = client.session(&session).await.unwrap();
+        if detail.prompts.len() == 2 && detail.prompts[1].status == PromptStatus::Completed {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{detail:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let requests = model.requests();
+    assert!(
+        requests[1].body["messages"]
+            .to_string()
+            .contains("saying EDITED"),
+        "the edited plan reaches the model"
+    );
+    let out = server.run(&["session", "attach", &id]).await;
+    assert!(
+        text(&out.stdout).contains(&format!("✓ admin approved plan {plan} with edits")),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Decided once: a second decision fails and says why.
+    let out = server
+        .run(&["session", "plan", "reject", &id, &plan, "--reason", "late"])
+        .await;
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("already approved"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = server.run(&["session", "plan", "mode", &id, "on"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = server.run(&["session", "show", &id, "--json"]).await;
+    let detail: SessionDetail = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(detail.plan_mode);
+}

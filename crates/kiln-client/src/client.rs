@@ -249,9 +249,30 @@ impl Client {
     pub async fn send_prompt(&self, id: &SessionId, text: &str) -> Result<PromptAccepted> {
         let body = SendPrompt {
             text: text.to_string(),
+            plan: false,
         };
+        self.send_prompt_with(id, &body).await
+    }
+
+    /// Sends a prompt with its options (`plan`: plan first).
+    pub async fn send_prompt_with(
+        &self,
+        id: &SessionId,
+        body: &SendPrompt,
+    ) -> Result<PromptAccepted> {
         let path = ["sessions", id.as_str(), "prompts"];
-        self.call(Method::POST, &path, Some(&body)).await
+        self.call(Method::POST, &path, Some(body)).await
+    }
+
+    /// Approves or rejects a plan the agent proposed (collaborators and owners).
+    pub async fn decide_plan(
+        &self,
+        id: &SessionId,
+        plan: &kiln_core::PlanId,
+        body: &kiln_protocol::api::PlanDecision,
+    ) -> Result<kiln_protocol::api::PlanDecided> {
+        let path = ["sessions", id.as_str(), "plan", plan.as_str()];
+        self.call(Method::POST, &path, Some(body)).await
     }
 
     /// Sends an interrupted, failed or cancelled prompt again, as a new prompt.

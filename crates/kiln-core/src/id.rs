@@ -76,6 +76,8 @@ ids! {
     PromptId = "p-";
     /// A share link that grants a role in a session.
     ShareId = "sh-";
+    /// A plan the agent proposed in plan mode, approved or rejected by a participant.
+    PlanId = "pl-";
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ mod role;
 mod secret;
 
 pub use duration::{human_duration, now_ms};
-pub use id::{PromptId, SessionId, ShareId, TokenId, UserId, random_hex};
+pub use id::{PlanId, PromptId, SessionId, ShareId, TokenId, UserId, random_hex};
 pub use redact::{redact_urls, url_host};
 pub use refname::{BadRefName, check_branch_name};
 pub use role::Role;

@@ -37,6 +37,11 @@ impl Role {
         self >= Role::Collaborator
     }
 
+    /// Approving, editing or rejecting a plan the agent proposed (plan mode).
+    pub fn can_decide_plans(self) -> bool {
+        self >= Role::Collaborator
+    }
+
     pub fn can_share(self) -> bool {
         self == Role::Owner
     }

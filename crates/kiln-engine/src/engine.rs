@@ -36,6 +36,7 @@ mod health;
 mod housekeeping;
 mod manage;
 mod mcp;
+mod plan;
 mod pr_tool;
 mod push;
 mod recovery;
@@ -260,7 +261,9 @@ impl Engine {
         .await?;
         let actor = self.actor(&id).await?;
         actor.warm_sandbox(&self.inner);
-        let accepted = actor.enqueue(&self.inner, creator, prompt).await?;
+        let accepted = actor
+            .enqueue(&self.inner, creator, prompt, request.plan)
+            .await?;
         let row = self.inner.store.session_row(&id).await?;
         Ok(SessionCreated {
             session: self.summary(&row, kiln_core::Role::Owner),
@@ -303,6 +306,18 @@ impl Engine {
         author: &UserRef,
         text: &str,
     ) -> Result<PromptAccepted> {
+        self.send_prompt_with(session, author, text, false).await
+    }
+
+    /// [`Engine::send_prompt`], plan-first when `plan` (a session in plan mode plans every
+    /// prompt anyway).
+    pub async fn send_prompt_with(
+        &self,
+        session: &SessionId,
+        author: &UserRef,
+        text: &str,
+        plan: bool,
+    ) -> Result<PromptAccepted> {
         let text = validate_prompt(text)?;
         let actor = self.actor(session).await?;
         // A prompt to an inactive session brings its sandbox back: that counts against the
@@ -316,7 +331,7 @@ impl Engine {
                 Some(session),
             )?)
         };
-        actor.enqueue(&self.inner, author, text).await
+        actor.enqueue(&self.inner, author, text, plan).await
     }
 
     /// Sends an interrupted, failed or cancelled prompt again, as a new prompt by `by` with
@@ -342,7 +357,9 @@ impl Engine {
                 });
             }
         }
-        self.send_prompt(session, by, &original.text).await
+        // A plan-first prompt is retried plan-first.
+        self.send_prompt_with(session, by, &original.text, original.plan)
+            .await
     }
 
     /// Cancels the running prompt (model stream and tool) and, if asked, the queue.

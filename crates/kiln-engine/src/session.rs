@@ -28,6 +28,7 @@ use tracing::Instrument;
 
 mod autocommit;
 mod mcp;
+mod plan;
 mod port;
 mod push;
 mod sandbox;
@@ -233,11 +234,14 @@ impl SessionActor {
         state.running.as_ref().map(|(id, _)| id.clone())
     }
 
+    /// Queues a person's prompt, plan-first when `plan` asks or the session is in plan mode;
+    /// a plan still pending is superseded by it (see `session/plan.rs`).
     pub(crate) async fn enqueue(
         self: &Arc<Self>,
         inner: &Arc<Inner>,
         author: &UserRef,
         text: &str,
+        plan: bool,
     ) -> Result<PromptAccepted> {
         if inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
@@ -252,12 +256,15 @@ impl SessionActor {
                     (prompt_id.clone(), author.clone(), text.to_string());
                 move |w| {
                     let delivery = w.delivery_mode()?;
-                    w.insert_prompt(&prompt_id, &author, &text, PromptStatus::Queued)?;
+                    let plan = plan || w.plan_mode()?;
+                    plan::supersede_pending(w, &author)?;
+                    w.insert_prompt_with(&prompt_id, &author, &text, PromptStatus::Queued, plan)?;
                     w.event(Event::PromptQueued {
                         prompt_id,
                         author,
                         text,
                         delivery,
+                        plan,
                     })
                 }
             })
@@ -468,7 +475,11 @@ impl SessionActor {
             .write(move |w| {
                 if w.delivery_mode()? != delivery {
                     w.set_delivery_mode(delivery)?;
-                    w.event(Event::SettingsChanged { delivery })?;
+                    let plan_mode = w.plan_mode()?;
+                    w.event(Event::SettingsChanged {
+                        delivery,
+                        plan_mode,
+                    })?;
                 }
                 Ok(())
             })

@@ -150,6 +150,10 @@ pub fn router(state: AppState) -> Router {
             "/sessions/{id}/prompts/{prompt_id}/retry",
             post(prompts::retry_prompt),
         )
+        .route(
+            "/sessions/{id}/plan/{plan_id}",
+            post(routes::plan::decide_plan),
+        )
         .route("/sessions/{id}/stop", post(sessions::stop_session))
         .route("/sessions/{id}/push", post(routes::push::push_session))
         .route("/sessions/{id}/diff", get(routes::push::session_diff))

@@ -88,6 +88,13 @@ async fn every_session_endpoint_checks_the_callers_role() {
             Some(json!({"delivery": "queue"})),
             [200, 403, 403, 404, 401],
         ),
+        // No such plan: deciders learn that; viewers may not decide at all.
+        (
+            Method::POST,
+            format!("/api/sessions/{s}/plan/pl-0123456789abcdef"),
+            Some(json!({"decision": "approve"})),
+            [404, 404, 403, 404, 401],
+        ),
         (
             Method::POST,
             format!("/api/sessions/{s}/shares"),

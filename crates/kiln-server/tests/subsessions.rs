@@ -447,6 +447,7 @@ async fn a_crash_mid_spawn_loses_no_child_and_orphans_no_sandbox() {
                             repo: "demo".into(),
                             prompt: "Delegate.".into(),
                             title: None,
+                            plan: false,
                         },
                     )
                     .await

@@ -396,4 +396,24 @@ pub(crate) const SESSION: &[Migration] = &[
         // the rest are the session's own, merged when they pile up. NULL: not known.
         sql: "ALTER TABLE snapshots ADD COLUMN base_layers INTEGER;",
     },
+    Migration {
+        name: "plans",
+        sql: "
+        -- Plan mode: a plan-first prompt runs read-only and ends with a proposed plan.
+        ALTER TABLE prompts ADD COLUMN plan INTEGER NOT NULL DEFAULT 0;
+
+        -- The plans the agent proposed and what became of them (the log has the events; this
+        -- is what a decision checks in its transaction: a plan is decided once).
+        CREATE TABLE plans (
+            pos INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            prompt_id TEXT NOT NULL REFERENCES prompts(id),
+            title TEXT,
+            plan TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected')),
+            created_at_ms INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX plans_by_status ON plans(status, pos);
+    ",
+    },
 ];

@@ -16,7 +16,7 @@ use std::sync::Arc;
 /// Wraps the transaction of one [`crate::SessionLog::write`]. Nothing it does is visible to
 /// others, or broadcast, until the closure returns `Ok` and the commit succeeds.
 pub struct SessionWriter<'a> {
-    tx: Transaction<'a>,
+    pub(crate) tx: Transaction<'a>,
     /// The head when the transaction began; the events pushed so far follow it without gaps.
     head: u64,
     events: Vec<Arc<StoredEvent>>,
@@ -87,17 +87,30 @@ impl<'a> SessionWriter<'a> {
         text: &str,
         status: PromptStatus,
     ) -> Result<()> {
+        self.insert_prompt_with(id, author, text, status, false)
+    }
+
+    /// Records a new prompt, plan-first (`plan`) or not.
+    pub fn insert_prompt_with(
+        &mut self,
+        id: &PromptId,
+        author: &UserRef,
+        text: &str,
+        status: PromptStatus,
+        plan: bool,
+    ) -> Result<()> {
         self.tx
             .execute(
-                "INSERT INTO prompts (id, author_id, author_name, text, status, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO prompts (id, author_id, author_name, text, status, created_at_ms, plan)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     id.as_str(),
                     author.id.as_str(),
                     author.name,
                     text,
                     status.as_str(),
-                    now_ms()
+                    now_ms(),
+                    plan
                 ],
             )
             .map_err(Error::from)
@@ -178,7 +191,7 @@ impl<'a> SessionWriter<'a> {
     }
 }
 
-const PROMPT_COLUMNS: &str = "id, author_id, author_name, text, status, created_at_ms";
+const PROMPT_COLUMNS: &str = "id, author_id, author_name, text, status, created_at_ms, plan";
 
 fn prompt_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PromptInfo> {
     Ok(PromptInfo {
@@ -191,6 +204,7 @@ fn prompt_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PromptInfo> {
         text_truncated: false,
         status: parse_col(row, 4, PromptStatus::parse)?,
         created_at_ms: row.get(5)?,
+        plan: row.get(6)?,
     })
 }
 
@@ -212,7 +226,7 @@ pub(crate) fn recent_prompts(
     max_chars: usize,
 ) -> Result<(Vec<PromptInfo>, usize)> {
     let sql = "SELECT id, author_id, author_name, substr(text, 1, ?2), status, created_at_ms,
-                      length(text) > ?2
+                      plan, length(text) > ?2
                FROM (SELECT * FROM prompts ORDER BY pos DESC LIMIT ?1) ORDER BY pos";
     let mut stmt = conn.prepare_cached(sql)?;
     let (limit, max_chars) = (
@@ -221,7 +235,7 @@ pub(crate) fn recent_prompts(
     );
     let rows = stmt.query_map(params![limit, max_chars], |row| {
         let mut prompt = prompt_row(row)?;
-        prompt.text_truncated = row.get(6)?;
+        prompt.text_truncated = row.get(7)?;
         Ok(prompt)
     })?;
     let prompts = rows.collect::<rusqlite::Result<_>>()?;

@@ -41,6 +41,7 @@ async fn a_child_is_made_with_its_parent_members_and_its_first_prompt_or_not_at_
                     author: bob_ref,
                     text: "go".into(),
                     delivery: Default::default(),
+                    plan: false,
                 })?;
                 Ok(())
             }

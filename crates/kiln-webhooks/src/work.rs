@@ -170,6 +170,7 @@ pub(crate) async fn from_issue(
         repo: kiln_repo.name.clone(),
         prompt: issue_prompt(issue, ask),
         title: Some(title),
+        plan: false,
     };
     let created = match engine.create_session(&by, &request).await {
         Ok(c) => c,

@@ -84,6 +84,8 @@ export const api = {
     call<T.SessionCreated>("POST", "/api/sessions", body),
   send: (id: string, body: T.SendPrompt) =>
     call<T.PromptAccepted>("POST", `/api/sessions/${enc(id)}/prompts`, body),
+  decidePlan: (id: string, plan: string, body: T.PlanDecision) =>
+    call<T.PlanDecided>("POST", `/api/sessions/${enc(id)}/plan/${enc(plan)}`, body),
   stop: (id: string) => call<T.StopReport>("POST", `/api/sessions/${enc(id)}/stop`, {}),
   update: (id: string, body: T.UpdateSession) =>
     call<T.SessionDetail>("PATCH", `/api/sessions/${enc(id)}`, body),

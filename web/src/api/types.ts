@@ -43,6 +43,8 @@ export type SetRepoAccess = S["SetRepoAccess"];
 export type SessionPushed = S["SessionPushed"];
 export type OpenPullRequest = S["OpenPullRequest"];
 export type PullRequest = S["PullRequest"];
+export type PlanDecision = S["PlanDecision"];
+export type PlanDecided = S["PlanDecided"];
 
 /** One event of the log, by its `type`. */
 export type EventOf<T extends Event["type"]> = Extract<Event, { type: T }>;

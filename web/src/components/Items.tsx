@@ -1,12 +1,17 @@
 // One transcript item each. Memoised by the item's `rev`: while text streams, only the item
 // it streams into renders again.
 import { memo } from "preact/compat";
-import type { FileItem, Item, NoteItem, PromptItem, TextItem, ToolItem } from "../lib/transcript";
+import { useState } from "preact/hooks";
+import type { FileItem, Item, NoteItem, PlanItem, PromptItem, TextItem, ToolItem } from "../lib/transcript";
 import { dollars, tokens } from "../lib/transcript";
+import type { PlanDecision } from "../api/types";
 import { Markdown } from "../lib/markdown";
 
 /** Set by the session page for people who may prompt: sends a prompt that did not finish again. */
 export type Retry = ((promptId: string) => void) | undefined;
+
+/** Set by the session page for collaborators and owners: decides on a proposed plan. */
+export type Decide = ((planId: string, decision: PlanDecision) => Promise<void>) | undefined;
 
 function PromptView({ item, retry }: { item: PromptItem; retry: Retry }) {
   const again = retry && (item.status === "interrupted" || item.status === "failed" || item.status === "cancelled");
@@ -15,6 +20,7 @@ function PromptView({ item, retry }: { item: PromptItem; retry: Retry }) {
       <header>
         <span class="author" data-testid="author">{item.author.name}</span>
         {item.delivery === "insert" && <span class="badge">insert</span>}
+        {item.plan && <span class="badge">plan first</span>}
         <span class={`badge status`}>{item.status}</span>
       </header>
       <div class="prompt-text" data-testid="prompt-text">{item.text}</div>
@@ -92,7 +98,74 @@ function NoteView({ item }: { item: NoteItem }) {
   );
 }
 
-function ItemViewInner({ item, retry }: { item: Item; rev: number; retry: Retry }) {
+function PlanView({ item, decide }: { item: PlanItem; decide: Decide }) {
+  const [editing, setEditing] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const send = async (decision: PlanDecision) => {
+    if (!decide || busy) return;
+    setBusy(true);
+    try {
+      await decide(item.planId, decision);
+      setEditing(null);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const reject = () => {
+    const reason = window.prompt("Why reject this plan? (optional)");
+    if (reason === null) return;
+    void send({ decision: "reject", reason: reason.trim() || null });
+  };
+  return (
+    <article class={`item plan plan-${item.status}`} data-testid="plan" aria-label="Proposed plan">
+      <header>
+        <strong>Plan{item.title ? `: ${item.title}` : ""}</strong>{" "}
+        <span class="badge status" data-testid="plan-status">{item.status}</span>
+      </header>
+      {editing === null ? (
+        <Markdown source={item.plan} />
+      ) : (
+        <>
+          <label for={`plan-edit-${item.planId}`} class="sr-only">Edited plan</label>
+          <textarea id={`plan-edit-${item.planId}`} rows={12} value={editing}
+            onInput={(e) => setEditing((e.target as HTMLTextAreaElement).value)} />
+        </>
+      )}
+      {item.status === "pending" && decide && (
+        <div class="plan-actions">
+          {editing === null ? (
+            <>
+              <button type="button" disabled={busy} onClick={() => void send({ decision: "approve" })}>Approve</button>
+              <button type="button" class="link" disabled={busy} onClick={() => setEditing(item.plan)}>Edit</button>
+              <button type="button" class="danger" disabled={busy} onClick={reject}>Reject</button>
+            </>
+          ) : (
+            <>
+              <button type="button" disabled={busy || !editing.trim()}
+                onClick={() => void send({ decision: "approve", plan: editing })}>Approve edited plan</button>
+              <button type="button" class="link" disabled={busy} onClick={() => setEditing(null)}>Cancel</button>
+            </>
+          )}
+        </div>
+      )}
+      {item.status === "pending" && !decide && <p class="muted small">Waiting for a collaborator to approve or reject it.</p>}
+      {item.status === "approved" && item.by && (
+        <p class="note tone-good" data-testid="plan-decision">
+          Approved by {item.by.name}{item.edited ? " with edits" : ""}; the agent implements it.
+        </p>
+      )}
+      {item.status === "rejected" && item.by && (
+        <p class="note" data-testid="plan-decision">
+          {item.superseded
+            ? `Superseded by ${item.by.name}'s new prompt.`
+            : `Rejected by ${item.by.name}${item.reason ? `: ${item.reason}` : "."}`}
+        </p>
+      )}
+    </article>
+  );
+}
+
+function ItemViewInner({ item, retry, decide }: { item: Item; rev: number; retry: Retry; decide?: Decide }) {
   switch (item.kind) {
     case "prompt":
       return <PromptView item={item} retry={retry} />;
@@ -104,7 +177,12 @@ function ItemViewInner({ item, retry }: { item: Item; rev: number; retry: Retry 
       return <FileView item={item} />;
     case "note":
       return <NoteView item={item} />;
+    case "plan":
+      return <PlanView item={item} decide={decide} />;
   }
 }
 
-export const ItemView = memo(ItemViewInner, (a, b) => a.item === b.item && a.rev === b.rev && a.retry === b.retry);
+export const ItemView = memo(
+  ItemViewInner,
+  (a, b) => a.item === b.item && a.rev === b.rev && a.retry === b.retry && a.decide === b.decide,
+);

@@ -98,19 +98,22 @@ export function Share({ id, role }: { id: string; role: string }) {
   );
 }
 
-export function Composer({ id, canPrompt, role, loaded, running, delivery, socket, closed }: {
+export function Composer({ id, canPrompt, role, loaded, running, delivery, planMode, socket, closed }: {
   id: string;
   canPrompt: boolean;
   role: string | null;
   loaded: boolean;
   running: boolean;
   delivery: "queue" | "insert";
+  /** The session plans every prompt first. */
+  planMode: boolean;
   socket: { current: SessionSocket | null };
   closed: boolean;
 }) {
   const [text, setText] = useState("");
   const [error, setError] = useState("");
   const [busy, setBusy] = useState(false);
+  const [plan, setPlan] = useState(false);
   const lastTyping = useRef(0);
 
   const send = async () => {
@@ -118,7 +121,7 @@ export function Composer({ id, canPrompt, role, loaded, running, delivery, socke
     setBusy(true);
     setError("");
     try {
-      await api.send(id, { text });
+      await api.send(id, { text, plan });
       setText("");
     } catch (e) {
       setError(message(e));
@@ -183,6 +186,10 @@ export function Composer({ id, canPrompt, role, loaded, running, delivery, socke
           <label><input type="radio" name="delivery" checked={delivery === "queue"} onChange={() => setDelivery("queue")} /> Queue</label>
           <label><input type="radio" name="delivery" checked={delivery === "insert"} onChange={() => setDelivery("insert")} /> Insert</label>
         </fieldset>
+        <label title="The agent explores read-only and proposes a plan to approve first">
+          <input type="checkbox" data-testid="plan-first" checked={plan || planMode} disabled={planMode}
+            onChange={(e) => setPlan((e.target as HTMLInputElement).checked)} /> Plan first
+        </label>
         <span id="composer-help" class="muted small">Enter sends · Shift+Enter new line · Esc stops</span>
         <button type="button" class="danger" onClick={stop} disabled={!running}>Stop</button>
         <button type="submit" disabled={busy || !text.trim() || closed}>Send</button>

@@ -16,6 +16,8 @@ export interface PromptItem {
   atMs: number;
   /** Summed over the prompt's model requests (`model_usage` events); none before the first. */
   usage?: Spend;
+  /** Plan first (plan mode): it runs read-only and ends with a proposed plan. */
+  plan: boolean;
 }
 
 /** Tokens and dollars (null: no price configured for the model). */
@@ -43,6 +45,23 @@ export function tokens(n: number): string {
 /** "$0.0123", "$1.25". */
 export function dollars(n: number): string {
   return n >= 1 ? `$${n.toFixed(2)}` : `$${n.toFixed(4)}`;
+}
+
+/** A plan the agent proposed, and what participants decided. */
+export interface PlanItem {
+  kind: "plan";
+  key: string;
+  rev: number;
+  planId: string;
+  promptId: string;
+  title: string | null;
+  /** As proposed; once approved, as approved (possibly edited). */
+  plan: string;
+  status: "pending" | "approved" | "rejected";
+  by?: UserRef;
+  edited?: boolean;
+  reason?: string | null;
+  superseded?: boolean;
 }
 
 export interface TextItem {
@@ -87,7 +106,7 @@ export interface NoteItem {
   url?: string;
 }
 
-export type Item = PromptItem | TextItem | ToolItem | FileItem | NoteItem;
+export type Item = PromptItem | TextItem | ToolItem | FileItem | NoteItem | PlanItem;
 
 /** Live tool output kept per call; the rest is in the log (and the finished call's output). */
 const TOOL_OUTPUT_CAP = 64 * 1024;
@@ -107,6 +126,7 @@ export class Transcript {
   repo = "";
   title = "";
   delivery: DeliveryMode = "queue";
+  planMode = false;
   sandbox: string | null = null;
   sandboxDetail: string | null = null;
   branch: string | null = null;
@@ -121,6 +141,7 @@ export class Transcript {
   version = 0;
 
   private tools = new Map<string, ToolItem>();
+  private plans = new Map<string, PlanItem>();
   /** The text item model text streams into, per prompt; a tool call starts a new one. */
   private openText = new Map<string, TextItem>();
   private nextKey = 0;
@@ -178,6 +199,7 @@ export class Transcript {
           delivery: event.delivery,
           status: "queued",
           atMs: at_ms,
+          plan: event.plan ?? false,
         };
         this.prompts.set(item.id, item);
         this.items.push(item);
@@ -320,7 +342,45 @@ export class Transcript {
         break;
       case "settings_changed":
         this.delivery = event.delivery;
+        this.planMode = event.plan_mode ?? false;
         break;
+      case "plan_proposed": {
+        this.openText.delete(event.prompt_id);
+        const item: PlanItem = {
+          kind: "plan",
+          key: this.key(),
+          rev: 0,
+          planId: event.plan_id,
+          promptId: event.prompt_id,
+          title: event.title ?? null,
+          plan: event.plan,
+          status: "pending",
+        };
+        this.plans.set(item.planId, item);
+        this.items.push(item);
+        break;
+      }
+      case "plan_approved": {
+        const item = this.plans.get(event.plan_id);
+        if (item) {
+          Object.assign(item, { status: "approved", by: event.by, edited: event.edited, plan: event.plan });
+          item.rev++;
+        }
+        break;
+      }
+      case "plan_rejected": {
+        const item = this.plans.get(event.plan_id);
+        if (item) {
+          Object.assign(item, {
+            status: "rejected",
+            by: event.by,
+            reason: event.reason ?? null,
+            superseded: event.superseded ?? false,
+          });
+          item.rev++;
+        }
+        break;
+      }
       case "egress":
         if (!event.allowed) this.note(`Network: ${event.host}:${event.port} refused (${event.reason}).`, "error");
         break;

@@ -5,7 +5,7 @@
 import { useEffect, useMemo, useReducer, useRef, useState } from "preact/hooks";
 import { api } from "../api/client";
 import { type Link, type SessionHandlers, SessionSocket } from "../api/socket";
-import type { Me, SessionDetail, UserRef } from "../api/types";
+import type { Me, PlanDecision, SessionDetail, UserRef } from "../api/types";
 import { ItemView } from "../components/Items";
 import { Files, People, Queue, StartLine } from "../components/SessionPanels";
 import { SubSessions } from "../components/SubSessions";
@@ -128,6 +128,17 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
         : undefined,
     [id, canPrompt],
   );
+  const decide = useMemo(
+    () =>
+      canPrompt
+        ? (planId: string, decision: PlanDecision) =>
+            api.decidePlan(id, planId, decision).then(
+              () => undefined,
+              (e: unknown) => announce(message(e)),
+            )
+        : undefined,
+    [id, canPrompt],
+  );
   const running = transcript.running;
   const queue = transcript.queue;
   const items = transcript.items;
@@ -181,7 +192,7 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
               Show {Math.min(1000, from)} earlier of {from}
             </button>
           )}
-          {items.slice(from).map((item) => <ItemView key={item.key} item={item} rev={item.rev} retry={retry} />)}
+          {items.slice(from).map((item) => <ItemView key={item.key} item={item} rev={item.rev} retry={retry} decide={decide} />)}
         </div>
 
         <aside class="side">
@@ -194,7 +205,7 @@ export function SessionPage({ id, me }: { id: string; me: Me }) {
       </div>
 
       <Composer id={id} canPrompt={canPrompt} role={role} loaded={detail !== null} running={running !== undefined}
-        delivery={delivery} socket={socket} closed={detail?.state === "closed"} />
+        delivery={delivery} planMode={transcript.planMode} socket={socket} closed={detail?.state === "closed"} />
     </div>
   );
 }

@@ -29,6 +29,7 @@ mod image;
 mod mcp;
 mod participants;
 mod people;
+mod plan;
 mod render;
 mod retry;
 mod secrets;

@@ -329,9 +329,60 @@ impl<W: Write> Renderer<W> {
                 let text = format!("· {} cleared the queue ({n} prompt(s) cancelled)", by.name);
                 self.note(p.dim(&text))?;
             }
-            Event::SettingsChanged { delivery } => {
-                let text = format!("· prompts sent while working now {}", delivery.as_str());
+            Event::SettingsChanged {
+                delivery,
+                plan_mode,
+            } => {
+                let plan = if *plan_mode { "; plan mode on" } else { "" };
+                let text = format!(
+                    "· prompts sent while working now {}{plan}",
+                    delivery.as_str()
+                );
                 self.note(p.dim(&text))?;
+            }
+            Event::PlanProposed {
+                plan_id,
+                title,
+                plan,
+                ..
+            } => {
+                let title = title
+                    .as_deref()
+                    .map(|t| format!(": {t}"))
+                    .unwrap_or_default();
+                self.line(&p.bold(&format!("◆ plan {plan_id} proposed{title}")))?;
+                for line in plan.lines() {
+                    self.line(&format!("  {line}"))?;
+                }
+                self.note(p.dim(&format!(
+                    "· approve or reject it: kiln session plan approve|reject SESSION {plan_id}"
+                )))?;
+            }
+            Event::PlanApproved {
+                plan_id,
+                by,
+                edited,
+                ..
+            } => {
+                let edited = if *edited { " with edits" } else { "" };
+                self.line(&p.green(&format!("✓ {} approved plan {plan_id}{edited}", by.name)))?;
+            }
+            Event::PlanRejected {
+                plan_id,
+                by,
+                reason,
+                superseded,
+            } => {
+                let text = if *superseded {
+                    format!("✗ plan {plan_id} superseded by {}'s new prompt", by.name)
+                } else {
+                    let reason = reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default();
+                    format!("✗ {} rejected plan {plan_id}{reason}", by.name)
+                };
+                self.line(&p.red(&text))?;
             }
             Event::Egress {
                 host,

@@ -29,6 +29,7 @@ fn a_prompt() -> Vec<EventEnvelope> {
             author: ada(),
             text: "make the tests pass\nplease".into(),
             delivery: DeliveryMode::Queue,
+            plan: false,
         },
         Event::SandboxStatus {
             state: SandboxState::Ready,
@@ -282,4 +283,49 @@ fn sub_session_events_get_a_line_each() {
         "· spawned sub-session s-00000000000000c1 on web: research\n\
          · sub-session s-00000000000000c1: prompt completed, pull request #4 https://example.test/pr/4\n"
     );
+}
+
+#[test]
+fn plans_show_their_text_and_who_decided() {
+    let plan_id = kiln_core::PlanId::random();
+    let events = envelopes(vec![
+        Event::PlanProposed {
+            prompt_id: PromptId::random(),
+            plan_id: plan_id.clone(),
+            title: Some("Fix the tests".into()),
+            plan: "1. Read\n2. Fix".into(),
+            by_agent: true,
+        },
+        Event::PlanApproved {
+            plan_id: plan_id.clone(),
+            by: ada(),
+            edited: true,
+            plan: "1. Fix".into(),
+            prompt_id: PromptId::random(),
+        },
+        Event::PlanRejected {
+            plan_id: plan_id.clone(),
+            by: ada(),
+            reason: Some("too broad".into()),
+            superseded: false,
+        },
+    ]);
+    let mut out = Vec::new();
+    let mut renderer = Renderer::new(&mut out, false, false, Paint(false));
+    for envelope in &events {
+        renderer.event(envelope).unwrap();
+    }
+    renderer.finish().unwrap();
+    drop(renderer);
+    let expected = format!(
+        "\
+◆ plan {plan_id} proposed: Fix the tests
+  1. Read
+  2. Fix
+· approve or reject it: kiln session plan approve|reject SESSION {plan_id}
+✓ ada approved plan {plan_id} with edits
+✗ ada rejected plan {plan_id}: too broad
+"
+    );
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
 }

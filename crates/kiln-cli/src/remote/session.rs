@@ -22,6 +22,10 @@ pub(crate) enum SessionCommand {
         /// A title for listings (default: the prompt's first line).
         #[arg(long)]
         title: Option<String>,
+        /// Plan first: the agent explores read-only and proposes a plan to approve
+        /// (`kiln session plan approve`).
+        #[arg(long)]
+        plan: bool,
         /// Print each event as one JSON line instead of a transcript.
         #[arg(long)]
         json: bool,
@@ -55,12 +59,21 @@ pub(crate) enum SessionCommand {
         id: SessionId,
         /// The prompt: what the agent should do next.
         text: String,
+        /// Plan first: the agent explores read-only and proposes a plan to approve
+        /// (`kiln session plan approve`).
+        #[arg(long)]
+        plan: bool,
         /// Watch until this prompt ends; the exit code says how it ended.
         #[arg(long)]
         wait: bool,
         /// Print `{"prompt_id", "seq"}` (or, with --wait, each event) as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Plan mode: approve or reject a plan the agent proposed, or plan every prompt.
+    Plan {
+        #[command(subcommand)]
+        command: super::plan::PlanCommand,
     },
     /// Stop the running prompt (says so when nothing was running).
     Stop {
@@ -237,6 +250,7 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
             repo,
             prompt,
             title,
+            plan,
             json,
             detach,
         } => {
@@ -244,6 +258,7 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
                 repo,
                 prompt,
                 title,
+                plan,
             };
             let created = client.create_session(&body).await?;
             let id = &created.session.id;
@@ -274,10 +289,12 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
         SessionCommand::Send {
             id,
             text,
+            plan,
             wait,
             json,
         } => {
-            let accepted = client.send_prompt(&id, &text).await?;
+            let body = kiln_protocol::api::SendPrompt { text, plan };
+            let accepted = client.send_prompt_with(&id, &body).await?;
             if !wait {
                 if json {
                     out!("{}", serde_json::to_string(&accepted)?)?;
@@ -303,6 +320,7 @@ pub(crate) async fn run(client: &Client, command: SessionCommand) -> Result<Exit
             wait,
             json,
         } => super::retry::run(client, &id, prompt, wait, json).await,
+        SessionCommand::Plan { command } => super::plan::run(client, command).await,
         SessionCommand::Pr { id, draft, title } => {
             let body = kiln_protocol::api::OpenPullRequest { draft, title };
             let pr = client.open_pull_request(&id, &body).await?;
@@ -523,6 +541,7 @@ fn describe(detail: &SessionDetail, now_ms: i64) -> String {
             &format!("{} by {}", ago(now_ms, s.created_at_ms), s.created_by.name),
         ]),
         row(["  delivery", detail.delivery.as_str()]),
+        row(["  plan mode", if detail.plan_mode { "on" } else { "off" }]),
         row(["  sandbox", &sandbox]),
         row(["  events", &detail.head_seq.to_string()]),
     ]));

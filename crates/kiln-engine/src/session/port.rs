@@ -6,7 +6,7 @@ use super::SessionActor;
 use crate::engine::Inner;
 use async_trait::async_trait;
 use kiln_agent::{Ending, Recorded, Session, SessionError};
-use kiln_core::{PromptId, SessionId};
+use kiln_core::{PlanId, PromptId, SessionId};
 use kiln_protocol::api::{
     DeliveryMode, Event, HookSpec, PromptInfo, PromptOutcome, PromptStatus, Repo, Usage, UserRef,
 };
@@ -201,16 +201,24 @@ impl Session for Port<'_> {
         Ok(())
     }
 
+    /// Plan mode holds for inserted prompts: nothing joins a plan-first prompt (it would run
+    /// read-only and end with a plan), and a plan-first prompt joins nothing (it waits for a
+    /// run of its own); queue order is kept, so insertion stops at the first plan-first prompt.
     async fn take_inserted(&self, into: &PromptId) -> Result<Vec<PromptInfo>, SessionError> {
         let into = into.clone();
+        let planning = self.prompt.plan;
         let (inserted, _) = self
             .actor
             .log
             .write(move |w| {
-                if w.delivery_mode()? != DeliveryMode::Insert {
+                if planning || w.delivery_mode()? != DeliveryMode::Insert {
                     return Ok(Vec::new());
                 }
-                let queued = w.prompts_with_status(PromptStatus::Queued)?;
+                let queued: Vec<PromptInfo> = w
+                    .prompts_with_status(PromptStatus::Queued)?
+                    .into_iter()
+                    .take_while(|prompt| !prompt.plan)
+                    .collect();
                 for prompt in &queued {
                     w.set_prompt_status(&prompt.id, PromptStatus::Inserted)?;
                     w.event(Event::PromptInserted {
@@ -222,6 +230,21 @@ impl Session for Port<'_> {
             })
             .await?;
         Ok(inserted)
+    }
+
+    /// The plan is masked like any event: the model may have read a secret while exploring.
+    async fn propose_plan(
+        &self,
+        prompt: &PromptId,
+        title: Option<String>,
+        plan: String,
+    ) -> Result<PlanId, SessionError> {
+        let secrets = self.actor.secrets();
+        let title = title.map(|t| secrets.mask(t));
+        Ok(self
+            .actor
+            .propose_plan(prompt, title, secrets.mask(plan))
+            .await?)
     }
 
     async fn finish(&self, prompt: &PromptId, ending: Ending) -> Result<(), SessionError> {

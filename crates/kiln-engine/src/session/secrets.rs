@@ -155,11 +155,26 @@ impl SessionSecrets {
                 author,
                 text,
                 delivery,
+                plan,
             } => Event::PromptQueued {
                 prompt_id,
                 author,
                 text: self.mask(text),
                 delivery,
+                plan,
+            },
+            Event::PlanProposed {
+                prompt_id,
+                plan_id,
+                title,
+                plan,
+                by_agent,
+            } => Event::PlanProposed {
+                prompt_id,
+                plan_id,
+                title: title.map(|t| self.mask(t)),
+                plan: self.mask(plan),
+                by_agent,
             },
             Event::TextDelta { prompt_id, text } => Event::TextDelta {
                 prompt_id,
@@ -256,6 +271,8 @@ impl SessionSecrets {
             | Event::ModelUsage { .. }
             | Event::LimitReached { .. }
             | Event::Compacted { .. }) => e,
+            // People's words (an edited plan, a reason), recorded by the engine, not the agent.
+            e @ (Event::PlanApproved { .. } | Event::PlanRejected { .. }) => e,
         }
     }
 

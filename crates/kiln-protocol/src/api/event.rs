@@ -4,7 +4,7 @@
 //! The enum is closed and versioned ([`EVENT_VERSION`]); adding a variant is a version bump for
 //! clients that must understand every event, and old logs keep decoding.
 
-use kiln_core::{PromptId, Role, UserId};
+use kiln_core::{PlanId, PromptId, Role, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -13,6 +13,8 @@ use utoipa::ToSchema;
 /// 6: spend — `model_usage`, `limit_reached`, `compacted`; `Usage` gains cache tokens and
 /// `cost_usd`; the `cost_limit` outcome — sub-sessions — `session_spawned`, `child_finished` —
 /// and mcp: the `mcp` error kind, for a repo's MCP server that failed.
+/// Also plan mode: `plan_proposed`, `plan_approved`, `plan_rejected`; `plan` on
+/// `prompt_queued`, `plan_mode` on `settings_changed`.
 pub const EVENT_VERSION: u32 = 6;
 
 /// One event as stored and as sent: its place in the log, when it happened, what happened.
@@ -48,6 +50,9 @@ pub enum Event {
         author: UserRef,
         text: String,
         delivery: DeliveryMode,
+        /// A plan-first prompt: the agent explores read-only and proposes a plan. (Version 6.)
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        plan: bool,
     },
     /// The agent started working on a prompt.
     PromptStarted {
@@ -134,8 +139,12 @@ pub enum Event {
         by: UserRef,
         cancelled: Vec<PromptId>,
     },
+    /// The session's settings as they are now, all of them.
     SettingsChanged {
         delivery: DeliveryMode,
+        /// Every prompt asks for a plan first. (Version 6; absent before: off.)
+        #[serde(default)]
+        plan_mode: bool,
     },
     /// Connections the sandbox made through kiln's egress proxy, summed per host and outcome:
     /// those of a tool call (`call_id`) when it finishes, the rest (processes left running
@@ -280,6 +289,39 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pull_request: Option<crate::api::SessionPullRequest>,
     },
+    // Plan mode (issue 15, part "plan"). Version 6.
+    /// The agent, running the plan-first prompt `prompt_id` read-only, proposed a plan (Markdown).
+    /// It waits for a participant with the collaborator role or above to approve or reject it;
+    /// nothing writes until then. The prompt itself finishes `completed`.
+    PlanProposed {
+        prompt_id: PromptId,
+        plan_id: PlanId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        plan: String,
+        /// Proposed by the agent (its `propose_plan` tool); always true today.
+        by_agent: bool,
+    },
+    /// `by` approved the plan, possibly `edited`; `plan` is the text approved. The implementation
+    /// is the queued prompt `prompt_id`, authored by the author of the prompt that asked for
+    /// the plan, running with every tool.
+    PlanApproved {
+        plan_id: PlanId,
+        by: UserRef,
+        edited: bool,
+        plan: String,
+        prompt_id: PromptId,
+    },
+    /// `by` rejected the plan, or sent a new prompt while it was pending (`superseded`).
+    /// Nothing runs for it.
+    PlanRejected {
+        plan_id: PlanId,
+        by: UserRef,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        superseded: bool,
+    },
 }
 
 /// What kind of failure an [`Event::Error`] reports.
@@ -325,7 +367,8 @@ impl Event {
             | Event::ModelUsage { prompt_id, .. }
             | Event::LimitReached { prompt_id, .. }
             | Event::Compacted { prompt_id, .. }
-            | Event::SessionSpawned { prompt_id, .. } => Some(prompt_id),
+            | Event::SessionSpawned { prompt_id, .. }
+            | Event::PlanProposed { prompt_id, .. } => Some(prompt_id),
             Event::Error { prompt_id, .. } | Event::Egress { prompt_id, .. } => prompt_id.as_ref(),
             _ => None,
         }
@@ -545,6 +588,41 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn settings_and_prompts_of_version_5_decode_without_plan_mode() {
+        let old = r#"{"type":"settings_changed","delivery":"insert"}"#;
+        assert_eq!(
+            serde_json::from_str::<Event>(old).unwrap(),
+            Event::SettingsChanged {
+                delivery: DeliveryMode::Insert,
+                plan_mode: false,
+            }
+        );
+        let queued = Event::PromptQueued {
+            prompt_id: PromptId::random(),
+            author: UserRef {
+                id: UserId::random(),
+                name: "ada".into(),
+            },
+            text: "hi".into(),
+            delivery: DeliveryMode::Queue,
+            plan: false,
+        };
+        // Not plan-first: written as before version 6.
+        let json = serde_json::to_value(&queued).unwrap();
+        assert!(json.get("plan").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), queued);
+        let proposed = serde_json::to_value(Event::PlanProposed {
+            prompt_id: PromptId::random(),
+            plan_id: PlanId::random(),
+            title: None,
+            plan: "1. x".into(),
+            by_agent: true,
+        })
+        .unwrap();
+        assert_eq!(proposed["type"], "plan_proposed");
+    }
 
     #[test]
     fn events_are_tagged_snake_case() {

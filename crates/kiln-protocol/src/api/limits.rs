@@ -195,6 +195,7 @@ mod tests {
     fn lengths_are_characters_not_bytes() {
         let title = "é".repeat(TITLE_CHARS);
         let session = |title: String| CreateSession {
+            plan: false,
             repo: "demo".into(),
             prompt: "hi".into(),
             title: Some(title),

@@ -9,6 +9,7 @@ mod forge;
 mod limits;
 mod mcp;
 mod people;
+mod plan;
 mod rest;
 mod secrets;
 mod starts;
@@ -30,6 +31,7 @@ pub use mcp::{
     MCP_SERVER_NAME_CHARS, McpKind, McpServer, McpState, McpTool, check_mcp_server_name,
 };
 pub use people::*;
+pub use plan::{PLAN_REASON_CHARS, PlanDecided, PlanDecision, PlanVerdict};
 pub use rest::*;
 pub use secrets::*;
 pub use starts::{Percentiles, StartPhases, StartStats};

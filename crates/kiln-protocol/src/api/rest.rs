@@ -145,6 +145,9 @@ pub struct CreateSession {
     #[serde(default)]
     #[schema(max_length = 200)]
     pub title: Option<String>,
+    /// Plan first: the agent explores read-only and proposes a plan to approve (plan mode).
+    #[serde(default)]
+    pub plan: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -208,6 +211,9 @@ pub struct PromptInfo {
     pub text_truncated: bool,
     pub status: PromptStatus,
     pub created_at_ms: i64,
+    /// A plan-first prompt (plan mode): it runs read-only and ends with a proposed plan.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plan: bool,
 }
 
 /// Prompts a session's detail carries, newest first: the detail stays small however long the
@@ -230,6 +236,9 @@ pub struct SessionDetail {
     #[serde(default)]
     pub prompts_total: usize,
     pub delivery: DeliveryMode,
+    /// Every prompt asks for a plan first (plan mode).
+    #[serde(default)]
+    pub plan_mode: bool,
     pub sandbox: Option<SandboxState>,
     /// The last event's seq; subscribe with `after_seq` = this to get only what comes next.
     pub head_seq: u64,
@@ -252,6 +261,10 @@ pub struct SessionCreated {
 pub struct SendPrompt {
     #[schema(min_length = 1, max_length = 100000)]
     pub text: String,
+    /// Plan first: the agent explores read-only and proposes a plan to approve (plan mode).
+    /// A session in plan mode plans every prompt whatever this says.
+    #[serde(default)]
+    pub plan: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -297,6 +310,9 @@ pub struct StopReport {
 pub struct UpdateSession {
     #[serde(default)]
     pub delivery: Option<DeliveryMode>,
+    /// Plan mode: every prompt from now on asks for a plan first.
+    #[serde(default)]
+    pub plan_mode: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

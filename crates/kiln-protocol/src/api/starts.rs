@@ -211,6 +211,7 @@ mod tests {
                     author: user,
                     text: "x".into(),
                     delivery: Default::default(),
+                    plan: false,
                 },
             ),
             at(
@@ -258,6 +259,7 @@ mod tests {
             author: user.clone(),
             text: "x".into(),
             delivery: Default::default(),
+            plan: false,
         };
         let request = |id: &PromptId| Event::ModelRequest {
             prompt_id: id.clone(),

@@ -5,6 +5,7 @@ pub(crate) mod audit;
 pub(crate) mod github;
 pub(crate) mod manage;
 pub(crate) mod mcp;
+pub(crate) mod plan;
 pub(crate) mod prompts;
 pub(crate) mod push;
 pub(crate) mod repos;
@@ -74,6 +75,7 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         sessions::update_session,
         sessions::send_prompt,
         prompts::retry_prompt,
+        plan::decide_plan,
         sessions::stop_session,
         push::push_session,
         push::session_diff,

@@ -124,6 +124,7 @@ async fn detail(state: &AppState, id: &SessionId, role: Role) -> Result<SessionD
         prompts,
         prompts_total,
         delivery: log.delivery_mode().await?,
+        plan_mode: log.plan_mode().await?,
         sandbox: state.engine.sandbox_state(id),
         head_seq: log.head_seq().await,
         // The start is in the first events; a bounded read keeps long sessions cheap.
@@ -149,6 +150,9 @@ pub(crate) async fn update_session(
     if let Some(delivery) = body.delivery {
         state.engine.set_delivery(&id, delivery).await?;
     }
+    if let Some(on) = body.plan_mode {
+        state.engine.set_plan_mode(&id, on).await?;
+    }
     Ok(Json(detail(&state, &id, role).await?))
 }
 
@@ -171,7 +175,7 @@ pub(crate) async fn send_prompt(
     }
     let accepted = state
         .engine
-        .send_prompt(&id, &caller.user_ref(), &body.text)
+        .send_prompt_with(&id, &caller.user_ref(), &body.text, body.plan)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }

@@ -100,6 +100,19 @@ impl ToolRegistry {
         self
     }
 
+    /// Only the tools that do not write (plan mode: the agent explores before anyone approves
+    /// a change).
+    pub fn read_only(&self) -> Self {
+        ToolRegistry {
+            tools: self
+                .tools
+                .iter()
+                .filter(|tool| !tool.writes())
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Every tool's spec, for the model request.
     pub fn specs(&self) -> Vec<ToolSpec<'_>> {
         self.tools.iter().map(|tool| tool.spec()).collect()

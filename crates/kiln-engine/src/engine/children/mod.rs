@@ -123,6 +123,8 @@ impl Engine {
                         author,
                         text: prompt,
                         delivery,
+                        // A child works at once; its parent's plan was what was approved.
+                        plan: false,
                     })?;
                     Ok(())
                 }
