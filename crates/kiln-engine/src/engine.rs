@@ -320,17 +320,7 @@ impl Engine {
     ) -> Result<PromptAccepted> {
         let text = validate_prompt(text)?;
         let actor = self.actor(session).await?;
-        // A prompt to an inactive session brings its sandbox back: that counts against the
-        // limit of the session's creator, whose sandbox it is.
-        let _admitted = if actor.is_active() {
-            None
-        } else {
-            Some(Admission::take(
-                &self.inner,
-                actor.creator(),
-                Some(session),
-            )?)
-        };
+        let _admitted = self.admit_wake(&actor, session)?;
         actor.enqueue(&self.inner, author, text, plan).await
     }
 

@@ -98,7 +98,14 @@ async fn a_plan_is_proposed_read_only_and_an_edited_approval_is_implemented_by_i
     for request in &requests {
         assert_eq!(
             tool_names(&request.body),
-            ["read_file", "list_files", "grep", "propose_plan"]
+            [
+                "read_file",
+                "list_files",
+                "grep",
+                "session_status",
+                "wait_sessions",
+                "propose_plan"
+            ]
         );
         assert!(
             request.body["system"].to_string().contains("PLAN MODE"),
@@ -307,7 +314,14 @@ async fn a_rejected_plan_runs_nothing_and_a_new_prompt_supersedes_a_pending_one(
     assert_eq!(requests.len(), 4, "{requests:#?}");
     assert_eq!(
         tool_names(&requests[2].body),
-        ["read_file", "list_files", "grep", "propose_plan"]
+        [
+            "read_file",
+            "list_files",
+            "grep",
+            "session_status",
+            "wait_sessions",
+            "propose_plan"
+        ]
     );
     let queued_plans = events
         .iter()
@@ -485,7 +499,14 @@ async fn in_insert_mode_a_plan_first_prompt_waits_for_a_read_only_run_of_its_own
     );
     assert_eq!(
         tool_names(&requests[2].body),
-        ["read_file", "list_files", "grep", "propose_plan"]
+        [
+            "read_file",
+            "list_files",
+            "grep",
+            "session_status",
+            "wait_sessions",
+            "propose_plan"
+        ]
     );
     proposed(&events);
     app.stop().await;

@@ -65,3 +65,18 @@ impl Drop for Admission {
         }
     }
 }
+
+impl super::Engine {
+    /// A place for `session` being woken (a prompt or an approved plan brings its sandbox
+    /// back), counted against its creator, whose sandbox it is; none when it is active already.
+    pub(super) fn admit_wake(
+        &self,
+        actor: &crate::session::SessionActor,
+        session: &SessionId,
+    ) -> Result<Option<Admission>> {
+        if actor.is_active() {
+            return Ok(None);
+        }
+        Admission::take(&self.inner, actor.creator(), Some(session)).map(Some)
+    }
+}

@@ -2,7 +2,6 @@
 //! `plan_mode` setting. Who may decide (collaborators and owners) is the server's to check.
 
 use super::Engine;
-use super::admission::Admission;
 use crate::Result;
 use kiln_core::{PlanId, SessionId};
 use kiln_protocol::api::{PlanDecided, PlanDecision, PlanVerdict, UserRef};
@@ -19,14 +18,10 @@ impl Engine {
     ) -> Result<PlanDecided> {
         kiln_protocol::api::Validate::validate(decision).map_err(|e| crate::Error::Invalid(e.0))?;
         let actor = self.actor(session).await?;
-        let _admitted = if decision.decision == PlanVerdict::Reject || actor.is_active() {
-            None
-        } else {
-            Some(Admission::take(
-                &self.inner,
-                actor.creator(),
-                Some(session),
-            )?)
+        // Only an approval queues work.
+        let _admitted = match decision.decision {
+            PlanVerdict::Reject => None,
+            _ => self.admit_wake(&actor, session)?,
         };
         actor.decide_plan(&self.inner, by, plan, decision).await
     }

@@ -334,8 +334,10 @@ impl Tool for ChildTool {
         }
     }
 
+    /// Spawning, sending and stopping change work (another session's): a plan-first prompt,
+    /// which may change nothing, is offered only status and wait.
     fn writes(&self) -> bool {
-        false
+        matches!(self.kind, Kind::Spawn | Kind::Send | Kind::Stop)
     }
 
     async fn run(
