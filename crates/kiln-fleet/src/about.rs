@@ -82,11 +82,15 @@ impl About {
 }
 
 /// Replaces `path` whole: a sandbox reading it sees the old or the new text, never a part.
+/// Each write has its own partial file, so two sandboxes of one repo made at once (a warm pool
+/// filling while a session starts) cannot rename each other's partial away.
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    static PARTIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
         return Ok(());
     }
-    let partial = path.with_extension("partial");
+    let n = PARTIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partial = path.with_extension(format!("partial-{}-{n}", std::process::id()));
     std::fs::write(&partial, text)?;
     std::fs::rename(&partial, path)
 }
@@ -229,5 +233,26 @@ mod tests {
         let text = describe("demo", None);
         assert!(text.contains("No environment image"), "{text}");
         assert!(text.contains(".kiln/environment.toml"), "{text}");
+    }
+
+    #[test]
+    fn writers_racing_on_one_file_all_succeed_and_leave_one_whole_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ENVIRONMENT_FILE);
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let path = &path;
+                s.spawn(move || {
+                    for i in 0..50 {
+                        let text = format!("writer {t} pass {i}\n").repeat(100);
+                        write_atomically(path, &text).expect("a racing write fails");
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("pass 49\n"), "{text}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "partial files were left behind");
     }
 }
