@@ -95,6 +95,62 @@ struct FileConfig {
     /// (`[subsessions.repos.NAME]`).
     #[serde(default)]
     subsessions: FileSubsessions,
+    /// `[retention]`: when idle sessions are archived and deleted (default: never).
+    #[serde(default)]
+    retention: FileRetention,
+}
+
+/// `[retention]`, in days of idleness; 0 or absent: never. `KILN_RETENTION_ARCHIVE_AFTER_DAYS`
+/// and `KILN_RETENTION_DELETE_AFTER_DAYS` override them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRetention {
+    archive_after_days: Option<u64>,
+    delete_after_days: Option<u64>,
+}
+
+/// `[retention]` with the environment over it, checked: deleting must come after archiving.
+fn resolve_retention(
+    file: &FileRetention,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<kiln_engine::Retention> {
+    let days =
+        |key: &str, name: &str, from_file: Option<u64>| -> anyhow::Result<Option<Duration>> {
+            let days = match env(key).filter(|v| !v.trim().is_empty()) {
+                Some(v) => v.trim().parse::<u64>().map_err(|_| {
+                    anyhow::anyhow!("{key}={v:?} must be a whole number of days (0: never)")
+                })?,
+                None => from_file.unwrap_or(0),
+            };
+            anyhow::ensure!(
+                days <= 36_500,
+                "[retention] {name} = {days} is more than a hundred years; use 0 for never"
+            );
+            Ok((days > 0).then(|| Duration::from_secs(days * 86_400)))
+        };
+    let archive_after = days(
+        "KILN_RETENTION_ARCHIVE_AFTER_DAYS",
+        "archive_after_days",
+        file.archive_after_days,
+    )?;
+    let delete_after = days(
+        "KILN_RETENTION_DELETE_AFTER_DAYS",
+        "delete_after_days",
+        file.delete_after_days,
+    )?;
+    if let (Some(archive), Some(delete)) = (archive_after, delete_after) {
+        anyhow::ensure!(
+            delete > archive,
+            "[retention] delete_after_days ({}) must be more than archive_after_days ({}): \
+             sessions are archived first, then deleted",
+            delete.as_secs() / 86_400,
+            archive.as_secs() / 86_400
+        );
+    }
+    Ok(kiln_engine::Retention {
+        archive_after,
+        delete_after,
+    })
 }
 
 /// `[subsessions]` limits; a key left out keeps its default (2, 4, 16).
@@ -383,6 +439,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
     }
     let github = resolve_github(std::mem::take(&mut file.github), |k| std::env::var(k).ok())?;
     let mcp = resolve_mcp(&file.mcp, std::env::var("KILN_MCP_ALLOW_HOSTS").ok())?;
+    let retention = resolve_retention(&file.retention, |k| std::env::var(k).ok())?;
     let egress = egress_settings(
         &file.egress_deny,
         &file.egress_allow,
@@ -466,6 +523,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
             }
         },
         mcp,
+        retention,
     };
     Ok(Resolved {
         public_url,
@@ -619,6 +677,16 @@ fn print_config(resolved: &Resolved) {
     print_github(resolved.github.as_ref());
     println!("[mcp]");
     println!("allow_hosts = {:?}", resolved.engine.mcp.allow_hosts);
+    let days = |after: Option<Duration>| after.map_or(0, |d| d.as_secs() / 86_400);
+    println!("[retention]");
+    println!(
+        "archive_after_days = {}",
+        days(resolved.engine.retention.archive_after)
+    );
+    println!(
+        "delete_after_days = {}",
+        days(resolved.engine.retention.delete_after)
+    );
 }
 
 fn model_hint(resolved: &Resolved) -> String {

@@ -10,6 +10,8 @@ fn kiln() -> Command {
         .env_remove("KILN_CONFIG")
         .env_remove("KILN_LISTEN")
         .env_remove("KILN_MCP_ALLOW_HOSTS")
+        .env_remove("KILN_RETENTION_ARCHIVE_AFTER_DAYS")
+        .env_remove("KILN_RETENTION_DELETE_AFTER_DAYS")
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("OPENAI_API_KEY");
     for key in [
@@ -463,4 +465,57 @@ fn mcp_allow_hosts_come_from_the_file_or_the_environment_and_are_checked() {
     let (ok, text) = run(Some("mcp.internal"));
     assert!(!ok);
     assert!(text.contains("must be host:port"), "{text}");
+}
+
+#[test]
+fn retention_comes_from_the_file_or_the_environment_and_deletes_after_archiving() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiln.toml");
+    let run = |file: &str, env: &[(&str, &str)]| {
+        std::fs::write(&config, file).unwrap();
+        let mut command = kiln();
+        command
+            .args(["up", "--print-config", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (ok, text) = run("", &[]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("[retention]\narchive_after_days = 0\ndelete_after_days = 0\n"),
+        "off unless asked: {text}"
+    );
+    let file = "[retention]\narchive_after_days = 30\ndelete_after_days = 180\n";
+    let (ok, text) = run(file, &[]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("archive_after_days = 30\ndelete_after_days = 180\n"),
+        "{text}"
+    );
+    let (ok, text) = run(file, &[("KILN_RETENTION_DELETE_AFTER_DAYS", "90")]);
+    assert!(ok, "{text}");
+    assert!(text.contains("delete_after_days = 90\n"), "{text}");
+
+    let (ok, text) = run(file, &[("KILN_RETENTION_DELETE_AFTER_DAYS", "10")]);
+    assert!(!ok);
+    assert!(
+        text.contains("delete_after_days (10) must be more than archive_after_days (30)"),
+        "{text}"
+    );
+    let (ok, text) = run(file, &[("KILN_RETENTION_ARCHIVE_AFTER_DAYS", "a month")]);
+    assert!(!ok);
+    assert!(text.contains("must be a whole number of days"), "{text}");
+    let (ok, text) = run("[retention]\nkeep_days = 3\n", &[]);
+    assert!(!ok);
+    assert!(text.contains("keep_days"), "{text}");
 }

@@ -1,7 +1,7 @@
 //! How the engine runs prompts: the model, the limits, the hooks. Resolved once by the binary
 //! (file < env < flags) and handed over whole.
 
-pub use crate::engine::Budgets;
+pub use crate::engine::{Budgets, Retention};
 use crate::hooks::{Hook, HookConfig};
 pub use kiln_agent::{Prices, PromptLimits};
 use kiln_model::ModelConfig;
@@ -85,6 +85,9 @@ pub struct EngineConfig {
     pub subsessions: SubsessionConfig,
     /// `[mcp]`: which otherwise refused hosts a repo's remote MCP servers may be at.
     pub mcp: kiln_mcp::McpSettings,
+    /// `[retention]`: when idle sessions are archived and deleted, checked before each
+    /// periodic garbage collection (`gc_every`).
+    pub retention: Retention,
 }
 
 /// The bounds on the sub-sessions one session's agent may spawn (`kiln.toml` `[subsessions]`).
@@ -156,6 +159,7 @@ impl Default for EngineConfig {
             github: None,
             subsessions: SubsessionConfig::default(),
             mcp: kiln_mcp::McpSettings::default(),
+            retention: Retention::default(),
         }
     }
 }

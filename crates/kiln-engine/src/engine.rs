@@ -41,6 +41,7 @@ mod pr_tool;
 mod push;
 mod recovery;
 mod remote_check;
+mod retention;
 mod secrets;
 mod warm;
 
@@ -55,6 +56,7 @@ pub use forge_access::ACCESS_TTL;
 pub use forge_events::PromptEnd;
 pub use manage::Stopped;
 pub(crate) use pr_tool::OpenPrTool;
+pub use retention::{Retention, RetentionReport};
 
 /// Runs sessions. Cheap to clone.
 #[derive(Debug, Clone)]

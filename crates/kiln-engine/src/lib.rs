@@ -13,9 +13,12 @@ mod error;
 mod session;
 mod sync_gate;
 
-pub use config::{Budgets, EngineConfig, Prices, PromptLimits, SubsessionConfig, SubsessionLimits};
+pub use config::{
+    Budgets, EngineConfig, Prices, PromptLimits, Retention, SubsessionConfig, SubsessionLimits,
+};
 pub use engine::{
-    ACCESS_TTL, Engine, GitHubSignIn, PromptEnd, REFRESH_BEFORE_MS, Stopped, session_branch,
+    ACCESS_TTL, Engine, GitHubSignIn, PromptEnd, REFRESH_BEFORE_MS, RetentionReport, Stopped,
+    session_branch,
 };
 pub use error::{Error, Result};
 pub use kiln_agent::{CACHE_READ_FACTOR, CACHE_WRITE_FACTOR, Price};

@@ -348,6 +348,28 @@ impl Store {
         .await
     }
 
+    /// Top-level sessions (not spawned by another) created before `before_ms`, oldest first;
+    /// archived ones only with `archived`. What a retention pass looks at: a session younger
+    /// than the cut-off cannot have been idle that long.
+    pub async fn retention_candidates(
+        &self,
+        before_ms: i64,
+        archived: bool,
+    ) -> Result<Vec<SessionRow>> {
+        self.control(move |conn| {
+            let sql = format!(
+                "SELECT {SESSION_COLUMNS} {SESSION_FROM}
+                 WHERE s.parent IS NULL AND s.created_at_ms < ?1
+                   AND (?2 OR s.archived_at_ms IS NULL)
+                 ORDER BY s.rowid"
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(params![before_ms, archived], session_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
     /// Deletes a repo and its image records (the garbage collector then removes their
     /// layers). `Conflict` while sessions still stand on it: delete them first.
     pub async fn delete_repo(&self, name: &str) -> Result<()> {

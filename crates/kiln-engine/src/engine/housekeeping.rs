@@ -1,5 +1,6 @@
-//! The engine's periodic work under `kiln up`: stopping idle sandboxes, garbage collection
-//! (with pools resized to demand), and the image cadence. Each loop ends at shutdown.
+//! The engine's periodic work under `kiln up`: stopping idle sandboxes, retention, garbage
+//! collection (with pools resized to demand), and the image cadence. Each loop ends at
+//! shutdown.
 
 use super::Engine;
 use crate::Result;
@@ -45,7 +46,8 @@ impl Engine {
         Ok(report)
     }
 
-    /// Housekeeping every `every`, until shutdown: [`Engine::collect_garbage`], and pools
+    /// Housekeeping every `every`, until shutdown: [`Engine::apply_retention`], then
+    /// [`Engine::collect_garbage`] (so the layers of deleted sessions go at once), and pools
     /// resized to their repo's recent demand (a pool that grew shrinks when demand falls).
     pub(super) fn start_gc(&self, every: std::time::Duration) {
         let engine = self.clone();
@@ -57,6 +59,12 @@ impl Engine {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                tokio::select! {
+                    result = engine.apply_retention() => if let Err(e) = result {
+                        tracing::warn!(error = %e, "the retention pass failed");
+                    },
                     _ = shutdown.cancelled() => return,
                 }
                 tokio::select! {

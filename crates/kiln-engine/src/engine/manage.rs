@@ -109,6 +109,15 @@ impl Engine {
         sessions.get(session).is_some_and(|actor| actor.is_active())
     }
 
+    /// Whether the session is running a prompt now, without opening a session that is not
+    /// in memory (it is not working).
+    pub(crate) fn working_now(&self, session: &SessionId) -> bool {
+        let sessions = self.inner.sessions.lock().expect("sessions lock");
+        sessions
+            .get(session)
+            .is_some_and(|actor| actor.is_working())
+    }
+
     /// Deletes a session: stops its work, destroys its sandbox, deletes its newest snapshot
     /// (older ones were already unused; the GC removes them) and its directory and index row.
     /// Its sub-sessions are deleted with it, deepest first.
