@@ -7,6 +7,7 @@ use kiln_core::WORKDIR;
 use kiln_model::{ContentBlock, Message, MessageRole};
 use kiln_protocol::api::ErrorKind;
 use kiln_sandbox::{DOCS_DIR, Sandbox};
+use serde::Deserialize;
 
 impl PromptRun<'_> {
     /// Hands prompts queued in insert mode to the model as part of this prompt.
@@ -91,9 +92,9 @@ impl PromptRun<'_> {
             )
         })?;
         stored
-            .into_iter()
+            .iter()
             .map(|value| {
-                serde_json::from_value(value).map_err(|e| {
+                Message::deserialize(value).map_err(|e| {
                     Failure(
                         ErrorKind::Storage,
                         format!("the stored conversation is unreadable: {e}"),

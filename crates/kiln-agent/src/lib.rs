@@ -84,8 +84,8 @@ pub trait Session: Send + Sync {
     fn mask(&self, text: String) -> String {
         text
     }
-    /// The stored conversation, oldest message first.
-    async fn conversation(&self) -> Result<Vec<serde_json::Value>, SessionError>;
+    /// The stored conversation, oldest message first (shared: the store keeps it in memory).
+    async fn conversation(&self) -> Result<std::sync::Arc<Vec<serde_json::Value>>, SessionError>;
     async fn push_message(
         &self,
         prompt: &PromptId,

@@ -203,11 +203,9 @@ impl Bench {
     /// How long after `started` the model server received the request that followed the first
     /// `before` (waiting up to a minute for it).
     pub(crate) async fn model_request_after(&self, before: usize, started: Instant) -> Duration {
-        let requests = self
-            .model
-            .wait_for_requests(before + 1, Duration::from_secs(60))
-            .await;
-        requests[before]
+        self.model
+            .wait_for_request(before, Duration::from_secs(60))
+            .await
             .received_at
             .into_std()
             .saturating_duration_since(started)
@@ -385,7 +383,7 @@ async fn prompt_to_request(bench: &Bench, prompts: usize) -> anyhow::Result<(f64
     let (session, mut socket) = bench.finished_session("warm up").await?;
     let mut samples = Vec::with_capacity(prompts);
     for i in 0..prompts {
-        let before = bench.model.requests().len();
+        let before = bench.model.request_count();
         let sent = Instant::now();
         let prompt = bench.prompt(&session, &format!("prompt {i}")).await?;
         samples.push(bench.model_request_after(before, sent).await);

@@ -129,7 +129,7 @@ async fn starts(bench: &Bench, runs: usize, pooled: bool) -> anyhow::Result<Stat
             )
             .await?;
         }
-        let before = bench.model.requests().len();
+        let before = bench.model.request_count();
         let started = Instant::now();
         bench.new_session(&format!("start {i}")).await?;
         samples.push(bench.model_request_after(before, started).await);
@@ -180,7 +180,7 @@ async fn restores(bench: &Bench, runs: usize) -> anyhow::Result<Stats> {
         .await?;
         let sandbox = sandbox_of(&log).await?;
         bench.provider_destroy(&sandbox).await?;
-        let before = bench.model.requests().len();
+        let before = bench.model.request_count();
         let started = Instant::now();
         bench.prompt(&session, &format!("follow-up {i}")).await?;
         samples.push(bench.model_request_after(before, started).await);

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::schema;
 use crate::store::{blocking, lock};
 use crate::subscription::Subscription;
-use crate::writer::{self, SessionWriter};
+use crate::writer::{self, MessagesChange, SessionWriter};
 use kiln_core::{PromptId, SessionId};
 use kiln_protocol::api::{DeliveryMode, Event, EventEnvelope, PromptInfo};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -54,6 +54,10 @@ pub(crate) struct LogInner {
     /// broadcast, which is what lets a new subscription know where the live stream begins.
     pub(crate) head: AtomicU64,
     pub(crate) live: broadcast::Sender<Arc<StoredEvent>>,
+    /// The model conversation as stored, kept from its first read while the log is open and
+    /// brought up to date by every write, under `conn`'s lock like the table itself: a prompt
+    /// does not read a long conversation back from SQLite. `None`: read it when next asked.
+    messages: Mutex<Option<Arc<Vec<serde_json::Value>>>>,
 }
 
 impl fmt::Debug for SessionLog {
@@ -101,6 +105,7 @@ impl SessionLog {
                 conn: Mutex::new(conn),
                 head: AtomicU64::new(u64::try_from(head).unwrap_or(0)),
                 live,
+                messages: Mutex::new(None),
             }),
         })
     }
@@ -212,8 +217,20 @@ impl SessionLog {
     }
 
     /// The model conversation, oldest first, each message as it was pushed.
-    pub async fn messages(&self) -> Result<Vec<serde_json::Value>> {
-        self.read(writer::messages).await
+    /// The model conversation, oldest message first: from memory after the first read.
+    pub async fn messages(&self) -> Result<Arc<Vec<serde_json::Value>>> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let conn = lock(&inner.conn);
+            let mut cached = lock(&inner.messages);
+            if let Some(messages) = &*cached {
+                return Ok(messages.clone());
+            }
+            let messages = Arc::new(writer::messages(&conn)?);
+            *cached = Some(messages.clone());
+            Ok(messages)
+        })
+        .await
     }
 
     pub async fn delivery_mode(&self) -> Result<DeliveryMode> {
@@ -364,7 +381,17 @@ where
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut w = SessionWriter::new(tx, head);
     let value = f(&mut w)?;
-    let events = w.commit()?;
+    let (events, messages) = w.commit()?;
+    // Under the connection lock, as the read that filled it was.
+    match messages {
+        MessagesChange::None => {}
+        MessagesChange::Pushed(pushed) => {
+            if let Some(cached) = lock(&inner.messages).as_mut() {
+                Arc::make_mut(cached).extend(pushed);
+            }
+        }
+        MessagesChange::Rewritten => *lock(&inner.messages) = None,
+    }
     if let Some(last) = events.last() {
         inner.head.store(last.seq(), Ordering::SeqCst);
     }

@@ -74,6 +74,7 @@ impl SessionWriter<'_> {
         summary: &serde_json::Value,
         kept: &[serde_json::Value],
     ) -> Result<()> {
+        self.messages = crate::writer::MessagesChange::Rewritten;
         let positions: Vec<i64> = self
             .tx()
             .prepare("SELECT pos FROM messages ORDER BY pos")?

@@ -20,6 +20,28 @@ pub struct SessionWriter<'a> {
     /// The head when the transaction began; the events pushed so far follow it without gaps.
     head: u64,
     events: Vec<Arc<StoredEvent>>,
+    /// What this write did to the conversation, for the log's copy in memory.
+    pub(crate) messages: MessagesChange,
+}
+
+/// How a write changed the conversation: appended messages (the common case, applied to the
+/// copy in memory) or anything else (the copy is dropped and read again when next needed).
+#[derive(Debug, Default)]
+pub(crate) enum MessagesChange {
+    #[default]
+    None,
+    Pushed(Vec<serde_json::Value>),
+    Rewritten,
+}
+
+impl MessagesChange {
+    fn pushed(&mut self, message: &serde_json::Value) {
+        match self {
+            MessagesChange::None => *self = MessagesChange::Pushed(vec![message.clone()]),
+            MessagesChange::Pushed(messages) => messages.push(message.clone()),
+            MessagesChange::Rewritten => {}
+        }
+    }
 }
 
 impl fmt::Debug for SessionWriter<'_> {
@@ -37,6 +59,7 @@ impl<'a> SessionWriter<'a> {
             tx,
             head,
             events: Vec::new(),
+            messages: MessagesChange::None,
         }
     }
 
@@ -45,10 +68,11 @@ impl<'a> SessionWriter<'a> {
         &self.tx
     }
 
-    /// Commits and returns the events pushed, in seq order.
-    pub(crate) fn commit(self) -> Result<Vec<Arc<StoredEvent>>> {
+    /// Commits and returns the events pushed, in seq order, and what changed in the
+    /// conversation.
+    pub(crate) fn commit(self) -> Result<(Vec<Arc<StoredEvent>>, MessagesChange)> {
         self.tx.commit()?;
-        Ok(self.events)
+        Ok((self.events, self.messages))
     }
 
     /// Appends an event; it gets the next seq and `at_ms = now`. Returns the seq.
@@ -147,6 +171,7 @@ impl<'a> SessionWriter<'a> {
             "INSERT INTO messages (prompt_id, message, at_ms) VALUES (?1, ?2, ?3)",
             params![prompt.as_str(), serde_json::to_string(message)?, now_ms()],
         )?;
+        self.messages.pushed(message);
         Ok(())
     }
 
@@ -161,6 +186,9 @@ impl<'a> SessionWriter<'a> {
                AND (SELECT count(*) FROM messages WHERE prompt_id = ?1) = 1",
             params![prompt.as_str()],
         )?;
+        if removed == 1 {
+            self.messages = MessagesChange::Rewritten;
+        }
         Ok(removed == 1)
     }
 
@@ -174,6 +202,7 @@ impl<'a> SessionWriter<'a> {
         if changed == 0 {
             return Err(Error::NotFound("a message to replace".into()));
         }
+        self.messages = MessagesChange::Rewritten;
         Ok(())
     }
 

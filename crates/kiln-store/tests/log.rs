@@ -144,6 +144,88 @@ async fn prompts_messages_and_settings() {
     assert_eq!(log.messages().await.unwrap().len(), 2);
 }
 
+/// The conversation as SQLite has it, through a connection of its own.
+fn messages_on_disk(dir: &std::path::Path, id: &kiln_core::SessionId) -> Vec<serde_json::Value> {
+    let path = dir.join("sessions").join(id.as_str()).join("session.db");
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT message FROM messages ORDER BY pos")
+        .unwrap();
+    stmt.query_map([], |row| row.get::<_, String>(0))
+        .unwrap()
+        .map(|text| serde_json::from_str(&text.unwrap()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_conversation_in_memory_follows_every_kind_of_write() {
+    use serde_json::json;
+    let (dir, store, user, log) = session().await;
+    let id = log.id().clone();
+    let author = UserRef {
+        id: user,
+        name: "ada".into(),
+    };
+    let prompt = PromptId::random();
+    let (a, p) = (author.clone(), prompt.clone());
+    // Pushed before the first read: the first read takes it from SQLite.
+    log.write(move |w| {
+        w.insert_prompt(&p, &a, "first", PromptStatus::Running)?;
+        w.push_message(&p, &json!({"n": 1}))
+    })
+    .await
+    .unwrap();
+    let check = async |what: &str| {
+        let in_memory = log.messages().await.unwrap();
+        assert_eq!(
+            *in_memory,
+            messages_on_disk(dir.path(), &id),
+            "after {what}"
+        );
+        in_memory.len()
+    };
+    assert_eq!(check("a push before any read").await, 1);
+    for n in 2..=4 {
+        let p = prompt.clone();
+        log.write(move |w| w.push_message(&p, &json!({"n": n})))
+            .await
+            .unwrap();
+    }
+    assert_eq!(check("pushes").await, 4);
+    log.write(|w| w.replace_last_message(&json!({"n": 4, "more": true})))
+        .await
+        .unwrap();
+    assert_eq!(check("a replacement").await, 4);
+    // A write that fails rolls back, in memory too.
+    let p = prompt.clone();
+    let failed = log
+        .write(move |w| {
+            w.push_message(&p, &json!({"n": "rolled back"}))?;
+            Err::<(), _>(Error::Conflict("on purpose".into()))
+        })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(check("a rolled back push").await, 4);
+    let (p, kept) = (prompt.clone(), vec![json!({"n": 3}), json!({"n": 4})]);
+    log.write(move |w| w.compact_messages(&p, 2, &json!({"summary": true}), &kept))
+        .await
+        .unwrap();
+    assert_eq!(check("a compaction").await, 3);
+    let other = PromptId::random();
+    let (a, o) = (author.clone(), other.clone());
+    log.write(move |w| {
+        w.insert_prompt(&o, &a, "second", PromptStatus::Running)?;
+        w.push_message(&o, &json!({"n": "unanswered"}))
+    })
+    .await
+    .unwrap();
+    assert_eq!(check("a push of another prompt").await, 4);
+    let o = other.clone();
+    assert!(log.write(move |w| w.forget_unanswered(&o)).await.unwrap().0);
+    assert_eq!(check("forgetting an unanswered request").await, 3);
+    drop(store);
+}
+
 #[tokio::test]
 async fn open_session_shares_one_handle_and_closing_ends_subscriptions() {
     let (_dir, store, _, log) = session().await;

@@ -117,7 +117,7 @@ async fn a_session_keeps_a_running_total_and_its_conversation_can_be_compacted()
         .await
         .unwrap();
     assert_eq!(
-        log.messages().await.unwrap(),
+        *log.messages().await.unwrap(),
         [
             json!({"summary": true}),
             json!({"n": "a"}),

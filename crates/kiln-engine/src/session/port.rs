@@ -176,7 +176,7 @@ impl Session for Port<'_> {
         Ok(())
     }
 
-    async fn conversation(&self) -> Result<Vec<serde_json::Value>, SessionError> {
+    async fn conversation(&self) -> Result<Arc<Vec<serde_json::Value>>, SessionError> {
         Ok(self.actor.log.messages().await?)
     }
 

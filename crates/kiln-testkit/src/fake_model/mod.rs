@@ -149,6 +149,32 @@ impl FakeModel {
         self.shared.lock().requests.clone()
     }
 
+    /// How many requests arrived so far (without copying them, which a benchmark would pay
+    /// for in a long session).
+    pub fn request_count(&self) -> usize {
+        self.shared.lock().requests.len()
+    }
+
+    /// Waits for the request at `index` (0: the first ever) and returns it alone; panics after
+    /// `timeout`.
+    pub async fn wait_for_request(&self, index: usize, timeout: Duration) -> RecordedRequest {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if let Some(request) = self.shared.lock().requests.get(index) {
+                return request.clone();
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!(
+                    "FakeModel: expected request {index} within {timeout:?}, got {}",
+                    self.request_count()
+                );
+            }
+        }
+    }
+
     /// Waits until at least `n` requests arrived and returns them all; panics after `timeout`.
     pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Vec<RecordedRequest> {
         let deadline = Instant::now() + timeout;
@@ -186,6 +212,8 @@ impl Shared {
     }
 
     fn record(&self, path: &str, peer: SocketAddr, headers: &HeaderMap, body: &[u8]) {
+        // The whole body is in: it arrived now, however long recording it takes.
+        let received_at = Instant::now();
         let headers = headers
             .iter()
             .map(|(name, value)| {
@@ -201,7 +229,7 @@ impl Shared {
             path: path.to_string(),
             headers,
             body,
-            received_at: Instant::now(),
+            received_at,
             peer,
         };
         self.lock().requests.push(request);
