@@ -4,6 +4,7 @@
 
 use crate::DataDirArg;
 use crate::bench::{Stats, mem_used_kib, round2};
+use crate::bench_fanout::{Socket, next_seq, unix_ns};
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use kiln_core::SessionId;
@@ -19,7 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SessionBenchArgs {
@@ -43,10 +43,17 @@ pub(crate) struct SessionBenchArgs {
 struct SessionReport {
     prompt_to_model_request_p50_ms: f64,
     prompt_to_model_request_p99_ms: f64,
+    /// The first and the last 20 prompts of the same session: flat if the conversation's
+    /// length does not matter.
+    prompt_to_model_request_first20_p50_ms: f64,
+    prompt_to_model_request_last20_p50_ms: f64,
     first_token_overhead_p50_ms: f64,
     first_token_overhead_p99_ms: f64,
     fanout_100_clients_p50_ms: f64,
     fanout_100_clients_p99_ms: f64,
+    /// The same with the clients in a process of their own.
+    fanout_elsewhere_p50_ms: f64,
+    fanout_elsewhere_p99_ms: f64,
     fanout_clients: usize,
     fanout_events: u64,
     sessions_500_idle_rss_mib: f64,
@@ -84,20 +91,27 @@ async fn measure(args: &SessionBenchArgs, root: &Path) -> anyhow::Result<Session
     );
     let bench = start(root.join("data"), &repo, 0).await?;
     let outcome = async {
-        let (p50, p99) = prompt_to_request(&bench, args.prompts).await?;
+        let times = prompt_to_request(&bench, args.prompts).await?;
+        let (p50, p99) = (times.all.p50, times.all.p99);
         eprintln!(
-            "prompt → model request: p50 {p50} ms, p99 {p99} ms ({} prompts)",
-            args.prompts
+            "prompt → model request: p50 {p50} ms, p99 {p99} ms ({} prompts); \
+             first 20 p50 {} ms, last 20 p50 {} ms",
+            args.prompts, times.first.p50, times.last.p50
         );
         let overhead = first_token_overhead(&bench, 50).await?;
         eprintln!(
             "first-token overhead: p50 {} ms, p99 {} ms",
             overhead.p50, overhead.p99
         );
-        let (fanout, events) = fanout(&bench, args.clients, args.rate).await?;
+        let (shared, events) = fanout(&bench, args.clients, args.rate, false).await?;
         eprintln!(
             "fan-out to {} clients, {events} events: p50 {} ms, p99 {} ms",
-            args.clients, fanout.p50, fanout.p99
+            args.clients, shared.p50, shared.p99
+        );
+        let (elsewhere, _) = fanout(&bench, args.clients, args.rate, true).await?;
+        eprintln!(
+            "fan-out to {} clients in another process: p50 {} ms, p99 {} ms",
+            args.clients, elsewhere.p50, elsewhere.p99
         );
         let rss_before = rss_kib()?;
         let (total_mib, server_mib) = idle_sessions(&bench, args.idle_sessions).await?;
@@ -109,10 +123,14 @@ async fn measure(args: &SessionBenchArgs, root: &Path) -> anyhow::Result<Session
         anyhow::Ok(SessionReport {
             prompt_to_model_request_p50_ms: p50,
             prompt_to_model_request_p99_ms: p99,
+            prompt_to_model_request_first20_p50_ms: times.first.p50,
+            prompt_to_model_request_last20_p50_ms: times.last.p50,
             first_token_overhead_p50_ms: overhead.p50,
             first_token_overhead_p99_ms: overhead.p99,
-            fanout_100_clients_p50_ms: fanout.p50,
-            fanout_100_clients_p99_ms: fanout.p99,
+            fanout_100_clients_p50_ms: shared.p50,
+            fanout_100_clients_p99_ms: shared.p99,
+            fanout_elsewhere_p50_ms: elsewhere.p50,
+            fanout_elsewhere_p99_ms: elsewhere.p99,
             fanout_clients: args.clients,
             fanout_events: events,
             sessions_500_idle_rss_mib: total_mib,
@@ -313,23 +331,9 @@ impl Bench {
     }
 
     async fn ws(&self, session: &SessionId, after_seq: u64) -> anyhow::Result<Socket> {
-        let url = format!(
-            "{}/api/sessions/{session}/ws?after_seq={after_seq}",
-            self.url.replace("http://", "ws://")
-        );
-        let mut request = url.into_client_request()?;
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {}", self.token).parse()?);
-        let config = Some(kiln_client::websocket_config());
-        let (socket, _) =
-            tokio_tungstenite::connect_async_with_config(request, config, false).await?;
-        Ok(socket)
+        crate::bench_fanout::connect(&self.url, &self.token, session.as_str(), after_seq).await
     }
 }
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The next event from a socket, with a timeout.
 async fn next_event(socket: &mut Socket) -> anyhow::Result<EventEnvelope> {
@@ -346,26 +350,6 @@ async fn next_event(socket: &mut Socket) -> anyhow::Result<EventEnvelope> {
     }
 }
 
-/// The seq of the next event frame, reading only what it needs: the benchmark's 100 clients
-/// share the machine with the server they measure.
-async fn next_seq(socket: &mut Socket) -> anyhow::Result<u64> {
-    #[derive(serde::Deserialize)]
-    struct Frame {
-        seq: Option<u64>,
-    }
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
-            .await
-            .context("no event within 30 s")?
-            .context("socket closed")??;
-        if let Message::Text(text) = message
-            && let Some(seq) = serde_json::from_str::<Frame>(text.as_str())?.seq
-        {
-            return Ok(seq);
-        }
-    }
-}
-
 async fn until_finished(socket: &mut Socket, prompt: &str) -> anyhow::Result<()> {
     loop {
         let envelope = next_event(socket).await?;
@@ -377,8 +361,15 @@ async fn until_finished(socket: &mut Socket, prompt: &str) -> anyhow::Result<()>
     }
 }
 
+/// Prompt → model request over a session's prompts: all of them, the first 20, the last 20.
+struct PromptTimes {
+    all: Stats,
+    first: Stats,
+    last: Stats,
+}
+
 /// Prompt sent (sandbox running, agent idle) → the request arrives at the model server.
-async fn prompt_to_request(bench: &Bench, prompts: usize) -> anyhow::Result<(f64, f64)> {
+async fn prompt_to_request(bench: &Bench, prompts: usize) -> anyhow::Result<PromptTimes> {
     bench.model.set_default(Turn::text("ok"));
     let (session, mut socket) = bench.finished_session("warm up").await?;
     let mut samples = Vec::with_capacity(prompts);
@@ -389,8 +380,12 @@ async fn prompt_to_request(bench: &Bench, prompts: usize) -> anyhow::Result<(f64
         samples.push(bench.model_request_after(before, sent).await);
         until_finished(&mut socket, &prompt).await?;
     }
-    let stats = Stats::of(samples);
-    Ok((stats.p50, stats.p99))
+    let edge = samples.len().min(20);
+    Ok(PromptTimes {
+        first: Stats::of(samples[..edge].to_vec()),
+        last: Stats::of(samples[samples.len() - edge..].to_vec()),
+        all: Stats::of(samples),
+    })
 }
 
 /// Client-visible first token minus the model's injected time-to-first-token.
@@ -416,14 +411,37 @@ async fn first_token_overhead(bench: &Bench, prompts: usize) -> anyhow::Result<S
     Ok(Stats::of(samples))
 }
 
-/// One session, `clients` sockets, events appended at `rate` per second for two seconds:
-/// append → received at each client.
-async fn fanout(bench: &Bench, clients: usize, rate: u64) -> anyhow::Result<(Stats, u64)> {
+/// Events appended to one session at `rate` per second for 2 s, each received by `clients`
+/// sockets: append → arrival at each client. In this process (`elsewhere` false: the clients
+/// share the server's process and cores) or in a process of their own.
+async fn fanout(
+    bench: &Bench,
+    clients: usize,
+    rate: u64,
+    elsewhere: bool,
+) -> anyhow::Result<(Stats, u64)> {
     bench.model.set_default(Turn::text("ok"));
     let (session, _socket) = bench.finished_session("fan-out").await?;
     let log = bench.engine.store().open_session(&session).await?;
     let head = log.head_seq().await;
     let total = rate * 2;
+    if elsewhere {
+        let stats = crate::bench_fanout::measure_elsewhere(
+            &bench.url,
+            &bench.token,
+            session.as_str(),
+            head,
+            clients,
+            total,
+            async || {
+                let mut appended = vec![0u64; total as usize];
+                append_at_rate(&log, head, total, rate, |i| appended[i] = unix_ns()).await?;
+                Ok(appended)
+            },
+        )
+        .await?;
+        return Ok((stats, total));
+    }
     // When each event was appended, in nanoseconds after `epoch`, by seq - head - 1 (0: not
     // yet). Atomics rather than a locked map: 100 readers contending for one lock measured
     // the lock, not the server.
@@ -452,6 +470,28 @@ async fn fanout(bench: &Bench, clients: usize, rate: u64) -> anyhow::Result<(Sta
             anyhow::Ok(latencies)
         }));
     }
+    append_at_rate(&log, head, total, rate, |i| {
+        let at = epoch.elapsed().as_nanos().max(1) as u64;
+        appended[i].store(at, Ordering::Release);
+    })
+    .await?;
+    let mut all = Vec::new();
+    for reader in readers {
+        all.extend(reader.await??);
+    }
+    Ok((Stats::of(all), total))
+}
+
+/// Appends `total` text deltas at `rate` per second (a burst each millisecond), calling
+/// `before(i)` just before the `i`-th: the seq is known only after the append, so the time is
+/// recorded before it, by index (appends are serial here).
+async fn append_at_rate(
+    log: &kiln_store::SessionLog,
+    head: u64,
+    total: u64,
+    rate: u64,
+    mut before: impl FnMut(usize),
+) -> anyhow::Result<()> {
     let prompt_id = kiln_core::PromptId::random();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     let per_tick = (rate / 1000).max(1);
@@ -459,11 +499,8 @@ async fn fanout(bench: &Bench, clients: usize, rate: u64) -> anyhow::Result<(Sta
     while sent < total {
         tick.tick().await;
         for _ in 0..per_tick.min(total - sent) {
-            // The seq is known only after the append; record the time before it, keyed by the
-            // seq it will get (appends are serial here).
             let seq = head + sent + 1;
-            let at = epoch.elapsed().as_nanos().max(1) as u64;
-            appended[sent as usize].store(at, Ordering::Release);
+            before(sent as usize);
             let stored = log
                 .append(Event::TextDelta {
                     prompt_id: prompt_id.clone(),
@@ -478,11 +515,7 @@ async fn fanout(bench: &Bench, clients: usize, rate: u64) -> anyhow::Result<(Sta
             sent += 1;
         }
     }
-    let mut all = Vec::new();
-    for reader in readers {
-        all.extend(reader.await??);
-    }
-    Ok((Stats::of(all), total))
+    Ok(())
 }
 
 /// Memory of `n` idle sessions, each with its sandbox and one finished prompt: host memory in

@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod bench_egress;
+mod bench_fanout;
 mod bench_pr;
 mod bench_push;
 mod bench_session;

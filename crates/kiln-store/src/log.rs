@@ -28,9 +28,21 @@ pub struct StoredEvent {
     pub envelope: EventEnvelope,
     /// `serde_json` of `envelope`, exactly as stored in the session DB.
     pub json: Arc<str>,
+    /// The WebSocket `event` frame's text ([`kiln_protocol::api::event_frame_text`]), made once:
+    /// a hundred sockets following the session share it instead of each copying the JSON.
+    pub frame: bytes::Bytes,
 }
 
 impl StoredEvent {
+    pub(crate) fn new(envelope: EventEnvelope, json: String) -> StoredEvent {
+        let frame = bytes::Bytes::from(kiln_protocol::api::event_frame_text(&json));
+        StoredEvent {
+            envelope,
+            json: Arc::from(json),
+            frame,
+        }
+    }
+
     pub fn seq(&self) -> u64 {
         self.envelope.seq
     }
@@ -361,10 +373,7 @@ pub(crate) fn read_stored(
     for text in rows {
         let text = text?;
         let envelope: EventEnvelope = serde_json::from_str(&text)?;
-        events.push(StoredEvent {
-            envelope,
-            json: Arc::from(text),
-        });
+        events.push(StoredEvent::new(envelope, text));
     }
     Ok(events)
 }

@@ -91,10 +91,7 @@ impl<'a> SessionWriter<'a> {
                 envelope.at_ms,
                 json
             ])?;
-        self.events.push(Arc::new(StoredEvent {
-            envelope,
-            json: Arc::from(json),
-        }));
+        self.events.push(Arc::new(StoredEvent::new(envelope, json)));
         Ok(seq)
     }
 

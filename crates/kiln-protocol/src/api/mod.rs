@@ -37,4 +37,7 @@ pub use secrets::*;
 pub use starts::{Percentiles, StartPhases, StartStats};
 pub use status::{Health, ModelHealth, RepoStatus, SandboxCounts, ServerStatus};
 pub use subsessions::{SessionTree, SessionTreeNode};
-pub use ws::{ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION};
+pub use ws::{
+    ClientFrame, ServerFrame, UserClientFrame, UserServerFrame, WS_PROTOCOL_VERSION,
+    event_frame_text,
+};

@@ -94,8 +94,36 @@ impl ClientFrame {
     }
 }
 
+/// The text of [`ServerFrame::Event`] for an envelope already serialized (the store does it
+/// once per event): the envelope's object with `"type":"event"` in front, so no subscriber
+/// serializes the event again.
+pub fn event_frame_text(envelope_json: &str) -> String {
+    let body = envelope_json
+        .strip_prefix('{')
+        .expect("an envelope is a JSON object");
+    let mut text = String::with_capacity(envelope_json.len() + 16);
+    text.push_str(r#"{"type":"event","#);
+    text.push_str(body);
+    text
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_event_frame_decodes_as_the_envelope() {
+        let envelope = EventEnvelope {
+            seq: 3,
+            at_ms: 9,
+            event: crate::api::Event::TextDelta {
+                prompt_id: kiln_core::PromptId::random(),
+                text: "hé \"quoted\"".into(),
+            },
+        };
+        let json = serde_json::to_string(&envelope).unwrap();
+        let frame: ServerFrame = serde_json::from_str(&event_frame_text(&json)).unwrap();
+        assert_eq!(frame, ServerFrame::Event(envelope));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -195,7 +195,7 @@ async fn pump(
                 Ok(Some(stored)) => {
                     // Under load, write every event that is already waiting in one flush: one
                     // syscall for a burst instead of one per event.
-                    if feed_ready(&mut tx, &mut subscription, event_frame(&stored.json)).await.is_err() {
+                    if feed_ready(&mut tx, &mut subscription, event_frame(&stored)).await.is_err() {
                         break;
                     }
                     None
@@ -277,7 +277,7 @@ where
         tx.feed(Message::Text(first)).await?;
         for _ in 1..BATCH {
             match subscription.next().now_or_never() {
-                Some(Ok(Some(stored))) => tx.feed(Message::Text(event_frame(&stored.json))).await?,
+                Some(Ok(Some(stored))) => tx.feed(Message::Text(event_frame(&stored))).await?,
                 _ => break,
             }
         }
@@ -309,36 +309,8 @@ fn json_text(frame: &impl serde::Serialize) -> Utf8Bytes {
         .into()
 }
 
-/// `ServerFrame::Event` from the envelope JSON the store serialized once for every subscriber:
-/// the frame is the envelope's object with `"type":"event"` in front.
-fn event_frame(envelope_json: &str) -> Utf8Bytes {
-    let body = envelope_json
-        .strip_prefix('{')
-        .expect("an envelope is a JSON object");
-    let mut text = String::with_capacity(envelope_json.len() + 16);
-    text.push_str(r#"{"type":"event","#);
-    text.push_str(body);
-    text.into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kiln_core::PromptId;
-    use kiln_protocol::api::{Event, EventEnvelope};
-
-    #[test]
-    fn event_frame_decodes_as_the_envelope() {
-        let envelope = EventEnvelope {
-            seq: 3,
-            at_ms: 9,
-            event: Event::TextDelta {
-                prompt_id: PromptId::random(),
-                text: "hé \"quoted\"".into(),
-            },
-        };
-        let json = serde_json::to_string(&envelope).unwrap();
-        let frame: ServerFrame = serde_json::from_str(event_frame(&json).as_str()).unwrap();
-        assert_eq!(frame, ServerFrame::Event(envelope));
-    }
+/// `ServerFrame::Event` as the store made it once for every subscriber: a shared buffer, so a
+/// frame costs each socket a reference count, not a copy.
+fn event_frame(stored: &kiln_store::StoredEvent) -> Utf8Bytes {
+    Utf8Bytes::try_from(stored.frame.clone()).expect("the store makes frames from UTF-8 text")
 }
