@@ -27,7 +27,7 @@ pub(crate) struct StatsParams {
 /// Sessions, pull requests, speed and spend, in total and per day, repo and user. Admins see
 /// every session; others the sessions they take part in. See docs/stats.md.
 #[utoipa::path(get, path = "/api/stats", tag = "sessions", params(StatsParams),
-    responses((status = 200, body = StatsReport), (status = 400, description = "A bad date or range")))]
+    responses((status = 200, body = StatsReport), (status = 400, body = kiln_protocol::api::ApiError, description = "A bad date or range")))]
 pub(crate) async fn stats(
     State(state): State<AppState>,
     caller: Caller,
