@@ -18,8 +18,13 @@ pub struct Range {
 
 impl Range {
     /// Reads `from` and `to` (`YYYY-MM-DD`, both optional): `to` defaults to today, `from` to
-    /// 29 days before `to`. The error is a sentence for the caller.
-    pub fn parse(from: Option<&str>, to: Option<&str>, now_ms: i64) -> Result<Range, String> {
+    /// `days - 1` (default 29) days before `to`. The error is a sentence for the caller.
+    pub fn parse(
+        from: Option<&str>,
+        to: Option<&str>,
+        days: Option<u32>,
+        now_ms: i64,
+    ) -> Result<Range, String> {
         let parse = |name: &str, value: &str| {
             let format = time::macros::format_description!("[year]-[month]-[day]");
             Date::parse(value, &format).map_err(|_| {
@@ -34,7 +39,11 @@ impl Range {
         };
         let from = match from {
             Some(from) => parse("from", from)?,
-            None => to - time::Duration::days(29),
+            None => match days {
+                Some(days @ 1..) => to - time::Duration::days(i64::from(days) - 1),
+                Some(0) => return Err("`days` must be at least 1.".into()),
+                None => to - time::Duration::days(29),
+            },
         };
         if from > to {
             return Err(format!("`from` ({from}) is after `to` ({to}); swap them."));

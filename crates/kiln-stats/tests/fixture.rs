@@ -311,7 +311,7 @@ async fn fixture() -> Fixture {
 }
 
 fn range() -> Range {
-    Range::parse(Some("2026-01-10"), Some("2026-01-11"), 0).unwrap()
+    Range::parse(Some("2026-01-10"), Some("2026-01-11"), None, 0).unwrap()
 }
 
 async fn stats(f: &Fixture, index: &StatsIndex, query: &StatsQuery) -> StatsReport {
@@ -442,10 +442,13 @@ async fn appended_events_move_the_stats() {
 
 #[test]
 fn ranges_are_checked() {
-    assert!(Range::parse(Some("2026-02-30"), None, 0).is_err());
-    assert!(Range::parse(Some("2026-01-11"), Some("2026-01-10"), 0).is_err());
-    assert!(Range::parse(Some("2024-01-01"), Some("2026-01-10"), 0).is_err());
-    let r = Range::parse(None, None, day_ms(31)).unwrap();
+    assert!(Range::parse(Some("2026-02-30"), None, None, 0).is_err());
+    assert!(Range::parse(Some("2026-01-11"), Some("2026-01-10"), None, 0).is_err());
+    assert!(Range::parse(Some("2024-01-01"), Some("2026-01-10"), None, 0).is_err());
+    let r = Range::parse(None, Some("2026-01-31"), Some(7), 0).unwrap();
+    assert_eq!(r.from.to_string(), "2026-01-25");
+    assert!(Range::parse(None, None, Some(0), 0).is_err());
+    let r = Range::parse(None, None, None, day_ms(31)).unwrap();
     assert_eq!(
         (r.from.to_string(), r.to.to_string()),
         ("2026-01-02".into(), "2026-01-31".into())

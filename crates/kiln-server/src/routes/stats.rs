@@ -18,6 +18,9 @@ pub(crate) struct StatsParams {
     pub(crate) from: Option<String>,
     /// Last day, inclusive; default today. At most 366 days in all.
     pub(crate) to: Option<String>,
+    /// Without `from`: this many days up to `to`.
+    #[param(minimum = 1, maximum = 366)]
+    pub(crate) days: Option<u32>,
     /// Only this repo's sessions.
     pub(crate) repo: Option<String>,
     /// Only sessions this user (name or id) created.
@@ -34,8 +37,13 @@ pub(crate) async fn stats(
     Query(params): Query<StatsParams>,
 ) -> Result<Json<StatsReport>> {
     let now = kiln_core::now_ms();
-    let range = Range::parse(params.from.as_deref(), params.to.as_deref(), now)
-        .map_err(Error::BadRequest)?;
+    let range = Range::parse(
+        params.from.as_deref(),
+        params.to.as_deref(),
+        params.days,
+        now,
+    )
+    .map_err(Error::BadRequest)?;
     let ids = if caller.0.admin {
         let ids = state.store.all_session_ids().await?;
         state.stats.retain(&ids).await;
