@@ -156,10 +156,8 @@ impl SessionFold {
             }
             Event::PullRequestReviewed {
                 number, verdict, ..
-            } => {
-                if verdict == "approved" {
-                    self.prs.entry(*number).or_default().approved = true;
-                }
+            } if verdict == "approved" => {
+                self.prs.entry(*number).or_default().approved = true;
             }
             Event::PullRequestRevised {
                 number, revision, ..

@@ -126,7 +126,7 @@ pub fn report<'a>(
             .into_iter()
             .map(|(key, acc)| acc.row(key.to_string()))
             .collect();
-        rows.sort_by(|a, b| b.sessions_started.cmp(&a.sessions_started));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.sessions_started));
         rows
     };
     StatsReport {
