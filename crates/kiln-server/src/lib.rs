@@ -44,6 +44,8 @@ pub struct AppState {
     public_url: Option<String>,
     /// Forge webhooks in (`POST /api/github/webhook`).
     intake: kiln_webhooks::Intake,
+    /// The session logs' folds behind `GET /api/stats`.
+    stats: std::sync::Arc<kiln_stats::StatsIndex>,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ impl AppState {
             presence: Presence::default(),
             closing: tokio_util::sync::CancellationToken::new(),
             public_url: None,
+            stats: std::sync::Arc::default(),
         }
     }
 
@@ -73,7 +76,7 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub fn router(state: AppState) -> Router {
     use axum::routing::{delete, put};
     use routes::{
-        access, github, manage, mcp, prompts, repos, secrets, sessions, status, users, ws,
+        access, github, manage, mcp, prompts, repos, secrets, sessions, stats, status, users, ws,
     };
     let api = Router::new()
         .route("/health", get(status::health))
@@ -168,6 +171,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions/{id}/ws", get(ws::ws))
         .route("/ws", get(ws::user_ws))
         .route("/join/{code}", post(sessions::join))
+        .route("/stats", get(stats::stats))
         .route("/stats/starts", get(sessions::start_stats))
         .fallback(|| async { Error::NotFound("API route".into()) });
     Router::new()

@@ -13,6 +13,7 @@ mod plan;
 mod rest;
 mod secrets;
 mod starts;
+mod stats;
 mod status;
 mod subsessions;
 mod ws;
@@ -35,6 +36,7 @@ pub use plan::{PLAN_REASON_CHARS, PlanDecided, PlanDecision, PlanVerdict};
 pub use rest::*;
 pub use secrets::*;
 pub use starts::{Percentiles, StartPhases, StartStats};
+pub use stats::{StatsReport, StatsRow};
 pub use status::{Health, ModelHealth, RepoStatus, SandboxCounts, ServerStatus};
 pub use subsessions::{SessionTree, SessionTreeNode};
 pub use ws::{
