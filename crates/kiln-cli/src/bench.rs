@@ -25,6 +25,9 @@ pub(crate) enum BenchCommand {
     /// A finished prompt → its branch pushed → its pull request open on (a fake) GitHub, in
     /// the user's name (1 and 1,000 files); the push against `git push` from the host.
     Pr(crate::bench_pr::PrBenchArgs),
+    /// `GET /api/stats` over 10,000 generated sessions: the first request, warm ones, and one
+    /// after 100 sessions changed.
+    Stats(crate::bench_stats::StatsBenchArgs),
     /// The WebSocket clients of `kiln bench session`'s fan-out test, in a process of their own
     /// (started by that benchmark).
     #[command(hide = true)]
@@ -68,6 +71,7 @@ pub(crate) async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Start(args) => crate::bench_start::run(args).await,
         BenchCommand::Push(args) => crate::bench_push::run(args).await,
         BenchCommand::Pr(args) => crate::bench_pr::run(args).await,
+        BenchCommand::Stats(args) => crate::bench_stats::run(args).await,
         BenchCommand::FanoutClients(args) => crate::bench_fanout::clients(args).await,
     }
 }

@@ -9,6 +9,7 @@ mod bench_pr;
 mod bench_push;
 mod bench_session;
 mod bench_start;
+mod bench_stats;
 mod remote;
 mod sandbox;
 mod up;
