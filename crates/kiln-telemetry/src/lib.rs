@@ -3,10 +3,9 @@
 //! There is no global registry: each server makes its own [`Metrics`] (tests run many servers in
 //! one process) and hands it to what records. Values that already exist as state elsewhere
 //! (sessions by state, sandboxes, pool sizes) are not mirrored as they change: the server reads
-//! them when scraped and sets them with [`Metrics::set_state`] just before [`Metrics::encode`].
+//! them when scraped and passes them to [`Metrics::encode`], which sets them just before encoding.
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -42,21 +41,11 @@ struct PoolLabels {
     state: String,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProviderLabels {
-    provider: String,
-}
-
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Seconds, from 5 ms to about 80 s: HTTP requests.
 fn request_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 15))
-}
-
-/// Seconds, from 50 ms to about 27 minutes: model requests, first tokens.
-fn model_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(0.05, 2.0, 16))
 }
 
 /// What kiln counts, and the registry that encodes it. Cheap to clone (shared inside).
@@ -74,9 +63,6 @@ struct Inner {
     sessions: Family<StateLabels, Gauge>,
     sandboxes: Family<KindLabels, Gauge>,
     pool: Family<PoolLabels, Gauge>,
-    model_duration: Histograms<ProviderLabels>,
-    model_ttft: Histograms<ProviderLabels>,
-    model_errors: Family<ProviderLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -91,7 +77,7 @@ impl Default for Metrics {
     }
 }
 
-/// Values read from state at scrape time; see [`Metrics::set_state`].
+/// Values read from state at scrape time; see [`Metrics::encode`].
 #[derive(Debug, Clone, Default)]
 pub struct State {
     /// Open sessions by state (`working`, `idle`).
@@ -135,26 +121,6 @@ impl Metrics {
             "Warm pool sandboxes per repo: ready, reserved, and the target size",
             pool.clone(),
         );
-        let model_duration =
-            Histograms::<ProviderLabels>::new_with_constructor(model_buckets as fn() -> _);
-        registry.register(
-            "model_request_duration_seconds",
-            "Model requests by provider, from sending to the end of the answer",
-            model_duration.clone(),
-        );
-        let model_ttft =
-            Histograms::<ProviderLabels>::new_with_constructor(model_buckets as fn() -> _);
-        registry.register(
-            "model_time_to_first_token_seconds",
-            "Time from sending a model request to its first streamed token, by provider",
-            model_ttft.clone(),
-        );
-        let model_errors = Family::<ProviderLabels, Counter>::default();
-        registry.register(
-            "model_errors",
-            "Model requests that failed, by provider",
-            model_errors.clone(),
-        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -164,9 +130,6 @@ impl Metrics {
                 sessions,
                 sandboxes,
                 pool,
-                model_duration,
-                model_ttft,
-                model_errors,
             }),
         }
     }
@@ -187,33 +150,6 @@ impl Metrics {
     pub fn websocket_client(&self) -> WebSocketGuard {
         self.inner.websocket_clients.inc();
         WebSocketGuard(self.inner.websocket_clients.clone())
-    }
-
-    /// A model request finished (successfully or not) after `took`; `first_token` is how long
-    /// its first streamed token took, when one came.
-    pub fn model_request(
-        &self,
-        provider: &str,
-        took: Duration,
-        first_token: Option<Duration>,
-        failed: bool,
-    ) {
-        let labels = ProviderLabels {
-            provider: provider.to_string(),
-        };
-        self.inner
-            .model_duration
-            .get_or_create(&labels)
-            .observe(took.as_secs_f64());
-        if let Some(first) = first_token {
-            self.inner
-                .model_ttft
-                .get_or_create(&labels)
-                .observe(first.as_secs_f64());
-        }
-        if failed {
-            self.inner.model_errors.get_or_create(&labels).inc();
-        }
     }
 
     /// The exposition text (Prometheus text format 0.0.4), with the state gauges set to `state`.
