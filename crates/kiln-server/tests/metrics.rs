@@ -24,11 +24,9 @@ fn requests(scrape: &prometheus_parse::Scrape, route: &str, status: &str) -> u64
                 && s.labels.get("status") == Some(status)
         })
         .map(|s| match &s.value {
-            prometheus_parse::Value::Histogram(buckets) => buckets
-                .iter()
-                .map(|b| b.count as u64)
-                .max()
-                .unwrap_or(0),
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count as u64).max().unwrap_or(0)
+            }
             other => panic!("not a histogram: {other:?}"),
         })
         .sum()
@@ -70,10 +68,10 @@ async fn metrics_move_when_requests_and_sessions_happen() {
     // Labelled by the route's template, never by the raw path with its id.
     assert_eq!(requests(&after, "/api/sessions/{id}", "2xx"), 3);
     assert!(
-        !after
-            .samples
-            .iter()
-            .any(|s| s.labels.get("route").is_some_and(|r| r.contains(&session.to_string()))),
+        !after.samples.iter().any(|s| s
+            .labels
+            .get("route")
+            .is_some_and(|r| r.contains(&session.to_string()))),
         "a raw path became a label"
     );
     assert_eq!(requests(&after, "/api/sessions", "2xx"), 1);
@@ -104,9 +102,16 @@ async fn metrics_are_for_admins_and_read_only_tokens() {
     let (_, user) = app.user("pat").await;
     let (status, body) = app.get(&user, "/metrics").await;
     assert_eq!(status, 403, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("read-only"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("read-only"),
+        "{body}"
+    );
     let (status, created) = app
-        .post(&user, "/api/tokens", json!({"name": "prometheus", "scope": "read_only"}))
+        .post(
+            &user,
+            "/api/tokens",
+            json!({"name": "prometheus", "scope": "read_only"}),
+        )
         .await;
     assert_eq!(status, 201, "{created}");
     let reader = created["token"].as_str().unwrap();

@@ -242,7 +242,10 @@ mod tests {
             pools: vec![("web".into(), [1, 2, 3]), ("gone".into(), [0, 0, 1])],
         };
         let scrape = parse(&metrics.encode(&first));
-        assert_eq!(value(&scrape, "kiln_sessions", ("state", "idle")), Some(5.0));
+        assert_eq!(
+            value(&scrape, "kiln_sessions", ("state", "idle")),
+            Some(5.0)
+        );
         assert_eq!(
             value(&scrape, "kiln_pool_sandboxes", ("repo", "gone")),
             Some(0.0)
@@ -253,9 +256,15 @@ mod tests {
             pools: vec![("web".into(), [3, 0, 3])],
         };
         let scrape = parse(&metrics.encode(&second));
-        assert_eq!(value(&scrape, "kiln_sessions", ("state", "idle")), Some(1.0));
+        assert_eq!(
+            value(&scrape, "kiln_sessions", ("state", "idle")),
+            Some(1.0)
+        );
         // A repo that is gone leaves no series behind.
-        assert_eq!(value(&scrape, "kiln_pool_sandboxes", ("repo", "gone")), None);
+        assert_eq!(
+            value(&scrape, "kiln_pool_sandboxes", ("repo", "gone")),
+            None
+        );
         assert_eq!(value(&scrape, "kiln_sandboxes", ("kind", "session")), None);
     }
 
