@@ -377,6 +377,13 @@ impl Engine {
         Ok(self.actor(session).await?.running_prompt())
     }
 
+    /// Sessions open in memory now: how many are working on a prompt, and how many are idle.
+    pub fn open_session_states(&self) -> (usize, usize) {
+        let sessions = self.inner.sessions.lock().expect("sessions lock");
+        let working = sessions.values().filter(|a| a.is_working()).count();
+        (working, sessions.len() - working)
+    }
+
     /// How a session looks in lists, for a caller with `role`. Does not open idle sessions.
     /// `role` is `None` in an admin's view of a session they are not in.
     pub fn summary(&self, row: &SessionRow, role: impl Into<Option<Role>>) -> SessionSummary {

@@ -46,6 +46,8 @@ pub struct AppState {
     intake: kiln_webhooks::Intake,
     /// The session logs' folds behind `GET /api/stats`.
     stats: std::sync::Arc<kiln_stats::StatsIndex>,
+    /// What `GET /metrics` exposes (this server's own registry).
+    metrics: kiln_telemetry::Metrics,
 }
 
 impl AppState {
@@ -58,6 +60,7 @@ impl AppState {
             closing: tokio_util::sync::CancellationToken::new(),
             public_url: None,
             stats: std::sync::Arc::default(),
+            metrics: kiln_telemetry::Metrics::new(),
         }
     }
 
@@ -176,12 +179,27 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { Error::NotFound("API route".into()) });
     Router::new()
         .nest("/api", api)
+        .route("/metrics", get(routes::metrics::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::metrics::track,
+        ))
         .route("/login", get(login::login))
         .merge(web::routes())
         .fallback(|| async { Error::NotFound("page".into()) })
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(trace_layer())
+        .with_state(state)
+}
+
+/// Only `GET /metrics`, without a token: for the separate `metrics_listen` address, which
+/// should be reachable only by the Prometheus server.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(routes::metrics::open_metrics))
+        .fallback(|| async { Error::NotFound("page (only /metrics is served here)".into()) })
+        .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)
 }
 

@@ -5,6 +5,7 @@ pub(crate) mod audit;
 pub(crate) mod github;
 pub(crate) mod manage;
 pub(crate) mod mcp;
+pub(crate) mod metrics;
 pub(crate) mod plan;
 pub(crate) mod prompts;
 pub(crate) mod push;
@@ -37,6 +38,7 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         status::health,
         status::status,
         crate::openapi,
+        metrics::metrics,
         users::me,
         github::start,
         github::unlink,

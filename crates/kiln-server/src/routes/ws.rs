@@ -68,11 +68,13 @@ pub(crate) async fn ws(
     // Someone who may prompt is typing: a sandbox that was stopped starts coming back now.
     let engine = (role.can_prompt() && !caller.read_only()).then(|| state.engine.clone());
     let closing = state.closing.clone();
+    let metrics = state.metrics.clone();
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| async move {
+            let _client = metrics.websocket_client();
             pump(
                 socket,
                 log,
@@ -106,6 +108,7 @@ pub(crate) async fn user_ws(
 
 /// The user socket: warm-up while typing for sessions that do not exist yet.
 async fn user_pump(socket: WebSocket, state: AppState, caller: Caller) {
+    let _client = state.metrics.websocket_client();
     let (engine, closing) = (state.engine.clone(), state.closing.clone());
     let user = caller.user_ref();
     let (mut tx, mut rx) = socket.split();
