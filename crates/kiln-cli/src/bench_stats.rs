@@ -189,7 +189,7 @@ fn session_events(n: usize, repo: &str, by: &UserRef, start: i64) -> Vec<(i64, E
             by: by.clone(),
         },
     )];
-    let detail = if n % 5 == 0 {
+    let detail = if n.is_multiple_of(5) {
         "started from image"
     } else {
         "claimed from the warm pool"
@@ -306,7 +306,7 @@ fn session_events(n: usize, repo: &str, by: &UserRef, start: i64) -> Vec<(i64, E
             Event::PullRequestReviewed {
                 forge: "github".into(),
                 number,
-                verdict: if n % 4 == 0 {
+                verdict: if n.is_multiple_of(4) {
                     "changes_requested"
                 } else {
                     "approved"
@@ -315,7 +315,7 @@ fn session_events(n: usize, repo: &str, by: &UserRef, start: i64) -> Vec<(i64, E
                 reviewer: "reviewer".into(),
             },
         ));
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             out.push((
                 t + 7_200_000,
                 Event::PullRequestRevised {

@@ -37,6 +37,9 @@ pub(crate) struct UpArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    /// A second address serving only `/metrics`, without a token (for a Prometheus on a
+    /// private network); `KILN_METRICS_LISTEN` overrides it.
+    metrics_listen: Option<String>,
     /// `provider/model`, e.g. `anthropic/claude-sonnet-4-5`; `KILN_MODEL` overrides it.
     model: Option<String>,
     #[serde(default)]
@@ -395,6 +398,7 @@ struct Resolved {
     model_problem: Option<String>,
     public_url: Option<String>,
     github: Option<ResolvedGitHub>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
@@ -419,6 +423,16 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
     let listen: SocketAddr = listen
         .parse()
         .with_context(|| format!("--listen {listen:?} is not an address like 127.0.0.1:7800"))?;
+    let metrics_listen = match std::env::var("KILN_METRICS_LISTEN")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or(file.metrics_listen.clone())
+    {
+        Some(addr) => Some(addr.parse::<SocketAddr>().with_context(|| {
+            format!("metrics_listen {addr:?} is not an address like 127.0.0.1:9464")
+        })?),
+        None => None,
+    };
     let model_name = std::env::var("KILN_MODEL").ok().or(file.model);
     let (model, model_problem) =
         match ModelConfig::resolve(model_name.as_deref(), |key| std::env::var(key).ok()) {
@@ -528,6 +542,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
     Ok(Resolved {
         public_url,
         github,
+        metrics_listen,
         data_dir,
         listen,
         config_file,
@@ -586,6 +601,9 @@ fn egress_settings(
 fn print_config(resolved: &Resolved) {
     println!("data_dir = {:?}", resolved.data_dir);
     println!("listen = \"{}\"", resolved.listen);
+    if let Some(addr) = resolved.metrics_listen {
+        println!("metrics_listen = \"{addr}\"");
+    }
     match &resolved.config_file {
         Some(path) => println!("# config file: {}", path.display()),
         None => println!("# no config file"),
@@ -711,6 +729,14 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", resolved.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match resolved.metrics_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("listening for metrics on {at}"))?,
+        ),
+        None => None,
+    };
     let mut sandbox_config = LocalConfig::new(data_dir);
     sandbox_config.sandbox_uid = resolved.sandbox_uid;
     sandbox_config.sandboxes_memory_bytes = resolved.sandboxes_memory_bytes;
@@ -734,34 +760,50 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         None
     };
     if resolved.engine.model.is_none() {
-        eprintln!("warning: {}", model_hint(&resolved));
+        crate::announce(&format!("warning: {}", model_hint(&resolved)));
     }
     let engine =
         kiln_engine::Engine::start(store, Arc::new(provider), data_dir.clone(), resolved.engine)
             .await
             .context("starting the session engine")?;
     let url = format!("http://{addr}");
-    eprintln!("kiln listening on {url}");
+    crate::announce(&format!("kiln listening on {url}"));
     if let Some(link) = login_link {
         eprintln!("sign in (single use, 10 minutes): {link}");
     }
     match admin_token {
-        Some(_) => eprintln!(
+        Some(_) => crate::announce(&format!(
             "admin token: in {} (KILN_TOKEN for the CLI); `kiln login-link` prints a sign-in link",
             data_dir.join(kiln_server::ADMIN_TOKEN_FILE).display()
-        ),
-        None => eprintln!(
+        )),
+        None => crate::announce(&format!(
             "the admin token is no longer in {}; `kiln admin token` makes a new one",
             data_dir.join(kiln_server::ADMIN_TOKEN_FILE).display()
-        ),
+        )),
     }
     let state = AppState::new(engine.clone()).with_public_url(resolved.public_url.clone());
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            crate::announce(&format!(
+                "metrics (no token) on http://{}/metrics",
+                listener.local_addr()?
+            ));
+            Some(tokio::spawn(kiln_server::serve_metrics(
+                listener,
+                state.clone(),
+            )))
+        }
+        None => None,
+    };
     let stop = stop_signal(resolved.shutdown_timeout)?;
     let served = kiln_server::serve(listener, state, async {
         let _ = stop.await;
     })
     .await;
-    eprintln!("kiln: stopping sessions");
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
+    crate::announce("kiln: stopping sessions");
     engine.shutdown().await;
     served.context("serving the API")
 }

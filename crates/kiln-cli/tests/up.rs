@@ -519,3 +519,81 @@ fn retention_comes_from_the_file_or_the_environment_and_deletes_after_archiving(
     assert!(!ok);
     assert!(text.contains("keep_days"), "{text}");
 }
+
+/// `--log-format json`: every line kiln writes to stderr is a JSON object, its own
+/// announcements included; `metrics_listen` serves `/metrics` without a token, and nothing
+/// else, while the API port still asks for one.
+#[test]
+fn json_logs_and_metrics_on_their_own_address() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("kj-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let data = dir.path().join("data");
+    let mut child = kiln()
+        .args(["up", "--log-format", "json", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("KILN_LOG", "debug")
+        .env("KILN_METRICS_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let (mut api, mut metrics) = (None, None);
+    while api.is_none() || metrics.is_none() {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "kiln up ended: {log}"
+        );
+        log.push_str(&line);
+        let object: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let message = object["message"].as_str().unwrap_or_default();
+        if let Some(url) = message.strip_prefix("kiln listening on http://") {
+            api = Some(url.to_string());
+        }
+        if let Some(rest) = message.strip_prefix("metrics (no token) on http://") {
+            metrics = Some(rest.trim_end_matches("/metrics").to_string());
+        }
+    }
+    let get = |addr: &str, path: &str| {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let (api, metrics) = (api.unwrap(), metrics.unwrap());
+    let scraped = get(&metrics, "/metrics");
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    assert!(scraped.contains("# TYPE"), "{scraped}");
+    assert!(get(&metrics, "/api/me").starts_with("HTTP/1.1 404"));
+    assert!(get(&api, "/metrics").starts_with("HTTP/1.1 401"));
+    assert!(get(&api, "/api/me").starts_with("HTTP/1.1 401"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = stderr.read_to_string(&mut log);
+    let _ = child.wait();
+    let mut requests = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let object: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(object["level"].is_string(), "{line}");
+        if object["span"]["path"] == "/api/me" {
+            requests += 1;
+        }
+    }
+    assert!(requests > 0, "the request's span is in its lines:\n{log}");
+}

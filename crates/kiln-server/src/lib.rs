@@ -203,6 +203,40 @@ pub fn metrics_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Serves [`metrics_router`] on its own listener (`metrics_listen`) until the task is dropped
+/// or aborted. Scrapes are small and quick: at most 16 connections at once, each with 10 s for
+/// its request head.
+pub async fn serve_metrics(listener: TcpListener, state: AppState) {
+    let app = metrics_router(state);
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+    let mut http =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "the metrics listener cannot accept; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let http = http.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = http
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 /// Serves until `shutdown` resolves, then lets open requests finish (streamed build logs end),
 /// with the default [`ServeConfig`].
 pub async fn serve(
