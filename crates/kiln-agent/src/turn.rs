@@ -6,10 +6,31 @@ use kiln_model::{
     ContentBlock, Message, MessageRole, ModelClient, ModelRequest, StopReason, StreamEvent,
 };
 use kiln_protocol::api::{ErrorKind, Event};
+use tracing::Instrument;
 
 impl PromptRun<'_> {
-    /// One model request, streamed into events. `None` when cancelled.
+    /// One model request, streamed into events. `None` when cancelled. Traced as a
+    /// `model_request` span inside the prompt's.
     pub(crate) async fn model_turn(
+        &mut self,
+        model: &ModelClient,
+        system: &str,
+        conversation: &[Message],
+        turn: u32,
+    ) -> Result<Option<(Vec<ContentBlock>, StopReason)>, Failure> {
+        let span = tracing::info_span!(
+            "model_request",
+            session = %self.session.id(),
+            prompt = %self.prompt.id,
+            turn,
+            model = %model.config().display_name(),
+        );
+        self.streamed_turn(model, system, conversation, turn)
+            .instrument(span)
+            .await
+    }
+
+    async fn streamed_turn(
         &mut self,
         model: &ModelClient,
         system: &str,

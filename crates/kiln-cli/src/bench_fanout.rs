@@ -20,11 +20,13 @@ pub(crate) struct FanoutClientsArgs {
     /// The server, `http://HOST:PORT`.
     #[arg(long)]
     url: String,
+    /// The session the clients follow.
     #[arg(long)]
     session: String,
     /// The events counted are those after this seq.
     #[arg(long)]
     after_seq: u64,
+    /// WebSocket clients to open.
     #[arg(long)]
     clients: usize,
     /// Events each client waits for.

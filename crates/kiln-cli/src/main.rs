@@ -10,6 +10,7 @@ mod bench_push;
 mod bench_session;
 mod bench_start;
 mod bench_stats;
+mod logs;
 mod remote;
 mod sandbox;
 mod up;
@@ -28,38 +29,10 @@ use std::process::ExitCode;
 struct Cli {
     /// How logs on stderr are written: `text` for people, `json` (one object per line) for
     /// log collectors. `KILN_LOG` sets the level (default `warn`).
-    #[arg(long, global = true, env = "KILN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[arg(long, global = true, env = "KILN_LOG_FORMAT", value_enum, default_value_t = logs::LogFormat::Text)]
+    log_format: logs::LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-/// The format chosen for this process's logs, for messages written outside `tracing` (what
-/// `kiln up` says at start and stop).
-static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
-
-/// Says something to the person or the log collector running kiln: a line of text, or with
-/// `--log-format json` a JSON object shaped like the log's own lines.
-pub(crate) fn announce(message: &str) {
-    if LOG_FORMAT.get() == Some(&LogFormat::Json) {
-        let line = serde_json::json!({
-            "timestamp": time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            "level": "INFO",
-            "message": message,
-            "target": "kiln",
-        });
-        eprintln!("{line}");
-    } else {
-        eprintln!("{message}");
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,29 +100,7 @@ fn log_colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| "warn".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        // One JSON object per line, the event's fields flattened, with its spans (the
-        // request's method and path, the session).
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-        // Colours for a person at a terminal; plain text for service logs and files.
-        LogFormat::Text => logs
-            .with_ansi(log_colour(
-                std::io::IsTerminal::is_terminal(&std::io::stderr()),
-                std::env::var_os("NO_COLOR"),
-            ))
-            .init(),
-    }
-    let _ = LOG_FORMAT.set(cli.log_format);
+    let traces = logs::init(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -176,6 +127,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // The runtime goes first: the trace exporter sends what is left from outside it.
+    drop(runtime);
+    traces.shutdown();
     match result {
         Ok(code) => code,
         Err(err) => {

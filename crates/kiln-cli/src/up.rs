@@ -760,23 +760,23 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
         None
     };
     if resolved.engine.model.is_none() {
-        crate::announce(&format!("warning: {}", model_hint(&resolved)));
+        crate::logs::announce(&format!("warning: {}", model_hint(&resolved)));
     }
     let engine =
         kiln_engine::Engine::start(store, Arc::new(provider), data_dir.clone(), resolved.engine)
             .await
             .context("starting the session engine")?;
     let url = format!("http://{addr}");
-    crate::announce(&format!("kiln listening on {url}"));
+    crate::logs::announce(&format!("kiln listening on {url}"));
     if let Some(link) = login_link {
         eprintln!("sign in (single use, 10 minutes): {link}");
     }
     match admin_token {
-        Some(_) => crate::announce(&format!(
+        Some(_) => crate::logs::announce(&format!(
             "admin token: in {} (KILN_TOKEN for the CLI); `kiln login-link` prints a sign-in link",
             data_dir.join(kiln_server::ADMIN_TOKEN_FILE).display()
         )),
-        None => crate::announce(&format!(
+        None => crate::logs::announce(&format!(
             "the admin token is no longer in {}; `kiln admin token` makes a new one",
             data_dir.join(kiln_server::ADMIN_TOKEN_FILE).display()
         )),
@@ -784,7 +784,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     let state = AppState::new(engine.clone()).with_public_url(resolved.public_url.clone());
     let metrics = match metrics_listener {
         Some(listener) => {
-            crate::announce(&format!(
+            crate::logs::announce(&format!(
                 "metrics (no token) on http://{}/metrics",
                 listener.local_addr()?
             ));
@@ -803,7 +803,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(metrics) = metrics {
         metrics.abort();
     }
-    crate::announce("kiln: stopping sessions");
+    crate::logs::announce("kiln: stopping sessions");
     engine.shutdown().await;
     served.context("serving the API")
 }

@@ -534,7 +534,14 @@ fn json_logs_and_metrics_on_their_own_address() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
     let data = dir.path().join("data");
     let mut child = kiln()
-        .args(["up", "--log-format", "json", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "up",
+            "--log-format",
+            "json",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&data)
         .env("KILN_LOG", "debug")
         .env("KILN_METRICS_LISTEN", "127.0.0.1:0")
@@ -552,8 +559,8 @@ fn json_logs_and_metrics_on_their_own_address() {
             "kiln up ended: {log}"
         );
         log.push_str(&line);
-        let object: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let object: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
         let message = object["message"].as_str().unwrap_or_default();
         if let Some(url) = message.strip_prefix("kiln listening on http://") {
             api = Some(url.to_string());
@@ -588,8 +595,8 @@ fn json_logs_and_metrics_on_their_own_address() {
     let _ = child.wait();
     let mut requests = 0;
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
-        let object: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
         assert!(object["level"].is_string(), "{line}");
         if object["span"]["path"] == "/api/me" {
             requests += 1;

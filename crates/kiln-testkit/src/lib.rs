@@ -6,6 +6,7 @@
 mod fake_github;
 mod fake_model;
 mod git_http;
+mod otlp;
 mod repo;
 mod tls;
 mod upstream;
@@ -17,6 +18,7 @@ pub use fake_github::{
 };
 pub use fake_model::{FakeModel, FakeToolCall, RecordedRequest, Script, Turn};
 pub use git_http::GitHttpServer;
+pub use otlp::{FakeCollector, ReceivedSpan};
 pub use repo::{bare_repo, git};
 pub use tls::TlsFront;
 pub use upstream::{FileServer, ServedFile, http_upstream};

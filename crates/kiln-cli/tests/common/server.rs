@@ -34,11 +34,16 @@ impl Drop for Server {
 }
 
 pub async fn start(model: &FakeModel) -> Server {
+    start_with(model, &[]).await
+}
+
+/// [`start`] with more environment for `kiln up`.
+pub async fn start_with(model: &FakeModel, env: &[(&str, &str)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     // Sandboxes run as an unprivileged uid that must be able to reach into the data dir.
     let traversable = std::os::unix::fs::PermissionsExt::from_mode(0o711);
     std::fs::set_permissions(dir.path(), traversable).unwrap();
-    let (child, url) = up(model, dir.path(), "127.0.0.1:0").await;
+    let (child, url) = up_with(model, dir.path(), "127.0.0.1:0", env).await;
     let token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
     let repo = kiln_testkit::bare_repo(dir.path(), "web", &[("README.md", "# web\n")]);
     Server {
@@ -52,6 +57,15 @@ pub async fn start(model: &FakeModel) -> Server {
 
 /// Starts `kiln up` on `DIR/data` and returns it with the URL it announced.
 pub async fn up(model: &FakeModel, dir: &Path, listen: &str) -> (Child, String) {
+    up_with(model, dir, listen, &[]).await
+}
+
+async fn up_with(
+    model: &FakeModel,
+    dir: &Path,
+    listen: &str,
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["up", "--listen", listen, "--data-dir"])
         .arg(dir.join("data"))
@@ -59,6 +73,7 @@ pub async fn up(model: &FakeModel, dir: &Path, listen: &str) -> (Child, String) 
         .env("ANTHROPIC_BASE_URL", model.url())
         .env("ANTHROPIC_API_KEY", model.api_key())
         .env_remove("KILN_CONFIG")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
