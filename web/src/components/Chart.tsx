@@ -19,6 +19,8 @@ function loadUPlot(): Promise<typeof uPlot> {
 }
 
 const HEIGHT = 220;
+/** Tick steps for counts: no half sessions on the axis. */
+const WHOLE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000];
 
 export function Chart({
   title,
@@ -26,6 +28,7 @@ export function Chart({
   days,
   series,
   format,
+  whole = false,
   testId,
 }: {
   title: string;
@@ -36,6 +39,8 @@ export function Chart({
   series: Series[];
   /** How a value is written on the axis and in the legend. */
   format: (value: number) => string;
+  /** The values are counts: ticks at whole numbers only. */
+  whole?: boolean;
   testId: string;
 }) {
   const box = useRef<HTMLDivElement>(null);
@@ -45,6 +50,7 @@ export function Chart({
     if (!el) return;
     let plot: uPlot | null = null;
     let gone = false;
+    let cleanup = () => {};
     const dark = matchMedia("(prefers-color-scheme: dark)");
     const draw = (U: typeof uPlot) => {
       plot?.destroy();
@@ -57,10 +63,10 @@ export function Chart({
           width: Math.max(200, el.clientWidth),
           height: HEIGHT,
           tzDate: (ts) => U.tzDate(new Date(ts * 1000), "Etc/UTC"),
-          scales: { y: { range: (_u, _min, max) => [0, Math.max(1, max) * 1.1] } },
+          scales: { y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] } },
           axes: [
             { ...axis },
-            { ...axis, size: 56, values: (_u, ticks) => ticks.map(format) },
+            { ...axis, size: 64, values: (_u, ticks) => ticks.map(format), ...(whole ? { incrs: WHOLE } : {}) },
           ],
           series: [
             { label: "Day", value: (_u, ts) => (ts == null ? "" : new Date(ts * 1000).toISOString().slice(0, 10)) },
@@ -92,13 +98,12 @@ export function Chart({
       },
       () => setError("The chart could not be loaded: reload the page to try again."),
     );
-    let cleanup = () => undefined as void;
     return () => {
       gone = true;
       cleanup();
       plot?.destroy();
     };
-  }, [days, series, format]);
+  }, [days, series, format, whole]);
   return (
     <figure class="chart panel" data-testid={testId}>
       <h2>{title}</h2>

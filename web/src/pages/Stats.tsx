@@ -20,7 +20,11 @@ const count = (n: number) => n.toLocaleString("en-US");
 const percent = (r: number | null | undefined) => (r == null ? "–" : `${Math.round(r * 100)}%`);
 const decimal = (r: number | null | undefined) => (r == null ? "–" : r.toFixed(1));
 const usd = (n: number | null | undefined) =>
-  n == null ? "–" : `$${n.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
+  n == null
+    ? "–"
+    : n > 0 && n < 0.01
+      ? `$${n.toPrecision(2)}`
+      : `$${n.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
 
 /** A duration in the unit that reads best: 850 ms, 4.2 s, 12 min, 3.5 h, 2.1 d. */
 export function duration(ms: number | null | undefined): string {
@@ -156,6 +160,7 @@ function Charts({ report }: { report: StatsReport }) {
         days={days}
         series={sessions}
         format={count}
+        whole
         caption={`Sessions started and sessions that ended in a merged PR, per day, ${range}: ` +
           `${count(t.sessions_started)} started, ${busiest(days, sessions[0].values, count)}; ` +
           `${count(t.sessions_merged)} merged, ${busiest(days, sessions[1].values, count)}.`}
