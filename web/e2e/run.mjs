@@ -441,8 +441,11 @@ await scenario("the stats page counts a finished session, draws its charts, and 
   for (const id of ["chart-sessions", "chart-cost"]) {
     const canvas = page.locator(`[data-testid="${id}"] canvas`);
     await canvas.waitFor();
-    const { drawn, box } = await canvas.evaluate((c) => ({ drawn: c.width, box: c.closest(".chart-box").clientWidth }));
-    assert.ok(drawn > 0 && Math.abs(drawn / devicePixelRatio - box) <= 2, `${id}: canvas ${drawn} px in a ${box} px box`);
+    const { drawn, box } = await canvas.evaluate((c) => ({
+      drawn: c.width / devicePixelRatio,
+      box: c.closest(".chart-box").clientWidth,
+    }));
+    assert.ok(drawn > 0 && Math.abs(drawn - box) <= 2, `${id}: canvas ${drawn} px wide in a ${box} px box`);
   }
   await page.getByRole("img", { name: "Sessions per day" }).waitFor();
   const caption = await page.locator("#chart-sessions-caption").innerText();
