@@ -27,7 +27,7 @@ const usd = (n: number | null | undefined) =>
       : `$${n.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
 
 /** A duration in the unit that reads best: 850 ms, 4.2 s, 12 min, 3.5 h, 2.1 d. */
-export function duration(ms: number | null | undefined): string {
+function duration(ms: number | null | undefined): string {
   if (ms == null) return "–";
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
