@@ -415,6 +415,55 @@ await scenario("a repo: environment errors at the editor, a build's live log, se
   if (SHOTS) await page.screenshot({ path: join(SHOTS, "repo-admin-desktop.png"), fullPage: true });
 });
 
+await scenario("the stats page counts a finished session, draws its charts, and keeps its filters in the URL", async () => {
+  const { page } = admin;
+  await page.goto(`${URL_}/stats?days=7`);
+  const started = page.getByTestId("sessions-started");
+  await started.waitFor();
+  const before = Number((await started.innerText()).replace(/,/g, ""));
+  assert.ok(before >= 1, `the sessions so far are counted (${before})`);
+  // One more session, run to its end.
+  await page.goto(`${URL_}/new`);
+  await page.getByRole("radio", { name: /web/ }).check();
+  const prompt = page.getByLabel("What should the agent do?");
+  await prompt.fill("Count me in the stats");
+  await host({ cmd: "model", turns: [{ text: ["Counted."] }] });
+  await prompt.press("Enter");
+  await page.waitForURL(/\/sessions\/[^/]+$/);
+  await page.locator('[data-testid="model-text"]', { hasText: "Counted." }).waitFor();
+  await page.locator('[data-testid="agent-state"]', { hasText: "idle" }).waitFor();
+  // The main nav leads to the page, which counts it.
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Stats" }).click();
+  await page.waitForURL(`${URL_}/stats`);
+  await page.getByTestId("sessions-started").filter({ hasText: new RegExp(`^${before + 1}$`) }).waitFor();
+  await page.locator('[data-testid="stats-by-user"] th[scope="row"]', { hasText: "admin" }).waitFor();
+  // Both charts are drawn on a canvas as wide as their panel, with a summary in words.
+  for (const id of ["chart-sessions", "chart-cost"]) {
+    const canvas = page.locator(`[data-testid="${id}"] canvas`);
+    await canvas.waitFor();
+    const { drawn, box } = await canvas.evaluate((c) => ({
+      drawn: c.width / devicePixelRatio,
+      box: c.closest(".chart-box").clientWidth,
+    }));
+    assert.ok(drawn > 0 && Math.abs(drawn - box) <= 2, `${id}: canvas ${drawn} px wide in a ${box} px box`);
+  }
+  await page.getByRole("img", { name: "Sessions per day" }).waitFor();
+  const caption = await page.locator("#chart-sessions-caption").innerText();
+  assert.match(caption, new RegExp(`${before + 1} started`));
+  // The range and the repo filter go into the URL and survive a reload.
+  await page.getByTestId("stats-range").selectOption("7");
+  await page.waitForURL(`${URL_}/stats?days=7`);
+  await page.getByTestId("stats-repo").selectOption("web");
+  await page.waitForURL(`${URL_}/stats?days=7&repo=web`);
+  await page.reload();
+  await page.getByTestId("sessions-started").waitFor();
+  assert.equal(await page.getByTestId("stats-repo").inputValue(), "web");
+  assert.equal(await page.getByTestId("stats-range").inputValue(), "7");
+  assert.deepEqual(await page.locator('[data-testid="stats-by-repo"] th[scope="row"]').allInnerTexts(), ["web"]);
+  await page.locator('[data-testid="chart-sessions"] canvas').waitFor();
+  await shot(page, "stats-desktop");
+});
+
 await scenario("light and dark themes have readable contrast and visible focus", async () => {
   for (const colorScheme of ["light", "dark"]) {
     const themed = await signedIn("admin", DESKTOP, { colorScheme });
@@ -422,31 +471,12 @@ await scenario("light and dark themes have readable contrast and visible focus",
     await page.goto(URL_ + sessionPath);
     await page.locator('[data-testid="model-text"]').first().waitFor();
     await shot(page, `session-${colorScheme}-desktop`);
-    const worst = await page.evaluate(() => {
-      const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
-      const lum = ([r, g, b]) => {
-        const f = (v) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
-        return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
-      };
-      const background = (el) => {
-        for (let e = el; e; e = e.parentElement) {
-          const c = rgb(getComputedStyle(e).backgroundColor);
-          if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c;
-        }
-        return rgb(getComputedStyle(document.body).backgroundColor);
-      };
-      let worst = { ratio: 21, text: "" };
-      for (const el of document.querySelectorAll("main *, header *")) {
-        if (!el.childNodes.length || ![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
-        const style = getComputedStyle(el);
-        if (style.visibility === "hidden" || el.closest("[disabled], .sr-only")) continue;
-        const [a, b] = [lum(rgb(style.color)), lum(background(el))];
-        const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
-        if (ratio < worst.ratio) worst = { ratio, text: el.textContent.trim().slice(0, 40) };
-      }
-      return worst;
-    });
-    assert.ok(worst.ratio >= 4.5, `${colorScheme}: contrast ${worst.ratio.toFixed(2)} for "${worst.text}"`);
+    await assertContrast(page, colorScheme);
+    // The stats page, with its charts' legends and tables.
+    await page.goto(`${URL_}/stats`);
+    await page.locator('[data-testid="chart-cost"] canvas').waitFor();
+    await assertContrast(page, `${colorScheme} /stats`);
+    await shot(page, `stats-${colorScheme}-desktop`);
     // Keyboard focus is visible.
     await page.keyboard.press("Tab");
     const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
@@ -455,13 +485,43 @@ await scenario("light and dark themes have readable contrast and visible focus",
   }
 });
 
+/** Fails if any text in the page's header or main has a contrast ratio below 4.5. */
+async function assertContrast(page, what) {
+  const worst = await page.evaluate(() => {
+    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+      const f = (v) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = (el) => {
+      for (let e = el; e; e = e.parentElement) {
+        const c = rgb(getComputedStyle(e).backgroundColor);
+        if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c;
+      }
+      return rgb(getComputedStyle(document.body).backgroundColor);
+    };
+    let worst = { ratio: 21, text: "" };
+    for (const el of document.querySelectorAll("main *, header *")) {
+      if (!el.childNodes.length || ![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+      const style = getComputedStyle(el);
+      if (style.visibility === "hidden" || el.closest("[disabled], .sr-only")) continue;
+      const [a, b] = [lum(rgb(style.color)), lum(background(el))];
+      const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+      if (ratio < worst.ratio) worst = { ratio, text: el.textContent.trim().slice(0, 40) };
+    }
+    return worst;
+  });
+  assert.ok(worst.ratio >= 4.5, `${what}: contrast ${worst.ratio.toFixed(2)} for "${worst.text}"`);
+}
+
 await scenario("the pages on a 375 px phone, and every main page's screenshot", async () => {
   const phone = await signedIn("admin", PHONE, { isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
   const { page } = phone;
-  for (const [path, name] of [["/", "sessions"], ["/new", "new-session"], [sessionPath, "session"], ["/repos", "repos"], ["/repos/web", "repo"]]) {
+  for (const [path, name] of [["/", "sessions"], ["/new", "new-session"], [sessionPath, "session"], ["/repos", "repos"], ["/repos/web", "repo"], ["/stats", "stats"]]) {
     await page.goto(URL_ + path);
     await page.locator("main h1").first().waitFor();
     if (name === "session") await page.locator('[data-testid="model-text"]').first().waitFor();
+    if (name === "stats") await page.locator('[data-testid="chart-cost"] canvas').waitFor();
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(overflow <= 0, `${path} is wider than the phone by ${overflow} px`);
     await shot(page, `${name}-phone`);

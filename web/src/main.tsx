@@ -12,6 +12,7 @@ import { SessionPage } from "./pages/Session";
 import { Repos } from "./pages/Repos";
 import { RepoPage } from "./pages/Repo";
 import { Join } from "./pages/Join";
+import { Stats } from "./pages/Stats";
 import "./styles.css";
 
 function App() {
@@ -28,7 +29,12 @@ function App() {
   if (me === null) return <main class="page" aria-busy="true"><p class="muted">Loading…</p></main>;
   if (me === "signed-out") return <SignIn />;
   const current = route(path);
-  const section = current.page === "repos" || current.page === "repo" ? "repos" : current.page === "new" ? "new" : "sessions";
+  const section =
+    current.page === "repos" || current.page === "repo"
+      ? "repos"
+      : current.page === "new" || current.page === "stats"
+        ? current.page
+        : "sessions";
   const signOut = async () => {
     await api.logout().catch(() => undefined);
     location.assign("/");
@@ -42,6 +48,7 @@ function App() {
           <a href="/" aria-current={section === "sessions" ? "page" : undefined}>Sessions</a>
           <a href="/new" aria-current={section === "new" ? "page" : undefined}>New session</a>
           <a href="/repos" aria-current={section === "repos" ? "page" : undefined}>Repos</a>
+          <a href="/stats" aria-current={section === "stats" ? "page" : undefined}>Stats</a>
         </nav>
         <div class="who">
           <span class="me" data-testid="me">{me.user.display_name || me.user.name}</span>
@@ -55,6 +62,7 @@ function App() {
         {current.page === "repos" && <Repos me={me} />}
         {current.page === "repo" && <RepoPage key={current.name} name={current.name} me={me} />}
         {current.page === "join" && <Join code={current.code} />}
+        {current.page === "stats" && <Stats />}
         {current.page === "missing" && (
           <section><h1>Not found</h1><p>There is no page at this address. <a href="/">Sessions</a></p></section>
         )}

@@ -1,6 +1,6 @@
 //! The web UI's files, embedded at build time (`build.rs` reads `web/dist`) and served from the
 //! same port as the API. The UI is a single page: every page URL (`/`, `/new`,
-//! `/sessions/{id}`, `/repos`, `/repos/{name}`, `/join/{code}`) answers with `index.html`, so a
+//! `/sessions/{id}`, `/repos`, `/repos/{name}`, `/join/{code}`, `/stats`) answers with `index.html`, so a
 //! deep link works on reload, and the page's router draws the rest. The UI is a client of the
 //! public API only; nothing here knows of sessions or users.
 //!
@@ -49,6 +49,7 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/repos", get(page))
         .route("/repos/{name}", get(page))
         .route("/join/{code}", get(page))
+        .route("/stats", get(page))
         .route("/assets/{*file}", get(file))
         .route("/favicon.svg", get(file))
 }

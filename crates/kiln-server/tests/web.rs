@@ -42,6 +42,7 @@ async fn pages_and_files_are_served_with_strict_headers() {
         "/repos",
         "/repos/demo",
         "/join/abc",
+        "/stats",
     ] {
         let response = client
             .get(format!("{}{path}", app.url))

@@ -96,6 +96,8 @@ export const api = {
   openPr: (id: string, body: T.OpenPullRequest) =>
     call<T.PullRequest>("POST", `/api/sessions/${enc(id)}/pr`, body),
   diff: (id: string) => call<string>("GET", `/api/sessions/${enc(id)}/diff`),
+  stats: (days: number, repo: string) =>
+    call<T.StatsReport>("GET", `/api/stats?days=${days}${repo ? `&repo=${enc(repo)}` : ""}`),
   events: (id: string, afterSeq: number, limit: number) =>
     call<T.EventsPage>("GET", `/api/sessions/${enc(id)}/events?after_seq=${afterSeq}&limit=${limit}`),
 };

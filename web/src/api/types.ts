@@ -48,3 +48,6 @@ export type PlanDecided = S["PlanDecided"];
 
 /** One event of the log, by its `type`. */
 export type EventOf<T extends Event["type"]> = Extract<Event, { type: T }>;
+export type StatsReport = S["StatsReport"];
+export type StatsRow = S["StatsRow"];
+export type Percentiles = S["Percentiles"];

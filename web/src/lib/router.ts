@@ -42,6 +42,7 @@ export type Route =
   | { page: "repos" }
   | { page: "repo"; name: string }
   | { page: "join"; code: string }
+  | { page: "stats" }
   | { page: "missing" };
 
 export function route(path: string): Route {
@@ -51,6 +52,7 @@ export function route(path: string): Route {
   if (parts[0] === "sessions" && parts.length === 2) return { page: "session", id: parts[1] };
   if (parts[0] === "repos" && parts.length === 1) return { page: "repos" };
   if (parts[0] === "repos" && parts.length === 2) return { page: "repo", name: parts[1] };
+  if (parts[0] === "stats" && parts.length === 1) return { page: "stats" };
   if (parts[0] === "join" && parts.length === 2) return { page: "join", code: parts[1] };
   return { page: "missing" };
 }
