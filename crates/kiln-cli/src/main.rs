@@ -12,6 +12,7 @@ mod bench_start;
 mod remote;
 mod sandbox;
 mod up;
+mod up_slack;
 mod up_spend;
 
 use clap::{Parser, Subcommand};

@@ -98,6 +98,9 @@ struct FileConfig {
     /// `[retention]`: when idle sessions are archived and deleted (default: never).
     #[serde(default)]
     retention: FileRetention,
+    /// `[slack]`: the Slack app (docs/slack.md). Every key can be set by `KILN_SLACK_<KEY>`.
+    #[serde(default)]
+    slack: crate::up_slack::FileSlack,
 }
 
 /// `[retention]`, in days of idleness; 0 or absent: never. `KILN_RETENTION_ARCHIVE_AFTER_DAYS`
@@ -395,6 +398,7 @@ struct Resolved {
     model_problem: Option<String>,
     public_url: Option<String>,
     github: Option<ResolvedGitHub>,
+    slack: Option<kiln_slack::SlackConfig>,
 }
 
 fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
@@ -438,6 +442,8 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         );
     }
     let github = resolve_github(std::mem::take(&mut file.github), |k| std::env::var(k).ok())?;
+    let slack =
+        crate::up_slack::resolve_slack(std::mem::take(&mut file.slack), |k| std::env::var(k).ok())?;
     let mcp = resolve_mcp(&file.mcp, std::env::var("KILN_MCP_ALLOW_HOSTS").ok())?;
     let retention = resolve_retention(&file.retention, |k| std::env::var(k).ok())?;
     let egress = egress_settings(
@@ -528,6 +534,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
     Ok(Resolved {
         public_url,
         github,
+        slack,
         data_dir,
         listen,
         config_file,
@@ -675,6 +682,10 @@ fn print_config(resolved: &Resolved) {
         println!("[[hooks]] # {hook:?}");
     }
     print_github(resolved.github.as_ref());
+    print!(
+        "{}",
+        crate::up_slack::describe_slack(resolved.slack.as_ref())
+    );
     println!("[mcp]");
     println!("allow_hosts = {:?}", resolved.engine.mcp.allow_hosts);
     let days = |after: Option<Duration>| after.map_or(0, |d| d.as_secs() / 86_400);
@@ -755,7 +766,12 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             data_dir.join(kiln_server::ADMIN_TOKEN_FILE).display()
         ),
     }
-    let state = AppState::new(engine.clone()).with_public_url(resolved.public_url.clone());
+    let mut state = AppState::new(engine.clone()).with_public_url(resolved.public_url.clone());
+    if let Some(slack) = resolved.slack.clone() {
+        state = state.with_slack(
+            kiln_slack::Slack::new(engine.clone(), Some(slack)).context("starting Slack")?,
+        );
+    }
     let stop = stop_signal(resolved.shutdown_timeout)?;
     let served = kiln_server::serve(listener, state, async {
         let _ = stop.await;
