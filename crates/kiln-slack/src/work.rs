@@ -116,8 +116,9 @@ impl Slack {
                 let text = format!(
                     "Hi <@{author}>, kiln works only for people whose Slack account is linked to \
                      a kiln user, and yours is not yet. Sign in to kiln ({base}) and link your \
-                     Slack user id `{author}`: `kiln slack link {author}`, or `PUT {base}/api/me/slack` \
-                     with `{{\"slack_user\": \"{author}\"}}`. Then ask again. Nothing was started."
+                     Slack member id `{author}` to it: `PUT {base}/api/me/slack` with \
+                     `{{\"slack_user\": \"{author}\"}}` (see kiln's docs/slack.md). Then ask \
+                     again. Nothing was started."
                 );
                 self.say(&thread, &text).await;
             }
