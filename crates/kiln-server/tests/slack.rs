@@ -371,3 +371,90 @@ async fn a_mention_starts_a_session_and_the_thread_follows_it() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_ask_without_a_repo_gets_a_question_then_the_named_repo() {
+    let (slack, model) = (FakeSlack::start().await, FakeModel::start().await);
+    let app = start(&slack, &model).await;
+    let (status, body) = app
+        .post(
+            &app.admin_token,
+            "/api/repos",
+            json!({"name": "other", "url": app.repo_url, "check": false}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (alice_id, alice) = app.user("alice").await;
+    link(&app, &alice, "U0ALICE").await;
+
+    // A direct message: two repos, none named, no channel default → kiln asks.
+    let ts = slack.add_message("D0ALICE", None, "U0ALICE", "the tests are flaky");
+    let dm = slack_events::event_callback(
+        "Ev20",
+        slack_events::message("U0ALICE", "D0ALICE", "im", "the tests are flaky", &ts, None),
+    );
+    let (status, body) = send(&app, &dm, Some(SIGNING_SECRET), now(), None).await;
+    assert_eq!(status, 200, "{body}");
+    let thread = slack
+        .wait_for_thread("D0ALICE", &ts, Duration::from_secs(10), |t| t.len() == 2)
+        .await;
+    let question = &thread[1].text;
+    assert!(
+        question.contains("`demo`")
+            && question.contains("`other`")
+            && question.contains("repo:NAME"),
+        "{question}"
+    );
+    assert_eq!(session_count(&app).await, 0);
+
+    // Answered in the thread with the repo: the session starts there.
+    model.push(Turn::text("Made them deterministic."));
+    let answer_ts = slack.add_message(
+        "D0ALICE",
+        Some(&ts),
+        "U0ALICE",
+        "repo:other the tests are flaky",
+    );
+    let answer = slack_events::event_callback(
+        "Ev21",
+        slack_events::message(
+            "U0ALICE",
+            "D0ALICE",
+            "im",
+            "repo:other the tests are flaky",
+            &answer_ts,
+            Some(&ts),
+        ),
+    );
+    send(&app, &answer, Some(SIGNING_SECRET), now(), None).await;
+    slack
+        .wait_for_thread("D0ALICE", &ts, Duration::from_secs(60), |t| {
+            t.iter()
+                .any(|m| m.text.contains("Made them deterministic."))
+        })
+        .await;
+    let (_, list) = app.get(&app.admin_token, "/api/sessions?all=true").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(
+        (
+            list[0]["repo"].as_str(),
+            list[0]["created_by"]["id"].as_str()
+        ),
+        (Some("other"), Some(alice_id.as_str()))
+    );
+    // The prompt is the ask, without the repo's naming.
+    let bodies: Vec<String> = model
+        .requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(
+        bodies.iter().any(|b| b.contains("the tests are flaky")),
+        "{bodies:?}"
+    );
+    assert!(
+        !bodies.iter().any(|b| b.contains("repo:other")),
+        "{bodies:?}"
+    );
+    app.stop().await;
+}
