@@ -61,6 +61,19 @@ pub(crate) async fn connect(
     Ok(socket)
 }
 
+/// The next text frame, waiting at most 30 s.
+pub(crate) async fn next_text(socket: &mut Socket) -> anyhow::Result<String> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .context("no event within 30 s")?
+            .context("socket closed")??;
+        if let Message::Text(text) = message {
+            return Ok(text.as_str().to_string());
+        }
+    }
+}
+
 /// The seq of the next event frame, reading only what it needs.
 pub(crate) async fn next_seq(socket: &mut Socket) -> anyhow::Result<u64> {
     #[derive(serde::Deserialize)]
@@ -68,13 +81,7 @@ pub(crate) async fn next_seq(socket: &mut Socket) -> anyhow::Result<u64> {
         seq: Option<u64>,
     }
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
-            .await
-            .context("no event within 30 s")?
-            .context("socket closed")??;
-        if let Message::Text(text) = message
-            && let Some(seq) = serde_json::from_str::<Frame>(text.as_str())?.seq
-        {
+        if let Some(seq) = serde_json::from_str::<Frame>(&next_text(socket).await?)?.seq {
             return Ok(seq);
         }
     }

@@ -4,9 +4,8 @@
 
 use crate::DataDirArg;
 use crate::bench::{Stats, mem_used_kib, round2};
-use crate::bench_fanout::{Socket, next_seq, unix_ns};
+use crate::bench_fanout::{Socket, next_seq, next_text, unix_ns};
 use anyhow::{Context, bail};
-use futures_util::StreamExt;
 use kiln_core::SessionId;
 use kiln_engine::{Engine, EngineConfig};
 use kiln_model::ModelConfig;
@@ -19,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct SessionBenchArgs {
@@ -338,13 +336,7 @@ impl Bench {
 /// The next event from a socket, with a timeout.
 async fn next_event(socket: &mut Socket) -> anyhow::Result<EventEnvelope> {
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
-            .await
-            .context("no event within 30 s")?
-            .context("socket closed")??;
-        if let Message::Text(text) = message
-            && let ServerFrame::Event(envelope) = serde_json::from_str(text.as_str())?
-        {
+        if let ServerFrame::Event(envelope) = serde_json::from_str(&next_text(socket).await?)? {
             return Ok(envelope);
         }
     }

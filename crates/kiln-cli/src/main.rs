@@ -55,6 +55,9 @@ enum Command {
     /// Show the server at a glance: version, model reachability, sandboxes, images, pools
     /// (talks to a kiln server; exits 1 when the model does not answer).
     Status(remote::StatusArgs),
+    /// Whether the agents pay off: sessions that ended in a merged PR, PRs, speed, spend
+    /// (talks to a kiln server; docs/stats.md).
+    Stats(remote::StatsArgs),
     /// Add, list and deactivate users (talks to a kiln server).
     User(remote::UserArgs),
     /// Make, list and revoke API tokens (talks to a kiln server).
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
             Command::LoginLink(args) => Ok(remote::login_link(args).await),
             Command::Audit(args) => Ok(remote::audit(args).await),
             Command::Status(args) => Ok(remote::status(args).await),
+            Command::Stats(args) => Ok(remote::stats(args).await),
             Command::Admin(cmd) => admin::run(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Backup(args) => admin::backup(args).await.map(|()| ExitCode::SUCCESS),
             Command::Openapi => {

@@ -67,6 +67,23 @@ impl Client {
         self.call(Method::GET, &["status"], NO_BODY).await
     }
 
+    /// `GET /api/stats` for the last `days` days (default 30), of `repo` if given.
+    pub async fn stats(
+        &self,
+        days: Option<u32>,
+        repo: Option<&str>,
+    ) -> Result<kiln_protocol::api::StatsReport> {
+        let mut url = self.url(&["stats"]);
+        if let Some(days) = days {
+            url.query_pairs_mut().append_pair("days", &days.to_string());
+        }
+        if let Some(repo) = repo {
+            url.query_pairs_mut().append_pair("repo", repo);
+        }
+        let response = self.send(Method::GET, url, NO_BODY).await?;
+        decode(self.base_url(), response).await
+    }
+
     pub async fn me(&self) -> Result<Me> {
         self.call(Method::GET, &["me"], NO_BODY).await
     }

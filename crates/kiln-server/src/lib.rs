@@ -46,6 +46,8 @@ pub struct AppState {
     intake: kiln_webhooks::Intake,
     /// Slack events in (`POST /api/slack/events`); refuses them until [`AppState::with_slack`].
     slack: kiln_slack::Slack,
+    /// The session logs' folds behind `GET /api/stats`.
+    stats: std::sync::Arc<kiln_stats::StatsIndex>,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
             presence: Presence::default(),
             closing: tokio_util::sync::CancellationToken::new(),
             public_url: None,
+            stats: std::sync::Arc::default(),
         }
     }
 
@@ -83,7 +86,7 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub fn router(state: AppState) -> Router {
     use axum::routing::{delete, put};
     use routes::{
-        access, github, manage, mcp, prompts, repos, secrets, sessions, status, users, ws,
+        access, github, manage, mcp, prompts, repos, secrets, sessions, stats, status, users, ws,
     };
     let api = Router::new()
         .route("/health", get(status::health))
@@ -190,6 +193,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions/{id}/ws", get(ws::ws))
         .route("/ws", get(ws::user_ws))
         .route("/join/{code}", post(sessions::join))
+        .route("/stats", get(stats::stats))
         .route("/stats/starts", get(sessions::start_stats))
         .fallback(|| async { Error::NotFound("API route".into()) });
     Router::new()

@@ -77,12 +77,14 @@ impl<'a> SessionWriter<'a> {
 
     /// Appends an event; it gets the next seq and `at_ms = now`. Returns the seq.
     pub fn event(&mut self, event: Event) -> Result<u64> {
+        self.event_at(event, now_ms())
+    }
+
+    /// [`SessionWriter::event`] with a given time: for generated fixtures (tests and
+    /// benchmarks) and imports of history; live events use `event`.
+    pub fn event_at(&mut self, event: Event, at_ms: i64) -> Result<u64> {
         let seq = self.head + self.events.len() as u64 + 1;
-        let envelope = EventEnvelope {
-            seq,
-            at_ms: now_ms(),
-            event,
-        };
+        let envelope = EventEnvelope { seq, at_ms, event };
         let json = serde_json::to_string(&envelope)?;
         self.tx
             .prepare_cached("INSERT INTO events (seq, at_ms, envelope) VALUES (?1, ?2, ?3)")?

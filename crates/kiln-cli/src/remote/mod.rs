@@ -34,6 +34,7 @@ mod render;
 mod retry;
 mod secrets;
 mod session;
+mod stats;
 mod status;
 
 use anyhow::{Context, Result};
@@ -72,6 +73,7 @@ pub(crate) struct SessionArgs {
     command: SessionCommand,
 }
 
+pub(crate) use stats::{StatsArgs, stats};
 pub(crate) use status::{StatusArgs, status};
 /// `kiln user …`
 #[derive(Debug, clap::Args)]

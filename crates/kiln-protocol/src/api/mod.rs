@@ -14,6 +14,7 @@ mod rest;
 mod secrets;
 mod slack;
 mod starts;
+mod stats;
 mod status;
 mod subsessions;
 mod ws;
@@ -37,6 +38,7 @@ pub use rest::*;
 pub use secrets::*;
 pub use slack::{SlackEventReceipt, SlackLink};
 pub use starts::{Percentiles, StartPhases, StartStats};
+pub use stats::{StatsReport, StatsRow};
 pub use status::{Health, ModelHealth, RepoStatus, SandboxCounts, ServerStatus};
 pub use subsessions::{SessionTree, SessionTreeNode};
 pub use ws::{

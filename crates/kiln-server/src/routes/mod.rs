@@ -12,6 +12,7 @@ pub(crate) mod repos;
 pub(crate) mod secrets;
 pub(crate) mod sessions;
 pub(crate) mod slack;
+pub(crate) mod stats;
 pub(crate) mod status;
 pub(crate) mod tree;
 pub(crate) mod users;
@@ -89,6 +90,7 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         sessions::join,
         sessions::events,
         sessions::start_stats,
+        stats::stats,
         tree::session_tree,
         manage::archive_session,
         manage::delete_session,
