@@ -303,7 +303,7 @@ async fn a_mention_starts_a_session_and_the_thread_follows_it() {
     );
     assert!(progress.text.contains("done"), "{progress:#?}");
     assert!(
-        reply.text.contains("<@alice>") || reply.text.contains("alice"),
+        reply.text.starts_with("<@U0ALICE>: done."),
         "{}",
         reply.text
     );
@@ -352,7 +352,7 @@ async fn a_mention_starts_a_session_and_the_thread_follows_it() {
         })
         .await;
     let last = thread.last().unwrap();
-    assert!(last.text.contains("bob"), "{}", last.text);
+    assert!(last.text.starts_with("<@U0BOB>: done."), "{}", last.text);
     let authors: Vec<(String, String)> = app
         .events(&alice, &session)
         .await

@@ -19,6 +19,8 @@ const TITLE_CHARS: usize = 80;
 struct Thread<'a> {
     channel: &'a str,
     ts: &'a str,
+    /// Who asked: their Slack user id, to mention them.
+    asker: &'a str,
 }
 
 impl Slack {
@@ -52,6 +54,7 @@ impl Slack {
             let thread = Thread {
                 channel: &message.channel,
                 ts: message.thread(),
+                asker: message.user.as_deref().unwrap_or_default(),
             };
             self.say(&thread, &format!("kiln failed handling this: {e}"))
                 .await;
@@ -84,6 +87,7 @@ impl Slack {
         let thread = Thread {
             channel: &message.channel,
             ts: message.thread(),
+            asker: author,
         };
         let session = store
             .slack_thread(thread.channel, thread.ts)
@@ -252,7 +256,7 @@ impl Slack {
                 thread,
                 &format!(
                     "<@{}>'s kiln user may not work on `{}`. Nothing was sent.",
-                    by.name, row.repo
+                    thread.asker, row.repo
                 ),
             )
             .await;
@@ -344,7 +348,7 @@ impl Slack {
         {
             tracing::debug!(error = %e, "cannot update the Slack progress message");
         }
-        self.say(thread, &format!("<@{}>'s request: {text}", by.name))
+        self.say(thread, &format!("<@{}>: {text}", thread.asker))
             .await;
     }
 
