@@ -14,6 +14,7 @@ mod logs;
 mod remote;
 mod sandbox;
 mod up;
+mod up_slack;
 mod up_spend;
 
 use clap::{Parser, Subcommand};

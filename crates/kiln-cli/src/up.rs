@@ -101,6 +101,9 @@ struct FileConfig {
     /// `[retention]`: when idle sessions are archived and deleted (default: never).
     #[serde(default)]
     retention: FileRetention,
+    /// `[slack]`: the Slack app (docs/slack.md). Every key can be set by `KILN_SLACK_<KEY>`.
+    #[serde(default)]
+    slack: crate::up_slack::FileSlack,
 }
 
 /// `[retention]`, in days of idleness; 0 or absent: never. `KILN_RETENTION_ARCHIVE_AFTER_DAYS`
@@ -399,6 +402,7 @@ struct Resolved {
     public_url: Option<String>,
     github: Option<ResolvedGitHub>,
     metrics_listen: Option<SocketAddr>,
+    slack: Option<kiln_slack::SlackConfig>,
 }
 
 fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
@@ -452,6 +456,8 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         );
     }
     let github = resolve_github(std::mem::take(&mut file.github), |k| std::env::var(k).ok())?;
+    let slack =
+        crate::up_slack::resolve_slack(std::mem::take(&mut file.slack), |k| std::env::var(k).ok())?;
     let mcp = resolve_mcp(&file.mcp, std::env::var("KILN_MCP_ALLOW_HOSTS").ok())?;
     let retention = resolve_retention(&file.retention, |k| std::env::var(k).ok())?;
     let egress = egress_settings(
@@ -543,6 +549,7 @@ fn resolve(args: &UpArgs) -> anyhow::Result<Resolved> {
         public_url,
         github,
         metrics_listen,
+        slack,
         data_dir,
         listen,
         config_file,
@@ -693,6 +700,10 @@ fn print_config(resolved: &Resolved) {
         println!("[[hooks]] # {hook:?}");
     }
     print_github(resolved.github.as_ref());
+    print!(
+        "{}",
+        crate::up_slack::describe_slack(resolved.slack.as_ref())
+    );
     println!("[mcp]");
     println!("allow_hosts = {:?}", resolved.engine.mcp.allow_hosts);
     let days = |after: Option<Duration>| after.map_or(0, |d| d.as_secs() / 86_400);
@@ -781,7 +792,12 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<()> {
             data_dir.join(kiln_server::ADMIN_TOKEN_FILE).display()
         )),
     }
-    let state = AppState::new(engine.clone()).with_public_url(resolved.public_url.clone());
+    let mut state = AppState::new(engine.clone()).with_public_url(resolved.public_url.clone());
+    if let Some(slack) = resolved.slack.clone() {
+        state = state.with_slack(
+            kiln_slack::Slack::new(engine.clone(), Some(slack)).context("starting Slack")?,
+        );
+    }
     let metrics = match metrics_listener {
         Some(listener) => {
             crate::logs::announce(&format!(

@@ -44,6 +44,8 @@ pub struct AppState {
     public_url: Option<String>,
     /// Forge webhooks in (`POST /api/github/webhook`).
     intake: kiln_webhooks::Intake,
+    /// Slack events in (`POST /api/slack/events`); refuses them until [`AppState::with_slack`].
+    slack: kiln_slack::Slack,
     /// The session logs' folds behind `GET /api/stats`.
     stats: std::sync::Arc<kiln_stats::StatsIndex>,
     /// What `GET /metrics` exposes (this server's own registry).
@@ -55,6 +57,8 @@ impl AppState {
         AppState {
             store: engine.store().clone(),
             intake: kiln_webhooks::Intake::new(engine.clone()),
+            slack: kiln_slack::Slack::new(engine.clone(), None)
+                .expect("Slack's intake without a configuration has no client to fail"),
             engine,
             presence: Presence::default(),
             closing: tokio_util::sync::CancellationToken::new(),
@@ -62,6 +66,12 @@ impl AppState {
             stats: std::sync::Arc::default(),
             metrics: kiln_telemetry::Metrics::new(),
         }
+    }
+
+    /// Takes Slack's events with this intake (`[slack]` configured).
+    pub fn with_slack(mut self, slack: kiln_slack::Slack) -> AppState {
+        self.slack = slack;
+        self
     }
 
     /// Serves browsers at `url` (e.g. `https://kiln.example.com` behind a reverse proxy).
@@ -87,6 +97,18 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/me", get(users::me))
         .route("/me/github", delete(github::unlink))
+        .route(
+            "/me/slack",
+            get(routes::slack::get_link)
+                .put(routes::slack::link)
+                .delete(routes::slack::unlink),
+        )
+        .route(
+            "/slack/events",
+            post(routes::slack::events).layer(axum::extract::DefaultBodyLimit::max(
+                routes::slack::EVENTS_BODY_LIMIT,
+            )),
+        )
         .route("/auth/methods", get(login::sign_in_methods))
         .route("/auth/github/start", get(github::start))
         .route("/auth/github/callback", get(github::callback))

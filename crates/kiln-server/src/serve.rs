@@ -65,6 +65,7 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     let closing = state.closing.clone();
     let state_intake = state.intake.clone();
+    let state_slack = state.slack.clone();
     let app = tower_http::timeout::RequestBodyTimeout::new(router(state), config.body_idle_timeout);
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
@@ -123,6 +124,7 @@ pub async fn serve_with(
     drop(listener);
     closing.cancel();
     state_intake.close().await;
+    state_slack.close().await;
     tasks.close();
     if tokio::time::timeout(config.shutdown_grace, tasks.wait())
         .await

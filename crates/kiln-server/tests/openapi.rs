@@ -55,8 +55,8 @@ async fn the_document_describes_the_server() {
                     problems.push(format!("{name}: path parameter {pname} is not in the path"))
                 }
                 "path" | "query" => {}
-                // GitHub's delivery headers are the webhook's inputs.
-                "header" if path == "/api/github/webhook" => {}
+                // GitHub's delivery headers and Slack's signature headers are their inputs.
+                "header" if path == "/api/github/webhook" || path == "/api/slack/events" => {}
                 other => problems.push(format!("{name}: parameter {pname} in {other}")),
             }
         }
@@ -73,12 +73,13 @@ async fn the_document_describes_the_server() {
         });
         // Signing in (with GitHub; the sign-in page asking what it may offer) starts before
         // anyone is signed in; GitHub's webhook deliveries are authenticated by their
-        // signature, not a kiln credential.
+        // signature, not a kiln credential, and so are Slack's events.
         let should_be_open = path == "/api/health"
             || path == "/api/openapi.json"
             || path == "/api/auth/github/start"
             || path == "/api/auth/methods"
-            || path == "/api/github/webhook";
+            || path == "/api/github/webhook"
+            || path == "/api/slack/events";
         if open != should_be_open {
             problems.push(format!("{name}: open is {open}"));
         }

@@ -36,6 +36,7 @@ mod repos;
 mod schema;
 mod secrets;
 mod sessions;
+mod slack;
 mod spend;
 mod store;
 mod stored;

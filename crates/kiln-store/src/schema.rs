@@ -328,6 +328,29 @@ pub(crate) const CONTROL: &[Migration] = &[
         CREATE INDEX sessions_by_parent ON sessions (parent) WHERE parent IS NOT NULL;
     ",
     },
+    Migration {
+        name: "slack: links, threads, people told how to link",
+        sql: "
+        -- A Slack user (workspace-unique `U…` id) is one kiln user; a kiln user has one.
+        CREATE TABLE slack_links (
+            slack_user TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL UNIQUE REFERENCES users(id) ON DELETE CASCADE,
+            at_ms INTEGER NOT NULL
+        ) STRICT;
+        -- The session a Slack thread (channel + the parent message's ts) drives.
+        CREATE TABLE slack_threads (
+            channel TEXT NOT NULL,
+            thread_ts TEXT NOT NULL,
+            session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            PRIMARY KEY (channel, thread_ts)
+        ) STRICT;
+        -- Slack users without a link who were told how to link (told once).
+        CREATE TABLE slack_told (
+            slack_user TEXT PRIMARY KEY,
+            at_ms INTEGER NOT NULL
+        ) STRICT;
+    ",
+    },
 ];
 
 /// `DATA/sessions/<id>/session.db`: one session's append-only log and the state derived from it

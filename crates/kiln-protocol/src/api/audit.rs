@@ -38,6 +38,9 @@ pub enum AuditAction {
     UserDeactivated,
     GithubLinked,
     GithubUnlinked,
+    /// A user linked their Slack member id (`PUT /api/me/slack`).
+    SlackLinked,
+    SlackUnlinked,
     RepoCreated,
     /// A repo's settings changed (see `detail.fields`).
     RepoUpdated,

@@ -12,6 +12,7 @@ pub(crate) mod push;
 pub(crate) mod repos;
 pub(crate) mod secrets;
 pub(crate) mod sessions;
+pub(crate) mod slack;
 pub(crate) mod stats;
 pub(crate) mod status;
 pub(crate) mod tree;
@@ -44,6 +45,10 @@ use utoipa::openapi::{Ref, ResponseBuilder, content::ContentBuilder};
         github::unlink,
         github::open_pr,
         webhook::webhook,
+        slack::events,
+        slack::link,
+        slack::get_link,
+        slack::unlink,
         users::create_user,
         users::list_users,
         users::create_token,

@@ -71,6 +71,19 @@ impl TestApp {
     }
 
     pub async fn with_configs(config: EngineConfig, serve: kiln_server::ServeConfig) -> TestApp {
+        TestApp::with_everything(config, serve, None).await
+    }
+
+    /// A kiln taking Slack's events with `slack`.
+    pub async fn with_slack(config: EngineConfig, slack: kiln_slack::SlackConfig) -> TestApp {
+        TestApp::with_everything(config, kiln_server::ServeConfig::default(), Some(slack)).await
+    }
+
+    async fn with_everything(
+        config: EngineConfig,
+        serve: kiln_server::ServeConfig,
+        slack: Option<kiln_slack::SlackConfig>,
+    ) -> TestApp {
         // Short path (sockets) under /tmp, traversable by the sandbox uid.
         let dir = tempfile::Builder::new()
             .prefix("ks-")
@@ -95,7 +108,10 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = kiln_server::AppState::new(engine.clone());
+        let mut state = kiln_server::AppState::new(engine.clone());
+        if let Some(slack) = slack {
+            state = state.with_slack(kiln_slack::Slack::new(engine.clone(), Some(slack)).unwrap());
+        }
         let server = tokio::spawn(async move {
             kiln_server::serve_with(
                 listener,
