@@ -91,6 +91,9 @@ pub(crate) struct Inner {
     pub(crate) rebuilds_wanted: Mutex<std::collections::HashSet<String>>,
     /// The last check of the model's endpoint (see `health.rs`).
     model_check: health::ModelCheck,
+    /// This engine's Prometheus metrics: what happens is recorded where it happens (model
+    /// requests, sandbox starts, builds); the server encodes them on `GET /metrics`.
+    pub(crate) metrics: kiln_telemetry::Metrics,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
 }
@@ -171,6 +174,7 @@ impl Engine {
                 rebuilds_wanted: Mutex::default(),
                 access: forge_access::AccessCache::default(),
                 model_check: Default::default(),
+                metrics: kiln_telemetry::Metrics::new(),
                 tracker: TaskTracker::new(),
                 shutdown,
             }),
@@ -189,6 +193,11 @@ impl Engine {
             engine.start_gc(every);
         }
         Ok(engine)
+    }
+
+    /// The metrics this engine records into (one registry per engine, so per server).
+    pub fn metrics(&self) -> &kiln_telemetry::Metrics {
+        &self.inner.metrics
     }
 
     /// The actor of a session, opened on first use.
