@@ -200,6 +200,36 @@ impl Engine {
         &self.inner.metrics
     }
 
+    /// What the egress proxies of agents and image builds passed and refused since start.
+    pub fn egress_totals(&self) -> kiln_telemetry::Egress {
+        let totals = self.inner.fleet.workspaces().egress.totals();
+        kiln_telemetry::Egress {
+            bytes_up: totals.bytes_up(),
+            bytes_down: totals.bytes_down(),
+            denied: totals.denied(),
+        }
+    }
+
+    /// What all sandboxes use together now (memory, OOM kills), where the provider knows it;
+    /// `None` (logged) when it cannot be read.
+    pub async fn sandbox_usage(&self) -> Option<kiln_telemetry::SandboxMemory> {
+        let provider = self.inner.fleet.workspaces().provider.clone();
+        match tokio::task::spawn_blocking(move || provider.usage()).await {
+            Ok(Ok(usage)) => usage.map(|u| kiln_telemetry::SandboxMemory {
+                bytes: u.memory_bytes,
+                oom_kills: u.oom_kills,
+            }),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot read the sandboxes' cgroup");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the sandboxes' cgroup panicked");
+                None
+            }
+        }
+    }
+
     /// The actor of a session, opened on first use.
     pub(crate) async fn actor(&self, id: &SessionId) -> Result<Arc<SessionActor>> {
         if let Some(actor) = self.inner.sessions.lock().expect("sessions lock").get(id) {

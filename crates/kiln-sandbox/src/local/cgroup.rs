@@ -147,6 +147,14 @@ impl Cgroup {
         Cgroup { version, dirs }
     }
 
+    /// The parent every sandbox's cgroup sits in: its counters are all sandboxes' together.
+    pub(crate) fn parent(version: Version, parent: &str) -> Cgroup {
+        Cgroup {
+            version,
+            dirs: version.parents(parent),
+        }
+    }
+
     pub(crate) fn create(
         version: Version,
         parent: &str,
