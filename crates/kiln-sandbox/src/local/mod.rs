@@ -536,7 +536,7 @@ impl Provider for LocalProvider {
 
     fn usage(&self) -> Result<Option<crate::ResourceEvents>> {
         cgroup::Cgroup::parent(self.inner.cgroups, &self.inner.config.cgroup_parent)
-            .events()
+            .total_events()
             .map(Some)
     }
 
