@@ -42,6 +42,33 @@ pub const NO_MODEL: &str = "no model is configured: set KILN_MODEL (e.g. anthrop
 /// A failure of the session's storage or sandbox, shown to people inside an error event.
 pub type SessionError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What one model request of a prompt's turn did, for operations metrics (nothing is stored:
+/// the log has its own events). `provider` is `anthropic` or `openai`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ModelObservation {
+    /// The response's headers arrived (the stream started) `took` after the request was sent.
+    Response {
+        provider: &'static str,
+        took: std::time::Duration,
+    },
+    /// The first text arrived `took` after the request was sent.
+    FirstText {
+        provider: &'static str,
+        took: std::time::Duration,
+    },
+    /// The response finished with this usage.
+    Usage {
+        provider: &'static str,
+        input_tokens: u64,
+        output_tokens: u64,
+    },
+    /// The request failed; `kind` is [`kiln_model::ModelError::kind`]'s word.
+    Failed {
+        provider: &'static str,
+        kind: &'static str,
+    },
+}
+
 /// What the agent loop needs of the session it runs in.
 #[async_trait]
 pub trait Session: Send + Sync {
@@ -75,6 +102,8 @@ pub trait Session: Send + Sync {
     ) -> Vec<Arc<dyn kiln_tools::tools::Tool>> {
         Vec::new()
     }
+    /// A model request's progress, for metrics. Ignored by default.
+    fn observe_model(&self, _observation: ModelObservation) {}
     /// Who stopped the running prompt, if someone did.
     fn stopped_by(&self) -> Option<UserRef>;
     /// Appends `event` to the session's log (the session masks its secrets in it).

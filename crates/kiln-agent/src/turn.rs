@@ -1,11 +1,13 @@
 //! One model turn: the request (the conversation and the tools' specs), its streamed text as
 //! events, and what the model said, kept even when the turn breaks off.
 
+use crate::ModelObservation;
 use crate::run::{Failure, PromptRun};
 use kiln_model::{
     ContentBlock, Message, MessageRole, ModelClient, ModelRequest, StopReason, StreamEvent,
 };
 use kiln_protocol::api::{ErrorKind, Event};
+use std::time::Instant;
 use tracing::Instrument;
 
 impl PromptRun<'_> {
@@ -58,10 +60,23 @@ impl PromptRun<'_> {
             model: model.config().display_name(),
         })
         .await;
+        let provider = model.config().provider.as_str();
+        let sent = Instant::now();
+        let session = self.session;
+        let observe = |observation| session.observe_model(observation);
+        let fail = |kind| observe(ModelObservation::Failed { provider, kind });
         let mut stream = tokio::select! {
-            stream = model.stream(&request) => stream.map_err(|e| Failure(ErrorKind::Model, format!("the model request failed: {e}")))?,
+            stream = model.stream(&request) => stream.map_err(|e| {
+                fail(e.kind());
+                Failure(ErrorKind::Model, format!("the model request failed: {e}"))
+            })?,
             _ = self.cancel.cancelled() => return Ok(None),
         };
+        observe(ModelObservation::Response {
+            provider,
+            took: sent.elapsed(),
+        });
+        let mut first_text = true;
         let mut blocks: Vec<ContentBlock> = Vec::new();
         loop {
             let next = tokio::select! {
@@ -74,6 +89,12 @@ impl PromptRun<'_> {
             };
             match next {
                 Some(Ok(StreamEvent::TextDelta(text))) => {
+                    if std::mem::take(&mut first_text) {
+                        observe(ModelObservation::FirstText {
+                            provider,
+                            took: sent.elapsed(),
+                        });
+                    }
                     match blocks.last_mut() {
                         Some(ContentBlock::Text { text: all }) => all.push_str(&text),
                         _ => blocks.push(ContentBlock::Text { text: text.clone() }),
@@ -89,6 +110,11 @@ impl PromptRun<'_> {
                 }
                 Some(Ok(StreamEvent::Finished { stop_reason, usage })) => {
                     self.last_tokens = usage.input_tokens + usage.output_tokens;
+                    observe(ModelObservation::Usage {
+                        provider,
+                        input_tokens: usage.input_tokens,
+                        output_tokens: usage.output_tokens,
+                    });
                     self.record_usage(model, turn, &usage).await?;
                     if blocks.is_empty() {
                         blocks.push(ContentBlock::Text {
@@ -98,6 +124,7 @@ impl PromptRun<'_> {
                     return Ok(Some((blocks, stop_reason)));
                 }
                 Some(Err(e)) => {
+                    fail(e.kind());
                     let _ = self.keep_partial(blocks).await;
                     return Err(Failure(
                         ErrorKind::Model,
@@ -105,6 +132,7 @@ impl PromptRun<'_> {
                     ));
                 }
                 None => {
+                    fail("stream_cut");
                     let _ = self.keep_partial(blocks).await;
                     return Err(Failure(
                         ErrorKind::Model,

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::Method;
@@ -95,6 +96,41 @@ pub struct EgressRecord {
     pub duration_ms: u64,
 }
 
+/// What every listener that shares it passed and refused, summed since it was made: read at
+/// any time (a metrics scrape) without stopping the proxies.
+#[derive(Debug, Default)]
+pub struct EgressTotals {
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    denied: AtomicU64,
+}
+
+impl EgressTotals {
+    fn add(&self, record: &EgressRecord) {
+        self.bytes_up.fetch_add(record.bytes_up, Ordering::Relaxed);
+        self.bytes_down
+            .fetch_add(record.bytes_down, Ordering::Relaxed);
+        if !record.allowed {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes sent upstream (headers included).
+    pub fn bytes_up(&self) -> u64 {
+        self.bytes_up.load(Ordering::Relaxed)
+    }
+
+    /// Bytes received from upstream.
+    pub fn bytes_down(&self) -> u64 {
+        self.bytes_down.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused.
+    pub fn denied(&self) -> u64 {
+        self.denied.load(Ordering::Relaxed)
+    }
+}
+
 /// Where records go. Called on the proxy's tasks: it must not block (send on a bounded channel
 /// with `try_send`, count what it drops).
 pub type AuditSink = Arc<dyn Fn(EgressRecord) + Send + Sync>;
@@ -111,6 +147,7 @@ pub struct Gate {
     pub(crate) limits: Limits,
     test: Option<TestResolve>,
     audit: Option<AuditSink>,
+    totals: Option<Arc<EgressTotals>>,
 }
 
 impl fmt::Debug for Gate {
@@ -135,6 +172,7 @@ impl Gate {
             limits: Limits::default(),
             test: None,
             audit: None,
+            totals: None,
         }
     }
 
@@ -154,6 +192,12 @@ impl Gate {
         self
     }
 
+    /// Adds every connection to `totals` (shared by the server's listeners).
+    pub fn with_totals(mut self, totals: Arc<EgressTotals>) -> Self {
+        self.totals = Some(totals);
+        self
+    }
+
     /// The test knob; see `TestResolve`. Never set it outside tests.
     pub fn with_test_resolve(mut self, test: TestResolve) -> Self {
         self.test = Some(test);
@@ -166,6 +210,9 @@ impl Gate {
 
     pub(crate) fn record(&self, record: EgressRecord) {
         tracing::debug!(host = %record.host, port = record.port, allowed = record.allowed, reason = %record.reason, "egress");
+        if let Some(totals) = &self.totals {
+            totals.add(&record);
+        }
         if let Some(sink) = &self.audit {
             sink(record);
         }

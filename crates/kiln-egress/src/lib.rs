@@ -33,7 +33,7 @@ mod socket;
 
 pub use address::{AddressClass, AddressRules, DeniedAddr, classify, interface_addresses};
 pub use error::{Phase, PolicyError, Refusal};
-pub use gate::{AuditSink, EgressRecord, Gate, Limits, Reason, TestResolve};
+pub use gate::{AuditSink, EgressRecord, EgressTotals, Gate, Limits, Reason, TestResolve};
 pub use io::Listener;
 pub use policy::{EgressMode, EgressPolicy, HostPattern, REGISTRY_PRESET, preset};
 pub use proxy::serve;

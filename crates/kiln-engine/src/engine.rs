@@ -91,6 +91,9 @@ pub(crate) struct Inner {
     pub(crate) rebuilds_wanted: Mutex<std::collections::HashSet<String>>,
     /// The last check of the model's endpoint (see `health.rs`).
     model_check: health::ModelCheck,
+    /// This engine's Prometheus metrics: what happens is recorded where it happens (model
+    /// requests, sandbox starts, builds); the server encodes them on `GET /metrics`.
+    pub(crate) metrics: kiln_telemetry::Metrics,
     pub(crate) tracker: TaskTracker,
     pub(crate) shutdown: CancellationToken,
 }
@@ -171,6 +174,7 @@ impl Engine {
                 rebuilds_wanted: Mutex::default(),
                 access: forge_access::AccessCache::default(),
                 model_check: Default::default(),
+                metrics: kiln_telemetry::Metrics::new(),
                 tracker: TaskTracker::new(),
                 shutdown,
             }),
@@ -189,6 +193,41 @@ impl Engine {
             engine.start_gc(every);
         }
         Ok(engine)
+    }
+
+    /// The metrics this engine records into (one registry per engine, so per server).
+    pub fn metrics(&self) -> &kiln_telemetry::Metrics {
+        &self.inner.metrics
+    }
+
+    /// What the egress proxies of agents and image builds passed and refused since start.
+    pub fn egress_totals(&self) -> kiln_telemetry::Egress {
+        let totals = self.inner.fleet.workspaces().egress.totals();
+        kiln_telemetry::Egress {
+            bytes_up: totals.bytes_up(),
+            bytes_down: totals.bytes_down(),
+            denied: totals.denied(),
+        }
+    }
+
+    /// What all sandboxes use together now (memory, OOM kills), where the provider knows it;
+    /// `None` (logged) when it cannot be read.
+    pub async fn sandbox_usage(&self) -> Option<kiln_telemetry::SandboxMemory> {
+        let provider = self.inner.fleet.workspaces().provider.clone();
+        match tokio::task::spawn_blocking(move || provider.usage()).await {
+            Ok(Ok(usage)) => usage.map(|u| kiln_telemetry::SandboxMemory {
+                bytes: u.memory_bytes,
+                oom_kills: u.oom_kills,
+            }),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot read the sandboxes' cgroup");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the sandboxes' cgroup panicked");
+                None
+            }
+        }
     }
 
     /// The actor of a session, opened on first use.

@@ -17,7 +17,8 @@
 
 use crate::{Error, Result};
 use kiln_egress::{
-    AddressRules, EgressPolicy, EgressRecord, Gate, HostPattern, Phase, SocketProxy, TestResolve,
+    AddressRules, EgressPolicy, EgressRecord, EgressTotals, Gate, HostPattern, Phase, SocketProxy,
+    TestResolve,
 };
 use kiln_protocol::api::AgentNetwork;
 use kiln_sandbox::{EGRESS_SOCKET_NAME, NetworkPolicy, SandboxInfo};
@@ -93,12 +94,22 @@ impl EgressSettings {
         ))
     }
 
-    /// A gate under `policy` that hands every connection's record to `tally`.
-    fn gate(&self, policy: EgressPolicy, phase: Phase, tally: &Arc<Tally>) -> Gate {
+    /// A gate under `policy` that hands every connection's record to `tally` (and `totals`).
+    fn gate(
+        &self,
+        policy: EgressPolicy,
+        phase: Phase,
+        tally: &Arc<Tally>,
+        totals: Option<&Arc<EgressTotals>>,
+    ) -> Gate {
         let tally = tally.clone();
         let gate = Gate::new(policy, phase, self.rules.clone())
             .with_denied_hosts(self.deny.clone())
             .with_audit(move |record| tally.add(&record));
+        let gate = match totals {
+            Some(totals) => gate.with_totals(totals.clone()),
+            None => gate,
+        };
         match &self.test_resolve {
             Some(test) => gate.with_test_resolve(test.clone()),
             None => gate,
@@ -160,12 +171,13 @@ impl BuildEgress {
         data_dir: &Path,
         id: &str,
         policy: EgressPolicy,
+        totals: &Arc<EgressTotals>,
     ) -> Result<Option<BuildEgress>> {
         if policy == EgressPolicy::None {
             return Ok(None);
         }
         let tally = Arc::new(Tally::default());
-        let gate = settings.gate(settings.widen(policy), Phase::Setup, &tally);
+        let gate = settings.gate(settings.widen(policy), Phase::Setup, &tally, Some(totals));
         let dir = data_dir.join("egress").join(id);
         let proxy =
             SocketProxy::start(&dir, EGRESS_SOCKET_NAME, Arc::new(gate)).map_err(Error::io(
@@ -224,7 +236,7 @@ impl HostEgress {
             .local_addr()
             .map_err(Error::io("serving an egress proxy on the loopback"))?;
         let tally = Arc::new(Tally::default());
-        let gate = Arc::new(settings.gate(policy, Phase::Setup, &tally));
+        let gate = Arc::new(settings.gate(policy, Phase::Setup, &tally, None));
         let task = tokio::spawn(kiln_egress::serve(listener, gate));
         Ok(HostEgress {
             address,
@@ -271,6 +283,9 @@ pub struct SandboxEgress {
     /// outside what the sandbox is given, for serving it again after a restart.
     dir: PathBuf,
     served: Mutex<HashMap<String, Served>>,
+    /// What the agents' and the image builds' proxies passed and refused since start (the
+    /// host's own, a base's mmdebstrap, is not counted), for `GET /metrics`.
+    totals: Arc<EgressTotals>,
 }
 
 impl std::fmt::Debug for SandboxEgress {
@@ -287,7 +302,13 @@ impl SandboxEgress {
             settings,
             dir: data_dir.join("egress"),
             served: Mutex::new(HashMap::new()),
+            totals: Arc::default(),
         }
+    }
+
+    /// What the agents' and builds' proxies passed and refused since start.
+    pub fn totals(&self) -> &Arc<EgressTotals> {
+        &self.totals
     }
 
     pub fn settings(&self) -> &EgressSettings {
@@ -313,7 +334,9 @@ impl SandboxEgress {
 
     fn start(&self, token: &str, policy: EgressPolicy) -> Result<NetworkPolicy> {
         let tally = Arc::new(Tally::default());
-        let gate = self.settings.gate(policy, Phase::Agent, &tally);
+        let gate = self
+            .settings
+            .gate(policy, Phase::Agent, &tally, Some(&self.totals));
         let dir = self.dir.join(token);
         let proxy =
             SocketProxy::start(&dir, EGRESS_SOCKET_NAME, Arc::new(gate)).map_err(Error::io(

@@ -27,6 +27,24 @@ pub enum ModelError {
 }
 
 impl ModelError {
+    /// A short fixed word for the kind of failure (metrics label it): `client`, `connect`,
+    /// `http_4xx`, `http_5xx`, `http_other`, `api`, `stream_cut`, `malformed`, `idle_timeout`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelError::Client(_) => "client",
+            ModelError::Connect(_) => "connect",
+            ModelError::Http { status, .. } => match status / 100 {
+                4 => "http_4xx",
+                5 => "http_5xx",
+                _ => "http_other",
+            },
+            ModelError::Api { .. } => "api",
+            ModelError::StreamCut => "stream_cut",
+            ModelError::Malformed(_) => "malformed",
+            ModelError::IdleTimeout => "idle_timeout",
+        }
+    }
+
     /// Whether sending the same request again may succeed: connection problems, cut or stalled
     /// streams, 408/409/429/5xx (including Anthropic's 529) and overload/server errors mid-stream.
     pub fn is_retryable(&self) -> bool {
@@ -69,5 +87,16 @@ mod tests {
         assert!(api("overloaded_error").is_retryable());
         assert!(!api("invalid_request_error").is_retryable());
         assert!(!ModelError::Malformed("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn kinds_name_the_status_class() {
+        let http = |status| ModelError::Http {
+            status,
+            message: String::new(),
+        };
+        assert_eq!(http(429).kind(), "http_4xx");
+        assert_eq!(http(529).kind(), "http_5xx");
+        assert_eq!(ModelError::StreamCut.kind(), "stream_cut");
     }
 }

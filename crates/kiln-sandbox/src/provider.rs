@@ -47,6 +47,11 @@ pub trait Provider: Send + Sync + Debug + 'static {
     /// Deletes a snapshot for good. [`crate::Error::InUse`] while a sandbox runs on it;
     /// [`crate::Error::SnapshotNotFound`] when there is no such snapshot.
     async fn delete_snapshot(&self, id: &SnapshotId) -> Result<()>;
+    /// What all sandboxes use together now (the parent cgroup's memory and the OOM kills it
+    /// counted), where the provider knows it; `None` by default. Reads a few small files.
+    fn usage(&self) -> Result<Option<ResourceEvents>> {
+        Ok(None)
+    }
 }
 
 /// Counters of limit hits, read from wherever the provider enforces limits.

@@ -147,6 +147,14 @@ async fn a_memory_hog_is_killed_inside_and_reported() {
     );
     assert!(outcome.oom_killed);
     assert!(hog.resource_events().unwrap().oom_kills >= 1);
+    // All sandboxes together (what `GET /metrics` reports): the kill, and memory in use.
+    let usage = h
+        .provider
+        .usage()
+        .unwrap()
+        .expect("the local provider reads its cgroups");
+    assert!(usage.oom_kills >= 1, "{usage:?}");
+    assert!(usage.memory_bytes > 0, "{usage:?}");
     // The sandbox itself lives on, and so does its neighbour.
     ok(&hog, "echo still here").await;
     ok(&neighbour, "python3 -c 'x = bytearray(128 * 1024 * 1024)'").await;

@@ -48,13 +48,14 @@ pub struct AppState {
     slack: kiln_slack::Slack,
     /// The session logs' folds behind `GET /api/stats`.
     stats: std::sync::Arc<kiln_stats::StatsIndex>,
-    /// What `GET /metrics` exposes (this server's own registry).
+    /// What `GET /metrics` exposes (this server's own registry, which its engine records into).
     metrics: kiln_telemetry::Metrics,
 }
 
 impl AppState {
     pub fn new(engine: Engine) -> AppState {
         AppState {
+            metrics: engine.metrics().clone(),
             store: engine.store().clone(),
             intake: kiln_webhooks::Intake::new(engine.clone()),
             slack: kiln_slack::Slack::new(engine.clone(), None)
@@ -64,7 +65,6 @@ impl AppState {
             closing: tokio_util::sync::CancellationToken::new(),
             public_url: None,
             stats: std::sync::Arc::default(),
-            metrics: kiln_telemetry::Metrics::new(),
         }
     }
 

@@ -147,6 +147,34 @@ async fn a_session_sandbox_reaches_allowed_hosts_only_and_its_traffic_is_recorde
         .await;
     assert_eq!(status, 200);
     assert!(body.to_string().contains("\"type\":\"egress\""), "{body}");
+    // And in the metrics: the bytes that went out and came back, and the refusals.
+    let (status, metrics) = app.get(&token, "/metrics").await;
+    assert_eq!(status, 200, "{metrics}");
+    let text = metrics.as_str().expect("metrics are text");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("the exposition parses");
+    let total = |name: &str, direction: Option<&str>| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| {
+                s.metric == name && direction.is_none_or(|d| s.labels.get("direction") == Some(d))
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                ref other => panic!("not a counter: {other:?}"),
+            })
+            .sum()
+    };
+    assert!(total("kiln_egress_bytes_total", Some("up")) > 0.0, "{text}");
+    assert!(
+        total("kiln_egress_bytes_total", Some("down")) > 0.0,
+        "{text}"
+    );
+    assert!(
+        total("kiln_egress_denied_connections_total", None) >= 2.0,
+        "{text}"
+    );
 
     // A restart: the sandbox outlives the process; the next one serves its proxy again at the
     // same path, before the session next uses it.

@@ -103,6 +103,158 @@ async fn metrics_move_when_requests_and_sessions_happen() {
     app.stop().await;
 }
 
+/// The sample count of histogram `name` in the series whose `label` is as given (0 if none).
+fn observations(scrape: &prometheus_parse::Scrape, name: &str, label: (&str, &str)) -> u64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count as u64).max().unwrap_or(0)
+            }
+            other => panic!("not a histogram: {other:?}"),
+        })
+        .sum()
+}
+
+/// The value of counter `name` in the series whose labels include all of `labels` (0 if none).
+fn counter(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            // prometheus-parse types a counter's `_total` sample as untyped.
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("not a counter: {other:?}"),
+        })
+        .sum()
+}
+
+async fn scrape(app: &TestApp) -> prometheus_parse::Scrape {
+    let (status, body) = app.get(&app.admin_token, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    parse(&body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_requests_sandbox_starts_and_builds_are_counted() {
+    let model = FakeModel::start().await;
+    model.set_default(kiln_testkit::Turn::text("done").with_usage(120, 7));
+    let app = TestApp::start(&model).await;
+    let admin = app.admin_token.clone();
+    let anthropic = ("provider", "anthropic");
+
+    let before = scrape(&app).await;
+    assert_eq!(
+        observations(&before, "kiln_model_request_duration_seconds", anthropic),
+        0
+    );
+
+    let session = app.new_session(&admin, "hello").await;
+    app.wait_for(&admin, &session, common::is_finished).await;
+    let after = scrape(&app).await;
+    assert_eq!(
+        observations(&after, "kiln_model_request_duration_seconds", anthropic),
+        1
+    );
+    assert_eq!(
+        observations(&after, "kiln_model_time_to_first_token_seconds", anthropic),
+        1
+    );
+    let tokens = |s, direction| {
+        counter(
+            s,
+            "kiln_model_tokens_total",
+            &[anthropic, ("direction", direction)],
+        )
+    };
+    assert_eq!(tokens(&after, "input"), 120.0);
+    assert_eq!(tokens(&after, "output"), 7.0);
+    // No image yet: the session's sandbox was a fresh clone.
+    assert_eq!(
+        counter(
+            &after,
+            "kiln_session_sandbox_starts_total",
+            &[("source", "clone")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        counter(&after, "kiln_model_errors_total", &[anthropic]),
+        0.0
+    );
+
+    // A refused request (400 is not retried) counts as an error of its status class.
+    model.push(kiln_testkit::Script::Status {
+        status: 400,
+        retry_after: None,
+        message: "prompt is too long".into(),
+    });
+    app.send(&admin, &session, "again").await;
+    app.wait_until(&admin, &session, |events| {
+        events
+            .iter()
+            .filter(|e| common::is_finished(&e.event))
+            .count()
+            == 2
+    })
+    .await;
+    let failed = scrape(&app).await;
+    assert_eq!(
+        counter(
+            &failed,
+            "kiln_model_errors_total",
+            &[anthropic, ("kind", "http_4xx")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        observations(&failed, "kiln_model_request_duration_seconds", anthropic),
+        1,
+        "a refused request has no response to time"
+    );
+
+    // An image build records its duration when it ends.
+    let (status, started) = app.post(&admin, "/api/repos/demo/images", json!({})).await;
+    assert_eq!(status, 202, "{started}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let built = loop {
+        let scrape = scrape(&app).await;
+        if observations(
+            &scrape,
+            "kiln_image_build_duration_seconds",
+            ("outcome", "ready"),
+        ) > 0
+        {
+            break scrape;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no build was recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        observations(
+            &built,
+            "kiln_image_build_duration_seconds",
+            ("outcome", "ready")
+        ),
+        1
+    );
+    assert_eq!(
+        observations(
+            &built,
+            "kiln_image_build_duration_seconds",
+            ("outcome", "failed")
+        ),
+        0
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_for_admins_and_read_only_tokens() {
     let model = FakeModel::start().await;

@@ -44,12 +44,17 @@ impl Engine {
                 return Err(e);
             }
         };
-        let image = self
+        let started = std::time::Instant::now();
+        let result = self
             .inner
             .fleet
             .build_image(repo, build, &secrets)
             .instrument(span)
-            .await?;
+            .await;
+        let ready = result.as_ref().is_ok_and(|image| image.is_ready());
+        let outcome = if ready { "ready" } else { "failed" };
+        self.inner.metrics.image_build(outcome, started.elapsed());
+        let image = result?;
         if image.is_ready() {
             self.spawn_refill(&repo.name);
         }

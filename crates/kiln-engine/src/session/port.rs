@@ -147,6 +147,21 @@ impl Session for Port<'_> {
         self.actor.stopped_by()
     }
 
+    fn observe_model(&self, observation: kiln_agent::ModelObservation) {
+        use kiln_agent::ModelObservation::*;
+        let metrics = &self.inner.metrics;
+        match observation {
+            Response { provider, took } => metrics.model_response(provider, took),
+            FirstText { provider, took } => metrics.model_first_token(provider, took),
+            Usage {
+                provider,
+                input_tokens,
+                output_tokens,
+            } => metrics.model_tokens(provider, input_tokens, output_tokens),
+            Failed { provider, kind } => metrics.model_error(provider, kind),
+        }
+    }
+
     fn mask(&self, text: String) -> String {
         self.actor.secrets().mask(text)
     }

@@ -60,6 +60,7 @@ impl SessionActor {
             match workspaces.attach(&id).await {
                 Ok(sandbox) => {
                     self.state.lock().expect("state lock").sandbox = Some(SandboxState::Ready);
+                    inner.metrics.session_sandbox_start("reattach");
                     slot.sandbox = Some(sandbox.clone());
                     return Ok(sandbox);
                 }
@@ -87,6 +88,7 @@ impl SessionActor {
                         let detail = format!("restored from snapshot {}", snapshot.id);
                         let id = Some(sandbox.id().to_string());
                         self.status(SandboxState::Ready, id, Some(detail)).await;
+                        inner.metrics.session_sandbox_start("snapshot");
                         slot.sandbox = Some(sandbox.clone());
                         slot.checkout = None;
                         self.sync.send_replace(SyncState::Done);
@@ -129,6 +131,7 @@ impl SessionActor {
             }
             let id = Some(sandbox.id().to_string());
             self.status(SandboxState::Syncing, id, Some(detail)).await;
+            inner.metrics.session_sandbox_start("pool");
             slot.sandbox = Some(sandbox.clone());
             slot.checkout = Some(entry.checkout.clone());
             self.start_sync(inner, sandbox.clone(), entry.checkout);
@@ -152,6 +155,8 @@ impl SessionActor {
             Ok(sandbox) => {
                 let id = Some(sandbox.id().to_string());
                 slot.sandbox = Some(sandbox.clone());
+                let source = if image.is_some() { "image" } else { "clone" };
+                inner.metrics.session_sandbox_start(source);
                 match image {
                     Some(image) => {
                         let detail = format!(

@@ -220,6 +220,7 @@ impl ImageBuilder {
             &self.workspaces.data_dir,
             id,
             environment.network.setup_policy(repo_host.as_deref()),
+            self.workspaces.egress.totals(),
         )?;
         let network = match &egress {
             Some(egress) => egress.network(),

@@ -147,6 +147,14 @@ impl Cgroup {
         Cgroup { version, dirs }
     }
 
+    /// The parent every sandbox's cgroup sits in: its counters are all sandboxes' together.
+    pub(crate) fn parent(version: Version, parent: &str) -> Cgroup {
+        Cgroup {
+            version,
+            dirs: version.parents(parent),
+        }
+    }
+
     pub(crate) fn create(
         version: Version,
         parent: &str,
@@ -320,6 +328,27 @@ impl Cgroup {
                 Ok(())
             }
         }
+    }
+
+    /// [`Cgroup::events`] of a parent, with every child's OOM kills on v1: there the kernel
+    /// counts a kill only in the killed process's own cgroup (v2's `memory.events` is
+    /// hierarchical already).
+    pub(crate) fn total_events(&self) -> Result<ResourceEvents> {
+        let mut events = self.events()?;
+        if self.version == Version::V1 {
+            let memory = self.v1_dirs()[0];
+            let children = fs::read_dir(memory)
+                .map_err(Error::io("listing sandbox cgroups", memory))?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()));
+            for child in children {
+                // A sandbox's cgroup may go away meanwhile: it then counts no more.
+                if let Ok(text) = fs::read_to_string(child.path().join("memory.oom_control")) {
+                    events.oom_kills += keyed(&text, "oom_kill");
+                }
+            }
+        }
+        Ok(events)
     }
 
     pub(crate) fn events(&self) -> Result<ResourceEvents> {

@@ -534,6 +534,12 @@ impl Provider for LocalProvider {
         self.list_snapshot_layers().await
     }
 
+    fn usage(&self) -> Result<Option<crate::ResourceEvents>> {
+        cgroup::Cgroup::parent(self.inner.cgroups, &self.inner.config.cgroup_parent)
+            .total_events()
+            .map(Some)
+    }
+
     async fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         self.delete_snapshot_layer(id).await
     }

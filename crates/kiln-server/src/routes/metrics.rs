@@ -53,6 +53,8 @@ async fn exposition(state: &AppState) -> Result<Response> {
             ("other", sandboxes.other as u64),
         ],
         pools,
+        egress: Some(state.engine.egress_totals()),
+        memory: state.engine.sandbox_usage().await,
     });
     Ok(([(header::CONTENT_TYPE, kiln_telemetry::CONTENT_TYPE)], text).into_response())
 }
