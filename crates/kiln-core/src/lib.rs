@@ -7,6 +7,7 @@
 
 mod duration;
 mod id;
+mod quote;
 mod redact;
 mod refname;
 mod role;
@@ -14,6 +15,7 @@ mod secret;
 
 pub use duration::{human_duration, now_ms};
 pub use id::{PlanId, PromptId, SessionId, ShareId, TokenId, UserId, random_hex};
+pub use quote::block_quote;
 pub use redact::{redact_urls, url_host};
 pub use refname::{BadRefName, check_branch_name};
 pub use role::Role;

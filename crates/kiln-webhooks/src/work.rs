@@ -410,18 +410,7 @@ fn files(end: &PromptEnd) -> String {
 }
 
 fn quote(text: &str) -> String {
-    let text = text.trim();
-    if text.is_empty() {
-        return String::new();
-    }
-    let mut cut: String = text.chars().take(QUOTE_CHARS).collect();
-    if cut.len() < text.len() {
-        cut.push('…');
-    }
-    cut.lines()
-        .map(|l| format!("> {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    kiln_core::block_quote(text, QUOTE_CHARS)
 }
 
 #[cfg(test)]
