@@ -461,11 +461,16 @@ mod tests {
             .expect("the exposition parses")
     }
 
-    fn value(scrape: &prometheus_parse::Scrape, name: &str, label: (&str, &str)) -> Option<f64> {
+    /// The sample of `name` with all of `labels` (a family's samples come in no set order).
+    fn value(
+        scrape: &prometheus_parse::Scrape,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<f64> {
         scrape
             .samples
             .iter()
-            .find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
             .map(|s| match s.value {
                 prometheus_parse::Value::Counter(v)
                 | prometheus_parse::Value::Gauge(v)
@@ -485,11 +490,15 @@ mod tests {
         };
         let scrape = parse(&metrics.encode(&first));
         assert_eq!(
-            value(&scrape, "kiln_sessions", ("state", "idle")),
+            value(&scrape, "kiln_sessions", &[("state", "idle")]),
             Some(5.0)
         );
         assert_eq!(
-            value(&scrape, "kiln_pool_sandboxes", ("repo", "gone")),
+            value(
+                &scrape,
+                "kiln_pool_sandboxes",
+                &[("repo", "gone"), ("state", "ready")]
+            ),
             Some(0.0)
         );
         let second = State {
@@ -500,15 +509,18 @@ mod tests {
         };
         let scrape = parse(&metrics.encode(&second));
         assert_eq!(
-            value(&scrape, "kiln_sessions", ("state", "idle")),
+            value(&scrape, "kiln_sessions", &[("state", "idle")]),
             Some(1.0)
         );
         // A repo that is gone leaves no series behind.
         assert_eq!(
-            value(&scrape, "kiln_pool_sandboxes", ("repo", "gone")),
+            value(&scrape, "kiln_pool_sandboxes", &[("repo", "gone")]),
             None
         );
-        assert_eq!(value(&scrape, "kiln_sandboxes", ("kind", "session")), None);
+        assert_eq!(
+            value(&scrape, "kiln_sandboxes", &[("kind", "session")]),
+            None
+        );
     }
 
     #[test]
@@ -529,7 +541,7 @@ mod tests {
         let read = |state: &State| {
             let scrape = parse(&metrics.encode(state));
             (
-                value(&scrape, "kiln_egress_bytes_total", ("direction", "up")),
+                value(&scrape, "kiln_egress_bytes_total", &[("direction", "up")]),
                 value_of(&scrape, "kiln_egress_denied_connections_total"),
                 value_of(&scrape, "kiln_sandbox_oom_kills_total"),
                 value_of(&scrape, "kiln_sandbox_memory_bytes"),
